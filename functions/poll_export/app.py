@@ -1,0 +1,20 @@
+"""PollExport: look once at the export's status (Arazzo step pollExport; the state machine loops)."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from soracharge.factories import soracom_client
+from soracharge.logic.export import poll_export
+from soracharge.models.export_flow import ExportProgress
+from soracharge.models.parsing import parse_input
+from soracharge.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    progress = parse_input(event, ExportProgress)
+    polled = poll_export(progress, soracom=soracom_client())
+    return polled.to_event()

@@ -1,0 +1,20 @@
+"""StartExport: start Soracom's asynchronous detailed-billing CSV export (Arazzo step startExport)."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from soracharge.factories import soracom_client
+from soracharge.logic.export import start_export
+from soracharge.models.export_flow import StartExportRequest
+from soracharge.models.parsing import parse_input
+from soracharge.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    request = parse_input(event, StartExportRequest)
+    progress = start_export(request.month, soracom=soracom_client())
+    return progress.to_event()

@@ -1,0 +1,272 @@
+"""The Soracom API client (httpx): auth, getBilling, exportBilling, getExportedFile, the download.
+
+Facts it follows (shared/DESIGN.md section 2):
+- ``POST /v1/auth`` gives ``apiKey`` and ``token``; every later call sends both
+  ``X-Soracom-API-Key`` and ``X-Soracom-Token``. The token is reused while it is valid, and a 401
+  leads to exactly one re-authentication and one more try.
+- Every call has a timeout. This client never retries on its own beyond that one re-auth: retries
+  are the state machine's ``Retry`` policies, bounded and visible in the execution history.
+- The export's download URL is pre-signed: it is used byte for byte (httpx keeps existing
+  ``%XX`` escapes), with a plain GET and no Soracom headers, and never logged (it carries a token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from soracharge.errors import (
+    BillNotFoundError,
+    ExportDownloadError,
+    SoracomApiError,
+    SoracomAuthError,
+    SoracomRateLimitedError,
+    SoracomUnavailableError,
+)
+from soracharge.models.soracom import (
+    AuthRequest,
+    AuthResponse,
+    ExportedFile,
+    ExportStarted,
+    MonthlyBill,
+    SoracomCredentials,
+    SoracomErrorBody,
+)
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+USER_AGENT = "soracharge/0.1 (+https://github.com/soracharge)"
+#: A token is renewed this long before Soracom would expire it.
+TOKEN_RENEWAL_MARGIN_SECONDS = 60
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+class SoracomApi(Protocol):
+    """What the export use cases need from Soracom (tests pass fakes of this)."""
+
+    def get_bill(self, month: str) -> MonthlyBill: ...
+
+    def start_export(self, month: str) -> ExportStarted: ...
+
+    def get_exported_file(self, exported_file_id: str) -> ExportedFile: ...
+
+    def download(self, url: str, sink: BinaryIO) -> DownloadedFile: ...
+
+
+@dataclass(frozen=True)
+class DownloadedFile:
+    size: int
+    sha256: str
+
+
+@dataclass
+class _Token:
+    api_key: str
+    token: str
+    renew_at: float
+
+
+class SoracomClient:
+    """A synchronous Soracom API client. Build one per process (see ``soracharge.factories``)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        credentials: Callable[[], SoracomCredentials],
+        timeout_seconds: float = 10.0,
+        download_timeout_seconds: float = 60.0,
+        token_timeout_seconds: int = 3600,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._credentials = credentials
+        self._token_timeout_seconds = token_timeout_seconds
+        self._clock = clock
+        self._token: _Token | None = None
+        self._api = httpx.Client(
+            base_url=f"{base_url.rstrip('/')}/v1",
+            timeout=httpx.Timeout(timeout_seconds),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            transport=transport,
+        )
+        # A separate client for the pre-signed URL: no base URL, no Soracom headers, no redirects.
+        self._files = httpx.Client(
+            timeout=httpx.Timeout(download_timeout_seconds, connect=timeout_seconds),
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._api.close()
+        self._files.close()
+
+    # -- operations ------------------------------------------------------------------------
+
+    def get_bill(self, month: str) -> MonthlyBill:
+        response = self._call("GET", f"/bills/{month}", operation="getBilling")
+        if response.status_code == 404:
+            raise BillNotFoundError(
+                f"Soracom has no bill for {month} ({_describe_error(response)}): the month had no "
+                "charge, is not finalized yet, or is older than the 18 months Soracom keeps"
+            )
+        return _parse(response, MonthlyBill, "getBilling")
+
+    def start_export(self, month: str) -> ExportStarted:
+        response = self._call(
+            "POST", f"/bills/{month}/export", params={"export_mode": "async"}, operation="exportBilling"
+        )
+        if response.status_code == 404:
+            raise BillNotFoundError(f"Soracom has no bill to export for {month} ({_describe_error(response)})")
+        return _parse(response, ExportStarted, "exportBilling")
+
+    def get_exported_file(self, exported_file_id: str) -> ExportedFile:
+        response = self._call("GET", f"/files/exported/{exported_file_id}", operation="getExportedFile")
+        if response.status_code == 404:
+            raise SoracomApiError(
+                f"Soracom does not know the export {exported_file_id} ({_describe_error(response)})",
+                status=404,
+            )
+        return _parse(response, ExportedFile, "getExportedFile")
+
+    def download(self, url: str, sink: BinaryIO) -> DownloadedFile:
+        """Stream the exported file into ``sink`` in bounded memory; return its size and SHA-256."""
+        digest = hashlib.sha256()
+        size = 0
+        host = httpx.URL(url).host
+        try:
+            with self._files.stream("GET", url) as response:
+                if response.status_code >= 500:
+                    raise SoracomUnavailableError(f"download from {host} answered HTTP {response.status_code}")
+                if response.status_code != 200:
+                    response.read()
+                    raise ExportDownloadError(
+                        f"download from {host} was refused with HTTP {response.status_code} "
+                        f"({_s3_error_code(response)}): the URL may have expired; run the export again"
+                    )
+                for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    size += len(chunk)
+                expected = response.headers.get("Content-Length")
+        except httpx.TransportError as exc:  # includes timeouts and connections closed mid-body
+            raise SoracomUnavailableError(f"download from {host} failed: {type(exc).__name__}: {exc}") from exc
+        if expected is not None and expected.isdigit() and int(expected) != size:
+            raise SoracomUnavailableError(f"download from {host} was cut short: {size} of {expected} bytes")
+        return DownloadedFile(size=size, sha256=digest.hexdigest())
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _call(
+        self, method: str, path: str, *, operation: str, params: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """Send an authenticated call; re-authenticate once on 401; map transport and 5xx errors."""
+        response = self._send(method, path, params, operation, self._current_token())
+        if response.status_code == 401:
+            self._token = None
+            response = self._send(method, path, params, operation, self._current_token())
+            if response.status_code == 401:
+                raise SoracomAuthError(
+                    f"{operation}: Soracom rejected a fresh token ({_describe_error(response)})"
+                )
+        if response.status_code == 429:
+            hint = response.headers.get("X-Soracom-Ratelimit-Seconds-Before-Refresh", "")
+            retry_after = int(hint) if hint.isdigit() else None
+            raise SoracomRateLimitedError(
+                f"{operation}: Soracom rate limit reached"
+                + (f", it refreshes in {retry_after} s" if retry_after is not None else ""),
+                retry_after_seconds=retry_after,
+            )
+        if response.status_code >= 500:
+            raise SoracomUnavailableError(
+                f"{operation}: Soracom answered HTTP {response.status_code} ({_describe_error(response)})"
+            )
+        return response
+
+    def _send(
+        self, method: str, path: str, params: dict[str, str] | None, operation: str, token: _Token
+    ) -> httpx.Response:
+        headers = {"X-Soracom-API-Key": token.api_key, "X-Soracom-Token": token.token}
+        try:
+            return self._api.request(method, path, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise SoracomUnavailableError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+
+    def _current_token(self) -> _Token:
+        if self._token is None or self._clock() >= self._token.renew_at:
+            self._token = self._authenticate()
+        return self._token
+
+    def _authenticate(self) -> _Token:
+        credentials = self._credentials()
+        body = AuthRequest(
+            authKeyId=credentials.auth_key_id,
+            authKey=credentials.auth_key.get_secret_value(),
+            tokenTimeoutSeconds=self._token_timeout_seconds,
+        )
+        started = self._clock()
+        try:
+            response = self._api.post("/auth", json=body.model_dump())
+        except httpx.TransportError as exc:
+            raise SoracomUnavailableError(f"auth: {type(exc).__name__}: {exc}") from exc
+        if response.status_code in (400, 401, 403):
+            raise SoracomAuthError(
+                f"auth: Soracom refused AuthKey {credentials.auth_key_id} "
+                f"(HTTP {response.status_code}, {_describe_error(response)})"
+            )
+        if response.status_code == 429:
+            raise SoracomRateLimitedError("auth: Soracom rate limit reached")
+        if response.status_code >= 500:
+            raise SoracomUnavailableError(f"auth: Soracom answered HTTP {response.status_code}")
+        issued = _parse(response, AuthResponse, "auth")
+        lifetime = max(self._token_timeout_seconds - TOKEN_RENEWAL_MARGIN_SECONDS, 0)
+        return _Token(api_key=issued.apiKey, token=issued.token, renew_at=started + lifetime)
+
+
+def _parse(response: httpx.Response, model: type[ModelT], operation: str) -> ModelT:
+    if response.status_code != 200:
+        error = _error_body(response)
+        raise SoracomApiError(
+            f"{operation}: Soracom answered HTTP {response.status_code} ({_describe_error(response)})",
+            status=response.status_code,
+            code=error.code if error else None,
+        )
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise SoracomApiError(f"{operation}: unexpected response body: {problems}", status=200) from None
+
+
+def _error_body(response: httpx.Response) -> SoracomErrorBody | None:
+    try:
+        return SoracomErrorBody.model_validate_json(response.content)
+    except ValidationError:
+        return None
+
+
+def _describe_error(response: httpx.Response) -> str:
+    """``CODE: message`` from a JSON error body, else the start of a plain-text body."""
+    error = _error_body(response)
+    if error is not None and (error.code or error.message):
+        return ": ".join(part for part in (error.code, error.message) if part)
+    text = response.text.strip().replace("\n", " ")
+    return f"HTTP {response.status_code}" + (f" {text[:120]}" if text else "")
+
+
+def _s3_error_code(response: httpx.Response) -> str:
+    """The ``<Code>`` of an S3-style XML error body, if there is one."""
+    text = response.text
+    start, end = text.find("<Code>"), text.find("</Code>")
+    if 0 <= start < end:
+        return text[start + len("<Code>") : end]
+    return f"HTTP {response.status_code}"

@@ -1,0 +1,91 @@
+"""The data bucket (boto3): the only module that reads or writes S3.
+
+Exports are written with boto3's managed transfer, which switches to a multipart upload above
+8 MiB and keeps memory bounded by ``multipart_chunksize * max_concurrency``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from soracharge.errors import StorageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MIB = 1024 * 1024
+TRANSFER = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, max_concurrency=4)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    version_id: str | None
+    size: int
+    metadata: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class ObjectStore(Protocol):
+    """What the use cases need from the bucket (tests pass fakes of this)."""
+
+    bucket: str
+
+    def head(self, key: str) -> StoredObject | None: ...
+
+    def upload_file(self, path: Path, key: str, *, metadata: dict[str, str], content_type: str) -> StoredObject: ...
+
+
+class S3ObjectStore:
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self._s3 = client
+        self.bucket = bucket
+
+    def head(self, key: str) -> StoredObject | None:
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageError(f"cannot read s3://{self.bucket}/{key}: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
+        return StoredObject(
+            bucket=self.bucket,
+            key=key,
+            version_id=head.get("VersionId"),
+            size=head["ContentLength"],
+            metadata=dict(head.get("Metadata", {})),
+        )
+
+    def upload_file(self, path: Path, key: str, *, metadata: dict[str, str], content_type: str) -> StoredObject:
+        try:
+            self._s3.upload_file(
+                str(path),
+                self.bucket,
+                key,
+                ExtraArgs={"Metadata": metadata, "ContentType": content_type},
+                Config=TRANSFER,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot write s3://{self.bucket}/{key}: {_reason(exc)}") from exc
+        stored = self.head(key)
+        if stored is None:
+            raise StorageError(f"s3://{self.bucket}/{key} is missing right after it was written")
+        return stored
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', '?')}: {error.get('Message', '')}".strip()
+    return str(exc)

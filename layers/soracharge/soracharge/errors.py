@@ -1,0 +1,73 @@
+"""Typed domain errors.
+
+A task Lambda lets these propagate: Step Functions sees the class name as the error name, so the
+state machine's ``Retry`` and ``Catch`` match them (``"ErrorEquals": ["SoracomRateLimitedError"]``).
+Renaming a class is therefore a change of the state machine's contract.
+"""
+
+from __future__ import annotations
+
+
+class SorachargeError(Exception):
+    """Base class of every error soracharge raises on purpose."""
+
+
+class InvalidInputError(SorachargeError):
+    """An event, state machine input or command-line value is malformed; the message names it."""
+
+
+class MonthOutOfRangeError(InvalidInputError):
+    """The month is well formed but Soracom cannot bill it (not over yet, or older than 18 months)."""
+
+
+class ConfigurationError(SorachargeError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class SoracomError(SorachargeError):
+    """Base class of errors that come from talking to the Soracom API."""
+
+
+class SoracomAuthError(SoracomError):
+    """Soracom refused the credentials (also after one re-authentication)."""
+
+
+class SoracomApiError(SoracomError):
+    """Soracom answered something this client does not expect (an unexpected 4xx or body)."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class BillNotFoundError(SoracomError):
+    """Soracom has no bill for the month (no charge that month, or outside its 18 months)."""
+
+
+class BillNotClosedError(SoracomError):
+    """The month's bill is not final yet (Soracom closes a month 1-3 business days after it ends)."""
+
+
+class SoracomRateLimitedError(SoracomError):
+    """Soracom answered 429; ``retry_after_seconds`` is its Seconds-Before-Refresh hint."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class SoracomUnavailableError(SoracomError):
+    """A transient failure: a 5xx, a timeout, a dropped or truncated connection. Safe to retry."""
+
+
+class ExportFailedError(SoracomError):
+    """Soracom reported the detailed billing export as failed."""
+
+
+class ExportDownloadError(SoracomError):
+    """The export's download URL was refused (expired, forbidden or gone): run the export again."""
+
+
+class StorageError(SorachargeError):
+    """S3 refused or failed a read or write of the data bucket."""

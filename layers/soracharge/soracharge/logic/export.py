@@ -1,0 +1,133 @@
+"""The export flow's use cases, one per state of statemachine/export_billing.asl.json.
+
+This is the Arazzo workflow ``export-monthly-billing`` (getBill, startExport, pollExport) with
+what the document leaves out: authentication (in the client), ``status: failed``, and storing the
+file. The polling loop itself (Wait 5 s, at most 21 polls) lives in the state machine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from soracharge.adapters.soracom import SoracomApi
+from soracharge.adapters.storage import ObjectStore, StoredObject
+from soracharge.errors import BillNotClosedError, BillNotFoundError, SoracomApiError
+from soracharge.models.export_flow import (
+    BillSummary,
+    ExportProgress,
+    ExportRequest,
+    StoredExport,
+    StoreExportRequest,
+)
+from soracharge.models.months import ensure_billable, previous_month
+from soracharge.observability import logger, metrics
+
+CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
+
+
+def export_key(month: str, exported_file_id: str) -> str:
+    """``exports/<yyyyMM>/<exportedFileId>.csv``: the key the import flow listens on."""
+    return f"exports/{month}/{exported_file_id}.csv"
+
+
+def read_closed_bill(request: ExportRequest, soracom: SoracomApi, today: date) -> BillSummary:
+    """getBill: the month's bill, which must be closed before it is exported.
+
+    Policy for a bill that is not final yet (Soracom closes a month 1-3 business days after it
+    ends): a ``temporary`` bill, and a 404 for the month that has just ended, raise
+    :class:`BillNotClosedError`, which the state machine retries every 6 hours for 4 days. A 404 for
+    any older month is final (:class:`BillNotFoundError`): that month had no charge.
+    """
+    month = ensure_billable(request.billing_month(), today)
+    logger.append_keys(month=month)
+    try:
+        bill = soracom.get_bill(month)
+    except BillNotFoundError as exc:
+        if month == previous_month(today):
+            raise BillNotClosedError(
+                f"Soracom has no bill for {month} yet: a month closes 1-3 business days after it ends "
+                f"(a month without any charge never gets one). Soracom said: {exc}"
+            ) from exc
+        raise
+    if bill.yearMonth != month:
+        raise SoracomApiError(f"getBilling for {month} answered the bill of {bill.yearMonth}")
+    if bill.state != "closed":
+        raise BillNotClosedError(
+            f"the bill for {month} is still {bill.state!r} (amount so far {bill.amount} {bill.currency}): "
+            "Soracom closes a month 1-3 business days after it ends"
+        )
+    logger.info("Bill is closed", extra={"amount": str(bill.amount), "currency": bill.currency})
+    return BillSummary(month=month, amount=bill.amount, currency=bill.currency)
+
+
+def start_export(month: str, soracom: SoracomApi) -> ExportProgress:
+    """startExport: ask Soracom for the detailed billing CSV, always ``export_mode=async``."""
+    logger.append_keys(month=month)
+    started = soracom.start_export(month)
+    logger.append_keys(exportedFileId=started.exportedFileId)
+    logger.info("Export started")
+    return ExportProgress(exported_file_id=started.exportedFileId, status="processing", polls=0)
+
+
+def poll_export(progress: ExportProgress, soracom: SoracomApi) -> ExportProgress:
+    """pollExport: one look at the export; the state machine decides whether to wait and look again."""
+    logger.append_keys(exportedFileId=progress.exported_file_id)
+    exported = soracom.get_exported_file(progress.exported_file_id)
+    polls = progress.polls + 1
+    if exported.status == "exported" and not exported.url:
+        raise SoracomApiError(f"export {progress.exported_file_id} is exported but Soracom gave no url")
+    logger.info("Export polled", extra={"status": exported.status, "polls": polls})
+    if exported.status != "processing":
+        metrics.add_metric(name="ExportPollsNeeded", unit="Count", value=polls)
+    return ExportProgress(
+        exported_file_id=progress.exported_file_id, status=exported.status, polls=polls, url=exported.url
+    )
+
+
+def store_export(
+    request: StoreExportRequest, soracom: SoracomApi, store: ObjectStore, now: datetime | None = None
+) -> StoredExport:
+    """storeExport: download the CSV at once and put it, byte for byte, at its export key.
+
+    The file is spooled to local disk while its SHA-256 is computed, then uploaded with the
+    month, currency, bill amount and SHA-256 as object metadata, so memory stays bounded whatever
+    the file size. A retry that finds the same file already stored does not write it again (a
+    second version would be a second S3 event for the import flow).
+    """
+    logger.append_keys(month=request.month, exportedFileId=request.exported_file_id)
+    key = export_key(request.month, request.exported_file_id)
+    existing = store.head(key)
+    if existing is not None and existing.metadata.get("sha256"):
+        logger.info("Export already stored", extra={"key": key})
+        return _stored(existing, already_stored=True)
+
+    with tempfile.TemporaryDirectory(prefix="soracharge-") as workdir:
+        path = Path(workdir) / "export.csv"
+        with path.open("wb") as sink:
+            downloaded = soracom.download(request.download_url, sink)
+        metadata = {
+            "month": request.month,
+            "currency": request.currency,
+            "bill-amount": str(request.amount),
+            "sha256": downloaded.sha256,
+            "exported-file-id": request.exported_file_id,
+            "exported-at": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+        }
+        stored = store.upload_file(path, key, metadata=metadata, content_type=CSV_CONTENT_TYPE)
+    logger.info("Export stored", extra={"key": key, "size": downloaded.size})
+    metrics.add_metric(name="ExportBytesStored", unit="Bytes", value=downloaded.size)
+    return _stored(stored, already_stored=False)
+
+
+def _stored(obj: StoredObject, *, already_stored: bool) -> StoredExport:
+    return StoredExport(
+        bucket=obj.bucket,
+        key=obj.key,
+        version_id=obj.version_id,
+        size=obj.size,
+        sha256=obj.metadata["sha256"],
+        uri=obj.uri,
+        already_stored=already_stored,
+    )

@@ -1,0 +1,1 @@
+"""pydantic contracts at every boundary."""

@@ -1,0 +1,87 @@
+"""Payloads of the export-billing state machine: what each task Lambda takes and returns.
+
+Field names are camelCase on the wire (the ASL refers to ``$.bill.month``, ``$.export.polls``),
+snake_case in Python. Amounts travel as decimal strings so no JSON float ever touches money.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from soracharge.models.months import YearMonth, previous_month
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+    def to_event(self) -> dict[str, object]:
+        """The JSON-ready dict a Lambda returns to Step Functions."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ExportRequest(Payload):
+    """The state machine's input: an explicit ``month``, or the schedule's ``scheduledTime``.
+
+    The monthly EventBridge schedule passes ``{"scheduledTime": "<aws.scheduler.scheduled-time>"}``
+    and the month billed is the one before it; a person or a backfill passes ``{"month": "202208"}``.
+    """
+
+    month: YearMonth | None = None
+    scheduled_time: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_month(self) -> ExportRequest:
+        if self.month is None and self.scheduled_time is None:
+            raise ValueError('give "month" (yyyyMM) or "scheduledTime" (ISO 8601 with a time zone)')
+        return self
+
+    def billing_month(self) -> str:
+        if self.month is not None:
+            return self.month
+        assert self.scheduled_time is not None  # guaranteed by the validator
+        return previous_month(self.scheduled_time)
+
+
+class BillSummary(Payload):
+    """GetBill's output: the closed bill of the month being exported."""
+
+    month: YearMonth
+    amount: Decimal
+    currency: Literal["JPY", "USD", "EUR"]
+
+
+class StartExportRequest(Payload):
+    month: YearMonth
+
+
+class ExportProgress(Payload):
+    """Where an asynchronous export stands: StartExport creates it, every PollExport advances it."""
+
+    exported_file_id: str = Field(min_length=1)
+    status: Literal["processing", "exported", "failed"]
+    polls: int = Field(ge=0)
+    url: str | None = None
+
+
+class StoreExportRequest(Payload):
+    month: YearMonth
+    amount: Decimal
+    currency: Literal["JPY", "USD", "EUR"]
+    exported_file_id: str = Field(min_length=1)
+    download_url: str = Field(min_length=1)
+
+
+class StoredExport(Payload):
+    """Where StoreExport put the CSV."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    uri: str
+    already_stored: bool = False

@@ -1,0 +1,73 @@
+"""Bodies of the Soracom API (shared/reference/openapi/), as this project reads them.
+
+Only the fields soracharge uses are required; everything else is kept optional so that Soracom
+adding a field never breaks a run. Money is ``Decimal``: pydantic reads a JSON number into a
+Decimal from its text, so ``28734.56`` stays exactly that.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from soracharge.models.months import YearMonth
+
+
+class SoracomBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class AuthRequest(SoracomBody):
+    """``POST /v1/auth`` with an AuthKey (AuthRequest in soracom-auth-api-openapi.yml)."""
+
+    authKeyId: str
+    authKey: str
+    tokenTimeoutSeconds: int = Field(ge=180, le=172800)
+
+
+class AuthResponse(SoracomBody):
+    apiKey: str = Field(min_length=1)
+    token: str = Field(min_length=1)
+    operatorId: str | None = None
+
+
+class MonthlyBill(SoracomBody):
+    """``GET /v1/bills/{yyyyMM}`` (MonthlyBill)."""
+
+    amount: Decimal
+    currency: Literal["JPY", "USD", "EUR"]
+    state: Literal["temporary", "closed"]
+    yearMonth: YearMonth
+    paymentStatus: str | None = None
+
+
+class ExportStarted(SoracomBody):
+    """``POST /v1/bills/{yyyyMM}/export?export_mode=async`` (FileExportResponse, async form)."""
+
+    exportedFileId: str = Field(min_length=1)
+    exportedFilePath: str | None = None
+
+
+class ExportedFile(SoracomBody):
+    """``GET /v1/files/exported/{exported_file_id}`` (GetExportedFileResponse)."""
+
+    status: Literal["processing", "exported", "failed"]
+    url: str | None = None
+
+
+class SoracomErrorBody(SoracomBody):
+    """Soracom's error body ``{"code": "ABC1234", "message": "..."}``."""
+
+    code: str | None = None
+    message: str | None = None
+
+
+class SoracomCredentials(BaseModel):
+    """An AuthKey pair, from the environment locally or a Secrets Manager secret in AWS."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    auth_key_id: str = Field(alias="authKeyId", min_length=1)
+    auth_key: SecretStr = Field(alias="authKey", min_length=1)

@@ -1,0 +1,76 @@
+"""Settings: one validated model per concern, read from the environment at call time.
+
+The same variable names work locally and in Lambda. In AWS the Soracom AuthKey lives in Secrets
+Manager (``SORACOM_AUTH_SECRET_ID``, a JSON secret ``{"authKeyId": ..., "authKey": ...}``);
+locally ``SORACOM_AUTH_KEY_ID`` / ``SORACOM_AUTH_KEY`` may be set instead.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from soracharge.errors import ConfigurationError
+
+SORACOM_ENDPOINTS = {"jp": "https://api.soracom.io", "g": "https://g.api.soracom.io"}
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+
+SettingsT = TypeVar("SettingsT", bound=_Settings)
+
+
+def load_settings(model: type[SettingsT]) -> SettingsT:
+    """Read ``model`` from the environment now; a bad or missing value raises :class:`ConfigurationError`."""
+    try:
+        return model()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            variable = "_".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{variable}: {message}" if variable else message)
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+
+class SoracomSettings(_Settings):
+    """How to reach and authenticate to the Soracom API."""
+
+    soracom_endpoint: str | None = Field(
+        default=None,
+        description="Base URL without /v1 (as soracom-cli takes it); overrides SORACOM_COVERAGE_TYPE.",
+    )
+    soracom_coverage_type: Literal["jp", "g"] = "jp"
+    soracom_auth_key_id: str | None = None
+    soracom_auth_key: SecretStr | None = None
+    soracom_auth_secret_id: str | None = None
+    soracom_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    soracom_download_timeout_seconds: float = Field(default=60.0, gt=0, le=900)
+    soracom_token_timeout_seconds: int = Field(default=3600, ge=180, le=172800)
+
+    @model_validator(mode="after")
+    def _credentials_from_somewhere(self) -> SoracomSettings:
+        has_pair = bool(self.soracom_auth_key_id) and self.soracom_auth_key is not None
+        if not has_pair and not self.soracom_auth_secret_id:
+            raise ValueError(
+                "set SORACOM_AUTH_KEY_ID and SORACOM_AUTH_KEY, or SORACOM_AUTH_SECRET_ID "
+                "(a Secrets Manager secret holding {authKeyId, authKey})"
+            )
+        if self.soracom_endpoint is not None and not self.soracom_endpoint.startswith(("https://", "http://")):
+            raise ValueError(f"SORACOM_ENDPOINT must be an http(s) URL, got {self.soracom_endpoint!r}")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        endpoint = self.soracom_endpoint or SORACOM_ENDPOINTS[self.soracom_coverage_type]
+        return endpoint.rstrip("/").removesuffix("/v1")
+
+
+class StorageSettings(_Settings):
+    """Where the data bucket is (no default: a function without it must fail loudly)."""
+
+    soracharge_bucket: str = Field(min_length=3, max_length=63)

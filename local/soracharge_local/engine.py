@@ -1,0 +1,336 @@
+"""The local engine: the real ``template.yaml`` deployed into moto, the real ASL executed.
+
+What happens in :meth:`LocalCloud.start` (shared/DESIGN.md section 5):
+1. moto starts with ``stepfunctions.execute_state_machine`` on, so moto interprets the ASL;
+2. the in-process Lambda runner replaces moto's Docker runner;
+3. ``template.yaml`` is transformed offline by aws-sam-translator (CodeUri, ContentUri and
+   DefinitionUri point at zips and files uploaded to an artifacts bucket, as ``sam package``
+   would), and moto's CloudFormation builds the stack from it;
+4. what moto's CloudFormation skips or cannot do is created by API from the same template: the
+   state machine with its ``DefinitionSubstitutions`` applied (in the executing backend), and the
+   Soracom AuthKey secret (with the credentials given, so functions read it as in AWS).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+from moto import mock_aws
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+from soracharge_local.lambda_runner import DeployedFunction, InProcessLambdaRunner, applied_environment
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS_BUCKET = "soracharge-local-artifacts"
+TERMINAL_STATUSES = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+_SUB_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_:.]+)\}")
+
+
+@dataclass(frozen=True)
+class SoracomAccess:
+    """What the deployed functions are told about Soracom when run locally."""
+
+    endpoint: str
+    auth_key_id: str
+    auth_key: str
+
+
+@dataclass
+class ExecutionResult:
+    arn: str
+    name: str
+    status: str
+    output: dict[str, Any] | None
+    error: str | None
+    cause: str | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def states_entered(self) -> list[str]:
+        return [e["stateEnteredEventDetails"]["name"] for e in self.events if "stateEnteredEventDetails" in e]
+
+
+class LocalCloud:
+    """The stack of ``template.yaml`` running in moto, in this process.
+
+    ``instant_waits`` makes Wait states and Retry intervals return at once (tests); otherwise
+    Wait states really wait and Retry intervals are capped at ``max_retry_sleep_seconds`` so that
+    a 6-hour BillNotClosed retry does not hold a local run for days.
+    """
+
+    def __init__(
+        self,
+        *,
+        soracom: SoracomAccess,
+        stack_name: str = "soracharge",
+        region: str = "us-east-1",
+        repo_root: Path = REPO_ROOT,
+        instant_waits: bool = False,
+        max_retry_sleep_seconds: float = 2.0,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
+        self.soracom = soracom
+        self.stack_name = stack_name
+        self.region = region
+        self.repo_root = repo_root
+        self.instant_waits = instant_waits
+        self.max_retry_sleep_seconds = max_retry_sleep_seconds
+        self.extra_environment = dict(environment or {})
+        self.runner = InProcessLambdaRunner()
+        self.retry_sleeps: list[float] = []
+        self.resources: dict[str, str] = {}
+        self.state_machines: dict[str, str] = {}
+        self._definitions: dict[str, Path] = {}
+        self._stack = ExitStack()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCloud:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            self._stack.enter_context(applied_environment({"AWS_DEFAULT_REGION": self.region}))
+            self._stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
+            self._stack.enter_context(self.runner.installed())
+            self._stack.enter_context(self._clock_patches())
+            self._deploy()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=self.region)  # type: ignore[call-overload]
+
+    @property
+    def bucket(self) -> str:
+        return self.resources["DataBucket"]
+
+    # -- running -----------------------------------------------------------------------------
+
+    def start_execution(self, state_machine: str, payload: Mapping[str, Any], name: str | None = None) -> str:
+        """Start a named execution (unnamed ones collide in moto) and return its ARN."""
+        name = name or f"local-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        response = self.client("stepfunctions").start_execution(
+            stateMachineArn=self.state_machines[state_machine], name=name, input=json.dumps(payload)
+        )
+        return str(response["executionArn"])
+
+    def follow(self, execution_arn: str, *, timeout_seconds: float = 600, poll_seconds: float = 0.05) -> Iterator[dict[str, Any]]:
+        """Yield the execution's history events as they happen, until it ends."""
+        sfn = self.client("stepfunctions")
+        seen = 0
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            status = sfn.describe_execution(executionArn=execution_arn)["status"]
+            events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+            yield from events[seen:]
+            seen = len(events)
+            if status in TERMINAL_STATUSES:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {execution_arn} still {status} after {timeout_seconds} s")
+            time.sleep(poll_seconds)
+
+    def run(
+        self,
+        state_machine: str,
+        payload: Mapping[str, Any],
+        *,
+        name: str | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        timeout_seconds: float = 600,
+    ) -> ExecutionResult:
+        arn = self.start_execution(state_machine, payload, name)
+        events = []
+        for event in self.follow(arn, timeout_seconds=timeout_seconds):
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+        described = self.client("stepfunctions").describe_execution(executionArn=arn)
+        output = described.get("output")
+        return ExecutionResult(
+            arn=arn,
+            name=described["name"],
+            status=described["status"],
+            output=json.loads(output) if output else None,
+            error=described.get("error"),
+            cause=described.get("cause"),
+            events=events,
+        )
+
+    # -- deployment --------------------------------------------------------------------------
+
+    def _deploy(self) -> None:
+        template = yaml_parse((self.repo_root / "template.yaml").read_text())
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
+        code_dirs = self._package(template, s3)
+        translated = transform(template, {}, _NoManagedPolicies())
+        state_machines = {
+            logical_id: resource
+            for logical_id, resource in translated["Resources"].items()
+            if resource["Type"] == "AWS::StepFunctions::StateMachine"
+        }
+        # moto's CloudFormation would put these in its non-executing backend without their
+        # DefinitionSubstitutions: they are created by API below instead.
+        for logical_id in state_machines:
+            del translated["Resources"][logical_id]
+        translated["Resources"] = {
+            logical_id: resource
+            for logical_id, resource in translated["Resources"].items()
+            if not _refers_to(resource, set(state_machines))
+        }
+        translated["Outputs"] = {
+            name: output
+            for name, output in translated.get("Outputs", {}).items()
+            if not _refers_to(output, set(state_machines))
+        }
+        cfn = self.client("cloudformation")
+        cfn.create_stack(
+            StackName=self.stack_name,
+            TemplateBody=json.dumps(translated),
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+        )
+        stack = cfn.describe_stacks(StackName=self.stack_name)["Stacks"][0]
+        if stack["StackStatus"] != "CREATE_COMPLETE":
+            raise RuntimeError(f"local stack {self.stack_name} ended {stack['StackStatus']}")
+        for page in cfn.get_paginator("list_stack_resources").paginate(StackName=self.stack_name):
+            for summary in page["StackResourceSummaries"]:
+                self.resources[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
+
+        for logical_id, (code_dir, handler) in code_dirs.items():
+            self.runner.register(self.resources[logical_id], DeployedFunction(logical_id, code_dir, handler))
+        self.runner.environment_overrides.update(self._function_environment())
+        for logical_id, resource in state_machines.items():
+            self._create_state_machine(logical_id, resource["Properties"])
+
+    def _package(self, template: dict[str, Any], s3: Any) -> dict[str, tuple[Path, str]]:
+        """Upload what ``sam package`` would, and point the template at it."""
+        code_dirs: dict[str, tuple[Path, str]] = {}
+        for logical_id, resource in template["Resources"].items():
+            properties = resource.get("Properties", {})
+            for key in ("CodeUri", "ContentUri"):
+                if isinstance(properties.get(key), str):
+                    source = self.repo_root / properties[key]
+                    s3.put_object(Bucket=ARTIFACTS_BUCKET, Key=f"{logical_id}.zip", Body=_zip(source))
+                    properties[key] = f"s3://{ARTIFACTS_BUCKET}/{logical_id}.zip"
+                    if key == "CodeUri":
+                        code_dirs[logical_id] = (source, properties["Handler"])
+            if isinstance(properties.get("DefinitionUri"), str):
+                self._definitions[logical_id] = self.repo_root / properties["DefinitionUri"]
+                properties["DefinitionUri"] = f"s3://{ARTIFACTS_BUCKET}/{logical_id}.asl.json"
+        return code_dirs
+
+    def _function_environment(self) -> dict[str, str]:
+        """What locally replaces the AWS-only parts of the functions' environment."""
+        secrets = self.client("secretsmanager")
+        secret = secrets.create_secret(
+            Name=f"{self.stack_name}-soracom-auth-key",
+            SecretString=json.dumps({"authKeyId": self.soracom.auth_key_id, "authKey": self.soracom.auth_key}),
+        )
+        return {
+            "SORACOM_ENDPOINT": self.soracom.endpoint,
+            "SORACOM_AUTH_SECRET_ID": secret["ARN"],
+            "SORACHARGE_BUCKET": self.resources["DataBucket"],
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            **self.extra_environment,
+        }
+
+    def _create_state_machine(self, logical_id: str, properties: dict[str, Any]) -> None:
+        definition = self._definitions[logical_id].read_text()
+        substitutions = {key: self._resolve(value) for key, value in properties.get("DefinitionSubstitutions", {}).items()}
+        missing = sorted(set(_PLACEHOLDER.findall(definition)) - set(substitutions))
+        if missing:
+            raise RuntimeError(f"{logical_id}: no DefinitionSubstitutions for {missing}")
+        definition = _PLACEHOLDER.sub(lambda match: substitutions[match.group(1)], definition)
+        role_arn = self.client("iam").get_role(RoleName=self.resources[properties["RoleArn"]["Fn::GetAtt"][0]])["Role"]["Arn"]
+        name = self._resolve(properties.get("StateMachineName", logical_id))
+        created = self.client("stepfunctions").create_state_machine(
+            name=name, definition=definition, roleArn=role_arn, type=properties.get("StateMachineType", "STANDARD")
+        )
+        self.state_machines[logical_id] = created["stateMachineArn"]
+
+    def _resolve(self, value: Any) -> str:
+        """The few intrinsic functions our substitutions and names use."""
+        if isinstance(value, str):
+            return value
+        if "Fn::GetAtt" in value and value["Fn::GetAtt"][1] == "Arn":
+            name = self.resources[value["Fn::GetAtt"][0]]
+            return str(self.client("lambda").get_function(FunctionName=name)["Configuration"]["FunctionArn"])
+        if "Ref" in value:
+            return self.resources[value["Ref"]]
+        if "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+            pseudo = {"AWS::StackName": self.stack_name, "AWS::Region": self.region, "AWS::AccountId": "123456789012"}
+            return _SUB_VARIABLE.sub(lambda m: pseudo.get(m.group(1), self.resources.get(m.group(1), m.group(0))), value["Fn::Sub"])
+        raise ValueError(f"cannot resolve {value!r} locally")
+
+    @contextmanager
+    def _clock_patches(self) -> Iterator[None]:
+        original_wait = WaitFunction._wait_interval
+        original_time = retrier_decl.time
+
+        def retry_sleep(seconds: float) -> None:
+            self.retry_sleeps.append(seconds)
+            if not self.instant_waits:
+                time.sleep(min(seconds, self.max_retry_sleep_seconds))
+
+        retrier_decl.time = SimpleNamespace(sleep=retry_sleep)  # type: ignore[assignment]
+        if self.instant_waits:
+            WaitFunction._wait_interval = lambda self, env, wait_seconds: None  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            retrier_decl.time = original_time  # type: ignore[assignment]
+            WaitFunction._wait_interval = original_wait  # type: ignore[method-assign]
+
+
+class _NoManagedPolicies:
+    """aws-sam-translator asks for AWS managed policy ARNs only when a template names one by short name."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def _zip(source: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(source))
+    return buffer.getvalue()
+
+
+def _refers_to(value: Any, logical_ids: set[str]) -> bool:
+    if isinstance(value, dict):
+        if value.get("Ref") in logical_ids:
+            return True
+        get_att = value.get("Fn::GetAtt")
+        if isinstance(get_att, list) and get_att and get_att[0] in logical_ids:
+            return True
+        return any(_refers_to(v, logical_ids) for v in value.values())
+    if isinstance(value, list):
+        return any(_refers_to(v, logical_ids) for v in value)
+    return False
