@@ -1,10 +1,9 @@
 """GetBill: read the month's bill and insist it is closed (Arazzo step getBill)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from soracharge.factories import soracom_client
 from soracharge.logic.export import read_closed_bill
 from soracharge.models.export_flow import ExportRequest
@@ -17,5 +16,5 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = parse_input(event, ExportRequest)
-    bill = read_closed_bill(request, soracom=soracom_client(), today=datetime.now(timezone.utc).date())
+    bill = read_closed_bill(request, soracom=soracom_client(), today=datetime.now(UTC).date())
     return bill.to_event()

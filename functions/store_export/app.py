@@ -3,7 +3,6 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from soracharge.factories import object_store, soracom_client
 from soracharge.logic.export import store_export
 from soracharge.models.export_flow import StoreExportRequest

@@ -37,6 +37,8 @@ from soracharge_local.lambda_runner import DeployedFunction, InProcessLambdaRunn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_BUCKET = "soracharge-local-artifacts"
+#: moto's default account.
+ACCOUNT_ID = "123456789012"
 TERMINAL_STATUSES = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 _SUB_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_:.]+)\}")
@@ -138,7 +140,9 @@ class LocalCloud:
         )
         return str(response["executionArn"])
 
-    def follow(self, execution_arn: str, *, timeout_seconds: float = 600, poll_seconds: float = 0.05) -> Iterator[dict[str, Any]]:
+    def follow(
+        self, execution_arn: str, *, timeout_seconds: float = 600, poll_seconds: float = 0.05
+    ) -> Iterator[dict[str, Any]]:
         """Yield the execution's history events as they happen, until it ends."""
         sfn = self.client("stepfunctions")
         seen = 0
@@ -261,12 +265,16 @@ class LocalCloud:
 
     def _create_state_machine(self, logical_id: str, properties: dict[str, Any]) -> None:
         definition = self._definitions[logical_id].read_text()
-        substitutions = {key: self._resolve(value) for key, value in properties.get("DefinitionSubstitutions", {}).items()}
+        substitutions = {
+            key: self._resolve(value) for key, value in properties.get("DefinitionSubstitutions", {}).items()
+        }
         missing = sorted(set(_PLACEHOLDER.findall(definition)) - set(substitutions))
         if missing:
             raise RuntimeError(f"{logical_id}: no DefinitionSubstitutions for {missing}")
         definition = _PLACEHOLDER.sub(lambda match: substitutions[match.group(1)], definition)
-        role_arn = self.client("iam").get_role(RoleName=self.resources[properties["RoleArn"]["Fn::GetAtt"][0]])["Role"]["Arn"]
+        role_arn = self.client("iam").get_role(RoleName=self.resources[properties["RoleArn"]["Fn::GetAtt"][0]])["Role"][
+            "Arn"
+        ]
         name = self._resolve(properties.get("StateMachineName", logical_id))
         created = self.client("stepfunctions").create_state_machine(
             name=name, definition=definition, roleArn=role_arn, type=properties.get("StateMachineType", "STANDARD")
@@ -284,26 +292,28 @@ class LocalCloud:
             return self.resources[value["Ref"]]
         if "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
             pseudo = {"AWS::StackName": self.stack_name, "AWS::Region": self.region, "AWS::AccountId": "123456789012"}
-            return _SUB_VARIABLE.sub(lambda m: pseudo.get(m.group(1), self.resources.get(m.group(1), m.group(0))), value["Fn::Sub"])
+            return _SUB_VARIABLE.sub(
+                lambda m: pseudo.get(m.group(1), self.resources.get(m.group(1), m.group(0))), value["Fn::Sub"]
+            )
         raise ValueError(f"cannot resolve {value!r} locally")
 
     @contextmanager
     def _clock_patches(self) -> Iterator[None]:
         original_wait = WaitFunction._wait_interval
-        original_time = retrier_decl.time
+        original_time = retrier_decl.time  # type: ignore[attr-defined]
 
         def retry_sleep(seconds: float) -> None:
             self.retry_sleeps.append(seconds)
             if not self.instant_waits:
                 time.sleep(min(seconds, self.max_retry_sleep_seconds))
 
-        retrier_decl.time = SimpleNamespace(sleep=retry_sleep)  # type: ignore[assignment]
+        retrier_decl.time = SimpleNamespace(sleep=retry_sleep)  # type: ignore[attr-defined,assignment]
         if self.instant_waits:
             WaitFunction._wait_interval = lambda self, env, wait_seconds: None  # type: ignore[method-assign]
         try:
             yield
         finally:
-            retrier_decl.time = original_time  # type: ignore[assignment]
+            retrier_decl.time = original_time  # type: ignore[attr-defined]
             WaitFunction._wait_interval = original_wait  # type: ignore[method-assign]
 
 

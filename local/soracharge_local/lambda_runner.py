@@ -113,7 +113,7 @@ class InProcessLambdaRunner:
         def _invoke_lambda(function: LambdaFunction, event: str | None = None) -> tuple[str, bool, str]:
             return runner.invoke(function, event)
 
-        LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+        LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:

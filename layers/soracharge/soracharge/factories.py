@@ -51,17 +51,15 @@ def _soracom_client(settings: SoracomSettings) -> SoracomClient:
 def soracom_credentials(settings: SoracomSettings) -> SoracomCredentials:
     """The AuthKey pair: from the environment when set, else from the Secrets Manager secret."""
     if settings.soracom_auth_key_id and settings.soracom_auth_key is not None:
-        return SoracomCredentials(authKeyId=settings.soracom_auth_key_id, authKey=settings.soracom_auth_key)
-    secret_id = settings.soracom_auth_secret_id
+        return SoracomCredentials(auth_key_id=settings.soracom_auth_key_id, auth_key=settings.soracom_auth_key)
+    secret_id = settings.soracom_auth_secret_id or ""
     try:
-        value = parameters.get_secret(secret_id, transform="json", max_age=SECRET_MAX_AGE_SECONDS)  # type: ignore[arg-type]
+        value = parameters.get_secret(secret_id, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
         return SoracomCredentials.model_validate(value)
     except (GetParameterError, TransformParameterError) as exc:
         raise ConfigurationError(f"cannot read the Soracom AuthKey secret {secret_id}: {exc}") from None
     except ValidationError:
-        raise ConfigurationError(
-            f"the secret {secret_id} must be JSON with non-empty authKeyId and authKey"
-        ) from None
+        raise ConfigurationError(f"the secret {secret_id} must be JSON with non-empty authKeyId and authKey") from None
 
 
 @cache

@@ -156,9 +156,7 @@ def _imsi(coverage: Coverage, index: int) -> str:
     return f"295050{900_000_000 + index:09d}"
 
 
-def generate_billing_csv(
-    month: str, *, coverage: Coverage, sims: int, days: int | None = None
-) -> BillingCsv:
+def generate_billing_csv(month: str, *, coverage: Coverage, sims: int, days: int | None = None) -> BillingCsv:
     """Build the detailed-billing CSV of ``month`` (see the module docstring for its layout).
 
     ``days`` limits the daily rows to the first ``days`` days (the current month's bill only covers

@@ -164,18 +164,14 @@ class SoracomClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _call(
-        self, method: str, path: str, *, operation: str, params: dict[str, str] | None = None
-    ) -> httpx.Response:
+    def _call(self, method: str, path: str, *, operation: str, params: dict[str, str] | None = None) -> httpx.Response:
         """Send an authenticated call; re-authenticate once on 401; map transport and 5xx errors."""
         response = self._send(method, path, params, operation, self._current_token())
         if response.status_code == 401:
             self._token = None
             response = self._send(method, path, params, operation, self._current_token())
             if response.status_code == 401:
-                raise SoracomAuthError(
-                    f"{operation}: Soracom rejected a fresh token ({_describe_error(response)})"
-                )
+                raise SoracomAuthError(f"{operation}: Soracom rejected a fresh token ({_describe_error(response)})")
         if response.status_code == 429:
             hint = response.headers.get("X-Soracom-Ratelimit-Seconds-Before-Refresh", "")
             retry_after = int(hint) if hint.isdigit() else None

@@ -8,7 +8,7 @@ file. The polling loop itself (Wait 5 s, at most 21 polls) lives in the state ma
 from __future__ import annotations
 
 import tempfile
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from soracharge.adapters.soracom import SoracomApi
@@ -113,7 +113,7 @@ def store_export(
             "bill-amount": str(request.amount),
             "sha256": downloaded.sha256,
             "exported-file-id": request.exported_file_id,
-            "exported-at": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+            "exported-at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
         }
         stored = store.upload_file(path, key, metadata=metadata, content_type=CSV_CONTENT_TYPE)
     logger.info("Export stored", extra={"key": key, "size": downloaded.size})

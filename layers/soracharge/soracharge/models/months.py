@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -53,7 +53,7 @@ def shift_month(month: str, months: int) -> str:
 def previous_month(moment: datetime | date) -> str:
     """The month before ``moment`` (in UTC when it is a datetime): what a monthly run bills."""
     if isinstance(moment, datetime):
-        moment = moment.astimezone(timezone.utc).date() if moment.tzinfo else moment.date()
+        moment = moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
     return shift_month(month_of(moment), -1)
 
 
@@ -73,8 +73,7 @@ def ensure_billable(month: str, today: date) -> str:
     first = shift_month(current, -SORACOM_HISTORY_MONTHS)
     if month_index(month) > month_index(last):
         raise MonthOutOfRangeError(
-            f"month {month} is not over yet (today is {today.isoformat()}): the latest month Soracom "
-            f"can bill is {last}"
+            f"month {month} is not over yet (today is {today.isoformat()}): the latest month Soracom can bill is {last}"
         )
     if month_index(month) < month_index(first):
         raise MonthOutOfRangeError(

@@ -1,0 +1,60 @@
+# The single entry point: `make demo` runs the main job locally, `make test` runs every check.
+# Both install what they need (a uv-managed .venv from uv.lock) on a machine with python3 and make.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: install demo test lint typecheck template-check layer-requirements check-layer-requirements unit integration clean
+
+install: $(VENV)/.installed
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --extra local --python $(PYTHON)
+	touch $@
+
+## The main job, end to end on the built-in Soracom simulator and moto.
+demo: install
+	$(BIN)/soracharge export --out out/export.csv
+
+## Every check CI runs: lint, types, the template, then the whole test suite.
+test: lint typecheck template-check check-layer-requirements
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+template-check: install
+	$(BIN)/cfn-lint template.yaml
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+## The layer installs exactly the locked runtime dependencies (sam build reads this file).
+layer-requirements: $(UV)
+	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --format requirements-txt \
+		--output-file layers/soracharge/requirements.txt --quiet
+
+check-layer-requirements: $(UV)
+	@$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --format requirements-txt --quiet \
+		| diff -u layers/soracharge/requirements.txt - \
+		|| (echo "layers/soracharge/requirements.txt is out of date with uv.lock: run 'make layer-requirements'"; exit 1)
+
+clean:
+	rm -rf $(VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache

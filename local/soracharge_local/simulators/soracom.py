@@ -1,0 +1,997 @@
+"""A Soracom API stand-in: a real HTTP server on loopback for tests and demos.
+
+It answers the four calls soracharge makes, as described by Soracom's OpenAPI (shared/reference/openapi/)
+and shared/DESIGN.md section 2, and serves the export's pre-signed download URL::
+
+    POST /v1/auth                          {authKeyId, authKey, tokenTimeoutSeconds?} -> {apiKey, operatorId, token}
+    GET  /v1/bills/{yyyyMM}                MonthlyBill (closed: 18 past months, temporary: this month)
+    POST /v1/bills/{yyyyMM}/export         ?export_mode=async -> {exportedFileId, exportedFilePath}
+                                           (no export_mode or sync -> {url}, like the real default)
+    GET  /v1/files/exported/{id}           {status: processing} x polls_until_ready, then {status: exported, url}
+    GET  /soracom-billing-exports/...csv?X-Amz-...   the detailed-billing CSV (S3-style pre-signed URL)
+
+Every ``/v1`` call but ``/v1/auth`` needs ``X-Soracom-API-Key`` and ``X-Soracom-Token`` from one
+successful auth; errors are ``{"code": "ABC1234", "message": ...}``; every JSON ``/v1`` response
+carries the ``X-Soracom-Ratelimit-*`` headers. The download URL is checked byte for byte: its
+``X-Amz-Signature`` is an HMAC of the raw request target before ``&X-Amz-Signature``, so a client
+that re-quotes or normalises the URL gets S3's ``403 SignatureDoesNotMatch``; Soracom or
+``Authorization`` headers on it get ``403 AccessDenied``, and so does a URL used after
+``url_ttl_seconds``.
+
+Faults are switched on through :class:`SoracomFaults` (``sim.faults``) or over HTTP::
+
+    GET    /_simulator/faults              the current faults
+    PUT    /_simulator/faults              merge a JSON object of fault fields (400 on unknown/bad fields)
+    DELETE /_simulator/faults              every fault back off
+    GET    /_simulator/requests            the recorded requests (credentials redacted)
+    DELETE /_simulator/requests            forget them
+    POST   /_simulator/expire-tokens       every token issued so far becomes invalid
+    PUT    /_simulator/bills/{yyyyMM}      {"state": "closed" | "temporary" | null}; null = 404
+
+Error codes: ``AUM0001`` (no API key/token), ``AUM0002`` (bad credentials) and ``AGW0005``
+(internal error) are codes Soracom is known to send; the others follow the same pattern but are
+this simulator's own. Run it by hand with ``python -m soracharge_local.simulators.soracom``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
+from urllib.parse import quote, urlsplit
+from xml.sax.saxutils import escape
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from soracharge_local.simulators.soracom_data import (
+    CURRENCIES,
+    BillingCsv,
+    Coverage,
+    decimal_text,
+    generate_billing_csv,
+    parse_year_month,
+    payment_transaction_id,
+)
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = [
+    "BillState",
+    "ExportOutcome",
+    "RecordedRequest",
+    "RequestKind",
+    "SoracomFaults",
+    "SoracomSimulator",
+    "main",
+]
+
+_log = logging.getLogger(__name__)
+
+BillState = Literal["temporary", "closed"]
+ExportOutcome = Literal["exported", "failed", "never"]
+RequestKind = Literal["auth", "getBilling", "exportBilling", "getExportedFile", "download", "control", "unknown"]
+
+#: ``X-Soracom-Ratelimit-Limit`` advertised per request kind and minute (informational: only the
+#: ``rate_limit_next`` fault answers 429).
+RATE_LIMIT_PER_MINUTE: Final = 1000
+#: Kinds the /v1 faults (rate limit, server error, slow) hit when ``only_kind`` is not set.
+API_KINDS: Final[frozenset[str]] = frozenset({"getBilling", "exportBilling", "getExportedFile"})
+#: How many past months have a closed bill (Soracom keeps the last 18).
+HISTORY_MONTHS: Final = 18
+MIN_TOKEN_TIMEOUT: Final = 180
+MAX_TOKEN_TIMEOUT: Final = 172_800
+DEFAULT_TOKEN_TIMEOUT: Final = 86_400
+DOWNLOAD_CHUNK: Final = 64 * 1024
+EXPORT_BUCKET: Final = "soracom-billing-exports"
+
+_JSON = "application/json;charset=UTF-8"
+_SIGNATURE_MARK = "&X-Amz-Signature="
+_AWS_REGIONS: Final[dict[str, str]] = {"jp": "ap-northeast-1", "g": "eu-central-1"}
+_REDACTED_HEADERS: Final = frozenset({"x-soracom-token", "x-soracom-api-key", "authorization"})
+
+
+# --------------------------------------------------------------------------------------------
+# Public value types
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SoracomFaults:
+    """Fault switches, all off by default. Tests set the fields directly; counters count down.
+
+    - ``rate_limit_next``: the next N API requests answer 429 (``Remaining: 0``,
+      ``Seconds-Before-Refresh: rate_limit_seconds``).
+    - ``server_error_next``: the next N API requests answer 5xx, cycling through a JSON 500, a
+      plain-text 502 and a plain-text 503 from "the edge" (500, 502, 500, 503, ...).
+    - ``only_kind``: restrict the three switches above and ``slow_seconds`` to one request kind
+      (e.g. ``"getExportedFile"``; ``"auth"`` and ``"download"`` are allowed too). When unset
+      they hit getBilling, exportBilling and getExportedFile, never auth or downloads.
+    - ``slow_seconds``: delay each hit response by this long (to trigger client timeouts).
+    - ``export_outcome``: what an export becomes after ``polls_until_ready`` polls:
+      ``exported`` (a URL), ``failed`` (no URL), ``never`` (``processing`` forever). Read at
+      each poll, so it can be flipped while a client is polling.
+    - ``download_server_error_next``: the next N downloads answer S3's 500 InternalError.
+    - ``truncate_download``: downloads send the full ``Content-Length`` and half the body, then
+      close the connection.
+    """
+
+    rate_limit_next: int = 0
+    rate_limit_seconds: int = 30
+    server_error_next: int = 0
+    only_kind: str | None = None
+    slow_seconds: float = 0.0
+    export_outcome: ExportOutcome = "exported"
+    download_server_error_next: int = 0
+    truncate_download: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (what ``GET /_simulator/faults`` answers)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the simulator answered, as it arrived.
+
+    ``raw_target`` is the request target exactly as sent on the request line (path and query,
+    escapes untouched); ``path`` is its decoded path. Header names are lower-cased.
+    """
+
+    method: str
+    path: str
+    raw_target: str
+    headers: dict[str, str]
+    status: int
+    kind: RequestKind
+
+    def to_json(self, *, redact: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict; ``redact`` hides credential header values (presence stays visible)."""
+        headers = {
+            name: ("<redacted>" if redact and name in _REDACTED_HEADERS else value)
+            for name, value in self.headers.items()
+        }
+        return {
+            "method": self.method,
+            "path": self.path,
+            "rawTarget": self.raw_target,
+            "headers": headers,
+            "status": self.status,
+            "kind": self.kind,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Internal state
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Token:
+    api_key: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class _IssuedUrl:
+    url: str
+    signature: str
+    exported_file_id: str
+    month: str
+    expires_at: float
+
+
+@dataclass
+class _Export:
+    exported_file_id: str
+    month: str
+    polls: int = 0
+    url: _IssuedUrl | None = None
+
+
+@dataclass
+class _RateWindow:
+    started: float
+    count: int = 0
+
+
+class _QuietRequestHandler(WSGIRequestHandler):
+    """werkzeug's handler, logging to this module at DEBUG, with paths only (URLs carry tokens)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        _log.debug("%s %s -> %s", self.command, urlsplit(self.path).path, code)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        _log.log(logging.WARNING if type == "error" else logging.DEBUG, message, *args)
+
+
+class _Reply(Exception):
+    """Raised inside a handler to answer at once with ``response``."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+# --------------------------------------------------------------------------------------------
+# The simulator
+# --------------------------------------------------------------------------------------------
+
+
+class SoracomSimulator:
+    """An api.soracom.io stand-in on ``http://127.0.0.1:<port>``; see the module docstring.
+
+    >>> with SoracomSimulator(today=date(2026, 11, 22)) as sim:  # doctest: +SKIP
+    ...     os.environ["SORACOM_ENDPOINT"] = sim.base_url          # no /v1, like soracom-cli
+
+    ``clock`` (a monotonic seconds counter, ``time.monotonic`` by default) times token and URL
+    expiry and the rate-limit window; tests may pass a fake one to expire things without waiting.
+    """
+
+    def __init__(
+        self,
+        *,
+        coverage: Coverage = "jp",
+        today: date | None = None,
+        auth_key_id: str = "keyId-sim",
+        auth_key: str = "secret-sim",
+        sims: int = 8,
+        polls_until_ready: int = 2,
+        url_ttl_seconds: int = 3600,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if coverage not in CURRENCIES:
+            raise ValueError(f"coverage must be 'jp' or 'g', not {coverage!r}")
+        if sims < 1:
+            raise ValueError("sims must be at least 1")
+        if polls_until_ready < 0:
+            raise ValueError("polls_until_ready must not be negative")
+        if url_ttl_seconds < 0:
+            raise ValueError("url_ttl_seconds must not be negative")
+        self.coverage: Coverage = coverage
+        self.today: date = today if today is not None else datetime.now(UTC).date()
+        self.auth_key_id = auth_key_id
+        self._auth_key = auth_key
+        self.sims = sims
+        self.polls_until_ready = polls_until_ready
+        self.url_ttl_seconds = url_ttl_seconds
+        self.host = host
+        self.port = port
+        self.operator_id = "OP" + f"{int(hashlib.sha256(auth_key_id.encode()).hexdigest(), 16) % 10**10:010d}"
+        self._clock = clock
+        self._faults = SoracomFaults()
+
+        self._lock = threading.Lock()
+        self._csv_lock = threading.Lock()
+        self._signing_key = secrets.token_bytes(32)
+        self._tokens: dict[str, _Token] = {}
+        self._exports: dict[str, _Export] = {}
+        self._urls: dict[str, _IssuedUrl] = {}
+        self._state_overrides: dict[str, BillState | None] = {}
+        self._csv_cache: dict[str, BillingCsv] = {}
+        self._requests: list[RecordedRequest] = []
+        self._rate_windows: dict[str, _RateWindow] = {}
+        self._server_errors_sent = 0
+
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._url_map = Map(
+            [
+                Rule("/v1/auth", endpoint="auth", methods=["POST"]),
+                Rule("/v1/bills/<month>", endpoint="getBilling", methods=["GET"]),
+                Rule("/v1/bills/<month>/export", endpoint="exportBilling", methods=["POST"]),
+                Rule("/v1/files/exported/<exported_file_id>", endpoint="getExportedFile", methods=["GET"]),
+                Rule(
+                    f"/{EXPORT_BUCKET}/<operator_id>/<exported_file_id>/<file_name>",
+                    endpoint="download",
+                    methods=["GET"],
+                ),
+                Rule("/_simulator/faults", endpoint="control:faults", methods=["GET", "PUT", "DELETE"]),
+                Rule("/_simulator/requests", endpoint="control:requests", methods=["GET", "DELETE"]),
+                Rule("/_simulator/expire-tokens", endpoint="control:expire-tokens", methods=["POST"]),
+                Rule("/_simulator/bills/<month>", endpoint="control:bills", methods=["PUT"]),
+            ],
+            strict_slashes=False,
+            merge_slashes=False,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Start serving on a daemon thread; return the base URL (without ``/v1``)."""
+        if self._server is not None:
+            raise RuntimeError("the simulator is already running")
+        server = make_server(self.host, self.port, self, threaded=True, request_handler=_QuietRequestHandler)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="soracom-simulator", daemon=True
+        )
+        self._thread.start()
+        _log.info("Soracom simulator listening on %s (coverage %s)", self.base_url, self.coverage)
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def serve_forever(self) -> None:
+        """Start if needed and block until Ctrl-C (KeyboardInterrupt), then stop."""
+        if self._server is None:
+            self.start()
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(timeout=0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> SoracomSimulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://<host>:<port>`` of the running server (what ``SORACOM_ENDPOINT`` takes)."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not running: call start() first")
+        # A wildcard listen address is reached through loopback (this binds nothing).
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)  # noqa: S104
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self._server.server_port}"
+
+    # -- inspection and control -----------------------------------------------------------------
+
+    @property
+    def faults(self) -> SoracomFaults:
+        """The live fault switches (mutable)."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, value: SoracomFaults) -> None:
+        self._faults = value
+
+    @property
+    def currency(self) -> str:
+        """``JPY`` for the ``jp`` coverage, ``USD`` for ``g``."""
+        return CURRENCIES[self.coverage]
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request answered so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def count(self, kind: RequestKind) -> int:
+        """How many requests of ``kind`` were answered (whatever their status)."""
+        with self._lock:
+            return sum(1 for r in self._requests if r.kind == kind)
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests."""
+        with self._lock:
+            self._requests.clear()
+
+    def expire_tokens(self) -> None:
+        """Invalidate every token issued so far: the next API call with one answers 401."""
+        with self._lock:
+            self._tokens.clear()
+
+    def set_bill_state(self, month: str, state: BillState | None) -> None:
+        """Force ``month``'s bill to ``closed`` or ``temporary``, or to none at all (404)."""
+        parse_year_month(month)
+        if state not in (None, "closed", "temporary"):
+            raise ValueError(f"state must be 'closed', 'temporary' or None, not {state!r}")
+        with self._lock:
+            self._state_overrides[month] = state
+
+    def bill_state(self, month: str) -> BillState | None:
+        """The state ``month``'s bill is served with, or ``None`` when it answers 404."""
+        year, mon = parse_year_month(month)
+        with self._lock:
+            if month in self._state_overrides:
+                return self._state_overrides[month]
+        index = year * 12 + mon - 1
+        current = self.today.year * 12 + self.today.month - 1
+        if index == current:
+            return "temporary"
+        if current - HISTORY_MONTHS <= index < current:
+            return "closed"
+        return None
+
+    def csv_bytes(self, month: str) -> bytes:
+        """The exact bytes a download of ``month`` serves (UTF-8 BOM included).
+
+        Any valid month works, even one whose bill answers 404. The current month only has the
+        days up to ``today``; other months have every day.
+        """
+        return self._billing_csv(month).content
+
+    def bill(self, month: str) -> dict[str, Any] | None:
+        """The MonthlyBill served for ``month`` (``amount`` as a ``Decimal``), or ``None`` (404)."""
+        state = self.bill_state(month)
+        if state is None:
+            return None
+        bill: dict[str, Any] = {
+            "amount": self._billing_csv(month).total,
+            "currency": self.currency,
+            "state": state,
+            "yearMonth": month,
+        }
+        if state == "closed":
+            bill["paymentStatus"] = "paid"
+            bill["paymentTransactionId"] = payment_transaction_id(self.coverage, month)
+        return bill
+
+    def _billing_csv(self, month: str) -> BillingCsv:
+        parse_year_month(month)
+        with self._csv_lock:
+            cached = self._csv_cache.get(month)
+            if cached is None:
+                current = f"{self.today:%Y%m}"
+                days = self.today.day if month == current else None
+                cached = generate_billing_csv(month, coverage=self.coverage, sims=self.sims, days=days)
+                self._csv_cache[month] = cached
+            return cached
+
+    # -- WSGI -------------------------------------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+        request = Request(environ)
+        raw_target = _raw_target(environ)
+        kind: RequestKind = "unknown"
+        try:
+            endpoint, args = self._url_map.bind_to_environ(environ).match()
+            kind = "control" if endpoint.startswith("control:") else cast(RequestKind, endpoint)
+            response = self._dispatch(kind, str(endpoint), args, request, raw_target)
+        except (NotFound, MethodNotAllowed) as exc:
+            kind = "control" if request.path.startswith("/_simulator/") else "unknown"
+            response = self._not_routed(request, exc)
+        except HTTPException as exc:  # e.g. a redirect werkzeug's routing wants; not expected
+            response = exc.get_response(environ)
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            raw_target=raw_target,
+            headers=headers,
+            status=response.status_code,
+            kind=kind,
+        )
+        with self._lock:
+            self._requests.append(record)
+        return cast(Iterator[bytes], response(environ, start_response))
+
+    def _dispatch(
+        self, kind: RequestKind, endpoint: str, args: Mapping[str, str], request: Request, raw_target: str
+    ) -> Response:
+        if kind == "control":
+            return self._control(endpoint, args, request)
+        if kind == "download":
+            return self._download(args, request, raw_target)
+        return self._api(kind, args, request)
+
+    def _not_routed(self, request: Request, exc: NotFound | MethodNotAllowed) -> Response:
+        status = exc.code or 404
+        if request.path.startswith("/v1/"):
+            code, message = ("COM0002", "Method not allowed") if status == 405 else ("COM0001", "Not found")
+            return self._api_error(status, code, message, kind="unknown")
+        if request.path.startswith(f"/{EXPORT_BUCKET}/"):
+            return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+        return _json_response(status, {"code": "SIM0001", "message": f"{request.method} {request.path}: no such route"})
+
+    # -- /v1 --------------------------------------------------------------------------------------
+
+    def _api(self, kind: RequestKind, args: Mapping[str, str], request: Request) -> Response:
+        faults = self._faults
+        targeted = _targeted(kind, faults)
+        if targeted and faults.slow_seconds > 0:
+            time.sleep(faults.slow_seconds)
+        try:
+            # The edge fails before anything else; the rate limit is per operator, so it comes
+            # after authentication (auth itself has no token to check).
+            if targeted:
+                self._maybe_server_error(kind)
+            if kind != "auth":
+                self._authenticate(request, kind)
+            if targeted:
+                self._maybe_rate_limit(kind)
+            if kind == "auth":
+                return self._auth(request)
+            if kind == "getBilling":
+                return self._get_billing(args["month"])
+            if kind == "exportBilling":
+                return self._export_billing(args["month"], request)
+            return self._get_exported_file(args["exported_file_id"])
+        except _Reply as reply:
+            return reply.response
+
+    def _maybe_server_error(self, kind: RequestKind) -> None:
+        with self._lock:
+            if self._faults.server_error_next <= 0:
+                return
+            self._faults.server_error_next -= 1
+            sequence = self._server_errors_sent
+            self._server_errors_sent += 1
+        if sequence % 2 == 0:
+            raise _Reply(self._api_error(500, "AGW0005", "Internal error", kind=kind))
+        status, text = (502, "Bad Gateway") if sequence % 4 == 1 else (503, "Service Unavailable")
+        # From "the edge": plain text, and no Soracom headers.
+        raise _Reply(Response(f"{status} {text}\n", status=status, content_type="text/plain; charset=utf-8"))
+
+    def _maybe_rate_limit(self, kind: RequestKind) -> None:
+        with self._lock:
+            if self._faults.rate_limit_next <= 0:
+                return
+            self._faults.rate_limit_next -= 1
+            seconds = self._faults.rate_limit_seconds
+        headers = {
+            "X-Soracom-Ratelimit-Limit": str(RATE_LIMIT_PER_MINUTE),
+            "X-Soracom-Ratelimit-Remaining": "0",
+            "X-Soracom-Ratelimit-Seconds-Before-Refresh": str(seconds),
+        }
+        body = {"code": "COM0005", "message": "Too many requests. Please retry after a while."}
+        raise _Reply(_json_response(429, body, headers))
+
+    def _authenticate(self, request: Request, kind: RequestKind) -> None:
+        api_key = request.headers.get("X-Soracom-API-Key", "")
+        token = request.headers.get("X-Soracom-Token", "")
+        if not api_key or not token:
+            raise _Reply(
+                self._api_error(401, "AUM0001", "API key and token are required in the request header", kind=kind)
+            )
+        now = self._clock()
+        with self._lock:
+            issued = self._tokens.get(token)
+            valid = issued is not None and hmac.compare_digest(issued.api_key, api_key) and now < issued.expires_at
+        if not valid:
+            raise _Reply(self._api_error(401, "AUM0003", "Invalid or expired API key and token", kind=kind))
+
+    def _auth(self, request: Request) -> Response:
+        body = _json_object(request)
+        if body is None:
+            return self._api_error(400, "COM0003", "The request body must be a JSON object", kind="auth")
+        timeout = body.get("tokenTimeoutSeconds", DEFAULT_TOKEN_TIMEOUT)
+        if (
+            not isinstance(timeout, int)
+            or isinstance(timeout, bool)
+            or not MIN_TOKEN_TIMEOUT <= timeout <= MAX_TOKEN_TIMEOUT
+        ):
+            return self._api_error(
+                400,
+                "AUM0007",
+                f"tokenTimeoutSeconds must be an integer from {MIN_TOKEN_TIMEOUT} to {MAX_TOKEN_TIMEOUT}",
+                kind="auth",
+            )
+        key_id, key = body.get("authKeyId"), body.get("authKey")
+        if not (
+            isinstance(key_id, str)
+            and isinstance(key, str)
+            and hmac.compare_digest(key_id.encode(), self.auth_key_id.encode())
+            and hmac.compare_digest(key.encode(), self._auth_key.encode())
+        ):
+            _log.info("auth refused for authKeyId %s", key_id if isinstance(key_id, str) else "<missing>")
+            return self._api_error(401, "AUM0002", "Invalid authKeyId or authKey supplied.", kind="auth")
+        api_key = f"api-{uuid.uuid4()}"
+        token = secrets.token_urlsafe(96)
+        with self._lock:
+            self._tokens[token] = _Token(api_key=api_key, expires_at=self._clock() + timeout)
+        _log.info("auth accepted for authKeyId %s (token valid %d s)", key_id, timeout)
+        return self._api_json(200, {"apiKey": api_key, "operatorId": self.operator_id, "token": token}, kind="auth")
+
+    def _checked_month(self, month: str, kind: RequestKind) -> str:
+        try:
+            parse_year_month(month)
+        except ValueError:
+            raise _Reply(self._api_error(400, "BIL0002", f"Invalid yyyyMM: {month}", kind=kind)) from None
+        return month
+
+    def _get_billing(self, month: str) -> Response:
+        self._checked_month(month, "getBilling")
+        bill = self.bill(month)
+        if bill is None:
+            return self._api_error(404, "BIL0001", f"No bill found for {month}", kind="getBilling")
+        return self._api_json(200, bill, kind="getBilling")
+
+    def _export_billing(self, month: str, request: Request) -> Response:
+        self._checked_month(month, "exportBilling")
+        mode = request.args.get("export_mode", "sync")
+        if mode not in ("async", "sync"):
+            return self._api_error(400, "BIL0003", f"Invalid export_mode: {mode}", kind="exportBilling")
+        if self.bill_state(month) is None:
+            return self._api_error(404, "BIL0001", f"No bill found for {month}", kind="exportBilling")
+        export = _Export(exported_file_id=f"fe_{uuid.uuid4().hex}", month=month)
+        with self._lock:
+            self._exports[export.exported_file_id] = export
+        _log.info("export %s of %s started (%s)", export.exported_file_id, month, mode)
+        if mode == "sync":
+            issued = self._issue_url(export)
+            return self._api_json(200, {"url": issued.url}, kind="exportBilling")
+        body = {
+            "exportedFileId": export.exported_file_id,
+            "exportedFilePath": f"//files/exported/{export.exported_file_id}",
+        }
+        return self._api_json(200, body, kind="exportBilling")
+
+    def _get_exported_file(self, exported_file_id: str) -> Response:
+        with self._lock:
+            export = self._exports.get(exported_file_id)
+            if export is not None:
+                export.polls += 1
+        if export is None:
+            return self._api_error(
+                404, "FIL0001", f"Exported file not found: {exported_file_id}", kind="getExportedFile"
+            )
+        polls = export.polls
+        outcome = self._faults.export_outcome
+        if polls <= self.polls_until_ready or outcome == "never":
+            return self._api_json(200, {"status": "processing"}, kind="getExportedFile")
+        if outcome == "failed":
+            return self._api_json(200, {"status": "failed"}, kind="getExportedFile")
+        issued = self._issue_url(export)
+        return self._api_json(200, {"status": "exported", "url": issued.url}, kind="getExportedFile")
+
+    def _issue_url(self, export: _Export) -> _IssuedUrl:
+        """The export's download URL: the same one while it is valid, a fresh one after."""
+        now = self._clock()
+        with self._lock:
+            if export.url is not None and now < export.url.expires_at:
+                return export.url
+        wall = datetime.now(UTC)
+        stamp = f"{self.today:%Y%m%d}"
+        credential = quote(f"ASIAEXAMPLE/{stamp}/{_AWS_REGIONS[self.coverage]}/s3/aws4_request", safe="")
+        # b"\xfb\xef\xff" encodes to "++//"; 31 more bytes make base64 end in "=": the query then
+        # holds %2B, %2F and %3D, the escapes a careless client re-quotes.
+        session_token = base64.b64encode(b"\xfb\xef\xff" + secrets.token_bytes(31)).decode()
+        query = "&".join(
+            [
+                "X-Amz-Algorithm=AWS4-HMAC-SHA256",
+                f"X-Amz-Credential={credential}",
+                f"X-Amz-Date={stamp}T{wall:%H%M%S}Z",
+                f"X-Amz-Expires={self.url_ttl_seconds}",
+                "X-Amz-SignedHeaders=host",
+                f"X-Amz-Security-Token={quote(session_token, safe='')}",
+            ]
+        )
+        signed = (
+            f"/{EXPORT_BUCKET}/{self.operator_id}/{export.exported_file_id}/Detailed_Billing_{export.month}.csv?{query}"
+        )
+        signature = self._sign(signed)
+        issued = _IssuedUrl(
+            url=f"{self.base_url}{signed}{_SIGNATURE_MARK}{signature}",
+            signature=signature,
+            exported_file_id=export.exported_file_id,
+            month=export.month,
+            expires_at=now + self.url_ttl_seconds,
+        )
+        with self._lock:
+            export.url = issued
+            self._urls[signature] = issued
+        return issued
+
+    def _sign(self, signed: str) -> str:
+        return hmac.new(self._signing_key, signed.encode("latin-1"), hashlib.sha256).hexdigest()
+
+    def _rate_headers(self, kind: RequestKind) -> dict[str, str]:
+        now = self._clock()
+        with self._lock:
+            window = self._rate_windows.get(kind)
+            if window is None or now - window.started >= 60:
+                window = self._rate_windows[kind] = _RateWindow(started=now)
+            window.count += 1
+            remaining = max(0, RATE_LIMIT_PER_MINUTE - window.count)
+            refresh = max(0, math.ceil(window.started + 60 - now))
+        return {
+            "X-Soracom-Ratelimit-Limit": str(RATE_LIMIT_PER_MINUTE),
+            "X-Soracom-Ratelimit-Remaining": str(remaining),
+            "X-Soracom-Ratelimit-Seconds-Before-Refresh": str(refresh),
+        }
+
+    def _api_json(self, status: int, body: Mapping[str, Any], *, kind: RequestKind) -> Response:
+        return _json_response(status, body, self._rate_headers(kind))
+
+    def _api_error(self, status: int, code: str, message: str, *, kind: RequestKind) -> Response:
+        return self._api_json(status, {"code": code, "message": message}, kind=kind)
+
+    # -- the pre-signed download ------------------------------------------------------------------
+
+    def _download(self, args: Mapping[str, str], request: Request, raw_target: str) -> Response:
+        faults = self._faults
+        if faults.only_kind == "download" and faults.slow_seconds > 0:
+            time.sleep(faults.slow_seconds)
+        for header in ("X-Soracom-API-Key", "X-Soracom-Token", "Authorization"):
+            if header in request.headers:
+                return _s3_error(
+                    403,
+                    "AccessDenied",
+                    "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter should be "
+                    f"specified (the request also carries {header})",
+                )
+        issued = self._verify_signature(raw_target)
+        if issued is None:
+            return _s3_error(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided. "
+                "Check your key and signing method.",
+                AWSAccessKeyId="ASIAEXAMPLE",
+            )
+        if self._clock() >= issued.expires_at:
+            return _s3_error(
+                403,
+                "AccessDenied",
+                "Request has expired",
+                **{"X-Amz-Expires": str(self.url_ttl_seconds), "ServerTime": f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"},
+            )
+        with self._lock:
+            fail = self._faults.download_server_error_next > 0
+            if fail:
+                self._faults.download_server_error_next -= 1
+        if fail:
+            return _s3_error(500, "InternalError", "We encountered an internal error. Please try again.")
+        content = self.csv_bytes(issued.month)
+        headers = {
+            "Content-Type": "text/csv",
+            "Content-Length": str(len(content)),
+            "ETag": f'"{hashlib.md5(content, usedforsecurity=False).hexdigest()}"',
+            "Accept-Ranges": "bytes",
+            "x-amz-request-id": secrets.token_hex(8).upper(),
+        }
+        end = len(content) // 2 if faults.truncate_download else len(content)
+        _log.info("download of %s (%s): %d of %d bytes", issued.exported_file_id, issued.month, end, len(content))
+        return Response(_chunks(content, end), status=200, headers=headers, direct_passthrough=True)
+
+    def _verify_signature(self, raw_target: str) -> _IssuedUrl | None:
+        signed, mark, signature = raw_target.rpartition(_SIGNATURE_MARK)
+        if not mark or not signature:
+            return None
+        try:
+            expected = self._sign(signed)
+        except UnicodeEncodeError:
+            return None
+        if not hmac.compare_digest(expected, signature):
+            return None
+        with self._lock:
+            return self._urls.get(signature)
+
+    # -- /_simulator ------------------------------------------------------------------------------
+
+    def _control(self, endpoint: str, args: Mapping[str, str], request: Request) -> Response:
+        if endpoint == "control:faults":
+            if request.method == "PUT":
+                body = _json_object(request)
+                if body is None:
+                    return _json_response(400, {"code": "SIM0002", "message": "expected a JSON object of fault fields"})
+                try:
+                    self.update_faults(body)
+                except (TypeError, ValueError) as exc:
+                    return _json_response(400, {"code": "SIM0003", "message": str(exc)})
+            elif request.method == "DELETE":
+                self.update_faults(SoracomFaults().to_json())
+            return _json_response(200, self._faults.to_json())
+        if endpoint == "control:requests":
+            if request.method == "DELETE":
+                self.clear_requests()
+            return _json_response(200, {"requests": [r.to_json() for r in self.requests]})
+        if endpoint == "control:expire-tokens":
+            self.expire_tokens()
+            return _json_response(200, {"expired": True})
+        # control:bills
+        body = _json_object(request)
+        state = None if body is None else body.get("state", "missing")
+        if body is None or state not in (None, "closed", "temporary"):
+            return _json_response(400, {"code": "SIM0004", "message": 'expected {"state": "closed"|"temporary"|null}'})
+        try:
+            self.set_bill_state(args["month"], cast(BillState | None, state))
+        except ValueError as exc:
+            return _json_response(400, {"code": "SIM0005", "message": str(exc)})
+        return _json_response(200, {"yearMonth": args["month"], "state": state})
+
+    def update_faults(self, updates: Mapping[str, Any]) -> SoracomFaults:
+        """Validate ``updates`` (fault field -> value) and apply them all, or none on error."""
+        valid = {f.name for f in dataclasses.fields(SoracomFaults)}
+        checked: dict[str, Any] = {}
+        for name, value in updates.items():
+            if name not in valid:
+                raise ValueError(f"unknown fault {name!r} (known: {', '.join(sorted(valid))})")
+            checked[name] = _check_fault(name, value)
+        with self._lock:
+            for name, value in checked.items():
+                setattr(self._faults, name, value)
+        return self._faults
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _targeted(kind: RequestKind, faults: SoracomFaults) -> bool:
+    """Whether the /v1 faults apply to a request of ``kind``."""
+    if faults.only_kind is not None:
+        return kind == faults.only_kind
+    return kind in API_KINDS
+
+
+_COUNTERS: Final = frozenset(
+    {"rate_limit_next", "rate_limit_seconds", "server_error_next", "download_server_error_next"}
+)
+_KINDS: Final = frozenset(get_args(RequestKind))
+
+
+def _check_fault(name: str, value: Any) -> Any:
+    if name in _COUNTERS:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer")
+        return value
+    if name == "slow_seconds":
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < math.inf:
+            raise ValueError("slow_seconds must be a non-negative number")
+        return float(value)
+    if name == "only_kind":
+        if value is not None and value not in _KINDS:
+            raise ValueError(f"only_kind must be null or one of {', '.join(sorted(_KINDS))}")
+        return value
+    if name == "export_outcome":
+        if value not in get_args(ExportOutcome):
+            raise ValueError("export_outcome must be 'exported', 'failed' or 'never'")
+        return value
+    if not isinstance(value, bool):  # truncate_download
+        raise ValueError(f"{name} must be true or false")
+    return value
+
+
+def _raw_target(environ: WSGIEnvironment) -> str:
+    """The request target exactly as on the request line (werkzeug's ``RAW_URI``).
+
+    werkzeug stores it through the WSGI "encoding dance" (UTF-8 bytes seen as latin-1); undo it to
+    get back the string http.server read (the raw bytes decoded as latin-1).
+    """
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not isinstance(raw, str):
+        query = environ.get("QUERY_STRING", "")
+        return str(environ.get("PATH_INFO", "")) + (f"?{query}" if query else "")
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return raw
+
+
+def _json_object(request: Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(request.get_data(cache=True) or b"null")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _json_text(value: Any) -> str:
+    """JSON text in which a ``Decimal`` is written exactly (``28734.56``, never a float artefact)."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"cannot write {value} as JSON")
+        return decimal_text(value)
+    if isinstance(value, Mapping):
+        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {_json_text(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_json_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _json_response(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    return Response(_json_text(body), status=status, headers=dict(headers or {}), content_type=_JSON)
+
+
+def _s3_error(status: int, code: str, message: str, **extra: str) -> Response:
+    fields = [("Code", code), ("Message", message), *extra.items()]
+    fields += [
+        ("RequestId", secrets.token_hex(8).upper()),
+        ("HostId", base64.b64encode(secrets.token_bytes(48)).decode()),
+    ]
+    inner = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in fields)
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>{inner}</Error>'
+    return Response(body, status=status, content_type="application/xml")
+
+
+def _month_text(index: int) -> str:
+    """``yyyyMM`` of a month counted as ``year * 12 + month - 1``."""
+    return f"{index // 12:04d}{index % 12 + 1:02d}"
+
+
+def _chunks(content: bytes, end: int) -> Iterator[bytes]:
+    """Stream ``content[:end]`` in chunks (stopping early leaves the client short of Content-Length)."""
+    for start in range(0, end, DOWNLOAD_CHUNK):
+        yield content[start : min(start + DOWNLOAD_CHUNK, end)]
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the simulator in the foreground until Ctrl-C (``python -m soracharge_local.simulators.soracom``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m soracharge_local.simulators.soracom",
+        description="A local Soracom API stand-in (auth, bills, async export, pre-signed download).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (0 picks a free one; default 8080)")
+    parser.add_argument("--coverage", choices=["jp", "g"], default="jp", help="jp: JPY bills, g: USD bills")
+    parser.add_argument("--today", type=date.fromisoformat, default=None, help="the simulator's date, YYYY-MM-DD")
+    parser.add_argument("--sims", type=int, default=8, help="SIMs in the generated CSVs (2000 gives ~15 MB)")
+    parser.add_argument("--polls-until-ready", type=int, default=2, help="'processing' answers per export")
+    parser.add_argument("--url-ttl-seconds", type=int, default=3600, help="validity of download URLs")
+    parser.add_argument("--auth-key-id", default="keyId-sim")
+    parser.add_argument("--auth-key", default="secret-sim")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    sim = SoracomSimulator(
+        coverage=args.coverage,
+        today=args.today,
+        auth_key_id=args.auth_key_id,
+        auth_key=args.auth_key,
+        sims=args.sims,
+        polls_until_ready=args.polls_until_ready,
+        url_ttl_seconds=args.url_ttl_seconds,
+        host=args.host,
+        port=args.port,
+    )
+    base_url = sim.start()
+    current = sim.today.year * 12 + sim.today.month - 1
+    print(f"Soracom simulator on {base_url} (coverage {sim.coverage}, {sim.currency}, today {sim.today})")
+    print(f"  SORACOM_ENDPOINT={base_url}")
+    print(f"  SORACOM_COVERAGE_TYPE={sim.coverage}")
+    print(f"  SORACOM_AUTH_KEY_ID={sim.auth_key_id}")
+    print(f"  SORACOM_AUTH_KEY={args.auth_key}")
+    print(
+        f"  bills: {_month_text(current - HISTORY_MONTHS)}..{_month_text(current - 1)} closed, "
+        f"{_month_text(current)} temporary"
+    )
+    print(f"  faults: GET/PUT/DELETE {base_url}/_simulator/faults; requests: GET {base_url}/_simulator/requests")
+    print("Press Ctrl-C to stop.", flush=True)
+    sim.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""The export use cases with fake adapters: the not-closed policy, polling, idempotent storing."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+from soracharge.adapters.soracom import DownloadedFile
+from soracharge.adapters.storage import StoredObject
+from soracharge.errors import BillNotClosedError, BillNotFoundError, MonthOutOfRangeError, SoracomApiError
+from soracharge.logic.export import export_key, poll_export, read_closed_bill, start_export, store_export
+from soracharge.models.export_flow import ExportProgress, ExportRequest, StoreExportRequest
+from soracharge.models.soracom import ExportedFile, ExportStarted, MonthlyBill
+
+TODAY = date(2026, 11, 22)
+CSV = "\ufeffimsi,date,billItemName,unitPrice,quantity,amount\r\n440100000000001,202610,Basic,300,1,300\r\n".encode()
+
+
+@dataclass
+class FakeSoracom:
+    bills: dict[str, MonthlyBill] = field(default_factory=dict)
+    statuses: list[ExportedFile] = field(default_factory=list)
+    downloads: int = 0
+
+    def get_bill(self, month: str) -> MonthlyBill:
+        if month not in self.bills:
+            raise BillNotFoundError(f"no bill for {month}")
+        return self.bills[month]
+
+    def start_export(self, month: str) -> ExportStarted:
+        return ExportStarted(exportedFileId=f"fe_{month}")
+
+    def get_exported_file(self, exported_file_id: str) -> ExportedFile:
+        return self.statuses.pop(0)
+
+    def download(self, url: str, sink: BinaryIO) -> DownloadedFile:
+        self.downloads += 1
+        sink.write(CSV)
+        return DownloadedFile(size=len(CSV), sha256=hashlib.sha256(CSV).hexdigest())
+
+
+@dataclass
+class FakeStore:
+    bucket: str = "data-bucket"
+    objects: dict[str, tuple[bytes, dict[str, str]]] = field(default_factory=dict)
+    versions: int = 0
+
+    def head(self, key: str) -> StoredObject | None:
+        if key not in self.objects:
+            return None
+        body, metadata = self.objects[key]
+        return StoredObject(self.bucket, key, f"v{self.versions}", len(body), metadata)
+
+    def upload_file(self, path: Path, key: str, *, metadata: dict[str, str], content_type: str) -> StoredObject:
+        self.versions += 1
+        self.objects[key] = (path.read_bytes(), metadata)
+        stored = self.head(key)
+        assert stored is not None
+        return stored
+
+
+def bill(month: str, state: str = "closed") -> MonthlyBill:
+    return MonthlyBill(amount=Decimal("300.00"), currency="JPY", state=state, yearMonth=month)  # type: ignore[arg-type]
+
+
+def test_a_closed_bill_is_summarised_for_the_export():
+    summary = read_closed_bill(ExportRequest(month="202609"), FakeSoracom({"202609": bill("202609")}), TODAY)
+    assert (summary.month, summary.amount, summary.currency) == ("202609", Decimal("300.00"), "JPY")
+
+
+def test_a_temporary_bill_is_not_closed_yet():
+    soracom = FakeSoracom({"202610": bill("202610", state="temporary")})
+    with pytest.raises(BillNotClosedError, match=r"202610 is still 'temporary'.*1-3 business days"):
+        read_closed_bill(ExportRequest(month="202610"), soracom, TODAY)
+
+
+def test_no_bill_yet_for_the_month_just_ended_is_treated_as_not_closed():
+    with pytest.raises(BillNotClosedError, match=r"no bill for 202610 yet"):
+        read_closed_bill(ExportRequest(month="202610"), FakeSoracom(), TODAY)
+
+
+def test_no_bill_for_an_older_month_is_final():
+    with pytest.raises(BillNotFoundError, match=r"no bill for 202608"):
+        read_closed_bill(ExportRequest(month="202608"), FakeSoracom(), TODAY)
+
+
+def test_a_month_outside_the_window_never_reaches_soracom():
+    with pytest.raises(MonthOutOfRangeError):
+        read_closed_bill(ExportRequest(month="202208"), FakeSoracom(), TODAY)
+
+
+def test_a_bill_for_another_month_is_refused():
+    with pytest.raises(SoracomApiError, match=r"answered the bill of 202607"):
+        read_closed_bill(ExportRequest(month="202609"), FakeSoracom({"202609": bill("202607")}), TODAY)
+
+
+def test_each_poll_counts_and_carries_the_url_once_exported():
+    soracom = FakeSoracom(
+        statuses=[ExportedFile(status="processing"), ExportedFile(status="exported", url="https://u")]
+    )
+    progress = start_export("202610", soracom)
+    assert progress == ExportProgress(exported_file_id="fe_202610", status="processing", polls=0)
+    progress = poll_export(progress, soracom)
+    assert (progress.status, progress.polls, progress.url) == ("processing", 1, None)
+    progress = poll_export(progress, soracom)
+    assert (progress.status, progress.polls, progress.url) == ("exported", 2, "https://u")
+
+
+def test_exported_without_a_url_is_an_api_error():
+    soracom = FakeSoracom(statuses=[ExportedFile(status="exported")])
+    with pytest.raises(SoracomApiError, match=r"exported but Soracom gave no url"):
+        poll_export(ExportProgress(exported_file_id="fe_1", status="processing", polls=3), soracom)
+
+
+REQUEST = StoreExportRequest(
+    month="202610", amount=Decimal("300.00"), currency="JPY", exported_file_id="fe_1", download_url="https://u"
+)
+
+
+def test_the_csv_is_stored_byte_for_byte_with_its_metadata():
+    store = FakeStore()
+    stored = store_export(REQUEST, FakeSoracom(), store)
+    body, metadata = store.objects[export_key("202610", "fe_1")]
+    assert body == CSV
+    assert stored.uri == "s3://data-bucket/exports/202610/fe_1.csv"
+    assert metadata["month"] == "202610"
+    assert metadata["currency"] == "JPY"
+    assert metadata["bill-amount"] == "300.00"
+    assert metadata["exported-file-id"] == "fe_1"
+    assert metadata["sha256"] == stored.sha256
+    assert not stored.already_stored
+
+
+def test_storing_again_does_not_write_a_second_version():
+    store, soracom = FakeStore(), FakeSoracom()
+    first = store_export(REQUEST, soracom, store)
+    again = store_export(REQUEST, soracom, store)
+    assert again.already_stored
+    assert again.sha256 == first.sha256
+    assert store.versions == 1
+    assert soracom.downloads == 1
