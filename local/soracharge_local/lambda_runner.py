@@ -87,6 +87,9 @@ class InProcessLambdaRunner:
         self.functions: dict[str, DeployedFunction] = {}
         self.environment_overrides = dict(environment_overrides or {})
         self.invocations: list[Invocation] = []
+        #: Called with (logical id, event) before each invocation: a seam for tests that inject a
+        #: fault at a precise point of a run (a token expiring between two states, say).
+        self.before_invoke: list[Callable[[str, Any], None]] = []
         self._modules: dict[tuple[Path, str], ModuleType] = {}
         self._lock = threading.RLock()
         self._original: Callable[..., tuple[str, bool, str]] | None = None
@@ -143,6 +146,8 @@ class InProcessLambdaRunner:
         }
         started = time.perf_counter()
         with self._lock, applied_environment(environment):
+            for hook in self.before_invoke:
+                hook(deployed.logical_id, event)
             try:
                 handler = self._handler(deployed)
                 result = handler(event, context)

@@ -1,0 +1,73 @@
+"""Integration fixtures: the Soracom simulator and the template deployed into moto (in-process Lambdas)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from soracharge.models.months import previous_month, shift_month
+from soracharge_local.engine import ExecutionResult, LocalCloud, SoracomAccess
+from soracharge_local.simulators import SoracomFaults, SoracomSimulator
+
+SIM_AUTH_KEY_ID = "keyId-integration"
+SIM_AUTH_KEY = "secret-integration-do-not-log"
+
+#: The month a monthly run exports today, and one safely in the past (a 404 there is final).
+LAST_MONTH = previous_month(datetime.now(UTC))
+OLDER_MONTH = shift_month(LAST_MONTH, -3)
+
+
+@pytest.fixture(scope="module")
+def soracom() -> Iterator[SoracomSimulator]:
+    with SoracomSimulator(auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY, polls_until_ready=2) as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="module")
+def cloud(soracom: SoracomSimulator) -> Iterator[LocalCloud]:
+    access = SoracomAccess(endpoint=soracom.base_url, auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY)
+    with LocalCloud(
+        soracom=access, instant_waits=True, environment={"POWERTOOLS_METRICS_DISABLED": "true"}
+    ) as local_cloud:
+        yield local_cloud
+
+
+@pytest.fixture(autouse=True)
+def _fresh_run(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts with no faults, no recorded requests and no hooks."""
+    if "cloud" not in request.fixturenames:
+        yield
+        return
+    soracom: SoracomSimulator = request.getfixturevalue("soracom")
+    cloud: LocalCloud = request.getfixturevalue("cloud")
+    soracom.faults = SoracomFaults()
+    soracom.polls_until_ready = 2
+    soracom.clear_requests()
+    cloud.retry_sleeps.clear()
+    cloud.runner.before_invoke.clear()
+    yield
+
+
+def export(cloud: LocalCloud, payload: dict[str, Any], name: str) -> ExecutionResult:
+    return cloud.run("ExportBillingStateMachine", payload, name=name, timeout_seconds=120)
+
+
+def lambda_failures(result: ExecutionResult) -> list[str]:
+    return [
+        e["lambdaFunctionFailedEventDetails"]["error"] for e in result.events if e["type"] == "LambdaFunctionFailed"
+    ]
+
+
+def error_message(result: ExecutionResult) -> str:
+    return str(json.loads(result.cause or "{}").get("errorMessage", result.cause))
+
+
+def count(result: ExecutionResult, event_type: str, state: str | None = None) -> int:
+    return sum(
+        1
+        for e in result.events
+        if e["type"] == event_type and (state is None or e["stateEnteredEventDetails"]["name"] == state)
+    )
