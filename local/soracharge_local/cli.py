@@ -18,7 +18,7 @@ import warnings
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from soracharge.errors import InvalidInputError
@@ -33,6 +33,7 @@ app = typer.Typer(
 )
 
 EXPORT_STATE_MACHINE = "ExportBillingStateMachine"
+Coverage = Literal["jp", "g"]
 SIMULATOR_AUTH_KEY_ID = "keyId-simulator"
 SIMULATOR_AUTH_KEY = "secret-simulator"
 
@@ -87,7 +88,7 @@ def export(
 @app.command()
 def simulate(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8080,
-    coverage: Annotated[str, typer.Option(help="jp (JPY bills) or g (USD bills).")] = "jp",
+    coverage: Annotated[Coverage, typer.Option(help="jp (JPY bills) or g (USD bills).")] = "jp",
     polls_until_ready: Annotated[int, typer.Option(help="Polls an export stays 'processing'.")] = 2,
 ) -> None:
     """Serve the Soracom simulator until Ctrl-C (auth, bills, async exports, the CSV download)."""
@@ -217,6 +218,7 @@ def _print_outputs(result: ExecutionResult) -> None:
 def _save(cloud: LocalCloud, result: ExecutionResult, out: Path) -> None:
     s3 = (result.output or {})["s3"]
     body = cloud.client("s3").get_object(Bucket=s3["bucket"], Key=s3["key"], VersionId=s3["versionId"])["Body"]
+    # The version StoreExport wrote, not whatever is newest under the key.
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as sink:
         for chunk in body.iter_chunks(1024 * 1024):

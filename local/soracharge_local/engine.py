@@ -7,8 +7,9 @@ What happens in :meth:`LocalCloud.start` (shared/DESIGN.md section 5):
    DefinitionUri point at zips and files uploaded to an artifacts bucket, as ``sam package``
    would), and moto's CloudFormation builds the stack from it;
 4. what moto's CloudFormation skips or cannot do is created by API from the same template: the
-   state machine with its ``DefinitionSubstitutions`` applied (in the executing backend), and the
-   Soracom AuthKey secret (with the credentials given, so functions read it as in AWS).
+   state machine with its ``DefinitionSubstitutions`` applied (in the executing backend), the
+   bucket's versioning and public access block, and the Soracom AuthKey secret (with the
+   credentials given, so functions read it as in AWS).
 """
 
 from __future__ import annotations
@@ -225,6 +226,7 @@ class LocalCloud:
             for summary in page["StackResourceSummaries"]:
                 self.resources[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
 
+        self._apply_bucket_settings(translated)
         for logical_id, (code_dir, handler) in code_dirs.items():
             self.runner.register(self.resources[logical_id], DeployedFunction(logical_id, code_dir, handler))
         self.runner.environment_overrides.update(self._function_environment())
@@ -263,6 +265,27 @@ class LocalCloud:
             **self.extra_environment,
         }
 
+    def _apply_bucket_settings(self, translated: dict[str, Any]) -> None:
+        """Bucket properties moto's CloudFormation ignores, applied as the template states them.
+
+        Not the TLS-only bucket policy: moto enforces it and sees in-process calls as not secure
+        (on AWS boto3 always uses TLS), so it is checked on the translated template instead.
+        """
+        s3 = self.client("s3")
+        for logical_id, resource in translated["Resources"].items():
+            properties = resource.get("Properties", {})
+            if resource["Type"] == "AWS::S3::Bucket":
+                bucket = self.resources[logical_id]
+                if "VersioningConfiguration" in properties:
+                    s3.put_bucket_versioning(
+                        Bucket=bucket,
+                        VersioningConfiguration={"Status": properties["VersioningConfiguration"]["Status"]},
+                    )
+                if "PublicAccessBlockConfiguration" in properties:
+                    s3.put_public_access_block(
+                        Bucket=bucket, PublicAccessBlockConfiguration=properties["PublicAccessBlockConfiguration"]
+                    )
+
     def _create_state_machine(self, logical_id: str, properties: dict[str, Any]) -> None:
         definition = self._definitions[logical_id].read_text()
         substitutions = {
@@ -291,10 +314,14 @@ class LocalCloud:
         if "Ref" in value:
             return self.resources[value["Ref"]]
         if "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
-            pseudo = {"AWS::StackName": self.stack_name, "AWS::Region": self.region, "AWS::AccountId": "123456789012"}
-            return _SUB_VARIABLE.sub(
-                lambda m: pseudo.get(m.group(1), self.resources.get(m.group(1), m.group(0))), value["Fn::Sub"]
-            )
+            known = {
+                **self.resources,
+                "AWS::StackName": self.stack_name,
+                "AWS::Region": self.region,
+                "AWS::AccountId": ACCOUNT_ID,
+                "AWS::Partition": "aws",
+            }
+            return _SUB_VARIABLE.sub(lambda match: known.get(match.group(1), match.group(0)), value["Fn::Sub"])
         raise ValueError(f"cannot resolve {value!r} locally")
 
     @contextmanager

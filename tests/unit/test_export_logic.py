@@ -65,7 +65,7 @@ class FakeStore:
 
 
 def bill(month: str, state: str = "closed") -> MonthlyBill:
-    return MonthlyBill(amount=Decimal("300.00"), currency="JPY", state=state, yearMonth=month)  # type: ignore[arg-type]
+    return MonthlyBill(amount=Decimal("300.00"), currency="JPY", state=state, yearMonth=month)
 
 
 def test_a_closed_bill_is_summarised_for_the_export():

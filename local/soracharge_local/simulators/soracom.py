@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import secrets
+import signal
 import threading
 import time
 import uuid
@@ -51,7 +52,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import escape
@@ -294,6 +295,7 @@ class SoracomSimulator:
         self._server_errors_sent = 0
 
         self._server: BaseWSGIServer | None = None
+        self._base_url: str | None = None
         self._thread: threading.Thread | None = None
         self._url_map = Map(
             [
@@ -323,8 +325,13 @@ class SoracomSimulator:
             raise RuntimeError("the simulator is already running")
         server = make_server(self.host, self.port, self, threaded=True, request_handler=_QuietRequestHandler)
         self._server = server
+        # A wildcard listen address is reached through loopback (this binds nothing).
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)  # noqa: S104
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        self._base_url = f"http://{host}:{server.server_port}"
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="soracom-simulator", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="soracom-simulator", daemon=True
         )
         self._thread.start()
         _log.info("Soracom simulator listening on %s (coverage %s)", self.base_url, self.coverage)
@@ -368,14 +375,10 @@ class SoracomSimulator:
 
     @property
     def base_url(self) -> str:
-        """``http://<host>:<port>`` of the running server (what ``SORACOM_ENDPOINT`` takes)."""
-        if self._server is None:
-            raise RuntimeError("the simulator is not running: call start() first")
-        # A wildcard listen address is reached through loopback (this binds nothing).
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)  # noqa: S104
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self._server.server_port}"
+        """``http://<host>:<port>`` (what ``SORACOM_ENDPOINT`` takes); still readable after stop()."""
+        if self._base_url is None:
+            raise RuntimeError("the simulator was never started: call start() first")
+        return self._base_url
 
     # -- inspection and control -----------------------------------------------------------------
 
@@ -989,8 +992,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"  faults: GET/PUT/DELETE {base_url}/_simulator/faults; requests: GET {base_url}/_simulator/requests")
     print("Press Ctrl-C to stop.", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` stops it as cleanly as Ctrl-C
     sim.serve_forever()
     return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

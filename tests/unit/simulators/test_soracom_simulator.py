@@ -101,7 +101,9 @@ def csv_rows(content: bytes) -> list[dict[str, str]]:
 
 
 def amount_sum(content: bytes) -> Decimal:
-    return sum((Decimal(row["amount"]) for row in csv_rows(content)), Decimal(0))
+    reader = csv.reader(io.StringIO(content.removeprefix(BOM).decode("utf-8"), newline=""))
+    amount = next(reader).index("amount")
+    return sum((Decimal(row[amount]) for row in reader), Decimal(0))
 
 
 # -- auth ---------------------------------------------------------------------------------------
@@ -490,6 +492,19 @@ def test_csv_money_is_plain_decimal_text_and_amount_is_unit_price_times_quantity
         for column in ("unitPrice", "quantity", "amount"):
             assert re.fullmatch(r"-?\d+(\.\d+)?", row[column]), row
         assert Decimal(row["unitPrice"]) * Decimal(row["quantity"]) == Decimal(row["amount"]), row
+
+
+def test_the_base_url_stays_readable_after_stop_and_start_refuses_twice() -> None:
+    simulator = SoracomSimulator(today=TODAY)
+    with pytest.raises(RuntimeError):
+        _ = simulator.base_url
+    with simulator:
+        url = simulator.base_url
+        with pytest.raises(RuntimeError):
+            simulator.start()
+    assert simulator.base_url == url
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/_simulator/faults")
 
 
 def test_the_csv_is_deterministic() -> None:

@@ -1,0 +1,67 @@
+"""`soracharge export` run as a person runs it: a subprocess, its output and its exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from soracharge_local.simulators import SoracomSimulator
+
+from tests.integration.conftest import LAST_MONTH
+
+SORACHARGE = str(Path(sys.executable).parent / "soracharge")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SORACOM_")}
+    environment.update(env or {})
+    return subprocess.run(  # noqa: S603 - our own console script
+        [SORACHARGE, *args], capture_output=True, text=True, env=environment, timeout=timeout, check=False
+    )
+
+
+def test_export_on_the_built_in_simulator_shows_each_state_and_where_the_csv_landed(tmp_path):
+    out = tmp_path / "export.csv"
+    done = run_cli("export", "--month", LAST_MONTH, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    for state in ("GetBill", "StartExport", "WaitForExport", "PollExport", "StoreExport"):
+        assert state in done.stdout
+    assert f"CSV stored at s3://soracharge-data-123456789012/exports/{LAST_MONTH}/fe_" in done.stdout
+    assert "exportedFileId" in done.stdout
+    assert "downloadUrl" in done.stdout
+    # The saved copy is byte for byte what the simulator serves for that month (it is deterministic).
+    assert out.read_bytes() == SoracomSimulator(auth_key_id="keyId-simulator", auth_key="x").csv_bytes(LAST_MONTH)
+
+
+def test_export_talks_to_the_server_named_by_soracom_endpoint_and_fails_with_its_reason():
+    with SoracomSimulator(auth_key_id="keyId-real", auth_key="secret-real") as server:
+        base_url = server.base_url
+        done = run_cli(
+            "export",
+            "--month",
+            LAST_MONTH,
+            env={"SORACOM_ENDPOINT": server.base_url, "SORACOM_AUTH_KEY_ID": "keyId-real", "SORACOM_AUTH_KEY": "wrong"},
+        )
+        assert server.count("auth") == 1
+    assert done.returncode == 1
+    assert f"Soracom: {base_url}" in done.stdout
+    assert "Export failed: SoracomAuthError" in done.stderr
+    assert "Soracom refused AuthKey keyId-real" in done.stderr
+    assert "wrong" not in done.stdout + done.stderr
+
+
+def test_soracom_endpoint_without_credentials_is_refused_before_anything_runs():
+    done = run_cli("export", "--month", LAST_MONTH, env={"SORACOM_ENDPOINT": "http://127.0.0.1:9"})
+    assert done.returncode == 2
+    assert "SORACOM_AUTH_KEY_ID and SORACOM_AUTH_KEY must be set too" in done.stderr
+
+
+def test_a_malformed_or_unbillable_month_is_refused_with_a_clear_message():
+    malformed = run_cli("export", "--month", "2022-08")
+    assert malformed.returncode == 2
+    assert "month must be yyyyMM" in malformed.stderr
+    too_old = run_cli("export", "--month", "202208")
+    assert too_old.returncode == 2
+    assert "202208 is older than the 18 months Soracom keeps bills for" in too_old.stderr
