@@ -61,10 +61,6 @@ class SoracomUnavailableError(SoracomError):
     """A transient failure: a 5xx, a timeout, a dropped or truncated connection. Safe to retry."""
 
 
-class ExportFailedError(SoracomError):
-    """Soracom reported the detailed billing export as failed."""
-
-
 class ExportDownloadError(SoracomError):
     """The export's download URL was refused (expired, forbidden or gone): run the export again."""
 

@@ -13,6 +13,7 @@ Facts it follows (shared/DESIGN.md section 2):
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,12 @@ USER_AGENT = "soracharge/0.1 (+https://github.com/soracharge)"
 #: A token is renewed this long before Soracom would expire it.
 TOKEN_RENEWAL_MARGIN_SECONDS = 60
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+#: A pre-signed URL is normally fetched directly; a compatible server may redirect a few times.
+MAX_DOWNLOAD_REDIRECTS = 3
+
+# httpx logs every request's full URL at INFO: for the download that is a pre-signed URL whose
+# query carries temporary credentials, so keep httpx's own logs to warnings.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class SoracomApi(Protocol):
@@ -96,11 +103,12 @@ class SoracomClient:
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             transport=transport,
         )
-        # A separate client for the pre-signed URL: no base URL, no Soracom headers, no redirects.
+        # A separate client for the pre-signed URL: no base URL, no Soracom headers, few redirects.
         self._files = httpx.Client(
             timeout=httpx.Timeout(download_timeout_seconds, connect=timeout_seconds),
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-            follow_redirects=False,
+            follow_redirects=True,
+            max_redirects=MAX_DOWNLOAD_REDIRECTS,
             transport=transport,
         )
 
@@ -156,6 +164,10 @@ class SoracomClient:
                     sink.write(chunk)
                     size += len(chunk)
                 expected = response.headers.get("Content-Length")
+        except httpx.TooManyRedirects:
+            raise ExportDownloadError(
+                f"download from {host} redirected more than {MAX_DOWNLOAD_REDIRECTS} times"
+            ) from None
         except httpx.TransportError as exc:  # includes timeouts and connections closed mid-body
             raise SoracomUnavailableError(f"download from {host} failed: {type(exc).__name__}: {exc}") from exc
         if expected is not None and expected.isdigit() and int(expected) != size:
@@ -227,7 +239,7 @@ class SoracomClient:
 
 
 def _parse(response: httpx.Response, model: type[ModelT], operation: str) -> ModelT:
-    if response.status_code != 200:
+    if not response.is_success:
         error = _error_body(response)
         raise SoracomApiError(
             f"{operation}: Soracom answered HTTP {response.status_code} ({_describe_error(response)})",

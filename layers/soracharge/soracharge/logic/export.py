@@ -51,7 +51,7 @@ def read_closed_bill(request: ExportRequest, soracom: SoracomApi, today: date) -
                 f"(a month without any charge never gets one). Soracom said: {exc}"
             ) from exc
         raise
-    if bill.yearMonth != month:
+    if bill.yearMonth is not None and bill.yearMonth != month:
         raise SoracomApiError(f"getBilling for {month} answered the bill of {bill.yearMonth}")
     if bill.state != "closed":
         raise BillNotClosedError(

@@ -1,8 +1,10 @@
 """Bodies of the Soracom API (shared/reference/openapi/), as this project reads them.
 
-Only the fields soracharge uses are required; everything else is kept optional so that Soracom
-adding a field never breaks a run. Money is ``Decimal``: pydantic reads a JSON number into a
-Decimal from its text, so ``28734.56`` stays exactly that.
+The OpenAPI files mark no field as required: these models require only what soracharge cannot
+work without, and ignore unknown fields, so Soracom adding a field never breaks a run.
+``tests/unit/test_reference_contracts.py`` checks them against the OpenAPI files. Money is
+``Decimal``: pydantic reads a JSON number into a Decimal from its text, so ``28734.56`` stays
+exactly that.
 """
 
 from __future__ import annotations
@@ -39,8 +41,7 @@ class MonthlyBill(SoracomBody):
     amount: Decimal
     currency: Literal["JPY", "USD", "EUR"]
     state: Literal["temporary", "closed"]
-    yearMonth: YearMonth
-    paymentStatus: str | None = None
+    yearMonth: YearMonth | None = None
 
 
 class ExportStarted(SoracomBody):
