@@ -67,3 +67,36 @@ class ExportDownloadError(SoracomError):
 
 class StorageError(SorachargeError):
     """S3 refused or failed a read or write of the data bucket."""
+
+
+class MappingError(InvalidInputError):
+    """The mapping file is unreadable or invalid; the message names the file, the line and the field."""
+
+
+class ImportRejectedError(InvalidInputError):
+    """A billing CSV has bad or unmapped rows: nothing was imported and the report lists every problem."""
+
+
+class CloudBlueError(SorachargeError):
+    """Base class of errors that come from talking to CloudBlue's ChargesImportManager."""
+
+
+class CloudBlueAuthError(CloudBlueError):
+    """CloudBlue refused the OAuth signature or the APS token."""
+
+
+class CloudBlueApiError(CloudBlueError):
+    """CloudBlue answered an APS error (``{code, type, message}``) that retrying will not fix."""
+
+    def __init__(self, message: str, *, status: int | None = None, aps_type: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.aps_type = aps_type
+
+
+class CloudBlueUnavailableError(CloudBlueError):
+    """A transient CloudBlue failure (5xx, timeout, dropped connection) that outlived the bounded retries."""
+
+
+class ImportSessionFailedError(CloudBlueError):
+    """CloudBlue's rating of an import session ended FAILED_PROCESSED; the message carries its errorDesc."""
