@@ -103,9 +103,8 @@ def simulate(
     )
     base_url = simulator.start()
     typer.echo(f"Soracom simulator on {base_url} (API under {base_url}/v1)")
-    typer.echo(
-        f"  SORACOM_ENDPOINT={base_url} SORACOM_AUTH_KEY_ID={SIMULATOR_AUTH_KEY_ID} SORACOM_AUTH_KEY=<see --help>"
-    )
+    typer.echo(f"  SORACOM_ENDPOINT={base_url}")
+    typer.echo(f"  SORACOM_AUTH_KEY_ID={SIMULATOR_AUTH_KEY_ID} SORACOM_AUTH_KEY={SIMULATOR_AUTH_KEY}")
     typer.echo(
         f"  fault switches: GET/PUT {base_url}/_simulator/faults, requests seen: GET {base_url}/_simulator/requests"
     )

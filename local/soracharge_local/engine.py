@@ -35,6 +35,7 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 from soracharge_local.lambda_runner import DeployedFunction, InProcessLambdaRunner, applied_environment
+from soracharge_local.s3_events import AsyncInvoker, aws_shaped_async_s3_events
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_BUCKET = "soracharge-local-artifacts"
@@ -52,6 +53,29 @@ class SoracomAccess:
     endpoint: str
     auth_key_id: str
     auth_key: str
+
+
+@dataclass(frozen=True)
+class CloudBlueAccess:
+    """What the deployed functions are told about CloudBlue: OAuth 1.0a consumer or an APS token."""
+
+    endpoint: str
+    consumer_key: str | None = None
+    consumer_secret: str | None = None
+    aps_token: str | None = None
+    resource_id: str | None = None
+
+    def secret(self) -> dict[str, str]:
+        """The CloudBlueCredentialsSecret's JSON, as a person puts it in AWS."""
+        if self.consumer_key and self.consumer_secret:
+            return {"consumerKey": self.consumer_key, "consumerSecret": self.consumer_secret}
+        if self.aps_token:
+            return {"apsToken": self.aps_token}
+        raise ValueError("CloudBlue access needs consumer_key and consumer_secret, or aps_token")
+
+
+#: A CloudBlue nobody answers at: for local runs that only export.
+NO_CLOUDBLUE = CloudBlueAccess(endpoint="https://cloudblue.invalid", aps_token="none")  # noqa: S106 - not a secret
 
 
 @dataclass
@@ -80,6 +104,8 @@ class LocalCloud:
         self,
         *,
         soracom: SoracomAccess,
+        cloudblue: CloudBlueAccess = NO_CLOUDBLUE,
+        mapping: Path | None = None,
         stack_name: str = "soracharge",
         region: str = "us-east-1",
         repo_root: Path = REPO_ROOT,
@@ -88,6 +114,9 @@ class LocalCloud:
         environment: Mapping[str, str] | None = None,
     ) -> None:
         self.soracom = soracom
+        self.cloudblue = cloudblue
+        self.mapping = mapping
+        self.async_invocations = AsyncInvoker()
         self.stack_name = stack_name
         self.region = region
         self.repo_root = repo_root
@@ -115,6 +144,9 @@ class LocalCloud:
             self._stack.enter_context(applied_environment({"AWS_DEFAULT_REGION": self.region}))
             self._stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
             self._stack.enter_context(self.runner.installed())
+            self._stack.enter_context(aws_shaped_async_s3_events(self.async_invocations))
+            # Closing runs in reverse: pending S3 events are delivered before the patches go.
+            self._stack.callback(self.async_invocations.wait_idle)
             self._stack.enter_context(self._clock_patches())
             self._deploy()
         except BaseException:
@@ -200,24 +232,25 @@ class LocalCloud:
             if resource["Type"] == "AWS::StepFunctions::StateMachine"
         }
         # moto's CloudFormation would put these in its non-executing backend without their
-        # DefinitionSubstitutions: they are created by API below instead.
+        # DefinitionSubstitutions: they are created by API below instead, under the names the
+        # template gives them, and every reference to them is replaced by that name or ARN.
+        names = {
+            logical_id: self._resolve(r["Properties"].get("StateMachineName", logical_id))
+            for logical_id, r in state_machines.items()
+        }
+        arns = {
+            logical_id: f"arn:aws:states:{self.region}:{ACCOUNT_ID}:stateMachine:{name}"
+            for logical_id, name in names.items()
+        }
         for logical_id in state_machines:
             del translated["Resources"][logical_id]
-        translated["Resources"] = {
-            logical_id: resource
-            for logical_id, resource in translated["Resources"].items()
-            if not _refers_to(resource, set(state_machines))
-        }
-        translated["Outputs"] = {
-            name: output
-            for name, output in translated.get("Outputs", {}).items()
-            if not _refers_to(output, set(state_machines))
-        }
+        translated = _replace_references(translated, arns, names)
         cfn = self.client("cloudformation")
         cfn.create_stack(
             StackName=self.stack_name,
             TemplateBody=json.dumps(translated),
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+            Parameters=[{"ParameterKey": "ApsEndpoint", "ParameterValue": self.cloudblue.endpoint}],
         )
         stack = cfn.describe_stacks(StackName=self.stack_name)["Stacks"][0]
         if stack["StackStatus"] != "CREATE_COMPLETE":
@@ -232,6 +265,14 @@ class LocalCloud:
         self.runner.environment_overrides.update(self._function_environment())
         for logical_id, resource in state_machines.items():
             self._create_state_machine(logical_id, resource["Properties"])
+        if self.mapping is not None:
+            self.put_mapping(self.mapping)
+
+    def put_mapping(self, path: Path) -> str:
+        """Upload a mapping file where the template's default SORACHARGE_MAPPING points."""
+        key = "config/mapping.yaml"
+        self.client("s3").put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
+        return f"s3://{self.bucket}/{key}"
 
     def _package(self, template: dict[str, Any], s3: Any) -> dict[str, tuple[Path, str]]:
         """Upload what ``sam package`` would, and point the template at it."""
@@ -251,15 +292,22 @@ class LocalCloud:
         return code_dirs
 
     def _function_environment(self) -> dict[str, str]:
-        """What locally replaces the AWS-only parts of the functions' environment."""
+        """What locally replaces the AWS-only parts of the functions' environment (secrets moto skips)."""
         secrets = self.client("secretsmanager")
-        secret = secrets.create_secret(
+        soracom = secrets.create_secret(
             Name=f"{self.stack_name}-soracom-auth-key",
             SecretString=json.dumps({"authKeyId": self.soracom.auth_key_id, "authKey": self.soracom.auth_key}),
         )
+        cloudblue = secrets.create_secret(
+            Name=f"{self.stack_name}-cloudblue-credentials", SecretString=json.dumps(self.cloudblue.secret())
+        )
+        aps_resource = {"APS_RESOURCE_ID": self.cloudblue.resource_id} if self.cloudblue.resource_id else {}
         return {
             "SORACOM_ENDPOINT": self.soracom.endpoint,
-            "SORACOM_AUTH_SECRET_ID": secret["ARN"],
+            "SORACOM_AUTH_SECRET_ID": soracom["ARN"],
+            "APS_ENDPOINT": self.cloudblue.endpoint,
+            "APS_CREDENTIALS_SECRET_ID": cloudblue["ARN"],
+            **aps_resource,
             "SORACHARGE_BUCKET": self.resources["DataBucket"],
             "POWERTOOLS_TRACE_DISABLED": "true",
             **self.extra_environment,
@@ -284,6 +332,21 @@ class LocalCloud:
                 if "PublicAccessBlockConfiguration" in properties:
                     s3.put_public_access_block(
                         Bucket=bucket, PublicAccessBlockConfiguration=properties["PublicAccessBlockConfiguration"]
+                    )
+                lambdas = properties.get("NotificationConfiguration", {}).get("LambdaConfigurations", [])
+                if lambdas:
+                    s3.put_bucket_notification_configuration(
+                        Bucket=bucket,
+                        NotificationConfiguration={
+                            "LambdaFunctionConfigurations": [
+                                {
+                                    "LambdaFunctionArn": self._resolve(rule["Function"]),
+                                    "Events": [rule["Event"]],
+                                    "Filter": {"Key": {"FilterRules": rule["Filter"]["S3Key"]["Rules"]}},
+                                }
+                                for rule in lambdas
+                            ]
+                        },
                     )
 
     def _create_state_machine(self, logical_id: str, properties: dict[str, Any]) -> None:
@@ -360,14 +423,15 @@ def _zip(source: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _refers_to(value: Any, logical_ids: set[str]) -> bool:
+def _replace_references(value: Any, arns: Mapping[str, str], names: Mapping[str, str]) -> Any:
+    """Every ``Ref`` to, and ``GetAtt`` of, a state machine in ``arns`` becomes its ARN or name."""
     if isinstance(value, dict):
-        if value.get("Ref") in logical_ids:
-            return True
+        if len(value) == 1 and value.get("Ref") in arns:
+            return arns[value["Ref"]]
         get_att = value.get("Fn::GetAtt")
-        if isinstance(get_att, list) and get_att and get_att[0] in logical_ids:
-            return True
-        return any(_refers_to(v, logical_ids) for v in value.values())
+        if len(value) == 1 and isinstance(get_att, list) and get_att[0] in arns:
+            return {"Arn": arns, "Name": names}[get_att[1]][get_att[0]]
+        return {key: _replace_references(item, arns, names) for key, item in value.items()}
     if isinstance(value, list):
-        return any(_refers_to(v, logical_ids) for v in value)
-    return False
+        return [_replace_references(item, arns, names) for item in value]
+    return value

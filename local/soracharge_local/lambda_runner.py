@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,10 @@ from types import ModuleType
 from typing import Any
 
 from moto.awslambda.models import LambdaFunction
+
+#: Variables a function only gets from its own configuration, as in a Lambda sandbox: the caller's
+#: shell (a developer's own SORACOM_AUTH_KEY, say) must not leak into a local invocation.
+FUNCTION_ONLY_PREFIXES = ("SORACOM_", "APS_", "SORACHARGE_", "IMPORT_", "POWERTOOLS_")
 
 #: The signature the patch replaces; checked when the patch is installed.
 EXPECTED_SIGNATURE = "(self, event: 'str | None' = None) -> 'tuple[str, bool, str]'"
@@ -145,7 +149,8 @@ class InProcessLambdaRunner:
             **self.environment_overrides,
         }
         started = time.perf_counter()
-        with self._lock, applied_environment(environment):
+        hidden = [name for name in os.environ if name.startswith(FUNCTION_ONLY_PREFIXES) and name not in environment]
+        with self._lock, applied_environment(environment, hide=hidden):
             for hook in self.before_invoke:
                 hook(deployed.logical_id, event)
             try:
@@ -192,9 +197,12 @@ def load_handler_module(code_dir: Path, module_name: str, unique_name: str) -> M
 
 
 @contextmanager
-def applied_environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set ``values`` in ``os.environ`` for the duration, then put back what was there."""
-    saved = {key: os.environ.get(key) for key in values}
+def applied_environment(values: Mapping[str, str], hide: Iterable[str] = ()) -> Iterator[None]:
+    """Set ``values`` (and unset ``hide``) in ``os.environ`` for the duration, then put back what was there."""
+    hidden = list(hide)
+    saved = {key: os.environ.get(key) for key in [*values, *hidden]}
+    for key in hidden:
+        os.environ.pop(key, None)
     os.environ.update(values)
     try:
         yield

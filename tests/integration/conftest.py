@@ -48,7 +48,16 @@ def _fresh_run(request: pytest.FixtureRequest) -> Iterator[None]:
     soracom.clear_requests()
     cloud.retry_sleeps.clear()
     cloud.runner.before_invoke.clear()
+    empty_prefix(cloud, "exports/")
     yield
+
+
+def empty_prefix(cloud: LocalCloud, prefix: str) -> None:
+    """Delete every version under ``prefix`` (a month is exported once: tests start with none)."""
+    s3 = cloud.client("s3")
+    listed = s3.list_object_versions(Bucket=cloud.bucket, Prefix=prefix)
+    for version in listed.get("Versions", []) + listed.get("DeleteMarkers", []):
+        s3.delete_object(Bucket=cloud.bucket, Key=version["Key"], VersionId=version["VersionId"])
 
 
 def export(cloud: LocalCloud, payload: dict[str, Any], name: str) -> ExecutionResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from soracharge.models.months import shift_month
@@ -35,7 +36,7 @@ def test_an_export_ready_after_n_polls_lands_byte_for_byte_in_s3(cloud, soracom:
     assert result.status == "SUCCEEDED", error_message(result)
     assert count(result, "WaitStateEntered") == 4
     assert count(result, "TaskStateEntered", "PollExport") == 4
-    assert soracom.count("getExportedFile") == 4
+    assert soracom.count("getExportedFile") == 5  # four polls, then StoreExport's fresh download URL
     # and the CSV in S3 is exactly what Soracom served, BOM included, with the bill's facts as metadata
     output = result.output
     assert output is not None
@@ -56,6 +57,9 @@ def test_an_export_ready_after_n_polls_lands_byte_for_byte_in_s3(cloud, soracom:
     assert content_type.startswith("text/csv")
     assert output["downloadUrl"].startswith(soracom.base_url)
     assert output["polls"] == 4
+    # The pre-signed URL's query (temporary credentials) is in no output and no history event.
+    assert "?" not in output["downloadUrl"]
+    assert "X-Amz" not in json.dumps(result.events, default=str)
 
 
 def test_the_bill_amount_in_the_output_is_the_exact_decimal_soracom_sent(cloud, soracom: SoracomSimulator):
@@ -109,13 +113,29 @@ def test_rate_limiting_is_retried_then_succeeds(cloud, soracom: SoracomSimulator
     assert len(cloud.retry_sleeps) == 2
 
 
-def test_server_errors_are_retried_on_every_step(cloud, soracom: SoracomSimulator):
-    soracom.faults.server_error_next = 1
-    soracom.faults.only_kind = "getExportedFile"
+@pytest.mark.parametrize("kind", ["getBilling", "exportBilling", "getExportedFile"])
+def test_server_errors_are_retried_on_every_step(cloud, soracom: SoracomSimulator, kind):
+    soracom.faults.server_error_next = 2
+    soracom.faults.only_kind = kind
     soracom.faults.download_server_error_next = 1
-    result = export(cloud, {"month": LAST_MONTH}, "server-errors")
+    result = export(cloud, {"month": LAST_MONTH}, f"server-errors-{kind}")
     assert result.status == "SUCCEEDED", error_message(result)
-    assert lambda_failures(result) == ["SoracomUnavailableError", "SoracomUnavailableError"]
+    assert lambda_failures(result) == ["SoracomUnavailableError"] * 3  # two API errors, one download error
+
+
+def test_a_month_exported_twice_is_stored_once(cloud, soracom: SoracomSimulator):
+    # Given the month was exported already (a re-run, or the schedule delivering twice)
+    first = export(cloud, {"month": LAST_MONTH}, "twice-first")
+    again = export(cloud, {"month": LAST_MONTH}, "twice-again")
+    assert first.status == again.status == "SUCCEEDED"
+    assert first.output is not None
+    assert again.output is not None
+    # Then the second run stored nothing new and points at the first file
+    assert again.output["s3"]["key"] == first.output["s3"]["key"]
+    assert again.output["s3"]["alreadyStored"] is True
+    versions = cloud.client("s3").list_object_versions(Bucket=cloud.bucket, Prefix=f"exports/{LAST_MONTH}/")
+    assert len(versions["Versions"]) == 1
+    assert soracom.count("download") == 1
 
 
 def test_a_broken_download_that_never_heals_fails_with_the_reason(cloud, soracom: SoracomSimulator):

@@ -68,3 +68,22 @@ def test_every_task_retries_transient_errors_boundedly(export_asl):
         assert "States.ALL" not in retried, name
         for retrier in state["Retry"]:
             assert 1 <= retrier["MaxAttempts"] <= 16, name
+
+
+def test_the_session_following_loop_is_bounded_and_every_end_is_recorded():
+    asl = json.loads((REPO / "statemachine" / "follow_import_session.asl.json").read_text())
+    states = asl["States"]
+    assert states["WaitForRating"]["Seconds"] == 30
+    choice = states["IsSessionRated"]
+    (loop,) = [c for c in choice["Choices"] if c["Next"] == "WaitForRating"]
+    assert {"Variable": "$.session.polls", "NumericLessThan": 120} in loop["And"]
+    assert choice["Default"] == "RecordOutcome"  # no end after 120 polls is recorded (and alerted) too
+    ends = states["WasImportRated"]
+    assert {c["StringEquals"]: c["Next"] for c in ends["Choices"]} == {
+        "PROCESSED": "ImportRated",
+        "FAILED_PROCESSED": "ImportSessionFailed",
+    }
+    assert ends["Default"] == "SessionNotRated"
+    assert states["ImportSessionFailed"]["Type"] == states["SessionNotRated"]["Type"] == "Fail"
+    retried = {e for r in states["GetImportSession"]["Retry"] for e in r["ErrorEquals"]}
+    assert "CloudBlueUnavailableError" in retried

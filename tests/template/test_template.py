@@ -7,12 +7,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from soracharge.models.export_flow import ExportRequest
 from soracharge.models.parsing import parse_input
 
 from tests.template.conftest import REPO, resources_of_type
 
 BUCKET_NAME = {"Fn::Sub": "${AWS::StackName}-data-${AWS::AccountId}"}
+BUCKET_ARN = "arn:${AWS::Partition}:s3:::${AWS::StackName}-data-${AWS::AccountId}"
 
 
 def test_a_schedule_starts_the_export_monthly_for_the_previous_month(template, translated):
@@ -79,7 +81,15 @@ def test_functions_never_refer_to_the_bucket_by_ref(translated):
 
 def test_every_function_runs_a_handler_that_exists_with_the_shared_layer_and_powertools_settings(template, translated):
     functions = {n: r for n, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
-    assert set(functions) == {"GetBillFunction", "StartExportFunction", "PollExportFunction", "StoreExportFunction"}
+    assert set(functions) == {
+        "GetBillFunction",
+        "StartExportFunction",
+        "PollExportFunction",
+        "StoreExportFunction",
+        "ImportChargesFunction",
+        "GetImportSessionFunction",
+        "FinishImportFunction",
+    }
     for name, function in functions.items():
         code_dir = REPO / function["Properties"]["CodeUri"]
         module, _, handler = function["Properties"]["Handler"].rpartition(".")
@@ -105,65 +115,120 @@ def test_the_layer_is_built_from_the_locked_requirements(template):
         assert pinned in requirements
 
 
-def test_the_soracom_auth_key_lives_in_secrets_manager_and_only_its_readers_may_read_it(translated):
-    (secret,) = resources_of_type(translated, "AWS::SecretsManager::Secret").values()
-    assert "SecretString" not in secret["Properties"]  # no key in the template
-    for name, role in resources_of_type(translated, "AWS::IAM::Role").items():
-        statements = [s for p in role["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
-        for statement in statements:
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            assert "*" not in actions, name
-            if any(a.startswith("secretsmanager:") for a in actions):
-                assert statement["Resource"] == {
-                    "Fn::Sub": ["${secretArn}", {"secretArn": {"Ref": "SoracomAuthKeySecret"}}]
-                }
+def role_statements(translated: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    policies = translated["Resources"][role]["Properties"].get("Policies", [])
+    return [statement for policy in policies for statement in policy["PolicyDocument"]["Statement"]]
 
 
-def test_only_store_export_may_write_and_only_under_exports(translated):
-    writers = {}
-    for name, role in resources_of_type(translated, "AWS::IAM::Role").items():
-        for policy in role["Properties"].get("Policies", []):
-            for statement in policy["PolicyDocument"]["Statement"]:
-                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-                if any(a.startswith("s3:") for a in actions):
-                    writers[name] = statement["Resource"]
-    assert writers == {
+def actions_of(statement: dict[str, Any]) -> list[str]:
+    return statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+
+
+def test_secrets_hold_no_value_in_the_template_and_only_their_readers_may_read_them(translated):
+    secrets = resources_of_type(translated, "AWS::SecretsManager::Secret")
+    assert set(secrets) == {"SoracomAuthKeySecret", "CloudBlueCredentialsSecret"}
+    for secret in secrets.values():
+        assert "SecretString" not in secret["Properties"]  # a random placeholder until a person puts the value
+    readers: dict[str, set[str]] = {}
+    for role in resources_of_type(translated, "AWS::IAM::Role"):
+        for statement in role_statements(translated, role):
+            assert "*" not in actions_of(statement), role
+            if any(a.startswith("secretsmanager:") for a in actions_of(statement)):
+                secret = statement["Resource"]["Fn::Sub"][1]["secretArn"]["Ref"]
+                readers.setdefault(secret, set()).add(role)
+    assert readers == {
+        "SoracomAuthKeySecret": {f"{n}FunctionRole" for n in ("GetBill", "StartExport", "PollExport", "StoreExport")},
+        "CloudBlueCredentialsSecret": {"ImportChargesFunctionRole", "GetImportSessionFunctionRole"},
+    }
+
+
+def test_each_role_reaches_only_its_own_prefixes_of_the_data_bucket(translated):
+    s3_access: dict[str, dict[str, set[str]]] = {}
+    for role in resources_of_type(translated, "AWS::IAM::Role"):
+        for statement in role_statements(translated, role):
+            actions = [a for a in actions_of(statement) if a.startswith("s3:")]
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            for resource in resources:
+                for action in actions:
+                    s3_access.setdefault(role, {}).setdefault(action, set()).add(resource["Fn::Sub"])
+    assert s3_access == {
         "StoreExportFunctionRole": {
-            "Fn::Sub": "arn:${AWS::Partition}:s3:::${AWS::StackName}-data-${AWS::AccountId}/exports/*"
-        }
+            "s3:PutObject": {f"{BUCKET_ARN}/exports/*"},
+            "s3:GetObject": {f"{BUCKET_ARN}/exports/*"},
+            "s3:AbortMultipartUpload": {f"{BUCKET_ARN}/exports/*"},
+            "s3:ListBucket": {BUCKET_ARN},
+        },
+        "ImportChargesFunctionRole": {
+            "s3:GetObject": {f"{BUCKET_ARN}/{p}/*" for p in ("exports", "uploads", "config", "reports")},
+            "s3:GetObjectVersion": {f"{BUCKET_ARN}/{p}/*" for p in ("exports", "uploads", "config")},
+            "s3:PutObject": {f"{BUCKET_ARN}/reports/*"},
+        },
+        "FinishImportFunctionRole": {
+            "s3:GetObject": {f"{BUCKET_ARN}/reports/*"},
+            "s3:PutObject": {f"{BUCKET_ARN}/reports/*"},
+        },
     }
+    (listing,) = [s for s in role_statements(translated, "StoreExportFunctionRole") if s["Action"] == "s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "exports/*"}}
 
 
-def test_the_state_machine_gets_every_substitution_its_definition_uses(translated, export_asl):
-    (machine,) = resources_of_type(translated, "AWS::StepFunctions::StateMachine").values()
-    substitutions: dict[str, Any] = machine["Properties"]["DefinitionSubstitutions"]
-    text = (REPO / "statemachine" / "export_billing.asl.json").read_text()
-    used = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text))
-    assert used == set(substitutions)
-    for key, value in substitutions.items():
-        logical_id = value["Fn::GetAtt"][0]
-        assert translated["Resources"][logical_id]["Type"] == "AWS::Lambda::Function", key
-        assert key == f"{logical_id}Arn"
-    assert machine["Properties"]["StateMachineType"] == "STANDARD"
-    assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
+def test_csv_uploads_under_exports_and_uploads_trigger_the_import(translated):
+    rules = translated["Resources"]["DataBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
+    assert [(r["Event"], r["Function"], r["Filter"]["S3Key"]["Rules"]) for r in rules] == [
+        (
+            "s3:ObjectCreated:*",
+            {"Fn::GetAtt": ["ImportChargesFunction", "Arn"]},
+            [{"Name": "prefix", "Value": prefix}, {"Name": "suffix", "Value": ".csv"}],
+        )
+        for prefix in ("exports/", "uploads/")
+    ]
+    invoke = translated["Resources"]["ImportChargesFunctionEventInvokeConfig"]["Properties"]
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {"Ref": "AlertsTopic"}
 
 
-def test_the_state_machine_may_invoke_exactly_its_four_functions(translated):
-    role = translated["Resources"]["ExportBillingStateMachineRole"]
+def test_the_ledger_and_the_alerts_topic_are_encrypted(translated):
+    table = translated["Resources"]["LedgerTable"]
+    assert table["Properties"]["SSESpecification"] == {"SSEEnabled": True}
+    assert table["Properties"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["DeletionPolicy"] == "Retain"
+    assert translated["Resources"]["AlertsTopic"]["Properties"]["KmsMasterKeyId"] == "alias/aws/sns"
+
+
+@pytest.mark.parametrize(
+    ("machine", "definition", "functions"),
+    [
+        ("ExportBillingStateMachine", "export_billing", ("GetBill", "StartExport", "PollExport", "StoreExport")),
+        ("FollowImportSessionStateMachine", "follow_import_session", ("GetImportSession", "FinishImport")),
+    ],
+)
+def test_each_state_machine_gets_every_substitution_and_may_invoke_exactly_its_functions(
+    translated, machine, definition, functions
+):
+    properties = translated["Resources"][machine]["Properties"]
+    substitutions: dict[str, Any] = properties["DefinitionSubstitutions"]
+    text = (REPO / "statemachine" / f"{definition}.asl.json").read_text()
+    assert set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text)) == set(substitutions)
+    assert substitutions == {f"{f}FunctionArn": {"Fn::GetAtt": [f"{f}Function", "Arn"]} for f in functions}
+    assert properties["StateMachineType"] == "STANDARD"
+    assert properties["TracingConfiguration"] == {"Enabled": True}
     invoked = set()
-    for policy in role["Properties"]["Policies"]:
-        for statement in policy["PolicyDocument"]["Statement"]:
-            assert statement["Action"] == ["lambda:InvokeFunction"]
-            invoked.add(json.dumps(statement["Resource"]["Fn::Sub"][1]["functionName"]))
-    assert invoked == {
-        json.dumps({"Ref": f"{name}Function"}) for name in ("GetBill", "StartExport", "PollExport", "StoreExport")
-    }
+    for statement in role_statements(translated, f"{machine}Role"):
+        assert statement["Action"] == ["lambda:InvokeFunction"]
+        invoked.add(statement["Resource"]["Fn::Sub"][1]["functionName"]["Ref"])
+    assert invoked == {f"{f}Function" for f in functions}
 
 
 def test_events_folder_has_a_valid_sample_for_each_function_and_the_state_machine():
+    from aws_lambda_powertools.utilities.parser.models import S3Model
     from soracharge.models.export_flow import ExportProgress, StartExportRequest, StoreExportRequest
+    from soracharge.models.imports import FollowSessionRequest, SessionProgress
 
     models: dict[str, Any] = {
+        "import_charges_s3_put.json": S3Model,
+        "follow_import_session.json": FollowSessionRequest,
+        "get_import_session.json": SessionProgress,
+        "finish_import.json": FollowSessionRequest,
         "export_billing_manual.json": ExportRequest,
         "export_billing_schedule.json": ExportRequest,
         "get_bill.json": ExportRequest,
@@ -172,6 +237,6 @@ def test_events_folder_has_a_valid_sample_for_each_function_and_the_state_machin
         "store_export.json": StoreExportRequest,
     }
     events = Path(REPO / "events")
-    assert {p.name for p in events.glob("*.json")} == set(models)
+    assert {p.name for p in events.glob("*.json")} - {"env.example.json"} == set(models)
     for name, model in models.items():
         parse_input(json.loads((events / name).read_text()), model)

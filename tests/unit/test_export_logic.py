@@ -18,6 +18,9 @@ from soracharge.models.export_flow import ExportProgress, ExportRequest, StoreEx
 from soracharge.models.soracom import ExportedFile, ExportStarted, MonthlyBill
 
 TODAY = date(2026, 11, 22)
+READY = ExportedFile(
+    status="exported", url="https://soracom-billing.s3.amazonaws.com/OP1/fe_1/Detailed_Billing.csv?X-Amz-Signature=abc"
+)
 CSV = "\ufeffimsi,date,billItemName,unitPrice,quantity,amount\r\n440100000000001,202610,Basic,300,1,300\r\n".encode()
 
 
@@ -36,9 +39,10 @@ class FakeSoracom:
         return ExportStarted(exportedFileId=f"fe_{month}")
 
     def get_exported_file(self, exported_file_id: str) -> ExportedFile:
-        return self.statuses.pop(0)
+        return self.statuses.pop(0) if self.statuses else READY
 
     def download(self, url: str, sink: BinaryIO) -> DownloadedFile:
+        assert url == READY.url
         self.downloads += 1
         sink.write(CSV)
         return DownloadedFile(size=len(CSV), sha256=hashlib.sha256(CSV).hexdigest())
@@ -55,6 +59,10 @@ class FakeStore:
             return None
         body, metadata = self.objects[key]
         return StoredObject(self.bucket, key, f"v{self.versions}", len(body), metadata)
+
+    def first(self, prefix: str) -> StoredObject | None:
+        keys = sorted(k for k in self.objects if k.startswith(prefix))
+        return self.head(keys[0]) if keys else None
 
     def upload_file(self, path: Path, key: str, *, metadata: dict[str, str], content_type: str) -> StoredObject:
         self.versions += 1
@@ -99,27 +107,18 @@ def test_a_bill_for_another_month_is_refused():
         read_closed_bill(ExportRequest(month="202609"), FakeSoracom({"202609": bill("202607")}), TODAY)
 
 
-def test_each_poll_counts_and_carries_the_url_once_exported():
-    soracom = FakeSoracom(
-        statuses=[ExportedFile(status="processing"), ExportedFile(status="exported", url="https://u")]
-    )
+def test_each_poll_counts_and_never_carries_the_presigned_url():
+    soracom = FakeSoracom(statuses=[ExportedFile(status="processing"), READY])
     progress = start_export("202610", soracom)
     assert progress == ExportProgress(exported_file_id="fe_202610", status="processing", polls=0)
     progress = poll_export(progress, soracom)
-    assert (progress.status, progress.polls, progress.url) == ("processing", 1, None)
+    assert (progress.status, progress.polls) == ("processing", 1)
     progress = poll_export(progress, soracom)
-    assert (progress.status, progress.polls, progress.url) == ("exported", 2, "https://u")
+    assert (progress.status, progress.polls) == ("exported", 2)
+    assert "X-Amz" not in str(progress.to_event())
 
 
-def test_exported_without_a_url_is_an_api_error():
-    soracom = FakeSoracom(statuses=[ExportedFile(status="exported")])
-    with pytest.raises(SoracomApiError, match=r"exported but Soracom gave no url"):
-        poll_export(ExportProgress(exported_file_id="fe_1", status="processing", polls=3), soracom)
-
-
-REQUEST = StoreExportRequest(
-    month="202610", amount=Decimal("300.00"), currency="JPY", exported_file_id="fe_1", download_url="https://u"
-)
+REQUEST = StoreExportRequest(month="202610", amount=Decimal("300.00"), currency="JPY", exported_file_id="fe_1")
 
 
 def test_the_csv_is_stored_byte_for_byte_with_its_metadata():
@@ -132,15 +131,30 @@ def test_the_csv_is_stored_byte_for_byte_with_its_metadata():
     assert metadata["currency"] == "JPY"
     assert metadata["bill-amount"] == "300.00"
     assert metadata["exported-file-id"] == "fe_1"
-    assert metadata["sha256"] == stored.sha256
+    assert metadata["sha256"] == stored.sha256 == hashlib.sha256(CSV).hexdigest()
+    # The download URL is kept without its pre-signed query (temporary credentials).
+    assert (
+        metadata["download-url"]
+        == stored.download_url
+        == "https://soracom-billing.s3.amazonaws.com/OP1/fe_1/Detailed_Billing.csv"
+    )
     assert not stored.already_stored
 
 
-def test_storing_again_does_not_write_a_second_version():
+def test_a_month_already_stored_is_not_stored_again_even_from_another_export():
     store, soracom = FakeStore(), FakeSoracom()
     first = store_export(REQUEST, soracom, store)
-    again = store_export(REQUEST, soracom, store)
-    assert again.already_stored
-    assert again.sha256 == first.sha256
+    retry = store_export(REQUEST, soracom, store)
+    rerun = store_export(REQUEST.model_copy(update={"exported_file_id": "fe_2"}), soracom, store)
+    assert retry.already_stored
+    assert rerun.already_stored
+    assert rerun.key == first.key == "exports/202610/fe_1.csv"
     assert store.versions == 1
     assert soracom.downloads == 1
+
+
+def test_an_export_that_is_not_ready_is_not_downloaded():
+    soracom = FakeSoracom(statuses=[ExportedFile(status="exported")])
+    with pytest.raises(SoracomApiError, match=r"fe_1 is 'exported' and Soracom gave no url"):
+        store_export(REQUEST, soracom, FakeStore())
+    assert soracom.downloads == 0

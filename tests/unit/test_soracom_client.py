@@ -74,6 +74,13 @@ def test_authenticates_once_and_sends_both_headers_on_every_call():
         assert request.headers["X-Soracom-Token"] == "token-1"
 
 
+@pytest.mark.parametrize("amount", ["28734.56", "8011.00", "12345678901234567.89", "0.000001", "-12.50"])
+def test_the_bill_amount_is_read_as_the_exact_decimal_text(amount):
+    body = f'{{"amount": {amount}, "currency": "JPY", "state": "closed", "yearMonth": "202610"}}'.encode()
+    fake = FakeSoracom({"/v1/bills/202610": [httpx.Response(200, content=body)]})
+    assert str(client_for(fake).get_bill("202610").amount) == amount
+
+
 def test_the_bill_amount_is_read_as_an_exact_decimal():
     body = b'{"amount": 28734.56, "currency": "JPY", "state": "closed", "yearMonth": "202610"}'
     fake = FakeSoracom({"/v1/bills/202610": [httpx.Response(200, content=body)]})
@@ -212,7 +219,7 @@ def test_the_download_uses_the_url_byte_for_byte_with_no_soracom_headers():
 
     def s3(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, content=body, headers={"Content-Length": str(len(body))})
+        return httpx.Response(200, stream=httpx.ByteStream(body), headers={"Content-Length": str(len(body))})
 
     client = SoracomClient(
         base_url="https://x.test", credentials=lambda: CREDENTIALS, transport=httpx.MockTransport(s3)
@@ -247,10 +254,31 @@ def test_a_refused_download_says_the_url_may_have_expired_and_names_only_the_hos
 
 def test_a_short_body_is_a_transient_error():
     def short(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b"abc", headers={"Content-Length": "10"})
+        return httpx.Response(200, stream=httpx.ByteStream(b"abc"), headers={"Content-Length": "10"})
 
     client = SoracomClient(
         base_url="https://x.test", credentials=lambda: CREDENTIALS, transport=httpx.MockTransport(short)
     )
     with pytest.raises(SoracomUnavailableError, match=r"cut short: 3 of 10 bytes"):
         client.download(PRESIGNED, io.BytesIO())
+
+
+def test_a_compressed_download_is_kept_byte_for_byte_as_served():
+    import gzip
+
+    served = gzip.compress(b"imsi,amount\r\n001,10\r\n")
+
+    def s3(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Accept-Encoding"] == "identity"
+        return httpx.Response(
+            200,
+            stream=httpx.ByteStream(served),
+            headers={"Content-Encoding": "gzip", "Content-Length": str(len(served))},
+        )
+
+    client = SoracomClient(
+        base_url="https://x.test", credentials=lambda: CREDENTIALS, transport=httpx.MockTransport(s3)
+    )
+    sink = io.BytesIO()
+    assert client.download(PRESIGNED, sink).size == len(served)
+    assert sink.getvalue() == served

@@ -95,7 +95,15 @@ class CloudBlueApiError(CloudBlueError):
 
 
 class CloudBlueUnavailableError(CloudBlueError):
-    """A transient CloudBlue failure (5xx, timeout, dropped connection) that outlived the bounded retries."""
+    """A transient CloudBlue failure (5xx, timeout, dropped connection) that outlived the bounded retries.
+
+    ``outcome_unknown`` is true when the request was sent but no answer came back (the server may
+    have processed it), false when CloudBlue answered a failure or the connection never opened.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
 
 
 class ImportSessionFailedError(CloudBlueError):

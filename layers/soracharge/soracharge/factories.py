@@ -13,16 +13,34 @@ from typing import TYPE_CHECKING
 import boto3
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
+from soracharge.adapters.cloudblue import ApsTokenAuth, CloudBlueClient, OAuth1TwoLegged
+from soracharge.adapters.ledger import DynamoDbLedger
+from soracharge.adapters.mapping_source import load_mapping
+from soracharge.adapters.notifier import SnsNotifier
 from soracharge.adapters.soracom import SoracomClient
 from soracharge.adapters.storage import S3ObjectStore
+from soracharge.adapters.workflows import StepFunctionsStarter
 from soracharge.errors import ConfigurationError
 from soracharge.models.soracom import SoracomCredentials
-from soracharge.settings import SoracomSettings, StorageSettings, load_settings
+from soracharge.settings import (
+    CloudBlueSettings,
+    FollowSettings,
+    ImportSettings,
+    SoracomSettings,
+    StorageSettings,
+    load_settings,
+)
 
 if TYPE_CHECKING:
+    import httpx
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_stepfunctions import SFNClient
+
+    from soracharge.logic.imports import ImportDependencies
 
 #: How long a secret read from Secrets Manager is reused before it is read again (rotation).
 SECRET_MAX_AGE_SECONDS = 300
@@ -32,9 +50,54 @@ def soracom_client() -> SoracomClient:
     return _soracom_client(load_settings(SoracomSettings))
 
 
-def object_store() -> S3ObjectStore:
-    settings = load_settings(StorageSettings)
-    return S3ObjectStore(_s3_client(), settings.soracharge_bucket)
+def object_store(bucket: str | None = None) -> S3ObjectStore:
+    return S3ObjectStore(_s3_client(), bucket or load_settings(StorageSettings).soracharge_bucket)
+
+
+def cloudblue_client() -> CloudBlueClient:
+    return _cloudblue_client(load_settings(CloudBlueSettings))
+
+
+def ledger(table: str) -> DynamoDbLedger:
+    return DynamoDbLedger(_dynamodb_client(), table)
+
+
+def notifier(topic_arn: str) -> SnsNotifier:
+    return SnsNotifier(_sns_client(), topic_arn)
+
+
+def workflows() -> StepFunctionsStarter:
+    return StepFunctionsStarter(_sfn_client())
+
+
+@cache
+def _cloudblue_client(settings: CloudBlueSettings) -> CloudBlueClient:
+    return CloudBlueClient(
+        endpoint=settings.aps_endpoint,
+        auth=cloudblue_auth(settings),
+        resource_id=settings.aps_resource_id,
+        timeout_seconds=settings.aps_timeout_seconds,
+        max_attempts=settings.aps_max_attempts,
+    )
+
+
+def cloudblue_auth(settings: CloudBlueSettings) -> httpx.Auth:
+    """OAuth 1.0a or an APS token, from the environment when set, else from the Secrets Manager secret."""
+    if settings.aps_oauth_consumer_key and settings.aps_oauth_consumer_secret is not None:
+        return OAuth1TwoLegged(settings.aps_oauth_consumer_key, settings.aps_oauth_consumer_secret)
+    if settings.aps_token is not None:
+        token = settings.aps_token
+        return ApsTokenAuth(lambda: token)
+    secret_id = settings.aps_credentials_secret_id or ""
+    value = _secret_json(secret_id, "the CloudBlue credentials secret")
+    if value.get("consumerKey") and value.get("consumerSecret"):
+        return OAuth1TwoLegged(str(value["consumerKey"]), SecretStr(str(value["consumerSecret"])))
+    if value.get("apsToken"):
+        # Re-read through the cache on each request, so a token rotated in the secret is picked up.
+        return ApsTokenAuth(
+            lambda: SecretStr(str(_secret_json(secret_id, "the CloudBlue credentials secret")["apsToken"]))
+        )
+    raise ConfigurationError(f"the secret {secret_id} must be JSON with consumerKey and consumerSecret, or apsToken")
 
 
 @cache
@@ -54,14 +117,68 @@ def soracom_credentials(settings: SoracomSettings) -> SoracomCredentials:
         return SoracomCredentials(auth_key_id=settings.soracom_auth_key_id, auth_key=settings.soracom_auth_key)
     secret_id = settings.soracom_auth_secret_id or ""
     try:
-        value = parameters.get_secret(secret_id, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
-        return SoracomCredentials.model_validate(value)
-    except (GetParameterError, TransformParameterError) as exc:
-        raise ConfigurationError(f"cannot read the Soracom AuthKey secret {secret_id}: {exc}") from None
+        return SoracomCredentials.model_validate(_secret_json(secret_id, "the Soracom AuthKey secret"))
     except ValidationError:
         raise ConfigurationError(f"the secret {secret_id} must be JSON with non-empty authKeyId and authKey") from None
+
+
+def _secret_json(secret_id: str, what: str) -> dict[str, object]:
+    try:
+        value = parameters.get_secret(secret_id, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
+    except (GetParameterError, TransformParameterError) as exc:
+        raise ConfigurationError(f"cannot read {what} {secret_id}: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{what} {secret_id} must be a JSON object")
+    return value
 
 
 @cache
 def _s3_client() -> S3Client:
     return boto3.client("s3")
+
+
+@cache
+def _dynamodb_client() -> DynamoDBClient:
+    return boto3.client("dynamodb")
+
+
+@cache
+def _sns_client() -> SNSClient:
+    return boto3.client("sns")
+
+
+@cache
+def _sfn_client() -> SFNClient:
+    return boto3.client("stepfunctions")
+
+
+def import_dependencies() -> ImportDependencies:
+    """Everything the import use case talks to, from the import function's settings."""
+    from soracharge.logic.imports import ImportDependencies  # only the import function pays for it
+
+    settings = load_settings(ImportSettings)
+    store = object_store(settings.soracharge_bucket)
+    return ImportDependencies(
+        store=store,
+        ledger=ledger(settings.soracharge_ledger_table),
+        cloudblue=cloudblue_client(),
+        workflows=workflows(),
+        mapping=lambda: load_mapping(settings.soracharge_mapping, _mapping_reader(settings.soracharge_mapping)),
+        follow_state_machine_arn=settings.soracharge_follow_session_state_machine_arn,
+        concurrency=settings.import_concurrency,
+    )
+
+
+def follow_dependencies() -> tuple[S3ObjectStore, DynamoDbLedger, SnsNotifier]:
+    settings = load_settings(FollowSettings)
+    return (
+        object_store(settings.soracharge_bucket),
+        ledger(settings.soracharge_ledger_table),
+        notifier(settings.soracharge_alerts_topic_arn),
+    )
+
+
+def _mapping_reader(uri: str) -> S3ObjectStore | None:
+    if not uri.startswith("s3://"):
+        return None
+    return object_store(uri.removeprefix("s3://").partition("/")[0])

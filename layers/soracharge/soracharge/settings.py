@@ -74,3 +74,51 @@ class StorageSettings(_Settings):
     """Where the data bucket is (no default: a function without it must fail loudly)."""
 
     soracharge_bucket: str = Field(min_length=3, max_length=63)
+
+
+class CloudBlueSettings(_Settings):
+    """How to reach and authenticate to CloudBlue's ChargesImportManager.
+
+    Credentials: ``APS_TOKEN``, or ``APS_OAUTH_CONSUMER_KEY`` + ``APS_OAUTH_CONSUMER_SECRET``
+    (locally), or ``APS_CREDENTIALS_SECRET_ID``: a Secrets Manager secret holding
+    ``{"consumerKey": ..., "consumerSecret": ...}`` or ``{"apsToken": ...}`` (AWS).
+    """
+
+    aps_endpoint: str = Field(description="The brand endpoint, e.g. https://brand.example.com")
+    aps_resource_id: str | None = None
+    aps_token: SecretStr | None = None
+    aps_oauth_consumer_key: str | None = None
+    aps_oauth_consumer_secret: SecretStr | None = None
+    aps_credentials_secret_id: str | None = None
+    aps_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    aps_max_attempts: int = Field(default=4, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _credentials_from_somewhere(self) -> CloudBlueSettings:
+        if not self.aps_endpoint.startswith(("https://", "http://")):
+            raise ValueError(f"APS_ENDPOINT must be an http(s) URL, got {self.aps_endpoint!r}")
+        oauth = bool(self.aps_oauth_consumer_key) and self.aps_oauth_consumer_secret is not None
+        if not (oauth or self.aps_token is not None or self.aps_credentials_secret_id):
+            raise ValueError(
+                "set APS_TOKEN, or APS_OAUTH_CONSUMER_KEY and APS_OAUTH_CONSUMER_SECRET, or APS_CREDENTIALS_SECRET_ID "
+                "(a Secrets Manager secret holding {consumerKey, consumerSecret} or {apsToken})"
+            )
+        return self
+
+
+class ImportSettings(_Settings):
+    """What the import function needs besides CloudBlue (the template sets every one)."""
+
+    soracharge_bucket: str = Field(min_length=3, max_length=63)
+    soracharge_ledger_table: str = Field(min_length=3)
+    soracharge_mapping: str = Field(min_length=1, description="A path or s3:// URI of the mapping YAML")
+    soracharge_follow_session_state_machine_arn: str = Field(min_length=1)
+    import_concurrency: int = Field(default=8, ge=1, le=64)
+
+
+class FollowSettings(_Settings):
+    """What the session-following functions need."""
+
+    soracharge_bucket: str = Field(min_length=3, max_length=63)
+    soracharge_ledger_table: str = Field(min_length=3)
+    soracharge_alerts_topic_arn: str = Field(min_length=1)

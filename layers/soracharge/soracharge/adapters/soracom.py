@@ -13,10 +13,12 @@ Facts it follows (shared/DESIGN.md section 2):
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import BinaryIO, Protocol, TypeVar
 
 import httpx
@@ -159,7 +161,8 @@ class SoracomClient:
                         f"download from {host} was refused with HTTP {response.status_code} "
                         f"({_s3_error_code(response)}): the URL may have expired; run the export again"
                     )
-                for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+                # iter_raw: the bytes as served, byte for byte (no Content-Encoding decoding).
+                for chunk in response.iter_raw(DOWNLOAD_CHUNK_BYTES):
                     digest.update(chunk)
                     sink.write(chunk)
                     size += len(chunk)
@@ -247,12 +250,19 @@ def _parse(response: httpx.Response, model: type[ModelT], operation: str) -> Mod
             code=error.code if error else None,
         )
     try:
-        return model.model_validate_json(response.content)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise SoracomApiError(f"{operation}: unexpected response body: {problems}", status=200) from None
+        # parse_float=Decimal: a JSON number's text becomes a Decimal as written (8011.00 stays 8011.00).
+        body = json.loads(response.content, parse_float=Decimal)
+        return model.model_validate(body)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        if isinstance(exc, ValidationError):
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+        else:
+            problems = f"not JSON ({type(exc).__name__})"
+        raise SoracomApiError(
+            f"{operation}: unexpected response body: {problems}", status=response.status_code
+        ) from None
 
 
 def _error_body(response: httpx.Response) -> SoracomErrorBody | None:

@@ -6,9 +6,10 @@ Exports are written with boto3's managed transfer, which switches to a multipart
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, cast
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
@@ -42,7 +43,23 @@ class ObjectStore(Protocol):
 
     def head(self, key: str) -> StoredObject | None: ...
 
+    def first(self, prefix: str) -> StoredObject | None: ...
+
     def upload_file(self, path: Path, key: str, *, metadata: dict[str, str], content_type: str) -> StoredObject: ...
+
+
+class ReportStore(Protocol):
+    """Reading the objects to import and writing their reports (tests pass fakes of this)."""
+
+    bucket: str
+
+    def head(self, key: str, version_id: str | None = None) -> StoredObject | None: ...
+
+    def open(self, key: str, version_id: str | None = None) -> BinaryIO: ...
+
+    def put_json(self, key: str, body: dict[str, Any]) -> StoredObject: ...
+
+    def get_json(self, key: str) -> dict[str, Any] | None: ...
 
 
 class S3ObjectStore:
@@ -50,9 +67,12 @@ class S3ObjectStore:
         self._s3 = client
         self.bucket = bucket
 
-    def head(self, key: str) -> StoredObject | None:
+    def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
         try:
-            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+            if version_id:
+                head = self._s3.head_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            else:
+                head = self._s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -66,6 +86,53 @@ class S3ObjectStore:
             size=head["ContentLength"],
             metadata=dict(head.get("Metadata", {})),
         )
+
+    def first(self, prefix: str) -> StoredObject | None:
+        """The first object under ``prefix`` (in key order), or None."""
+        try:
+            listed = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot list s3://{self.bucket}/{prefix}: {_reason(exc)}") from exc
+        contents = listed.get("Contents", [])
+        return self.head(contents[0]["Key"]) if contents else None
+
+    def open(self, key: str, version_id: str | None = None) -> BinaryIO:
+        """A stream of the object's bytes, read as it is consumed (never the whole object in memory)."""
+        try:
+            if version_id:
+                got = self._s3.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            else:
+                got = self._s3.get_object(Bucket=self.bucket, Key=key)
+            return cast(BinaryIO, got["Body"])
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot read s3://{self.bucket}/{key}: {_reason(exc)}") from exc
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open(key) as body:
+            return body.read()
+
+    def put_json(self, key: str, body: dict[str, Any]) -> StoredObject:
+        data = json.dumps(body, ensure_ascii=False, indent=2).encode()
+        try:
+            response = self._s3.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json; charset=utf-8"
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot write s3://{self.bucket}/{key}: {_reason(exc)}") from exc
+        return StoredObject(self.bucket, key, response.get("VersionId"), len(data), {})
+
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        try:
+            with self.open(key) as body:
+                loaded: dict[str, Any] = json.loads(body.read())
+                return loaded
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and exc.__cause__.response.get("Error", {}).get("Code") in (
+                "NoSuchKey",
+                "404",
+            ):
+                return None
+            raise
 
     def upload_file(self, path: Path, key: str, *, metadata: dict[str, str], content_type: str) -> StoredObject:
         try:

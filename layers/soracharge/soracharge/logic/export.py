@@ -76,37 +76,44 @@ def poll_export(progress: ExportProgress, soracom: SoracomApi) -> ExportProgress
     logger.append_keys(exportedFileId=progress.exported_file_id)
     exported = soracom.get_exported_file(progress.exported_file_id)
     polls = progress.polls + 1
-    if exported.status == "exported" and not exported.url:
-        raise SoracomApiError(f"export {progress.exported_file_id} is exported but Soracom gave no url")
     logger.info("Export polled", extra={"status": exported.status, "polls": polls})
     if exported.status != "processing":
         metrics.add_metric(name="ExportPollsNeeded", unit="Count", value=polls)
-    return ExportProgress(
-        exported_file_id=progress.exported_file_id, status=exported.status, polls=polls, url=exported.url
-    )
+    return ExportProgress(exported_file_id=progress.exported_file_id, status=exported.status, polls=polls)
 
 
 def store_export(
     request: StoreExportRequest, soracom: SoracomApi, store: ObjectStore, now: datetime | None = None
 ) -> StoredExport:
-    """storeExport: download the CSV at once and put it, byte for byte, at its export key.
+    """storeExport: fetch a fresh download URL, download the CSV at once, store it byte for byte.
 
-    The file is spooled to local disk while its SHA-256 is computed, then uploaded with the
-    month, currency, bill amount and SHA-256 as object metadata, so memory stays bounded whatever
-    the file size. A retry that finds the same file already stored does not write it again (a
-    second version would be a second S3 event for the import flow).
+    One export per month: if ``exports/<yyyyMM>/`` holds a stored export already (a re-run, a
+    second schedule delivery, a retry), nothing is downloaded or written and that export is
+    returned, so the import flow never sees a second file for the month. To export a month again,
+    delete its objects under ``exports/<yyyyMM>/`` first.
+
+    The file is spooled to local disk while its SHA-256 is computed, then uploaded (multipart above
+    8 MiB) with the month, currency, bill amount and SHA-256 as object metadata, so memory stays
+    bounded whatever the file size.
     """
     logger.append_keys(month=request.month, exportedFileId=request.exported_file_id)
-    key = export_key(request.month, request.exported_file_id)
-    existing = store.head(key)
+    existing = store.first(f"exports/{request.month}/")
     if existing is not None and existing.metadata.get("sha256"):
-        logger.info("Export already stored", extra={"key": key})
+        logger.info("Month already exported", extra={"key": existing.key})
         return _stored(existing, already_stored=True)
 
+    exported = soracom.get_exported_file(request.exported_file_id)
+    if exported.status != "exported" or not exported.url:
+        raise SoracomApiError(
+            f"export {request.exported_file_id} is {exported.status!r}"
+            + ("" if exported.url else " and Soracom gave no url")
+            + ": it cannot be downloaded"
+        )
+    key = export_key(request.month, request.exported_file_id)
     with tempfile.TemporaryDirectory(prefix="soracharge-") as workdir:
         path = Path(workdir) / "export.csv"
         with path.open("wb") as sink:
-            downloaded = soracom.download(request.download_url, sink)
+            downloaded = soracom.download(exported.url, sink)
         metadata = {
             "month": request.month,
             "currency": request.currency,
@@ -114,11 +121,17 @@ def store_export(
             "sha256": downloaded.sha256,
             "exported-file-id": request.exported_file_id,
             "exported-at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+            "download-url": without_query(exported.url),
         }
         stored = store.upload_file(path, key, metadata=metadata, content_type=CSV_CONTENT_TYPE)
     logger.info("Export stored", extra={"key": key, "size": downloaded.size})
     metrics.add_metric(name="ExportBytesStored", unit="Bytes", value=downloaded.size)
     return _stored(stored, already_stored=False)
+
+
+def without_query(url: str) -> str:
+    """The URL without its query: a pre-signed URL's query holds temporary credentials."""
+    return url.split("?", 1)[0]
 
 
 def _stored(obj: StoredObject, *, already_stored: bool) -> StoredExport:
@@ -129,5 +142,6 @@ def _stored(obj: StoredObject, *, already_stored: bool) -> StoredExport:
         size=obj.size,
         sha256=obj.metadata["sha256"],
         uri=obj.uri,
+        download_url=obj.metadata.get("download-url", ""),
         already_stored=already_stored,
     )

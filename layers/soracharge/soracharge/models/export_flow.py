@@ -59,12 +59,15 @@ class StartExportRequest(Payload):
 
 
 class ExportProgress(Payload):
-    """Where an asynchronous export stands: StartExport creates it, every PollExport advances it."""
+    """Where an asynchronous export stands: StartExport creates it, every PollExport advances it.
+
+    It never carries the pre-signed download URL: that URL's query holds temporary credentials, so
+    it must not sit in the execution history. StoreExport asks for a fresh one and uses it at once.
+    """
 
     exported_file_id: str = Field(min_length=1)
     status: Literal["processing", "exported", "failed"]
     polls: int = Field(ge=0)
-    url: str | None = None
 
 
 class StoreExportRequest(Payload):
@@ -72,7 +75,6 @@ class StoreExportRequest(Payload):
     amount: Decimal
     currency: Literal["JPY", "USD", "EUR"]
     exported_file_id: str = Field(min_length=1)
-    download_url: str = Field(min_length=1)
 
 
 class StoredExport(Payload):
@@ -84,4 +86,7 @@ class StoredExport(Payload):
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     uri: str
+    download_url: str = Field(
+        default="", description="Where Soracom served the file, without the pre-signed query (credentials)"
+    )
     already_stored: bool = False

@@ -1,0 +1,113 @@
+"""Following a closed import session until CloudBlue's rating ends (statemachine/follow_import_session.asl.json).
+
+CloudBlue moves a closed session NEW -> PROCESSING -> PROCESSED, or FAILED_PROCESSED with an
+``errorDesc``. The state machine polls with :func:`poll_session` and ends with
+:func:`finish_import`, which records the end in the report and the ledger and alerts people
+through SNS when rating failed or never finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Literal
+
+from soracharge.adapters.cloudblue import ChargesImportManager
+from soracharge.adapters.ledger import Ledger
+from soracharge.adapters.notifier import Notifier
+from soracharge.adapters.storage import ReportStore
+from soracharge.errors import InvalidInputError
+from soracharge.models.imports import FollowSessionRequest, ImportOutcome, ImportReport, SessionProgress
+from soracharge.observability import logger, metrics
+
+RATED = frozenset({"PROCESSED", "REPORTED"})
+
+
+def poll_session(progress: SessionProgress, cloudblue: ChargesImportManager) -> SessionProgress:
+    """One look at the session; the state machine waits and looks again while it is not rated."""
+    logger.append_keys(importSessionId=progress.import_session_id)
+    session = cloudblue.get_session(progress.import_session_id)
+    polls = progress.polls + 1
+    logger.info("Import session polled", extra={"status": session.status, "polls": polls})
+    return SessionProgress(
+        import_session_id=progress.import_session_id, status=session.status, polls=polls, error_desc=session.error_desc
+    )
+
+
+def finish_import(
+    request: FollowSessionRequest,
+    store: ReportStore,
+    ledger: Ledger,
+    notifier: Notifier,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ImportOutcome:
+    """Record how rating ended in the report and the ledger; alert when it failed or never ended."""
+    session = request.session
+    logger.append_keys(importSessionId=session.import_session_id, month=request.month)
+    status: Literal["PROCESSED", "FAILED_PROCESSED", "NOT_RATED"]
+    if session.status in RATED:
+        status = "PROCESSED"
+    elif session.status == "FAILED_PROCESSED":
+        status = "FAILED_PROCESSED"
+    else:
+        status = "NOT_RATED"
+    existing = store.get_json(request.report_key)
+    if existing is None:
+        raise InvalidInputError(f"no report at {request.report_key} for import session {session.import_session_id}")
+    report = ImportReport.model_validate(existing)
+    summary = {
+        "PROCESSED": f"CloudBlue rated session {session.import_session_id}: {report.counts.charges} charges",
+        "FAILED_PROCESSED": (
+            f"CloudBlue failed to rate session {session.import_session_id}: "
+            f"{session.error_desc or 'no errorDesc given'}"
+        ),
+        "NOT_RATED": (
+            f"CloudBlue had not rated session {session.import_session_id} after {session.polls} polls "
+            f"(last status {session.status})"
+        ),
+    }[status]
+    updated = report.model_copy(
+        update={
+            "status": status,
+            "summary": summary,
+            "session_status": session.status,
+            "error_desc": session.error_desc,
+            "updated_at": clock(),
+        }
+    )
+    store.put_json(request.report_key, updated.to_event())
+    ledger.set_status(request.object_id, status)
+    metrics.add_metric(name=f"ImportSessions{status.title().replace('_', '')}", unit="Count", value=1)
+    if status != "PROCESSED":
+        notifier.publish(
+            f"soracharge: {request.month} import {status.replace('_', ' ').lower()}",
+            _alert(request, report, summary, status),
+        )
+        logger.warning("Import session did not end rated", extra={"status": status, "errorDesc": session.error_desc})
+    return ImportOutcome(
+        status=status,
+        import_session_id=session.import_session_id,
+        report_key=request.report_key,
+        error_desc=session.error_desc,
+    )
+
+
+def _alert(request: FollowSessionRequest, report: ImportReport, summary: str, status: str) -> str:
+    action = {
+        "FAILED_PROCESSED": (
+            "What to do: read errorDesc, fix the cause in CloudBlue (for example a subscription or resource the "
+            "mapping names), then re-import the file as a correction (see the README's runbook)."
+        ),
+        "NOT_RATED": "What to do: check the session in CloudBlue's rating engine; the charges are in it already.",
+    }[status]
+    return "\n".join(
+        [
+            summary,
+            f"Month: {request.month}",
+            f"File: {report.object.uri} (version {report.object.version_id})",
+            f"Import session: {request.session.import_session_id}",
+            f"errorDesc: {request.session.error_desc or '-'}",
+            f"Report: s3://{report.object.bucket}/{request.report_key}",
+            action,
+        ]
+    )

@@ -1,0 +1,181 @@
+"""The APS contract of CloudBlue's ChargesImportManager (``http://com.odin.rating/charges-import-manager/1.0``).
+
+Field names are camelCase on the wire and snake_case in Python. Money and quantities are
+:class:`~decimal.Decimal` from end to end: :meth:`ChargesPacket.to_json_bytes` writes them as exact JSON
+numbers in plain notation (``100``, never ``1E+2``; ``0.3``, never ``0.30000000000000004``).
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import simplejson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from soracharge.errors import ImportRejectedError
+from soracharge.models.months import YearMonth
+
+#: ``type`` of a charge: cost of sale (what the vendor bills the provider), a charge, or the list price.
+ChargeType = Literal["COS", "CHARGE", "MSRP"]
+
+#: Where an import session stands (OPEN → NEW → PROCESSING → PROCESSED | FAILED_PROCESSED → REPORTED).
+SessionStatus = Literal["OPEN", "NEW", "PROCESSING", "FAILED_PROCESSED", "PROCESSED", "REPORTED"]
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
+
+
+def _check_aps_id(value: str) -> str:
+    lowered = value.strip().lower()
+    if not _UUID.fullmatch(lowered):
+        raise ValueError(f"must be a UUID such as 3f2a6c1e-8d4b-4e7a-9c1f-2b5d8e0a7c34, got {value!r}")
+    return lowered
+
+
+#: The APS UUID of a resource (subscription, account, BSS resource), lower-cased.
+ApsId = Annotated[str, AfterValidator(_check_aps_id)]
+
+#: A charge period bound: ``2026-10-01`` or ISO 8601 ``2026-10-01T00:00:00Z``.
+ChargeDate = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))?$")]
+
+
+def decimal_text(value: Decimal) -> str:
+    """Exact plain text of ``value`` as written on the wire: ``1E+2`` → ``100``, ``1E-7`` → ``0.0000001``."""
+    return format(value, "f")
+
+
+def canonical_decimal_text(value: Decimal) -> str:
+    """One text per numeric value (trailing zeros dropped, no ``-0``): ``10.20`` and ``1.02E+1`` → ``10.2``."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+class _ApsModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class Charge(_ApsModel):
+    """One charge, every field of the APS structure ``Charge``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: ChargeType
+    subscription_id: ApsId
+    account_id: ApsId | None = None
+    resource_id: ApsId
+    unit_price: Decimal | None = None
+    total_price: Decimal
+    amount: Decimal
+    currency_code: str = Field(pattern=r"^[A-Z]{3}$")
+    uom: str | None = None
+    charge_start_date: ChargeDate
+    charge_end_date: ChargeDate
+    duration: Decimal | None = None
+    duration_uom: str | None = None
+    description: str | None = None
+    sku: str | None = None
+    mpn: str | None = None
+    po_number: str | None = None
+    ext_charge_id: str | None = None
+    ext_hash: str | None = None
+    attributes: dict[str, str] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The charge as the JSON object CloudBlue receives: camelCase keys, no ``None``, exact numbers."""
+        wire = self.model_dump(by_alias=True, exclude_none=True)
+        for key, value in wire.items():
+            if isinstance(value, Decimal):
+                wire[key] = simplejson.RawJSON(decimal_text(value))
+        return wire
+
+
+class ChargesPacket(_ApsModel):
+    """The body of one ``importCharges`` call."""
+
+    import_session_id: int
+    charges: list[Charge]
+
+    def to_json_bytes(self) -> bytes:
+        """The exact HTTP body: compact UTF-8 JSON, keys sorted, so a retried packet is byte-identical."""
+        body = {"importSessionId": self.import_session_id, "charges": [charge.to_wire() for charge in self.charges]}
+        text = simplejson.dumps(body, use_decimal=True, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8")
+
+
+class ImportSessionInfo(_ApsModel):
+    """What openSession and getSession answer (fields CloudBlue adds later are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    import_session_id: int
+    status: SessionStatus
+    error_desc: str | None = None
+    last_update_time: str | None = None
+
+
+class ImportProblem(BaseModel):
+    """One bad thing in a billing CSV: where it is (file line, 1 being the header; column), what, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    line: int | None
+    column: str | None
+    value: str | None
+    message: str
+
+
+class ImportPlan(BaseModel):
+    """A billing CSV read, validated and turned into charges: what an import sends, or why it sends nothing.
+
+    ``csv_sum`` is Σ amount over every row whose amount is a number; ``charges_sum`` is Σ totalPrice of
+    ``charges``, equal to ``csv_sum`` exactly when the file has no problem. ``per_customer`` (by value of
+    the customer column, ``""`` for empty) and ``per_item`` (by billItemName) cover the same rows as
+    ``csv_sum``; ``per_subscription`` covers the rows that mapped to a subscription without a problem.
+    A plan with any problem has no charges.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    month: YearMonth
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    source: str
+    rows: int = Field(ge=0)
+    packet_size: int = Field(ge=1, le=5000)
+    charges: list[Charge]
+    problems: list[ImportProblem]
+    problem_count: int = Field(ge=0)
+    csv_sum: Decimal
+    charges_sum: Decimal
+    per_customer: dict[str, Decimal]
+    per_subscription: dict[str, Decimal]
+    per_item: dict[str, Decimal]
+
+    @property
+    def accepted(self) -> bool:
+        """True when the file has no problem: its charges can be imported."""
+        return self.problem_count == 0
+
+    def packets(self, import_session_id: int) -> list[ChargesPacket]:
+        """The charges in order, ``packet_size`` per packet: the bodies of the importCharges calls."""
+        size = self.packet_size
+        return [
+            ChargesPacket(import_session_id=import_session_id, charges=self.charges[start : start + size])
+            for start in range(0, len(self.charges), size)
+        ]
+
+    def raise_if_rejected(self) -> None:
+        """Raise :class:`ImportRejectedError` summing up the problems, if there are any."""
+        if self.accepted:
+            return
+        first = self.problems[0] if self.problems else None
+        where = f" (first: line {first.line}: {first.message})" if first is not None and first.line else ""
+        if first is not None and not first.line:
+            where = f" (first: {first.message})"
+        raise ImportRejectedError(
+            f"{self.source or 'the billing CSV'} for {self.month} has {self.problem_count} "
+            f"problem{'s' if self.problem_count != 1 else ''}{where}: nothing was imported"
+        )

@@ -1,0 +1,150 @@
+"""The import flow's contracts: where a CSV lives, its report, and the follow-session payloads."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.utilities.parser.models import S3RecordModel
+from pydantic import Field
+
+from soracharge.errors import InvalidInputError
+from soracharge.models.export_flow import Payload
+from soracharge.models.months import YearMonth
+
+#: ``exports/<yyyyMM>/<exportedFileId>.csv`` (the export flow) or ``uploads/<yyyyMM>/<name>.csv`` (a person).
+IMPORTABLE_KEY = re.compile(r"(?P<source>exports|uploads)/(?P<month>\d{4}(0[1-9]|1[0-2]))/[^/]+\.csv")
+
+ReportStatus = Literal["REJECTED", "DUPLICATE", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED"]
+SessionStatus = Literal["OPEN", "NEW", "PROCESSING", "FAILED_PROCESSED", "PROCESSED", "REPORTED"]
+
+
+class ObjectRef(Payload):
+    """One version of one S3 object."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+
+    @classmethod
+    def from_s3_record(cls, record: S3RecordModel) -> ObjectRef:
+        """From an S3 event record: the key arrives URL-encoded with ``+`` for spaces."""
+        if record.s3.object is None:
+            raise InvalidInputError(f"S3 event record for bucket {record.s3.bucket.name} names no object")
+        return cls(
+            bucket=record.s3.bucket.name,
+            key=unquote_plus(record.s3.object.key),
+            version_id=record.s3.object.versionId,
+        )
+
+    @property
+    def object_id(self) -> str:
+        return f"{self.bucket}/{self.key}#{self.version_id or 'null'}"
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def layout(self) -> tuple[str, str]:
+        """``(source, month)`` from the key, or :class:`InvalidInputError` saying where a CSV must go."""
+        match = IMPORTABLE_KEY.fullmatch(self.key)
+        if match is None:
+            raise InvalidInputError(
+                f"{self.uri} is not where an importable CSV goes: use exports/<yyyyMM>/<name>.csv or "
+                "uploads/<yyyyMM>/<name>.csv"
+            )
+        return match["source"], match["month"]
+
+
+def report_key(month: str | None, version_id: str | None, key: str) -> str:
+    """``reports/<yyyyMM>/<object-version>.json`` (``reports/unsorted/`` when the key names no month)."""
+    name = version_id or re.sub(r"[^A-Za-z0-9._-]", "_", key)
+    return f"reports/{month or 'unsorted'}/{name}.json"
+
+
+class Problem(Payload):
+    line: int | None = None
+    column: str | None = None
+    value: str | None = None
+    message: str
+
+
+class Amount(Payload):
+    name: str
+    amount: Decimal
+
+
+class Reconciliation(Payload):
+    """Bill amount (Soracom's, when the file came from the export flow), CSV sum, imported sum."""
+
+    bill_amount: Decimal | None = None
+    csv_sum: Decimal
+    imported_sum: Decimal
+    balanced: bool
+    note: str
+
+
+class ReportCounts(Payload):
+    rows: int = 0
+    charges: int = 0
+    packets: int = 0
+    packets_sent_this_run: int = 0
+    packets_already_accepted: int = 0
+    problems: int = 0
+
+
+class ImportReport(Payload):
+    """``reports/<yyyyMM>/<object-version>.json``: what happened to one uploaded or exported CSV."""
+
+    status: ReportStatus
+    summary: str
+    month: YearMonth | None = None
+    object: ObjectRef
+    source: Literal["exports", "uploads"] | None = None
+    sha256: str | None = None
+    currency: str | None = None
+    mapping: str | None = None
+    import_session_id: int | None = None
+    session_status: SessionStatus | None = None
+    error_desc: str | None = None
+    counts: ReportCounts = Field(default_factory=ReportCounts)
+    reconciliation: Reconciliation | None = None
+    per_customer: list[Amount] = Field(default_factory=list)
+    per_subscription: list[Amount] = Field(default_factory=list)
+    per_item: list[Amount] = Field(default_factory=list)
+    problems: list[Problem] = Field(default_factory=list)
+    problems_not_listed: int = 0
+    warnings: list[str] = Field(default_factory=list)
+    duplicate_of: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionProgress(Payload):
+    """Where a closed import session stands while the follow-session state machine watches it."""
+
+    import_session_id: int = Field(ge=0)
+    status: SessionStatus
+    polls: int = Field(default=0, ge=0)
+    error_desc: str | None = None
+
+
+class FollowSessionRequest(Payload):
+    """The follow-import-session state machine's input (the import function starts it)."""
+
+    object_id: str
+    month: YearMonth
+    report_key: str
+    session: SessionProgress
+
+
+class ImportOutcome(Payload):
+    """FinishImport's output: the session's end as the report now records it."""
+
+    status: Literal["PROCESSED", "FAILED_PROCESSED", "NOT_RATED"]
+    import_session_id: int
+    report_key: str
+    error_desc: str | None = None

@@ -1,0 +1,241 @@
+"""The mapping file (YAML): the one place a provider describes its business.
+
+It says which CSV column names the customer and which CloudBlue subscription each customer is,
+which CloudBlue resource each Soracom bill item is, and how charges are built (type, dates,
+aggregation, packet size). ``examples/mapping.example.yaml`` is a complete, commented example and
+``examples/README.md`` a worked explanation.
+
+:func:`parse_mapping` reports every mistake as a :class:`~soracharge.errors.MappingError` naming the
+file, the field path and the YAML line, for example::
+
+    mapping.yaml: line 14: items[2].resource: must be a UUID such as ..., got 'tbd'
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from soracharge.errors import MappingError
+from soracharge.models.charges import ApsId, ChargeType
+
+#: Bigger than any real set of customers or bill items: the lookup caches never grow past it.
+_CACHE_LIMIT = 50_000
+_GLOB_CHARS = frozenset("*?[")
+
+
+class _MappingPart(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+
+class CustomerTarget(_MappingPart):
+    """Where a customer's charges go: a CloudBlue subscription, and optionally its account."""
+
+    subscription: ApsId
+    account: ApsId | None = None
+
+
+class CustomerMapping(_MappingPart):
+    column: str = Field(min_length=1, description="the CSV column that names the customer (a SIM tag or groupName)")
+    subscriptions: dict[str, CustomerTarget] = Field(default_factory=dict)
+    default: CustomerTarget | None = None
+
+
+def _check_glob(pattern: str) -> str:
+    """Refuse a ``[`` that never closes: fnmatch would silently read it as a literal ``[``."""
+    index = 0
+    while index < len(pattern):
+        if pattern[index] == "[":
+            end = index + 1
+            if end < len(pattern) and pattern[end] == "!":
+                end += 1
+            if end < len(pattern) and pattern[end] == "]":
+                end += 1
+            while end < len(pattern) and pattern[end] != "]":
+                end += 1
+            if end >= len(pattern):
+                raise ValueError(
+                    f"glob {pattern!r} opens a '[' character class that never closes (write '[[]' for a literal '[')"
+                )
+            index = end
+        index += 1
+    return pattern
+
+
+class ItemTarget(_MappingPart):
+    """A CloudBlue resource for the bill items whose ``billItemName`` is ``match`` or matches it as a glob."""
+
+    match: str = Field(min_length=1)
+    resource: ApsId
+    sku: str | None = None
+    uom: str = "units"
+    description: str | None = None
+
+    _glob: re.Pattern[str] | None = PrivateAttr(default=None)
+
+    @field_validator("match")
+    @classmethod
+    def _valid_glob(cls, value: str) -> str:
+        return _check_glob(value) if _GLOB_CHARS.intersection(value) else value
+
+    def model_post_init(self, context: Any, /) -> None:
+        if _GLOB_CHARS.intersection(self.match):
+            self._glob = re.compile(fnmatch.translate(self.match))
+
+    def matches(self, bill_item_name: str) -> bool:
+        """The name equals ``match`` exactly, or ``match`` is a glob (``*``, ``?``, ``[..]``) that it matches."""
+        if bill_item_name == self.match:
+            return True
+        return self._glob is not None and self._glob.match(bill_item_name) is not None
+
+
+class Mapping(_MappingPart):
+    """A provider's mapping file, validated."""
+
+    currency: Literal["JPY", "USD", "EUR"] | None = None
+    customer: CustomerMapping
+    items: list[ItemTarget] = Field(min_length=1)
+    charge_type: ChargeType = "COS"
+    date_format: Literal["date-time", "date"] = "date-time"
+    aggregation: Literal["imsi-month", "none"] = "imsi-month"
+    packet_size: int = Field(default=500, ge=1, le=5000)
+
+    _customers: dict[str, CustomerTarget | None] = PrivateAttr(default_factory=dict)
+    _items: dict[str, ItemTarget | None] = PrivateAttr(default_factory=dict)
+
+    def customer_for(self, value: str) -> CustomerTarget | None:
+        """The subscription of a customer column value: listed, else the default (also for ""), else None."""
+        cache = self._customers
+        try:
+            return cache[value]
+        except KeyError:
+            pass
+        target = self.customer.subscriptions.get(value, self.customer.default)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[value] = target
+        return target
+
+    def item_for(self, bill_item_name: str) -> ItemTarget | None:
+        """The first item (in file order) whose ``match`` is the name or a glob matching it, else None."""
+        cache = self._items
+        try:
+            return cache[bill_item_name]
+        except KeyError:
+            pass
+        target = next((item for item in self.items if item.matches(bill_item_name)), None)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[bill_item_name] = target
+        return target
+
+
+def parse_mapping(text: str | dict[str, Any], source: str) -> Mapping:
+    """Validate a mapping file's YAML text (or an already parsed dict); ``source`` names it in errors.
+
+    Raises :class:`MappingError` naming ``source``, the YAML line and the field path of every mistake.
+    """
+    if isinstance(text, dict):
+        return _validate(text, source, None)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        raise MappingError(f"{source}: {_yaml_syntax_error(exc)}") from None
+    except yaml.YAMLError as exc:
+        raise MappingError(f"{source}: not valid YAML: {exc}") from None
+    if root is None:
+        raise MappingError(f"{source}: the mapping file is empty")
+    _refuse_duplicate_keys(root, source)
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise MappingError(
+            f"{source}: line {root.start_mark.line + 1}: the mapping file must be a YAML mapping "
+            f"(customer:, items:, ...), got a {type(data).__name__}"
+        )
+    return _validate(data, source, root)
+
+
+def _validate(data: dict[str, Any], source: str, root: yaml.Node | None) -> Mapping:
+    try:
+        return Mapping.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            location = error["loc"]
+            where = _field_path(location)
+            line = _line_of(root, location) if root is not None else None
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "string_type" and not isinstance(error["input"], (dict, list)):
+                message += f' (got {error["input"]!r}: quote it, as in "{error["input"]}")'
+            elif error["type"] == "extra_forbidden":
+                message = "unknown field (a typo?)"
+            problems.append(f"line {line}: {where}: {message}" if line else f"{where}: {message}")
+        raise MappingError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _yaml_syntax_error(exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = exc.problem or exc.context or "syntax error"
+    hint = ""
+    char = mark.buffer[mark.pointer : mark.pointer + 1] if mark is not None and mark.buffer is not None else ""
+    if char and char in "*&!":
+        hint = ' (quote values that start with *, & or !, such as globs: match: "*")'
+    return f"{where}YAML syntax error: {what}{hint}"
+
+
+def _field_path(location: Sequence[int | str]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "[key]":
+            path += " (the key)"
+        elif path:
+            path += f".{part}" if part.isidentifier() else f"[{part!r}]"
+        else:
+            path = part
+    return path or "(top level)"
+
+
+def _line_of(root: yaml.Node, location: Sequence[int | str]) -> int:
+    """The 1-based YAML line of ``location``: its key's line, else the line of its deepest present parent."""
+    node = root
+    for index, part in enumerate(location):
+        if isinstance(node, yaml.MappingNode):
+            wanted = str(part)
+            entry = next(
+                ((key, value) for key, value in node.value if isinstance(key, yaml.ScalarNode) and key.value == wanted),
+                None,
+            )
+            if entry is None:
+                break
+            if index == len(location) - 1:
+                return int(entry[0].start_mark.line) + 1
+            node = entry[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+    return int(node.start_mark.line) + 1
+
+
+def _refuse_duplicate_keys(node: yaml.Node, source: str) -> None:
+    """YAML keeps the last of two equal keys silently; in a mapping file that is always a mistake."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise MappingError(f"{source}: line {key.start_mark.line + 1}: {key.value!r} is given twice")
+                seen.add(key.value)
+            _refuse_duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, source)
