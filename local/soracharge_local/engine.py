@@ -106,6 +106,7 @@ class LocalCloud:
         soracom: SoracomAccess,
         cloudblue: CloudBlueAccess = NO_CLOUDBLUE,
         mapping: Path | None = None,
+        import_on_upload: bool = True,
         stack_name: str = "soracharge",
         region: str = "us-east-1",
         repo_root: Path = REPO_ROOT,
@@ -116,6 +117,7 @@ class LocalCloud:
         self.soracom = soracom
         self.cloudblue = cloudblue
         self.mapping = mapping
+        self.import_on_upload = import_on_upload
         self.async_invocations = AsyncInvoker()
         self.stack_name = stack_name
         self.region = region
@@ -334,7 +336,7 @@ class LocalCloud:
                         Bucket=bucket, PublicAccessBlockConfiguration=properties["PublicAccessBlockConfiguration"]
                     )
                 lambdas = properties.get("NotificationConfiguration", {}).get("LambdaConfigurations", [])
-                if lambdas:
+                if lambdas and self.import_on_upload:
                     s3.put_bucket_notification_configuration(
                         Bucket=bucket,
                         NotificationConfiguration={

@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from soracharge.adapters.cloudblue import ChargesImportManager
 from soracharge.adapters.ledger import Ledger, LedgerEntry
@@ -175,6 +175,47 @@ def _import_claimed(
     deps.store.put_json(key, report.to_event())
     _follow(obj, session_id, key, deps)
     return report
+
+
+def dry_run_report(
+    stream: BinaryIO, *, month: str, currency: str, mapping: Mapping, source: str, now: datetime | None = None
+) -> tuple[ImportPlan, ImportReport]:
+    """Plan a file without sending anything: the charges it would import and the report it would get."""
+    plan = plan_import(stream, month=month, currency=currency, mapping=mapping, source=source)
+    moment = now or datetime.now(UTC)
+    base: dict[str, Any] = {
+        "month": month,
+        "currency": currency,
+        "object": ObjectRef(bucket="-", key=source),
+        "created_at": moment,
+        "updated_at": moment,
+        "counts": ReportCounts(rows=plan.rows, charges=len(plan.charges), problems=plan.problem_count),
+    }
+    if plan.problems:
+        summary = f"{plan.problem_count} problem(s) in {source}: it would be rejected and nothing imported"
+        problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
+        report = ImportReport.model_validate(
+            {
+                **base,
+                "status": "REJECTED",
+                "summary": summary,
+                "problems": problems,
+                "problems_not_listed": max(plan.problem_count - len(problems), 0),
+            }
+        )
+    else:
+        summary = f"dry run: {len(plan.charges)} charges ({plan.charges_sum} {currency}) would be imported"
+        report = ImportReport.model_validate(
+            {
+                **base,
+                "status": "DRY_RUN",
+                "summary": summary,
+                "counts": ReportCounts(rows=plan.rows, charges=len(plan.charges), packets=len(plan.packets(0))),
+                "reconciliation": _reconcile(plan, None, imported=plan.charges_sum),
+                **_totals(plan),
+            }
+        )
+    return plan, report
 
 
 def _send(obj: ObjectRef, packets: list[tuple[int, ChargesPacket]], deps: ImportDependencies) -> list[str]:

@@ -18,7 +18,7 @@ from soracharge.models.months import YearMonth
 #: ``exports/<yyyyMM>/<exportedFileId>.csv`` (the export flow) or ``uploads/<yyyyMM>/<name>.csv`` (a person).
 IMPORTABLE_KEY = re.compile(r"(?P<source>exports|uploads)/(?P<month>\d{4}(0[1-9]|1[0-2]))/[^/]+\.csv")
 
-ReportStatus = Literal["REJECTED", "DUPLICATE", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED"]
+ReportStatus = Literal["REJECTED", "DUPLICATE", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED", "DRY_RUN"]
 SessionStatus = Literal["OPEN", "NEW", "PROCESSING", "FAILED_PROCESSED", "PROCESSED", "REPORTED"]
 
 

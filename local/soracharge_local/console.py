@@ -1,0 +1,127 @@
+"""What the CLI shows a person: each state as it runs, the outputs, the import report."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import typer
+
+from soracharge_local.engine import ExecutionResult
+
+#: What each state's exit says, from its output.
+_SUMMARIES = {
+    "GetBill": lambda d: f"bill {d['bill']['month']} is closed: {d['bill']['amount']} {d['bill']['currency']}",
+    "StartExport": lambda d: f"export {d['export']['exportedFileId']} started",
+    "PollExport": lambda d: f"status {d['export']['status']} (poll {d['export']['polls']} of at most 21)",
+    "StoreExport": lambda d: (
+        f"{'already stored' if d['stored'].get('alreadyStored') else 'stored'} {d['stored']['uri']} "
+        f"({d['stored']['size']} bytes)"
+    ),
+    "GetImportSession": lambda d: (
+        f"session {d['session']['importSessionId']} is {d['session']['status']} (poll {d['session']['polls']})"
+    ),
+    "RecordOutcome": lambda d: f"recorded {d['outcome']['status']} in the report",
+}
+_WAITS = {"WaitForExport": "5 s before the next poll", "WaitForRating": "30 s before the next look"}
+
+
+class EventPrinter:
+    """One line per state as an execution's history grows."""
+
+    def __init__(self, started: float | None = None) -> None:
+        self.started = time.monotonic() if started is None else started
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        elapsed = f"{time.monotonic() - self.started:6.1f}s"
+        if kind == "WaitStateEntered":
+            name = event["stateEnteredEventDetails"]["name"]
+            typer.echo(f"{elapsed}  ... {name} ({_WAITS.get(name, 'waiting')})")
+        elif kind == "TaskStateEntered":
+            typer.echo(f"{elapsed}  >   {event['stateEnteredEventDetails']['name']}")
+        elif kind == "TaskStateExited":
+            details = event["stateExitedEventDetails"]
+            summary = _SUMMARIES.get(details["name"])
+            output = json.loads(details.get("output") or "{}")
+            text = summary(output) if summary else ""
+            typer.echo(f"{elapsed}  ok  {details['name']}" + (f": {text}" if text else ""))
+        elif kind == "LambdaFunctionFailed":
+            details = event.get("lambdaFunctionFailedEventDetails", {})
+            typer.secho(f"{elapsed}  !   {details.get('error')}: {error_message(details.get('cause'))}", fg="yellow")
+        elif kind == "ExecutionSucceeded":
+            typer.secho(f"{elapsed}  done: execution succeeded", fg="green")
+        elif kind in ("ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"):
+            typer.secho(f"{elapsed}  FAILED: {kind}", fg="red")
+
+
+def error_message(cause: str | None) -> str:
+    if not cause:
+        return ""
+    try:
+        return str(json.loads(cause).get("errorMessage", cause))
+    except (ValueError, AttributeError):
+        return cause
+
+
+def print_failure(what: str, result: ExecutionResult) -> None:
+    typer.secho(f"{what} failed: {result.error}", fg="red", bold=True, err=True)
+    typer.secho(f"  {error_message(result.cause)}", fg="red", err=True)
+    typer.echo(f"  execution: {result.arn}", err=True)
+
+
+def print_export_outputs(result: ExecutionResult) -> None:
+    output = result.output or {}
+    s3 = output.get("s3", {})
+    typer.echo("Outputs:")
+    for label, value in (
+        ("month", output.get("month")),
+        ("bill amount", f"{output.get('amount')} {output.get('currency')}"),
+        ("exportedFileId", output.get("exportedFileId")),
+        ("downloadUrl", output.get("downloadUrl") or "-"),
+        ("polls", output.get("polls")),
+    ):
+        typer.echo(f"  {label:15} {value}")
+    typer.secho(f"\nCSV stored at {s3.get('uri')}", bold=True)
+    typer.echo(f"  version {s3.get('versionId')}, {s3.get('size')} bytes, sha256 {s3.get('sha256')}")
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The import report as a person reads it: status, reconciliation, totals, problems, warnings."""
+    status = report["status"]
+    colour = {"PROCESSED": "green", "CLOSED": "green", "DUPLICATE": "yellow"}.get(status, "red")
+    typer.secho(f"Import {status}: {report['summary']}", fg=colour, bold=True)
+    reconciliation = report.get("reconciliation")
+    if reconciliation:
+        currency = report.get("currency") or ""
+        typer.echo(f"\nReconciliation for {report.get('month')} ({currency}):")
+        typer.echo(f"  {'Soracom bill amount':24} {reconciliation.get('billAmount', '-')}")
+        typer.echo(f"  {'CSV sum':24} {reconciliation['csvSum']}")
+        typer.echo(f"  {'imported to CloudBlue':24} {reconciliation['importedSum']}")
+        balanced = reconciliation["balanced"]
+        typer.secho(
+            f"  {'balanced':24} {'yes' if balanced else 'NO'} ({reconciliation['note']})",
+            fg="green" if balanced else "red",
+        )
+        counts = report.get("counts", {})
+        rows, charges, packets = counts.get("rows", 0), counts.get("charges", 0), counts.get("packets", 0)
+        typer.echo(
+            f"  {rows} rows -> {charges} charges in {packets} packets, "
+            f"CloudBlue session {report.get('importSessionId')} ({report.get('sessionStatus')})"
+        )
+    if report.get("perCustomer"):
+        typer.echo("\nPer customer:")
+        for entry in report["perCustomer"]:
+            typer.echo(f"  {entry['name'] or '(no customer tag)':28} {entry['amount']:>14}")
+    for problem in report.get("problems", []):
+        where = f"line {problem.get('line')}" if problem.get("line") else "file"
+        column = f", column {problem['column']}" if problem.get("column") else ""
+        value = f", value {problem['value']!r}" if problem.get("value") is not None else ""
+        typer.secho(f"  problem: {where}{column}{value}: {problem['message']}", fg="red")
+    if report.get("problemsNotListed"):
+        typer.secho(f"  ... and {report['problemsNotListed']} more problems", fg="red")
+    for warning in report.get("warnings", []):
+        typer.secho(f"  warning: {warning}", fg="yellow")
+    if report.get("errorDesc"):
+        typer.secho(f"  errorDesc: {report['errorDesc']}", fg="red")

@@ -1,0 +1,62 @@
+"""Who the local run talks to: the built-in simulators, or real (or any compatible) servers from the environment.
+
+- Soracom: ``SORACOM_ENDPOINT`` + ``SORACOM_AUTH_KEY_ID`` + ``SORACOM_AUTH_KEY``, else the simulator.
+- CloudBlue: ``APS_ENDPOINT`` + (``APS_OAUTH_CONSUMER_KEY`` + ``APS_OAUTH_CONSUMER_SECRET`` or
+  ``APS_TOKEN``) [+ ``APS_RESOURCE_ID``], else the simulator.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+
+from soracharge.errors import ConfigurationError
+
+from soracharge_local.engine import CloudBlueAccess, SoracomAccess
+
+SIMULATOR_AUTH_KEY_ID = "keyId-simulator"
+SIMULATOR_AUTH_KEY = "secret-simulator"
+
+
+def soracom_access(stack: ExitStack) -> SoracomAccess:
+    endpoint = os.environ.get("SORACOM_ENDPOINT")
+    if endpoint:
+        key_id, key = os.environ.get("SORACOM_AUTH_KEY_ID"), os.environ.get("SORACOM_AUTH_KEY")
+        if not key_id or not key:
+            raise ConfigurationError(
+                "SORACOM_ENDPOINT is set, so SORACOM_AUTH_KEY_ID and SORACOM_AUTH_KEY must be set too"
+            )
+        return SoracomAccess(endpoint=endpoint, auth_key_id=key_id, auth_key=key)
+    from soracharge_local.simulators import SoracomSimulator
+
+    simulator = SoracomSimulator(auth_key_id=SIMULATOR_AUTH_KEY_ID, auth_key=SIMULATOR_AUTH_KEY)
+    base_url = simulator.start()
+    stack.callback(simulator.stop)
+    return SoracomAccess(endpoint=base_url, auth_key_id=SIMULATOR_AUTH_KEY_ID, auth_key=SIMULATOR_AUTH_KEY)
+
+
+def cloudblue_access(stack: ExitStack) -> CloudBlueAccess:
+    endpoint = os.environ.get("APS_ENDPOINT")
+    if endpoint:
+        key, secret = os.environ.get("APS_OAUTH_CONSUMER_KEY"), os.environ.get("APS_OAUTH_CONSUMER_SECRET")
+        token = os.environ.get("APS_TOKEN")
+        if not (key and secret) and not token:
+            raise ConfigurationError(
+                "APS_ENDPOINT is set, so APS_OAUTH_CONSUMER_KEY and APS_OAUTH_CONSUMER_SECRET, or APS_TOKEN, "
+                "must be set too"
+            )
+        return CloudBlueAccess(
+            endpoint=endpoint,
+            consumer_key=key if key and secret else None,
+            consumer_secret=secret if key and secret else None,
+            aps_token=None if key and secret else token,
+            resource_id=os.environ.get("APS_RESOURCE_ID") or None,
+        )
+    from soracharge_local.simulators import CloudBlueSimulator
+
+    simulator = CloudBlueSimulator()
+    base_url = simulator.start()
+    stack.callback(simulator.stop)
+    return CloudBlueAccess(
+        endpoint=base_url, consumer_key=simulator.consumer_key, consumer_secret=simulator.consumer_secret
+    )
