@@ -49,12 +49,18 @@ class AsyncInvoker:
 
     def __post_init__(self) -> None:
         self._queue: list[tuple[LambdaFunction, Delivery]] = []
+        self._functions: dict[str, LambdaFunction] = {}
         self._condition = threading.Condition()
         self._busy = False
         self._worker: threading.Thread | None = None
 
+    def redeliver(self, delivery: Delivery) -> Delivery:
+        """Deliver the very same event again (S3 duplicates events; a person may replay one)."""
+        return self.submit(self._functions[delivery.function_name], delivery.event)
+
     def submit(self, function: LambdaFunction, event: dict[str, Any]) -> Delivery:
         delivery = Delivery(function.function_name, event)
+        self._functions[function.function_name] = function
         with self._condition:
             self.deliveries.append(delivery)
             self._queue.append((function, delivery))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_export_talks_to_the_server_named_by_soracom_endpoint_and_fails_with_its
         )
         assert server.count("auth") == 1
     assert done.returncode == 1
-    assert f"Soracom: {base_url}" in done.stdout
+    assert re.search(rf"^Soracom: +{re.escape(base_url)}$", done.stdout, re.MULTILINE)
     assert "Export failed: SoracomAuthError" in done.stderr
     assert "Soracom refused AuthKey keyId-real" in done.stderr
     assert "wrong" not in done.stdout + done.stderr

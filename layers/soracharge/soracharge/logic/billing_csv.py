@@ -35,7 +35,7 @@ import csv
 import io
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation, localcontext
@@ -55,7 +55,8 @@ IMSI, DATE, BILL_ITEM, UNIT_PRICE, QUANTITY, AMOUNT = "imsi", "date", "billItemN
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 _DAY = re.compile(r"[0-9]{8}", re.ASCII)
 _MONTH = re.compile(r"[0-9]{6}", re.ASCII)
-_NUMBERS_CACHE_LIMIT = 100_000
+#: Bound of each lookup cache (cleared when full), so memory stays flat even if every row is different.
+_CACHE_LIMIT = 100_000
 
 #: A raw key: ``(customer value, billItemName, imsi)``, plus ``(date, row number)`` with ``aggregation: none``.
 RawKey = tuple[str, ...]
@@ -202,8 +203,9 @@ def _read(text: Iterator[str], result: BillingRows, mapping: Mapping) -> None:
     )
     pad = [""] if width in (i_quantity, i_unit_price) else []  # an absent optional column reads as ""
     per_row = not result.aggregated
-    tallies = result.tallies
-    tallies_get = tallies.get
+    tallies_get = result.tallies.get
+    admit = check.admit
+    days = check.days
     numbers_get = check.numbers.get
     no_quantity = NO_QUANTITY
     push_quoted = quoted.push
@@ -237,16 +239,14 @@ def _read(text: Iterator[str], result: BillingRows, mapping: Mapping) -> None:
             item = row[i_item]
             imsi = row[i_imsi]
             day = row[i_date]
-            numbers = numbers_get((row[i_amount], row[i_quantity], row[i_unit_price], day))
+            numbers = numbers_get((row[i_amount], row[i_quantity], row[i_unit_price]))
             key = (customer, item, imsi, day, str(line_no)) if per_row else (customer, item, imsi)
             tally = tallies_get(key)
-            if numbers is None or tally is None:
-                numbers = check.row(line_no, row, customer, item, imsi, day, *_numbers_of(row, indexes))
-                if numbers is None:
+            if numbers is None or tally is None or day not in days:
+                admitted = admit(line_no, row, key, customer, item, imsi, day)
+                if admitted is None:
                     continue
-                tally = tallies_get(key)
-                if tally is None:
-                    tally = tallies[key] = Tally(numbers[2])
+                numbers, tally = admitted
             amount, quantity, unit_price = numbers
             tally.amount += amount
             tally.quantity += quantity
@@ -335,20 +335,24 @@ def _is_utf8(value: str) -> bool:
 
 
 class _RowCheck:
-    """The slow path: validates a whole row, records each of its problems, fills the number cache."""
+    """The slow path: admits the first row of a key or of new number texts, or records a row's problems."""
 
     def __init__(self, result: BillingRows, mapping: Mapping, indexes: list[int | None], width: int) -> None:
         month = result.month
         self.result = result
         self.mapping = mapping
+        self.indexes = indexes
         self.customer_column = mapping.customer.column
         self.width = width
         self.month = month
         self.days = frozenset([month, *(f"{month}{day:02d}" for day in range(1, days_in_month(month) + 1))])
-        #: ``(amount, quantity, unitPrice, date)`` texts -> the numbers, once known good.
-        self.numbers: dict[tuple[str, str, str, str], Numbers] = {}
+        #: ``(amount, quantity, unitPrice)`` texts -> the numbers, once known good.
+        self.numbers: dict[tuple[str, str, str], Numbers] = {}
         #: One Decimal per number text, so equal texts give the same object (``is`` compares them).
         self.decimals: dict[str, Decimal] = {}
+        #: Customer values and bill item names -> whether the mapping knows them.
+        self.known_customers: dict[str, bool] = {}
+        self.known_items: dict[str, bool] = {}
 
     def ragged(self, line_no: int, row: list[str]) -> None:
         self.result.add_problem(
@@ -358,7 +362,69 @@ class _RowCheck:
             f"the row has {len(row)} fields but the header has {self.width} (an unquoted comma or quote?)",
         )
 
-    def row(
+    def admit(
+        self, line_no: int, row: list[str], key: RawKey, customer: str, item: str, imsi: str, day: str
+    ) -> tuple[Numbers, Tally] | None:
+        """The numbers and tally of a row the fast path could not take, or None (its problems recorded)."""
+        texts = _numbers_of(row, self.indexes)
+        numbers = self.numbers.get(texts)
+        if numbers is None:
+            numbers = self._good_numbers(*texts)
+        if (
+            numbers is not None
+            and day in self.days
+            and self._known(self.known_customers, customer, self._customer_is_known)
+            and self._known(self.known_items, item, self._item_is_known)
+            and (not imsi or (imsi.isascii() and imsi.isdigit()))
+        ):
+            tallies = self.result.tallies
+            tally = tallies.get(key)
+            if tally is None:
+                tally = tallies[key] = Tally(numbers[2])
+            return numbers, tally
+        self.reject(line_no, row, customer, item, imsi, day, *texts)
+        return None
+
+    def _good_numbers(self, amount_text: str, quantity_text: str, unit_price_text: str) -> Numbers | None:
+        if not amount_text:
+            return None
+        amount = self._decimal(amount_text)
+        quantity = self._decimal(quantity_text) if quantity_text else NO_QUANTITY
+        unit_price = self._decimal(unit_price_text) if unit_price_text else None
+        if amount is None or quantity is None or (unit_price is None and unit_price_text):
+            return None
+        cache = self.numbers
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        numbers = cache[(amount_text, quantity_text, unit_price_text)] = (amount, quantity, unit_price)
+        return numbers
+
+    def _decimal(self, text: str) -> Decimal | None:
+        """The value of a plain decimal text (one object per text), None if it is not one."""
+        decimals = self.decimals
+        value = decimals.get(text)
+        if value is None and _NUMBER.fullmatch(text):
+            if len(decimals) >= _CACHE_LIMIT:
+                decimals.clear()
+            value = decimals[text] = Decimal(text)
+        return value
+
+    @staticmethod
+    def _known(cache: dict[str, bool], value: str, judge: Callable[[str], bool]) -> bool:
+        known = cache.get(value)
+        if known is None:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            known = cache[value] = judge(value)
+        return known
+
+    def _customer_is_known(self, customer: str) -> bool:
+        return _is_utf8(customer) and self.mapping.customer_for(customer) is not None
+
+    def _item_is_known(self, item: str) -> bool:
+        return bool(item) and _is_utf8(item) and self.mapping.item_for(item) is not None
+
+    def reject(
         self,
         line_no: int,
         row: list[str],
@@ -369,8 +435,8 @@ class _RowCheck:
         amount_text: str,
         quantity_text: str,
         unit_price_text: str,
-    ) -> Numbers | None:
-        """Validate a row the fast path could not take: its numbers when it is good, else None."""
+    ) -> None:
+        """Record every problem of a row (its amount, when a number, still counts in the file's totals)."""
         customer_column = self.customer_column
         fields = (
             (IMSI, imsi),
@@ -397,55 +463,38 @@ class _RowCheck:
                 problems.append((BILL_ITEM, item, f"{BILL_ITEM} is empty"))
             elif self.mapping.item_for(item) is None:
                 problems.append((BILL_ITEM, item, f"no resource for bill item {item!r} (column {BILL_ITEM})"))
-        unit_price = self._number(UNIT_PRICE, unit_price_text, readable[UNIT_PRICE], problems)
-        quantity = self._number(QUANTITY, quantity_text, readable[QUANTITY], problems)
-        amount = self._number(AMOUNT, amount_text, readable[AMOUNT], problems)
-        if readable[AMOUNT] and not amount_text:
-            problems.append((AMOUNT, amount_text, f"{AMOUNT} is empty"))
+        for column, text in ((UNIT_PRICE, unit_price_text), (QUANTITY, quantity_text)):
+            if readable[column] and text:
+                self._number_problem(column, text, problems)
+        amount = self._decimal(amount_text) if readable[AMOUNT] else None
+        if readable[AMOUNT]:
+            if not amount_text:
+                problems.append((AMOUNT, amount_text, f"{AMOUNT} is empty"))
+            else:
+                self._number_problem(AMOUNT, amount_text, problems)
         if readable[customer_column] and self.mapping.customer_for(customer) is None:
             hint = "" if customer else ": give the mapping a customer default for rows without one"
             message = f"no subscription for customer {customer!r} (column {customer_column}){hint}"
             problems.append((customer_column, customer, message))
-
-        if not problems:
-            assert amount is not None, "a row without problems has an amount"
-            numbers = (amount, NO_QUANTITY if quantity is None else quantity, unit_price)
-            cache = self.numbers
-            if len(cache) >= _NUMBERS_CACHE_LIMIT:
-                cache.clear()
-            cache[(amount_text, quantity_text, unit_price_text, day)] = numbers
-            return numbers
+        assert problems, "a rejected row has a problem"
 
         line = line_no - _line_breaks(row)
         result = self.result
         for column, value, message in problems:
             result.add_problem(line, column, _shown(value), message)
-        if amount is not None:  # a rejected row still counts in the file's totals
+        if amount is not None:
             customer, item = _shown(customer), _shown(item)
             result.csv_sum += amount
             result.per_customer[customer] = result.per_customer.get(customer, 0) + amount
             result.per_item[item] = result.per_item.get(item, 0) + amount
-        return None
 
-    def _number(self, column: str, text: str, readable: bool, problems: list[tuple[str, str, str]]) -> Decimal | None:
-        """The value of a number text, None when empty or bad (bad ones are added to ``problems``)."""
-        if not readable or not text:
-            return None
-        decimals = self.decimals
-        value = decimals.get(text)
-        if value is not None:
-            return value
-        if _NUMBER.fullmatch(text):
-            if len(decimals) >= _NUMBERS_CACHE_LIMIT:
-                decimals.clear()
-            value = decimals[text] = Decimal(text)
-            return value
-        lowered = text.strip().lower().lstrip("+-")
-        if lowered in ("nan", "snan", "inf", "infinity"):
+    def _number_problem(self, column: str, text: str, problems: list[tuple[str, str, str]]) -> None:
+        if self._decimal(text) is not None:
+            return
+        if text.strip().lower().lstrip("+-") in ("nan", "snan", "inf", "infinity"):
             problems.append((column, text, f"{column} {text!r} is not a finite number"))
         else:
             problems.append((column, text, f"{column} {text!r} is not a plain decimal number (such as -12.5)"))
-        return None
 
     def _date_problem(self, day: str) -> str:
         if _DAY.fullmatch(day):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -221,9 +222,16 @@ def dry_run_report(
 def _send(obj: ObjectRef, packets: list[tuple[int, ChargesPacket]], deps: ImportDependencies) -> list[str]:
     """Send packets with bounded concurrency; stop at the first failure (accepted ones stay recorded)."""
     warnings: list[str] = []
+    failed = threading.Event()
 
     def send(index: int, packet: ChargesPacket) -> None:
-        delivery = deps.cloudblue.import_charges(packet.to_json_bytes())
+        if failed.is_set():  # a packet failed: start no more (a retry resumes from the ledger)
+            return
+        try:
+            delivery = deps.cloudblue.import_charges(packet.to_json_bytes())
+        except BaseException:
+            failed.set()
+            raise
         deps.ledger.record_packet(obj.object_id, index)
         if delivery.resent_after_unknown_outcome:
             warnings.append(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -106,12 +106,24 @@ class Mapping(_MappingPart):
     aggregation: Literal["imsi-month", "none"] = "imsi-month"
     packet_size: int = Field(default=500, ge=1, le=5000)
 
+    # Lookup caches, called once per CSV row: read through ``__pydantic_private__`` (a slot), as the
+    # attribute route goes through ``BaseModel.__getattr__``, some twenty times slower.
     _customers: dict[str, CustomerTarget | None] = PrivateAttr(default_factory=dict)
     _items: dict[str, ItemTarget | None] = PrivateAttr(default_factory=dict)
 
+    def _customer_cache(self) -> dict[str, CustomerTarget | None]:
+        private = self.__pydantic_private__
+        assert private is not None, "pydantic sets the private attributes at validation"
+        return cast("dict[str, CustomerTarget | None]", private["_customers"])
+
+    def _item_cache(self) -> dict[str, ItemTarget | None]:
+        private = self.__pydantic_private__
+        assert private is not None, "pydantic sets the private attributes at validation"
+        return cast("dict[str, ItemTarget | None]", private["_items"])
+
     def customer_for(self, value: str) -> CustomerTarget | None:
         """The subscription of a customer column value: listed, else the default (also for ""), else None."""
-        cache = self._customers
+        cache = self._customer_cache()
         try:
             return cache[value]
         except KeyError:
@@ -124,7 +136,7 @@ class Mapping(_MappingPart):
 
     def item_for(self, bill_item_name: str) -> ItemTarget | None:
         """The first item (in file order) whose ``match`` is the name or a glob matching it, else None."""
-        cache = self._items
+        cache = self._item_cache()
         try:
             return cache[bill_item_name]
         except KeyError:

@@ -1,0 +1,295 @@
+"""The import flow in moto: an S3 upload becomes charges in the CloudBlue simulator, exactly once."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from soracharge.logic.charges import plan_import
+from soracharge.models.mapping import parse_mapping
+from soracharge.models.months import shift_month
+from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
+from soracharge_local.s3_events import Delivery
+from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
+
+from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_MAPPING = REPO / "examples" / "mapping.example.yaml"
+
+
+@pytest.fixture(scope="module")
+def cloudblue() -> Iterator[CloudBlueSimulator]:
+    with CloudBlueSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="module")
+def importing(soracom: SoracomSimulator, cloudblue: CloudBlueSimulator) -> Iterator[LocalCloud]:
+    with LocalCloud(
+        soracom=SoracomAccess(endpoint=soracom.base_url, auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY),
+        cloudblue=CloudBlueAccess(
+            endpoint=cloudblue.base_url, consumer_key=cloudblue.consumer_key, consumer_secret=cloudblue.consumer_secret
+        ),
+        mapping=EXAMPLE_MAPPING,
+        instant_waits=True,
+        environment={"POWERTOOLS_METRICS_DISABLED": "true", "APS_MAX_ATTEMPTS": "2"},
+    ) as cloud:
+        yield cloud
+
+
+@pytest.fixture(autouse=True)
+def _fresh(request: pytest.FixtureRequest) -> None:
+    """Each test starts with no CloudBlue faults, the example mapping and the default concurrency."""
+    if "importing" in request.fixturenames:
+        cloudblue: CloudBlueSimulator = request.getfixturevalue("cloudblue")
+        cloud: LocalCloud = request.getfixturevalue("importing")
+        cloudblue.faults = CloudBlueFaults()
+        cloudblue.ignore_repeated_ext_hash = True
+        cloud.put_mapping(EXAMPLE_MAPPING)
+        cloud.runner.environment_overrides.pop("IMPORT_CONCURRENCY", None)
+
+
+def use_mapping(cloud: LocalCloud, tmp_path: Path, **changes: Any) -> None:
+    mapping = yaml.safe_load(EXAMPLE_MAPPING.read_text())
+    mapping.update(changes)
+    path = tmp_path / "mapping.yaml"
+    path.write_text(yaml.safe_dump(mapping, allow_unicode=True))
+    cloud.put_mapping(path)
+
+
+def upload(cloud: LocalCloud, key: str, body: bytes, currency: str | None = "JPY") -> Delivery:
+    """Put a file in the bucket, wait for the S3 notification's import, return that delivery."""
+    before = len(cloud.async_invocations.deliveries)
+    metadata = {"currency": currency} if currency else {}
+    cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=body, Metadata=metadata)
+    cloud.async_invocations.wait_idle()
+    (delivery,) = cloud.async_invocations.deliveries[before:]
+    return delivery
+
+
+def redeliver(cloud: LocalCloud, delivery: Delivery) -> Delivery:
+    """S3 sends the very same event again (duplicates are normal), or someone replays it."""
+    before = len(cloud.async_invocations.deliveries)
+    cloud.async_invocations.redeliver(delivery)
+    cloud.async_invocations.wait_idle()
+    (again,) = cloud.async_invocations.deliveries[before:]
+    return again
+
+
+def follow(cloud: LocalCloud, session_id: int) -> dict[str, Any]:
+    arn = cloud.state_machines["FollowImportSessionStateMachine"].replace(":stateMachine:", ":execution:")
+    events = list(cloud.follow(f"{arn}:import-session-{session_id}", timeout_seconds=60))
+    return dict(events[-1])
+
+
+def report_of(cloud: LocalCloud, delivery: Delivery) -> dict[str, Any]:
+    (report,) = delivery.result["reports"]
+    key = f"reports/{report['month']}/{report['object']['versionId']}.json"
+    return dict(json.loads(cloud.client("s3").get_object(Bucket=cloud.bucket, Key=key)["Body"].read()))
+
+
+def expected_charges(body: bytes, month: str, packet_size: int | None = None) -> dict[str, Decimal]:
+    mapping = parse_mapping(EXAMPLE_MAPPING.read_text(), "example")
+    if packet_size:
+        mapping = mapping.model_copy(update={"packet_size": packet_size})
+    plan = plan_import(io.BytesIO(body), month=month, currency="JPY", mapping=mapping)
+    return {c.ext_charge_id or "": c.total_price for c in plan.charges}
+
+
+def held(cloudblue: CloudBlueSimulator, session_id: int) -> list[tuple[str, Decimal]]:
+    return sorted((c["extChargeId"], c["totalPrice"]) for c in cloudblue.charges(session_id))
+
+
+def test_an_upload_becomes_exactly_the_expected_charges_in_a_rated_session(importing, soracom, cloudblue):
+    # Given the detailed billing CSV of a month, uploaded by a person
+    month = shift_month(LAST_MONTH, -1)
+    body = soracom.csv_bytes(month)
+
+    delivery = upload(importing, f"uploads/{month}/october billing.csv", body)
+
+    # Then CloudBlue holds exactly the charges the file maps to, once, in one closed session
+    assert delivery.error is None
+    (first,) = delivery.result["reports"]
+    session_id = first["importSessionId"]
+    expected = expected_charges(body, month)
+    assert held(cloudblue, session_id) == sorted(expected.items())
+    assert sum(expected.values()) == soracom.bill(month)["amount"]
+    assert all(c["currencyCode"] == "JPY" and c["type"] == "COS" for c in cloudblue.charges(session_id))
+    # and the session is followed to PROCESSED, which the report records with a balanced reconciliation
+    assert follow(importing, session_id)["type"] == "ExecutionSucceeded"
+    assert cloudblue.session(session_id).status == "PROCESSED"
+    report = report_of(importing, delivery)
+    assert report["status"] == "PROCESSED"
+    assert report["reconciliation"]["csvSum"] == report["reconciliation"]["importedSum"] == str(sum(expected.values()))
+    assert report["reconciliation"]["balanced"] is True
+    assert report["object"]["key"] == f"uploads/{month}/october billing.csv"
+
+
+def test_the_same_s3_event_twice_imports_once(importing, soracom, cloudblue):
+    month = shift_month(LAST_MONTH, -2)
+    first = upload(importing, f"uploads/{month}/twice.csv", soracom.csv_bytes(month))
+    sessions_before = len(cloudblue.sessions())
+    packets_before = cloudblue.count("importCharges")
+
+    again = redeliver(importing, first)
+
+    assert again.error is None
+    (report,) = again.result["reports"]
+    assert report["importSessionId"] == first.result["reports"][0]["importSessionId"]
+    assert len(cloudblue.sessions()) == sessions_before
+    assert cloudblue.count("importCharges") == packets_before  # nothing sent again
+    session_id = report["importSessionId"]
+    assert held(cloudblue, session_id) == sorted(expected_charges(soracom.csv_bytes(month), month).items())
+
+
+def test_the_same_bytes_uploaded_again_for_the_month_are_a_recorded_duplicate(importing, soracom, cloudblue):
+    month = shift_month(LAST_MONTH, -3)
+    first = upload(importing, f"uploads/{month}/a.csv", soracom.csv_bytes(month))
+    sessions = len(cloudblue.sessions())
+
+    second = upload(importing, f"uploads/{month}/copy-of-a.csv", soracom.csv_bytes(month))
+
+    (report,) = second.result["reports"]
+    assert report["status"] == "DUPLICATE"
+    assert (
+        report["duplicateOf"]
+        == first.result["reports"][0]["object"]["bucket"]
+        + f"/uploads/{month}/a.csv#"
+        + (first.result["reports"][0]["object"]["versionId"])
+    )
+    assert len(cloudblue.sessions()) == sessions
+
+
+def test_a_crash_after_some_packets_resumes_in_the_same_session_without_resending(
+    importing, soracom, cloudblue, tmp_path
+):
+    # Given packets of 5 charges sent one at a time, and CloudBlue failing every attempt at packets 3 and on
+    month = shift_month(LAST_MONTH, -4)
+    body = soracom.csv_bytes(month)
+    use_mapping(importing, tmp_path, packetSize=5)
+    importing.runner.environment_overrides["IMPORT_CONCURRENCY"] = "1"
+    already = cloudblue.count("importCharges")
+    cloudblue.faults.server_error_on_packets = list(range(already + 3, already + 9))  # 2 attempts x 3 invocations
+
+    failed = upload(importing, f"uploads/{month}/crash.csv", body)
+
+    # Then the import failed after the first and the two retry invocations, with two packets accepted
+    assert failed.attempts == 3
+    assert failed.error is not None
+    assert "CloudBlueUnavailableError" in failed.error
+    (session,) = [s for s in cloudblue.sessions() if s.status == "OPEN" and s.packets_accepted == 2]
+
+    # When the event is delivered again (CloudBlue is back)
+    retried = redeliver(importing, failed)
+
+    # Then the same session got the remaining packets only: nothing lost, nothing doubled
+    assert retried.error is None
+    (report,) = retried.result["reports"]
+    assert report["importSessionId"] == session.importSessionId
+    expected = expected_charges(body, month, packet_size=5)
+    assert held(cloudblue, session.importSessionId) == sorted(expected.items())
+    assert report["counts"]["packetsAlreadyAccepted"] == 2
+    assert report["counts"]["packetsSentThisRun"] == report["counts"]["packets"] - 2
+    assert cloudblue.session(session.importSessionId).duplicates_ignored == 0
+
+
+@pytest.mark.parametrize("ignores_repeats", [True, False])
+def test_a_connection_dropped_after_cloudblue_took_a_packet(importing, soracom, cloudblue, ignores_repeats):
+    month = shift_month(LAST_MONTH, -5 - int(ignores_repeats))
+    body = soracom.csv_bytes(month)
+    cloudblue.ignore_repeated_ext_hash = ignores_repeats
+    cloudblue.faults.drop_after_processing_next = 1
+
+    delivery = upload(importing, f"uploads/{month}/dropped.csv", body)
+
+    assert delivery.error is None
+    (report,) = delivery.result["reports"]
+    session_id = report["importSessionId"]
+    expected = expected_charges(body, month)
+    if ignores_repeats:
+        # CloudBlue recognised the resent packet by its charges' extHash: nothing doubled
+        assert held(cloudblue, session_id) == sorted(expected.items())
+        assert cloudblue.session(session_id).duplicates_ignored == len(expected)
+    else:
+        # CloudBlue stored it twice: the report says which packet may be doubled and where
+        assert len(cloudblue.charges(session_id)) == 2 * len(expected)
+    (warning,) = report["warnings"]
+    assert "packet 1 was sent again after a connection was lost" in warning
+    assert f"session {session_id}" in warning
+
+
+def test_a_bad_file_imports_nothing_and_the_report_lists_every_problem(importing, cloudblue):
+    month = shift_month(LAST_MONTH, -7)
+    body = (
+        "\ufeffimsi,date,billItemName,unitPrice,quantity,amount,customer\r\n"
+        f"440103000000001,{month}01,基本料金 (plan-D),10,1,10,Acme Logistics\r\n"
+        f"440103000000001,{month}02,基本料金 (plan-D),10,1,ten,Acme Logistics\r\n"
+        f"440103000000001,{month}03,Unheard-of item,10,1,10,Acme Logistics\r\n"
+    ).encode()
+    sessions = len(cloudblue.sessions())
+
+    delivery = upload(importing, f"uploads/{month}/bad.csv", body)
+
+    assert delivery.error is None
+    report = report_of(importing, delivery)
+    assert report["status"] == "REJECTED"
+    assert len(cloudblue.sessions()) == sessions
+    problems = {(p["line"], p["column"], p["value"]) for p in report["problems"]}
+    assert problems == {(3, "amount", "ten"), (4, "billItemName", "Unheard-of item")}
+
+
+def test_a_file_with_no_currency_is_rejected_saying_how_to_give_one(importing, soracom, cloudblue, tmp_path):
+    month = shift_month(LAST_MONTH, -8)
+    mapping = yaml.safe_load(EXAMPLE_MAPPING.read_text())
+    mapping.pop("currency", None)
+    path = tmp_path / "mapping.yaml"
+    path.write_text(yaml.safe_dump(mapping, allow_unicode=True))
+    importing.put_mapping(path)
+
+    delivery = upload(importing, f"uploads/{month}/no-currency.csv", soracom.csv_bytes(month), currency=None)
+
+    report = report_of(importing, delivery)
+    assert report["status"] == "REJECTED"
+    assert "no currency for this file" in report["problems"][0]["message"]
+
+
+def test_failed_processing_alerts_the_topic_and_lands_in_the_report(importing, soracom, cloudblue):
+    # Given a subscriber to the alerts topic, and CloudBlue failing to rate the next session
+    sqs, sns = importing.client("sqs"), importing.client("sns")
+    queue_url = sqs.create_queue(QueueName="alerts-reader")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=importing.resources["AlertsTopic"], Protocol="sqs", Endpoint=queue_arn)
+    cloudblue.faults.fail_processing = "Subscription 4bd6c1f3 is not active"
+    month = shift_month(LAST_MONTH, -9)
+
+    delivery = upload(importing, f"uploads/{month}/fails.csv", soracom.csv_bytes(month))
+    (first,) = delivery.result["reports"]
+    ended = follow(importing, first["importSessionId"])
+
+    # Then the follow state machine fails with the reason, the report says so, and a person is alerted
+    assert ended["type"] == "ExecutionFailed"
+    assert ended["executionFailedEventDetails"]["error"] == "ImportSessionFailed"
+    report = report_of(importing, delivery)
+    assert report["status"] == "FAILED_PROCESSED"
+    assert report["errorDesc"] == "Subscription 4bd6c1f3 is not active"
+    (message,) = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    alert = json.loads(message["Body"])
+    assert alert["Subject"] == f"soracharge: {month} import failed processed"
+    assert "Subscription 4bd6c1f3 is not active" in alert["Message"]
+    assert f"Import session: {first['importSessionId']}" in alert["Message"]
+    assert "What to do:" in alert["Message"]
+
+
+def test_a_key_outside_the_layout_gets_a_report_saying_where_files_go(importing, cloudblue):
+    # uploads/ without a month folder is not importable (the S3 filter still sends it: prefix and suffix match)
+    delivery = upload(importing, "uploads/loose-file.csv", b"imsi,date\r\n")
+    (report,) = delivery.result["reports"]
+    assert report["status"] == "REJECTED"
+    assert "use exports/<yyyyMM>/<name>.csv or uploads/<yyyyMM>/<name>.csv" in report["summary"]
