@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint typecheck template-check layer-requirements check-layer-requirements unit integration clean
+.PHONY: install demo bench test lint typecheck template-check layer-requirements check-layer-requirements unit integration clean
 
 install: $(VENV)/.installed
 
@@ -22,9 +22,14 @@ $(VENV)/.installed: pyproject.toml uv.lock $(UV)
 	$(UV) sync --frozen --extra local --python $(PYTHON)
 	touch $@
 
-## The main job, end to end on the built-in Soracom simulator and moto.
+## The main job, end to end on the built-in simulators and moto: last month's bill becomes charges.
 demo: install
-	$(BIN)/soracharge export --out out/export.csv
+	$(BIN)/soracharge run --mapping examples/mapping.example.yaml --out out
+
+## The benchmarks of the import (figures in bench/README.md and the README).
+bench: install
+	$(BIN)/python bench/import_throughput.py
+	$(BIN)/python bench/import_concurrency.py
 
 ## Every check CI runs: lint, types, the template, then the whole test suite.
 test: lint typecheck template-check check-layer-requirements

@@ -29,8 +29,12 @@ def soracom() -> Iterator[SoracomSimulator]:
 @pytest.fixture(scope="module")
 def cloud(soracom: SoracomSimulator) -> Iterator[LocalCloud]:
     access = SoracomAccess(endpoint=soracom.base_url, auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY)
+    # Export tests only: the import flow (and its S3 notification) is tested in test_import_flow.py.
     with LocalCloud(
-        soracom=access, instant_waits=True, environment={"POWERTOOLS_METRICS_DISABLED": "true"}
+        soracom=access,
+        instant_waits=True,
+        import_on_upload=False,
+        environment={"POWERTOOLS_METRICS_DISABLED": "true"},
     ) as local_cloud:
         yield local_cloud
 
