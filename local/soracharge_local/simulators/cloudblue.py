@@ -40,6 +40,10 @@ Faults are switched on through :class:`CloudBlueFaults` (``sim.faults``) or over
 The ``type`` names in error bodies are this simulator's guesses in CloudBlue's style (rating
 engine errors as Java class names, APS controller errors as ``APS::Util::Exception``): a client
 must not branch on them. Run it by hand with ``python -m soracharge_local.simulators.cloudblue``.
+
+The server plumbing (start/stop on a daemon thread, ``base_url``, the fault switches, the recorded
+requests and their ``/_simulator`` endpoints, the JSON helpers) is shared with the Soracom
+simulator and lives in :mod:`soracharge_local.simulators.server`; this module is what is CloudBlue's.
 """
 
 from __future__ import annotations
@@ -51,25 +55,19 @@ import dataclasses
 import hashlib
 import hmac
 import itertools
-import json
 import logging
 import math
-import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
-from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, cast, get_args
 from urllib.parse import unquote, urlsplit
 
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature  # type: ignore[import-untyped, unused-ignore]
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from soracharge_local.simulators.aps_type import (
@@ -79,6 +77,14 @@ from soracharge_local.simulators.aps_type import (
     check_charges_packet,
     load_json,
     stored_charge,
+)
+from soracharge_local.simulators.server import (
+    LoopbackServer,
+    Reply,
+    json_object,
+    json_response,
+    raw_request_target,
+    run_in_foreground,
 )
 
 if TYPE_CHECKING:
@@ -281,30 +287,12 @@ class _SignedRequest:
     signature: str
 
 
-class _QuietRequestHandler(WSGIRequestHandler):
-    """werkzeug's handler, logging to this module at DEBUG, with paths only."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        _log.debug("%s %s -> %s", self.command, urlsplit(self.path).path, code)
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        _log.log(logging.WARNING if type == "error" else logging.DEBUG, message, *args)
-
-
-class _Reply(Exception):
-    """Raised inside a handler to answer at once with ``response``."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
 # --------------------------------------------------------------------------------------------
 # The simulator
 # --------------------------------------------------------------------------------------------
 
 
-class CloudBlueSimulator:
+class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
     """A CloudBlue Commerce brand endpoint on ``http://127.0.0.1:<port>``; see the module docstring.
 
     >>> with CloudBlueSimulator() as sim:  # doctest: +SKIP
@@ -314,7 +302,14 @@ class CloudBlueSimulator:
     session processing; tests may pass a fake one. ``wall_clock`` (``time.time``) is what OAuth
     timestamps are checked against and what ``lastUpdateTime`` shows. ``require_uuids`` makes
     ``subscriptionId``, ``accountId`` and ``resourceId`` of charges APS UUIDs.
+
+    start/stop, ``base_url``, ``faults``/``update_faults`` and ``requests``/``clear_requests`` come
+    from :class:`~soracharge_local.simulators.server.LoopbackServer`.
     """
+
+    thread_name = "cloudblue-simulator"
+    logger = _log
+    json_content_type = _JSON
 
     def __init__(
         self,
@@ -350,114 +345,36 @@ class CloudBlueSimulator:
         self.processing_seconds = float(processing_seconds)
         self.ignore_repeated_ext_hash = ignore_repeated_ext_hash
         self.require_uuids = require_uuids
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port, faults=CloudBlueFaults(), check_fault=_check_fault)
         self._clock = clock
         self._wall_clock = wall_clock
-        self._faults = CloudBlueFaults()
 
-        self._lock = threading.Lock()
         self._token_expires_at = clock() + token_ttl_seconds
         self._nonces: dict[tuple[str, str], int] = {}
         self._sessions: dict[int, _Session] = {}
         self._session_ids = itertools.count(1)
         self._import_requests = 0
-        self._requests: list[RecordedRequest] = []
 
-        self._server: BaseWSGIServer | None = None
-        self._base_url: str | None = None
-        self._thread: threading.Thread | None = None
         prefix = "/aps/2/resources/<aps_id>"
-        self._url_map = Map(
+        self._url_map = self._routes(
             [
                 Rule("/aps/2/resources", endpoint="discover", methods=["GET"]),
                 Rule(f"{prefix}/importSessions", endpoint="sessions", methods=["GET", "POST"]),
                 Rule(f"{prefix}/importSessions/<session_id>", endpoint="session", methods=["GET", "PUT"]),
                 Rule(f"{prefix}/charges", endpoint="importCharges", methods=["POST"]),
-                Rule("/_simulator/faults", endpoint="control:faults", methods=["GET", "PUT", "DELETE"]),
-                Rule("/_simulator/requests", endpoint="control:requests", methods=["GET", "DELETE"]),
+            ],
+            [
                 Rule("/_simulator/sessions", endpoint="control:sessions", methods=["GET"]),
                 Rule("/_simulator/sessions/<session_id>", endpoint="control:session", methods=["PUT"]),
                 Rule("/_simulator/expire-tokens", endpoint="control:expire-tokens", methods=["POST"]),
                 Rule("/_simulator/renew-token", endpoint="control:renew-token", methods=["POST"]),
             ],
-            strict_slashes=False,
-            merge_slashes=False,
         )
 
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def start(self) -> str:
-        """Start serving on a daemon thread; return the base URL (what ``APS_ENDPOINT`` takes)."""
-        if self._server is not None:
-            raise RuntimeError("the simulator is already running")
-        server = make_server(self.host, self.port, self, threaded=True, request_handler=_QuietRequestHandler)
-        self._server = server
-        # A wildcard listen address is reached through loopback (this binds nothing).
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)  # noqa: S104
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        self._base_url = f"http://{host}:{server.server_port}"
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="cloudblue-simulator", daemon=True
-        )
-        self._thread.start()
+    def _log_started(self) -> None:
         _log.info("CloudBlue simulator listening on %s (auth %s)", self.base_url, self.auth)
-        return self.base_url
-
-    def stop(self) -> None:
-        """Stop serving (idempotent)."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def serve_forever(self) -> None:
-        """Start if needed and block until Ctrl-C (KeyboardInterrupt), then stop."""
-        if self._server is None:
-            self.start()
-        try:
-            while self._thread is not None and self._thread.is_alive():
-                self._thread.join(timeout=0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stop()
-
-    def __enter__(self) -> CloudBlueSimulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """``http://<host>:<port>``, no trailing slash (what ``APS_ENDPOINT`` takes); readable after stop()."""
-        if self._base_url is None:
-            raise RuntimeError("the simulator was never started: call start() first")
-        return self._base_url
 
     # -- inspection and control -----------------------------------------------------------------
-
-    @property
-    def faults(self) -> CloudBlueFaults:
-        """The live fault switches (mutable)."""
-        return self._faults
-
-    @faults.setter
-    def faults(self, value: CloudBlueFaults) -> None:
-        self._faults = value
 
     @property
     def consumer_secret(self) -> str:
@@ -484,21 +401,10 @@ class CloudBlueSimulator:
             self._token_expires_at = self._clock() + self.token_ttl_seconds
             return self._aps_token
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A snapshot of every request received so far, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
     def count(self, operation: Operation) -> int:
         """How many recorded requests were of ``operation`` (whatever their outcome)."""
         with self._lock:
             return sum(1 for r in self._requests if r.operation == operation)
-
-    def clear_requests(self) -> None:
-        """Forget the recorded requests (``server_error_on_packets`` keeps counting from where it was)."""
-        with self._lock:
-            self._requests.clear()
 
     def sessions(self) -> list[SessionView]:
         """Every import session, oldest first."""
@@ -527,19 +433,6 @@ class CloudBlueSimulator:
             session = self._sessions[session_id]
             session.forced = (status, error_desc, self._wall_clock())
             return self._view(session, now)
-
-    def update_faults(self, updates: Mapping[str, Any]) -> CloudBlueFaults:
-        """Validate ``updates`` (fault field -> value) and apply them all, or none on error."""
-        valid = {f.name for f in dataclasses.fields(CloudBlueFaults)}
-        checked: dict[str, Any] = {}
-        for name, value in updates.items():
-            if name not in valid:
-                raise ValueError(f"unknown fault {name!r} (known: {', '.join(sorted(valid))})")
-            checked[name] = _check_fault(name, value)
-        with self._lock:
-            for name, value in checked.items():
-                setattr(self._faults, name, value)
-        return self._faults
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -577,7 +470,7 @@ class CloudBlueSimulator:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
         request = Request(environ)
-        raw_target = _raw_target(environ)
+        raw_target = raw_request_target(environ)
         body = request.get_data(cache=True)
         operation: Operation = "unknown"
         auth: Literal["oauth", "token"] | None = None
@@ -605,8 +498,7 @@ class CloudBlueSimulator:
             body=body,
             dropped=drop,
         )
-        with self._lock:
-            self._requests.append(record)
+        self._record(record)
         if drop:
             _drop_connection(environ)
         return cast(Iterator[bytes], response(environ, start_response))
@@ -641,15 +533,15 @@ class CloudBlueSimulator:
                 self._maybe_server_error(operation)
             if packet and packet in faults.server_error_on_packets:
                 _log.info("importCharges request #%d: 500 (server_error_on_packets)", packet)
-                raise _Reply(self._error(500, _INTERNAL_ERROR, "Internal error while importing charges"))
+                raise Reply(self._error(500, _INTERNAL_ERROR, "Internal error while importing charges"))
             auth = self._authenticate(request, raw_target, body)
             if operation == "discover":
                 response = self._discover(raw_target)
             else:
                 if args["aps_id"].lower() != self.resource_id.lower():
-                    raise _Reply(self._error(404, _CONTROLLER_ERROR, f"Resource {args['aps_id']} not found"))
+                    raise Reply(self._error(404, _CONTROLLER_ERROR, f"Resource {args['aps_id']} not found"))
                 response = self._operation(operation, args, request, body)
-        except _Reply as reply:
+        except Reply as reply:
             response = reply.response
         if operation == "importCharges" and response.status_code == 200:
             with self._lock:
@@ -682,7 +574,7 @@ class CloudBlueSimulator:
                 return
             self._faults.server_error_next -= 1
         _log.info("%s: 500 (server_error_next)", operation)
-        raise _Reply(self._error(500, _INTERNAL_ERROR, "Internal server error"))
+        raise Reply(self._error(500, _INTERNAL_ERROR, "Internal server error"))
 
     def _discover(self, raw_target: str) -> Response:
         query = raw_target.partition("?")[2]
@@ -825,7 +717,7 @@ class CloudBlueSimulator:
     def _unauthorized(self, reason: str) -> NoReturn:
         _log.info("401: %s", reason)
         headers = {"WWW-Authenticate": 'OAuth realm="aps"'} if self.auth != "token" else None
-        raise _Reply(self._error(401, _CONTROLLER_ERROR, f"Unauthorized request: {reason}", headers))
+        raise Reply(self._error(401, _CONTROLLER_ERROR, f"Unauthorized request: {reason}", headers))
 
     def _check_token(self, token: str) -> None:
         now = self._clock()
@@ -911,27 +803,11 @@ class CloudBlueSimulator:
 
     # -- /_simulator ------------------------------------------------------------------------------
 
-    def _control(self, endpoint: str, args: Mapping[str, str], request: Request) -> Response:
-        if endpoint == "control:faults":
-            if request.method == "PUT":
-                body = _json_object(request)
-                if body is None:
-                    return _json_response(400, {"message": "expected a JSON object of fault fields"})
-                try:
-                    self.update_faults(body)
-                except (TypeError, ValueError) as exc:
-                    return _json_response(400, {"message": str(exc)})
-            elif request.method == "DELETE":
-                self.update_faults(CloudBlueFaults().to_json())
-            return _json_response(200, self._faults.to_json())
-        if endpoint == "control:requests":
-            if request.method == "DELETE":
-                self.clear_requests()
-            return _json_response(200, {"requests": [r.to_json() for r in self.requests]})
+    def _own_control(self, endpoint: str, args: Mapping[str, str], request: Request) -> Response:
         if endpoint == "control:sessions":
             return _json_response(200, {"sessions": [s.to_json() for s in self.sessions()]})
         if endpoint == "control:session":
-            body = _json_object(request)
+            body = json_object(request)
             session_id = _session_id(args["session_id"])
             error_desc = None if body is None else body.get("errorDesc")
             if body is None or session_id is None or not isinstance(error_desc, str | None):
@@ -948,6 +824,9 @@ class CloudBlueSimulator:
             return _json_response(200, {"expired": True})
         # control:renew-token
         return _json_response(200, {"token": self.renew_token(), "ttlSeconds": self.token_ttl_seconds})
+
+    def _control_error(self, status: int, code: str, message: str) -> Response:
+        return _json_response(status, {"message": message})  # no SIM000n code: the body has the message only
 
 
 # --------------------------------------------------------------------------------------------
@@ -1057,46 +936,8 @@ def _wall_text(seconds: float) -> str:
     return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
-def _raw_target(environ: WSGIEnvironment) -> str:
-    """The request target exactly as on the request line (werkzeug's ``RAW_URI``).
-
-    werkzeug stores it through the WSGI "encoding dance" (UTF-8 bytes seen as latin-1); undo it to
-    get back the string http.server read (the raw bytes decoded as latin-1).
-    """
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if not isinstance(raw, str):
-        query = environ.get("QUERY_STRING", "")
-        return str(environ.get("PATH_INFO", "")) + (f"?{query}" if query else "")
-    try:
-        return raw.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return raw
-
-
-def _json_object(request: Request) -> dict[str, Any] | None:
-    try:
-        body = json.loads(request.get_data(cache=True) or b"null")
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _json_text(value: Any) -> str:
-    """JSON text in which a ``Decimal`` is written exactly (``0.30``, never a float artefact)."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"cannot write {value} as JSON")
-        return format(value, "f")
-    if isinstance(value, Mapping):
-        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {_json_text(v)}" for k, v in value.items())
-        return "{" + ", ".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_json_text(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
-
-
 def _json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(_json_text(body), status=status, headers=dict(headers or {}), content_type=_JSON)
+    return json_response(status, body, headers, content_type=_JSON)
 
 
 def _empty_response() -> Response:
@@ -1157,15 +998,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sim.auth != "oauth":
         print(f"  APS_TOKEN={sim.aps_token}  (valid {sim.token_ttl_seconds:g} s; POST /_simulator/renew-token)")
     print(f"  faults: GET/PUT/DELETE {base_url}/_simulator/faults; sessions: GET {base_url}/_simulator/sessions")
-    print("Press Ctrl-C to stop.", flush=True)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` stops it as cleanly as Ctrl-C
-    sim.serve_forever()
-    return 0
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    return run_in_foreground(sim)
 
 
 if __name__ == "__main__":

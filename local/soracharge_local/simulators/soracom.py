@@ -31,6 +31,10 @@ Faults are switched on through :class:`SoracomFaults` (``sim.faults``) or over H
 Error codes: ``AUM0001`` (no API key/token), ``AUM0002`` (bad credentials) and ``AGW0005``
 (internal error) are codes Soracom is known to send; the others follow the same pattern but are
 this simulator's own. Run it by hand with ``python -m soracharge_local.simulators.soracom``.
+
+The server plumbing (start/stop on a daemon thread, ``base_url``, the fault switches, the recorded
+requests and their ``/_simulator`` endpoints, the JSON helpers) is shared with the CloudBlue
+simulator and lives in :mod:`soracharge_local.simulators.server`; this module is what is Soracom's.
 """
 
 from __future__ import annotations
@@ -40,33 +44,35 @@ import base64
 import dataclasses
 import hashlib
 import hmac
-import json
 import logging
 import math
 import secrets
-import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
-from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
+from soracharge_local.simulators.server import (
+    LoopbackServer,
+    Reply,
+    json_object,
+    json_response,
+    raw_request_target,
+    run_in_foreground,
+)
 from soracharge_local.simulators.soracom_data import (
     CURRENCIES,
     BillingCsv,
     Coverage,
-    decimal_text,
     generate_billing_csv,
     parse_year_month,
     payment_transaction_id,
@@ -214,30 +220,12 @@ class _RateWindow:
     count: int = 0
 
 
-class _QuietRequestHandler(WSGIRequestHandler):
-    """werkzeug's handler, logging to this module at DEBUG, with paths only (URLs carry tokens)."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        _log.debug("%s %s -> %s", self.command, urlsplit(self.path).path, code)
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        _log.log(logging.WARNING if type == "error" else logging.DEBUG, message, *args)
-
-
-class _Reply(Exception):
-    """Raised inside a handler to answer at once with ``response``."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
 # --------------------------------------------------------------------------------------------
 # The simulator
 # --------------------------------------------------------------------------------------------
 
 
-class SoracomSimulator:
+class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
     """An api.soracom.io stand-in on ``http://127.0.0.1:<port>``; see the module docstring.
 
     >>> with SoracomSimulator(today=date(2026, 11, 22)) as sim:  # doctest: +SKIP
@@ -245,7 +233,14 @@ class SoracomSimulator:
 
     ``clock`` (a monotonic seconds counter, ``time.monotonic`` by default) times token and URL
     expiry and the rate-limit window; tests may pass a fake one to expire things without waiting.
+
+    start/stop, ``base_url``, ``faults``/``update_faults`` and ``requests``/``clear_requests`` come
+    from :class:`~soracharge_local.simulators.server.LoopbackServer`.
     """
+
+    thread_name = "soracom-simulator"
+    logger = _log
+    json_content_type = _JSON
 
     def __init__(
         self,
@@ -276,13 +271,10 @@ class SoracomSimulator:
         self.sims = sims
         self.polls_until_ready = polls_until_ready
         self.url_ttl_seconds = url_ttl_seconds
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port, faults=SoracomFaults(), check_fault=_check_fault)
         self.operator_id = "OP" + f"{int(hashlib.sha256(auth_key_id.encode()).hexdigest(), 16) % 10**10:010d}"
         self._clock = clock
-        self._faults = SoracomFaults()
 
-        self._lock = threading.Lock()
         self._csv_lock = threading.Lock()
         self._signing_key = secrets.token_bytes(32)
         self._tokens: dict[str, _Token] = {}
@@ -290,14 +282,10 @@ class SoracomSimulator:
         self._urls: dict[str, _IssuedUrl] = {}
         self._state_overrides: dict[str, BillState | None] = {}
         self._csv_cache: dict[str, BillingCsv] = {}
-        self._requests: list[RecordedRequest] = []
         self._rate_windows: dict[str, _RateWindow] = {}
         self._server_errors_sent = 0
 
-        self._server: BaseWSGIServer | None = None
-        self._base_url: str | None = None
-        self._thread: threading.Thread | None = None
-        self._url_map = Map(
+        self._url_map = self._routes(
             [
                 Rule("/v1/auth", endpoint="auth", methods=["POST"]),
                 Rule("/v1/bills/<month>", endpoint="getBilling", methods=["GET"]),
@@ -308,109 +296,27 @@ class SoracomSimulator:
                     endpoint="download",
                     methods=["GET"],
                 ),
-                Rule("/_simulator/faults", endpoint="control:faults", methods=["GET", "PUT", "DELETE"]),
-                Rule("/_simulator/requests", endpoint="control:requests", methods=["GET", "DELETE"]),
+            ],
+            [
                 Rule("/_simulator/expire-tokens", endpoint="control:expire-tokens", methods=["POST"]),
                 Rule("/_simulator/bills/<month>", endpoint="control:bills", methods=["PUT"]),
             ],
-            strict_slashes=False,
-            merge_slashes=False,
         )
 
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def start(self) -> str:
-        """Start serving on a daemon thread; return the base URL (without ``/v1``)."""
-        if self._server is not None:
-            raise RuntimeError("the simulator is already running")
-        server = make_server(self.host, self.port, self, threaded=True, request_handler=_QuietRequestHandler)
-        self._server = server
-        # A wildcard listen address is reached through loopback (this binds nothing).
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)  # noqa: S104
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        self._base_url = f"http://{host}:{server.server_port}"
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="soracom-simulator", daemon=True
-        )
-        self._thread.start()
+    def _log_started(self) -> None:
         _log.info("Soracom simulator listening on %s (coverage %s)", self.base_url, self.coverage)
-        return self.base_url
-
-    def stop(self) -> None:
-        """Stop serving (idempotent)."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def serve_forever(self) -> None:
-        """Start if needed and block until Ctrl-C (KeyboardInterrupt), then stop."""
-        if self._server is None:
-            self.start()
-        try:
-            while self._thread is not None and self._thread.is_alive():
-                self._thread.join(timeout=0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stop()
-
-    def __enter__(self) -> SoracomSimulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """``http://<host>:<port>`` (what ``SORACOM_ENDPOINT`` takes); still readable after stop()."""
-        if self._base_url is None:
-            raise RuntimeError("the simulator was never started: call start() first")
-        return self._base_url
 
     # -- inspection and control -----------------------------------------------------------------
-
-    @property
-    def faults(self) -> SoracomFaults:
-        """The live fault switches (mutable)."""
-        return self._faults
-
-    @faults.setter
-    def faults(self, value: SoracomFaults) -> None:
-        self._faults = value
 
     @property
     def currency(self) -> str:
         """``JPY`` for the ``jp`` coverage, ``USD`` for ``g``."""
         return CURRENCIES[self.coverage]
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """A snapshot of every request answered so far, oldest first."""
-        with self._lock:
-            return list(self._requests)
-
     def count(self, kind: RequestKind) -> int:
         """How many requests of ``kind`` were answered (whatever their status)."""
         with self._lock:
             return sum(1 for r in self._requests if r.kind == kind)
-
-    def clear_requests(self) -> None:
-        """Forget the recorded requests."""
-        with self._lock:
-            self._requests.clear()
 
     def expire_tokens(self) -> None:
         """Invalidate every token issued so far: the next API call with one answers 401."""
@@ -478,7 +384,7 @@ class SoracomSimulator:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
         request = Request(environ)
-        raw_target = _raw_target(environ)
+        raw_target = raw_request_target(environ)
         kind: RequestKind = "unknown"
         try:
             endpoint, args = self._url_map.bind_to_environ(environ).match()
@@ -498,8 +404,7 @@ class SoracomSimulator:
             status=response.status_code,
             kind=kind,
         )
-        with self._lock:
-            self._requests.append(record)
+        self._record(record)
         return cast(Iterator[bytes], response(environ, start_response))
 
     def _dispatch(
@@ -543,7 +448,7 @@ class SoracomSimulator:
             if kind == "exportBilling":
                 return self._export_billing(args["month"], request)
             return self._get_exported_file(args["exported_file_id"])
-        except _Reply as reply:
+        except Reply as reply:
             return reply.response
 
     def _maybe_server_error(self, kind: RequestKind) -> None:
@@ -554,10 +459,10 @@ class SoracomSimulator:
             sequence = self._server_errors_sent
             self._server_errors_sent += 1
         if sequence % 2 == 0:
-            raise _Reply(self._api_error(500, "AGW0005", "Internal error", kind=kind))
+            raise Reply(self._api_error(500, "AGW0005", "Internal error", kind=kind))
         status, text = (502, "Bad Gateway") if sequence % 4 == 1 else (503, "Service Unavailable")
         # From "the edge": plain text, and no Soracom headers.
-        raise _Reply(Response(f"{status} {text}\n", status=status, content_type="text/plain; charset=utf-8"))
+        raise Reply(Response(f"{status} {text}\n", status=status, content_type="text/plain; charset=utf-8"))
 
     def _maybe_rate_limit(self, kind: RequestKind) -> None:
         with self._lock:
@@ -571,13 +476,13 @@ class SoracomSimulator:
             "X-Soracom-Ratelimit-Seconds-Before-Refresh": str(seconds),
         }
         body = {"code": "COM0005", "message": "Too many requests. Please retry after a while."}
-        raise _Reply(_json_response(429, body, headers))
+        raise Reply(_json_response(429, body, headers))
 
     def _authenticate(self, request: Request, kind: RequestKind) -> None:
         api_key = request.headers.get("X-Soracom-API-Key", "")
         token = request.headers.get("X-Soracom-Token", "")
         if not api_key or not token:
-            raise _Reply(
+            raise Reply(
                 self._api_error(401, "AUM0001", "API key and token are required in the request header", kind=kind)
             )
         now = self._clock()
@@ -585,10 +490,10 @@ class SoracomSimulator:
             issued = self._tokens.get(token)
             valid = issued is not None and hmac.compare_digest(issued.api_key, api_key) and now < issued.expires_at
         if not valid:
-            raise _Reply(self._api_error(401, "AUM0003", "Invalid or expired API key and token", kind=kind))
+            raise Reply(self._api_error(401, "AUM0003", "Invalid or expired API key and token", kind=kind))
 
     def _auth(self, request: Request) -> Response:
-        body = _json_object(request)
+        body = json_object(request)
         if body is None:
             return self._api_error(400, "COM0003", "The request body must be a JSON object", kind="auth")
         timeout = body.get("tokenTimeoutSeconds", DEFAULT_TOKEN_TIMEOUT)
@@ -623,7 +528,7 @@ class SoracomSimulator:
         try:
             parse_year_month(month)
         except ValueError:
-            raise _Reply(self._api_error(400, "BIL0002", f"Invalid yyyyMM: {month}", kind=kind)) from None
+            raise Reply(self._api_error(400, "BIL0002", f"Invalid yyyyMM: {month}", kind=kind)) from None
         return month
 
     def _get_billing(self, month: str) -> Response:
@@ -796,28 +701,12 @@ class SoracomSimulator:
 
     # -- /_simulator ------------------------------------------------------------------------------
 
-    def _control(self, endpoint: str, args: Mapping[str, str], request: Request) -> Response:
-        if endpoint == "control:faults":
-            if request.method == "PUT":
-                body = _json_object(request)
-                if body is None:
-                    return _json_response(400, {"code": "SIM0002", "message": "expected a JSON object of fault fields"})
-                try:
-                    self.update_faults(body)
-                except (TypeError, ValueError) as exc:
-                    return _json_response(400, {"code": "SIM0003", "message": str(exc)})
-            elif request.method == "DELETE":
-                self.update_faults(SoracomFaults().to_json())
-            return _json_response(200, self._faults.to_json())
-        if endpoint == "control:requests":
-            if request.method == "DELETE":
-                self.clear_requests()
-            return _json_response(200, {"requests": [r.to_json() for r in self.requests]})
+    def _own_control(self, endpoint: str, args: Mapping[str, str], request: Request) -> Response:
         if endpoint == "control:expire-tokens":
             self.expire_tokens()
             return _json_response(200, {"expired": True})
         # control:bills
-        body = _json_object(request)
+        body = json_object(request)
         state = None if body is None else body.get("state", "missing")
         if body is None or state not in (None, "closed", "temporary"):
             return _json_response(400, {"code": "SIM0004", "message": 'expected {"state": "closed"|"temporary"|null}'})
@@ -827,18 +716,8 @@ class SoracomSimulator:
             return _json_response(400, {"code": "SIM0005", "message": str(exc)})
         return _json_response(200, {"yearMonth": args["month"], "state": state})
 
-    def update_faults(self, updates: Mapping[str, Any]) -> SoracomFaults:
-        """Validate ``updates`` (fault field -> value) and apply them all, or none on error."""
-        valid = {f.name for f in dataclasses.fields(SoracomFaults)}
-        checked: dict[str, Any] = {}
-        for name, value in updates.items():
-            if name not in valid:
-                raise ValueError(f"unknown fault {name!r} (known: {', '.join(sorted(valid))})")
-            checked[name] = _check_fault(name, value)
-        with self._lock:
-            for name, value in checked.items():
-                setattr(self._faults, name, value)
-        return self._faults
+    def _control_error(self, status: int, code: str, message: str) -> Response:
+        return _json_response(status, {"code": code, "message": message})
 
 
 # --------------------------------------------------------------------------------------------
@@ -881,46 +760,8 @@ def _check_fault(name: str, value: Any) -> Any:
     return value
 
 
-def _raw_target(environ: WSGIEnvironment) -> str:
-    """The request target exactly as on the request line (werkzeug's ``RAW_URI``).
-
-    werkzeug stores it through the WSGI "encoding dance" (UTF-8 bytes seen as latin-1); undo it to
-    get back the string http.server read (the raw bytes decoded as latin-1).
-    """
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if not isinstance(raw, str):
-        query = environ.get("QUERY_STRING", "")
-        return str(environ.get("PATH_INFO", "")) + (f"?{query}" if query else "")
-    try:
-        return raw.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return raw
-
-
-def _json_object(request: Request) -> dict[str, Any] | None:
-    try:
-        body = json.loads(request.get_data(cache=True) or b"null")
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _json_text(value: Any) -> str:
-    """JSON text in which a ``Decimal`` is written exactly (``28734.56``, never a float artefact)."""
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"cannot write {value} as JSON")
-        return decimal_text(value)
-    if isinstance(value, Mapping):
-        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {_json_text(v)}" for k, v in value.items())
-        return "{" + ", ".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_json_text(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
-
-
 def _json_response(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Response:
-    return Response(_json_text(body), status=status, headers=dict(headers or {}), content_type=_JSON)
+    return json_response(status, body, headers, content_type=_JSON)
 
 
 def _s3_error(status: int, code: str, message: str, **extra: str) -> Response:
@@ -991,15 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{_month_text(current)} temporary"
     )
     print(f"  faults: GET/PUT/DELETE {base_url}/_simulator/faults; requests: GET {base_url}/_simulator/requests")
-    print("Press Ctrl-C to stop.", flush=True)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` stops it as cleanly as Ctrl-C
-    sim.serve_forever()
-    return 0
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    return run_in_foreground(sim)
 
 
 if __name__ == "__main__":
