@@ -1,31 +1,42 @@
 """Streaming read of Soracom's detailed billing CSV: validate every row and total it by key.
 
-The file (see ``local/soracharge_local/simulators/soracom_data.py`` for a faithful one) is UTF-8 with a
-BOM, has a header row, RFC 4180 quoting, and columns that vary from file to file: they are found by
-header name, never by position. Used columns:
+The file (``local/soracharge_local/simulators/soracom_data.py`` writes a faithful one) is UTF-8 with
+a BOM, has a header row, RFC 4180 quoting, and columns that vary from file to file: they are found
+by header name, never by position. The columns used:
 
 ==============  ========  =====================================================================
 column          required  accepted values
 ==============  ========  =====================================================================
 imsi            yes       digits, or empty for charges not tied to a SIM
 date            yes       ``yyyyMMdd`` (a real day) or ``yyyyMM``, inside the billed month
-billItemName    yes       a name the mapping's ``items`` match
-amount          yes       a plain decimal number (``-12.5``), no exponent, no NaN or Infinity
-unitPrice       no        empty, or a plain decimal number
-quantity        no        empty, or a plain decimal number
-<customer>      yes       the mapping's ``customer.column``: a listed value, or any value with a default
+billItemName    yes       a name that one of the mapping's ``items`` matches
+amount          yes       a plain decimal number (``-12.5``): no exponent, no NaN or Infinity,
+                          at most 18 decimals and 20 digits before the point
+unitPrice       no        empty, or such a number
+quantity        no        empty, or such a number
+<customer>      yes       the mapping's ``customer.column``: a listed value, or any with a default
 ==============  ========  =====================================================================
 
-Every other column is ignored, so are bytes that are not UTF-8 in them. Every problem is
-collected, not only the first (the first :data:`MAX_STORED_PROBLEMS` are kept, the rest counted),
+Every other column is ignored, and so are bytes that are not UTF-8 in them. Every problem is
+collected, not only the first (the first :data:`MAX_STORED_PROBLEMS` are kept, the others counted),
 each with its file line (1 is the header; a record's first physical line, also when quoted fields
-hold line breaks), column and value.
+hold line breaks), its column and its value.
 
-Speed: the loop over rows builds no object per row. Column indexes are resolved once, the three
-number texts of a row are parsed once per distinct ``(amount, quantity, unitPrice)`` text, and a
-row is folded into a :class:`Tally` per raw key ``(customer value, billItemName, imsi)``. Anything
-not seen before (a new key, new number texts, a bad date) takes the slow path, which validates the
-whole row and records its problems. Memory grows with the distinct keys, not with the rows.
+Speed (the goal: at least half the rate of a bare ``csv.reader`` loop over the same file; see
+``bench/README.md``). The loop over rows builds no object per row beyond the row and two lookup
+keys, and calls nothing in Python:
+
+- a line without a double quote is split on commas (what ``csv.reader`` would do with it, faster);
+  any other goes to ``csv.reader`` (:func:`iter_records` is the reference of this split);
+- a row is folded into the :class:`Tally` of its raw key ``(customer value, billItemName, imsi,
+  unitPrice)``, found with one dict lookup; the unit price is part of the key, so that a charge's
+  common unit price needs no check per row;
+- ``(amount, quantity)`` texts are parsed once per distinct pair, into integers scaled by 10**18,
+  packed with a row count into ONE integer (:func:`pack`): a row costs one exact integer addition;
+- anything not seen before (a new key, new number texts, a date not in the month) takes the slow
+  path, which validates the whole row and records its problems.
+
+Memory grows with the distinct keys, not with the rows (the lookup caches are bounded).
 """
 
 from __future__ import annotations
@@ -35,10 +46,11 @@ import csv
 import io
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Decimal
+from operator import itemgetter
 from typing import BinaryIO, Final
 
 from soracharge.models.charges import ImportProblem
@@ -47,42 +59,90 @@ from soracharge.models.months import parse_month
 
 MAX_STORED_PROBLEMS: Final = 1000
 
-#: Additions in this context are always exact (no rounding to 28 digits); an inexact result raises.
-EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact])
-
 IMSI, DATE, BILL_ITEM, UNIT_PRICE, QUANTITY, AMOUNT = "imsi", "date", "billItemName", "unitPrice", "quantity", "amount"
 
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+#: Numbers are summed as integers counting 10**-18 units.
+SCALE_DIGITS: Final = 18
+_MAX_INTEGER_DIGITS = 20
+_NUMBER = re.compile(
+    rf"[+-]?(?:[0-9]{{1,{_MAX_INTEGER_DIGITS}}}(?:\.[0-9]{{0,{SCALE_DIGITS}}})?|\.[0-9]{{1,{SCALE_DIGITS}}})", re.ASCII
+)
+_LOOSE_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 _DAY = re.compile(r"[0-9]{8}", re.ASCII)
 _MONTH = re.compile(r"[0-9]{6}", re.ASCII)
 #: Bound of each lookup cache (cleared when full), so memory stays flat even if every row is different.
 _CACHE_LIMIT = 100_000
 
-#: A raw key: ``(customer value, billItemName, imsi)``, plus ``(date, row number)`` with ``aggregation: none``.
+#: A raw key: ``(customer value, billItemName, imsi, unitPrice)``, plus ``(date, line)`` with aggregation none.
 RawKey = tuple[str, ...]
-#: A good row's amount, quantity (:data:`NO_QUANTITY` when it has none) and unit price (None when it has none).
-Numbers = tuple[Decimal, Decimal, Decimal | None]
-#: The quantity of a row without one: adds nothing, and is told apart by identity.
-NO_QUANTITY: Final = Decimal(0)
+
+# Packed sums. A row adds ONE integer to its tally: its amount, its quantity, 1 (a row) and 1 or 0
+# (a row without a quantity), each in its own 192-bit field of that integer:
+#
+#     packed = amount + quantity * 2**192 + (1 + missing * 2**192) * 2**384
+#
+# Python integers are exact and unbounded, so the sum of packed rows is the packing of the sums,
+# and unpacking it is exact as long as |Σ amount| and |Σ quantity| stay below 2**191 (amounts and
+# quantities are below 10**20, scaled by 10**18: below 2**127 each, so more than 2**64 rows would
+# be needed). One integer addition per row instead of four: the loop over rows is that much faster.
+_FIELD_BITS = 192
+_FIELD = 1 << _FIELD_BITS
+_HALF_FIELD = _FIELD >> 1
+_FIELD_MASK = _FIELD - 1
+
+
+def pack(amount: int, quantity: int, *, has_quantity: bool) -> int:
+    """One row's amount and quantity (scaled), as the integer its tally adds (see above)."""
+    return amount + (quantity << _FIELD_BITS) + ((1 + (0 if has_quantity else _FIELD)) << (2 * _FIELD_BITS))
+
+
+def unpack(total: int) -> tuple[int, int, int, int]:
+    """A sum of packed rows: (Σ amount, Σ quantity, rows, rows without a quantity)."""
+    amount = ((total + _HALF_FIELD) & _FIELD_MASK) - _HALF_FIELD
+    total = (total - amount) >> _FIELD_BITS
+    quantity = ((total + _HALF_FIELD) & _FIELD_MASK) - _HALF_FIELD
+    total = (total - quantity) >> _FIELD_BITS
+    return amount, quantity, total & _FIELD_MASK, total >> _FIELD_BITS
 
 
 class Tally:
-    """What the rows of one raw key add up to."""
+    """What the rows of one raw key add up to.
 
-    __slots__ = ("amount", "missing_quantity", "quantity", "rows", "same_unit_price", "unit_price")
+    While the file is read, ``packed`` sums its rows' :func:`pack`; at the end of the file
+    :meth:`finish` unpacks it into ``amount``, ``quantity``, ``rows`` and ``missing_quantity``. Every
+    Decimal here is in canonical form (:func:`unscaled`: no trailing zeros, no positive exponent).
+    """
 
-    def __init__(self, unit_price: Decimal | None) -> None:
-        self.amount = Decimal(0)
-        self.quantity = Decimal(0)
-        self.rows = 0
-        self.missing_quantity = 0
+    __slots__ = ("amount", "missing_quantity", "packed", "quantity", "rows", "unit_price")
+
+    amount: Decimal
+    quantity: Decimal
+    rows: int
+    missing_quantity: int
+
+    def __init__(self, unit_price: Decimal | None) -> None:  # the rest is set by finish()
         self.unit_price = unit_price
-        self.same_unit_price = unit_price is not None
+        self.packed = 0
 
     @property
     def quantity_rows(self) -> int:
         """How many of the rows have a quantity."""
         return self.rows - self.missing_quantity
+
+    def finish(self) -> None:
+        amount, quantity, self.rows, self.missing_quantity = unpack(self.packed)
+        self.amount = unscaled(amount)
+        self.quantity = unscaled(quantity)
+
+
+def unscaled(value: int) -> Decimal:
+    """The Decimal of a count of 10**-18 units, without trailing zeros nor exponent (``310``, ``0.3``)."""
+    sign, digits = ("-", str(-value)) if value < 0 else ("", str(value))
+    if len(digits) <= SCALE_DIGITS:
+        digits = digits.rjust(SCALE_DIGITS + 1, "0")
+    fraction = digits[-SCALE_DIGITS:].rstrip("0")
+    whole = digits[:-SCALE_DIGITS]
+    return Decimal(f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}")
 
 
 @dataclass
@@ -107,56 +167,50 @@ class BillingRows:
 
 
 def read_billing_csv(stream: BinaryIO, *, month: str, mapping: Mapping) -> BillingRows:
-    """Read ``stream`` (bytes, read incrementally) to the end, validating and tallying every row."""
-    month = parse_month(month)
+    """Read ``stream`` (bytes, read incrementally, never whole) to the end, validating and tallying every row."""
+    result = BillingRows(month=parse_month(month), aggregated=mapping.aggregation == "imsi-month")
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    text._CHUNK_SIZE = 1 << 16  # type: ignore[attr-defined]  # decode 64 KiB at a time, not 8: faster lines
     try:
-        result = BillingRows(month=month, aggregated=mapping.aggregation == "imsi-month")
-        with localcontext(EXACT):
-            _read(text, result, mapping)
-        return result
+        _read(text, result, mapping)
     finally:
-        text.detach()  # the caller owns the stream: do not close it
+        text.detach()  # the caller owns the stream: leave it open
+    return result
 
 
 def iter_records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     """``(first physical line, fields)`` of every CSV record, exactly as ``csv.reader`` splits them.
 
     ``lines`` come from a text stream opened with ``newline=""``. A line without a double quote is
-    split on commas (all ``csv.reader`` would do with it, three times faster); a line with one goes
-    to ``csv.reader``, which also reads the lines a quoted line break continues on. The loop of
-    :func:`read_billing_csv` inlines this one.
+    split on commas, all ``csv.reader`` would do with it; a line with one goes to ``csv.reader``,
+    which also reads the lines a quoted line break continues on. The loops of this module inline it.
     """
     lines = iter(lines)
     quoted = _QuotedRecords(lines)
     line_no = 0
     for line in lines:
         line_no += 1
-        if '"' in line:
-            quoted.push(line)
-            try:
-                row = quoted.parse_line()
-                span = 1
-            except IndexError:
-                row, span = quoted.record(line)
-            yield line_no, row
-            line_no += span - 1
-        else:
-            yield line_no, _split(line)
+        if '"' not in line:
+            text = line.rstrip("\r\n")
+            yield line_no, text.split(",") if text else []
+            continue
+        row, span = quoted.record(line)
+        yield line_no, row
+        line_no += span - 1
 
 
 class _QuotedRecords:
     """``csv.reader`` for the lines that hold a double quote.
 
-    :meth:`parse_line` parses a pushed line at C speed and raises ``IndexError`` when its record goes
-    on past it (a quoted line break); :meth:`record` then parses the record again from that line,
-    pulling the lines it continues on from the stream.
+    :meth:`record` parses the record that starts with a line: in C when it ends on that line, else
+    again, from that line, pulling the lines it goes on over from the stream.
     """
 
     __slots__ = ("_first", "_lines", "_reader", "parse_line", "push")
 
     def __init__(self, lines: Iterator[str]) -> None:
         pending: deque[str] = deque()
+        #: Push a line, then ``parse_line()`` parses it; ``IndexError`` means it needs the next lines.
         self.push = pending.append
         self.parse_line = csv.reader(iter(pending.popleft, None)).__next__
         self._lines = lines
@@ -175,6 +229,11 @@ class _QuotedRecords:
 
     def record(self, line: str) -> tuple[list[str], int]:
         """The record that starts with ``line``, and how many physical lines it spans. Raises ``csv.Error``."""
+        self.push(line)
+        try:
+            return self.parse_line(), 1
+        except IndexError:  # a quoted line break: the record goes on over the next lines
+            pass
         self._first = line
         before = self._reader.line_num
         row = next(self._reader)
@@ -186,81 +245,110 @@ def _read(text: Iterator[str], result: BillingRows, mapping: Mapping) -> None:
     quoted = _QuotedRecords(lines)
     try:
         first = next(lines, None)
-        header, line_no = quoted.record(first) if first is not None and '"' in first else (_split(first), 1)
+        header, header_lines = quoted.record(first) if first is not None and '"' in first else (_split(first), 1)
     except csv.Error as exc:
         result.add_problem(1, None, None, f"the header line is not valid CSV: {exc}")
         return
     if not header:
         result.add_problem(1, None, None, "the file is empty: no header line")
         return
-    indexes = _column_indexes(header, mapping.customer.column, result)
-    if indexes is None:
+    columns = _Columns.of(header, mapping.customer.column, result)
+    if columns is None:
         return
-    width = len(header)
-    check = _RowCheck(result, mapping, indexes, width)
-    i_imsi, i_date, i_item, i_amount, i_quantity, i_unit_price, i_customer = (
-        width if index is None else index for index in indexes
-    )
-    pad = [""] if width in (i_quantity, i_unit_price) else []  # an absent optional column reads as ""
-    per_row = not result.aggregated
-    tallies_get = result.tallies.get
-    admit = check.admit
-    days = check.days
-    numbers_get = check.numbers.get
-    no_quantity = NO_QUANTITY
-    push_quoted = quoted.push
-    parse_quoted = quoted.parse_line
-    header_lines = line_no
-    spare_lines = 0  # blank lines, and the extra lines of records with quoted line breaks
-
-    # The hot loop (see the module docstring): no call, no object per row beyond the two lookup keys.
-    try:
-        for line in lines:
-            line_no += 1
-            if '"' in line:
-                push_quoted(line)
-                try:
-                    row = parse_quoted()
-                except IndexError:  # a quoted line break: parse the record again over its lines
-                    row, span = quoted.record(line)
-                    line_no += span - 1
-                    spare_lines += span - 1
-            else:
-                row = line.rstrip("\r\n").split(",")
-            if len(row) != width:
-                if row == [""] or not row:
-                    spare_lines += 1
-                else:
-                    check.ragged(line_no, row)
-                continue
-            if pad:
-                row += pad
-            customer = row[i_customer]
-            item = row[i_item]
-            imsi = row[i_imsi]
-            day = row[i_date]
-            numbers = numbers_get((row[i_amount], row[i_quantity], row[i_unit_price]))
-            key = (customer, item, imsi, day, str(line_no)) if per_row else (customer, item, imsi)
-            tally = tallies_get(key)
-            if numbers is None or tally is None or day not in days:
-                admitted = admit(line_no, row, key, customer, item, imsi, day)
-                if admitted is None:
-                    continue
-                numbers, tally = admitted
-            amount, quantity, unit_price = numbers
-            tally.amount += amount
-            tally.quantity += quantity
-            tally.rows += 1
-            if quantity is no_quantity:
-                tally.missing_quantity += 1
-            if unit_price is not tally.unit_price and tally.same_unit_price:
-                tally.same_unit_price = unit_price is not None and unit_price == tally.unit_price
-    except csv.Error as exc:
-        result.add_problem(line_no, None, None, f"the file is not valid CSV here, reading stopped: {exc}")
-    result.rows = line_no - header_lines - spare_lines
+    check = _RowCheck(result, mapping, columns)
+    if result.aggregated and columns.complete:
+        result.rows = _read_aggregated(lines, quoted, header_lines, columns, check)
+    else:
+        result.rows = _read_generic(lines, header_lines, columns, check)
     if result.rows == 0 and result.problem_count == 0:
         result.add_problem(None, None, None, "the file has a header but no data rows")
     _add_totals(result)
+
+
+def _read_aggregated(
+    lines: Iterator[str], quoted: _QuotedRecords, header_lines: int, columns: _Columns, check: _RowCheck
+) -> int:
+    """The hot loop (aggregation imsi-month, every column present); returns the rows read."""
+    width = columns.width
+    pick_key = columns.key
+    pick_numbers = columns.numbers
+    i_date = columns.date
+    strip_last = columns.uses_last  # a plain line keeps its line break in its last field, unused or stripped
+    days = check.days
+    tallies = check.result.tallies
+    numbers = check.numbers
+    admit = check.admit
+    push_quoted = quoted.push
+    parse_quoted = quoted.parse_line
+    extra = 0  # physical lines beyond the first of the records read so far
+    blank = 0
+    index = header_lines
+    try:
+        for index, line in enumerate(lines, header_lines + 1):
+            if '"' not in line:
+                row = line.split(",")
+                if strip_last:
+                    row[-1] = row[-1].rstrip("\r\n")
+            else:
+                push_quoted(line)
+                try:
+                    row = parse_quoted()
+                except IndexError:  # a quoted line break
+                    row, span = quoted.record(line)
+                    extra += span - 1
+            if len(row) != width:
+                if len(row) < 2 and not "".join(row).rstrip("\r\n"):
+                    blank += 1
+                else:
+                    check.ragged(index + extra - _breaks(line, row), row)
+                continue
+            # Subscripts, not .get(): no call, and a missing key (a new key or new number texts) is rare.
+            try:
+                tally = tallies[pick_key(row)]
+                packed = numbers[pick_numbers(row)]
+                if row[i_date] not in days:
+                    raise KeyError(i_date)
+            except KeyError:
+                admitted = admit(index + extra - _breaks(line, row), row, pick_key(row))
+                if admitted is None:
+                    continue
+                packed, tally = admitted
+            tally.packed += packed
+    except csv.Error as exc:
+        check.unreadable(index + extra, exc)
+    return index - header_lines - blank
+
+
+def _read_generic(lines: Iterator[str], header_lines: int, columns: _Columns, check: _RowCheck) -> int:
+    """Any aggregation and column set, one row at a time through the slow path's checks; returns the rows read."""
+    width = columns.width
+    per_row = not check.result.aggregated
+    tallies_get = check.result.tallies.get
+    numbers_get = check.numbers.get
+    rows = 0
+    line_no = 0
+    try:
+        for line_no, row in iter_records(lines):
+            if not row:  # a blank line
+                continue
+            rows += 1
+            if len(row) != width:
+                check.ragged(line_no + header_lines, row)
+                continue
+            key = columns.key(row)
+            if per_row:
+                key = (*key, row[columns.date], str(line_no + header_lines))
+            numbers = numbers_get(columns.numbers(row))
+            tally = tallies_get(key)
+            if numbers is None or tally is None or row[columns.date] not in check.days:
+                admitted = check.admit(line_no + header_lines, row, key)
+                if admitted is None:
+                    continue
+                numbers, tally = admitted
+            tally.packed += numbers
+    except csv.Error as exc:
+        check.unreadable(line_no + header_lines + 1, exc)
+    return rows
 
 
 def _split(line: str | None) -> list[str]:
@@ -269,58 +357,103 @@ def _split(line: str | None) -> list[str]:
     return text.split(",") if text else []
 
 
-def _numbers_of(row: list[str], indexes: list[int | None]) -> tuple[str, str, str]:
-    """A row's amount, quantity and unitPrice texts ("" for an absent optional column)."""
-    amount, quantity, unit_price = (indexes[3], indexes[4], indexes[5])
-    assert amount is not None, "amount is a required column"
-    return (
-        row[amount],
-        row[quantity] if quantity is not None else "",
-        row[unit_price] if unit_price is not None else "",
-    )
-
-
-def _add_totals(result: BillingRows) -> None:
-    """Fold the tallies into the per-customer, per-item and whole-file sums (rejected rows are already in)."""
-    per_customer = result.per_customer
-    per_item = result.per_item
-    total = result.csv_sum
-    for (customer, item, *_), tally in result.tallies.items():
-        amount = tally.amount
-        total += amount
-        per_customer[customer] = per_customer.get(customer, 0) + amount
-        per_item[item] = per_item.get(item, 0) + amount
-    result.csv_sum = total
-
-
-def _column_indexes(header: list[str], customer_column: str, result: BillingRows) -> list[int | None] | None:
-    """Indexes of imsi, date, billItemName, amount, quantity, unitPrice, customer (in the order ``_picker`` uses)."""
-    names = [name.strip() for name in header]
-    required = [IMSI, DATE, BILL_ITEM, AMOUNT, customer_column]
-    positions: dict[str, int | None] = {}
-    ok = True
-    for name in [*required, QUANTITY, UNIT_PRICE]:
-        found = [index for index, header_name in enumerate(names) if header_name == name]
-        if len(found) > 1:
-            result.add_problem(1, name, name, f"column {name!r} appears {len(found)} times in the header")
-            ok = False
-        elif not found and name in required:
-            what = "the mapping's customer column" if name == customer_column else "a required column"
-            result.add_problem(1, name, None, f"missing column {name!r} ({what}); the header has: {', '.join(names)}")
-            ok = False
-        positions[name] = found[0] if found else None
-    if not ok:
-        return None
-    return [positions[name] for name in (IMSI, DATE, BILL_ITEM, AMOUNT, QUANTITY, UNIT_PRICE, customer_column)]
-
-
-def _line_breaks(row: list[str]) -> int:
-    """Physical line breaks inside a record's quoted fields (\\r\\n, \\n or \\r)."""
+def _breaks(line: str, row: list[str]) -> int:
+    """Physical line breaks inside a record's quoted fields (\\r\\n, \\n or \\r); none for a plain line."""
+    if '"' not in line:
+        return 0
     return sum(value.count("\n") + value.count("\r") - value.count("\r\n") for value in row)
 
 
+def _add_totals(result: BillingRows) -> None:
+    """Turn the tallies into Decimals and fold them into the file's sums (rejected rows are already in)."""
+    per_customer = result.per_customer
+    per_item = result.per_item
+    total = result.csv_sum
+    for key, tally in result.tallies.items():
+        tally.finish()
+        amount = tally.amount
+        total += amount
+        per_customer[key[0]] = per_customer.get(key[0], Decimal(0)) + amount
+        per_item[key[1]] = per_item.get(key[1], Decimal(0)) + amount
+    result.csv_sum = total
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Where the used columns are, and functions picking a row's raw key and number texts."""
+
+    width: int
+    imsi: int
+    date: int
+    item: int
+    amount: int
+    quantity: int | None
+    unit_price: int | None
+    customer: int
+    customer_name: str
+    key: Callable[[list[str]], RawKey]
+    numbers: Callable[[list[str]], tuple[str, ...]]
+
+    @property
+    def complete(self) -> bool:
+        return self.quantity is not None and self.unit_price is not None
+
+    @property
+    def uses_last(self) -> bool:
+        last = self.width - 1
+        return last in (self.imsi, self.date, self.item, self.amount, self.quantity, self.unit_price, self.customer)
+
+    @classmethod
+    def of(cls, header: list[str], customer_column: str, result: BillingRows) -> _Columns | None:
+        names = [name.strip() for name in header]
+        required = [IMSI, DATE, BILL_ITEM, AMOUNT, customer_column]
+        positions: dict[str, int | None] = {}
+        for name in [*required, QUANTITY, UNIT_PRICE]:
+            found = [index for index, header_name in enumerate(names) if header_name == name]
+            if len(found) > 1:
+                result.add_problem(1, name, name, f"column {name!r} appears {len(found)} times in the header")
+            elif not found and name in required:
+                what = "the mapping's customer column" if name == customer_column else "a required column"
+                listed = ", ".join(_shown(name) for name in names)
+                result.add_problem(1, name, None, f"missing column {name!r} ({what}); the header has: {listed}")
+            positions[name] = found[0] if found else None
+        if result.problem_count:
+            return None
+        imsi, day, item, amount, customer = (positions[name] for name in required)
+        assert imsi is not None, "required columns are present"
+        assert day is not None, "required columns are present"
+        assert item is not None, "required columns are present"
+        assert amount is not None, "required columns are present"
+        assert customer is not None, "required columns are present"
+        quantity, unit_price = positions[QUANTITY], positions[UNIT_PRICE]
+        return cls(
+            width=len(header),
+            imsi=imsi,
+            date=day,
+            item=item,
+            amount=amount,
+            quantity=quantity,
+            unit_price=unit_price,
+            customer=customer,
+            customer_name=customer_column,
+            key=_picker([customer, item, imsi, unit_price]),
+            numbers=_picker([amount, quantity]),
+        )
+
+
+def _picker(indexes: Sequence[int | None]) -> Callable[[list[str]], tuple[str, ...]]:
+    """A function taking a row to the tuple of its fields at ``indexes`` (``""`` for None)."""
+    if all(index is not None for index in indexes):
+        return itemgetter(*indexes)
+
+    def pick(row: list[str]) -> tuple[str, ...]:
+        return tuple("" if index is None else row[index] for index in indexes)
+
+    return pick
+
+
 def _shown(value: str) -> str:
-    """The field as a person can read it: bytes that are not UTF-8 shown as ``\\xNN``."""
+    """The text as a person can read it: bytes that are not UTF-8 shown as ``\\xNN``."""
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
@@ -337,77 +470,85 @@ def _is_utf8(value: str) -> bool:
 class _RowCheck:
     """The slow path: admits the first row of a key or of new number texts, or records a row's problems."""
 
-    def __init__(self, result: BillingRows, mapping: Mapping, indexes: list[int | None], width: int) -> None:
+    def __init__(self, result: BillingRows, mapping: Mapping, columns: _Columns) -> None:
         month = result.month
         self.result = result
         self.mapping = mapping
-        self.indexes = indexes
-        self.customer_column = mapping.customer.column
-        self.width = width
+        self.columns = columns
         self.month = month
         self.days = frozenset([month, *(f"{month}{day:02d}" for day in range(1, days_in_month(month) + 1))])
-        #: ``(amount, quantity, unitPrice)`` texts -> the numbers, once known good.
-        self.numbers: dict[tuple[str, str, str], Numbers] = {}
-        #: One Decimal per number text, so equal texts give the same object (``is`` compares them).
-        self.decimals: dict[str, Decimal] = {}
-        #: Customer values and bill item names -> whether the mapping knows them.
+        #: ``(amount, quantity)`` texts -> their numbers, once known good.
+        self.numbers: dict[tuple[str, ...], int] = {}
+        #: Customer values, bill item names and unit price texts -> whether they are good.
         self.known_customers: dict[str, bool] = {}
         self.known_items: dict[str, bool] = {}
+        self.unit_prices: dict[str, Decimal | None] = {}
 
-    def ragged(self, line_no: int, row: list[str]) -> None:
+    def ragged(self, line: int, row: list[str]) -> None:
         self.result.add_problem(
-            line_no - _line_breaks(row),
+            line,
             None,
             None,
-            f"the row has {len(row)} fields but the header has {self.width} (an unquoted comma or quote?)",
+            f"the row has {len(row)} fields but the header has {self.columns.width} (an unquoted comma or quote?)",
         )
 
-    def admit(
-        self, line_no: int, row: list[str], key: RawKey, customer: str, item: str, imsi: str, day: str
-    ) -> tuple[Numbers, Tally] | None:
+    def unreadable(self, line: int, error: csv.Error) -> None:
+        """The CSV cannot be read on from ``line`` (a quoted field that never ends, bigger than csv allows)."""
+        self.result.add_problem(line, None, None, f"the CSV cannot be read from this line on: {error}")
+
+    def admit(self, line: int, row: list[str], key: RawKey) -> tuple[int, Tally] | None:
         """The numbers and tally of a row the fast path could not take, or None (its problems recorded)."""
-        texts = _numbers_of(row, self.indexes)
+        columns = self.columns
+        texts = columns.numbers(row)
         numbers = self.numbers.get(texts)
         if numbers is None:
-            numbers = self._good_numbers(*texts)
-        if (
-            numbers is not None
-            and day in self.days
-            and self._known(self.known_customers, customer, self._customer_is_known)
-            and self._known(self.known_items, item, self._item_is_known)
-            and (not imsi or (imsi.isascii() and imsi.isdigit()))
-        ):
-            tallies = self.result.tallies
-            tally = tallies.get(key)
-            if tally is None:
-                tally = tallies[key] = Tally(numbers[2])
+            numbers = self._good_numbers(texts[0], texts[1])
+        customer, item, imsi, unit_price_text = key[:4]
+        tallies = self.result.tallies
+        tally = tallies.get(key)
+        if tally is None and numbers is not None and row[columns.date] in self.days:
+            # A new key (a SIM's first row of an item): check its parts once.
+            known_customer = self.known_customers.get(customer)
+            if known_customer is None:
+                known_customer = self._known(self.known_customers, customer, self._customer_is_known)
+            known_item = self.known_items.get(item)
+            if known_item is None:
+                known_item = self._known(self.known_items, item, self._item_is_known)
+            unit_price = self._unit_price(unit_price_text) if unit_price_text else None
+            if (
+                known_customer
+                and known_item
+                and (not imsi or (imsi.isascii() and imsi.isdigit()))
+                and (unit_price is not None or not unit_price_text)
+            ):
+                tally = tallies[key] = Tally(unit_price)
+                return numbers, tally
+        elif tally is not None and numbers is not None and row[columns.date] in self.days:
             return numbers, tally
-        self.reject(line_no, row, customer, item, imsi, day, *texts)
+        self.reject(line, row)
         return None
 
-    def _good_numbers(self, amount_text: str, quantity_text: str, unit_price_text: str) -> Numbers | None:
-        if not amount_text:
+    def _good_numbers(self, amount_text: str, quantity_text: str) -> int | None:
+        amount = _scaled(amount_text)
+        if amount is None:
             return None
-        amount = self._decimal(amount_text)
-        quantity = self._decimal(quantity_text) if quantity_text else NO_QUANTITY
-        unit_price = self._decimal(unit_price_text) if unit_price_text else None
-        if amount is None or quantity is None or (unit_price is None and unit_price_text):
+        quantity = _scaled(quantity_text) if quantity_text else 0
+        if quantity is None:
             return None
         cache = self.numbers
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
-        numbers = cache[(amount_text, quantity_text, unit_price_text)] = (amount, quantity, unit_price)
+        numbers = cache[(amount_text, quantity_text)] = pack(amount, quantity, has_quantity=bool(quantity_text))
         return numbers
 
-    def _decimal(self, text: str) -> Decimal | None:
-        """The value of a plain decimal text (one object per text), None if it is not one."""
-        decimals = self.decimals
-        value = decimals.get(text)
-        if value is None and _NUMBER.fullmatch(text):
-            if len(decimals) >= _CACHE_LIMIT:
-                decimals.clear()
-            value = decimals[text] = Decimal(text)
-        return value
+    def _unit_price(self, text: str) -> Decimal | None:
+        cache = self.unit_prices
+        if text not in cache:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            scaled = _scaled(text)
+            cache[text] = None if scaled is None else unscaled(scaled)
+        return cache[text]
 
     @staticmethod
     def _known(cache: dict[str, bool], value: str, judge: Callable[[str], bool]) -> bool:
@@ -424,20 +565,13 @@ class _RowCheck:
     def _item_is_known(self, item: str) -> bool:
         return bool(item) and _is_utf8(item) and self.mapping.item_for(item) is not None
 
-    def reject(
-        self,
-        line_no: int,
-        row: list[str],
-        customer: str,
-        item: str,
-        imsi: str,
-        day: str,
-        amount_text: str,
-        quantity_text: str,
-        unit_price_text: str,
-    ) -> None:
+    def reject(self, line: int, row: list[str]) -> None:
         """Record every problem of a row (its amount, when a number, still counts in the file's totals)."""
-        customer_column = self.customer_column
+        columns = self.columns
+        customer_column = columns.customer_name
+        customer, item, imsi, unit_price_text = columns.key(row)
+        amount_text, quantity_text = columns.numbers(row)
+        day = row[columns.date]
         fields = (
             (IMSI, imsi),
             (DATE, day),
@@ -463,38 +597,27 @@ class _RowCheck:
                 problems.append((BILL_ITEM, item, f"{BILL_ITEM} is empty"))
             elif self.mapping.item_for(item) is None:
                 problems.append((BILL_ITEM, item, f"no resource for bill item {item!r} (column {BILL_ITEM})"))
-        for column, text in ((UNIT_PRICE, unit_price_text), (QUANTITY, quantity_text)):
-            if readable[column] and text:
-                self._number_problem(column, text, problems)
-        amount = self._decimal(amount_text) if readable[AMOUNT] else None
-        if readable[AMOUNT]:
-            if not amount_text:
-                problems.append((AMOUNT, amount_text, f"{AMOUNT} is empty"))
-            else:
-                self._number_problem(AMOUNT, amount_text, problems)
+        for column, text in ((UNIT_PRICE, unit_price_text), (QUANTITY, quantity_text), (AMOUNT, amount_text)):
+            if readable[column] and (text or column == AMOUNT):
+                problem = _number_problem(column, text)
+                if problem:
+                    problems.append((column, text, problem))
         if readable[customer_column] and self.mapping.customer_for(customer) is None:
             hint = "" if customer else ": give the mapping a customer default for rows without one"
             message = f"no subscription for customer {customer!r} (column {customer_column}){hint}"
             problems.append((customer_column, customer, message))
         assert problems, "a rejected row has a problem"
 
-        line = line_no - _line_breaks(row)
         result = self.result
         for column, value, message in problems:
             result.add_problem(line, column, _shown(value), message)
-        if amount is not None:
+        scaled = _scaled(amount_text) if readable[AMOUNT] else None
+        if scaled is not None:
+            amount = unscaled(scaled)
             customer, item = _shown(customer), _shown(item)
             result.csv_sum += amount
-            result.per_customer[customer] = result.per_customer.get(customer, 0) + amount
-            result.per_item[item] = result.per_item.get(item, 0) + amount
-
-    def _number_problem(self, column: str, text: str, problems: list[tuple[str, str, str]]) -> None:
-        if self._decimal(text) is not None:
-            return
-        if text.strip().lower().lstrip("+-") in ("nan", "snan", "inf", "infinity"):
-            problems.append((column, text, f"{column} {text!r} is not a finite number"))
-        else:
-            problems.append((column, text, f"{column} {text!r} is not a plain decimal number (such as -12.5)"))
+            result.per_customer[customer] = result.per_customer.get(customer, Decimal(0)) + amount
+            result.per_item[item] = result.per_item.get(item, Decimal(0)) + amount
 
     def _date_problem(self, day: str) -> str:
         if _DAY.fullmatch(day):
@@ -508,6 +631,31 @@ class _RowCheck:
         else:
             return f"date {day!r} is not yyyyMMdd or yyyyMM"
         return f"date {day!r} is outside the billed month {self.month}"
+
+
+def _scaled(text: str) -> int | None:
+    """A plain decimal text as a count of 10**-18 units, or None when it is not one (see :data:`_NUMBER`)."""
+    if not _NUMBER.fullmatch(text):
+        return None
+    whole, _, fraction = text.lstrip("+").partition(".")
+    negative = whole.startswith("-")
+    digits = int((whole.lstrip("-") or "0") + fraction.ljust(SCALE_DIGITS, "0"))
+    return -digits if negative else digits
+
+
+def _number_problem(column: str, text: str) -> str | None:
+    """Why a number text is refused, or None when it is good."""
+    if not text:
+        return f"{column} is empty"
+    if _NUMBER.fullmatch(text):
+        return None
+    if text.strip().lower().lstrip("+-") in ("nan", "snan", "inf", "infinity"):
+        return f"{column} {text!r} is not a finite number"
+    if _LOOSE_NUMBER.fullmatch(text):
+        return (
+            f"{column} {text!r} has more than {SCALE_DIGITS} decimals or {_MAX_INTEGER_DIGITS} digits before the point"
+        )
+    return f"{column} {text!r} is not a plain decimal number (such as -12.5)"
 
 
 def days_in_month(month: str) -> int:

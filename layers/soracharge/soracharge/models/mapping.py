@@ -14,7 +14,9 @@ file, the field path and the YAML line, for example::
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
+from collections.abc import Mapping as Mapping_
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
@@ -68,6 +70,12 @@ def _check_glob(pattern: str) -> str:
     return pattern
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled_glob(pattern: str) -> re.Pattern[str] | None:
+    """The regular expression of a glob (case-sensitive), compiled once; None when it has no wildcard."""
+    return re.compile(fnmatch.translate(pattern)) if _GLOB_CHARS.intersection(pattern) else None
+
+
 class ItemTarget(_MappingPart):
     """A CloudBlue resource for the bill items whose ``billItemName`` is ``match`` or matches it as a glob."""
 
@@ -77,22 +85,17 @@ class ItemTarget(_MappingPart):
     uom: str = "units"
     description: str | None = None
 
-    _glob: re.Pattern[str] | None = PrivateAttr(default=None)
-
     @field_validator("match")
     @classmethod
     def _valid_glob(cls, value: str) -> str:
         return _check_glob(value) if _GLOB_CHARS.intersection(value) else value
 
-    def model_post_init(self, context: Any, /) -> None:
-        if _GLOB_CHARS.intersection(self.match):
-            self._glob = re.compile(fnmatch.translate(self.match))
-
     def matches(self, bill_item_name: str) -> bool:
         """The name equals ``match`` exactly, or ``match`` is a glob (``*``, ``?``, ``[..]``) that it matches."""
         if bill_item_name == self.match:
             return True
-        return self._glob is not None and self._glob.match(bill_item_name) is not None
+        glob = _compiled_glob(self.match)
+        return glob is not None and glob.match(bill_item_name) is not None
 
 
 class Mapping(_MappingPart):
@@ -120,6 +123,13 @@ class Mapping(_MappingPart):
         private = self.__pydantic_private__
         assert private is not None, "pydantic sets the private attributes at validation"
         return cast("dict[str, ItemTarget | None]", private["_items"])
+
+    def model_copy(self, *, update: Mapping_[str, Any] | None = None, deep: bool = False) -> Mapping:
+        """A copy with its own, empty lookup caches (a copy with other items must not answer from ours)."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied._customers = {}
+        copied._items = {}
+        return copied
 
     def customer_for(self, value: str) -> CustomerTarget | None:
         """The subscription of a customer column value: listed, else the default (also for ""), else None."""
@@ -196,8 +206,7 @@ def _yaml_syntax_error(exc: yaml.MarkedYAMLError) -> str:
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     what = exc.problem or exc.context or "syntax error"
     hint = ""
-    char = mark.buffer[mark.pointer : mark.pointer + 1] if mark is not None and mark.buffer is not None else ""
-    if char and char in "*&!":
+    if any(word in (exc.context or "") for word in ("alias", "anchor", "tag")):
         hint = ' (quote values that start with *, & or !, such as globs: match: "*")'
     return f"{where}YAML syntax error: {what}{hint}"
 

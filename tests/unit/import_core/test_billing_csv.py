@@ -1,0 +1,435 @@
+"""Reading a detailed billing CSV: what becomes charges, and every problem with its line, column and value."""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import pytest
+from soracharge.errors import InvalidInputError
+from soracharge.logic.billing_csv import MAX_STORED_PROBLEMS
+from soracharge.logic.charges import plan_import
+from soracharge.models.charges import ImportPlan, ImportProblem
+from soracharge.models.mapping import parse_mapping
+
+from tests.unit.import_core.builders import (
+    BASIC,
+    DATA,
+    DISCOUNT,
+    HEADER,
+    IMSI_1,
+    IMSI_2,
+    MAPPING_YAML,
+    RES_BASIC,
+    RES_DATA,
+    RES_DISCOUNT,
+    SUB_ACME,
+    SUB_DEFAULT,
+    SUB_TOKYO,
+    SUPPORT,
+    billing_csv,
+    mapping,
+    plan,
+    row,
+)
+
+TWO_DAYS = [
+    row(date="20261001"),
+    row(date="20261001", item=DATA, unit_price="0.2", quantity="12.5", amount="2.5"),
+    row(date="20261002"),
+    row(date="20261002", item=DATA, unit_price="0.2", quantity="3.1", amount="0.62"),
+]
+
+
+def totals(the_plan: ImportPlan) -> dict[tuple[str, str], Decimal]:
+    return {(c.resource_id, c.attributes["imsi"] if c.attributes else ""): c.total_price for c in the_plan.charges}
+
+
+def problems(the_plan: ImportPlan) -> list[tuple[int | None, str | None, str | None]]:
+    return [(p.line, p.column, p.value) for p in the_plan.problems]
+
+
+# --- what the file looks like -----------------------------------------------------------------------------
+
+
+def test_a_month_of_rows_becomes_one_charge_per_sim_and_item_with_summed_quantities():
+    # Given two days of a SIM's basic fee and data usage
+    # When the file is planned
+    result = plan(billing_csv(TWO_DAYS))
+    # Then there is one charge per item, quantities and amounts summed, over the whole month
+    assert result.problems == []
+    basic, data = sorted(result.charges, key=lambda c: c.resource_id != RES_BASIC)
+    assert (basic.resource_id, basic.amount, basic.total_price, basic.unit_price) == (
+        RES_BASIC,
+        Decimal(2),
+        Decimal(20),
+        Decimal(10),
+    )
+    assert (data.amount, data.total_price, data.unit_price, data.uom) == (
+        Decimal("15.6"),
+        Decimal("3.12"),
+        Decimal("0.2"),
+        "MB",
+    )
+    assert (basic.charge_start_date, basic.charge_end_date) == ("2026-10-01T00:00:00Z", "2026-10-31T00:00:00Z")
+    assert basic.subscription_id == SUB_TOKYO
+    assert basic.description == f"Basic fee (IMSI {IMSI_1})"
+    assert data.description == f"{DATA} (IMSI {IMSI_1})"
+    assert basic.attributes == {"billItemName": BASIC, "month": "202610", "imsi": IMSI_1}
+    assert result.rows == 4
+    assert result.csv_sum == result.charges_sum == Decimal("23.12")
+
+
+@pytest.mark.parametrize("bom", [True, False])
+def test_the_bom_is_optional(bom):
+    # Given the same rows with and without a byte order mark
+    # When they are planned
+    result = plan(billing_csv(TWO_DAYS, bom=bom))
+    # Then both give the same charges (the BOM does not end up in the first column's name)
+    assert result.problems == []
+    assert totals(result) == {(RES_BASIC, IMSI_1): Decimal(20), (RES_DATA, IMSI_1): Decimal("3.12")}
+
+
+def test_columns_are_found_by_name_in_any_order_with_extra_ones():
+    # Given a file whose columns come in another order, with columns this importer does not know
+    header = ("note", "customer", "amount", "billItemName", "quantity", "extra", "date", "unitPrice", "imsi", "tag")
+    rows = [dict(values, note="n, with comma", extra="x", tag="t") for values in TWO_DAYS]
+    # When it is planned
+    result = plan(billing_csv(rows, header=header))
+    # Then it gives the same charges as the usual layout
+    assert result.problems == []
+    assert result.charges == plan(billing_csv(TWO_DAYS)).charges
+
+
+def test_quoted_commas_and_doubled_quotes_in_an_item_name_are_read_whole():
+    # Given the volume discount, whose name holds a comma and double quotes (quoted, quotes doubled)
+    content = billing_csv([row(date="202610", item=DISCOUNT, unit_price="-3.10", quantity="1", amount="-3.10")])
+    assert '"ボリュームディスカウント ""IoT スターター, 10%"""'.encode() in content
+    # When it is planned
+    result = plan(content)
+    # Then the name is read whole and mapped by its glob, negative amount and all
+    [charge] = result.charges
+    assert charge.resource_id == RES_DISCOUNT
+    assert charge.attributes == {"billItemName": DISCOUNT, "month": "202610", "imsi": IMSI_1}
+    assert charge.total_price == Decimal("-3.1")
+
+
+def test_japanese_customers_and_items_map_and_survive_to_the_wire():
+    # Given rows with Japanese item names and customer tags
+    result = plan(billing_csv([row(customer="東京ガス")]))
+    # When the packet is written
+    body = result.packets(1)[0].to_json_bytes().decode("utf-8")
+    # Then they are mapped, and written as UTF-8 text (not \u escapes)
+    assert result.charges[0].subscription_id == SUB_TOKYO
+    assert BASIC in body
+
+
+def test_monthly_rows_and_daily_rows_of_an_item_share_its_monthly_charge():
+    # Given a daily row and a monthly (yyyyMM) row of the same item and SIM
+    rows = [row(date="20261005", amount="10"), row(date="202610", unit_price="10", quantity="2", amount="20")]
+    # When planned with the default aggregation
+    [charge] = plan(billing_csv(rows)).charges
+    # Then they are one charge for the month
+    assert (charge.amount, charge.total_price) == (Decimal(3), Decimal(30))
+
+
+def test_negative_amounts_subtract():
+    # Given a fee, a discount and the free tier (negative unit price) on the bill
+    rows = [
+        row(item=SUPPORT, date="202610", imsi="", customer="", unit_price="3000", quantity="1", amount="3000"),
+        row(item=DISCOUNT, date="202610", imsi="", customer="", unit_price="-31.00", quantity="1", amount="-31.00"),
+        row(item=DATA, date="202610", imsi="", customer="", unit_price="-0.2", quantity="500", amount="-100.0"),
+    ]
+    # When planned
+    result = plan(billing_csv(rows))
+    # Then the negative rows lower the totals, exactly
+    assert result.charges_sum == result.csv_sum == Decimal("2869")
+    assert {c.resource_id: c.total_price for c in result.charges}[RES_DISCOUNT] == Decimal(-31)
+
+
+def test_rows_without_imsi_are_the_default_subscriptions_charges_without_imsi():
+    # Given a charge not tied to a SIM (empty imsi and tags)
+    [charge] = plan(billing_csv([row(item=SUPPORT, imsi="", customer="", amount="3000", unit_price="3000")])).charges
+    # Then it goes to the default subscription, and neither its description nor its attributes name an IMSI
+    assert charge.subscription_id == SUB_DEFAULT
+    assert charge.account_id is None
+    assert charge.description == SUPPORT
+    assert charge.attributes == {"billItemName": SUPPORT, "month": "202610"}
+
+
+def test_customers_missing_or_unlisted_go_to_the_default():
+    # Given rows of a listed customer, an unlisted one and an empty one
+    rows = [row(customer="Acme Logistics"), row(imsi=IMSI_2, customer="Nobody Inc."), row(imsi="1", customer="")]
+    # When planned
+    result = plan(billing_csv(rows))
+    # Then the listed one has its subscription, the others the default
+    assert {c.attributes["imsi"]: c.subscription_id for c in result.charges if c.attributes} == {
+        IMSI_1: SUB_ACME,
+        IMSI_2: SUB_DEFAULT,
+        "1": SUB_DEFAULT,
+    }
+    assert result.per_customer == {"Acme Logistics": 10, "Nobody Inc.": 10, "": 10}
+    assert result.per_subscription == {SUB_ACME: 10, SUB_DEFAULT: 20}
+
+
+def test_decimal_sums_are_exact():
+    # Given amounts 0.1 and 0.2 (0.30000000000000004 in floating point)
+    rows = [row(amount="0.1", unit_price="0.1"), row(date="20261002", amount="0.2", unit_price="0.2")]
+    # When planned and written
+    result = plan(billing_csv(rows))
+    body = result.packets(7)[0].to_json_bytes()
+    # Then the total is exactly 0.3, written as the JSON number 0.3
+    assert result.charges[0].total_price == Decimal("0.3")
+    assert b'"totalPrice":0.3,' in body
+    assert b"0.30000000000000004" not in body
+    # and with unit prices that differ, the charge has none
+    assert b"unitPrice" not in body
+
+
+def test_a_file_without_quantity_or_unit_price_counts_rows():
+    # Given a file with only the required columns
+    header = ("imsi", "date", "billItemName", "amount", "customer")
+    # When planned
+    [charge] = plan(billing_csv(TWO_DAYS[::2], header=header)).charges
+    # Then each row counts 1 and there is no unit price
+    assert (charge.amount, charge.total_price, charge.unit_price) == (Decimal(2), Decimal(20), None)
+
+
+def test_blank_lines_are_skipped():
+    content = billing_csv(TWO_DAYS[:2]) + b"\r\n\r\n"
+    result = plan(content)
+    assert (result.problems, result.rows) == ([], 2)
+
+
+def test_the_stream_is_read_in_pieces_and_left_open():
+    # Given a stream that refuses to be read whole
+    class Piecewise(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            assert size is not None, "read() of the whole stream"
+            assert 0 < size <= 1 << 20, f"read({size}) of the whole stream"
+            return super().read(size)
+
+        def read1(self, size: int | None = -1) -> bytes:
+            assert size is not None, "read1() of the whole stream"
+            assert 0 < size <= 1 << 20, f"read1({size}) of the whole stream"
+            return super().read1(size)
+
+    stream = Piecewise(billing_csv(TWO_DAYS * 3000))
+    # When planned
+    result = plan_import(stream, month="202610", currency="JPY", mapping=mapping())
+    # Then it was read in pieces, to the end, and is still open for its owner
+    assert result.rows == 12000
+    assert not stream.closed
+
+
+# --- problems -----------------------------------------------------------------------------------------------
+
+
+def test_a_missing_required_column_is_one_problem_on_the_header_line():
+    # Given a file without an amount column
+    header = tuple(column for column in HEADER if column != "amount")
+    # When planned
+    result = plan(billing_csv(TWO_DAYS, header=header))
+    # Then one problem names the column on line 1, and nothing else is read
+    assert problems(result) == [(1, "amount", None)]
+    assert "missing column 'amount'" in result.problems[0].message
+    assert (result.charges, result.rows) == ([], 0)
+
+
+def test_a_missing_customer_column_names_the_mappings_column():
+    header = tuple(column for column in HEADER if column != "customer")
+    [problem] = plan(billing_csv(TWO_DAYS, header=header)).problems
+    assert (problem.line, problem.column) == (1, "customer")
+    assert "the mapping's customer column" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("abc", "amount 'abc' is not a plain decimal number"),
+        ("NaN", "amount 'NaN' is not a finite number"),
+        ("-Infinity", "amount '-Infinity' is not a finite number"),
+        ("1E+3", "amount '1E+3' is not a plain decimal number"),
+        ("1,000", None),  # unquoted comma: the row has one field too many
+        ("", "amount is empty"),
+        ("0.0000000000000000001", "more than 18 decimals"),
+    ],
+)
+def test_a_bad_amount_is_a_problem_naming_line_column_and_value(amount, message):
+    # Given a good row, then a row with a bad amount
+    rows = [TWO_DAYS[0], row(date="20261002", amount=amount)]
+    content = billing_csv(rows).replace(b'"1,000"', b"1,000")
+    # When planned
+    result = plan(content)
+    # Then the problem is on line 3, with the column and the value, and nothing is planned
+    [problem] = result.problems
+    assert problem.line == 3
+    if message is None:
+        assert problem.column is None
+        assert "11 fields but the header has 10" in problem.message
+    else:
+        assert (problem.column, problem.value) == ("amount", amount)
+        assert message in problem.message
+    assert result.charges == []
+
+
+@pytest.mark.parametrize(
+    ("date", "message"),
+    [
+        ("20261101", "date '20261101' is outside the billed month 202610"),
+        ("202609", "date '202609' is outside the billed month 202610"),
+        ("20261032", "date '20261032' is not a real day"),
+        ("20260931", "date '20260931' is not a real day"),
+        ("202613", "date '202613' is not a real month"),
+        ("2026-10-01", "date '2026-10-01' is not yyyyMMdd or yyyyMM"),
+    ],
+)
+def test_a_bad_date_is_a_problem(date, message):
+    [problem] = plan(billing_csv([row(date=date)])).problems
+    assert (problem.line, problem.column, problem.value, problem.message) == (2, "date", date, message)
+
+
+def test_an_imsi_that_is_not_digits_is_a_problem():
+    [problem] = plan(billing_csv([row(imsi="44010-3")])).problems
+    assert (problem.line, problem.column, problem.value) == (2, "imsi", "44010-3")
+
+
+def test_bytes_that_are_not_utf8_are_a_problem_naming_line_and_column():
+    # Given a customer tag written in Shift_JIS on line 3
+    content = billing_csv([TWO_DAYS[0], row(customer="TOKYO_GAS")]).replace(
+        b"TOKYO_GAS", "東京ガス".encode("shift_jis")
+    )
+    # When planned
+    result = plan(content)
+    # Then the problem names line 3 and the customer column, and shows the bytes
+    [problem] = result.problems
+    assert (problem.line, problem.column) == (3, "customer")
+    assert problem.message == "bytes that are not UTF-8 in column customer"
+    assert problem.value == "東京ガス".encode("shift_jis").decode("utf-8", "backslashreplace")
+    assert problem.value.startswith("\\x93\\x8c")
+
+
+def test_an_unmapped_item_is_a_problem_naming_it():
+    [problem] = plan(billing_csv([row(item="SORACOM Arc 利用料金")])).problems
+    assert (problem.line, problem.column, problem.value) == (2, "billItemName", "SORACOM Arc 利用料金")
+    assert problem.message == "no resource for bill item 'SORACOM Arc 利用料金' (column billItemName)"
+
+
+def test_an_unmapped_customer_without_default_is_a_problem():
+    # Given a mapping without default, and rows of an unlisted and of an empty customer
+    no_default = mapping().model_copy(update={"customer": mapping().customer.model_copy(update={"default": None})})
+    result = plan(billing_csv([row(customer="Globex"), row(customer="")]), no_default)
+    # Then each row is a problem naming the value and the column
+    assert problems(result) == [(2, "customer", "Globex"), (3, "customer", "")]
+    assert result.problems[0].message == "no subscription for customer 'Globex' (column customer)"
+    assert result.problems[1].message.startswith("no subscription for customer '' (column customer)")
+
+
+def test_every_problem_of_a_file_is_reported_with_its_line():
+    # Given a file with several bad rows among good ones (and a row with two problems)
+    rows = [
+        TWO_DAYS[0],
+        row(amount="x"),
+        TWO_DAYS[1],
+        row(item="Unknown", date="20261132"),
+        row(date="20261003"),
+        row(item="Unknown"),
+    ]
+    # When planned
+    result = plan(billing_csv(rows))
+    # Then every problem is there, in file order, and the plan has no charge
+    assert problems(result) == [
+        (3, "amount", "x"),
+        (5, "date", "20261132"),
+        (5, "billItemName", "Unknown"),
+        (7, "billItemName", "Unknown"),
+    ]
+    assert result.problem_count == 4
+    assert result.charges == []
+    assert result.charges_sum == 0
+    # and the sums still account for every amount that is a number
+    assert result.csv_sum == Decimal(10 + 2.5 + 10 + 10 + 10)
+
+
+def test_line_numbers_count_the_line_breaks_inside_quoted_fields():
+    # Given a name tag with a line break (quoted) on line 2, and a bad amount after it
+    rows = [row(name="two\r\nlines"), row(name="three\nlines\rhere"), row(amount="bad")]
+    # When planned
+    result = plan(billing_csv(rows))
+    # Then the bad row is on line 7 (the header, then 2 + 3 lines), as an editor shows it
+    assert problems(result) == [(7, "amount", "bad")]
+
+
+def test_the_problem_of_a_multi_line_record_is_on_its_first_line():
+    rows = [row(), row(name="two\r\nlines", amount="bad")]
+    assert problems(plan(billing_csv(rows))) == [(3, "amount", "bad")]
+
+
+def test_a_file_with_only_a_header_is_a_problem():
+    result = plan(billing_csv([]))
+    assert [p.message for p in result.problems] == ["the file has a header but no data rows"]
+
+
+def test_an_empty_file_is_a_problem():
+    [problem] = plan(b"").problems
+    assert (problem.line, problem.message) == (1, "the file is empty: no header line")
+
+
+def test_stored_problems_are_capped_and_the_rest_counted():
+    # Given more bad rows than the report lists
+    result = plan(billing_csv([row(amount="x")] * (MAX_STORED_PROBLEMS + 5)))
+    # Then the first ones are kept, and the count says how many there are
+    assert len(result.problems) == MAX_STORED_PROBLEMS
+    assert result.problem_count == MAX_STORED_PROBLEMS + 5
+    assert result.problems[-1] == ImportProblem(
+        line=MAX_STORED_PROBLEMS + 1,
+        column="amount",
+        value="x",
+        message="amount 'x' is not a plain decimal number (such as -12.5)",
+    )
+
+
+def test_an_unterminated_quote_swallowing_the_file_is_a_problem():
+    # Given a quote that never closes before more than csv's field limit
+    content = billing_csv([row()]) + b'1,,20261001,"' + b"x" * 200_000
+    # When planned
+    result = plan(content)
+    # Then reading stops with a problem on the line it starts
+    assert result.problems[-1].line == 3
+    assert "cannot be read" in result.problems[-1].message
+
+
+@pytest.mark.parametrize(("month", "currency"), [("2026-10", "JPY"), ("202610", "jpy"), ("202610", "")])
+def test_a_bad_month_or_currency_from_the_caller_is_invalid_input(month, currency):
+    with pytest.raises(InvalidInputError):
+        plan_import(io.BytesIO(b""), month=month, currency=currency, mapping=mapping())
+
+
+def test_the_generic_reader_reports_the_same_problems():
+    # Given a file without the optional columns (read by the generic loop) with the usual problems
+    header = ("imsi", "date", "billItemName", "amount", "customer")
+    rows = [row(), row(amount="x"), row(date="20261032"), row(item="Unknown")]
+    # Then the problems are the same as in the usual layout
+    assert problems(plan(billing_csv(rows, header=header))) == problems(plan(billing_csv(rows)))
+
+
+def test_the_customer_can_be_the_group_name_in_the_last_column():
+    # Given a mapping whose customer column is groupName (the last column, quoted when it has a comma)
+    by_group = parse_mapping(
+        MAPPING_YAML.replace("column: customer", "column: groupName").replace('"東京ガス":', '"Sensors, Tokyo":'), "m"
+    )
+    # When planned
+    result = plan(billing_csv([row(), row(imsi=IMSI_2, group="物流トラッカー")]), by_group)
+    # Then the group names the subscription, without the line break of the row's end
+    assert {(c.attributes or {})["imsi"]: c.subscription_id for c in result.charges} == {
+        IMSI_1: SUB_TOKYO,
+        IMSI_2: SUB_DEFAULT,
+    }
+    assert result.per_customer == {"Sensors, Tokyo": 10, "物流トラッカー": 10}
+
+
+@pytest.mark.parametrize("line_break", [b"\n", b"\r"])
+def test_lf_and_cr_line_breaks_read_like_crlf(line_break):
+    content = billing_csv([row(), row(amount="x")]).replace(b"\r\n", line_break)
+    result = plan(content)
+    assert (result.rows, problems(result)) == (2, [(3, "amount", "x")])

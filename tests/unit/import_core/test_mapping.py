@@ -1,0 +1,191 @@
+"""The mapping file: the example loads, and every mistake is named with its file, line and field."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from soracharge.errors import MappingError
+from soracharge.models.mapping import Mapping, parse_mapping
+from soracharge_local.simulators.soracom_data import _ITEMS, CUSTOMERS
+
+from tests.unit.import_core.builders import EXAMPLE_MAPPING, MAPPING_YAML, RES_BASIC, SUB_DEFAULT, mapping
+
+GOOD = """\
+customer:
+  column: customer
+  subscriptions:
+    "Acme": {subscription: "9531985d-5d9d-49f8-9818-e811892f902b"}
+items:
+  - match: "Basic fee"
+    resource: "90c192cf-d3ac-44af-8f21-ddb66cad4a26"
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(MappingError) as raised:
+        parse_mapping(text, "mapping.yaml")
+    return str(raised.value)
+
+
+def test_the_example_mapping_loads_with_its_documented_choices():
+    example = parse_mapping(EXAMPLE_MAPPING.read_text(encoding="utf-8"), str(EXAMPLE_MAPPING))
+    assert (example.currency, example.customer.column, example.charge_type) == ("JPY", "customer", "COS")
+    assert (example.date_format, example.aggregation, example.packet_size) == ("date-time", "imsi-month", 500)
+
+
+def test_the_example_mapping_maps_every_item_and_customer_of_the_jp_simulator():
+    example = parse_mapping(EXAMPLE_MAPPING.read_text(encoding="utf-8"), str(EXAMPLE_MAPPING))
+    items = _ITEMS["jp"]
+    names = [items.basic[0], items.data[0], items.sms[0], items.discount, items.harvest[0], items.support[0]]
+    names.append(items.free_tier[0])
+    assert all(example.item_for(name) is not None for name in names)
+    assert len({example.item_for(name).resource for name in names}) == len(names)  # type: ignore[union-attr]
+    assert all(value in example.customer.subscriptions for value in CUSTOMERS)
+    assert example.customer_for("") == example.customer.default
+
+
+def test_defaults_apply_when_fields_are_left_out():
+    minimal = parse_mapping(GOOD, "mapping.yaml")
+    assert (minimal.charge_type, minimal.date_format, minimal.aggregation, minimal.packet_size) == (
+        "COS",
+        "date-time",
+        "imsi-month",
+        500,
+    )
+    assert minimal.items[0].uom == "units"
+    assert minimal.currency is None
+
+
+def test_an_already_parsed_dict_is_accepted():
+    assert parse_mapping(yaml.safe_load(GOOD), "from a dict") == parse_mapping(GOOD, "mapping.yaml")
+
+
+def test_a_typo_in_a_field_name_is_refused_with_its_line():
+    # Given "packetsize" for "packetSize" on line 8
+    message = error_of(GOOD + "packetsize: 100\n")
+    # Then the error names the file, the line and the field
+    assert message == "mapping.yaml: line 8: packetsize: unknown field (a typo?)"
+
+
+def test_a_typo_in_a_nested_field_name_is_refused_with_its_line():
+    message = error_of(GOOD.replace("    resource:", "    resorce:"))
+    assert message.startswith("mapping.yaml: ")
+    assert "line 7: items[0].resorce: unknown field (a typo?)" in message
+    assert "line 6: items[0].resource: Field required" in message
+
+
+def test_a_bad_uuid_is_refused_with_its_line_and_path():
+    message = error_of(GOOD.replace('"9531985d-5d9d-49f8-9818-e811892f902b"', "tbd"))
+    assert re.fullmatch(
+        r"mapping\.yaml: line 4: customer\.subscriptions\.Acme\.subscription: must be a UUID such as .*, got 'tbd'",
+        message,
+    )
+
+
+def test_uuids_are_read_in_any_case_and_kept_lower_case():
+    upper = parse_mapping(GOOD.replace("90c192cf-d3ac-44af-8f21-ddb66cad4a26", RES_BASIC.upper()), "mapping.yaml")
+    assert upper.items[0].resource == RES_BASIC
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("chargeType: COST", r"line 8: chargeType: Input should be 'COS', 'CHARGE' or 'MSRP'"),
+        ("dateFormat: iso", r"line 8: dateFormat: Input should be 'date-time' or 'date'"),
+        ("aggregation: sim", r"line 8: aggregation: Input should be 'imsi-month' or 'none'"),
+        ("packetSize: 5001", r"line 8: packetSize: Input should be less than or equal to 5000"),
+        ("packetSize: 0", r"line 8: packetSize: Input should be greater than or equal to 1"),
+        ("currency: GBP", r"line 8: currency: Input should be 'JPY', 'USD' or 'EUR'"),
+    ],
+)
+def test_a_bad_choice_is_refused_with_its_line(line, expected):
+    assert re.search(expected, error_of(GOOD + line + "\n"))
+
+
+def test_a_glob_with_an_unclosed_bracket_is_refused_with_its_line():
+    message = error_of(GOOD.replace('"Basic fee"', '"Basic [fee"'))
+    assert "line 6: items[0].match: glob 'Basic [fee' opens a '[' character class that never closes" in message
+
+
+def test_a_yaml_syntax_error_names_its_line_and_column():
+    message = error_of(GOOD.replace("  column: customer", "  column: [customer"))
+    assert re.match(r"mapping\.yaml: line 3, column \d+: YAML syntax error: expected ',' or '\]'", message)
+
+
+def test_an_unquoted_glob_gets_a_hint_to_quote_it():
+    message = error_of(GOOD.replace('"Basic fee"', "*"))
+    assert message.startswith("mapping.yaml: line 6, column")
+    assert "quote values that start with *" in message
+
+
+def test_a_number_where_text_is_expected_gets_a_hint_to_quote_it():
+    message = error_of(GOOD.replace('"Acme":', "1234:"))
+    assert "customer.subscriptions" in message
+    assert "quote it" in message
+
+
+def test_a_key_given_twice_is_refused_with_its_line():
+    message = error_of(
+        GOOD.replace('    "Acme":', '    "Acme": {subscription: "9531985d-5d9d-49f8-9818-e811892f902b"}\n    "Acme":')
+    )
+    assert message == "mapping.yaml: line 5: 'Acme' is given twice"
+
+
+@pytest.mark.parametrize(("text", "message"), [("", "is empty"), ("- a\n- b\n", "must be a YAML mapping")])
+def test_a_file_that_is_not_a_mapping_is_refused(text, message):
+    assert message in error_of(text)
+
+
+def test_the_first_matching_item_wins_and_exact_names_match_literally():
+    # Given an exact name with brackets, a specific glob, then a catch-all
+    the_mapping = parse_mapping(
+        GOOD.replace("items:\n", "items:\n")
+        + """\
+  - match: "Data [beta]"
+    resource: "a170b338-3926-4059-b28c-105d1fb17c23"
+  - match: "Data *"
+    resource: "0fd630f1-f29d-4da9-953f-48f1a09f76b5"
+  - match: "*"
+    resource: "ae97ba94-d0ed-482f-8f6d-05584ef8aa38"
+""",
+        "mapping.yaml",
+    )
+    # Then each name gets the first entry that matches it, in file order
+    resources = {name: the_mapping.item_for(name).resource for name in ["Basic fee", "Data [beta]", "Data x", "SMS"]}  # type: ignore[union-attr]
+    assert resources == {
+        "Basic fee": "90c192cf-d3ac-44af-8f21-ddb66cad4a26",
+        "Data [beta]": "a170b338-3926-4059-b28c-105d1fb17c23",  # the exact name, though "[beta]" is also a glob
+        "Data x": "0fd630f1-f29d-4da9-953f-48f1a09f76b5",
+        "SMS": "ae97ba94-d0ed-482f-8f6d-05584ef8aa38",
+    }
+    # and globs are case-sensitive
+    assert the_mapping.item_for("data x").resource == "ae97ba94-d0ed-482f-8f6d-05584ef8aa38"  # type: ignore[union-attr]
+
+
+def test_customer_lookups():
+    the_mapping = mapping()
+    assert the_mapping.customer_for("Acme Logistics").subscription == "9531985d-5d9d-49f8-9818-e811892f902b"  # type: ignore[union-attr]
+    assert the_mapping.customer_for("").subscription == SUB_DEFAULT  # type: ignore[union-attr]
+    assert the_mapping.customer_for("Unlisted").subscription == SUB_DEFAULT  # type: ignore[union-attr]
+    assert parse_mapping(GOOD, "m").customer_for("Unlisted") is None
+
+
+def test_a_copy_with_other_items_does_not_answer_from_the_originals_cache():
+    original = mapping()
+    assert original.item_for("SORACOM Arc") is None
+    widened = original.model_copy(
+        update={"items": [*original.items, original.items[0].model_copy(update={"match": "*"})]}
+    )
+    assert widened.item_for("SORACOM Arc") is not None
+    assert original.item_for("SORACOM Arc") is None
+
+
+def test_the_mapping_is_frozen():
+    with pytest.raises(ValueError, match="frozen"):
+        mapping().packet_size = 1  # type: ignore[misc]
+
+
+def test_the_tests_mapping_is_valid():
+    assert isinstance(parse_mapping(MAPPING_YAML, "m"), Mapping)
