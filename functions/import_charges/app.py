@@ -20,8 +20,9 @@ LEASE_MARGIN_SECONDS = 5.0
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     notification = parse_input(event, S3Model)
     lease = context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS
+    dependencies = import_dependencies(remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
     reports = [
-        import_object(ObjectRef.from_s3_record(record), import_dependencies(), lease_seconds=lease).to_event()
+        import_object(ObjectRef.from_s3_record(record), dependencies, lease_seconds=lease).to_event()
         for record in notification.Records
     ]
     return {"reports": reports}

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from soracharge.errors import InvalidInputError, SorachargeError
+from soracharge.logic.imports import follow_execution_name
 from soracharge.models.months import ensure_billable, parse_month, previous_month
 
 from soracharge_local import console
@@ -226,7 +227,9 @@ def _follow_import(cloud: LocalCloud, printer: console.EventPrinter) -> dict[str
     if report["status"] == "CLOSED" and session_id is not None:
         typer.echo(f"\nFollowing CloudBlue session {session_id} until it is rated:\n")
         arn = cloud.state_machines[FOLLOW_STATE_MACHINE].replace(":stateMachine:", ":execution:")
-        for event in cloud.follow(f"{arn}:import-session-{session_id}", timeout_seconds=7200):
+        obj = report["object"]
+        name = follow_execution_name(f"{obj['bucket']}/{obj['key']}#{obj['versionId']}", session_id)
+        for event in cloud.follow(f"{arn}:{name}", timeout_seconds=7200):
             printer(event)
         key = f"reports/{report['month']}/{report['object']['versionId']}.json"
         report = json.loads(cloud.client("s3").get_object(Bucket=cloud.bucket, Key=key)["Body"].read())

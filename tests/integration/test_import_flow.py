@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from soracharge.logic.charges import plan_import
+from soracharge.logic.imports import follow_execution_name
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
 from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
@@ -83,9 +84,12 @@ def redeliver(cloud: LocalCloud, delivery: Delivery) -> Delivery:
     return again
 
 
-def follow(cloud: LocalCloud, session_id: int) -> dict[str, Any]:
+def follow(cloud: LocalCloud, report: dict[str, Any]) -> dict[str, Any]:
+    """The last history event of the follow-import-session execution of an import report."""
     arn = cloud.state_machines["FollowImportSessionStateMachine"].replace(":stateMachine:", ":execution:")
-    events = list(cloud.follow(f"{arn}:import-session-{session_id}", timeout_seconds=60))
+    obj = report["object"]
+    name = follow_execution_name(f"{obj['bucket']}/{obj['key']}#{obj['versionId']}", report["importSessionId"])
+    events = list(cloud.follow(f"{arn}:{name}", timeout_seconds=120))
     return dict(events[-1])
 
 
@@ -123,7 +127,7 @@ def test_an_upload_becomes_exactly_the_expected_charges_in_a_rated_session(impor
     assert sum(expected.values()) == soracom.bill(month)["amount"]
     assert all(c["currencyCode"] == "JPY" and c["type"] == "COS" for c in cloudblue.charges(session_id))
     # and the session is followed to PROCESSED, which the report records with a balanced reconciliation
-    assert follow(importing, session_id)["type"] == "ExecutionSucceeded"
+    assert follow(importing, first)["type"] == "ExecutionSucceeded"
     assert cloudblue.session(session_id).status == "PROCESSED"
     report = report_of(importing, delivery)
     assert report["status"] == "PROCESSED"
@@ -201,7 +205,10 @@ def test_a_crash_after_some_packets_resumes_in_the_same_session_without_resendin
 
 
 @pytest.mark.parametrize("ignores_repeats", [True, False])
-def test_a_connection_dropped_after_cloudblue_took_a_packet(importing, soracom, cloudblue, ignores_repeats):
+def test_a_connection_dropped_after_cloudblue_took_a_packet_never_doubles_it(
+    importing, soracom, cloudblue, ignores_repeats
+):
+    # Given CloudBlue stores the first packet, then drops the connection without answering
     month = shift_month(LAST_MONTH, -5 - int(ignores_repeats))
     body = soracom.csv_bytes(month)
     cloudblue.ignore_repeated_ext_hash = ignores_repeats
@@ -209,20 +216,20 @@ def test_a_connection_dropped_after_cloudblue_took_a_packet(importing, soracom, 
 
     delivery = upload(importing, f"uploads/{month}/dropped.csv", body)
 
+    # Then that session is given up, never closed (so never rated), and every charge went to a new
+    # session, which holds each charge exactly once, whether or not CloudBlue ignores repeated extHash
     assert delivery.error is None
     (report,) = delivery.result["reports"]
-    session_id = report["importSessionId"]
+    (abandoned,) = report["abandonedSessions"]
     expected = expected_charges(body, month)
-    if ignores_repeats:
-        # CloudBlue recognised the resent packet by its charges' extHash: nothing doubled
-        assert held(cloudblue, session_id) == sorted(expected.items())
-        assert cloudblue.session(session_id).duplicates_ignored == len(expected)
-    else:
-        # CloudBlue stored it twice: the report says which packet may be doubled and where
-        assert len(cloudblue.charges(session_id)) == 2 * len(expected)
+    assert held(cloudblue, report["importSessionId"]) == sorted(expected.items())
+    assert cloudblue.session(report["importSessionId"]).duplicates_ignored == 0
+    assert cloudblue.session(abandoned).status == "OPEN"
+    assert cloudblue.session(abandoned).closed_at is None
     (warning,) = report["warnings"]
-    assert "packet 1 was sent again after a connection was lost" in warning
-    assert f"session {session_id}" in warning
+    assert f"session {abandoned} was given up and left open, never closed" in warning
+    assert "outcome is unknown" in warning
+    assert report["reconciliation"]["importedSum"] == str(sum(expected.values()))
 
 
 def test_a_bad_file_imports_nothing_and_the_report_lists_every_problem(importing, cloudblue):
@@ -271,7 +278,7 @@ def test_failed_processing_alerts_the_topic_and_lands_in_the_report(importing, s
 
     delivery = upload(importing, f"uploads/{month}/fails.csv", soracom.csv_bytes(month))
     (first,) = delivery.result["reports"]
-    ended = follow(importing, first["importSessionId"])
+    ended = follow(importing, first)
 
     # Then the follow state machine fails with the reason, the report says so, and a person is alerted
     assert ended["type"] == "ExecutionFailed"
@@ -293,3 +300,30 @@ def test_a_key_outside_the_layout_gets_a_report_saying_where_files_go(importing,
     (report,) = delivery.result["reports"]
     assert report["status"] == "REJECTED"
     assert "use exports/<yyyyMM>/<name>.csv or uploads/<yyyyMM>/<name>.csv" in report["summary"]
+
+
+def test_losing_cloudblue_while_following_is_recorded_and_alerted_not_silent(importing, soracom, cloudblue):
+    sqs, sns = importing.client("sqs"), importing.client("sns")
+    queue_url = sqs.create_queue(QueueName="alerts-follow")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=importing.resources["AlertsTopic"], Protocol="sqs", Endpoint=queue_arn)
+    month = shift_month(LAST_MONTH, -10)
+    delivery = upload(importing, f"uploads/{month}/unfollowed.csv", soracom.csv_bytes(month))
+    (first,) = delivery.result["reports"]
+
+    # Given CloudBlue answers every getSession with 500 (the follow state machine is already waiting)
+    cloudblue.faults = CloudBlueFaults(server_error_next=1000, only_operation="getSession")
+    try:
+        ended = follow(importing, first)
+    finally:
+        cloudblue.faults = CloudBlueFaults()
+
+    # Then the retries run out, the Catch records NOT_RATED with the reason, and a person is told
+    assert ended["type"] == "ExecutionFailed"
+    assert ended["executionFailedEventDetails"]["error"] == "SessionNotRated"
+    report = report_of(importing, delivery)
+    assert report["status"] == "NOT_RATED"
+    assert "could not follow session" in report["summary"]
+    assert "CloudBlueUnavailableError" in report["summary"]
+    (message,) = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert "could not follow session" in json.loads(message["Body"])["Message"]

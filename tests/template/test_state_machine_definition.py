@@ -87,3 +87,7 @@ def test_the_session_following_loop_is_bounded_and_every_end_is_recorded():
     assert states["ImportSessionFailed"]["Type"] == states["SessionNotRated"]["Type"] == "Fail"
     retried = {e for r in states["GetImportSession"]["Retry"] for e in r["ErrorEquals"]}
     assert "CloudBlueUnavailableError" in retried
+    # whatever still fails is recorded and alerted as not rated, never dropped silently
+    assert states["GetImportSession"]["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "RecordOutcome"}
+    ]

@@ -162,14 +162,22 @@ def test_each_role_reaches_only_its_own_prefixes_of_the_data_bucket(translated):
             "s3:GetObject": {f"{BUCKET_ARN}/{p}/*" for p in ("exports", "uploads", "config", "reports")},
             "s3:GetObjectVersion": {f"{BUCKET_ARN}/{p}/*" for p in ("exports", "uploads", "config")},
             "s3:PutObject": {f"{BUCKET_ARN}/reports/*"},
+            "s3:ListBucket": {BUCKET_ARN},
         },
         "FinishImportFunctionRole": {
             "s3:GetObject": {f"{BUCKET_ARN}/reports/*"},
             "s3:PutObject": {f"{BUCKET_ARN}/reports/*"},
+            "s3:ListBucket": {BUCKET_ARN},
         },
     }
-    (listing,) = [s for s in role_statements(translated, "StoreExportFunctionRole") if s["Action"] == "s3:ListBucket"]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": "exports/*"}}
+    prefixes = {
+        "StoreExportFunctionRole": "exports/*",
+        "ImportChargesFunctionRole": ["exports/*", "uploads/*", "config/*", "reports/*"],
+        "FinishImportFunctionRole": "reports/*",
+    }
+    for role, prefix in prefixes.items():
+        (listing,) = [s for s in role_statements(translated, role) if s["Action"] == "s3:ListBucket"]
+        assert listing["Condition"] == {"StringLike": {"s3:prefix": prefix}}, role
 
 
 def test_csv_uploads_under_exports_and_uploads_trigger_the_import(translated):

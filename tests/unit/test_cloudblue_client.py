@@ -58,7 +58,7 @@ def test_a_whole_session_with_oauth_and_a_discovered_resource(cloudblue):
     session = client.open_session()
     assert session.status == "OPEN"
     delivery = client.import_charges(packet(session.import_session_id).to_json_bytes())
-    assert (delivery.attempts, delivery.resent_after_unknown_outcome) == (1, False)
+    assert delivery.attempts == 1
     client.close_session(session.import_session_id)
     assert client.get_session(session.import_session_id).status in ("NEW", "PROCESSING", "PROCESSED")
     (stored,) = cloudblue.charges(session.import_session_id)
@@ -103,17 +103,40 @@ def test_server_errors_are_retried_a_bounded_number_of_times(cloudblue):
     assert cloudblue.count("openSession") - before == 3
 
 
-def test_a_retried_packet_is_byte_identical_and_flagged_when_its_outcome_was_unknown(cloudblue):
+def test_a_packet_retried_after_a_failure_is_byte_identical(cloudblue):
     client = oauth(cloudblue, resource_id=cloudblue.resource_id)
     session = client.open_session().import_session_id
     body = packet(session).to_json_bytes()
-    cloudblue.faults.drop_after_processing_next = 1
-    delivery = client.import_charges(body)
-    assert (delivery.attempts, delivery.resent_after_unknown_outcome) == (2, True)
-    sent = [r.body for r in cloudblue.requests if r.operation == "importCharges" and "charges" in r.path][-2:]
+    cloudblue.faults.server_error_next = 1
+    cloudblue.faults.only_operation = "importCharges"
+    assert client.import_charges(body).attempts == 2
+    sent = [r.body for r in cloudblue.requests if r.operation == "importCharges"][-2:]
     assert sent == [body, body]
-    assert len(cloudblue.charges(session)) == 1  # the simulator ignored the repeated extHash
-    assert cloudblue.session(session).duplicates_ignored == 1
+    assert len(cloudblue.charges(session)) == 1
+
+
+def test_a_packet_whose_outcome_is_unknown_is_not_resent(cloudblue):
+    # CloudBlue stored it, then the connection dropped: resending could double it, so the client stops.
+    client = oauth(cloudblue, resource_id=cloudblue.resource_id)
+    session = client.open_session().import_session_id
+    cloudblue.faults.drop_after_processing_next = 1
+    before = cloudblue.count("importCharges")
+    with pytest.raises(CloudBlueUnavailableError) as raised:
+        client.import_charges(packet(session).to_json_bytes())
+    assert raised.value.outcome_unknown is True
+    assert cloudblue.count("importCharges") - before == 1
+    assert len(cloudblue.charges(session)) == 1
+
+
+@pytest.mark.parametrize(("status", "unknown"), [(500, False), (503, False), (502, True), (504, True)])
+def test_a_gateway_error_leaves_the_outcome_unknown(status, unknown):
+    client = CloudBlueClient(
+        endpoint="https://cb.test", auth=ApsTokenAuth(lambda: SecretStr("t")), resource_id="r", max_attempts=1,
+        transport=httpx.MockTransport(lambda request: httpx.Response(status, text="gateway")),
+    )  # fmt: skip
+    with pytest.raises(CloudBlueUnavailableError) as raised:
+        client.import_charges(b"{}")
+    assert raised.value.outcome_unknown is unknown
 
 
 def test_closing_a_session_a_lost_answer_already_closed_counts_as_closed(cloudblue):

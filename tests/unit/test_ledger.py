@@ -44,23 +44,42 @@ def test_the_first_claim_is_granted_and_a_second_one_is_not_while_the_lease_runs
     first = ledger.claim(OBJECT, month="202610", lease_seconds=900)
     assert first.granted
     assert first.entry.status == "IMPORTING"
-    clock.now += 899
+    clock.now += 179  # the lease is at most LEASE_SECONDS, renewed by every write
     second = ledger.claim(OBJECT, month="202610", lease_seconds=900)
     assert not second.granted
     assert second.entry.status == "IMPORTING"
 
 
-def test_a_lapsed_lease_lets_a_retry_resume_with_what_was_recorded(ledger, clock):
-    ledger.claim(OBJECT, month="202610", lease_seconds=60)
-    ledger.record_session(OBJECT, 42, packets=5, report_key="reports/202610/v1.json")
-    ledger.record_packet(OBJECT, 0)
-    ledger.record_packet(OBJECT, 1)
-    clock.now += 61  # the first invocation died
-    resumed = ledger.claim(OBJECT, month="202610", lease_seconds=60)
+def test_every_write_renews_the_lease_and_a_lapsed_one_lets_a_retry_resume(ledger, clock):
+    ledger.claim(OBJECT, month="202610", lease_seconds=900)
+    ledger.record_session(OBJECT, 42, packets=5, fingerprint="f", report_key="reports/202610/v1.json", lock_key="l")
+    for index in (0, 1, 2):
+        clock.now += 100
+        ledger.mark_in_flight(OBJECT, index)
+        if index < 2:
+            ledger.record_packet(OBJECT, index)
+    clock.now += 179
+    assert not ledger.claim(OBJECT, month="202610", lease_seconds=900).granted  # renewed 179 s ago
+    clock.now += 2  # the invocation died: nobody renewed it
+    resumed = ledger.claim(OBJECT, month="202610", lease_seconds=900)
     assert resumed.granted
     assert resumed.entry.session_id == 42
+    assert resumed.entry.fingerprint == "f"
     assert resumed.entry.accepted == frozenset({0, 1})
+    assert resumed.entry.unconfirmed == frozenset({2})  # sent, outcome unknown
     assert resumed.entry.attempts == 2
+
+
+def test_a_given_up_session_is_remembered_and_the_next_one_starts_clean(ledger):
+    ledger.claim(OBJECT, month="202610", lease_seconds=60)
+    ledger.record_session(OBJECT, 42, packets=2, fingerprint="f", report_key="r", lock_key="l")
+    ledger.mark_in_flight(OBJECT, 0)
+    ledger.abandon_session(OBJECT, 42)
+    ledger.record_session(OBJECT, 43, packets=2, fingerprint="f", report_key="r", lock_key="l")
+    entry = ledger.get(OBJECT)
+    assert entry.session_id == 43
+    assert entry.abandoned_sessions == (42,)
+    assert entry.accepted == entry.in_flight == frozenset()
 
 
 def test_a_released_claim_can_be_taken_again_at_once(ledger):
@@ -69,7 +88,7 @@ def test_a_released_claim_can_be_taken_again_at_once(ledger):
     assert ledger.claim(OBJECT, month="202610", lease_seconds=900).granted
 
 
-def test_a_finished_object_is_never_claimed_again(ledger, clock):
+def test_a_finished_object_is_never_claimed_again_nor_written_to(ledger, clock):
     ledger.claim(OBJECT, month="202610", lease_seconds=60)
     ledger.set_status(OBJECT, "CLOSED", report_key="reports/202610/v1.json")
     clock.now += 10_000
@@ -77,18 +96,35 @@ def test_a_finished_object_is_never_claimed_again(ledger, clock):
     assert not again.granted
     assert again.entry.status == "CLOSED"
     assert again.entry.report_key == "reports/202610/v1.json"
+    with pytest.raises(Exception, match=r"ConditionalCheckFailed"):
+        ledger.record_packet(OBJECT, 0)  # a late attempt of a finished import cannot change it
 
 
 def test_a_session_is_recorded_once(ledger):
     ledger.claim(OBJECT, month="202610", lease_seconds=60)
-    ledger.record_session(OBJECT, 42, packets=5, report_key="r")
-    ledger.record_session(OBJECT, 42, packets=5, report_key="r")  # the same session again is fine
+    ledger.record_session(OBJECT, 42, packets=5, fingerprint="f", report_key="r", lock_key="l")
     with pytest.raises(Exception, match=r"ConditionalCheckFailed"):
-        ledger.record_session(OBJECT, 43, packets=5, report_key="r")
+        ledger.record_session(OBJECT, 43, packets=5, fingerprint="f", report_key="r", lock_key="l")
 
 
-def test_the_same_bytes_for_the_same_month_belong_to_the_first_object(ledger):
-    assert ledger.claim_content("202610", "ab" * 32, OBJECT) == OBJECT
-    assert ledger.claim_content("202610", "ab" * 32, "bucket/uploads/202610/copy.csv#v9") == OBJECT
-    assert ledger.claim_content("202610", "ab" * 32, OBJECT) == OBJECT  # the owner resuming
-    assert ledger.claim_content("202609", "ab" * 32, "other") == "other"  # another month is another bill
+def test_the_month_belongs_to_the_first_object_that_locks_it(ledger):
+    assert ledger.lock("lock#202610", OBJECT, "aa").object_id == OBJECT
+    owner = ledger.lock("lock#202610", "bucket/uploads/202610/copy.csv#v9", "bb")
+    assert (owner.object_id, owner.sha256) == (OBJECT, "aa")
+    assert ledger.lock("lock#202610", OBJECT, "aa").object_id == OBJECT  # the owner resuming
+
+
+def test_a_stuck_owner_can_be_taken_over_but_not_a_live_or_finished_one(ledger, clock):
+    newcomer = "bucket/uploads/202610/fixed.csv#v2"
+    ledger.claim(OBJECT, month="202610", lease_seconds=60)
+    ledger.lock("lock#202610", OBJECT, "aa")
+    assert not ledger.take_over("lock#202610", OBJECT, newcomer, "bb")  # its lease runs
+    clock.now += 61
+    assert ledger.take_over("lock#202610", OBJECT, newcomer, "bb")
+    assert ledger.lock("lock#202610", OBJECT, "aa").object_id == newcomer
+    other = "bucket/exports/202609/fe.csv#v1"
+    ledger.claim(other, month="202609", lease_seconds=60)
+    ledger.lock("lock#202609", other, "cc")
+    ledger.set_status(other, "CLOSED")
+    clock.now += 1000
+    assert not ledger.take_over("lock#202609", other, newcomer, "dd")

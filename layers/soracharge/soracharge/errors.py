@@ -106,5 +106,9 @@ class CloudBlueUnavailableError(CloudBlueError):
         self.outcome_unknown = outcome_unknown
 
 
-class ImportSessionFailedError(CloudBlueError):
-    """CloudBlue's rating of an import session ended FAILED_PROCESSED; the message carries its errorDesc."""
+class ImportInProgressError(SorachargeError):
+    """Another invocation holds the object (or the month) right now: this one fails so Lambda retries it later."""
+
+
+class ImportTimeBudgetError(SorachargeError):
+    """The function's time ran short mid-import: it stopped sending cleanly, and its retry resumes."""

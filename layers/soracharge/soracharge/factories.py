@@ -7,6 +7,8 @@ the local engine) gets a fresh adapter.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -152,7 +154,7 @@ def _sfn_client() -> SFNClient:
     return boto3.client("stepfunctions")
 
 
-def import_dependencies() -> ImportDependencies:
+def import_dependencies(remaining_seconds: Callable[[], float] = lambda: math.inf) -> ImportDependencies:
     """Everything the import use case talks to, from the import function's settings."""
     from soracharge.logic.imports import ImportDependencies  # only the import function pays for it
 
@@ -166,6 +168,7 @@ def import_dependencies() -> ImportDependencies:
         mapping=lambda: load_mapping(settings.soracharge_mapping, _mapping_reader(settings.soracharge_mapping)),
         follow_state_machine_arn=settings.soracharge_follow_session_state_machine_arn,
         concurrency=settings.import_concurrency,
+        remaining_seconds=remaining_seconds,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 import httpx
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client  # type: ignore[import-untyped]
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from soracharge.errors import CloudBlueApiError, CloudBlueAuthError, CloudBlueUnavailableError
 from soracharge.models.charges import ImportSessionInfo
@@ -68,11 +68,9 @@ class ApsTokenAuth(httpx.Auth):
 
 @dataclass(frozen=True)
 class PacketDelivery:
-    """How a packet got in: after how many attempts, and whether an earlier attempt's outcome was unknown
-    (sent, then no answer): then CloudBlue may hold it twice unless it ignores a repeated extHash."""
+    """How a packet got in: after how many attempts (each earlier one failed with CloudBlue's answer)."""
 
     attempts: int
-    resent_after_unknown_outcome: bool
 
 
 class ChargesImportManager(Protocol):
@@ -131,6 +129,9 @@ class CloudBlueClient:
             retry=retry_if_exception_type(CloudBlueUnavailableError),
             reraise=True,
         )
+        self._known_failures_retrying = self._retrying.copy(
+            retry=retry_if_exception(lambda exc: isinstance(exc, CloudBlueUnavailableError) and not exc.outcome_unknown)
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -150,25 +151,26 @@ class CloudBlueClient:
         return _parse(response, ImportSessionInfo, "openSession")
 
     def import_charges(self, packet: bytes) -> PacketDelivery:
-        """importCharges with a packet's exact JSON bytes (the same bytes on every attempt)."""
+        """importCharges with a packet's exact JSON bytes (the same bytes on every attempt).
+
+        Retried only when CloudBlue answered a failure (or the connection never opened). When the
+        packet was sent and no answer came, CloudBlue may hold it: that is raised at once as an
+        unknown outcome, and the caller gives the session up rather than risk a second copy.
+        """
         url = f"/aps/2/resources/{self.resource_id}/charges"
-        attempts, unknown = 0, False
-        for attempt in self._retrying:
+        attempts = 0
+        for attempt in self._known_failures_retrying:
             with attempt:
                 attempts += 1
-                try:
-                    self._send_once(
-                        "POST",
-                        url,
-                        "importCharges",
-                        content=packet,
-                        headers={"Content-Type": "application/json"},
-                        params=None,
-                    )
-                except CloudBlueUnavailableError as exc:
-                    unknown = unknown or exc.outcome_unknown
-                    raise
-        return PacketDelivery(attempts=attempts, resent_after_unknown_outcome=unknown and attempts > 1)
+                self._send_once(
+                    "POST",
+                    url,
+                    "importCharges",
+                    content=packet,
+                    headers={"Content-Type": "application/json"},
+                    params=None,
+                )
+        return PacketDelivery(attempts=attempts)
 
     def close_session(self, session_id: int) -> None:
         """closeSession; a session that a lost answer already closed counts as closed."""
@@ -258,6 +260,8 @@ class CloudBlueClient:
         detail = _describe_error(response)
         if response.status_code in (401, 403):
             raise CloudBlueAuthError(f"{operation}: CloudBlue refused the credentials ({detail})")
+        if response.status_code in (502, 504):  # a gateway may have passed the request on: outcome unknown
+            raise CloudBlueUnavailableError(f"{operation}: CloudBlue's gateway answered {detail}", outcome_unknown=True)
         if response.status_code == 429 or response.status_code >= 500:
             raise CloudBlueUnavailableError(f"{operation}: CloudBlue answered {detail}")
         error = _error_body(response)

@@ -1,11 +1,17 @@
 """The import ledger (DynamoDB): what happened to each S3 object version, so nothing is imported twice.
 
-One item per object version (``pk = object#<bucket>/<key>#<versionId>``) records its status, the
-CloudBlue session it is imported in, and the packets CloudBlue accepted. A claim is a conditional
-write with a lease: a duplicate S3 event finds the version claimed or finished and does nothing;
-a retry after a crash finds the lease expired and resumes in the same session, skipping the
-packets already accepted. One item per (month, SHA-256 of the file) makes a second file with the
-same bytes for the same month (an export run twice) a recorded duplicate instead of a second import.
+Items (one table, key ``pk``):
+
+- ``object#<bucket>/<key>#<versionId>``: the object's status, the CloudBlue session it is being
+  imported in, the fingerprint of the packets planned for it, the packets marked in flight before
+  they are sent and the packets CloudBlue accepted, the sessions abandoned, and a lease. A claim
+  is a conditional write: a duplicate S3 event finds the version claimed or finished; a retry
+  after a crash finds the lease lapsed and resumes. Every write renews the lease (a heartbeat), so
+  a crashed import can be resumed a few minutes later, not only after the function's 15 minutes.
+- ``lock#<yyyyMM>`` (or ``lock#<yyyyMM>#<sha256>`` for a file marked additional): which object owns
+  the month, so a second file for a month is held instead of doubling it. A stuck owner (still
+  importing, lease lapsed) can be taken over in one transaction that checks its lease, so a late
+  retry of the old owner and the new one can never both send.
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from soracharge.errors import StorageError
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-LedgerStatus = Literal["IMPORTING", "REJECTED", "DUPLICATE", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED"]
-FINISHED: frozenset[str] = frozenset({"REJECTED", "DUPLICATE", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED"})
+LedgerStatus = Literal[
+    "IMPORTING", "REJECTED", "DUPLICATE", "HELD", "SUPERSEDED", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED"
+]
+#: How long a claim holds without a write: long enough for one CloudBlue call with its retries.
+LEASE_SECONDS = 180.0
 
 
 @dataclass(frozen=True)
@@ -31,11 +40,20 @@ class LedgerEntry:
     status: LedgerStatus
     session_id: int | None = None
     packets: int | None = None
+    fingerprint: str | None = None
     accepted: frozenset[int] = frozenset()
+    in_flight: frozenset[int] = frozenset()
+    abandoned_sessions: tuple[int, ...] = ()
     report_key: str | None = None
+    lock_key: str | None = None
     duplicate_of: str | None = None
     attempts: int = 0
     lease_until: float = 0.0
+
+    @property
+    def unconfirmed(self) -> frozenset[int]:
+        """Packets sent whose outcome is unknown (marked in flight, never recorded as accepted)."""
+        return self.in_flight - self.accepted
 
 
 @dataclass(frozen=True)
@@ -46,16 +64,32 @@ class Claim:
     entry: LedgerEntry
 
 
+@dataclass(frozen=True)
+class LockOwner:
+    object_id: str
+    sha256: str
+
+
 class Ledger(Protocol):
     def claim(self, object_id: str, *, month: str, lease_seconds: float) -> Claim: ...
 
-    def claim_content(self, month: str, sha256: str, object_id: str) -> str: ...
-
     def get(self, object_id: str) -> LedgerEntry | None: ...
 
-    def record_session(self, object_id: str, session_id: int, packets: int, report_key: str) -> None: ...
+    def lock(self, lock_key: str, object_id: str, sha256: str) -> LockOwner: ...
+
+    def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool: ...
+
+    def record_session(
+        self, object_id: str, session_id: int, *, packets: int, fingerprint: str, report_key: str, lock_key: str
+    ) -> None: ...
+
+    def abandon_session(self, object_id: str, session_id: int) -> None: ...
+
+    def mark_in_flight(self, object_id: str, index: int) -> None: ...
 
     def record_packet(self, object_id: str, index: int) -> None: ...
+
+    def unmark_in_flight(self, object_id: str, index: int) -> None: ...
 
     def set_status(self, object_id: str, status: LedgerStatus, **fields: str | int) -> None: ...
 
@@ -63,10 +97,15 @@ class Ledger(Protocol):
 
 
 class DynamoDbLedger:
-    def __init__(self, client: DynamoDBClient, table: str, clock: Any = time.time) -> None:
+    def __init__(
+        self, client: DynamoDBClient, table: str, clock: Any = time.time, lease_seconds: float = LEASE_SECONDS
+    ) -> None:
         self._db = client
         self._table = table
         self._clock = clock
+        self._lease_seconds = lease_seconds
+
+    # -- claims --------------------------------------------------------------------------------
 
     def claim(self, object_id: str, *, month: str, lease_seconds: float) -> Claim:
         now = self._clock()
@@ -82,7 +121,7 @@ class DynamoDbLedger:
                 ExpressionAttributeNames={"#status": "status", "#month": "month"},
                 ExpressionAttributeValues={
                     ":importing": {"S": "IMPORTING"},
-                    ":lease": {"N": repr(now + lease_seconds)},
+                    ":lease": {"N": repr(now + min(lease_seconds, self._lease_seconds))},
                     ":month": {"S": month},
                     ":zero": {"N": "0"},
                     ":one": {"N": "1"},
@@ -94,62 +133,124 @@ class DynamoDbLedger:
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
                 raise StorageError(f"ledger {self._table}: cannot claim {object_id}: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"ledger {self._table}: cannot claim {object_id}: {exc}") from exc
         entry = self.get(object_id)
         if entry is None:  # deleted between the two calls: claim again
             return self.claim(object_id, month=month, lease_seconds=lease_seconds)
         return Claim(granted=False, entry=entry)
 
-    def claim_content(self, month: str, sha256: str, object_id: str) -> str:
-        """Record ``object_id`` as the file with these bytes for ``month``; return whichever object owns them."""
-        key = {"pk": {"S": f"content#{month}#{sha256}"}}
-        try:
-            self._db.put_item(
-                TableName=self._table,
-                Item={**key, "owner": {"S": object_id}, "created_at": {"N": repr(self._clock())}},
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-            return object_id
-        except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise StorageError(
-                    f"ledger {self._table}: cannot record content of {object_id}: {_reason(exc)}"
-                ) from exc
-        item = self._call("get_item", TableName=self._table, Key=key, ConsistentRead=True).get("Item", {})
-        return str(item.get("owner", {}).get("S", object_id))
-
     def get(self, object_id: str) -> LedgerEntry | None:
         item = self._call("get_item", TableName=self._table, Key=_key(object_id), ConsistentRead=True).get("Item")
         return _entry(object_id, item) if item else None
 
-    def record_session(self, object_id: str, session_id: int, packets: int, report_key: str) -> None:
-        self._call(
-            "update_item",
-            TableName=self._table,
-            Key=_key(object_id),
-            UpdateExpression="SET session_id = :session, packets = :packets, report_key = :report, updated_at = :now",
-            ConditionExpression="attribute_not_exists(session_id) OR session_id = :session",
-            ExpressionAttributeValues={
+    # -- month locks ---------------------------------------------------------------------------
+
+    def lock(self, lock_key: str, object_id: str, sha256: str) -> LockOwner:
+        """Make ``object_id`` the owner of ``lock_key`` unless another object owns it; return the owner."""
+        key = {"pk": {"S": lock_key}}
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={**key, "owner": {"S": object_id}, "sha256": {"S": sha256}, "at": {"N": repr(self._clock())}},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+            return LockOwner(object_id, sha256)
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise StorageError(f"ledger {self._table}: cannot lock {lock_key}: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"ledger {self._table}: cannot lock {lock_key}: {exc}") from exc
+        item = self._call("get_item", TableName=self._table, Key=key, ConsistentRead=True).get("Item", {})
+        return LockOwner(str(item["owner"]["S"]), str(item["sha256"]["S"]))
+
+    def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool:
+        """Move ``lock_key`` from a stuck ``previous`` owner (importing, lease lapsed) to ``object_id``.
+
+        One transaction checks the previous owner's lease and moves the lock, so the previous owner
+        cannot resume and send while the new one does. True when the lock moved.
+        """
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": _key(previous),
+                            "ConditionExpression": "#status = :importing AND lease_until < :now",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": {
+                                ":importing": {"S": "IMPORTING"},
+                                ":now": {"N": repr(self._clock())},
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": {"pk": {"S": lock_key}},
+                            "UpdateExpression": "SET #owner = :new, sha256 = :sha, previous_owner = :old",
+                            "ConditionExpression": "#owner = :old",
+                            "ExpressionAttributeNames": {"#owner": "owner"},
+                            "ExpressionAttributeValues": {
+                                ":new": {"S": object_id},
+                                ":old": {"S": previous},
+                                ":sha": {"S": sha256},
+                            },
+                        }
+                    },
+                ]
+            )
+            return True
+        except ClientError as exc:
+            if _code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+                return False
+            raise StorageError(f"ledger {self._table}: cannot take over {lock_key}: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"ledger {self._table}: cannot take over {lock_key}: {exc}") from exc
+
+    # -- progress (each write renews the lease) ---------------------------------------------------
+
+    def record_session(
+        self, object_id: str, session_id: int, *, packets: int, fingerprint: str, report_key: str, lock_key: str
+    ) -> None:
+        self._update(
+            object_id,
+            "SET session_id = :session, packets = :packets, fingerprint = :fingerprint, report_key = :report, "
+            "lock_key = :lock",
+            {
                 ":session": {"N": str(session_id)},
                 ":packets": {"N": str(packets)},
+                ":fingerprint": {"S": fingerprint},
                 ":report": {"S": report_key},
-                ":now": {"N": repr(self._clock())},
+                ":lock": {"S": lock_key},
             },
+            condition="attribute_not_exists(session_id)",
         )
 
-    def record_packet(self, object_id: str, index: int) -> None:
-        self._call(
-            "update_item",
-            TableName=self._table,
-            Key=_key(object_id),
-            UpdateExpression="ADD accepted :index SET updated_at = :now",
-            ExpressionAttributeValues={":index": {"NS": [str(index)]}, ":now": {"N": repr(self._clock())}},
+    def abandon_session(self, object_id: str, session_id: int) -> None:
+        """Give a session up (it is never closed, so CloudBlue never rates it): start over in a new one."""
+        self._update(
+            object_id,
+            "REMOVE session_id, accepted, in_flight SET abandoned = list_append(if_not_exists(abandoned, :empty), :s)",
+            {":s": {"L": [{"N": str(session_id)}]}, ":empty": {"L": []}, ":current": {"N": str(session_id)}},
+            condition="session_id = :current",
         )
+
+    def mark_in_flight(self, object_id: str, index: int) -> None:
+        self._update(object_id, "ADD in_flight :index", {":index": {"NS": [str(index)]}})
+
+    def record_packet(self, object_id: str, index: int) -> None:
+        self._update(object_id, "ADD accepted :index", {":index": {"NS": [str(index)]}})
+
+    def unmark_in_flight(self, object_id: str, index: int) -> None:
+        """CloudBlue answered that it did not take the packet: its outcome is known after all."""
+        self._update(object_id, "DELETE in_flight :index", {":index": {"NS": [str(index)]}})
 
     def set_status(self, object_id: str, status: LedgerStatus, **fields: str | int) -> None:
         names = {"#status": "status"}
-        values: dict[str, Any] = {":status": {"S": status}, ":now": {"N": repr(self._clock())}}
+        values: dict[str, Any] = {":status": {"S": status}, ":now": {"N": repr(self._clock())}, ":zero": {"N": "0"}}
         assignments = ["#status = :status", "updated_at = :now", "lease_until = :zero"]
-        values[":zero"] = {"N": "0"}
         for name, value in fields.items():
             names[f"#{name}"] = name
             values[f":{name}"] = {"N": str(value)} if isinstance(value, int) else {"S": value}
@@ -176,6 +277,29 @@ class DynamoDbLedger:
             allow_condition_failure=True,
         )
 
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _update(self, object_id: str, expression: str, values: dict[str, Any], *, condition: str | None = None) -> None:
+        """An update of an importing object that also renews its lease; the claim must still be ours."""
+        now = self._clock()
+        renew = "lease_until = :lease, updated_at = :now"
+        expression = f"{expression}, {renew}" if "SET " in expression else f"{expression} SET {renew}"
+        conditions = ["#status = :importing"] + ([condition] if condition else [])
+        self._call(
+            "update_item",
+            TableName=self._table,
+            Key=_key(object_id),
+            UpdateExpression=expression,
+            ConditionExpression=" AND ".join(f"({c})" for c in conditions),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                **values,
+                ":importing": {"S": "IMPORTING"},
+                ":lease": {"N": repr(now + self._lease_seconds)},
+                ":now": {"N": repr(now)},
+            },
+        )
+
     def _call(self, operation: str, *, allow_condition_failure: bool = False, **kwargs: Any) -> dict[str, Any]:
         try:
             result: dict[str, Any] = getattr(self._db, operation)(**kwargs)
@@ -196,6 +320,9 @@ def _entry(object_id: str, item: dict[str, Any]) -> LedgerEntry:
     def number(name: str) -> float | None:
         return float(item[name]["N"]) if name in item else None
 
+    def numbers(name: str) -> frozenset[int]:
+        return frozenset(int(i) for i in item.get(name, {}).get("NS", []))
+
     session = number("session_id")
     packets = number("packets")
     return LedgerEntry(
@@ -203,8 +330,12 @@ def _entry(object_id: str, item: dict[str, Any]) -> LedgerEntry:
         status=item["status"]["S"],
         session_id=int(session) if session is not None else None,
         packets=int(packets) if packets is not None else None,
-        accepted=frozenset(int(i) for i in item.get("accepted", {}).get("NS", [])),
+        fingerprint=item.get("fingerprint", {}).get("S"),
+        accepted=numbers("accepted"),
+        in_flight=numbers("in_flight"),
+        abandoned_sessions=tuple(int(s["N"]) for s in item.get("abandoned", {}).get("L", [])),
         report_key=item.get("report_key", {}).get("S"),
+        lock_key=item.get("lock_key", {}).get("S"),
         duplicate_of=item.get("duplicate_of", {}).get("S"),
         attempts=int(number("attempts") or 0),
         lease_until=number("lease_until") or 0.0,

@@ -42,7 +42,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from json.encoder import encode_basestring
 from typing import BinaryIO, NamedTuple
 
@@ -67,11 +67,13 @@ def plan_import(stream: BinaryIO, *, month: str, currency: str, mapping: Mapping
     month = parse_month(month)
     if not _CURRENCY.fullmatch(currency):
         raise InvalidInputError(f"currency must be an ISO 4217 code of 3 capital letters (JPY), got {currency!r}")
-    with _cyclic_gc_paused():
+    # Exact arithmetic: amounts may have 20 digits before the point and 18 after, more than the
+    # default context's 28 significant digits; an inexact result would raise instead of rounding.
+    with _cyclic_gc_paused(), localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
         read = read_billing_csv(stream, month=month, mapping=mapping)
         per_subscription = _per_subscription(read, mapping)
         charges = [] if read.problem_count else build_charges(read, mapping=mapping, currency=currency)
-    charges_sum = sum((charge.total_price for charge in charges), Decimal(0))
+        charges_sum = sum((charge.total_price for charge in charges), Decimal(0))
     if not read.problem_count and charges_sum != read.csv_sum:
         raise AssertionError(f"Σ totalPrice {charges_sum} differs from Σ amount {read.csv_sum}: a bug, nothing sent")
     return ImportPlan(
@@ -165,6 +167,8 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str) -> list
             unit_price = tally.unit_price
         else:
             name, item, total, amount, unit_price = _merged(members, rank)
+        if unit_price is not None and unit_price * amount != total:
+            unit_price = None  # e.g. a discount row priced per unit but billed as a lump: no misleading unitPrice
         if len(identity) > 5 and len(identity[5]) == 8:  # aggregation none, a daily row: that day
             day = identity[5]
             start = end = f"{day[:4]}-{day[4:6]}-{day[6:]}{time_suffix}"

@@ -1,32 +1,48 @@
-"""The import use case: one S3 object version becomes charges in one CloudBlue session, exactly once.
+"""The import use case: one S3 object version becomes charges in one rated CloudBlue session, exactly once.
 
-1. claim the object version in the ledger (a duplicate S3 event finds it claimed or done: no-op);
-2. read and validate the whole file (``plan_import``): any bad or unmapped row rejects the file,
-   nothing is sent, and the report lists every problem;
-3. a file whose bytes were already imported for the month (an export run twice) is a duplicate;
-4. open a session (or, after a crash, resume the one the ledger recorded), send the packets with
-   bounded concurrency, recording each accepted packet, and skipping those accepted before;
-5. close the session, write the report, and start the follow-session state machine, which
-   records how CloudBlue's rating ends.
+The CloudBlue session is the unit of atomicity: a session that is never closed is never rated, so
+a session whose content is in doubt is given up (left open, never closed) and every charge is sent
+again in a new one. Step by step:
+
+1. claim the object version in the ledger; a duplicate S3 event finds it claimed (and fails, to be
+   retried) or finished (and returns its report);
+2. read and validate the whole file; any bad or unmapped row rejects it: nothing is sent and the
+   report lists every problem;
+3. take the month's lock: a second file for a month already imported is a DUPLICATE (same bytes) or
+   HELD (different bytes: importing it too would double the month), unless marked additional;
+4. open a session (or resume the recorded one), mark each packet in flight, send it, record it
+   accepted; a packet whose outcome is unknown (sent, no answer), a plan that changed since the
+   session was opened, or packets left in flight by a crashed attempt make the session given up and
+   everything sent again in a new one (at most ``MAX_SESSIONS``);
+5. close the session, write the report, mark the ledger CLOSED and start the follow-session state
+   machine, which records how CloudBlue's rating ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any, BinaryIO
 
 from soracharge.adapters.cloudblue import ChargesImportManager
 from soracharge.adapters.ledger import Ledger, LedgerEntry
 from soracharge.adapters.storage import ReportStore, StoredObject
 from soracharge.adapters.workflows import WorkflowStarter
-from soracharge.errors import InvalidInputError, SorachargeError
+from soracharge.errors import (
+    CloudBlueApiError,
+    CloudBlueUnavailableError,
+    ImportInProgressError,
+    ImportTimeBudgetError,
+    InvalidInputError,
+)
 from soracharge.logic.charges import plan_import
 from soracharge.models.charges import ChargesPacket, ImportPlan
 from soracharge.models.imports import (
@@ -43,6 +59,14 @@ from soracharge.models.imports import (
 from soracharge.models.mapping import Mapping
 from soracharge.observability import logger, metrics
 
+#: Sessions one file may use before the import gives up (each after an unknown outcome).
+MAX_SESSIONS = 3
+#: The import stops sending when the function has less time left than this, and its retry resumes.
+DEADLINE_MARGIN_SECONDS = 60.0
+CURRENCIES = frozenset({"JPY", "USD", "EUR"})
+#: Object metadata (``x-amz-meta-import: additional``) that imports a second file for a month on purpose.
+ADDITIONAL_FILE = "additional"
+
 
 @dataclass
 class ImportDependencies:
@@ -54,10 +78,11 @@ class ImportDependencies:
     follow_state_machine_arn: str
     concurrency: int = 8
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    remaining_seconds: Callable[[], float] = field(default=lambda: math.inf)
 
 
 def import_object(obj: ObjectRef, deps: ImportDependencies, *, lease_seconds: float) -> ImportReport:
-    """Import one object version; return its report (the existing one for a duplicate event)."""
+    """Import one object version; return its report (the existing one when it was done before)."""
     logger.append_keys(objectKey=obj.key, objectVersion=obj.version_id)
     try:
         source, month = obj.layout()
@@ -77,21 +102,25 @@ def import_object(obj: ObjectRef, deps: ImportDependencies, *, lease_seconds: fl
         return _already_claimed(obj, claim.entry, key, deps)
     try:
         return _import_claimed(obj, source, month, head, claim.entry, key, deps)
-    except SorachargeError:
-        deps.ledger.release(obj.object_id)  # a retry may resume at once
+    except BaseException:
+        with contextlib.suppress(Exception):  # a retry may resume at once; a lapsed lease allows it anyway
+            deps.ledger.release(obj.object_id)
         raise
 
 
 def _already_claimed(obj: ObjectRef, entry: LedgerEntry, key: str, deps: ImportDependencies) -> ImportReport:
     logger.info("Object version already claimed", extra={"ledgerStatus": entry.status})
     metrics.add_metric(name="DuplicateImportEvents", unit="Count", value=1)
+    if entry.status == "IMPORTING":
+        raise ImportInProgressError(
+            f"{obj.uri} version {obj.version_id} is being imported by another invocation: this one will be retried"
+        )
     if entry.status == "CLOSED" and entry.session_id is not None:
         _follow(obj, entry.session_id, key, deps)  # in case the first run closed the session but died before this
     existing = deps.store.get_json(entry.report_key or key)
-    if existing is not None:
-        return ImportReport.model_validate(existing)
-    summary = f"{obj.uri} version {obj.version_id} is being imported by another invocation (ledger: {entry.status})"
-    return _report(deps, obj, "CLOSED" if entry.status == "CLOSED" else "DUPLICATE", summary)
+    if existing is None:
+        raise ImportInProgressError(f"{obj.uri} is {entry.status} in the ledger but its report is not written yet")
+    return ImportReport.model_validate(existing)
 
 
 def _import_claimed(
@@ -104,16 +133,15 @@ def _import_claimed(
     deps: ImportDependencies,
 ) -> ImportReport:
     mapping, mapping_source = deps.mapping()
-    currency = head.metadata.get("currency") or mapping.currency
-    bill_amount = head.metadata.get("bill-amount")
-    base = {"month": month, "source": source, "mapping": mapping_source, "currency": currency}
-    if not currency:
-        message = (
-            "no currency for this file: the export flow sets it as object metadata; for an upload, set "
-            "'currency' in the mapping or upload with the metadata currency=JPY|USD|EUR"
-        )
-        return _reject(obj, key, deps, base, [Problem(message=message)], 1)
+    base: dict[str, Any] = {"month": month, "source": source, "mapping": mapping_source}
 
+    # Everything that can reject the file is checked before anything is sent.
+    currency = (head.metadata.get("currency") or mapping.currency or "").upper()
+    base["currency"] = currency or None
+    problems = _metadata_problems(currency, head.metadata.get("bill-amount"))
+    if problems:
+        return _reject(obj, key, deps, base, problems, len(problems))
+    bill_amount = Decimal(head.metadata["bill-amount"]) if head.metadata.get("bill-amount") else None
     with deps.store.open(obj.key, obj.version_id) as body:
         hashing = _HashingReader(body)
         plan = plan_import(io.BufferedReader(hashing), month=month, currency=currency, mapping=mapping, source=obj.uri)
@@ -123,38 +151,69 @@ def _import_claimed(
         problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
         return _reject(obj, key, deps, base, problems, plan.problem_count, plan)
 
-    session_id = entry.session_id
-    if session_id is None:
-        owner = deps.ledger.claim_content(month, sha256, obj.object_id)
-        if owner != obj.object_id:
-            summary = f"the same bytes were already imported for {month} from {owner}: nothing imported again"
-            report = _report(deps, obj, "DUPLICATE", summary, duplicate_of=owner, **base)
-            deps.store.put_json(key, report.to_event())
-            deps.ledger.set_status(obj.object_id, "DUPLICATE", duplicate_of=owner, report_key=key)
-            return report
-        session_id = deps.cloudblue.open_session().import_session_id
-        packets = plan.packets(session_id)
-        deps.ledger.record_session(obj.object_id, session_id, len(packets), key)
-        logger.append_keys(importSessionId=session_id)
-        logger.info("Import session opened", extra={"packets": len(packets), "charges": len(plan.charges)})
-    else:
-        packets = plan.packets(session_id)
-        logger.append_keys(importSessionId=session_id)
-        logger.info("Resuming import session", extra={"alreadyAccepted": len(entry.accepted)})
+    additional = head.metadata.get("import", "").lower() == ADDITIONAL_FILE
+    lock_key = f"lock#{month}#{sha256}" if additional else f"lock#{month}"
+    blocked = _take_month(obj, lock_key, sha256, entry, key, deps, base)
+    if blocked is not None:
+        return blocked
 
-    to_send = [(index, packet) for index, packet in enumerate(packets) if index not in entry.accepted]
-    warnings = _send(obj, to_send, deps)
-    deps.cloudblue.close_session(session_id)
-    deps.ledger.set_status(obj.object_id, "CLOSED", report_key=key)
-    metrics.add_metric(name="ChargesSent", unit="Count", value=sum(len(p.charges) for _, p in to_send))
-    metrics.add_metric(name="RowsRead", unit="Count", value=plan.rows)
+    fingerprint = _fingerprint(plan)
+    packets_count = len(plan.packets(0))
+    warnings: list[str] = []
+    session_id, closed = _resume(obj, entry, fingerprint, packets_count, deps, warnings)
+    sessions_used = len(entry.abandoned_sessions) + (1 if session_id is not None else 0)
+    sent_this_run = 0
+    while not closed:
+        if session_id is None:
+            if sessions_used >= MAX_SESSIONS:
+                raise CloudBlueUnavailableError(
+                    f"gave {MAX_SESSIONS} sessions up after outcomes that could not be known: stopping; "
+                    "nothing was rated, and a later retry starts a new session"
+                )
+            session_id = deps.cloudblue.open_session().import_session_id
+            sessions_used += 1
+            deps.ledger.record_session(
+                obj.object_id,
+                session_id,
+                packets=packets_count,
+                fingerprint=fingerprint,
+                report_key=key,
+                lock_key=lock_key,
+            )
+            accepted: frozenset[int] = frozenset()
+        else:
+            current = deps.ledger.get(obj.object_id)
+            accepted = current.accepted if current else frozenset()
+        logger.append_keys(importSessionId=session_id)
+        packets = plan.packets(session_id)
+        to_send = [(index, packet) for index, packet in enumerate(packets) if index not in accepted]
+        logger.info("Sending packets", extra={"packets": len(to_send), "alreadyAccepted": len(accepted)})
+        if _send(obj, to_send, deps):
+            deps.ledger.abandon_session(obj.object_id, session_id)
+            warnings.append(
+                _abandoned(session_id, "a packet was sent and no answer came back (its outcome is unknown)")
+            )
+            session_id = None
+            continue
+        sent_this_run += len(to_send)
+        deps.cloudblue.close_session(session_id)
+        closed = True
+    assert session_id is not None
 
+    final = deps.ledger.get(obj.object_id)
+    abandoned = list(final.abandoned_sessions) if final else []
+    packets = plan.packets(session_id)
+    accepted_final = final.accepted if final else frozenset()
+    with localcontext(Context(prec=80, traps=[Inexact])):
+        imported = sum(
+            (c.total_price for i, p in enumerate(packets) if i in accepted_final for c in p.charges), Decimal(0)
+        )
     counts = ReportCounts(
         rows=plan.rows,
         charges=len(plan.charges),
         packets=len(packets),
-        packets_sent_this_run=len(to_send),
-        packets_already_accepted=len(packets) - len(to_send),
+        packets_sent_this_run=sent_this_run,
+        packets_already_accepted=len(packets) - sent_this_run,
     )
     summary = (
         f"{len(plan.charges)} charges ({plan.charges_sum} {currency}) imported in CloudBlue session {session_id}, "
@@ -167,88 +226,171 @@ def _import_claimed(
         summary,
         import_session_id=session_id,
         session_status="NEW",
+        abandoned_sessions=abandoned,
         counts=counts,
-        reconciliation=_reconcile(plan, bill_amount, imported=plan.charges_sum),
+        reconciliation=_reconcile(plan, bill_amount, imported=imported),
         warnings=warnings,
         **base,
         **_totals(plan),
     )
-    deps.store.put_json(key, report.to_event())
+    deps.store.put_json(key, report.to_event())  # before CLOSED: a crash here resumes and writes it
+    deps.ledger.set_status(obj.object_id, "CLOSED", report_key=key)
+    metrics.add_metric(name="ChargesSent", unit="Count", value=len(plan.charges))
+    metrics.add_metric(name="RowsRead", unit="Count", value=plan.rows)
     _follow(obj, session_id, key, deps)
     return report
 
 
-def dry_run_report(
-    stream: BinaryIO, *, month: str, currency: str, mapping: Mapping, source: str, now: datetime | None = None
-) -> tuple[ImportPlan, ImportReport]:
-    """Plan a file without sending anything: the charges it would import and the report it would get."""
-    plan = plan_import(stream, month=month, currency=currency, mapping=mapping, source=source)
-    moment = now or datetime.now(UTC)
-    base: dict[str, Any] = {
-        "month": month,
-        "currency": currency,
-        "object": ObjectRef(bucket="-", key=source),
-        "created_at": moment,
-        "updated_at": moment,
-        "counts": ReportCounts(rows=plan.rows, charges=len(plan.charges), problems=plan.problem_count),
-    }
-    if plan.problems:
-        summary = f"{plan.problem_count} problem(s) in {source}: it would be rejected and nothing imported"
-        problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
-        report = ImportReport.model_validate(
-            {
-                **base,
-                "status": "REJECTED",
-                "summary": summary,
-                "problems": problems,
-                "problems_not_listed": max(plan.problem_count - len(problems), 0),
-            }
+def _metadata_problems(currency: str, bill_amount: str | None) -> list[Problem]:
+    problems = []
+    if not currency:
+        problems.append(
+            Problem(
+                column="currency",
+                message=(
+                    "no currency for this file: the export flow sets it as object metadata; for an upload, set "
+                    "'currency' in the mapping or upload with the metadata currency=JPY|USD|EUR"
+                ),
+            )
         )
+    elif currency not in CURRENCIES:
+        problems.append(Problem(column="currency", value=currency, message="currency must be JPY, USD or EUR"))
+    if bill_amount:
+        try:
+            if not Decimal(bill_amount).is_finite():
+                raise InvalidOperation
+        except InvalidOperation:
+            problems.append(Problem(column="bill-amount", value=bill_amount, message="the bill amount is not a number"))
+    return problems
+
+
+def _take_month(
+    obj: ObjectRef,
+    lock_key: str,
+    sha256: str,
+    entry: LedgerEntry,
+    key: str,
+    deps: ImportDependencies,
+    base: dict[str, Any],
+) -> ImportReport | None:
+    """Own the month (or this file's bytes, for an additional file), or say why this file must not be sent."""
+    owner = deps.ledger.lock(lock_key, obj.object_id, sha256)
+    if owner.object_id == obj.object_id:
+        return None
+    if entry.lock_key == lock_key:
+        # This object owned the month, and a later file took it over while this one was stuck: its
+        # session was never closed, so nothing of it is rated. Stop here.
+        summary = f"superseded by {owner.object_id}, which took the month over while this import was stuck"
+        return _finish_without_import(obj, key, deps, base, "SUPERSEDED", summary, owner.object_id)
+    previous = deps.ledger.get(owner.object_id)
+    if previous is not None and previous.status == "IMPORTING":
+        if deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):
+            logger.warning("Took the month over from a stuck import", extra={"previousOwner": owner.object_id})
+            return None
+        raise ImportInProgressError(f"{obj.uri}: {owner.object_id} is importing the same month right now")
+    if owner.sha256 == sha256:
+        summary = f"the same bytes were already imported for the month from {owner.object_id}: nothing imported again"
+        return _finish_without_import(obj, key, deps, base, "DUPLICATE", summary, owner.object_id)
+    summary = (
+        f"a different file for {base['month']} was already imported from {owner.object_id}; importing this one "
+        "too would bill the month twice, so nothing was imported. If it replaces the first file, import only "
+        "the differences (see the README's runbook); if it is a second bill for the month, upload it again with "
+        f"the metadata import={ADDITIONAL_FILE}"
+    )
+    return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
+
+
+def _resume(
+    obj: ObjectRef,
+    entry: LedgerEntry,
+    fingerprint: str,
+    packets_count: int,
+    deps: ImportDependencies,
+    warnings: list[str],
+) -> tuple[int | None, bool]:
+    """The session to go on with (None: open a new one) and whether it is closed already."""
+    session_id = entry.session_id
+    if session_id is None:
+        return None, False
+    reason = None
+    if entry.fingerprint != fingerprint:
+        reason = "the file's packets are not the ones planned when it was opened (was the mapping changed?)"
+    elif entry.unconfirmed:
+        reason = f"packets {sorted(i + 1 for i in entry.unconfirmed)} were being sent when the last attempt stopped"
     else:
-        summary = f"dry run: {len(plan.charges)} charges ({plan.charges_sum} {currency}) would be imported"
-        report = ImportReport.model_validate(
-            {
-                **base,
-                "status": "DRY_RUN",
-                "summary": summary,
-                "counts": ReportCounts(rows=plan.rows, charges=len(plan.charges), packets=len(plan.packets(0))),
-                "reconciliation": _reconcile(plan, None, imported=plan.charges_sum),
-                **_totals(plan),
-            }
-        )
-    return plan, report
+        status = deps.cloudblue.get_session(session_id).status
+        if status != "OPEN":
+            if len(entry.accepted) >= packets_count:
+                return session_id, True  # closed by the last attempt just before it stopped
+            missing = sorted(i + 1 for i in set(range(packets_count)) - entry.accepted)
+            raise CloudBlueApiError(
+                f"session {session_id} is {status}, but packets {missing} of {obj.uri} were never sent to it: "
+                "CloudBlue will rate it without them; import the missing charges as a correction"
+            )
+    if reason is not None:
+        deps.ledger.abandon_session(obj.object_id, session_id)
+        warnings.append(_abandoned(session_id, reason))
+        return None, False
+    return session_id, False
 
 
-def _send(obj: ObjectRef, packets: list[tuple[int, ChargesPacket]], deps: ImportDependencies) -> list[str]:
-    """Send packets with bounded concurrency; stop at the first failure (accepted ones stay recorded)."""
-    warnings: list[str] = []
-    failed = threading.Event()
+def _send(obj: ObjectRef, packets: list[tuple[int, ChargesPacket]], deps: ImportDependencies) -> bool:
+    """Send packets with bounded concurrency; True when an outcome was unknown (the session must be given up).
+
+    Each packet is marked in flight in the ledger before it is sent and recorded accepted after,
+    so an attempt that dies in between leaves a trace the next attempt sees. Sending stops at the
+    first failure, and before the function runs out of time.
+    """
+    stop, unknown = threading.Event(), threading.Event()
 
     def send(index: int, packet: ChargesPacket) -> None:
-        if failed.is_set():  # a packet failed: start no more (a retry resumes from the ledger)
+        if stop.is_set():
             return
         try:
-            delivery = deps.cloudblue.import_charges(packet.to_json_bytes())
+            if deps.remaining_seconds() < DEADLINE_MARGIN_SECONDS:
+                raise ImportTimeBudgetError(f"stopped sending {obj.uri} with too little time left; the retry resumes")
+            deps.ledger.mark_in_flight(obj.object_id, index)
+            try:
+                deps.cloudblue.import_charges(packet.to_json_bytes())
+            except (CloudBlueUnavailableError, CloudBlueApiError) as exc:
+                if getattr(exc, "outcome_unknown", False):
+                    unknown.set()
+                    stop.set()
+                    return
+                deps.ledger.unmark_in_flight(obj.object_id, index)  # CloudBlue answered: it did not take it
+                raise
+            # Anything failing from here on leaves the packet in flight: the next attempt gives the session up.
+            deps.ledger.record_packet(obj.object_id, index)
         except BaseException:
-            failed.set()
+            stop.set()  # the first failure stops every packet not yet started
             raise
-        deps.ledger.record_packet(obj.object_id, index)
-        if delivery.resent_after_unknown_outcome:
-            warnings.append(
-                f"packet {index + 1} was sent again after a connection was lost with its outcome unknown: "
-                "if CloudBlue does not ignore a repeated extHash within a session, its "
-                f"{len(packet.charges)} charges may be held twice in session {packet.import_session_id}"
-            )
 
     with ThreadPoolExecutor(max_workers=max(1, deps.concurrency), thread_name_prefix="import-charges") as pool:
         futures = [pool.submit(send, index, packet) for index, packet in packets]
-        _done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        for future in futures:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
-    return sorted(warnings)
+        wait(futures, return_when=FIRST_EXCEPTION)
+    if unknown.is_set():
+        return True
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
+    return False
+
+
+def _abandoned(session_id: int, reason: str) -> str:
+    return (
+        f"session {session_id} was given up and left open, never closed (CloudBlue does not rate an open "
+        f"session): {reason}. Every charge was sent again in a new session. Do not close session {session_id}."
+    )
+
+
+def _fingerprint(plan: ImportPlan) -> str:
+    """What the packets are (which charges, in which packet), whatever session they are sent in."""
+    digest = hashlib.sha256()
+    for index, packet in enumerate(plan.packets(0)):
+        for charge in packet.charges:
+            digest.update(f"{index}:{charge.ext_charge_id}:{charge.ext_hash}\n".encode())
+    return digest.hexdigest()
 
 
 def _follow(obj: ObjectRef, session_id: int, key: str, deps: ImportDependencies) -> None:
@@ -259,14 +401,31 @@ def _follow(obj: ObjectRef, session_id: int, key: str, deps: ImportDependencies)
         report_key=key,
         session=SessionProgress(import_session_id=session_id, status="NEW"),
     )
-    deps.workflows.start(deps.follow_state_machine_arn, f"import-session-{session_id}", request.to_event())
+    name = follow_execution_name(obj.object_id, session_id)
+    deps.workflows.start(deps.follow_state_machine_arn, name, request.to_event())
+
+
+def follow_execution_name(object_id: str, session_id: int) -> str:
+    """The follow-import-session execution watching ``session_id`` for ``object_id``: unique per object
+    version and session (session ids alone may be reused), so a repeated start is a no-op."""
+    return f"import-{session_id}-{hashlib.sha256(object_id.encode()).hexdigest()[:16]}"
+
+
+def _finish_without_import(
+    obj: ObjectRef, key: str, deps: ImportDependencies, base: dict[str, Any], status: str, summary: str, other: str
+) -> ImportReport:
+    report = _report(deps, obj, status, summary, duplicate_of=other, **base)
+    deps.store.put_json(key, report.to_event())
+    deps.ledger.set_status(obj.object_id, status, duplicate_of=other, report_key=key)  # type: ignore[arg-type]
+    logger.warning("File not imported", extra={"status": status, "other": other})
+    return report
 
 
 def _reject(
     obj: ObjectRef,
     key: str,
     deps: ImportDependencies,
-    base: dict[str, str | None],
+    base: dict[str, Any],
     problems: list[Problem],
     problem_count: int,
     plan: ImportPlan | None = None,
@@ -290,6 +449,39 @@ def _reject(
     return report
 
 
+def dry_run_report(
+    stream: BinaryIO, *, month: str, currency: str, mapping: Mapping, source: str, now: datetime | None = None
+) -> tuple[ImportPlan, ImportReport]:
+    """Plan a file without sending anything: the charges it would import and the report it would get."""
+    plan = plan_import(stream, month=month, currency=currency, mapping=mapping, source=source)
+    moment = now or datetime.now(UTC)
+    base: dict[str, Any] = {
+        "month": month,
+        "currency": currency,
+        "object": ObjectRef(bucket="-", key=source),
+        "created_at": moment,
+        "updated_at": moment,
+    }
+    if plan.problems:
+        problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
+        fields: dict[str, Any] = {
+            "status": "REJECTED",
+            "summary": f"{plan.problem_count} problem(s) in {source}: it would be rejected and nothing imported",
+            "problems": problems,
+            "problems_not_listed": max(plan.problem_count - len(problems), 0),
+            "counts": ReportCounts(rows=plan.rows, problems=plan.problem_count),
+        }
+    else:
+        fields = {
+            "status": "DRY_RUN",
+            "summary": f"dry run: {len(plan.charges)} charges ({plan.charges_sum} {currency}) would be imported",
+            "counts": ReportCounts(rows=plan.rows, charges=len(plan.charges), packets=len(plan.packets(0))),
+            "reconciliation": _reconcile(plan, None, imported=plan.charges_sum),
+            **_totals(plan),
+        }
+    return plan, ImportReport.model_validate({**base, **fields})
+
+
 def _report(deps: ImportDependencies, obj: ObjectRef, status: str, summary: str, **fields: object) -> ImportReport:
     now = deps.clock()
     return ImportReport.model_validate(
@@ -297,8 +489,8 @@ def _report(deps: ImportDependencies, obj: ObjectRef, status: str, summary: str,
     )
 
 
-def _reconcile(plan: ImportPlan, bill_amount: str | None, *, imported: Decimal) -> Reconciliation:
-    bill = Decimal(bill_amount) if bill_amount else None
+def _reconcile(plan: ImportPlan, bill: Decimal | None, *, imported: Decimal) -> Reconciliation:
+    """Bill amount, CSV sum and the sum of the charges CloudBlue accepted, side by side."""
     balanced = imported == plan.csv_sum and (bill is None or bill == plan.csv_sum)
     if bill is None:
         note = "uploaded file: no Soracom bill amount to compare with"
@@ -306,6 +498,8 @@ def _reconcile(plan: ImportPlan, bill_amount: str | None, *, imported: Decimal) 
         note = "the CSV adds up to the bill"
     else:
         note = f"the CSV adds up to {plan.csv_sum}, the bill says {bill}: check the export"
+    if imported != plan.csv_sum:
+        note += f"; CloudBlue accepted {imported}, not the CSV's {plan.csv_sum}"
     return Reconciliation(bill_amount=bill, csv_sum=plan.csv_sum, imported_sum=imported, balanced=balanced, note=note)
 
 

@@ -8,6 +8,7 @@ through SNS when rating failed or never finished.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
@@ -45,7 +46,9 @@ def finish_import(
     session = request.session
     logger.append_keys(importSessionId=session.import_session_id, month=request.month)
     status: Literal["PROCESSED", "FAILED_PROCESSED", "NOT_RATED"]
-    if session.status in RATED:
+    if request.failure is not None:
+        status = "NOT_RATED"
+    elif session.status in RATED:
         status = "PROCESSED"
     elif session.status == "FAILED_PROCESSED":
         status = "FAILED_PROCESSED"
@@ -62,7 +65,10 @@ def finish_import(
             f"{session.error_desc or 'no errorDesc given'}"
         ),
         "NOT_RATED": (
-            f"CloudBlue had not rated session {session.import_session_id} after {session.polls} polls "
+            f"could not follow session {session.import_session_id} to its end: {request.failure.error}: "
+            f"{_message(request.failure.cause)}"
+            if request.failure
+            else f"CloudBlue had not rated session {session.import_session_id} after {session.polls} polls "
             f"(last status {session.status})"
         ),
     }[status]
@@ -92,11 +98,19 @@ def finish_import(
     )
 
 
+def _message(cause: str | None) -> str:
+    """The errorMessage of a Lambda error's cause, or the cause itself."""
+    try:
+        return str(json.loads(cause or "{}").get("errorMessage", cause))
+    except (ValueError, AttributeError):
+        return cause or ""
+
+
 def _alert(request: FollowSessionRequest, report: ImportReport, summary: str, status: str) -> str:
     action = {
         "FAILED_PROCESSED": (
             "What to do: read errorDesc, fix the cause in CloudBlue (for example a subscription or resource the "
-            "mapping names), then re-import the file as a correction (see the README's runbook)."
+            "mapping names), then import the file again (see the README's runbook)."
         ),
         "NOT_RATED": "What to do: check the session in CloudBlue's rating engine; the charges are in it already.",
     }[status]

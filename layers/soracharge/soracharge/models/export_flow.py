@@ -7,12 +7,15 @@ snake_case in Python. Amounts travel as decimal strings so no JSON float ever to
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic.alias_generators import to_camel
 
 from soracharge.models.months import YearMonth, previous_month
+
+#: Money on the wire: an exact decimal string in plain notation (``0.0000001``, never ``1E-7``).
+ExactDecimal = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json")]
 
 
 class Payload(BaseModel):
@@ -50,7 +53,7 @@ class BillSummary(Payload):
     """GetBill's output: the closed bill of the month being exported."""
 
     month: YearMonth
-    amount: Decimal
+    amount: ExactDecimal
     currency: Literal["JPY", "USD", "EUR"]
 
 
@@ -72,7 +75,7 @@ class ExportProgress(Payload):
 
 class StoreExportRequest(Payload):
     month: YearMonth
-    amount: Decimal
+    amount: ExactDecimal
     currency: Literal["JPY", "USD", "EUR"]
     exported_file_id: str = Field(min_length=1)
 

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from decimal import Decimal
 from typing import Literal
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.parser.models import S3RecordModel
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from soracharge.errors import InvalidInputError
-from soracharge.models.export_flow import Payload
+from soracharge.models.export_flow import ExactDecimal, Payload
 from soracharge.models.months import YearMonth
 
 #: ``exports/<yyyyMM>/<exportedFileId>.csv`` (the export flow) or ``uploads/<yyyyMM>/<name>.csv`` (a person).
 IMPORTABLE_KEY = re.compile(r"(?P<source>exports|uploads)/(?P<month>\d{4}(0[1-9]|1[0-2]))/[^/]+\.csv")
 
-ReportStatus = Literal["REJECTED", "DUPLICATE", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED", "DRY_RUN"]
+ReportStatus = Literal[
+    "REJECTED", "DUPLICATE", "HELD", "SUPERSEDED", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED", "DRY_RUN"
+]
 SessionStatus = Literal["OPEN", "NEW", "PROCESSING", "FAILED_PROCESSED", "PROCESSED", "REPORTED"]
 
 
@@ -74,15 +75,15 @@ class Problem(Payload):
 
 class Amount(Payload):
     name: str
-    amount: Decimal
+    amount: ExactDecimal
 
 
 class Reconciliation(Payload):
     """Bill amount (Soracom's, when the file came from the export flow), CSV sum, imported sum."""
 
-    bill_amount: Decimal | None = None
-    csv_sum: Decimal
-    imported_sum: Decimal
+    bill_amount: ExactDecimal | None = None
+    csv_sum: ExactDecimal
+    imported_sum: ExactDecimal
     balanced: bool
     note: str
 
@@ -108,6 +109,7 @@ class ImportReport(Payload):
     currency: str | None = None
     mapping: str | None = None
     import_session_id: int | None = None
+    abandoned_sessions: list[int] = Field(default_factory=list)
     session_status: SessionStatus | None = None
     error_desc: str | None = None
     counts: ReportCounts = Field(default_factory=ReportCounts)
@@ -132,6 +134,15 @@ class SessionProgress(Payload):
     error_desc: str | None = None
 
 
+class FollowFailure(Payload):
+    """What a Catch in the follow state machine caught (``{"Error", "Cause"}``)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+    error: str = Field(alias="Error")
+    cause: str | None = Field(default=None, alias="Cause")
+
+
 class FollowSessionRequest(Payload):
     """The follow-import-session state machine's input (the import function starts it)."""
 
@@ -139,6 +150,7 @@ class FollowSessionRequest(Payload):
     month: YearMonth
     report_key: str
     session: SessionProgress
+    failure: FollowFailure | None = None
 
 
 class ImportOutcome(Payload):

@@ -1,0 +1,305 @@
+"""The import use case killed at every dangerous instant, then retried: nothing lost, nothing doubled.
+
+Real pieces where it matters: the DynamoDB ledger (on moto) with a clock the test moves, and the
+CloudBlue client against the CloudBlue simulator. S3 and Step Functions are small fakes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+import pytest
+from moto import mock_aws
+from pydantic import SecretStr
+from soracharge.adapters.cloudblue import CloudBlueClient, OAuth1TwoLegged
+from soracharge.adapters.ledger import LEASE_SECONDS, DynamoDbLedger
+from soracharge.adapters.storage import StoredObject
+from soracharge.errors import ImportInProgressError, ImportTimeBudgetError
+from soracharge.logic.charges import plan_import
+from soracharge.logic.imports import ImportDependencies, import_object
+from soracharge.models.imports import ImportReport, ObjectRef
+from soracharge.models.mapping import Mapping, parse_mapping
+from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
+
+MONTH = "202610"
+MAPPING = parse_mapping((Path(__file__).resolve().parents[2] / "examples" / "mapping.example.yaml").read_text(), "ex")
+SMALL_PACKETS = MAPPING.model_copy(update={"packet_size": 5})
+CSV = SoracomSimulator(auth_key_id="k", auth_key="s", today=datetime(2026, 11, 22, tzinfo=UTC).date()).csv_bytes(MONTH)
+
+
+class Killed(BaseException):
+    """The Lambda runtime killing the function (timeout, out of memory): no except clause runs for it."""
+
+
+@dataclass
+class FakeStore:
+    bucket: str = "data"
+    objects: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = field(default_factory=dict)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def put(self, key: str, body: bytes, version: str, **metadata: str) -> ObjectRef:
+        self.objects[(key, version)] = (body, metadata)
+        return ObjectRef(bucket=self.bucket, key=key, version_id=version)
+
+    def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        body, metadata = self.objects[(key, version_id or "")]
+        return StoredObject(self.bucket, key, version_id, len(body), metadata)
+
+    def open(self, key: str, version_id: str | None = None) -> BinaryIO:
+        return io.BytesIO(self.objects[(key, version_id or "")][0])
+
+    def put_json(self, key: str, body: dict[str, Any]) -> StoredObject:
+        self.reports[key] = body
+        return StoredObject(self.bucket, key, None, 0, {})
+
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        return self.reports.get(key)
+
+
+@dataclass
+class FakeWorkflows:
+    started: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
+        self.started.setdefault(name, payload)
+        return name
+
+
+class Clock:
+    now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class KillingLedger(DynamoDbLedger):
+    """A ledger whose process dies right before the ``kill_at``-th call of ``method``."""
+
+    kill: tuple[str, int] | None = None
+    calls: dict[str, int]
+
+    def _maybe_die(self, method: str) -> None:
+        self.calls[method] = self.calls.get(method, 0) + 1
+        if self.kill == (method, self.calls[method]):
+            self.kill = None
+            raise Killed(method)
+
+    def record_packet(self, object_id: str, index: int) -> None:
+        self._maybe_die("record_packet")
+        super().record_packet(object_id, index)
+
+    def set_status(self, object_id: str, status: Any, **fields: str | int) -> None:
+        self._maybe_die(f"set_status:{status}")
+        super().set_status(object_id, status, **fields)
+
+
+@pytest.fixture(scope="module")
+def cloudblue() -> Iterator[CloudBlueSimulator]:
+    with CloudBlueSimulator() as simulator:
+        yield simulator
+
+
+@dataclass
+class World:
+    deps: ImportDependencies
+    store: FakeStore
+    ledger: KillingLedger
+    clock: Clock
+    cloudblue: CloudBlueSimulator
+    workflows: FakeWorkflows
+    mapping: list[Mapping]
+
+    def lapse(self) -> None:
+        """Let a dead invocation's lease run out."""
+        self.clock.now += LEASE_SECONDS + 1
+
+    def run(self, obj: ObjectRef) -> ImportReport:
+        return import_object(obj, self.deps, lease_seconds=900)
+
+
+@pytest.fixture
+def world(cloudblue: CloudBlueSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    cloudblue.faults = CloudBlueFaults()
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(
+            TableName="ledger",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        clock = Clock()
+        ledger = KillingLedger(client, "ledger", clock=clock)
+        ledger.calls = {}
+        store, workflows = FakeStore(), FakeWorkflows()
+        mapping = [SMALL_PACKETS]
+        deps = ImportDependencies(
+            store=store,
+            ledger=ledger,
+            cloudblue=CloudBlueClient(
+                endpoint=cloudblue.base_url,
+                auth=OAuth1TwoLegged(cloudblue.consumer_key, SecretStr(cloudblue.consumer_secret)),
+                resource_id=cloudblue.resource_id,
+                max_wait_seconds=0.01,
+            ),
+            workflows=workflows,
+            mapping=lambda: (mapping[0], "mapping.yaml"),
+            follow_state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:follow",
+            concurrency=1,
+        )
+        yield World(deps, store, ledger, clock, cloudblue, workflows, mapping)
+
+
+def expected(mapping: Mapping = SMALL_PACKETS, body: bytes = CSV) -> list[tuple[str, Decimal]]:
+    plan = plan_import(io.BytesIO(body), month=MONTH, currency="JPY", mapping=mapping)
+    return sorted((c.ext_charge_id or "", c.total_price) for c in plan.charges)
+
+
+def held(world: World, session_id: int) -> list[tuple[str, Decimal]]:
+    return sorted((c["extChargeId"], c["totalPrice"]) for c in world.cloudblue.charges(session_id))
+
+
+def rated_charges(world: World, sessions: set[int]) -> list[tuple[str, Decimal]]:
+    """What CloudBlue will rate of these sessions: only the closed ones."""
+    closed = [s for s in sessions if world.cloudblue.session(s).closed_at is not None]
+    return sorted(charge for s in closed for charge in held(world, s))
+
+
+def sessions_of(report: ImportReport) -> set[int]:
+    assert report.import_session_id is not None
+    return {report.import_session_id, *report.abandoned_sessions}
+
+
+def test_a_kill_after_cloudblue_took_a_packet_but_before_the_ledger_knew_gives_the_session_up(world):
+    obj = world.store.put(f"uploads/{MONTH}/a.csv", CSV, "v1", currency="JPY")
+    world.ledger.kill = ("record_packet", 3)  # CloudBlue holds packet 3; the ledger only has it in flight
+    with pytest.raises(Killed):
+        world.run(obj)
+    world.lapse()
+
+    report = world.run(obj)
+
+    (abandoned,) = report.abandoned_sessions
+    assert world.cloudblue.session(abandoned).closed_at is None  # never rated
+    assert len(world.cloudblue.charges(abandoned)) == 15  # packets 1-3, held but never rated
+    assert held(world, report.import_session_id) == expected()
+    assert rated_charges(world, sessions_of(report)) == expected()
+    assert "packets [3] were being sent when the last attempt stopped" in report.warnings[0]
+
+
+def test_a_kill_after_every_packet_was_recorded_resumes_in_the_same_session(world):
+    obj = world.store.put(f"uploads/{MONTH}/b.csv", CSV, "v1", currency="JPY")
+    world.ledger.kill = ("set_status:CLOSED", 1)  # after closeSession and the report, before the ledger says so
+    with pytest.raises(Killed):
+        world.run(obj)
+    world.lapse()
+
+    report = world.run(obj)
+
+    assert report.abandoned_sessions == []
+    assert report.status == "CLOSED"
+    assert held(world, report.import_session_id) == expected()
+    assert world.cloudblue.session(report.import_session_id).closed_at is not None
+    assert len(world.workflows.started) == 1
+
+
+def test_a_plan_that_changed_between_attempts_is_never_mixed_into_one_session(world):
+    obj = world.store.put(f"uploads/{MONTH}/c.csv", CSV, "v1", currency="JPY")
+    world.ledger.kill = ("record_packet", 2)
+    with pytest.raises(Killed):
+        world.run(obj)
+    world.lapse()
+    world.mapping[0] = MAPPING.model_copy(update={"packet_size": 7})  # someone edited the mapping meanwhile
+
+    report = world.run(obj)
+
+    assert len(report.abandoned_sessions) == 1
+    assert rated_charges(world, sessions_of(report)) == expected(world.mapping[0])
+    assert "not the ones planned" in report.warnings[0]
+
+
+def test_a_duplicate_event_while_the_import_runs_is_retried_later_not_reported_done(world):
+    obj = world.store.put(f"uploads/{MONTH}/d.csv", CSV, "v1", currency="JPY")
+    world.ledger.claim(obj.object_id, month=MONTH, lease_seconds=900)  # another invocation holds it
+    with pytest.raises(ImportInProgressError, match=r"being imported by another invocation"):
+        world.run(obj)
+
+
+def test_a_second_file_for_the_month_is_held_the_same_bytes_are_a_duplicate_and_additional_is_imported(world):
+    first = world.run(world.store.put(f"exports/{MONTH}/fe_1.csv", CSV, "v1", currency="JPY"))
+    same = world.run(world.store.put(f"uploads/{MONTH}/again.csv", CSV, "v1", currency="JPY"))
+    changed_csv = CSV.replace(b"\r\n", b"\n")  # the same rows, other bytes
+    other = world.run(world.store.put(f"uploads/{MONTH}/other.csv", changed_csv, "v1", currency="JPY"))
+    extra = world.run(
+        world.store.put(f"uploads/{MONTH}/extra.csv", changed_csv, "v2", currency="JPY", **{"import": "additional"})
+    )
+
+    assert first.status == "CLOSED"
+    assert (same.status, same.duplicate_of) == ("DUPLICATE", first.object.object_id)
+    assert (other.status, other.duplicate_of) == ("HELD", first.object.object_id)
+    assert "would bill the month twice" in other.summary
+    assert extra.status == "CLOSED"
+    assert len(world.cloudblue.sessions()) >= 2
+    assert same.import_session_id is other.import_session_id is None
+
+
+def test_a_stuck_import_is_taken_over_by_a_fixed_file_and_its_late_retry_stops(world, cloudblue):
+    # Given the first file's import stopped for good (CloudBlue refused every packet) with its lease lapsed
+    before = {s.importSessionId for s in cloudblue.sessions()}
+    stuck = world.store.put(f"uploads/{MONTH}/first.csv", CSV, "v1", currency="JPY")
+    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
+    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
+        world.run(stuck)
+    cloudblue.faults = CloudBlueFaults()
+    world.lapse()
+
+    # When a fixed file for the month is uploaded, it takes the month over
+    fixed = world.run(world.store.put(f"uploads/{MONTH}/fixed.csv", CSV.replace(b"\r\n", b"\n"), "v1", currency="JPY"))
+    assert fixed.status == "CLOSED"
+
+    # Then the stuck import's late retry stops instead of sending or closing its session
+    world.lapse()
+    late = world.run(stuck)
+    assert late.status == "SUPERSEDED"
+    assert late.duplicate_of == fixed.object.object_id
+    opened = {s.importSessionId for s in cloudblue.sessions()} - before
+    assert rated_charges(world, opened) == expected()  # exactly once, from the fixed file's session
+    assert world.cloudblue.session(fixed.import_session_id).closed_at is not None
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"currency": "jpy!"}, "currency must be JPY, USD or EUR"),
+        ({"currency": "JPY", "bill-amount": "lots"}, "the bill amount is not a number"),
+    ],
+)
+def test_bad_metadata_is_a_rejected_report_before_anything_is_sent(world, metadata, message):
+    sessions = len(world.cloudblue.sessions())
+    report = world.run(world.store.put(f"uploads/{MONTH}/meta.csv", CSV, "v1", **metadata))
+    assert report.status == "REJECTED"
+    assert message in report.problems[0].message
+    assert len(world.cloudblue.sessions()) == sessions
+
+
+def test_running_short_of_time_stops_cleanly_and_the_retry_resumes(world):
+    obj = world.store.put(f"uploads/{MONTH}/e.csv", CSV, "v1", currency="JPY")
+    budget = iter([900.0, 900.0, 30.0])
+    world.deps.remaining_seconds = lambda: next(budget, 30.0)
+    with pytest.raises(ImportTimeBudgetError):
+        world.run(obj)
+    world.deps.remaining_seconds = lambda: 900.0
+
+    report = world.run(obj)  # released at once: no need to wait for the lease
+
+    assert report.abandoned_sessions == []
+    assert report.counts.packets_already_accepted == 2
+    assert held(world, report.import_session_id) == expected()
