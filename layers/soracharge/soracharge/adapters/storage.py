@@ -6,6 +6,7 @@ Exports are written with boto3's managed transfer, which switches to a multipart
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ class S3ObjectStore:
                 got = self._s3.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
             else:
                 got = self._s3.get_object(Bucket=self.bucket, Key=key)
-            return cast(BinaryIO, got["Body"])
+            return cast(BinaryIO, _TranslatingBody(got["Body"], f"s3://{self.bucket}/{key}"))
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"cannot read s3://{self.bucket}/{key}: {_reason(exc)}") from exc
 
@@ -149,6 +150,32 @@ class S3ObjectStore:
         if stored is None:
             raise StorageError(f"s3://{self.bucket}/{key} is missing right after it was written")
         return stored
+
+
+class _TranslatingBody(io.RawIOBase):
+    """An S3 object's body whose read errors (a connection lost mid-stream) are :class:`StorageError`."""
+
+    def __init__(self, body: Any, uri: str) -> None:
+        self._body = body
+        self._uri = uri
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return bytes(self._body.read(None if size is None or size < 0 else size))
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise StorageError(f"reading {self._uri} failed: {exc}") from exc
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()
 
 
 def _reason(exc: Exception) -> str:
