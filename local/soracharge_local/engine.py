@@ -28,6 +28,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import boto3
+import httpx
 from moto import mock_aws
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
@@ -304,8 +305,11 @@ class LocalCloud:
             Name=f"{self.stack_name}-cloudblue-credentials", SecretString=json.dumps(self.cloudblue.secret())
         )
         aps_resource = {"APS_RESOURCE_ID": self.cloudblue.resource_id} if self.cloudblue.resource_id else {}
+        endpoint = httpx.URL(self.soracom.endpoint)
         return {
             "SORACOM_ENDPOINT": self.soracom.endpoint,
+            # The simulator serves its "pre-signed" URLs itself; a compatible server may do the same.
+            "SORACOM_DOWNLOAD_URL_PATTERNS": f"https://*.amazonaws.com,{endpoint.scheme}://{endpoint.host}",
             "SORACOM_AUTH_SECRET_ID": soracom["ARN"],
             "APS_ENDPOINT": self.cloudblue.endpoint,
             "APS_CREDENTIALS_SECRET_ID": cloudblue["ARN"],

@@ -15,6 +15,7 @@ from soracharge.errors import (
     SoracomAuthError,
     SoracomRateLimitedError,
     SoracomUnavailableError,
+    UnsafeDownloadUrlError,
 )
 from soracharge.models.soracom import SoracomCredentials
 
@@ -282,3 +283,42 @@ def test_a_compressed_download_is_kept_byte_for_byte_as_served():
     sink = io.BytesIO()
     assert client.download(PRESIGNED, sink).size == len(served)
     assert sink.getvalue() == served
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://soracom-billing.s3.amazonaws.com/f.csv",  # not https
+        "https://169.254.169.254/latest/meta-data/",  # the instance metadata service
+        "https://internal.example.com/f.csv",
+        "https://amazonaws.com.evil.test/f.csv",
+    ],
+)
+def test_a_download_url_off_the_allow_list_is_never_fetched(url):
+    fetched: list[httpx.Request] = []
+
+    def anything(request: httpx.Request) -> httpx.Response:
+        fetched.append(request)
+        return httpx.Response(200, stream=httpx.ByteStream(b"secret"))
+
+    client = SoracomClient(
+        base_url="https://x.test", credentials=lambda: CREDENTIALS, transport=httpx.MockTransport(anything)
+    )
+    with pytest.raises(UnsafeDownloadUrlError, match=r"not allowed .*it was not fetched"):
+        client.download(url, io.BytesIO())
+    assert fetched == []
+
+
+def test_a_redirect_off_the_allow_list_is_not_followed():
+    fetched: list[str] = []
+
+    def redirecting(request: httpx.Request) -> httpx.Response:
+        fetched.append(str(request.url.host))
+        return httpx.Response(302, headers={"Location": "http://10.0.0.5/internal"})
+
+    client = SoracomClient(
+        base_url="https://x.test", credentials=lambda: CREDENTIALS, transport=httpx.MockTransport(redirecting)
+    )
+    with pytest.raises(UnsafeDownloadUrlError, match=r"http://10.0.0.5"):
+        client.download(PRESIGNED, io.BytesIO())
+    assert fetched == ["soracom-billing.s3.ap-northeast-1.amazonaws.com"]

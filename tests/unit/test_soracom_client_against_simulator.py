@@ -39,7 +39,10 @@ def soracom(simulator: SoracomSimulator) -> SoracomSimulator:
 
 
 def client(sim: SoracomSimulator, credentials: SoracomCredentials = KEY, **kwargs) -> SoracomClient:
-    return SoracomClient(base_url=sim.base_url, credentials=lambda: credentials, **kwargs)
+    # The simulator serves its "pre-signed" URLs itself, on http://127.0.0.1.
+    return SoracomClient(
+        base_url=sim.base_url, credentials=lambda: credentials, download_url_patterns=("http://127.0.0.1",), **kwargs
+    )
 
 
 def test_the_whole_export_from_bill_to_bytes(soracom):

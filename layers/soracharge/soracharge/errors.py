@@ -65,6 +65,10 @@ class ExportDownloadError(SoracomError):
     """The export's download URL was refused (expired, forbidden or gone): run the export again."""
 
 
+class UnsafeDownloadUrlError(ExportDownloadError):
+    """The export's download URL is not https on an allowed host: it is not followed (a poisoned answer)."""
+
+
 class StorageError(SorachargeError):
     """S3 refused or failed a read or write of the data bucket."""
 

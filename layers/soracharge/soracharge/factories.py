@@ -110,6 +110,7 @@ def _soracom_client(settings: SoracomSettings) -> SoracomClient:
         timeout_seconds=settings.soracom_timeout_seconds,
         download_timeout_seconds=settings.soracom_download_timeout_seconds,
         token_timeout_seconds=settings.soracom_token_timeout_seconds,
+        download_url_patterns=settings.download_url_patterns,
     )
 
 

@@ -51,6 +51,14 @@ class SoracomSettings(_Settings):
     soracom_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     soracom_download_timeout_seconds: float = Field(default=60.0, gt=0, le=900)
     soracom_token_timeout_seconds: int = Field(default=3600, ge=180, le=172800)
+    soracom_download_url_patterns: str = Field(
+        default="https://*.amazonaws.com",
+        description="Comma-separated scheme://host globs the export's download URL (and each redirect) must match",
+    )
+
+    @property
+    def download_url_patterns(self) -> tuple[str, ...]:
+        return tuple(p.strip().lower() for p in self.soracom_download_url_patterns.split(",") if p.strip())
 
     @model_validator(mode="after")
     def _credentials_from_somewhere(self) -> SoracomSettings:

@@ -12,6 +12,7 @@ Facts it follows (shared/DESIGN.md section 2):
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from soracharge.errors import (
     SoracomAuthError,
     SoracomRateLimitedError,
     SoracomUnavailableError,
+    UnsafeDownloadUrlError,
 )
 from soracharge.models.soracom import (
     AuthRequest,
@@ -92,6 +94,7 @@ class SoracomClient:
         timeout_seconds: float = 10.0,
         download_timeout_seconds: float = 60.0,
         token_timeout_seconds: int = 3600,
+        download_url_patterns: tuple[str, ...] = ("https://*.amazonaws.com",),
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -99,6 +102,7 @@ class SoracomClient:
         self._token_timeout_seconds = token_timeout_seconds
         self._clock = clock
         self._token: _Token | None = None
+        self._download_url_patterns = download_url_patterns
         self._api = httpx.Client(
             base_url=f"{base_url.rstrip('/')}/v1",
             timeout=httpx.Timeout(timeout_seconds),
@@ -112,6 +116,7 @@ class SoracomClient:
             follow_redirects=True,
             max_redirects=MAX_DOWNLOAD_REDIRECTS,
             transport=transport,
+            event_hooks={"request": [self._check_download_target]},  # every hop, redirects included
         )
 
     def close(self) -> None:
@@ -147,10 +152,17 @@ class SoracomClient:
         return _parse(response, ExportedFile, "getExportedFile")
 
     def download(self, url: str, sink: BinaryIO) -> DownloadedFile:
-        """Stream the exported file into ``sink`` in bounded memory; return its size and SHA-256."""
+        """Stream the exported file into ``sink`` in bounded memory; return its size and SHA-256.
+
+        The URL (and every redirect) must match one of the allowed ``scheme://host`` globs, so an
+        answer that points elsewhere (an internal address, say) is never fetched.
+        """
         digest = hashlib.sha256()
         size = 0
-        host = httpx.URL(url).host
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL:
+            raise UnsafeDownloadUrlError("the export's download URL is not a URL") from None
         try:
             with self._files.stream("GET", url) as response:
                 if response.status_code >= 500:
@@ -167,6 +179,8 @@ class SoracomClient:
                     sink.write(chunk)
                     size += len(chunk)
                 expected = response.headers.get("Content-Length")
+        except UnsafeDownloadUrlError:
+            raise
         except httpx.TooManyRedirects:
             raise ExportDownloadError(
                 f"download from {host} redirected more than {MAX_DOWNLOAD_REDIRECTS} times"
@@ -178,6 +192,14 @@ class SoracomClient:
         return DownloadedFile(size=size, sha256=digest.hexdigest())
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _check_download_target(self, request: httpx.Request) -> None:
+        target = f"{request.url.scheme}://{request.url.host}".lower()
+        if not any(fnmatch.fnmatchcase(target, pattern) for pattern in self._download_url_patterns):
+            raise UnsafeDownloadUrlError(
+                f"the export's download URL points at {target}, which is not allowed "
+                f"(SORACOM_DOWNLOAD_URL_PATTERNS: {', '.join(self._download_url_patterns)}): it was not fetched"
+            )
 
     def _call(self, method: str, path: str, *, operation: str, params: dict[str, str] | None = None) -> httpx.Response:
         """Send an authenticated call; re-authenticate once on 401; map transport and 5xx errors."""
