@@ -3,6 +3,7 @@
 
 PYTHON ?= python3
 UV_VERSION := 0.13.8
+CHECKOV_VERSION := 3.3.30
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo bench test lint typecheck template-check layer-requirements check-layer-requirements unit integration clean
+.PHONY: install demo bench test lint typecheck template-check security layer-requirements check-layer-requirements unit integration clean
 
 install: $(VENV)/.installed
 
@@ -31,8 +32,8 @@ bench: install
 	$(BIN)/python bench/import_throughput.py
 	$(BIN)/python bench/import_concurrency.py
 
-## Every check CI runs: lint, types, the template, then the whole test suite.
-test: lint typecheck template-check check-layer-requirements
+## Every check CI runs: lint, types, the template and its security scan, then the whole test suite.
+test: lint typecheck template-check security check-layer-requirements
 	$(BIN)/pytest
 
 lint: install
@@ -44,6 +45,11 @@ typecheck: install
 
 template-check: install
 	$(BIN)/cfn-lint template.yaml
+
+## checkov over the SAM-translated template, in its own environment (it pins an older boto3).
+security: install
+	$(BIN)/python scripts/translate_template.py build/template.json
+	$(UV) tool run --quiet --from checkov==$(CHECKOV_VERSION) checkov --config-file .checkov.yaml -f build/template.json
 
 unit: install
 	$(BIN)/pytest tests/unit
