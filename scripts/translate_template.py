@@ -1,6 +1,6 @@
 """Write template.yaml as CloudFormation after the SAM transform (offline), for scanners such as checkov.
 
-    .venv/bin/python scripts/translate_template.py build/template.json
+.venv/bin/python scripts/translate_template.py build/template.json
 """
 
 from __future__ import annotations

@@ -303,3 +303,24 @@ def test_running_short_of_time_stops_cleanly_and_the_retry_resumes(world):
     assert report.abandoned_sessions == []
     assert report.counts.packets_already_accepted == 2
     assert held(world, report.import_session_id) == expected()
+
+
+def test_a_kill_after_the_session_closed_then_a_copy_onto_itself_never_bills_the_month_twice(world, cloudblue):
+    # Given the import died after CloudBlue closed its session, before the ledger said so (found by the chaos runs)
+    before = {s.importSessionId for s in cloudblue.sessions()}
+    old = world.store.put(f"uploads/{MONTH}/closed.csv", CSV, "v1", currency="JPY")
+    world.ledger.kill = ("set_status:CLOSED", 1)
+    with pytest.raises(Killed):
+        world.run(old)
+    world.lapse()
+
+    # When a person re-delivers it by copying the object onto itself (a new version, the same bytes)
+    copy = world.run(world.store.put(f"uploads/{MONTH}/closed.csv", CSV, "v2", currency="JPY"))
+
+    # Then the copy is a duplicate of the month already rated, and the old version's retry finishes it
+    assert copy.status == "DUPLICATE"
+    assert copy.duplicate_of == old.object_id
+    finished = world.run(old)
+    assert finished.status == "CLOSED"
+    opened = {s.importSessionId for s in cloudblue.sessions()} - before
+    assert rated_charges(world, opened) == expected()

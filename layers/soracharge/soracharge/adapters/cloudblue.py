@@ -20,7 +20,7 @@ from typing import Protocol, TypeVar
 
 import httpx
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client  # type: ignore[import-untyped]
-from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
 from tenacity import Retrying, retry_if_exception, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from soracharge.errors import CloudBlueApiError, CloudBlueAuthError, CloudBlueUnavailableError
@@ -96,7 +96,8 @@ class _ApsError(BaseModel):
 
 class _ApsResource(BaseModel):
     class _Aps(BaseModel):
-        id: str
+        # It goes into every URL path: an APS id is a UUID-like token of letters, digits and dashes.
+        id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")
 
     aps: _Aps
 
@@ -251,6 +252,10 @@ class CloudBlueClient:
     ) -> httpx.Response:
         try:
             response = self._http.request(method, url, content=content, headers=headers, params=params)
+        except httpx.InvalidURL as exc:
+            raise CloudBlueApiError(f"{operation}: the request URL is not valid: {exc}") from None
+        except httpx.DecodingError as exc:
+            raise CloudBlueApiError(f"{operation}: the answer could not be decoded: {exc}") from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise CloudBlueUnavailableError(f"{operation}: {type(exc).__name__}: {exc}") from exc
         except httpx.TransportError as exc:  # sent, but no answer: CloudBlue may have processed it
@@ -301,5 +306,5 @@ def _describe_error(response: httpx.Response) -> str:
         kind = (error.type or "").rsplit(".", 1)[-1]
         text = error.message or error.error or ""
         return f"HTTP {response.status_code} {kind}: {text}".replace(" : ", " ").strip()
-    body = response.text.strip().replace("\n", " ")
+    body = response.content.decode("utf-8", errors="replace").strip().replace("\n", " ")
     return f"HTTP {response.status_code}" + (f" {body[:160]}" if body else "")

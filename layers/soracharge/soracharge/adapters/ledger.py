@@ -44,6 +44,7 @@ class LedgerEntry:
     accepted: frozenset[int] = frozenset()
     in_flight: frozenset[int] = frozenset()
     abandoned_sessions: tuple[int, ...] = ()
+    closing_session: int | None = None
     report_key: str | None = None
     lock_key: str | None = None
     duplicate_of: str | None = None
@@ -78,6 +79,8 @@ class Ledger(Protocol):
     def lock(self, lock_key: str, object_id: str, sha256: str) -> LockOwner: ...
 
     def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool: ...
+
+    def mark_closing(self, object_id: str, session_id: int, lock_key: str) -> bool: ...
 
     def record_session(
         self, object_id: str, session_id: int, *, packets: int, fingerprint: str, report_key: str, lock_key: str
@@ -177,7 +180,11 @@ class DynamoDbLedger:
                         "ConditionCheck": {
                             "TableName": self._table,
                             "Key": _key(previous),
-                            "ConditionExpression": "#status = :importing AND lease_until < :now",
+                            # Stuck (importing, lease lapsed) and not closing: a session that may be
+                            # closed (so rated) must never be imported a second time.
+                            "ConditionExpression": (
+                                "#status = :importing AND lease_until < :now AND attribute_not_exists(closing_session)"
+                            ),
                             "ExpressionAttributeNames": {"#status": "status"},
                             "ExpressionAttributeValues": {
                                 ":importing": {"S": "IMPORTING"},
@@ -209,6 +216,53 @@ class DynamoDbLedger:
         except BotoCoreError as exc:
             raise StorageError(f"ledger {self._table}: cannot take over {lock_key}: {exc}") from exc
 
+    def mark_closing(self, object_id: str, session_id: int, lock_key: str) -> bool:
+        """Record that ``session_id`` is about to be closed, if ``object_id`` still owns ``lock_key``.
+
+        One transaction with :meth:`take_over`'s check: either the owner marks its session closing
+        (and no one can take the month over any more), or the month was taken over first (False:
+        the owner must stop and never close its session).
+        """
+        now = self._clock()
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": {"pk": {"S": lock_key}},
+                            "ConditionExpression": "#owner = :me",
+                            "ExpressionAttributeNames": {"#owner": "owner"},
+                            "ExpressionAttributeValues": {":me": {"S": object_id}},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _key(object_id),
+                            "UpdateExpression": (
+                                "SET closing_session = :session, lease_until = :lease, updated_at = :now"
+                            ),
+                            "ConditionExpression": "#status = :importing AND session_id = :session",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": {
+                                ":session": {"N": str(session_id)},
+                                ":importing": {"S": "IMPORTING"},
+                                ":lease": {"N": repr(now + self._lease_seconds)},
+                                ":now": {"N": repr(now)},
+                            },
+                        }
+                    },
+                ]
+            )
+            return True
+        except ClientError as exc:
+            if _code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+                return False
+            raise StorageError(f"ledger {self._table}: cannot mark {object_id} closing: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"ledger {self._table}: cannot mark {object_id} closing: {exc}") from exc
+
     # -- progress (each write renews the lease) ---------------------------------------------------
 
     def record_session(
@@ -232,7 +286,8 @@ class DynamoDbLedger:
         """Give a session up (it is never closed, so CloudBlue never rates it): start over in a new one."""
         self._update(
             object_id,
-            "REMOVE session_id, accepted, in_flight SET abandoned = list_append(if_not_exists(abandoned, :empty), :s)",
+            "REMOVE session_id, accepted, in_flight, closing_session "
+            "SET abandoned = list_append(if_not_exists(abandoned, :empty), :s)",
             {":s": {"L": [{"N": str(session_id)}]}, ":empty": {"L": []}, ":current": {"N": str(session_id)}},
             condition="session_id = :current",
         )
@@ -334,6 +389,7 @@ def _entry(object_id: str, item: dict[str, Any]) -> LedgerEntry:
         accepted=numbers("accepted"),
         in_flight=numbers("in_flight"),
         abandoned_sessions=tuple(int(s["N"]) for s in item.get("abandoned", {}).get("L", [])),
+        closing_session=int(item["closing_session"]["N"]) if "closing_session" in item else None,
         report_key=item.get("report_key", {}).get("S"),
         lock_key=item.get("lock_key", {}).get("S"),
         duplicate_of=item.get("duplicate_of", {}).get("S"),

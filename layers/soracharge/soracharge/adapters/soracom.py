@@ -181,13 +181,15 @@ class SoracomClient:
                 expected = response.headers.get("Content-Length")
         except UnsafeDownloadUrlError:
             raise
+        except httpx.DecodingError:
+            raise ExportDownloadError(f"download from {host} answered a body that cannot be decoded") from None
         except httpx.TooManyRedirects:
             raise ExportDownloadError(
                 f"download from {host} redirected more than {MAX_DOWNLOAD_REDIRECTS} times"
             ) from None
         except httpx.TransportError as exc:  # includes timeouts and connections closed mid-body
             raise SoracomUnavailableError(f"download from {host} failed: {type(exc).__name__}: {exc}") from exc
-        if expected is not None and expected.isdigit() and int(expected) != size:
+        if expected is not None and expected.isascii() and expected.isdigit() and int(expected) != size:
             raise SoracomUnavailableError(f"download from {host} was cut short: {size} of {expected} bytes")
         return DownloadedFile(size=size, sha256=digest.hexdigest())
 
@@ -211,7 +213,7 @@ class SoracomClient:
                 raise SoracomAuthError(f"{operation}: Soracom rejected a fresh token ({_describe_error(response)})")
         if response.status_code == 429:
             hint = response.headers.get("X-Soracom-Ratelimit-Seconds-Before-Refresh", "")
-            retry_after = int(hint) if hint.isdigit() else None
+            retry_after = int(hint) if hint.isascii() and hint.isdigit() else None
             raise SoracomRateLimitedError(
                 f"{operation}: Soracom rate limit reached"
                 + (f", it refreshes in {retry_after} s" if retry_after is not None else ""),
@@ -229,6 +231,10 @@ class SoracomClient:
         headers = {"X-Soracom-API-Key": token.api_key, "X-Soracom-Token": token.token}
         try:
             return self._api.request(method, path, params=params, headers=headers)
+        except httpx.InvalidURL as exc:
+            raise SoracomApiError(f"{operation}: the request URL is not valid: {exc}") from None
+        except httpx.DecodingError as exc:
+            raise SoracomApiError(f"{operation}: the answer could not be decoded: {exc}") from None
         except httpx.TransportError as exc:
             raise SoracomUnavailableError(f"{operation}: {type(exc).__name__}: {exc}") from exc
 
@@ -247,6 +253,8 @@ class SoracomClient:
         started = self._clock()
         try:
             response = self._api.post("/auth", json=body.model_dump())
+        except httpx.DecodingError as exc:
+            raise SoracomApiError(f"auth: the answer could not be decoded: {exc}") from None
         except httpx.TransportError as exc:
             raise SoracomUnavailableError(f"auth: {type(exc).__name__}: {exc}") from exc
         if response.status_code in (400, 401, 403):
@@ -275,13 +283,13 @@ def _parse(response: httpx.Response, model: type[ModelT], operation: str) -> Mod
         # parse_float=Decimal: a JSON number's text becomes a Decimal as written (8011.00 stays 8011.00).
         body = json.loads(response.content, parse_float=Decimal)
         return model.model_validate(body)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, absurd nesting
         if isinstance(exc, ValidationError):
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
             )
         else:
-            problems = f"not JSON ({type(exc).__name__})"
+            problems = f"not usable JSON ({type(exc).__name__})"
         raise SoracomApiError(
             f"{operation}: unexpected response body: {problems}", status=response.status_code
         ) from None
@@ -299,14 +307,19 @@ def _describe_error(response: httpx.Response) -> str:
     error = _error_body(response)
     if error is not None and (error.code or error.message):
         return ": ".join(part for part in (error.code, error.message) if part)
-    text = response.text.strip().replace("\n", " ")
+    text = _body_text(response).strip().replace("\n", " ")
     return f"HTTP {response.status_code}" + (f" {text[:120]}" if text else "")
 
 
 def _s3_error_code(response: httpx.Response) -> str:
     """The ``<Code>`` of an S3-style XML error body, if there is one."""
-    text = response.text
+    text = _body_text(response)
     start, end = text.find("<Code>"), text.find("</Code>")
     if 0 <= start < end:
         return text[start + len("<Code>") : end]
     return f"HTTP {response.status_code}"
+
+
+def _body_text(response: httpx.Response) -> str:
+    """The body as text whatever charset the answer claims (``response.text`` fails on a bogus one)."""
+    return response.content.decode("utf-8", errors="replace")

@@ -161,14 +161,14 @@ def _import_claimed(
     packets_count = len(plan.packets(0))
     warnings: list[str] = []
     session_id, closed = _resume(obj, entry, fingerprint, packets_count, deps, warnings)
-    sessions_used = len(entry.abandoned_sessions) + (1 if session_id is not None else 0)
+    sessions_used = 1 if session_id is not None else 0  # sessions this invocation works with
     sent_this_run = 0
     while not closed:
         if session_id is None:
             if sessions_used >= MAX_SESSIONS:
                 raise CloudBlueUnavailableError(
-                    f"gave {MAX_SESSIONS} sessions up after outcomes that could not be known: stopping; "
-                    "nothing was rated, and a later retry starts a new session"
+                    f"gave {MAX_SESSIONS} sessions up in this attempt after outcomes that could not be known: "
+                    "stopping; nothing was rated, and Lambda's retry (or a re-delivered event) starts a new session"
                 )
             session_id = deps.cloudblue.open_session().import_session_id
             sessions_used += 1
@@ -196,6 +196,11 @@ def _import_claimed(
             session_id = None
             continue
         sent_this_run += len(to_send)
+        if not deps.ledger.mark_closing(obj.object_id, session_id, lock_key):
+            # The month was taken over while this import was stuck: its session stays open, never rated.
+            owner = deps.ledger.lock(lock_key, obj.object_id, sha256).object_id
+            summary = f"superseded by {owner}, which took the month over while this import was stuck"
+            return _finish_without_import(obj, key, deps, base, "SUPERSEDED", summary, owner)
         deps.cloudblue.close_session(session_id)
         closed = True
     assert session_id is not None
@@ -284,10 +289,18 @@ def _take_month(
         return _finish_without_import(obj, key, deps, base, "SUPERSEDED", summary, owner.object_id)
     previous = deps.ledger.get(owner.object_id)
     if previous is not None and previous.status == "IMPORTING":
-        if deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):
-            logger.warning("Took the month over from a stuck import", extra={"previousOwner": owner.object_id})
-            return None
-        raise ImportInProgressError(f"{obj.uri}: {owner.object_id} is importing the same month right now")
+        if previous.closing_session is None:
+            if deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):
+                logger.warning("Took the month over from a stuck import", extra={"previousOwner": owner.object_id})
+                return None
+            raise ImportInProgressError(f"{obj.uri}: {owner.object_id} is importing the same month right now")
+        # The owner began closing its session: if CloudBlue has it closed, the month is imported
+        # (whatever the owner's ledger says); if not, the owner's own retry will close it.
+        if deps.cloudblue.get_session(previous.closing_session).status == "OPEN":
+            raise ImportInProgressError(
+                f"{obj.uri}: {owner.object_id} was closing session {previous.closing_session} for the same month: "
+                "its own retry finishes it; this file will be retried"
+            )
     if owner.sha256 == sha256:
         summary = f"the same bytes were already imported for the month from {owner.object_id}: nothing imported again"
         return _finish_without_import(obj, key, deps, base, "DUPLICATE", summary, owner.object_id)

@@ -40,6 +40,10 @@ class ExportRequest(Payload):
     def _one_source_of_month(self) -> ExportRequest:
         if self.month is None and self.scheduled_time is None:
             raise ValueError('give "month" (yyyyMM) or "scheduledTime" (ISO 8601 with a time zone)')
+        try:
+            self.billing_month()
+        except (OverflowError, ValueError):
+            raise ValueError(f"scheduledTime {self.scheduled_time} has no month before it") from None
         return self
 
     def billing_month(self) -> str:
@@ -68,7 +72,7 @@ class ExportProgress(Payload):
     it must not sit in the execution history. StoreExport asks for a fresh one and uses it at once.
     """
 
-    exported_file_id: str = Field(min_length=1)
+    exported_file_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
     status: Literal["processing", "exported", "failed"]
     polls: int = Field(ge=0)
 

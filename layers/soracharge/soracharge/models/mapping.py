@@ -171,10 +171,19 @@ def parse_mapping(text: str | dict[str, Any], source: str) -> Mapping:
         raise MappingError(f"{source}: {_yaml_syntax_error(exc)}") from None
     except yaml.YAMLError as exc:
         raise MappingError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise MappingError(f"{source}: the YAML is nested too deeply") from None
     if root is None:
         raise MappingError(f"{source}: the mapping file is empty")
-    _refuse_duplicate_keys(root, source)
-    data = yaml.safe_load(text)
+    try:
+        _refuse_duplicate_keys(root, source)
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise MappingError(f"{source}: the YAML is nested too deeply or refers to itself (an alias)") from None
+    except yaml.MarkedYAMLError as exc:
+        raise MappingError(f"{source}: {_yaml_syntax_error(exc)}") from None
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        raise MappingError(f"{source}: the YAML cannot be read as data: {exc}") from None
     if not isinstance(data, dict):
         raise MappingError(
             f"{source}: line {root.start_mark.line + 1}: the mapping file must be a YAML mapping "

@@ -27,3 +27,6 @@ def parse_input(event: Any, model: type[ModelT]) -> ModelT:
         return model.model_validate(event)
     except ValidationError as exc:
         raise InvalidInputError(f"invalid {model.__name__}: {describe_validation_error(exc)}") from None
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        # Some third-party validators (Powertools' S3 model on a record that is not an object) fail this way.
+        raise InvalidInputError(f"invalid {model.__name__}: {type(exc).__name__}: {exc}") from None

@@ -30,8 +30,9 @@ class AuthRequest(SoracomBody):
 
 
 class AuthResponse(SoracomBody):
-    apiKey: str = Field(min_length=1)
-    token: str = Field(min_length=1)
+    # Both go into HTTP headers: printable ASCII only.
+    apiKey: str = Field(min_length=1, pattern=r"^[\x21-\x7e]+$")
+    token: str = Field(min_length=1, pattern=r"^[\x21-\x7e]+$")
     operatorId: str | None = None
 
 
@@ -47,7 +48,8 @@ class MonthlyBill(SoracomBody):
 class ExportStarted(SoracomBody):
     """``POST /v1/bills/{yyyyMM}/export?export_mode=async`` (FileExportResponse, async form)."""
 
-    exportedFileId: str = Field(min_length=1)
+    # It goes into a URL path: letters, digits and _ - . only (Soracom's are "fe_" and hex or a UUID).
+    exportedFileId: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
     exportedFilePath: str | None = None
 
 
