@@ -127,6 +127,9 @@ class LocalCloud:
         self.max_retry_sleep_seconds = max_retry_sleep_seconds
         self.extra_environment = dict(environment or {})
         self.runner = InProcessLambdaRunner()
+        # On Lambda every invocation flushes its metrics; here they would pile up across invocations
+        # (Powertools raises at the 100th when flushing is disabled), so each invocation starts clean.
+        self.runner.after_invoke.append(_clear_powertools_metrics)
         self.retry_sleeps: list[float] = []
         self.resources: dict[str, str] = {}
         self.state_machines: dict[str, str] = {}
@@ -441,3 +444,11 @@ def _replace_references(value: Any, arns: Mapping[str, str], names: Mapping[str,
     if isinstance(value, list):
         return [_replace_references(item, arns, names) for item in value]
     return value
+
+
+def _clear_powertools_metrics() -> None:
+    import sys
+
+    observability = sys.modules.get("soracharge.observability")
+    if observability is not None:
+        observability.metrics.clear_metrics()

@@ -94,6 +94,8 @@ class InProcessLambdaRunner:
         #: Called with (logical id, event) before each invocation: a seam for tests that inject a
         #: fault at a precise point of a run (a token expiring between two states, say).
         self.before_invoke: list[Callable[[str, Any], None]] = []
+        #: Called after each invocation, whatever its outcome (the engine clears per-invocation state).
+        self.after_invoke: list[Callable[[], None]] = []
         self._modules: dict[tuple[Path, str], ModuleType] = {}
         self._lock = threading.RLock()
         self._original: Callable[..., tuple[str, bool, str]] | None = None
@@ -165,6 +167,9 @@ class InProcessLambdaRunner:
                 }
                 self._record(deployed, event, error, type(exc).__name__, started)
                 return json.dumps(error), True, ""
+            finally:
+                for after in self.after_invoke:
+                    after()
         self._record(deployed, event, result, None, started)
         return json.dumps(result), False, ""
 
