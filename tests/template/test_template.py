@@ -248,3 +248,21 @@ def test_events_folder_has_a_valid_sample_for_each_function_and_the_state_machin
     assert {p.name for p in events.glob("*.json")} - {"env.example.json"} == set(models)
     for name, model in models.items():
         parse_input(json.loads((events / name).read_text()), model)
+
+
+def test_least_privilege_no_wildcards_in_any_role(translated):
+    # Every inline statement names its actions and its resources; the only managed policies are
+    # Lambda's basic logging and X-Ray tracing (whose PutTraceSegments has no resource to scope).
+    allowed_managed = {
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+        "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+    }
+    for name, role in resources_of_type(translated, "AWS::IAM::Role").items():
+        assert set(role["Properties"].get("ManagedPolicyArns", [])) <= allowed_managed, name
+        for statement in role_statements(translated, name):
+            assert statement["Effect"] == "Allow", name
+            for action in actions_of(statement):
+                assert "*" not in action, f"{name}: {action}"
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            assert "*" not in resources, name
+            assert all(json.dumps(r) != '"*"' for r in resources), name
