@@ -7,6 +7,7 @@ CloudBlue client against the CloudBlue simulator. S3 and Step Functions are smal
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -324,3 +325,40 @@ def test_a_kill_after_the_session_closed_then_a_copy_onto_itself_never_bills_the
     assert finished.status == "CLOSED"
     opened = {s.importSessionId for s in cloudblue.sessions()} - before
     assert rated_charges(world, opened) == expected()
+
+
+def test_concurrent_deliveries_of_the_same_and_of_other_objects_import_each_exactly_once(world, cloudblue):
+    # Given eight invocations for one object version and one each for two other files, all at once
+    before = {s.importSessionId for s in cloudblue.sessions()}
+    same = world.store.put(f"uploads/{MONTH}/burst.csv", CSV, "v1", currency="JPY")
+    others = [
+        world.store.put(f"uploads/{MONTH}/extra-{n}.csv", CSV.replace(b"\r\n", b"\n" * (n + 1)), "v1",
+                        currency="JPY", **{"import": "additional"})
+        for n in range(2)
+    ]  # fmt: skip
+    outcomes: list[object] = []
+    start = threading.Barrier(10)
+
+    def deliver(obj: ObjectRef) -> None:
+        start.wait()
+        try:
+            outcomes.append(world.run(obj))
+        except ImportInProgressError as exc:  # Lambda would retry it later
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=deliver, args=(obj,)) for obj in [same] * 8 + others]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    # Then each file was imported once: one closed session per file, each holding the file's charges once
+    reports = [o for o in outcomes if isinstance(o, ImportReport)]
+    assert len(outcomes) == 10
+    assert all(isinstance(o, ImportInProgressError) for o in outcomes if not isinstance(o, ImportReport))
+    assert {r.object.object_id for r in reports} == {same.object_id, *(o.object_id for o in others)}
+    opened = {s.importSessionId for s in cloudblue.sessions()} - before
+    closed = [s for s in opened if cloudblue.session(s).closed_at is not None]
+    assert len(closed) == 3
+    for session in closed:
+        assert held(world, session) == expected()
