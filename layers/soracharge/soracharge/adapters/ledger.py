@@ -173,48 +173,41 @@ class DynamoDbLedger:
         One transaction checks the previous owner's lease and moves the lock, so the previous owner
         cannot resume and send while the new one does. True when the lock moved.
         """
-        try:
-            self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "ConditionCheck": {
-                            "TableName": self._table,
-                            "Key": _key(previous),
-                            # Stuck (importing, lease lapsed) and not closing: a session that may be
-                            # closed (so rated) must never be imported a second time.
-                            "ConditionExpression": (
-                                "#status = :importing AND lease_until < :now AND attribute_not_exists(closing_session)"
-                            ),
-                            "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": {
-                                ":importing": {"S": "IMPORTING"},
-                                ":now": {"N": repr(self._clock())},
-                            },
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": {"pk": {"S": lock_key}},
-                            "UpdateExpression": "SET #owner = :new, sha256 = :sha, previous_owner = :old",
-                            "ConditionExpression": "#owner = :old",
-                            "ExpressionAttributeNames": {"#owner": "owner"},
-                            "ExpressionAttributeValues": {
-                                ":new": {"S": object_id},
-                                ":old": {"S": previous},
-                                ":sha": {"S": sha256},
-                            },
-                        }
-                    },
-                ]
-            )
-            return True
-        except ClientError as exc:
-            if _code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
-                return False
-            raise StorageError(f"ledger {self._table}: cannot take over {lock_key}: {_reason(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"ledger {self._table}: cannot take over {lock_key}: {exc}") from exc
+        return self._transact(
+            f"take over {lock_key}",
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": _key(previous),
+                        # Stuck (importing, lease lapsed) and not closing: a session that may be
+                        # closed (so rated) must never be imported a second time.
+                        "ConditionExpression": (
+                            "#status = :importing AND lease_until < :now AND attribute_not_exists(closing_session)"
+                        ),
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": {
+                            ":importing": {"S": "IMPORTING"},
+                            ":now": {"N": repr(self._clock())},
+                        },
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": lock_key}},
+                        "UpdateExpression": "SET #owner = :new, sha256 = :sha, previous_owner = :old",
+                        "ConditionExpression": "#owner = :old",
+                        "ExpressionAttributeNames": {"#owner": "owner"},
+                        "ExpressionAttributeValues": {
+                            ":new": {"S": object_id},
+                            ":old": {"S": previous},
+                            ":sha": {"S": sha256},
+                        },
+                    }
+                },
+            ],
+        )
 
     def mark_closing(self, object_id: str, session_id: int, lock_key: str) -> bool:
         """Record that ``session_id`` is about to be closed, if ``object_id`` still owns ``lock_key``.
@@ -224,44 +217,47 @@ class DynamoDbLedger:
         the owner must stop and never close its session).
         """
         now = self._clock()
+        return self._transact(
+            f"mark {object_id} closing",
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": lock_key}},
+                        "ConditionExpression": "#owner = :me",
+                        "ExpressionAttributeNames": {"#owner": "owner"},
+                        "ExpressionAttributeValues": {":me": {"S": object_id}},
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(object_id),
+                        "UpdateExpression": ("SET closing_session = :session, lease_until = :lease, updated_at = :now"),
+                        "ConditionExpression": "#status = :importing AND session_id = :session",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": {
+                            ":session": {"N": str(session_id)},
+                            ":importing": {"S": "IMPORTING"},
+                            ":lease": {"N": repr(now + self._lease_seconds)},
+                            ":now": {"N": repr(now)},
+                        },
+                    }
+                },
+            ],
+        )
+
+    def _transact(self, what: str, items: list[Any]) -> bool:
+        """Write ``items`` all or none: True when written, False when a condition did not hold."""
         try:
-            self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "ConditionCheck": {
-                            "TableName": self._table,
-                            "Key": {"pk": {"S": lock_key}},
-                            "ConditionExpression": "#owner = :me",
-                            "ExpressionAttributeNames": {"#owner": "owner"},
-                            "ExpressionAttributeValues": {":me": {"S": object_id}},
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": _key(object_id),
-                            "UpdateExpression": (
-                                "SET closing_session = :session, lease_until = :lease, updated_at = :now"
-                            ),
-                            "ConditionExpression": "#status = :importing AND session_id = :session",
-                            "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": {
-                                ":session": {"N": str(session_id)},
-                                ":importing": {"S": "IMPORTING"},
-                                ":lease": {"N": repr(now + self._lease_seconds)},
-                                ":now": {"N": repr(now)},
-                            },
-                        }
-                    },
-                ]
-            )
+            self._db.transact_write_items(TransactItems=items)
             return True
         except ClientError as exc:
             if _code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
                 return False
-            raise StorageError(f"ledger {self._table}: cannot mark {object_id} closing: {_reason(exc)}") from exc
+            raise StorageError(f"ledger {self._table}: cannot {what}: {_reason(exc)}") from exc
         except BotoCoreError as exc:
-            raise StorageError(f"ledger {self._table}: cannot mark {object_id} closing: {exc}") from exc
+            raise StorageError(f"ledger {self._table}: cannot {what}: {exc}") from exc
 
     # -- progress (each write renews the lease) ---------------------------------------------------
 
