@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import time
 import uuid
@@ -127,8 +128,10 @@ class LocalCloud:
         self.max_retry_sleep_seconds = max_retry_sleep_seconds
         self.extra_environment = dict(environment or {})
         self.runner = InProcessLambdaRunner()
-        # On Lambda every invocation flushes its metrics; here they would pile up across invocations
-        # (Powertools raises at the 100th when flushing is disabled), so each invocation starts clean.
+        # On Lambda each function imports the shared Metrics under its own environment and flushes it
+        # every invocation. Here one process serves every function (and tests import the package
+        # outside any), so each invocation gets its function's namespace and starts with no metrics.
+        self.runner.before_invoke.append(_prepare_powertools_metrics)
         self.runner.after_invoke.append(_clear_powertools_metrics)
         self.retry_sleeps: list[float] = []
         self.resources: dict[str, str] = {}
@@ -444,6 +447,14 @@ def _replace_references(value: Any, arns: Mapping[str, str], names: Mapping[str,
     if isinstance(value, list):
         return [_replace_references(item, arns, names) for item in value]
     return value
+
+
+def _prepare_powertools_metrics(function: str, event: object) -> None:
+    import sys
+
+    observability = sys.modules.get("soracharge.observability")
+    if observability is not None:
+        observability.metrics.namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE")
 
 
 def _clear_powertools_metrics() -> None:
