@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import threading
 import time
 import uuid
 import zipfile
@@ -157,6 +158,7 @@ class LocalCloud:
             # Closing runs in reverse: pending S3 events are delivered before the patches go.
             self._stack.callback(self.async_invocations.wait_idle)
             self._stack.enter_context(self._clock_patches())
+            self._stack.enter_context(_atomic_dynamodb_calls())
             self._deploy()
         except BaseException:
             self._stack.close()
@@ -463,3 +465,29 @@ def _clear_powertools_metrics() -> None:
     observability = sys.modules.get("soracharge.observability")
     if observability is not None:
         observability.metrics.clear_metrics()
+
+
+@contextmanager
+def _atomic_dynamodb_calls() -> Iterator[None]:
+    """Make each DynamoDB call atomic, as on AWS: moto's in-memory tables are not thread-safe (the import
+    sends packets from several threads, each recording itself in the ledger)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    names = ("update_item", "put_item", "get_item", "transact_write_items", "delete_item", "query", "scan")
+    originals = {name: getattr(DynamoDBBackend, name) for name in names}
+
+    def atomic(method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return method(*args, **kwargs)
+
+        return call
+
+    for name, method in originals.items():
+        setattr(DynamoDBBackend, name, atomic(method))
+    try:
+        yield
+    finally:
+        for name, method in originals.items():
+            setattr(DynamoDBBackend, name, method)
