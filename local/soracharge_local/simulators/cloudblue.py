@@ -628,17 +628,24 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
             return self._error(404, _SESSION_NOT_FOUND, f"Import session {session_id} not found")
         return _json_response(200, view.info())
 
+    def _session_if_open(self, session_id: int, now: float, action: str) -> _Session | Response:
+        """The session if it exists and is OPEN, else the APS error to answer (call with the lock held)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return self._error(404, _SESSION_NOT_FOUND, f"Import session {session_id} not found")
+        status = self._state(session, now)[0]
+        if status != "OPEN":
+            return self._error(
+                409, _STATE_ERROR, f"Import session {session_id} is in status {status}, not OPEN: cannot {action}"
+            )
+        return session
+
     def _close_session(self, session_id: int) -> Response:
         now, wall = self._clock(), self._wall_clock()
         with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None:
-                return self._error(404, _SESSION_NOT_FOUND, f"Import session {session_id} not found")
-            status = self._state(session, now)[0]
-            if status != "OPEN":
-                return self._error(
-                    409, _STATE_ERROR, f"Import session {session_id} is in status {status}, not OPEN: cannot close it"
-                )
+            session = self._session_if_open(session_id, now, "close it")
+            if isinstance(session, Response):
+                return session
             session.closed_at, session.closed_wall = now, wall
             session.fail_reason = self._faults.fail_processing or None
         _log.info("import session %d closed (%d charges)", session_id, len(session.charges))
@@ -662,14 +669,9 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
         session_id: int = packet["importSessionId"]
         now, wall = self._clock(), self._wall_clock()
         with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None:
-                return self._error(404, _SESSION_NOT_FOUND, f"Import session {session_id} not found")
-            status = self._state(session, now)[0]
-            if status != "OPEN":
-                return self._error(
-                    409, _STATE_ERROR, f"Import session {session_id} is in status {status}, not OPEN: cannot import"
-                )
+            session = self._session_if_open(session_id, now, "import")
+            if isinstance(session, Response):
+                return session
             stored = ignored = 0
             for charge in packet["charges"]:
                 ext_hash = charge.get("extHash")

@@ -13,7 +13,6 @@ Facts it follows (shared/DESIGN.md section 3, shared/reference/charges-import-ma
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -23,14 +22,13 @@ from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client  # type: ignore[import-u
 from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
 from tenacity import Retrying, retry_if_exception, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+import soracharge.observability  # noqa: F401 - keeps httpx's URL logging off
 from soracharge.errors import CloudBlueApiError, CloudBlueAuthError, CloudBlueUnavailableError
 from soracharge.models.charges import ImportSessionInfo
 
 CHARGES_IMPORT_MANAGER = "http://com.odin.rating/charges-import-manager/1.0"
 USER_AGENT = "soracharge/0.1"
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class OAuth1TwoLegged(httpx.Auth):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import BinaryIO, Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+import soracharge.observability  # noqa: F401 - keeps httpx's URL logging off
 from soracharge.errors import (
     BillNotFoundError,
     ExportDownloadError,
@@ -52,10 +52,6 @@ TOKEN_RENEWAL_MARGIN_SECONDS = 60
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 #: A pre-signed URL is normally fetched directly; a compatible server may redirect a few times.
 MAX_DOWNLOAD_REDIRECTS = 3
-
-# httpx logs every request's full URL at INFO: for the download that is a pre-signed URL whose
-# query carries temporary credentials, so keep httpx's own logs to warnings.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class SoracomApi(Protocol):

@@ -199,8 +199,7 @@ def _import_claimed(
         if not deps.ledger.mark_closing(obj.object_id, session_id, lock_key):
             # The month was taken over while this import was stuck: its session stays open, never rated.
             owner = deps.ledger.lock(lock_key, obj.object_id, sha256).object_id
-            summary = f"superseded by {owner}, which took the month over while this import was stuck"
-            return _finish_without_import(obj, key, deps, base, "SUPERSEDED", summary, owner)
+            return _superseded(obj, key, deps, base, owner)
         deps.cloudblue.close_session(session_id)
         closed = True
     assert session_id is not None
@@ -285,8 +284,7 @@ def _take_month(
     if entry.lock_key == lock_key:
         # This object owned the month, and a later file took it over while this one was stuck: its
         # session was never closed, so nothing of it is rated. Stop here.
-        summary = f"superseded by {owner.object_id}, which took the month over while this import was stuck"
-        return _finish_without_import(obj, key, deps, base, "SUPERSEDED", summary, owner.object_id)
+        return _superseded(obj, key, deps, base, owner.object_id)
     previous = deps.ledger.get(owner.object_id)
     if previous is not None and previous.status == "IMPORTING":
         if previous.closing_session is None:
@@ -422,6 +420,11 @@ def follow_execution_name(object_id: str, session_id: int) -> str:
     """The follow-import-session execution watching ``session_id`` for ``object_id``: unique per object
     version and session (session ids alone may be reused), so a repeated start is a no-op."""
     return f"import-{session_id}-{hashlib.sha256(object_id.encode()).hexdigest()[:16]}"
+
+
+def _superseded(obj: ObjectRef, key: str, deps: ImportDependencies, base: dict[str, Any], owner: str) -> ImportReport:
+    summary = f"superseded by {owner}, which took the month over while this import was stuck"
+    return _finish_without_import(obj, key, deps, base, "SUPERSEDED", summary, owner)
 
 
 def _finish_without_import(
