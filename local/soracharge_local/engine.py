@@ -37,6 +37,7 @@ from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_funct
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
+from soracharge_local.event_routing import EventRouter, execution_status_events
 from soracharge_local.lambda_runner import DeployedFunction, InProcessLambdaRunner, applied_environment
 from soracharge_local.s3_events import AsyncInvoker, aws_shaped_async_s3_events
 
@@ -122,6 +123,8 @@ class LocalCloud:
         self.mapping = mapping
         self.import_on_upload = import_on_upload
         self.async_invocations = AsyncInvoker()
+        self.event_router = EventRouter(self.async_invocations, ACCOUNT_ID, region)
+        self.async_invocations.on_failure = self.event_router.failed
         self.stack_name = stack_name
         self.region = region
         self.repo_root = repo_root
@@ -135,6 +138,7 @@ class LocalCloud:
         self.runner.before_invoke.append(_prepare_powertools_metrics)
         self.runner.after_invoke.append(_clear_powertools_metrics)
         self.retry_sleeps: list[float] = []
+        self._alerts_queue = ""
         self.resources: dict[str, str] = {}
         self.state_machines: dict[str, str] = {}
         self._definitions: dict[str, Path] = {}
@@ -155,6 +159,7 @@ class LocalCloud:
             self._stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
             self._stack.enter_context(self.runner.installed())
             self._stack.enter_context(aws_shaped_async_s3_events(self.async_invocations))
+            self._stack.enter_context(execution_status_events(self.event_router.execution_ended))
             # Closing runs in reverse: pending S3 events are delivered before the patches go.
             self._stack.callback(self.async_invocations.wait_idle)
             self._stack.enter_context(self._clock_patches())
@@ -271,6 +276,8 @@ class LocalCloud:
                 self.resources[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
 
         self._apply_bucket_settings(translated)
+        self._route_failures(translated)
+        self._listen_to_alerts()
         for logical_id, (code_dir, handler) in code_dirs.items():
             self.runner.register(self.resources[logical_id], DeployedFunction(logical_id, code_dir, handler))
         self.runner.environment_overrides.update(self._function_environment())
@@ -278,6 +285,44 @@ class LocalCloud:
             self._create_state_machine(logical_id, resource["Properties"])
         if self.mapping is not None:
             self.put_mapping(self.mapping)
+
+    def alerts(self) -> list[dict[str, str]]:
+        """The alerts published to the stack's alerts topic since the last call (``subject``, ``message``).
+
+        Waits for pending asynchronous invocations first: an alert function runs after the
+        execution or import that caused it.
+        """
+        self.async_invocations.wait_idle()
+        sqs = self.client("sqs")
+        received: list[dict[str, str]] = []
+        while True:
+            messages = sqs.receive_message(QueueUrl=self._alerts_queue, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return received
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                received.append({"subject": envelope.get("Subject") or "", "message": envelope["Message"]})
+                sqs.delete_message(QueueUrl=self._alerts_queue, ReceiptHandle=message["ReceiptHandle"])
+
+    def _route_failures(self, translated: dict[str, Any]) -> None:
+        """Each function's on-failure destination, as its EventInvokeConfig states it."""
+        for resource in translated["Resources"].values():
+            if resource["Type"] != "AWS::Lambda::EventInvokeConfig":
+                continue
+            properties = resource["Properties"]
+            destination = properties.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+            if destination is not None:
+                function = self.resources[properties["FunctionName"]["Ref"]]
+                self.event_router.on_failure[function] = self._resolve(destination)
+
+    def _listen_to_alerts(self) -> None:
+        """A queue subscribed to the alerts topic, standing in for the people's e-mail subscription."""
+        sqs = self.client("sqs")
+        self._alerts_queue = sqs.create_queue(QueueName=f"{self.stack_name}-local-alerts")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self._alerts_queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self.client("sns").subscribe(TopicArn=self.resources["AlertsTopic"], Protocol="sqs", Endpoint=queue_arn)
 
     def put_mapping(self, path: Path) -> str:
         """Upload a mapping file where the template's default SORACHARGE_MAPPING points."""

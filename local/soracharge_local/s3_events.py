@@ -46,6 +46,8 @@ class AsyncInvoker:
 
     retry_delay_seconds: float = 0.0
     deliveries: list[Delivery] = field(default_factory=list)
+    #: Called with the function, the delivery and the last error payload once the retries are exhausted.
+    on_failure: Callable[[LambdaFunction, Delivery, dict[str, Any] | None], None] | None = None
 
     def __post_init__(self) -> None:
         self._queue: list[tuple[LambdaFunction, Delivery]] = []
@@ -111,6 +113,8 @@ class AsyncInvoker:
                 delivery.error, delivery.result = None, result
                 return
             delivery.error = f"{result.get('errorType')}: {result.get('errorMessage')}" if result else "error"
+        if self.on_failure is not None:
+            self.on_failure(function, delivery, result if isinstance(result, dict) else None)
 
 
 @contextmanager

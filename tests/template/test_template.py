@@ -38,8 +38,14 @@ def test_the_schedule_may_only_start_the_export_state_machine(translated):
     schedule = next(iter(resources_of_type(translated, "AWS::Scheduler::Schedule").values()))
     role = translated["Resources"][schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]]
     statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
-    assert statements == [
-        {"Action": "states:StartExecution", "Effect": "Allow", "Resource": {"Ref": "ExportBillingStateMachine"}}
+    assert statements[0] == {
+        "Action": "states:StartExecution",
+        "Effect": "Allow",
+        "Resource": {"Ref": "ExportBillingStateMachine"},
+    }
+    # ...and put a month it could not start into its dead-letter queue, which alarms.
+    assert statements[1:] == [
+        {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
     ]
 
 
@@ -82,6 +88,7 @@ def test_functions_never_refer_to_the_bucket_by_ref(translated):
 def test_every_function_runs_a_handler_that_exists_with_the_shared_layer_and_powertools_settings(template, translated):
     functions = {n: r for n, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
     assert set(functions) == {
+        "FindExportFunction",
         "GetBillFunction",
         "StartExportFunction",
         "PollExportFunction",
@@ -89,6 +96,7 @@ def test_every_function_runs_a_handler_that_exists_with_the_shared_layer_and_pow
         "ImportChargesFunction",
         "GetImportSessionFunction",
         "FinishImportFunction",
+        "AlertFunction",
     }
     for name, function in functions.items():
         code_dir = REPO / function["Properties"]["CodeUri"]
@@ -169,11 +177,16 @@ def test_each_role_reaches_only_its_own_prefixes_of_the_data_bucket(translated):
             "s3:PutObject": {f"{BUCKET_ARN}/reports/*"},
             "s3:ListBucket": {BUCKET_ARN},
         },
+        "FindExportFunctionRole": {
+            "s3:GetObject": {f"{BUCKET_ARN}/exports/*", f"{BUCKET_ARN}/reports/*"},
+            "s3:ListBucket": {BUCKET_ARN},
+        },
     }
     prefixes = {
         "StoreExportFunctionRole": "exports/*",
         "ImportChargesFunctionRole": ["exports/*", "uploads/*", "config/*", "reports/*"],
         "FinishImportFunctionRole": "reports/*",
+        "FindExportFunctionRole": ["exports/*", "reports/*"],
     }
     for role, prefix in prefixes.items():
         (listing,) = [s for s in role_statements(translated, role) if s["Action"] == "s3:ListBucket"]
@@ -192,7 +205,8 @@ def test_csv_uploads_under_exports_and_uploads_trigger_the_import(translated):
     ]
     invoke = translated["Resources"]["ImportChargesFunctionEventInvokeConfig"]["Properties"]
     assert invoke["MaximumRetryAttempts"] == 2
-    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {"Ref": "AlertsTopic"}
+    # After its retries, the S3 event goes to the alert function (which says what to do).
+    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["AlertFunction", "Arn"]}
 
 
 def test_the_ledger_and_the_alerts_topic_are_encrypted(translated):
@@ -200,13 +214,76 @@ def test_the_ledger_and_the_alerts_topic_are_encrypted(translated):
     assert table["Properties"]["SSESpecification"] == {"SSEEnabled": True}
     assert table["Properties"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["DeletionPolicy"] == "Retain"
-    assert translated["Resources"]["AlertsTopic"]["Properties"]["KmsMasterKeyId"] == "alias/aws/sns"
+    # A customer-managed key that CloudWatch alarms may use: they cannot publish to alias/aws/sns.
+    assert translated["Resources"]["AlertsTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "AlertsKey"}
+    key = translated["Resources"]["AlertsKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    (cloudwatch,) = [s for s in key["KeyPolicy"]["Statement"] if s["Principal"].get("Service")]
+    assert cloudwatch["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert set(cloudwatch["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    # Every role that publishes to the topic may use the key.
+    for role in resources_of_type(translated, "AWS::IAM::Role"):
+        statements = role_statements(translated, role)
+        if any("sns:Publish" in actions_of(s) for s in statements):
+            (encrypt,) = [s for s in statements if "kms:GenerateDataKey" in actions_of(s)]
+            assert encrypt["Resource"] == {"Fn::GetAtt": ["AlertsKey", "Arn"]}, role
+
+
+def test_failed_or_timed_out_executions_of_both_state_machines_reach_the_alert_function(translated):
+    from moto.events.models import EventPattern
+
+    (rule,) = resources_of_type(translated, "AWS::Events::Rule").values()
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["AlertFunction", "Arn"]}
+    pattern = rule["Properties"]["EventPattern"]
+    machines = pattern["detail"]["stateMachineArn"]
+    assert machines == [{"Ref": "ExportBillingStateMachine"}, {"Ref": "FollowImportSessionStateMachine"}]
+    # The pattern as EventBridge sees it once the two ARNs are resolved.
+    resolved = {**pattern, "detail": {**pattern["detail"], "stateMachineArn": ["arn:export", "arn:follow"]}}
+    matcher = EventPattern.load(json.dumps(resolved))
+
+    def event(status: str, machine: str = "arn:export") -> Any:
+        return {
+            "source": "aws.states",
+            "detail-type": "Step Functions Execution Status Change",
+            "detail": {"status": status, "stateMachineArn": machine},
+        }
+
+    for status in ("FAILED", "TIMED_OUT", "ABORTED"):
+        assert matcher.matches_event(event(status)), status
+        assert matcher.matches_event(event(status, "arn:follow")), status
+    for status in ("RUNNING", "SUCCEEDED"):
+        assert not matcher.matches_event(event(status)), status
+    assert not matcher.matches_event(event("FAILED", "arn:someone-else"))
+
+
+def test_a_month_the_schedule_could_not_start_raises_an_alarm_on_the_alerts_topic(translated):
+    schedule = next(iter(resources_of_type(translated, "AWS::Scheduler::Schedule").values()))
+    dead_letters = schedule["Properties"]["Target"]["DeadLetterConfig"]["Arn"]
+    assert dead_letters == {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}
+    alarm = translated["Resources"]["ScheduleFailedAlarm"]["Properties"]
+    assert alarm["AlarmActions"] == [{"Ref": "AlertsTopic"}]
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "QueueName"]}}
+    ]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    # The alarm's text is what a person reads in the e-mail: what happened and the commands that fix it.
+    description = alarm["AlarmDescription"]["Fn::Sub"]
+    assert len(description) <= 1024
+    for needed in ("What to do", "aws sqs receive-message", "aws stepfunctions start-execution", '{"month": "yyyyMM"}'):
+        assert needed in description
 
 
 @pytest.mark.parametrize(
     ("machine", "definition", "functions"),
     [
-        ("ExportBillingStateMachine", "export_billing", ("GetBill", "StartExport", "PollExport", "StoreExport")),
+        (
+            "ExportBillingStateMachine",
+            "export_billing",
+            ("FindExport", "GetBill", "StartExport", "PollExport", "StoreExport"),
+        ),
         ("FollowImportSessionStateMachine", "follow_import_session", ("GetImportSession", "FinishImport")),
     ],
 )

@@ -73,6 +73,14 @@ class FakeWorkflows:
         return name
 
 
+@dataclass
+class FakeNotifier:
+    published: list[tuple[str, str]] = field(default_factory=list)
+
+    def publish(self, subject: str, message: str) -> None:
+        self.published.append((subject, message))
+
+
 class Clock:
     now = 1_000_000.0
 
@@ -116,6 +124,7 @@ class World:
     cloudblue: CloudBlueSimulator
     workflows: FakeWorkflows
     mapping: list[Mapping]
+    notifier: FakeNotifier
 
     def lapse(self) -> None:
         """Let a dead invocation's lease run out."""
@@ -140,7 +149,7 @@ def world(cloudblue: CloudBlueSimulator, monkeypatch: pytest.MonkeyPatch) -> Ite
         clock = Clock()
         ledger = KillingLedger(client, "ledger", clock=clock)
         ledger.calls = {}
-        store, workflows = FakeStore(), FakeWorkflows()
+        store, workflows, notifier = FakeStore(), FakeWorkflows(), FakeNotifier()
         mapping = [SMALL_PACKETS]
         deps = ImportDependencies(
             store=store,
@@ -154,9 +163,10 @@ def world(cloudblue: CloudBlueSimulator, monkeypatch: pytest.MonkeyPatch) -> Ite
             workflows=workflows,
             mapping=lambda: (mapping[0], "mapping.yaml"),
             follow_state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:follow",
+            notifier=notifier,
             concurrency=1,
         )
-        yield World(deps, store, ledger, clock, cloudblue, workflows, mapping)
+        yield World(deps, store, ledger, clock, cloudblue, workflows, mapping, notifier)
 
 
 def expected(mapping: Mapping = SMALL_PACKETS, body: bytes = CSV) -> list[tuple[str, Decimal]]:

@@ -168,6 +168,7 @@ def import_dependencies(remaining_seconds: Callable[[], float] = lambda: math.in
         workflows=workflows(),
         mapping=lambda: load_mapping(settings.soracharge_mapping, _mapping_reader(settings.soracharge_mapping)),
         follow_state_machine_arn=settings.soracharge_follow_session_state_machine_arn,
+        notifier=notifier(settings.soracharge_alerts_topic_arn),
         concurrency=settings.import_concurrency,
         remaining_seconds=remaining_seconds,
     )

@@ -121,6 +121,7 @@ class ImportSettings(_Settings):
     soracharge_ledger_table: str = Field(min_length=3)
     soracharge_mapping: str = Field(min_length=1, description="A path or s3:// URI of the mapping YAML")
     soracharge_follow_session_state_machine_arn: str = Field(min_length=1)
+    soracharge_alerts_topic_arn: str = Field(min_length=1)
     import_concurrency: int = Field(default=8, ge=1, le=64)
 
 
@@ -130,3 +131,12 @@ class FollowSettings(_Settings):
     soracharge_bucket: str = Field(min_length=3, max_length=63)
     soracharge_ledger_table: str = Field(min_length=3)
     soracharge_alerts_topic_arn: str = Field(min_length=1)
+
+
+class AlertSettings(_Settings):
+    """What the alert function needs (the secrets' ids only to name them in messages: it reads neither)."""
+
+    soracharge_alerts_topic_arn: str = Field(min_length=1)
+    soracharge_export_state_machine_arn: str = Field(min_length=1)
+    soracom_auth_secret_id: str | None = None
+    aps_credentials_secret_id: str | None = None

@@ -49,6 +49,14 @@ class ObjectStore(Protocol):
     def upload_file(self, path: Path, key: str, *, metadata: dict[str, str], content_type: str) -> StoredObject: ...
 
 
+class StoredExports(Protocol):
+    """Finding a month's stored export and its import report (the first step of the export flow)."""
+
+    def first(self, prefix: str) -> StoredObject | None: ...
+
+    def get_json(self, key: str) -> dict[str, Any] | None: ...
+
+
 class ReportStore(Protocol):
     """Reading the objects to import and writing their reports (tests pass fakes of this)."""
 

@@ -155,6 +155,8 @@ class BillingRows:
     tallies: dict[RawKey, Tally] = field(default_factory=dict)
     problems: list[ImportProblem] = field(default_factory=list)
     problem_count: int = 0
+    #: Rows whose bill item or customer maps to nothing (a subset of the rows with problems).
+    unmapped_rows: int = 0
     #: Σ amount of every row whose amount is a number (rejected rows included).
     csv_sum: Decimal = Decimal(0)
     per_customer: dict[str, Decimal] = field(default_factory=dict)
@@ -582,6 +584,7 @@ class _RowCheck:
             (customer_column, customer),
         )
         problems: list[tuple[str, str, str]] = []  # column, value, message
+        unmapped = False  # the bill item or the customer maps to nothing
         readable: dict[str, bool] = {}
         for column, value in fields:
             readable[column] = _is_utf8(value)
@@ -596,6 +599,7 @@ class _RowCheck:
             if not item:
                 problems.append((BILL_ITEM, item, f"{BILL_ITEM} is empty"))
             elif self.mapping.item_for(item) is None:
+                unmapped = True
                 problems.append((BILL_ITEM, item, f"no resource for bill item {item!r} (column {BILL_ITEM})"))
         for column, text in ((UNIT_PRICE, unit_price_text), (QUANTITY, quantity_text), (AMOUNT, amount_text)):
             if readable[column] and (text or column == AMOUNT):
@@ -603,12 +607,15 @@ class _RowCheck:
                 if problem:
                     problems.append((column, text, problem))
         if readable[customer_column] and self.mapping.customer_for(customer) is None:
+            unmapped = True
             hint = "" if customer else ": give the mapping a customer default for rows without one"
             message = f"no subscription for customer {customer!r} (column {customer_column}){hint}"
             problems.append((customer_column, customer, message))
         assert problems, "a rejected row has a problem"
 
         result = self.result
+        if unmapped:
+            result.unmapped_rows += 1
         for column, value, message in problems:
             result.add_problem(line, column, _shown(value), message)
         scaled = _scaled(amount_text) if readable[AMOUNT] else None

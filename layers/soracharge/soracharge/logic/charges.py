@@ -85,6 +85,7 @@ def plan_import(stream: BinaryIO, *, month: str, currency: str, mapping: Mapping
         charges=charges,
         problems=read.problems,
         problem_count=read.problem_count,
+        unmapped_rows=read.unmapped_rows,
         csv_sum=read.csv_sum,
         charges_sum=charges_sum,
         per_customer=read.per_customer,

@@ -12,17 +12,19 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from soracharge.adapters.soracom import SoracomApi
-from soracharge.adapters.storage import ObjectStore, StoredObject
+from soracharge.adapters.storage import ObjectStore, StoredExports, StoredObject
 from soracharge.errors import BillNotClosedError, BillNotFoundError, SoracomApiError
 from soracharge.models.export_flow import (
     BillSummary,
+    ExportLookup,
     ExportProgress,
     ExportRequest,
     StoredExport,
     StoreExportRequest,
 )
+from soracharge.models.imports import report_key
 from soracharge.models.months import ensure_billable, previous_month
-from soracharge.observability import logger, metrics
+from soracharge.observability import Metric, count, logger, metrics
 
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
 
@@ -30,6 +32,40 @@ CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
 def export_key(month: str, exported_file_id: str) -> str:
     """``exports/<yyyyMM>/<exportedFileId>.csv``: the key the import flow listens on."""
     return f"exports/{month}/{exported_file_id}.csv"
+
+
+def find_stored_export(request: ExportRequest, store: StoredExports) -> ExportLookup:
+    """The month's stored export and how its import ended, if the month was exported before.
+
+    The state machine's first step: a re-run of a month already stored (by hand, a second schedule
+    delivery, a backfill over months done already) ends here without asking Soracom for anything,
+    and says so.
+    """
+    month = request.billing_month()
+    logger.append_keys(month=month)
+    existing = store.first(f"exports/{month}/")
+    if existing is None or not existing.metadata.get("sha256"):
+        return ExportLookup(month=month, summary=f"{month} has not been exported yet")
+    key = report_key(month, existing.version_id, existing.key)
+    report = store.get_json(key)
+    if report is None:
+        status, outcome = None, f"its import report {key} is not written yet (an import may be running)"
+    else:
+        status = str(report.get("status"))
+        session = report.get("importSessionId")
+        outcome = f"its import is {status}" + (f" (CloudBlue session {session})" if session is not None else "")
+        outcome += f": {report.get('summary', '')}; report s3://{existing.bucket}/{key}"
+    logger.info("Month already exported", extra={"key": existing.key, "importStatus": status})
+    count(Metric.EXPORTS_ALREADY_STORED)
+    return ExportLookup(
+        month=month,
+        stored=_stored(existing, already_stored=True),
+        import_status=status,
+        import_report=key if report is not None else None,
+        summary=(
+            f"{month} was exported before, to {existing.uri}: nothing was exported, stored or imported again; {outcome}"
+        ),
+    )
 
 
 def read_closed_bill(request: ExportRequest, soracom: SoracomApi, today: date) -> BillSummary:
@@ -78,7 +114,7 @@ def poll_export(progress: ExportProgress, soracom: SoracomApi) -> ExportProgress
     polls = progress.polls + 1
     logger.info("Export polled", extra={"status": exported.status, "polls": polls})
     if exported.status != "processing":
-        metrics.add_metric(name="ExportPollsNeeded", unit="Count", value=polls)
+        count(Metric.EXPORT_POLLS_NEEDED, polls)
     return ExportProgress(exported_file_id=progress.exported_file_id, status=exported.status, polls=polls)
 
 
@@ -125,7 +161,8 @@ def store_export(
         }
         stored = store.upload_file(path, key, metadata=metadata, content_type=CSV_CONTENT_TYPE)
     logger.info("Export stored", extra={"key": key, "size": downloaded.size})
-    metrics.add_metric(name="ExportBytesStored", unit="Bytes", value=downloaded.size)
+    count(Metric.EXPORTS_STORED)
+    metrics.add_metric(name=Metric.EXPORT_BYTES_STORED.value, unit="Bytes", value=downloaded.size)
     return _stored(stored, already_stored=False)
 
 

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 
 from soracharge.adapters.cloudblue import ChargesImportManager
 from soracharge.adapters.ledger import Ledger, LedgerEntry
+from soracharge.adapters.notifier import Notifier
 from soracharge.adapters.storage import ReportStore, StoredObject
 from soracharge.adapters.workflows import WorkflowStarter
 from soracharge.errors import (
@@ -43,6 +44,7 @@ from soracharge.errors import (
     ImportTimeBudgetError,
     InvalidInputError,
 )
+from soracharge.logic import alerts
 from soracharge.logic.charges import plan_import
 from soracharge.models.charges import ChargesPacket, ImportPlan
 from soracharge.models.imports import (
@@ -57,7 +59,7 @@ from soracharge.models.imports import (
     report_key,
 )
 from soracharge.models.mapping import Mapping
-from soracharge.observability import logger, metrics
+from soracharge.observability import Metric, add_amount, count, logger
 
 #: Sessions one file may use before the import gives up (each after an unknown outcome).
 MAX_SESSIONS = 3
@@ -76,6 +78,7 @@ class ImportDependencies:
     workflows: WorkflowStarter
     mapping: Callable[[], tuple[Mapping, str]]
     follow_state_machine_arn: str
+    notifier: Notifier
     concurrency: int = 8
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     remaining_seconds: Callable[[], float] = field(default=lambda: math.inf)
@@ -110,7 +113,7 @@ def import_object(obj: ObjectRef, deps: ImportDependencies, *, lease_seconds: fl
 
 def _already_claimed(obj: ObjectRef, entry: LedgerEntry, key: str, deps: ImportDependencies) -> ImportReport:
     logger.info("Object version already claimed", extra={"ledgerStatus": entry.status})
-    metrics.add_metric(name="DuplicateImportEvents", unit="Count", value=1)
+    count(Metric.DUPLICATE_IMPORT_EVENTS)
     if entry.status == "IMPORTING":
         raise ImportInProgressError(
             f"{obj.uri} version {obj.version_id} is being imported by another invocation: this one will be retried"
@@ -238,9 +241,16 @@ def _import_claimed(
         **_totals(plan),
     )
     deps.store.put_json(key, report.to_event())  # before CLOSED: a crash here resumes and writes it
+    _alert(report, key, deps)  # before CLOSED too: a failed publish is retried with the rest
     deps.ledger.set_status(obj.object_id, "CLOSED", report_key=key)
-    metrics.add_metric(name="ChargesSent", unit="Count", value=len(plan.charges))
-    metrics.add_metric(name="RowsRead", unit="Count", value=plan.rows)
+    count(Metric.IMPORTS_CLOSED)
+    count(Metric.ROWS_READ, plan.rows)
+    count(Metric.CHARGES_SENT, len(plan.charges))
+    count(Metric.PACKETS_SENT, sent_this_run)
+    count(Metric.SESSIONS_ABANDONED, len(warnings))  # every warning is a session given up
+    add_amount(Metric.AMOUNT_IMPORTED, imported, currency)
+    if report.reconciliation is not None and not report.reconciliation.balanced:
+        count(Metric.RECONCILIATION_IMBALANCED)
     _follow(obj, session_id, key, deps)
     return report
 
@@ -432,6 +442,8 @@ def _finish_without_import(
 ) -> ImportReport:
     report = _report(deps, obj, status, summary, duplicate_of=other, **base)
     deps.store.put_json(key, report.to_event())
+    _alert(report, key, deps)
+    count(_NOT_IMPORTED_METRICS[status])
     deps.ledger.set_status(obj.object_id, status, duplicate_of=other, report_key=key)  # type: ignore[arg-type]
     logger.warning("File not imported", extra={"status": status, "other": other})
     return report
@@ -447,7 +459,11 @@ def _reject(
     plan: ImportPlan | None = None,
 ) -> ImportReport:
     summary = f"{problem_count} problem(s) in {obj.uri}: nothing was imported; fix the file and upload it again"
-    extra = {"counts": ReportCounts(rows=plan.rows, problems=problem_count)} if plan else {}
+    extra = (
+        {"counts": ReportCounts(rows=plan.rows, problems=problem_count, unmapped_rows=plan.unmapped_rows)}
+        if plan
+        else {}
+    )
     report = _report(
         deps,
         obj,
@@ -459,8 +475,12 @@ def _reject(
         **extra,
     )
     deps.store.put_json(key, report.to_event())
+    _alert(report, key, deps)
     deps.ledger.set_status(obj.object_id, "REJECTED", report_key=key)
-    metrics.add_metric(name="ImportsRejected", unit="Count", value=1)
+    count(Metric.IMPORTS_REJECTED)
+    if plan is not None:
+        count(Metric.ROWS_READ, plan.rows)
+        count(Metric.UNMAPPED_ROWS, plan.unmapped_rows)
     logger.warning("Import rejected", extra={"problems": problem_count})
     return report
 
@@ -485,7 +505,7 @@ def dry_run_report(
             "summary": f"{plan.problem_count} problem(s) in {source}: it would be rejected and nothing imported",
             "problems": problems,
             "problems_not_listed": max(plan.problem_count - len(problems), 0),
-            "counts": ReportCounts(rows=plan.rows, problems=plan.problem_count),
+            "counts": ReportCounts(rows=plan.rows, problems=plan.problem_count, unmapped_rows=plan.unmapped_rows),
         }
     else:
         fields = {
@@ -496,6 +516,19 @@ def dry_run_report(
             **_totals(plan),
         }
     return plan, ImportReport.model_validate({**base, **fields})
+
+
+_NOT_IMPORTED_METRICS = {
+    "DUPLICATE": Metric.IMPORTS_DUPLICATE,
+    "HELD": Metric.IMPORTS_HELD,
+    "SUPERSEDED": Metric.IMPORTS_SUPERSEDED,
+}
+
+
+def _alert(report: ImportReport, key: str, deps: ImportDependencies) -> None:
+    alert = alerts.for_report(report, key)
+    if alert is not None:
+        alerts.publish(deps.notifier, alert)
 
 
 def _report(deps: ImportDependencies, obj: ObjectRef, status: str, summary: str, **fields: object) -> ImportReport:

@@ -18,10 +18,16 @@ from soracharge.adapters.ledger import Ledger
 from soracharge.adapters.notifier import Notifier
 from soracharge.adapters.storage import ReportStore
 from soracharge.errors import InvalidInputError
+from soracharge.logic import alerts
 from soracharge.models.imports import FollowSessionRequest, ImportOutcome, ImportReport, SessionProgress
-from soracharge.observability import logger, metrics
+from soracharge.observability import Metric, count, logger
 
 RATED = frozenset({"PROCESSED", "REPORTED"})
+_OUTCOME_METRICS = {
+    "PROCESSED": Metric.SESSIONS_PROCESSED,
+    "FAILED_PROCESSED": Metric.SESSIONS_FAILED_PROCESSED,
+    "NOT_RATED": Metric.SESSIONS_NOT_RATED,
+}
 
 
 def poll_session(progress: SessionProgress, cloudblue: ChargesImportManager) -> SessionProgress:
@@ -44,7 +50,13 @@ def finish_import(
 ) -> ImportOutcome:
     """Record how rating ended in the report and the ledger; alert when it failed or never ended."""
     session = request.session
-    logger.append_keys(importSessionId=session.import_session_id, month=request.month)
+    location, _, version = request.object_id.rpartition("#")
+    logger.append_keys(
+        month=request.month,
+        objectKey=location.partition("/")[2],
+        objectVersion=version,
+        importSessionId=session.import_session_id,
+    )
     status: Literal["PROCESSED", "FAILED_PROCESSED", "NOT_RATED"]
     if request.failure is not None:
         status = "NOT_RATED"
@@ -82,14 +94,13 @@ def finish_import(
         }
     )
     store.put_json(request.report_key, updated.to_event())
-    ledger.set_status(request.object_id, status)
-    metrics.add_metric(name=f"ImportSessions{status.title().replace('_', '')}", unit="Count", value=1)
-    if status != "PROCESSED":
-        notifier.publish(
-            f"soracharge: {request.month} import {status.replace('_', ' ').lower()}",
-            _alert(request, report, summary, status),
-        )
+    alert = alerts.for_report(updated, request.report_key)
+    if alert is not None:  # before the ledger's final status: a retry after a failed publish alerts again
+        alerts.publish(notifier, alert)
         logger.warning("Import session did not end rated", extra={"status": status, "errorDesc": session.error_desc})
+    ledger.set_status(request.object_id, status)
+    count(Metric.SESSION_POLLS_NEEDED, session.polls)
+    count(_OUTCOME_METRICS[status])
     return ImportOutcome(
         status=status,
         import_session_id=session.import_session_id,
@@ -104,24 +115,3 @@ def _message(cause: str | None) -> str:
         return str(json.loads(cause or "{}").get("errorMessage", cause))
     except (ValueError, AttributeError):
         return cause or ""
-
-
-def _alert(request: FollowSessionRequest, report: ImportReport, summary: str, status: str) -> str:
-    action = {
-        "FAILED_PROCESSED": (
-            "What to do: read errorDesc, fix the cause in CloudBlue (for example a subscription or resource the "
-            "mapping names), then import the file again (see the README's runbook)."
-        ),
-        "NOT_RATED": "What to do: check the session in CloudBlue's rating engine; the charges are in it already.",
-    }[status]
-    return "\n".join(
-        [
-            summary,
-            f"Month: {request.month}",
-            f"File: {report.object.uri} (version {report.object.version_id})",
-            f"Import session: {request.session.import_session_id}",
-            f"errorDesc: {request.session.error_desc or '-'}",
-            f"Report: s3://{report.object.bucket}/{request.report_key}",
-            action,
-        ]
-    )

@@ -174,6 +174,7 @@ class ImportPlan(BaseModel):
     charges: list[Charge]
     problems: list[ImportProblem]
     problem_count: int = Field(ge=0)
+    unmapped_rows: int = Field(default=0, ge=0)
     csv_sum: Decimal
     charges_sum: Decimal
     per_customer: dict[str, Decimal]

@@ -97,3 +97,17 @@ class StoredExport(Payload):
         default="", description="Where Soracom served the file, without the pre-signed query (credentials)"
     )
     already_stored: bool = False
+
+
+class ExportLookup(Payload):
+    """FindStoredExport's output: whether the month was exported (and imported) before.
+
+    A re-run of a month that is stored already ends here, without calling Soracom: ``summary``
+    says where the CSV is and how its import ended.
+    """
+
+    month: YearMonth
+    stored: StoredExport | None = None
+    import_status: str | None = None
+    import_report: str | None = None
+    summary: str

@@ -95,6 +95,7 @@ class ReportCounts(Payload):
     packets_sent_this_run: int = 0
     packets_already_accepted: int = 0
     problems: int = 0
+    unmapped_rows: int = 0
 
 
 class ImportReport(Payload):

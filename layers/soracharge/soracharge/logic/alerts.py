@@ -1,0 +1,386 @@
+"""Every alert a person receives on the SNS topic: what failed, for which month, and what to do.
+
+Alerts come from four places, and are all written here:
+
+- an export-billing execution that ended FAILED, TIMED_OUT or ABORTED (EventBridge rule -> alert
+  function), and a follow-import-session execution that failed before recording its outcome;
+- an import whose three attempts failed (the import function's on-failure destination -> alert function);
+- an import report a person must act on: REJECTED (bad or unmapped rows), HELD (a second file for
+  a month), a reconciliation that does not balance (import function), FAILED_PROCESSED or NOT_RATED
+  (the follow-import-session state machine's RecordOutcome);
+- the monthly schedule failing to start the export at all (a CloudWatch alarm on its dead-letter
+  queue, whose text is in ``template.yaml``).
+
+Each message has the same shape: one line saying what happened, the facts (month, file, session,
+error), ``What to do:`` and, where one command fixes it, that command. Re-running is always safe:
+a month stored is not stored again, and a file imported is not imported again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from soracharge.adapters.notifier import Notifier
+from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
+from soracharge.models.export_flow import ExportRequest
+from soracharge.models.imports import IMPORTABLE_KEY, ImportReport
+from soracharge.observability import Metric, count, logger
+
+#: Problems listed in a rejection alert (the report lists every one).
+PROBLEMS_SHOWN = 10
+
+#: Ends of the follow-import-session state machine that its RecordOutcome state alerted already.
+FOLLOW_ENDS_ALERTED = frozenset({"ImportSessionFailed", "SessionNotRated"})
+
+_START_AGAIN = "then start the export again (the command below); a month already stored is not stored again."
+_START_AGAIN_SENTENCE = "Then" + _START_AGAIN.removeprefix("then")
+
+#: What to do when an export execution failed with this error.
+EXPORT_ACTIONS = {
+    "BillNotClosedError": (
+        "Soracom had not closed the month's bill after 4 days of retries. Check the bill in the Soracom "
+        f"console (Billing); once it is closed, {_START_AGAIN}"
+    ),
+    "BillNotFoundError": (
+        "Soracom has no bill for this month: there were no charges, or the month is older than the 18 months "
+        "Soracom keeps. There is nothing to import; act only if you expected a bill."
+    ),
+    "SoracomAuthError": (
+        "Soracom refused the AuthKey. Put a valid one in the secret {soracom_secret} "
+        "(aws secretsmanager put-secret-value --secret-id {soracom_secret} --secret-string "
+        '\'{{"authKeyId": "keyId-...", "authKey": "secret-..."}}\'), ' + _START_AGAIN
+    ),
+    "SoracomRateLimitedError": (
+        f"Soracom kept answering 429 (rate limited) through every retry. Wait a few minutes, {_START_AGAIN}"
+    ),
+    "SoracomUnavailableError": (
+        f"Soracom was unavailable or too slow through every retry. Check https://status.soracom.io, {_START_AGAIN}"
+    ),
+    "SoracomApiError": (
+        f"Soracom answered something unexpected (the error says what). {_START_AGAIN_SENTENCE} "
+        "If it fails the same way, send the error to Soracom support."
+    ),
+    "ExportFailed": f"Soracom reported the CSV export as failed. {_START_AGAIN_SENTENCE}",
+    "ExportTimedOut": (
+        "Soracom's CSV export was still processing after 21 polls (about 2 minutes). Wait a few minutes, "
+        + _START_AGAIN
+    ),
+    "ExportDownloadError": (
+        f"Soracom's download link was refused (expired) or the download was cut short. {_START_AGAIN_SENTENCE}"
+    ),
+    "UnsafeDownloadUrlError": (
+        "Soracom's download link pointed outside SORACOM_DOWNLOAD_URL_PATTERNS, so nothing was fetched. If the "
+        f"host in the error is legitimate, allow it in that setting (sam deploy), {_START_AGAIN}"
+    ),
+    "InvalidInputError": (
+        'The execution\'s input was wrong (the error names the field). Start it with {{"month": "yyyyMM"}}: a month '
+        "that is over and within Soracom's last 18 months."
+    ),
+    "ConfigurationError": f"A setting of the stack is missing or invalid (the error names it). Fix it, {_START_AGAIN}",
+    "StorageError": f"AWS refused a call (S3, DynamoDB, SNS; the error says which). Fix the cause, {_START_AGAIN}",
+}
+EXPORT_ACTIONS["MonthOutOfRangeError"] = EXPORT_ACTIONS["InvalidInputError"]
+EXPORT_ACTIONS["MappingError"] = EXPORT_ACTIONS["ConfigurationError"]
+
+#: What to do when the import of a file failed three times with this error.
+IMPORT_ACTIONS = {
+    "CloudBlueUnavailableError": (
+        "CloudBlue did not answer, or answered 5xx/429, through every retry. Once it is reachable, re-deliver the "
+        "file (the command below): the import resumes where it stopped, or starts over in a new session; no "
+        "charge is sent twice."
+    ),
+    "CloudBlueAuthError": (
+        "CloudBlue refused the credentials. Put valid ones in the secret {cloudblue_secret} "
+        '(\'{{"consumerKey": ..., "consumerSecret": ...}}\' or \'{{"apsToken": ...}}\'), then re-deliver the file '
+        "(the command below)."
+    ),
+    "CloudBlueApiError": (
+        "CloudBlue refused a call (the error says why: often a subscription or resource the mapping names). Fix "
+        "the cause in CloudBlue or in the mapping, then re-deliver the file (the command below)."
+    ),
+    "ImportInProgressError": (
+        "Another import of the same file or month was still running through every retry. Look at the month's "
+        "reports; once that import has ended, re-deliver this file if it is still needed (the command below): if "
+        "the month is imported by then, it is recorded as DUPLICATE or HELD and nothing is sent."
+    ),
+    "MappingError": (
+        "The mapping file is invalid (the error names the line and the field). Fix it and upload it to "
+        "s3://{bucket}/config/mapping.yaml, then re-deliver the file (the command below)."
+    ),
+    "ConfigurationError": (
+        "A setting of the import function is missing or invalid (the error names it). Fix it (sam deploy), then "
+        "re-deliver the file (the command below)."
+    ),
+    "ImportTimeBudgetError": (
+        "The import ran short of time on each attempt. Re-deliver the file (the command below): it resumes where "
+        "it stopped. If it happens again, CloudBlue is answering slowly: check it, or raise ImportConcurrency."
+    ),
+    "StorageError": (
+        "AWS refused a call (S3, DynamoDB, Step Functions; the error says which). Fix the cause, then re-deliver "
+        "the file (the command below)."
+    ),
+    "InvalidInputError": (
+        "The file or its event could not be used (the error says why: a deleted object, a key outside "
+        "exports/<yyyyMM>/ or uploads/<yyyyMM>/). Upload the file where it belongs."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One message to the alerts topic."""
+
+    subject: str
+    headline: str
+    action: str
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    command: str | None = None
+
+    def message(self) -> str:
+        width = max((len(name) for name, _ in self.facts), default=0) + 2
+        lines = [self.headline, ""]
+        lines += [f"{name + ':':<{width}}{value}" for name, value in self.facts]
+        lines += ["", f"What to do: {self.action}"]
+        if self.command:
+            lines += ["", self.command]
+        return "\n".join(lines)
+
+
+def publish(notifier: Notifier, alert: Alert) -> None:
+    notifier.publish(alert.subject, alert.message())
+    count(Metric.ALERTS_PUBLISHED)
+    logger.warning("Alert published", extra={"subject": alert.subject})
+
+
+# -- state machine executions ---------------------------------------------------------------------
+
+
+def for_execution(
+    change: ExecutionStatusDetail, *, export_state_machine_arn: str, soracom_secret: str | None = None
+) -> Alert | None:
+    """The alert for an execution that ended badly; None when there is nothing to say (it succeeded, or
+    RecordOutcome already alerted how a session ended)."""
+    if change.status in ("RUNNING", "SUCCEEDED", "PENDING_REDRIVE"):
+        return None
+    if change.state_machine_arn == export_state_machine_arn:
+        return _export_failed(change, soracom_secret or "<SoracomAuthKeySecretArn output>")
+    if change.status == "FAILED" and change.error in FOLLOW_ENDS_ALERTED:
+        return None
+    return _follow_failed(change)
+
+
+def _export_failed(change: ExecutionStatusDetail, soracom_secret: str) -> Alert:
+    month = _export_month(change.input_json())
+    if change.status == "TIMED_OUT":
+        error, action = "timed out", f"The execution ran longer than its time limit (5 days). {_START_AGAIN_SENTENCE}"
+    elif change.status == "ABORTED":
+        error, action = "stopped by someone", f"If stopping it was a mistake, {_START_AGAIN}"
+    else:
+        error = change.error or "States.Runtime"
+        template = EXPORT_ACTIONS.get(error, f"Read the error and fix its cause, {_START_AGAIN}")
+        action = template.format(soracom_secret=soracom_secret)
+    what = f"{change.status.replace('_', ' ').lower()}" + (f" ({change.error})" if change.error else "")
+    # A wrong month is not started again as it was.
+    again = "yyyyMM" if change.error in ("InvalidInputError", "MonthOutOfRangeError") else month
+    return Alert(
+        subject=f"soracharge {month}: export {what}",
+        headline=f"The export of Soracom's {month} bill {what}: no CSV was stored, so nothing was imported.",
+        facts=[
+            ("Month", month),
+            ("Error", _error_line(change.error, change.cause)),
+            ("Execution", change.execution_arn),
+            ("Console", _console_link(change.execution_arn)),
+        ],
+        action=action,
+        command=(
+            f"aws stepfunctions start-execution --state-machine-arn {change.state_machine_arn} "
+            f'--name export-{again}-$(date +%Y%m%dT%H%M%S) --input \'{{"month": "{again}"}}\''
+        ),
+    )
+
+
+def _follow_failed(change: ExecutionStatusDetail) -> Alert:
+    request = change.input_json()
+    month = str(request.get("month", "unknown month"))
+    session = (request.get("session") or {}).get("importSessionId", "?")
+    return Alert(
+        subject=f"soracharge {month}: could not record how CloudBlue session {session} ended",
+        headline=(
+            f"Following CloudBlue import session {session} ({month}) ended {change.status.replace('_', ' ')} before "
+            "its outcome was recorded. The charges are in that session already: do not import the file again."
+        ),
+        facts=[
+            ("Month", month),
+            ("Import session", str(session)),
+            ("Report", str(request.get("reportKey", "-"))),
+            ("Error", _error_line(change.error, change.cause)),
+            ("Execution", change.execution_arn),
+            ("Console", _console_link(change.execution_arn)),
+        ],
+        action=(
+            "Check the session in CloudBlue, fix the error's cause, then follow the session again with the same "
+            "input (the command below): it records PROCESSED or FAILED_PROCESSED in the report."
+        ),
+        command=(
+            f"aws stepfunctions start-execution --state-machine-arn {change.state_machine_arn} "
+            f"--name {change.name[:60]}-again-$(date +%s) --input '{change.input or '{}'}'"
+        ),
+    )
+
+
+def _export_month(execution_input: dict[str, Any]) -> str:
+    try:
+        return ExportRequest.model_validate(execution_input).billing_month()
+    except ValueError:
+        return "unknown month"
+
+
+# -- an import that failed for good ----------------------------------------------------------------
+
+
+def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None = None) -> Alert:
+    """The alert for an S3 event the import function failed to import three times."""
+    s3 = ((record.request_payload.get("Records") or [{}])[0] or {}).get("s3", {})
+    bucket = str(s3.get("bucket", {}).get("name", "?"))
+    key = str(s3.get("object", {}).get("key", "?"))
+    version = s3.get("object", {}).get("versionId")
+    match = IMPORTABLE_KEY.fullmatch(key)
+    month = match["month"] if match else "unknown month"
+    response = record.response_payload
+    error_type = response.errorType if response else record.request_context.condition
+    error_message = response.errorMessage if response else ""
+    template = IMPORT_ACTIONS.get(
+        error_type, "Read the error and fix its cause, then re-deliver the file (the command below)."
+    )
+    payload = json.dumps(record.request_payload, separators=(",", ":"), ensure_ascii=False)
+    return Alert(
+        subject=f"soracharge {month}: import failed ({error_type})",
+        headline=(
+            f"The import of s3://{bucket}/{key} failed {record.request_context.approximate_invoke_count} times; "
+            "its charges are not in a closed CloudBlue session (nothing of it is rated)."
+        ),
+        facts=[
+            ("Month", month),
+            ("File", f"s3://{bucket}/{key}"),
+            ("Version", str(version or "-")),
+            ("Error", _error_line(error_type, error_message)),
+            ("Function", record.request_context.function_arn),
+        ],
+        action=template.format(
+            cloudblue_secret=cloudblue_secret or "<CloudBlueCredentialsSecretArn output>", bucket=bucket
+        ),
+        command=(
+            "aws lambda invoke --invocation-type Event --cli-binary-format raw-in-base64-out "
+            f"--function-name {record.request_context.function_arn.removesuffix(':$LATEST')} "
+            f"--payload '{payload}' /dev/null"
+        ),
+    )
+
+
+# -- reports a person must act on -------------------------------------------------------------------
+
+
+def for_report(report: ImportReport, report_key: str) -> Alert | None:
+    """The alert an import report calls for, or None (imported and balanced, duplicate, dry run...)."""
+    where = [
+        ("Month", report.month or "unknown"),
+        ("File", f"{report.object.uri} (version {report.object.version_id or '-'})"),
+        ("Report", f"s3://{report.object.bucket}/{report_key} (and .html beside it)"),
+    ]
+    month = report.month or "unknown month"
+    if report.status == "REJECTED":
+        shown = [
+            f"line {p.line if p.line is not None else '-'}, column {p.column or '-'}"
+            + (f", value {p.value!r}" if p.value is not None else "")
+            + f": {p.message}"
+            for p in report.problems[:PROBLEMS_SHOWN]
+        ]
+        more = len(report.problems) + report.problems_not_listed - len(shown)
+        if more > 0:
+            shown.append(f"... and {more} more in the report")
+        return Alert(
+            subject=f"soracharge {month}: file rejected, nothing imported",
+            headline=f"{report.summary}.",
+            facts=[*where, *(("Problem", line) for line in shown)],
+            action=(
+                "Fix the mapping (a bill item or customer it does not know) or the file (each problem names its line, "
+                "column and value). Check the fix with `soracharge import FILE --month MONTH --mapping MAPPING "
+                "--dry-run`, upload a new mapping to config/mapping.yaml if it changed, then upload the file again: "
+                "a new object version is a new import. For a file of the export flow, copy it to "
+                f"uploads/{month}/ with its currency (--metadata currency={report.currency or 'JPY'})."
+            ),
+        )
+    if report.status == "HELD":
+        return Alert(
+            subject=f"soracharge {month}: second file for the month held, nothing imported",
+            headline=f"{report.summary}.",
+            facts=[*where, ("Imported before", report.duplicate_of or "-")],
+            action=(
+                "If this file corrects the one imported, import only the differences: `soracharge correction "
+                "IMPORTED.csv CORRECTED.csv --month MONTH` writes them, then upload that file with the metadata "
+                "import=additional (README, Corrections). If it is a second bill for the month, upload it again "
+                "with the metadata import=additional. Otherwise, nothing: no charge was sent."
+            ),
+        )
+    if report.status == "FAILED_PROCESSED":
+        return Alert(
+            subject=f"soracharge {month}: CloudBlue failed to rate session {report.import_session_id}",
+            headline=f"{report.summary}.",
+            facts=[
+                *where,
+                ("Import session", str(report.import_session_id)),
+                ("errorDesc", report.error_desc or "-"),
+            ],
+            action=(
+                "Read errorDesc and fix the cause in CloudBlue (often a subscription or resource the mapping names). "
+                "The session's charges were not rated: import the file again as an additional file (upload it to "
+                f"uploads/{month}/ with --metadata import=additional,currency={report.currency or 'JPY'})."
+            ),
+        )
+    if report.status == "NOT_RATED":
+        return Alert(
+            subject=f"soracharge {month}: session {report.import_session_id} not rated",
+            headline=f"{report.summary}.",
+            facts=[*where, ("Import session", str(report.import_session_id))],
+            action=(
+                f"Check session {report.import_session_id} in CloudBlue's rating engine: its charges are in it "
+                "already, closed. Do not import the file again unless CloudBlue shows the session FAILED_PROCESSED."
+            ),
+        )
+    reconciliation = report.reconciliation
+    if report.status == "CLOSED" and reconciliation is not None and not reconciliation.balanced:
+        return Alert(
+            subject=f"soracharge {month}: reconciliation does not balance",
+            headline=f"The {month} import does not reconcile: {reconciliation.note}.",
+            facts=[
+                *where,
+                ("Soracom bill", f"{reconciliation.bill_amount} {report.currency}"),
+                ("CSV sum", f"{reconciliation.csv_sum} {report.currency}"),
+                ("Imported", f"{reconciliation.imported_sum} {report.currency}"),
+                ("Import session", str(report.import_session_id)),
+            ],
+            action=(
+                "Compare the bill in the Soracom console with the CSV. If the CSV is incomplete, get a complete one "
+                "and import only the differences (`soracharge correction`, README, Corrections); the charges "
+                "imported so far are correct for the rows the CSV has."
+            ),
+        )
+    return None
+
+
+def _error_line(error: str | None, cause: str | None) -> str:
+    message = cause or ""
+    try:  # a Lambda error's cause is the runtime's JSON payload
+        decoded = json.loads(message)
+        if isinstance(decoded, dict) and "errorMessage" in decoded:
+            message = str(decoded["errorMessage"])
+    except ValueError:
+        pass
+    return f"{error or 'unknown'}: {message}" if message else (error or "unknown")
+
+
+def _console_link(execution_arn: str) -> str:
+    region = execution_arn.split(":")[3] if execution_arn.count(":") >= 4 else "us-east-1"
+    return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}"
