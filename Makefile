@@ -1,5 +1,7 @@
 # The single entry point: `make demo` runs the main job locally, `make test` runs every check.
-# Both install what they need (a uv-managed .venv from uv.lock) on a machine with python3 and make.
+# Both install what they need (a uv-managed .venv from uv.lock) on a machine with python3 and make;
+# `make test` also runs `make browser`, which installs Debian's Chromium (/usr/bin/chromium) for the
+# browser tests when it is missing (with apt-get, as root; elsewhere it says how and fails).
 
 PYTHON ?= python3
 UV_VERSION := 0.13.8
@@ -10,8 +12,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+#: The browser tests drive this Chromium through playwright (playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo bench test lint typecheck template-check security layer-requirements check-layer-requirements unit integration clean
+.PHONY: install browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements unit integration clean
 
 install: $(VENV)/.installed
 
@@ -33,8 +37,21 @@ bench: install
 	$(BIN)/python bench/import_concurrency.py
 
 ## Every check CI runs: lint, types, the template and its security scan, then the whole test suite.
-test: lint typecheck template-check security check-layer-requirements
+test: lint typecheck template-check security check-layer-requirements browser
 	$(BIN)/pytest
+
+## Debian's Chromium for tests/browser (the HTML report opened in a real browser): installed when missing.
+browser:
+	@if [ -x $(CHROMIUM) ]; then \
+		echo "Chromium for the browser tests: $(CHROMIUM)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium \
+			&& test -x $(CHROMIUM); \
+	else \
+		echo "The browser tests need Chromium at $(CHROMIUM): on Debian or Ubuntu run" \
+			"'sudo apt-get install -y --no-install-recommends chromium' (or 'make browser' as root)."; \
+		exit 1; \
+	fi
 
 lint: install
 	$(BIN)/ruff check .

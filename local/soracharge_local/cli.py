@@ -16,6 +16,7 @@ simulator unless ``APS_ENDPOINT`` is set (see ``peers.py``). Exit codes: 0 done,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,8 +30,8 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from soracharge.errors import InvalidInputError, SorachargeError
-from soracharge.logic.imports import follow_execution_name
-from soracharge.models.months import ensure_billable, parse_month, previous_month
+from soracharge.logic.imports import ADDITIONAL_FILE, additional_id_suffix, follow_execution_name
+from soracharge.models.months import ensure_billable, month_index, months_between, parse_month, previous_month
 
 from soracharge_local import console
 from soracharge_local.engine import LocalCloud, SoracomAccess
@@ -57,58 +58,93 @@ MappingOption = Annotated[
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show the functions' own logs.")]
 
 
+MonthsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--month",
+        help="Billing month, yyyyMM; repeat it for several. Default: the previous month, as the monthly schedule does.",
+    ),
+]
+FromOption = Annotated[str | None, typer.Option("--from", help="First month of a range (backfill), yyyyMM.")]
+ToOption = Annotated[str | None, typer.Option("--to", help="Last month of the range, yyyyMM (default: --from).")]
+
+
 @app.command()
 def run(
-    month: MonthOption = None,
+    month: MonthsOption = None,
+    from_: FromOption = None,
+    to: ToOption = None,
     mapping: MappingOption = None,
-    out: Annotated[Path, typer.Option(help="Folder for a copy of the CSV and the report.")] = Path("out"),
+    out: Annotated[Path, typer.Option(help="Folder for a copy of each month's CSV and report.")] = Path("out"),
     verbose: VerboseOption = False,
 ) -> None:
-    """Run the whole chain for a month: export, store, import, follow the session, reconcile."""
-    chosen = _billable_month(month)
+    """Run the whole chain for each month: export, store, import, follow the session, reconcile.
+
+    Months run one after the other on one local stack, so a month given twice shows what a re-run
+    does: nothing, and it says so.
+    """
+    months = _billable_months(month, from_, to)
     mapping_path = _mapping_path(mapping)
+    outcomes: list[tuple[str, str, bool]] = []
     with _local_cloud(verbose, mapping=mapping_path) as cloud:
-        typer.echo(f"Exporting {chosen}:\n")
-        printer = console.EventPrinter()
-        result = cloud.run(
-            EXPORT_STATE_MACHINE, {"month": chosen}, name=_execution_name("export", chosen), on_event=printer
-        )
-        if result.status != "SUCCEEDED":
-            console.print_failure("Export", result)
-            raise typer.Exit(1)
-        stored = (result.output or {})["s3"]
-        typer.echo(f"\nThe CSV landed at {stored['uri']}; its S3 notification runs the import:\n")
-        _save_object(cloud, stored["key"], stored["versionId"], out / chosen / Path(stored["key"]).name)
-        report = _follow_import(cloud, printer)
-    _finish(report, out / chosen)
+        for chosen in months:
+            outcomes.append(_run_month(cloud, chosen, out / chosen))
+    if len(outcomes) > 1:
+        _print_outcomes(outcomes)
+    if not all(ok for _, _, ok in outcomes):
+        raise typer.Exit(1)
 
 
 @app.command()
 def export(
-    month: MonthOption = None,
-    out: Annotated[Path | None, typer.Option(help="Also save the stored CSV to this file.")] = None,
+    month: MonthsOption = None,
+    from_: FromOption = None,
+    to: ToOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also save the stored CSV: a FILE.csv for one month, else a folder (<month>.csv in it)."),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Export a month's detailed billing CSV to S3 through the export-billing state machine (no import)."""
-    chosen = _billable_month(month)
+    """Export months' detailed billing CSVs to S3 through the export-billing state machine (no import).
+
+    A backfill is ``--from 202505 --to 202510``: every month must be over and one Soracom still
+    holds (its last 18), or nothing runs. Months run one after the other on one local stack.
+    """
+    months = _billable_months(month, from_, to)
+    if out is not None and out.suffix == ".csv" and len(months) > 1:
+        _fail_input(f"--out {out} is one file, but {len(months)} months are exported: give a folder")
+    outcomes: list[tuple[str, str, bool]] = []
     with _local_cloud(verbose, import_on_upload=False) as cloud:
-        typer.echo(f"Exporting {chosen}:\n")
-        result = cloud.run(
-            EXPORT_STATE_MACHINE,
-            {"month": chosen},
-            name=_execution_name("export", chosen),
-            on_event=console.EventPrinter(),
-            timeout_seconds=3600,
-        )
-        typer.echo("")
-        if result.status != "SUCCEEDED":
-            console.print_failure("Export", result)
-            raise typer.Exit(1)
-        console.print_export_outputs(result)
-        typer.echo("  (in the local moto S3, which lives as long as this command: --out FILE keeps a copy)")
-        if out is not None:
-            stored = (result.output or {})["s3"]
-            _save_object(cloud, stored["key"], stored["versionId"], out)
+        for chosen in months:
+            typer.echo(f"\nExporting {chosen}:\n")
+            result = cloud.run(
+                EXPORT_STATE_MACHINE,
+                {"month": chosen},
+                name=_execution_name("export", chosen),
+                on_event=console.EventPrinter(),
+                timeout_seconds=3600,
+            )
+            typer.echo("")
+            if result.status != "SUCCEEDED":
+                console.print_failure("Export", result)
+                outcomes.append((chosen, f"FAILED: {result.error}", False))
+            else:
+                console.print_export_outputs(result)
+                stored = (result.output or {})["s3"]
+                what = (
+                    "already stored, not exported again" if (result.output or {}).get("alreadyExported") else "stored"
+                )
+                outcomes.append((chosen, f"{what}: {stored['uri']} ({stored['size']} bytes)", True))
+                if out is not None:
+                    target = out if out.suffix == ".csv" else out / f"{chosen}.csv"
+                    _save_object(cloud, stored["key"], stored["versionId"], target)
+            _print_alerts(cloud)
+        typer.echo("  (in the local moto S3, which lives as long as this command: --out keeps a copy)")
+    if len(outcomes) > 1:
+        _print_outcomes(outcomes)
+    if not all(ok for _, _, ok in outcomes):
+        raise typer.Exit(1)
 
 
 @app.command("import")
@@ -120,6 +156,14 @@ def import_file(
         str | None, typer.Option(help="The bill's currency (JPY, USD, EUR); default: the mapping's currency.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Send nothing: write the charges and the report.")] = False,
+    additional: Annotated[
+        bool,
+        typer.Option(
+            "--additional",
+            help="A file beside the month's first one (a second bill, a correction's differences): metadata "
+            "import=additional.",
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option(help="Folder for the report (and, with --dry-run, the charges).")] = Path("out"),
     verbose: VerboseOption = False,
 ) -> None:
@@ -130,15 +174,19 @@ def import_file(
         _fail_input(str(exc))
     mapping_path = _mapping_path(mapping)
     if dry_run:
-        _dry_run(file, chosen, mapping_path, currency, out / chosen)
+        _dry_run(file, chosen, mapping_path, currency, out / chosen, additional=additional)
         return
     with _local_cloud(verbose, mapping=mapping_path, soracom=NO_SORACOM) as cloud:
         key = f"uploads/{chosen}/{file.name}"
         metadata = {"currency": currency.upper()} if currency else {}
+        if additional:
+            metadata["import"] = ADDITIONAL_FILE
         cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=file.read_bytes(), Metadata=metadata)
         typer.echo(f"Uploaded {file} to s3://{cloud.bucket}/{key}; its S3 notification runs the import:\n")
         report = _follow_import(cloud, console.EventPrinter())
-    _finish(report, out / chosen)
+        ok = _finish(report, out / chosen, cloud)
+    if not ok:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -178,6 +226,96 @@ def simulate(
             pass
 
 
+@app.command("report")
+def render_report(
+    month: Annotated[str, typer.Argument(help="The billing month, yyyyMM: reads <out>/<month>/report.json.")],
+    report_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Any import report JSON instead (for example one copied from S3 reports/<yyyyMM>/<version>.json).",
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the page. Default: beside the JSON (report.json -> report.html)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="The folder run and import save reports in.")] = Path("out"),
+) -> None:
+    """Write an import report as a self-contained HTML page (totals, reconciliation, chart, problems)."""
+    from soracharge_local import reports
+
+    try:
+        chosen = parse_month(month)
+        source = report_file or reports.default_report_path(chosen, out)
+        loaded = reports.load_report(source)
+        written = reports.write_report_html(loaded, html or reports.default_html_path(source))
+    except InvalidInputError as exc:
+        _fail_input(str(exc))
+    mismatch = reports.month_mismatch(loaded, chosen, source)
+    if mismatch:
+        typer.secho(f"warning: {mismatch}", fg="yellow", err=True)
+    typer.echo(f"HTML report written to {written}")
+    typer.secho(f"Import {loaded.status}: {loaded.summary}", fg=reports.status_colour(loaded.status), bold=True)
+
+
+@app.command()
+def correction(
+    imported: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The billing CSV the month was imported from.")
+    ],
+    corrected: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Its corrected version.")],
+    month: Annotated[str, typer.Option(help="The billing month of both files, yyyyMM.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the differences. Default: out/<month>/differences-<name>.csv")
+    ] = None,
+) -> None:
+    """Write the differences between an imported billing CSV and its corrected version, to import as a correction.
+
+    Corrections go to CloudBlue as positive or negative differences, never as edits: import the file
+    this writes as an additional file for the month (--additional here, import=additional in AWS).
+    """
+    from soracharge.logic.corrections import write_differences
+
+    try:
+        chosen = parse_month(month)
+    except InvalidInputError as exc:
+        _fail_input(str(exc))
+    target = out or Path("out") / chosen / f"differences-{corrected.stem}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with (
+            imported.open("rb") as before,
+            corrected.open("rb") as after,
+            partial.open("w", encoding="utf-8-sig", newline="") as sink,
+        ):
+            result = write_differences(before, after, sink, names=(str(imported), str(corrected)))
+    except InvalidInputError as exc:
+        partial.unlink(missing_ok=True)
+        _fail_input(str(exc))
+    typer.echo(
+        f"Imported file:  {result.imported_rows} rows, amounts sum to {result.imported_sum}\n"
+        f"Corrected file: {result.corrected_rows} rows, amounts sum to {result.corrected_sum}"
+    )
+    if result.empty:
+        partial.unlink()
+        typer.secho("No differences: there is nothing to import.", bold=True)
+        return
+    partial.replace(target)
+    typer.secho(
+        f"Differences written to {target}: {result.rows_written} rows ({result.added} added, {result.removed} "
+        f"removed, {result.changed} changed), amounts sum to {result.difference_sum} (corrected minus imported).",
+        bold=True,
+    )
+    typer.echo(
+        "Import them as an additional file for the month (they get charge ids of their own):\n"
+        f"  soracharge import {target} --month {chosen} --mapping MAPPING --additional --dry-run   # check first\n"
+        f"  aws s3 cp {target} s3://<DataBucketName>/uploads/{chosen}/{target.name} "
+        "--metadata import=additional,currency=<JPY|USD|EUR>"
+    )
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -210,16 +348,67 @@ def _local_cloud(
         yield cloud
 
 
-def _follow_import(cloud: LocalCloud, printer: console.EventPrinter) -> dict[str, Any]:
+def _run_month(cloud: LocalCloud, month: str, out: Path) -> tuple[str, str, bool]:
+    """One month through the whole chain; (month, outcome, whether it ended rated and balanced)."""
+    typer.echo(f"\nExporting {month}:\n")
+    printer = console.EventPrinter()
+    since = len(cloud.async_invocations.deliveries)
+    result = cloud.run(EXPORT_STATE_MACHINE, {"month": month}, name=_execution_name("export", month), on_event=printer)
+    if result.status != "SUCCEEDED":
+        console.print_failure("Export", result)
+        _print_alerts(cloud)
+        return month, f"export FAILED: {result.error}", False
+    output = result.output or {}
+    stored = output["s3"]
+    if output.get("alreadyExported"):
+        typer.secho(f"\nNothing to do: {output['summary']}", bold=True)
+        report = _stored_report(cloud, month, stored)
+        if report is None:
+            _print_alerts(cloud)
+            return month, "already exported; its import report is not written yet", False
+    else:
+        typer.echo(f"\nThe CSV landed at {stored['uri']}; its S3 notification runs the import:\n")
+        _save_object(cloud, stored["key"], stored["versionId"], out / Path(stored["key"]).name)
+        report = _follow_import(cloud, printer, since)
+    ok = _finish(report, out, cloud)
+    again = " (a re-run: nothing done again)" if output.get("alreadyExported") else ""
+    return month, f"{report['status']}{again}: {report['summary']}", ok
+
+
+def _stored_report(cloud: LocalCloud, month: str, stored: dict[str, Any]) -> dict[str, Any] | None:
+    key = f"reports/{month}/{stored['versionId']}.json"
+    try:
+        body = cloud.client("s3").get_object(Bucket=cloud.bucket, Key=key)["Body"].read()
+    except cloud.client("s3").exceptions.NoSuchKey:
+        return None
+    return dict(json.loads(body))
+
+
+def _print_outcomes(outcomes: list[tuple[str, str, bool]]) -> None:
+    typer.echo("\nMonths:")
+    for month, outcome, ok in outcomes:
+        typer.secho(f"  {month}  {'ok    ' if ok else 'FAILED'}  {outcome}", fg="green" if ok else "red")
+
+
+def _print_alerts(cloud: LocalCloud) -> None:
+    """What the alerts topic received: what people subscribed to it would read."""
+    for alert in cloud.alerts():
+        typer.secho(f"\nAlert sent to the alerts topic: {alert['subject']}", fg="yellow", bold=True)
+        for line in alert["message"].splitlines():
+            typer.echo(f"  | {line}")
+
+
+def _follow_import(cloud: LocalCloud, printer: console.EventPrinter, since: int = 0) -> dict[str, Any]:
     """Wait for the import the S3 notification started, then follow its session to the end."""
     cloud.async_invocations.wait_idle()
-    deliveries = [d for d in cloud.async_invocations.deliveries if "ImportChargesFunction" in d.function_name]
+    deliveries = [d for d in cloud.async_invocations.deliveries[since:] if "ImportChargesFunction" in d.function_name]
     if not deliveries:
         typer.secho("No import ran: the S3 notification did not reach the import function.", fg="red", err=True)
         raise typer.Exit(1)
     delivery = deliveries[-1]
     if delivery.error is not None:
         typer.secho(f"The import failed after {delivery.attempts} attempts: {delivery.error}", fg="red", err=True)
+        _print_alerts(cloud)
         raise typer.Exit(1)
     (report,) = delivery.result["reports"]
     typer.echo(f"       ok  ImportCharges: {report['summary']}")
@@ -236,19 +425,25 @@ def _follow_import(cloud: LocalCloud, printer: console.EventPrinter) -> dict[str
     return dict(report)
 
 
-def _finish(report: dict[str, Any], out: Path) -> None:
+def _finish(report: dict[str, Any], out: Path, cloud: LocalCloud) -> bool:
+    """Print and save the report (JSON and HTML) and the alerts it caused; True when rated and balanced."""
+    from soracharge_local import reports
+
     typer.echo("")
     console.print_report(report)
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "report.json"
     saved.write_text(json.dumps(report, ensure_ascii=False, indent=2))
-    typer.echo(f"\nReport saved to {saved}")
+    page = reports.write_report_html(reports.load_report(saved), out / "report.html")
+    typer.echo(f"\nReport saved to {saved} and {page}")
+    _print_alerts(cloud)
     reconciliation = report.get("reconciliation") or {}
-    if report["status"] not in ("PROCESSED", "DUPLICATE") or not reconciliation.get("balanced", True):
-        raise typer.Exit(1)
+    return report["status"] in ("PROCESSED", "DUPLICATE") and bool(reconciliation.get("balanced", True))
 
 
-def _dry_run(file: Path, month: str, mapping_path: Path, currency: str | None, out: Path) -> None:
+def _dry_run(
+    file: Path, month: str, mapping_path: Path, currency: str | None, out: Path, *, additional: bool = False
+) -> None:
     from soracharge.adapters.mapping_source import load_mapping
     from soracharge.logic.imports import dry_run_report
 
@@ -259,8 +454,11 @@ def _dry_run(file: Path, month: str, mapping_path: Path, currency: str | None, o
     chosen_currency = (currency or mapping.currency or "").upper()
     if not chosen_currency:
         _fail_input("no currency: pass --currency JPY|USD|EUR or set 'currency' in the mapping")
+    id_suffix = additional_id_suffix(hashlib.sha256(file.read_bytes()).hexdigest()) if additional else ""
     with file.open("rb") as stream:
-        plan, report = dry_run_report(stream, month=month, currency=chosen_currency, mapping=mapping, source=str(file))
+        plan, report = dry_run_report(
+            stream, month=month, currency=chosen_currency, mapping=mapping, source=str(file), id_suffix=id_suffix
+        )
     out.mkdir(parents=True, exist_ok=True)
     charges = out / f"{file.stem}.charges.jsonl"
     with charges.open("w") as sink:
@@ -277,13 +475,30 @@ def _dry_run(file: Path, month: str, mapping_path: Path, currency: str | None, o
         raise typer.Exit(1)
 
 
-def _billable_month(month: str | None) -> str:
+def _billable_months(months: list[str] | None, first: str | None, last: str | None) -> list[str]:
+    """The months asked for (each ``--month``, then the ``--from``/``--to`` range), all checked before any runs."""
     today = datetime.now(UTC)
+    if last is not None and first is None:
+        _fail_input("--to needs --from")
     try:
-        chosen = parse_month(month) if month else previous_month(today)
-        return ensure_billable(chosen, today.date())
+        chosen = [parse_month(m) for m in months or []]
+        if first is not None:
+            start, end = parse_month(first), parse_month(last or first)
+            if month_index(end) < month_index(start):
+                raise InvalidInputError(f"--to {end} is before --from {start}")
+            chosen += months_between(start, end)
     except InvalidInputError as exc:
         _fail_input(str(exc))
+    chosen = chosen or [previous_month(today)]
+    problems = []
+    for month in dict.fromkeys(chosen):
+        try:
+            ensure_billable(month, today.date())
+        except InvalidInputError as exc:
+            problems.append(str(exc))
+    if problems:
+        _fail_input("nothing was run:\n  " + "\n  ".join(problems))
+    return chosen
 
 
 def _mapping_path(mapping: Path | None) -> Path:

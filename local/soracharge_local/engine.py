@@ -483,17 +483,30 @@ def _zip(source: Path) -> bytes:
 
 
 def _replace_references(value: Any, arns: Mapping[str, str], names: Mapping[str, str]) -> Any:
-    """Every ``Ref`` to, and ``GetAtt`` of, a state machine in ``arns`` becomes its ARN or name."""
+    """Every ``Ref`` to, and ``GetAtt`` of, a state machine in ``arns`` becomes its ARN or name, also
+    as ``${Logical}`` or ``${Logical.Name}`` inside an ``Fn::Sub`` text."""
     if isinstance(value, dict):
         if len(value) == 1 and value.get("Ref") in arns:
             return arns[value["Ref"]]
         get_att = value.get("Fn::GetAtt")
         if len(value) == 1 and isinstance(get_att, list) and get_att[0] in arns:
             return {"Arn": arns, "Name": names}[get_att[1]][get_att[0]]
+        sub = value.get("Fn::Sub")
+        if len(value) == 1 and isinstance(sub, str):
+            return {"Fn::Sub": _SUB_VARIABLE.sub(lambda match: _sub_reference(match, arns, names), sub)}
         return {key: _replace_references(item, arns, names) for key, item in value.items()}
     if isinstance(value, list):
         return [_replace_references(item, arns, names) for item in value]
     return value
+
+
+def _sub_reference(match: re.Match[str], arns: Mapping[str, str], names: Mapping[str, str]) -> str:
+    logical, _, attribute = match.group(1).partition(".")
+    if logical in arns and attribute in ("", "Arn"):
+        return arns[logical]
+    if logical in names and attribute == "Name":
+        return names[logical]
+    return match.group(0)
 
 
 def _prepare_powertools_metrics(function: str, event: object) -> None:

@@ -515,7 +515,7 @@ class ChaosWorld:
             "ExportBillingStateMachine", {"month": month}, name=f"{label}-{self._executions}", timeout_seconds=600
         )
         invoker.wait_idle()
-        return result, invoker.deliveries[before:]
+        return result, _imports(invoker.deliveries[before:])
 
     def redeliver(self, delivery: Delivery) -> Delivery:
         invoker = self.cloud.async_invocations
@@ -538,7 +538,7 @@ class ChaosWorld:
             MetadataDirective="REPLACE",
         )
         invoker.wait_idle()
-        return invoker.deliveries[before:]
+        return _imports(invoker.deliveries[before:])
 
     def settle(self, delivery: Delivery) -> Outcome:
         """How a delivery ended; a session it closed is followed to its end (the follow state machine)."""
@@ -1046,3 +1046,8 @@ FAULTS: dict[str, Callable[[Cycle], None]] = {
 def run_cycles(world: ChaosWorld, seed: int, cycles: int, start: int = 0) -> Iterator[CycleResult]:
     for index in range(start, start + cycles):
         yield Cycle(world, seed, index).run()
+
+
+def _imports(deliveries: list[Delivery]) -> list[Delivery]:
+    """The import function's deliveries (the alert function's, which alerts cause, are not imports)."""
+    return [d for d in deliveries if "ImportChargesFunction" in d.function_name]

@@ -304,27 +304,48 @@ def test_each_state_machine_gets_every_substitution_and_may_invoke_exactly_its_f
     assert invoked == {f"{f}Function" for f in functions}
 
 
-def test_events_folder_has_a_valid_sample_for_each_function_and_the_state_machine():
+def test_events_folder_has_a_valid_sample_for_each_function_and_each_state_machine(template):
     from aws_lambda_powertools.utilities.parser.models import S3Model
+    from soracharge.models.alerts import ExecutionStatusChange, FailedInvocation
     from soracharge.models.export_flow import ExportProgress, StartExportRequest, StoreExportRequest
     from soracharge.models.imports import FollowSessionRequest, SessionProgress
 
-    models: dict[str, Any] = {
-        "import_charges_s3_put.json": S3Model,
-        "follow_import_session.json": FollowSessionRequest,
-        "get_import_session.json": SessionProgress,
-        "finish_import.json": FollowSessionRequest,
-        "export_billing_manual.json": ExportRequest,
-        "export_billing_schedule.json": ExportRequest,
-        "get_bill.json": ExportRequest,
-        "start_export.json": StartExportRequest,
-        "poll_export.json": ExportProgress,
-        "store_export.json": StoreExportRequest,
+    # Every function and state machine of the template: its sample events and the model that reads them.
+    samples: dict[str, dict[str, Any]] = {
+        "ExportBillingStateMachine": {
+            "export_billing_manual.json": ExportRequest,
+            "export_billing_schedule.json": ExportRequest,
+        },
+        "FindExportFunction": {"find_export.json": ExportRequest},
+        "GetBillFunction": {"get_bill.json": ExportRequest},
+        "StartExportFunction": {"start_export.json": StartExportRequest},
+        "PollExportFunction": {"poll_export.json": ExportProgress},
+        "StoreExportFunction": {"store_export.json": StoreExportRequest},
+        "ImportChargesFunction": {"import_charges_s3_put.json": S3Model},
+        "FollowImportSessionStateMachine": {"follow_import_session.json": FollowSessionRequest},
+        "GetImportSessionFunction": {"get_import_session.json": SessionProgress},
+        "FinishImportFunction": {"finish_import.json": FollowSessionRequest},
+        "AlertFunction": {
+            "alert_export_failed.json": ExecutionStatusChange,
+            "alert_import_failed.json": FailedInvocation,
+        },
     }
+    runnable = {
+        name
+        for name, resource in template["Resources"].items()
+        if resource["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine")
+    }
+    assert set(samples) == runnable
     events = Path(REPO / "events")
-    assert {p.name for p in events.glob("*.json")} - {"env.example.json"} == set(models)
-    for name, model in models.items():
+    files = {name: model for per_resource in samples.values() for name, model in per_resource.items()}
+    assert {p.name for p in events.glob("*.json")} - {"env.example.json"} == set(files)
+    for name, model in files.items():
         parse_input(json.loads((events / name).read_text()), model)
+    # The README shows how to use each of them.
+    readme = (REPO / "README.md").read_text()
+    for resource, per_resource in samples.items():
+        for name in per_resource:
+            assert f"events/{name}" in readme, f"the README never shows events/{name} ({resource})"
 
 
 def test_least_privilege_no_wildcards_in_any_role(translated):

@@ -6,6 +6,7 @@ CloudBlue client against the CloudBlue simulator. S3 and Step Functions are smal
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from soracharge.adapters.ledger import LEASE_SECONDS, DynamoDbLedger
 from soracharge.adapters.storage import StoredObject
 from soracharge.errors import ImportInProgressError, ImportTimeBudgetError
 from soracharge.logic.charges import plan_import
-from soracharge.logic.imports import ImportDependencies, import_object
+from soracharge.logic.imports import ImportDependencies, additional_id_suffix, import_object
 from soracharge.models.imports import ImportReport, ObjectRef
 from soracharge.models.mapping import Mapping, parse_mapping
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
@@ -44,6 +45,7 @@ class FakeStore:
     bucket: str = "data"
     objects: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = field(default_factory=dict)
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pages: dict[str, str] = field(default_factory=dict)
 
     def put(self, key: str, body: bytes, version: str, **metadata: str) -> ObjectRef:
         self.objects[(key, version)] = (body, metadata)
@@ -59,6 +61,10 @@ class FakeStore:
     def put_json(self, key: str, body: dict[str, Any]) -> StoredObject:
         self.reports[key] = body
         return StoredObject(self.bucket, key, None, 0, {})
+
+    def put_text(self, key: str, text: str, content_type: str) -> StoredObject:
+        self.pages[key] = text
+        return StoredObject(self.bucket, key, None, len(text), {})
 
     def get_json(self, key: str) -> dict[str, Any] | None:
         return self.reports.get(key)
@@ -169,8 +175,8 @@ def world(cloudblue: CloudBlueSimulator, monkeypatch: pytest.MonkeyPatch) -> Ite
         yield World(deps, store, ledger, clock, cloudblue, workflows, mapping, notifier)
 
 
-def expected(mapping: Mapping = SMALL_PACKETS, body: bytes = CSV) -> list[tuple[str, Decimal]]:
-    plan = plan_import(io.BytesIO(body), month=MONTH, currency="JPY", mapping=mapping)
+def expected(mapping: Mapping = SMALL_PACKETS, body: bytes = CSV, id_suffix: str = "") -> list[tuple[str, Decimal]]:
+    plan = plan_import(io.BytesIO(body), month=MONTH, currency="JPY", mapping=mapping, id_suffix=id_suffix)
     return sorted((c.ext_charge_id or "", c.total_price) for c in plan.charges)
 
 
@@ -390,5 +396,13 @@ def test_concurrent_deliveries_of_the_same_and_of_other_objects_import_each_exac
     opened = {s.importSessionId for s in cloudblue.sessions()} - before
     closed = [s for s in opened if cloudblue.session(s).closed_at is not None]
     assert len(closed) == 3
-    for session in closed:
-        assert held(world, session) == expected()
+    for report in reports:
+        session = report.import_session_id
+        assert session is not None
+        assert session in closed
+        body = world.store.objects[(report.object.key, "v1")][0]
+        # The month's first file keeps the plain ids; each additional file's ids carry its own suffix.
+        suffix = additional_id_suffix(hashlib.sha256(body).hexdigest()) if "extra" in report.object.key else ""
+        assert held(world, session) == expected(body=body, id_suffix=suffix)
+        if suffix:
+            assert all(charge_id.endswith(f"-{suffix}") for charge_id, _ in held(world, session))

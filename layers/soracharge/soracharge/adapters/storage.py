@@ -68,6 +68,8 @@ class ReportStore(Protocol):
 
     def put_json(self, key: str, body: dict[str, Any]) -> StoredObject: ...
 
+    def put_text(self, key: str, text: str, content_type: str) -> StoredObject: ...
+
     def get_json(self, key: str) -> dict[str, Any] | None: ...
 
 
@@ -121,11 +123,12 @@ class S3ObjectStore:
             return body.read()
 
     def put_json(self, key: str, body: dict[str, Any]) -> StoredObject:
-        data = json.dumps(body, ensure_ascii=False, indent=2).encode()
+        return self.put_text(key, json.dumps(body, ensure_ascii=False, indent=2), "application/json; charset=utf-8")
+
+    def put_text(self, key: str, text: str, content_type: str) -> StoredObject:
+        data = text.encode()
         try:
-            response = self._s3.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json; charset=utf-8"
-            )
+            response = self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"cannot write s3://{self.bucket}/{key}: {_reason(exc)}") from exc
         return StoredObject(self.bucket, key, response.get("VersionId"), len(data), {})

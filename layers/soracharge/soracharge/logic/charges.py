@@ -24,7 +24,10 @@ Keys that make every retry and re-run safe (APS has no idempotency header):
   imsi]`` (``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``), followed with
   ``aggregation: none`` by ``date, billItemName, occurrence``: the row's date text, its item name, and
   how many earlier rows of the file had the same identity (``"0"``, ``"1"``...), so duplicate rows stay
-  distinct but stable. A charge keeps its id when its amounts change (a corrected bill).
+  distinct but stable. A charge keeps its id when its amounts change (a corrected bill). A file
+  imported on purpose beside the month's first one (object metadata ``import=additional``: a
+  second bill, or a correction's differences) passes ``id_suffix="a" + the first 12 hex digits of
+  its SHA-256``, appended as ``-a…``: its charges never share an id with the first file's.
 - ``extHash = hex(sha256(canonical JSON))`` of every other field of the charge: the wire names
   (camelCase) of the fields that are set (``extChargeId`` included), sorted, compact separators,
   non-ASCII kept, UTF-8, every number as the JSON *string* of its canonical text (``"10.2"``,
@@ -58,7 +61,9 @@ _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
 _json_string: Callable[[str], str] = encode_basestring
 
 
-def plan_import(stream: BinaryIO, *, month: str, currency: str, mapping: Mapping, source: str = "") -> ImportPlan:
+def plan_import(
+    stream: BinaryIO, *, month: str, currency: str, mapping: Mapping, source: str = "", id_suffix: str = ""
+) -> ImportPlan:
     """Read a detailed billing CSV (streamed, never whole in memory) and plan its import.
 
     ``month`` is the billed ``yyyyMM``, ``currency`` the bill's (never guessed from the file). The plan
@@ -72,7 +77,9 @@ def plan_import(stream: BinaryIO, *, month: str, currency: str, mapping: Mapping
     with _cyclic_gc_paused(), localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
         read = read_billing_csv(stream, month=month, mapping=mapping)
         per_subscription = _per_subscription(read, mapping)
-        charges = [] if read.problem_count else build_charges(read, mapping=mapping, currency=currency)
+        charges = (
+            [] if read.problem_count else build_charges(read, mapping=mapping, currency=currency, id_suffix=id_suffix)
+        )
         charges_sum = sum((charge.total_price for charge in charges), Decimal(0))
     if not read.problem_count and charges_sum != read.csv_sum:
         raise AssertionError(f"Σ totalPrice {charges_sum} differs from Σ amount {read.csv_sum}: a bug, nothing sent")
@@ -120,12 +127,15 @@ def _per_subscription(read: BillingRows, mapping: Mapping) -> dict[str, Decimal]
     return totals
 
 
-def build_charges(read: BillingRows, *, mapping: Mapping, currency: str) -> list[Charge]:
+def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suffix: str = "") -> list[Charge]:
     """The charges of a file read without problems, sorted by ``extChargeId``.
 
     One loop per charge with local names only: a 1,000,000-row file has tens of thousands of charges.
     """
     month = read.month
+    if id_suffix and not re.fullmatch(r"[a-z0-9]{1,16}", id_suffix):
+        raise InvalidInputError(f"id_suffix must be 1-16 lower-case letters or digits, got {id_suffix!r}")
+    suffix = f"-{id_suffix}" if id_suffix else ""
     customer_for = mapping.customer_for
     item_for = mapping.item_for
     # identity -> the (billItemName, item, tally) that make the charge, in file order.
@@ -187,7 +197,7 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str) -> list
             identity_json = f"{shape.identity_head}{_json_string(imsi)}]"
         else:
             identity_json = "[" + ",".join(map(_json_string, identity)) + "]"
-        ext_id = f"sc-{month}-{sha256(identity_json.encode()).hexdigest()[:32]}"
+        ext_id = f"sc-{month}-{sha256(identity_json.encode()).hexdigest()[:32]}{suffix}"
         # The Decimals are canonical already (billing_csv.unscaled), but str() writes an exponent below 1E-6.
         amount_text, total_text = str(amount), str(total)
         if "E" in amount_text:

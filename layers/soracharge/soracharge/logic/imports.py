@@ -46,6 +46,7 @@ from soracharge.errors import (
 )
 from soracharge.logic import alerts
 from soracharge.logic.charges import plan_import
+from soracharge.logic.report_html import render_report_html
 from soracharge.models.charges import ChargesPacket, ImportPlan
 from soracharge.models.imports import (
     Amount,
@@ -91,7 +92,7 @@ def import_object(obj: ObjectRef, deps: ImportDependencies, *, lease_seconds: fl
         source, month = obj.layout()
     except InvalidInputError as exc:
         report = _report(deps, obj, "REJECTED", str(exc), problems=[Problem(message=str(exc))])
-        deps.store.put_json(report_key(None, obj.version_id, obj.key), report.to_event())
+        save_report(deps.store, report_key(None, obj.version_id, obj.key), report)
         return report
     logger.append_keys(month=month)
     head = deps.store.head(obj.key, obj.version_id)
@@ -145,16 +146,25 @@ def _import_claimed(
     if problems:
         return _reject(obj, key, deps, base, problems, len(problems))
     bill_amount = Decimal(head.metadata["bill-amount"]) if head.metadata.get("bill-amount") else None
+    additional = head.metadata.get("import", "").lower() == ADDITIONAL_FILE
+    # An additional file's charges get ids of their own (from its bytes), apart from the first file's.
+    id_suffix = additional_id_suffix(_sha256_of(deps.store, obj)) if additional else ""
     with deps.store.open(obj.key, obj.version_id) as body:
         hashing = _HashingReader(body)
-        plan = plan_import(io.BufferedReader(hashing), month=month, currency=currency, mapping=mapping, source=obj.uri)
+        plan = plan_import(
+            io.BufferedReader(hashing),
+            month=month,
+            currency=currency,
+            mapping=mapping,
+            source=obj.uri,
+            id_suffix=id_suffix,
+        )
         sha256 = hashing.hexdigest()
     base["sha256"] = sha256
     if plan.problems:
         problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
         return _reject(obj, key, deps, base, problems, plan.problem_count, plan)
 
-    additional = head.metadata.get("import", "").lower() == ADDITIONAL_FILE
     lock_key = f"lock#{month}#{sha256}" if additional else f"lock#{month}"
     blocked = _take_month(obj, lock_key, sha256, entry, key, deps, base)
     if blocked is not None:
@@ -240,7 +250,7 @@ def _import_claimed(
         **base,
         **_totals(plan),
     )
-    deps.store.put_json(key, report.to_event())  # before CLOSED: a crash here resumes and writes it
+    save_report(deps.store, key, report)  # before CLOSED: a crash here resumes and writes it
     _alert(report, key, deps)  # before CLOSED too: a failed publish is retried with the rest
     deps.ledger.set_status(obj.object_id, "CLOSED", report_key=key)
     count(Metric.IMPORTS_CLOSED)
@@ -253,6 +263,25 @@ def _import_claimed(
         count(Metric.RECONCILIATION_IMBALANCED)
     _follow(obj, session_id, key, deps)
     return report
+
+
+def save_report(store: ReportStore, key: str, report: ImportReport) -> None:
+    """The report's JSON at ``key``, and the page people read beside it (``.html``)."""
+    store.put_json(key, report.to_event())
+    store.put_text(key.removesuffix(".json") + ".html", render_report_html(report), "text/html; charset=utf-8")
+
+
+def additional_id_suffix(sha256: str) -> str:
+    """The ``extChargeId`` suffix of an additional file's charges (see logic/charges.py)."""
+    return f"a{sha256[:12]}"
+
+
+def _sha256_of(store: ReportStore, obj: ObjectRef) -> str:
+    digest = hashlib.sha256()
+    with store.open(obj.key, obj.version_id) as body:
+        for chunk in iter(lambda: body.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _metadata_problems(currency: str, bill_amount: str | None) -> list[Problem]:
@@ -441,7 +470,7 @@ def _finish_without_import(
     obj: ObjectRef, key: str, deps: ImportDependencies, base: dict[str, Any], status: str, summary: str, other: str
 ) -> ImportReport:
     report = _report(deps, obj, status, summary, duplicate_of=other, **base)
-    deps.store.put_json(key, report.to_event())
+    save_report(deps.store, key, report)
     _alert(report, key, deps)
     count(_NOT_IMPORTED_METRICS[status])
     deps.ledger.set_status(obj.object_id, status, duplicate_of=other, report_key=key)  # type: ignore[arg-type]
@@ -474,7 +503,7 @@ def _reject(
         **base,
         **extra,
     )
-    deps.store.put_json(key, report.to_event())
+    save_report(deps.store, key, report)
     _alert(report, key, deps)
     deps.ledger.set_status(obj.object_id, "REJECTED", report_key=key)
     count(Metric.IMPORTS_REJECTED)
@@ -486,10 +515,17 @@ def _reject(
 
 
 def dry_run_report(
-    stream: BinaryIO, *, month: str, currency: str, mapping: Mapping, source: str, now: datetime | None = None
+    stream: BinaryIO,
+    *,
+    month: str,
+    currency: str,
+    mapping: Mapping,
+    source: str,
+    now: datetime | None = None,
+    id_suffix: str = "",
 ) -> tuple[ImportPlan, ImportReport]:
     """Plan a file without sending anything: the charges it would import and the report it would get."""
-    plan = plan_import(stream, month=month, currency=currency, mapping=mapping, source=source)
+    plan = plan_import(stream, month=month, currency=currency, mapping=mapping, source=source, id_suffix=id_suffix)
     moment = now or datetime.now(UTC)
     base: dict[str, Any] = {
         "month": month,

@@ -19,6 +19,7 @@ from soracharge.adapters.notifier import Notifier
 from soracharge.adapters.storage import ReportStore
 from soracharge.errors import InvalidInputError
 from soracharge.logic import alerts
+from soracharge.logic.imports import save_report
 from soracharge.models.imports import FollowSessionRequest, ImportOutcome, ImportReport, SessionProgress
 from soracharge.observability import Metric, count, logger
 
@@ -93,7 +94,7 @@ def finish_import(
             "updated_at": clock(),
         }
     )
-    store.put_json(request.report_key, updated.to_event())
+    save_report(store, request.report_key, updated)
     alert = alerts.for_report(updated, request.report_key)
     if alert is not None:  # before the ledger's final status: a retry after a failed publish alerts again
         alerts.publish(notifier, alert)

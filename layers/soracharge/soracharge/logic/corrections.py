@@ -1,0 +1,187 @@
+"""Corrections as differences, never as edits: what a corrected billing CSV changes against the imported one.
+
+CloudBlue's rating engine takes corrections to processed data as positive or negative charges
+(shared/DESIGN.md). :func:`write_differences` compares the file a month was imported from with its
+corrected version and writes a billing CSV of the differences only, in the same columns, to be
+imported as an additional file for the month (object metadata ``import=additional``):
+
+- a row is identified by every column but ``quantity`` and ``amount`` (the SIM, day, bill item,
+  unit price, tags, group...); rows with the same identity are summed, in each file;
+- for each identity, the difference row carries corrected minus imported ``quantity`` and
+  ``amount``: a row only in the corrected file is positive, a row only in the imported one is
+  negated, and a row whose numbers did not change is left out;
+- the sum of the differences' amounts equals the corrected file's sum minus the imported file's,
+  exactly (checked), so imported + differences = corrected, charge by charge.
+
+The columns are the corrected file's, then any the imported file alone has. Numbers are exact
+``Decimal`` text; a bad number names its file, line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from typing import BinaryIO, TextIO
+
+from soracharge.errors import InvalidInputError
+from soracharge.logic.billing_csv import AMOUNT, QUANTITY
+from soracharge.models.charges import canonical_decimal_text
+
+_NUMBERS = (QUANTITY, AMOUNT)
+
+
+@dataclass
+class _Totals:
+    quantity: Decimal | None = None
+    amount: Decimal = Decimal(0)
+
+
+@dataclass
+class _Read:
+    columns: list[str]
+    rows: int = 0
+    total: Decimal = Decimal(0)
+    by_identity: dict[tuple[str, ...], _Totals] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Differences:
+    """What :func:`write_differences` wrote."""
+
+    imported_rows: int
+    corrected_rows: int
+    imported_sum: Decimal
+    corrected_sum: Decimal
+    difference_sum: Decimal
+    rows_written: int
+    added: int
+    removed: int
+    changed: int
+
+    @property
+    def empty(self) -> bool:
+        return self.rows_written == 0
+
+
+def write_differences(imported: BinaryIO, corrected: BinaryIO, sink: TextIO, *, names: tuple[str, str]) -> Differences:
+    """Write to ``sink`` the billing CSV of ``corrected`` minus ``imported`` (``names`` for messages)."""
+    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+        before = _read(imported, names[0])
+        after = _read(corrected, names[1])
+        columns = after.columns + [c for c in before.columns if c not in after.columns]
+        identity_columns = [c for c in columns if c not in _NUMBERS]
+        before_rows = _aligned(before, identity_columns)
+        after_rows = _aligned(after, identity_columns)
+        writer = csv.writer(sink, lineterminator="\r\n")
+        writer.writerow(columns)
+        written = added = removed = changed = 0
+        difference_sum = Decimal(0)
+        for identity in list(after_rows) + [i for i in before_rows if i not in after_rows]:
+            old, new = before_rows.get(identity), after_rows.get(identity)
+            amount = (new.amount if new else Decimal(0)) - (old.amount if old else Decimal(0))
+            quantity = _minus(new.quantity if new else None, old.quantity if old else None)
+            if amount == 0 and not quantity:
+                continue
+            values = dict(zip(identity_columns, identity, strict=True))
+            values[AMOUNT] = canonical_decimal_text(amount)
+            values[QUANTITY] = canonical_decimal_text(quantity) if quantity is not None else ""
+            writer.writerow([values.get(column, "") for column in columns])
+            written += 1
+            added += old is None
+            removed += new is None
+            changed += old is not None and new is not None
+            difference_sum += amount
+    if difference_sum != after.total - before.total:  # pragma: no cover - an invariant, not an input error
+        raise AssertionError(f"differences sum to {difference_sum}, not {after.total - before.total}: a bug")
+    return Differences(
+        imported_rows=before.rows,
+        corrected_rows=after.rows,
+        imported_sum=before.total,
+        corrected_sum=after.total,
+        difference_sum=difference_sum,
+        rows_written=written,
+        added=added,
+        removed=removed,
+        changed=changed,
+    )
+
+
+def _minus(new: Decimal | None, old: Decimal | None) -> Decimal | None:
+    if new is None and old is None:
+        return None
+    return (new or Decimal(0)) - (old or Decimal(0))
+
+
+def _aligned(read: _Read, identity_columns: list[str]) -> dict[tuple[str, ...], _Totals]:
+    """The file's totals keyed by the identity over the union's columns (a column it lacks is empty)."""
+    positions = {column: index for index, column in enumerate(c for c in read.columns if c not in _NUMBERS)}
+    aligned: dict[tuple[str, ...], _Totals] = {}
+    for identity, totals in read.by_identity.items():
+        key = tuple(identity[positions[c]] if c in positions else "" for c in identity_columns)
+        into = aligned.setdefault(key, _Totals())
+        into.amount += totals.amount
+        if totals.quantity is not None:
+            into.quantity = (into.quantity or Decimal(0)) + totals.quantity
+    return aligned
+
+
+def _read(stream: BinaryIO, name: str) -> _Read:
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        records = csv.reader(text, strict=True)
+        header = next(records, None)
+        if not header:
+            raise InvalidInputError(f"{name}: the file is empty: no header line")
+        missing = [c for c in (AMOUNT,) if c not in header]
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+        if missing or duplicated:
+            raise InvalidInputError(
+                f"{name}, line 1: "
+                + "; ".join([f"missing column {c!r}" for c in missing] + [f"column {c!r} twice" for c in duplicated])
+            )
+        read = _Read(columns=list(header))
+        identity_at = [i for i, c in enumerate(header) if c not in _NUMBERS]
+        amount_at = header.index(AMOUNT)
+        quantity_at = header.index(QUANTITY) if QUANTITY in header else None
+        for row in _rows(records, name, len(header)):
+            line, values = row
+            amount = _number(values[amount_at], name, line, AMOUNT)
+            if amount is None:
+                raise InvalidInputError(f"{name}, line {line}, column {AMOUNT}: empty amount")
+            quantity = _number(values[quantity_at], name, line, QUANTITY) if quantity_at is not None else None
+            totals = read.by_identity.setdefault(tuple(values[i] for i in identity_at), _Totals())
+            totals.amount += amount
+            if quantity is not None:
+                totals.quantity = (totals.quantity or Decimal(0)) + quantity
+            read.rows += 1
+            read.total += amount
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{name}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise InvalidInputError(f"{name}: not valid CSV: {exc}") from None
+    return read
+
+
+def _rows(records: Iterator[list[str]], name: str, width: int) -> Iterator[tuple[int, list[str]]]:
+    for values in records:
+        line = getattr(records, "line_num", 0)
+        if not values:
+            continue
+        if len(values) != width:
+            raise InvalidInputError(f"{name}, line {line}: {len(values)} fields where the header has {width}")
+        yield line, values
+
+
+def _number(text: str, name: str, line: int, column: str) -> Decimal | None:
+    if not text.strip():
+        return None
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise InvalidInputError(f"{name}, line {line}, column {column}: {text!r} is not a number") from None
+    if not value.is_finite():
+        raise InvalidInputError(f"{name}, line {line}, column {column}: {text!r} is not a finite number")
+    return value

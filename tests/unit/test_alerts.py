@@ -1,0 +1,233 @@
+"""The alerts people read: each names the month, what failed, what to do, and the command that fixes it."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import re
+import shlex
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from soracharge import errors
+from soracharge.logic import alerts
+from soracharge.models.alerts import ExecutionStatusChange, FailedInvocation
+from soracharge.models.imports import ImportReport, ObjectRef, Problem, Reconciliation
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+EXPORT_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:soracharge-export-billing"
+FOLLOW_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:soracharge-follow-import-session"
+
+
+def sample(name: str) -> dict[str, Any]:
+    return dict(json.loads((EVENTS / name).read_text()))
+
+
+def execution(**changes: Any) -> Any:
+    event = sample("alert_export_failed.json")
+    event["detail"].update(changes)
+    return ExecutionStatusChange.model_validate(event).detail
+
+
+def test_a_failed_export_says_the_month_the_error_what_to_do_and_the_command_that_starts_it_again():
+    alert = alerts.for_execution(execution(), export_state_machine_arn=EXPORT_ARN, soracom_secret="arn:secret:soracom")
+    assert alert is not None
+    # The schedule's scheduledTime 2026-11-04 exports the month before it.
+    assert alert.subject == "soracharge 202610: export failed (BillNotClosedError)"
+    message = alert.message()
+    assert re.search(r"\nMonth: +202610\n", message)
+    assert "BillNotClosedError: the bill for 202610 is still temporary" in message
+    assert "What to do: Soracom had not closed the month's bill after 4 days of retries" in message
+    assert "https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/" in message
+    command = shlex.split(alert.command or "")
+    assert command[:3] == ["aws", "stepfunctions", "start-execution"]
+    assert command[command.index("--state-machine-arn") + 1] == EXPORT_ARN
+    assert json.loads(command[command.index("--input") + 1]) == {"month": "202610"}
+    assert len(alert.subject) <= 100
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        ("SoracomAuthError", "put-secret-value --secret-id arn:secret:soracom"),
+        ("ExportTimedOut", "still processing after 21 polls"),
+        ("ExportFailed", "reported the CSV export as failed"),
+        ("UnsafeDownloadUrlError", "SORACOM_DOWNLOAD_URL_PATTERNS"),
+        ("BillNotFoundError", "There is nothing to import"),
+        ("States.Runtime", "Read the error and fix its cause"),
+    ],
+)
+def test_each_export_error_gets_its_own_advice(error, expected):
+    alert = alerts.for_execution(
+        execution(error=error, cause="boom"), export_state_machine_arn=EXPORT_ARN, soracom_secret="arn:secret:soracom"
+    )
+    assert alert is not None
+    assert expected in alert.action
+    assert f"({error})" in alert.subject
+
+
+def test_a_wrong_month_is_not_offered_again_as_it_was():
+    alert = alerts.for_execution(
+        execution(error="MonthOutOfRangeError", input='{"month": "202001"}'), export_state_machine_arn=EXPORT_ARN
+    )
+    assert alert is not None
+    assert alert.subject.startswith("soracharge 202001: export failed")
+    assert '{"month": "yyyyMM"}' in (alert.command or "")
+
+
+def test_timed_out_and_aborted_exports_alert_too_and_successes_do_not():
+    timed_out = alerts.for_execution(execution(status="TIMED_OUT", error=None), export_state_machine_arn=EXPORT_ARN)
+    aborted = alerts.for_execution(execution(status="ABORTED", error=None), export_state_machine_arn=EXPORT_ARN)
+    assert timed_out is not None
+    assert "timed out" in timed_out.subject
+    assert "time limit" in timed_out.action
+    assert aborted is not None
+    assert "aborted" in aborted.subject
+    assert "stopping it was a mistake" in aborted.action
+    assert alerts.for_execution(execution(status="SUCCEEDED", error=None), export_state_machine_arn=EXPORT_ARN) is None
+
+
+def test_a_follow_execution_whose_end_was_already_alerted_is_not_alerted_twice():
+    follow_input = json.dumps(
+        {
+            "objectId": "b/k#v",
+            "month": "202610",
+            "reportKey": "reports/202610/v.json",
+            "session": {"importSessionId": 7},
+        }
+    )
+    for recorded in ("ImportSessionFailed", "SessionNotRated"):
+        change = execution(stateMachineArn=FOLLOW_ARN, error=recorded, input=follow_input)
+        assert alerts.for_execution(change, export_state_machine_arn=EXPORT_ARN) is None
+    # RecordOutcome itself failing is news: the alert says how to follow the session again.
+    change = execution(stateMachineArn=FOLLOW_ARN, error="StorageError", cause="S3 said no", input=follow_input)
+    alert = alerts.for_execution(change, export_state_machine_arn=EXPORT_ARN)
+    assert alert is not None
+    assert alert.subject == "soracharge 202610: could not record how CloudBlue session 7 ended"
+    assert "do not import the file again" in alert.headline
+    command = shlex.split(alert.command or "")
+    assert command[command.index("--state-machine-arn") + 1] == FOLLOW_ARN
+    assert json.loads(command[command.index("--input") + 1]) == json.loads(follow_input)
+
+
+def test_an_import_that_failed_for_good_gives_the_command_that_redelivers_the_same_event():
+    record = FailedInvocation.model_validate(sample("alert_import_failed.json"))
+    alert = alerts.for_failed_import(record, cloudblue_secret="arn:secret:cloudblue")
+    assert alert.subject == "soracharge 202610: import failed (CloudBlueUnavailableError)"
+    message = alert.message()
+    assert "s3://soracharge-data-123456789012/exports/202610/fe_18a156d382f44892b907f6e31e2c5a9f.csv" in message
+    assert "failed 3 times" in message
+    assert "Once it is reachable, re-deliver the file" in alert.action
+    command = shlex.split(alert.command or "")
+    assert command[:3] == ["aws", "lambda", "invoke"]
+    assert command[command.index("--invocation-type") + 1] == "Event"
+    assert command[command.index("--function-name") + 1].endswith(
+        "function:soracharge-ImportChargesFunction-GGDH5V3D9XPG"
+    )
+    # The payload is the very S3 event that failed: the same object version, so the import resumes.
+    assert json.loads(command[command.index("--payload") + 1]) == record.request_payload
+
+
+def test_an_import_refused_by_cloudblue_credentials_names_the_secret_to_fix():
+    event = sample("alert_import_failed.json")
+    event["responsePayload"] = {"errorType": "CloudBlueAuthError", "errorMessage": "401 Unauthorized"}
+    alert = alerts.for_failed_import(FailedInvocation.model_validate(event), cloudblue_secret="arn:secret:cloudblue")
+    assert "arn:secret:cloudblue" in alert.action
+
+
+def test_every_error_with_advice_is_one_the_flows_raise():
+    raised = {name for name, value in inspect.getmembers(errors, inspect.isclass) if issubclass(value, Exception)}
+    fail_states = {"ExportFailed", "ExportTimedOut"}  # the export state machine's own Fail states
+    assert set(alerts.EXPORT_ACTIONS) <= raised | fail_states
+    assert set(alerts.IMPORT_ACTIONS) <= raised
+
+
+def report(status: str, **fields: Any) -> ImportReport:
+    moment = datetime(2026, 11, 4, tzinfo=UTC)
+    return ImportReport.model_validate(
+        {
+            "status": status,
+            "summary": f"summary of a {status} import",
+            "month": "202610",
+            "object": ObjectRef(bucket="data", key="uploads/202610/bill.csv", version_id="v1"),
+            "currency": "JPY",
+            "created_at": moment,
+            "updated_at": moment,
+            **fields,
+        }
+    )
+
+
+def test_a_rejected_file_alert_lists_its_problems_with_their_lines_and_how_to_check_the_fix():
+    problems = [
+        Problem(line=12 + i, column="billItemName", value=f"Item {i}", message=f"no resource for bill item 'Item {i}'")
+        for i in range(12)
+    ]
+    alert = alerts.for_report(report("REJECTED", problems=problems, problems_not_listed=30), "reports/202610/v1.json")
+    assert alert is not None
+    assert alert.subject == "soracharge 202610: file rejected, nothing imported"
+    message = alert.message()
+    assert "line 12, column billItemName, value 'Item 0': no resource for bill item 'Item 0'" in message
+    assert "line 21," in message
+    assert "line 22," not in message  # ten shown; the report has them all
+    assert "... and 32 more in the report" in message
+    assert "Report:" in message
+    assert "s3://data/reports/202610/v1.json" in message
+    assert "--dry-run" in alert.action
+
+
+def test_a_held_file_alert_points_to_corrections_as_differences():
+    alert = alerts.for_report(report("HELD", duplicate_of="data/exports/202610/fe.csv#v0"), "k")
+    assert alert is not None
+    assert "held" in alert.subject
+    assert "Imported before: data/exports/202610/fe.csv#v0" in alert.message()
+    assert "soracharge correction" in alert.action
+
+
+def test_an_unbalanced_reconciliation_alerts_with_the_three_sums():
+    reconciliation = Reconciliation(
+        bill_amount=Decimal("8271.28"),
+        csv_sum=Decimal("8200.00"),
+        imported_sum=Decimal("8200.00"),
+        balanced=False,
+        note="the CSV adds up to 8200.00, the bill says 8271.28: check the export",
+    )
+    alert = alerts.for_report(report("CLOSED", reconciliation=reconciliation, import_session_id=4), "k")
+    assert alert is not None
+    assert alert.subject == "soracharge 202610: reconciliation does not balance"
+    message = alert.message()
+    for line in (r"Soracom bill: +8271.28 JPY", r"CSV sum: +8200.00 JPY", r"Imported: +8200.00 JPY"):
+        assert re.search(line, message), line
+
+
+def test_reports_that_need_nobody_do_not_alert():
+    balanced = Reconciliation(
+        bill_amount=Decimal(1), csv_sum=Decimal(1), imported_sum=Decimal(1), balanced=True, note="ok"
+    )
+    for status in ("DUPLICATE", "SUPERSEDED", "PROCESSED", "DRY_RUN"):
+        assert alerts.for_report(report(status), "k") is None, status
+    assert alerts.for_report(report("CLOSED", reconciliation=balanced), "k") is None
+
+
+def test_failed_processed_and_not_rated_sessions_say_what_to_do():
+    failed = alerts.for_report(report("FAILED_PROCESSED", import_session_id=9, error_desc="no such subscription"), "k")
+    assert failed is not None
+    assert re.search(r"errorDesc: +no such subscription", failed.message())
+    assert "import=additional" in failed.action
+    not_rated = alerts.for_report(report("NOT_RATED", import_session_id=9), "k")
+    assert not_rated is not None
+    assert "Do not import the file again" in not_rated.action
+
+
+def test_samples_in_events_are_what_the_handler_reads():
+    # The handler tells the two shapes apart by EventBridge's detail-type.
+    assert "detail-type" in sample("alert_export_failed.json")
+    assert "detail-type" not in sample("alert_import_failed.json")
+    broken = copy.deepcopy(sample("alert_import_failed.json"))
+    del broken["requestContext"]
+    with pytest.raises(ValueError, match="requestContext"):
+        FailedInvocation.model_validate(broken)
