@@ -135,7 +135,7 @@ class LocalCloud:
         # On Lambda each function imports the shared Metrics under its own environment and flushes it
         # every invocation. Here one process serves every function (and tests import the package
         # outside any), so each invocation gets its function's namespace and starts with no metrics.
-        self.runner.before_invoke.append(_prepare_powertools_metrics)
+        self.runner.before_invoke.append(_prepare_powertools)
         self.runner.after_invoke.append(_clear_powertools_metrics)
         self.retry_sleeps: list[float] = []
         self._alerts_queue = ""
@@ -261,6 +261,7 @@ class LocalCloud:
         for logical_id in state_machines:
             del translated["Resources"][logical_id]
         translated = _replace_references(translated, arns, names)
+        _drop_monitoring(translated)
         cfn = self.client("cloudformation")
         cfn.create_stack(
             StackName=self.stack_name,
@@ -500,6 +501,27 @@ def _replace_references(value: Any, arns: Mapping[str, str], names: Mapping[str,
     return value
 
 
+#: Resources moto's CloudFormation has no model of, which nothing runs locally: they are checked on the
+#: translated template (tests/template/), not deployed here.
+_NOT_DEPLOYED_LOCALLY = frozenset({"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard"})
+
+
+def _drop_monitoring(translated: dict[str, Any]) -> None:
+    """Remove the alarms and dashboards, and the outputs that name them (a reference would not resolve)."""
+    dropped = {
+        logical_id
+        for logical_id, resource in translated["Resources"].items()
+        if resource["Type"] in _NOT_DEPLOYED_LOCALLY
+    }
+    for logical_id in dropped:
+        del translated["Resources"][logical_id]
+    outputs = translated.get("Outputs", {})
+    for name, output in list(outputs.items()):
+        text = json.dumps(output)
+        if any(f'"{d}"' in text or f"${{{d}" in text for d in dropped):
+            del outputs[name]
+
+
 def _sub_reference(match: re.Match[str], arns: Mapping[str, str], names: Mapping[str, str]) -> str:
     logical, _, attribute = match.group(1).partition(".")
     if logical in arns and attribute in ("", "Arn"):
@@ -509,12 +531,19 @@ def _sub_reference(match: re.Match[str], arns: Mapping[str, str], names: Mapping
     return match.group(0)
 
 
-def _prepare_powertools_metrics(function: str, event: object) -> None:
+def _prepare_powertools(function: str, event: object) -> None:
     import sys
 
     observability = sys.modules.get("soracharge.observability")
     if observability is not None:
+        # On Lambda the package is imported under the function's environment, which sets these once.
+        service = os.environ.get("POWERTOOLS_SERVICE_NAME")
         observability.metrics.namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE")
+        observability.metrics.service = service
+        observability.logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL") or "INFO")
+        if service:
+            observability.logger.service = service
+            observability.logger.registered_formatter.keys_combined["service"] = service
 
 
 def _clear_powertools_metrics() -> None:

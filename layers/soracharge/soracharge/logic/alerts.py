@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_plus
 
 from soracharge.adapters.notifier import Notifier
 from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
@@ -244,7 +245,7 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
     """The alert for an S3 event the import function failed to import three times."""
     s3 = ((record.request_payload.get("Records") or [{}])[0] or {}).get("s3", {})
     bucket = str(s3.get("bucket", {}).get("name", "?"))
-    key = str(s3.get("object", {}).get("key", "?"))
+    key = unquote_plus(str(s3.get("object", {}).get("key", "?")))  # S3 events carry the key URL-encoded
     version = s3.get("object", {}).get("versionId")
     match = IMPORTABLE_KEY.fullmatch(key)
     month = match["month"] if match else "unknown month"

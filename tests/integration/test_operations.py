@@ -1,0 +1,268 @@
+"""Operating a month as the runbook says: alerts people act on, no-op re-runs, re-deliveries, corrections.
+
+The whole stack runs in moto with both simulators. Each test checks what a person would: the alert
+on the topic, the execution's output, the report, the charges CloudBlue holds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from soracharge.logic.charges import plan_import
+from soracharge.logic.corrections import write_differences
+from soracharge.logic.imports import follow_execution_name
+from soracharge.models.mapping import parse_mapping
+from soracharge.models.months import shift_month
+from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
+from soracharge_local.s3_events import Delivery
+from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomFaults, SoracomSimulator
+
+from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_MAPPING = REPO / "examples" / "mapping.example.yaml"
+
+
+@pytest.fixture(scope="module")
+def cloudblue() -> Iterator[CloudBlueSimulator]:
+    with CloudBlueSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="module")
+def stack(soracom: SoracomSimulator, cloudblue: CloudBlueSimulator) -> Iterator[LocalCloud]:
+    with LocalCloud(
+        soracom=SoracomAccess(endpoint=soracom.base_url, auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY),
+        cloudblue=CloudBlueAccess(
+            endpoint=cloudblue.base_url, consumer_key=cloudblue.consumer_key, consumer_secret=cloudblue.consumer_secret
+        ),
+        mapping=EXAMPLE_MAPPING,
+        instant_waits=True,
+        environment={"POWERTOOLS_METRICS_DISABLED": "true", "APS_MAX_ATTEMPTS": "2"},
+    ) as cloud:
+        yield cloud
+
+
+@pytest.fixture(autouse=True)
+def _fresh(request: pytest.FixtureRequest) -> None:
+    if "stack" in request.fixturenames:
+        cloud: LocalCloud = request.getfixturevalue("stack")
+        request.getfixturevalue("cloudblue").faults = CloudBlueFaults()
+        request.getfixturevalue("soracom").faults = SoracomFaults()
+        cloud.alerts()  # start with none pending
+
+
+def imports_since(cloud: LocalCloud, before: int) -> list[Delivery]:
+    cloud.async_invocations.wait_idle()
+    return [d for d in cloud.async_invocations.deliveries[before:] if "ImportChargesFunction" in d.function_name]
+
+
+def export_and_import(cloud: LocalCloud, month: str, name: str) -> tuple[dict[str, Any], list[Delivery]]:
+    before = len(cloud.async_invocations.deliveries)
+    result = cloud.run("ExportBillingStateMachine", {"month": month}, name=name, timeout_seconds=120)
+    assert result.status == "SUCCEEDED", (result.error, result.cause)
+    return result.output or {}, imports_since(cloud, before)
+
+
+def upload(cloud: LocalCloud, key: str, body: bytes, **metadata: str) -> Delivery:
+    before = len(cloud.async_invocations.deliveries)
+    cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=body, Metadata=metadata)
+    (delivery,) = imports_since(cloud, before)
+    return delivery
+
+
+def rated(cloud: LocalCloud, delivery: Delivery) -> dict[str, Any]:
+    """Follow the delivery's session to its end; the report then."""
+    (report,) = delivery.result["reports"]
+    obj = report["object"]
+    arn = cloud.state_machines["FollowImportSessionStateMachine"].replace(":stateMachine:", ":execution:")
+    name = follow_execution_name(f"{obj['bucket']}/{obj['key']}#{obj['versionId']}", report["importSessionId"])
+    list(cloud.follow(f"{arn}:{name}", timeout_seconds=120))
+    key = f"reports/{report['month']}/{obj['versionId']}.json"
+    return dict(json.loads(cloud.client("s3").get_object(Bucket=cloud.bucket, Key=key)["Body"].read()))
+
+
+def charges_by_identity(cloudblue: CloudBlueSimulator, sessions: list[int]) -> dict[tuple[str, str, str], Decimal]:
+    """What CloudBlue rates for these sessions, summed per (subscription, resource, IMSI)."""
+    totals: dict[tuple[str, str, str], Decimal] = {}
+    for session in sessions:
+        for charge in cloudblue.charges(session):
+            key = (charge["subscriptionId"], charge["resourceId"], (charge.get("attributes") or {}).get("imsi", ""))
+            totals[key] = totals.get(key, Decimal(0)) + Decimal(str(charge["totalPrice"]))
+    return {key: amount for key, amount in totals.items() if amount}
+
+
+def planned_by_identity(body: bytes, month: str) -> dict[tuple[str, str, str], Decimal]:
+    mapping = parse_mapping(EXAMPLE_MAPPING.read_text(), "example")
+    plan = plan_import(io.BytesIO(body), month=month, currency="JPY", mapping=mapping)
+    assert plan.accepted, plan.problems
+    totals: dict[tuple[str, str, str], Decimal] = {}
+    for charge in plan.charges:
+        key = (charge.subscription_id, charge.resource_id, (charge.attributes or {}).get("imsi", ""))
+        totals[key] = totals.get(key, Decimal(0)) + charge.total_price
+    return {key: amount for key, amount in totals.items() if amount}
+
+
+def test_running_a_month_again_is_a_no_op_that_says_so(stack, soracom, cloudblue):
+    month = shift_month(LAST_MONTH, -1)
+    output, deliveries = export_and_import(stack, month, "first-run")
+    (delivery,) = deliveries
+    assert rated(stack, delivery)["status"] == "PROCESSED"
+    charges_before = cloudblue.count("importCharges")
+    soracom.clear_requests()
+
+    # When the month is started again (a person, a second schedule delivery, a backfill over it)
+    again, deliveries = export_and_import(stack, month, "second-run")
+
+    # Then nothing is exported, stored or imported, and the output says where the month stands
+    assert again["alreadyExported"] is True
+    assert again["s3"]["versionId"] == output["s3"]["versionId"]
+    assert f"{month} was exported before, to {output['s3']['uri']}" in again["summary"]
+    assert "nothing was exported, stored or imported again" in again["summary"]
+    assert "its import is PROCESSED" in again["summary"]
+    assert deliveries == []
+    assert soracom.count("getBilling") == soracom.count("exportBilling") == 0  # Soracom not even asked
+    assert cloudblue.count("importCharges") == charges_before
+    assert stack.alerts() == []
+
+
+def test_an_export_that_fails_alerts_with_the_month_the_reason_and_the_command(stack, soracom):
+    month = shift_month(LAST_MONTH, -2)
+    soracom.faults.export_outcome = "failed"
+
+    result = stack.run("ExportBillingStateMachine", {"month": month}, name="export-fails", timeout_seconds=120)
+
+    assert result.status == "FAILED"
+    (alert,) = stack.alerts()
+    assert alert["subject"] == f"soracharge {month}: export failed (ExportFailed)"
+    assert re.search(rf"\nMonth: +{month}\n", alert["message"])
+    assert "Soracom reported the CSV export as failed" in alert["message"]
+    command = shlex.split(alert["message"].rsplit("\n", 1)[-1])
+    assert command[command.index("--state-machine-arn") + 1] == stack.state_machines["ExportBillingStateMachine"]
+
+    # And the command it gives, run once Soracom is fine again, exports the month
+    soracom.faults.export_outcome = "exported"
+    payload = json.loads(command[command.index("--input") + 1])
+    again = stack.run("ExportBillingStateMachine", payload, name="export-after-alert", timeout_seconds=120)
+    assert again.status == "SUCCEEDED"
+    assert (again.output or {})["s3"]["key"].startswith(f"exports/{month}/")
+
+
+def test_an_import_that_fails_for_good_alerts_and_the_alert_s_command_redelivers_it_exactly_once(
+    stack, soracom, cloudblue
+):
+    month = shift_month(LAST_MONTH, -3)
+    body = soracom.csv_bytes(month)
+    cloudblue.faults.server_error_next = 1000  # CloudBlue down through every attempt
+
+    failed = upload(stack, f"uploads/{month}/down.csv", body, currency="JPY")
+
+    assert failed.attempts == 3
+    assert failed.error is not None
+    (alert,) = stack.alerts()
+    assert alert["subject"] == f"soracharge {month}: import failed (CloudBlueUnavailableError)"
+    assert f"s3://{stack.bucket}/uploads/{month}/down.csv" in alert["message"]
+    command = shlex.split(alert["message"].rsplit("\n", 1)[-1])
+    assert command[:3] == ["aws", "lambda", "invoke"]
+
+    # When CloudBlue is back and the alert's command is run (the same S3 event, the same object version)
+    cloudblue.faults = CloudBlueFaults()
+    stack.client("lambda").invoke(
+        FunctionName=command[command.index("--function-name") + 1],
+        InvocationType="Event",
+        Payload=command[command.index("--payload") + 1].encode(),
+    )
+    stack.async_invocations.wait_idle()
+
+    # Then the file is imported, once, in a closed session
+    version = failed.event["Records"][0]["s3"]["object"]["versionId"]
+    key = f"reports/{month}/{version}.json"
+    report = json.loads(stack.client("s3").get_object(Bucket=stack.bucket, Key=key)["Body"].read())
+    assert report["status"] in ("CLOSED", "PROCESSED")
+    assert charges_by_identity(cloudblue, [report["importSessionId"]]) == planned_by_identity(body, month)
+    assert stack.alerts() == []
+
+
+def test_a_rejected_upload_alerts_with_each_problem_and_its_line(stack, soracom):
+    month = shift_month(LAST_MONTH, -4)
+    lines = soracom.csv_bytes(month).decode("utf-8-sig").splitlines()
+    item_at = lines[0].split(",").index("billItemName")
+    row = lines[5].split(",")
+    row[item_at] = "Mystery roaming fee"
+    lines[5] = ",".join(row)
+    body = ("\ufeff" + "\r\n".join(lines) + "\r\n").encode()
+
+    delivery = upload(stack, f"uploads/{month}/with-unknown-item.csv", body, currency="JPY")
+
+    (report,) = delivery.result["reports"]
+    assert report["status"] == "REJECTED"
+    (alert,) = stack.alerts()
+    assert alert["subject"] == f"soracharge {month}: file rejected, nothing imported"
+    assert "line 6, column billItemName, value 'Mystery roaming fee'" in alert["message"]
+    assert "--dry-run" in alert["message"]
+
+
+def test_an_export_whose_csv_does_not_add_up_to_the_bill_alerts(stack, soracom):
+    month = shift_month(LAST_MONTH, -5)
+    body = soracom.csv_bytes(month)
+    metadata = {"currency": "JPY", "bill-amount": "99999.99", "sha256": "0" * 64}
+
+    delivery = upload(stack, f"exports/{month}/fe_handmade.csv", body, **metadata)
+
+    (report,) = delivery.result["reports"]
+    assert report["reconciliation"]["balanced"] is False
+    (alert,) = stack.alerts()
+    assert alert["subject"] == f"soracharge {month}: reconciliation does not balance"
+    assert re.search(r"Soracom bill: +99999.99 JPY", alert["message"])
+
+
+def test_a_corrected_file_is_held_and_its_differences_bring_cloudblue_to_the_corrected_charges(
+    stack, soracom, cloudblue, tmp_path
+):
+    # Given a month imported from Soracom's CSV
+    month = shift_month(LAST_MONTH, -6)
+    original = soracom.csv_bytes(month)
+    first = upload(stack, f"uploads/{month}/original.csv", original, currency="JPY")
+    first_report = rated(stack, first)
+    assert first_report["status"] == "PROCESSED"
+
+    # and a corrected CSV: one amount raised, one row gone, one row added
+    lines = original.decode("utf-8-sig").splitlines()
+    header = lines[0].split(",")
+    amount_at = header.index("amount")
+    raised = lines[3].split(",")
+    raised[amount_at] = str(Decimal(raised[amount_at]) + Decimal("12.5"))
+    corrected_lines = [lines[0], *lines[1:3], ",".join(raised), *lines[5:], lines[7]]
+    corrected = ("\ufeff" + "\r\n".join(corrected_lines) + "\r\n").encode()
+
+    # When the corrected file itself is uploaded, it is held (importing it whole would double the month)
+    held = upload(stack, f"uploads/{month}/corrected.csv", corrected, currency="JPY")
+    (held_report,) = held.result["reports"]
+    assert held_report["status"] == "HELD"
+    (alert,) = stack.alerts()
+    assert "soracharge correction" in alert["message"]
+
+    # When its differences are imported as an additional file
+    differences = io.StringIO()
+    written = write_differences(io.BytesIO(original), io.BytesIO(corrected), differences, names=("a", "b"))
+    assert written.rows_written >= 2
+    body = differences.getvalue().encode("utf-8-sig")
+    delta = upload(stack, f"uploads/{month}/differences.csv", body, currency="JPY", **{"import": "additional"})
+    delta_report = rated(stack, delta)
+
+    # Then CloudBlue rates, over both sessions, exactly the corrected file's charges
+    assert delta_report["status"] == "PROCESSED"
+    sessions = [first_report["importSessionId"], delta_report["importSessionId"]]
+    assert charges_by_identity(cloudblue, sessions) == planned_by_identity(corrected, month)
+    # and the differences are charges of their own: no id of the first session's is reused
+    first_ids = {c["extChargeId"] for c in cloudblue.charges(sessions[0])}
+    assert not first_ids & {c["extChargeId"] for c in cloudblue.charges(sessions[1])}
+    assert Decimal(delta_report["reconciliation"]["csvSum"]) == written.difference_sum
