@@ -41,6 +41,7 @@ import io
 import json
 import logging
 import random
+import re
 import threading
 import time
 import traceback
@@ -496,9 +497,14 @@ class ChaosWorld:
         return {c.ext_charge_id or "": c.total_price for c in plan.charges}
 
     def held(self, after_session: int) -> list[tuple[str, Decimal]]:
-        """Charges in sessions opened after ``after_session`` that were closed and not FAILED_PROCESSED."""
+        """Charges in sessions opened after ``after_session`` that were closed and not FAILED_PROCESSED.
+
+        A file re-imported as additional (the runbook, after FAILED_PROCESSED) gives its charges ids
+        of their own (``…-a<hex>``): compared without that suffix, so one charge rated twice is
+        still counted doubled.
+        """
         return [
-            (str(c["extChargeId"]), Decimal(c["totalPrice"]))
+            (_ADDITIONAL_SUFFIX.sub("", str(c["extChargeId"])), Decimal(c["totalPrice"]))
             for s in self.cloudblue.sessions()
             if s.importSessionId > after_session and s.closed_at is not None and s.status != "FAILED_PROCESSED"
             for c in s.charges
@@ -1046,6 +1052,9 @@ FAULTS: dict[str, Callable[[Cycle], None]] = {
 def run_cycles(world: ChaosWorld, seed: int, cycles: int, start: int = 0) -> Iterator[CycleResult]:
     for index in range(start, start + cycles):
         yield Cycle(world, seed, index).run()
+
+
+_ADDITIONAL_SUFFIX = re.compile(r"-a[0-9a-f]{12}$")
 
 
 def _imports(deliveries: list[Delivery]) -> list[Delivery]:

@@ -7,6 +7,7 @@ must end consistent: one CLOSED entry per object version, nothing left IMPORTING
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections import Counter
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from soracharge.logic.charges import plan_import
+from soracharge.logic.imports import additional_id_suffix
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
 from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
@@ -62,7 +64,9 @@ def test_fifty_uploads_at_once_are_each_imported_exactly_once(soracom: SoracomSi
     expected: Counter[tuple[str, Decimal]] = Counter()
     for key, body in files.items():
         month = key.split("/")[1]
-        plan = plan_import(io.BytesIO(body), month=month, currency="JPY", mapping=MAPPING)
+        # Each is uploaded as an additional file: its charges carry ids of their own.
+        suffix = additional_id_suffix(hashlib.sha256(body).hexdigest())
+        plan = plan_import(io.BytesIO(body), month=month, currency="JPY", mapping=MAPPING, id_suffix=suffix)
         assert plan.problems == []
         expected.update((c.ext_charge_id or "", c.total_price) for c in plan.charges)
     sessions_before = {s.importSessionId for s in cloudblue.sessions()}

@@ -110,11 +110,11 @@ def test_a_bill_for_another_month_is_refused():
 def test_each_poll_counts_and_never_carries_the_presigned_url():
     soracom = FakeSoracom(statuses=[ExportedFile(status="processing"), READY])
     progress = start_export("202610", soracom)
-    assert progress == ExportProgress(exported_file_id="fe_202610", status="processing", polls=0)
+    assert progress == ExportProgress(exported_file_id="fe_202610", status="processing", polls=0, month="202610")
     progress = poll_export(progress, soracom)
-    assert (progress.status, progress.polls) == ("processing", 1)
+    assert (progress.status, progress.polls, progress.month) == ("processing", 1, "202610")
     progress = poll_export(progress, soracom)
-    assert (progress.status, progress.polls) == ("exported", 2)
+    assert (progress.status, progress.polls, progress.month) == ("exported", 2, "202610")
     assert "X-Amz" not in str(progress.to_event())
 
 

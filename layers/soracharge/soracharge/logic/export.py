@@ -104,18 +104,18 @@ def start_export(month: str, soracom: SoracomApi) -> ExportProgress:
     started = soracom.start_export(month)
     logger.append_keys(exportedFileId=started.exportedFileId)
     logger.info("Export started")
-    return ExportProgress(exported_file_id=started.exportedFileId, status="processing", polls=0)
+    return ExportProgress(exported_file_id=started.exportedFileId, status="processing", polls=0, month=month)
 
 
 def poll_export(progress: ExportProgress, soracom: SoracomApi) -> ExportProgress:
     """pollExport: one look at the export; the state machine decides whether to wait and look again."""
-    logger.append_keys(exportedFileId=progress.exported_file_id)
+    logger.append_keys(month=progress.month, exportedFileId=progress.exported_file_id)
     exported = soracom.get_exported_file(progress.exported_file_id)
     polls = progress.polls + 1
     logger.info("Export polled", extra={"status": exported.status, "polls": polls})
     if exported.status != "processing":
         count(Metric.EXPORT_POLLS_NEEDED, polls)
-    return ExportProgress(exported_file_id=progress.exported_file_id, status=exported.status, polls=polls)
+    return progress.model_copy(update={"status": exported.status, "polls": polls})
 
 
 def store_export(

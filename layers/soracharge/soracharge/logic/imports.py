@@ -449,7 +449,7 @@ def _follow(obj: ObjectRef, session_id: int, key: str, deps: ImportDependencies)
         object_id=obj.object_id,
         month=month,
         report_key=key,
-        session=SessionProgress(import_session_id=session_id, status="NEW"),
+        session=SessionProgress(import_session_id=session_id, status="NEW", month=month, object_id=obj.object_id),
     )
     name = follow_execution_name(obj.object_id, session_id)
     deps.workflows.start(deps.follow_state_machine_arn, name, request.to_event())

@@ -33,12 +33,21 @@ _OUTCOME_METRICS = {
 
 def poll_session(progress: SessionProgress, cloudblue: ChargesImportManager) -> SessionProgress:
     """One look at the session; the state machine waits and looks again while it is not rated."""
-    logger.append_keys(importSessionId=progress.import_session_id)
+    _log_keys(progress.month, progress.object_id, progress.import_session_id)
     session = cloudblue.get_session(progress.import_session_id)
     polls = progress.polls + 1
     logger.info("Import session polled", extra={"status": session.status, "polls": polls})
-    return SessionProgress(
-        import_session_id=progress.import_session_id, status=session.status, polls=polls, error_desc=session.error_desc
+    return progress.model_copy(update={"status": session.status, "polls": polls, "error_desc": session.error_desc})
+
+
+def _log_keys(month: str | None, object_id: str | None, session_id: int) -> None:
+    """``month``, ``objectKey``, ``objectVersion`` and ``importSessionId``, as every import log line has them."""
+    location, _, version = (object_id or "").rpartition("#")
+    logger.append_keys(
+        month=month,
+        objectKey=location.partition("/")[2] or None,
+        objectVersion=version or None,
+        importSessionId=session_id,
     )
 
 
@@ -51,13 +60,7 @@ def finish_import(
 ) -> ImportOutcome:
     """Record how rating ended in the report and the ledger; alert when it failed or never ended."""
     session = request.session
-    location, _, version = request.object_id.rpartition("#")
-    logger.append_keys(
-        month=request.month,
-        objectKey=location.partition("/")[2],
-        objectVersion=version,
-        importSessionId=session.import_session_id,
-    )
+    _log_keys(request.month, request.object_id, session.import_session_id)
     status: Literal["PROCESSED", "FAILED_PROCESSED", "NOT_RATED"]
     if request.failure is not None:
         status = "NOT_RATED"

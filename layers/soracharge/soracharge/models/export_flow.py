@@ -75,6 +75,8 @@ class ExportProgress(Payload):
     exported_file_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
     status: Literal["processing", "exported", "failed"]
     polls: int = Field(ge=0)
+    #: The month exported, carried through the polls so that every log line names it.
+    month: YearMonth | None = None
 
 
 class StoreExportRequest(Payload):

@@ -133,6 +133,9 @@ class SessionProgress(Payload):
     status: SessionStatus
     polls: int = Field(default=0, ge=0)
     error_desc: str | None = None
+    #: The month and the object version imported, carried through the polls so that every log line names them.
+    month: YearMonth | None = None
+    object_id: str | None = None
 
 
 class FollowFailure(Payload):
