@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 from pathlib import Path
+from typing import TextIO, cast
 
 import pytest
+from soracharge import observability
 from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
@@ -41,36 +46,48 @@ def test_no_secret_reaches_logs_reports_errors_or_outputs(capfd, caplog, soracom
     # secrets included, and is never turned on by soracharge).
     for name in ("soracharge", "soracharge_local", "httpx", "httpcore"):
         caplog.set_level("DEBUG", logger=name)
-    with (
-        SoracomSimulator(auth_key_id="keyId-secret-test", auth_key=SORACOM_KEY) as soracom,
-        CloudBlueSimulator(consumer_key="ck-secret-test", consumer_secret=CLOUDBLUE_SECRET) as cloudblue,
-    ):
-        sent_key = SORACOM_KEY if soracom_key_works else SORACOM_KEY + "-wrong"
-        with LocalCloud(
-            soracom=SoracomAccess(endpoint=soracom.base_url, auth_key_id="keyId-secret-test", auth_key=sent_key),
-            cloudblue=CloudBlueAccess(
-                endpoint=cloudblue.base_url, consumer_key="ck-secret-test", consumer_secret=CLOUDBLUE_SECRET
-            ),
-            mapping=MAPPING,
-            instant_waits=True,
-            environment={"POWERTOOLS_LOG_LEVEL": "DEBUG"},
-        ) as cloud:
-            result = cloud.run("ExportBillingStateMachine", {"month": LAST_MONTH}, name="secrets")
-            cloud.async_invocations.wait_idle()
-            if soracom_key_works:
-                assert result.status == "SUCCEEDED"
-                (delivery,) = cloud.async_invocations.deliveries
-                (report,) = delivery.result["reports"]
-                assert report["status"] == "CLOSED"
-                arn = cloud.state_machines["FollowImportSessionStateMachine"]
-                for execution in cloud.client("stepfunctions").list_executions(stateMachineArn=arn)["executions"]:
-                    list(cloud.follow(execution["executionArn"], timeout_seconds=60))
-            else:
-                assert result.error == "SoracomAuthError"
-                assert "keyId-secret-test" in (result.cause or "")  # the error names the key id, not the key
-            said = everything_the_stack_said(cloud)
+    # Powertools' Logger writes to the stdout it found when soracharge.observability was imported
+    # (under pytest's capture, which capfd then misses): its handler is pointed here for the run.
+    functions_printed = io.StringIO()
+    handler = observability.logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(cast(TextIO, functions_printed))
+    try:
+        with (
+            contextlib.redirect_stdout(functions_printed),
+            SoracomSimulator(auth_key_id="keyId-secret-test", auth_key=SORACOM_KEY) as soracom,
+            CloudBlueSimulator(consumer_key="ck-secret-test", consumer_secret=CLOUDBLUE_SECRET) as cloudblue,
+        ):
+            sent_key = SORACOM_KEY if soracom_key_works else SORACOM_KEY + "-wrong"
+            with LocalCloud(
+                soracom=SoracomAccess(endpoint=soracom.base_url, auth_key_id="keyId-secret-test", auth_key=sent_key),
+                cloudblue=CloudBlueAccess(
+                    endpoint=cloudblue.base_url, consumer_key="ck-secret-test", consumer_secret=CLOUDBLUE_SECRET
+                ),
+                mapping=MAPPING,
+                instant_waits=True,
+                environment={"POWERTOOLS_LOG_LEVEL": "DEBUG"},
+            ) as cloud:
+                result = cloud.run("ExportBillingStateMachine", {"month": LAST_MONTH}, name="secrets")
+                cloud.async_invocations.wait_idle()
+                if soracom_key_works:
+                    assert result.status == "SUCCEEDED"
+                    (delivery,) = cloud.async_invocations.deliveries
+                    (report,) = delivery.result["reports"]
+                    assert report["status"] == "CLOSED"
+                    arn = cloud.state_machines["FollowImportSessionStateMachine"]
+                    for execution in cloud.client("stepfunctions").list_executions(stateMachineArn=arn)["executions"]:
+                        list(cloud.follow(execution["executionArn"], timeout_seconds=60))
+                else:
+                    assert result.error == "SoracomAuthError"
+                    assert "keyId-secret-test" in (result.cause or "")  # the error names the key id, not the key
+                said = everything_the_stack_said(cloud) + json.dumps(cloud.alerts(), ensure_ascii=False)
+    finally:
+        handler.setStream(previous)
+    printed = functions_printed.getvalue()
+    assert '"function_name"' in printed  # the functions' own JSON log lines were seen
     logs = capfd.readouterr()
-    for text in (said, logs.out, logs.err, caplog.text):
+    for text in (said, printed, logs.out, logs.err, caplog.text):
         assert SORACOM_KEY not in text
         assert CLOUDBLUE_SECRET not in text
     assert "X-Amz-Signature" not in said  # nor the pre-signed URL's credentials
