@@ -542,8 +542,9 @@ def _prepare_powertools(function: str, event: object) -> None:
         observability.metrics.service = service
         observability.logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL") or "INFO")
         if service:
+            # The Logger restores its default keys (service included) at each clear_state; Powertools is pinned.
             observability.logger.service = service
-            observability.logger.registered_formatter.keys_combined["service"] = service
+            observability.logger._default_log_keys["service"] = service
 
 
 def _clear_powertools_metrics() -> None:
