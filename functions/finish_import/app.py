@@ -15,5 +15,5 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = parse_input(event, FollowSessionRequest)
-    store, ledger, notifier = follow_dependencies()
-    return finish_import(request, store, ledger, notifier).to_event()
+    store, ledger, notifier, follow_arn = follow_dependencies()
+    return finish_import(request, store, ledger, notifier, follow_state_machine_arn=follow_arn).to_event()

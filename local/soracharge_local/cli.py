@@ -266,6 +266,16 @@ def correction(
     ],
     corrected: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Its corrected version.")],
     month: Annotated[str, typer.Option(help="The billing month of both files, yyyyMM.")],
+    also_imported: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--also-imported",
+            exists=True,
+            dir_okay=False,
+            help="A differences file imported for the month since (repeat for each): a second correction is "
+            "made against everything imported, never against the first file alone.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Where to write the differences. Default: out/<month>/differences-<name>.csv")
     ] = None,
@@ -285,17 +295,16 @@ def correction(
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     try:
-        with (
-            imported.open("rb") as before,
-            corrected.open("rb") as after,
-            partial.open("w", encoding="utf-8-sig", newline="") as sink,
-        ):
-            result = write_differences(before, after, sink, names=(str(imported), str(corrected)))
+        with ExitStack() as files:
+            bases = [(str(path), files.enter_context(path.open("rb"))) for path in [imported, *(also_imported or [])]]
+            after = files.enter_context(corrected.open("rb"))
+            sink = files.enter_context(partial.open("w", encoding="utf-8-sig", newline=""))
+            result = write_differences(bases, (str(corrected), after), sink)
     except InvalidInputError as exc:
         partial.unlink(missing_ok=True)
         _fail_input(str(exc))
     typer.echo(
-        f"Imported file:  {result.imported_rows} rows, amounts sum to {result.imported_sum}\n"
+        f"Imported:       {result.imported_rows} rows, amounts sum to {result.imported_sum}\n"
         f"Corrected file: {result.corrected_rows} rows, amounts sum to {result.corrected_sum}"
     )
     if result.empty:

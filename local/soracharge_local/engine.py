@@ -540,6 +540,9 @@ def _prepare_powertools(function: str, event: object) -> None:
         service = os.environ.get("POWERTOOLS_SERVICE_NAME")
         observability.metrics.namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE")
         observability.metrics.service = service
+        # A Lambda invocation starts with no metrics; here code run outside any function (tests calling
+        # the use cases directly) may have added some to the process's shared set.
+        observability.metrics.clear_metrics()
         observability.logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL") or "INFO")
         if service:
             # The Logger restores its default keys (service included) at each clear_state; Powertools is pinned.

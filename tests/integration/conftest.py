@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from soracharge.models.months import previous_month, shift_month
-from soracharge_local.engine import ExecutionResult, LocalCloud, SoracomAccess
-from soracharge_local.simulators import SoracomFaults, SoracomSimulator
+from soracharge_local.engine import CloudBlueAccess, ExecutionResult, LocalCloud, SoracomAccess
+from soracharge_local.simulators import CloudBlueSimulator, SoracomFaults, SoracomSimulator
 
 SIM_AUTH_KEY_ID = "keyId-integration"
 SIM_AUTH_KEY = "secret-integration-do-not-log"
@@ -24,6 +25,27 @@ OLDER_MONTH = shift_month(LAST_MONTH, -3)
 def soracom() -> Iterator[SoracomSimulator]:
     with SoracomSimulator(auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY, polls_until_ready=2) as simulator:
         yield simulator
+
+
+@pytest.fixture(scope="module")
+def cloudblue() -> Iterator[CloudBlueSimulator]:
+    with CloudBlueSimulator() as simulator:
+        yield simulator
+
+
+def full_stack(
+    soracom: SoracomSimulator, cloudblue: CloudBlueSimulator, mapping: Path, environment: dict[str, str] | None = None
+) -> LocalCloud:
+    """The whole template in moto, talking to both simulators, imports on (enter it with ``with``)."""
+    return LocalCloud(
+        soracom=SoracomAccess(endpoint=soracom.base_url, auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY),
+        cloudblue=CloudBlueAccess(
+            endpoint=cloudblue.base_url, consumer_key=cloudblue.consumer_key, consumer_secret=cloudblue.consumer_secret
+        ),
+        mapping=mapping,
+        instant_waits=True,
+        environment=environment,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -61,14 +61,6 @@ def test_fifty_uploads_at_once_are_each_imported_exactly_once(soracom: SoracomSi
         for part, body in enumerate(split_by_sim(soracom.csv_bytes(month), PARTS))
     }
     assert len(files) == 50
-    expected: Counter[tuple[str, Decimal]] = Counter()
-    for key, body in files.items():
-        month = key.split("/")[1]
-        # Each is uploaded as an additional file: its charges carry ids of their own.
-        suffix = additional_id_suffix(hashlib.sha256(body).hexdigest())
-        plan = plan_import(io.BytesIO(body), month=month, currency="JPY", mapping=MAPPING, id_suffix=suffix)
-        assert plan.problems == []
-        expected.update((c.ext_charge_id or "", c.total_price) for c in plan.charges)
     sessions_before = {s.importSessionId for s in cloudblue.sessions()}
 
     with LocalCloud(
@@ -82,8 +74,12 @@ def test_fifty_uploads_at_once_are_each_imported_exactly_once(soracom: SoracomSi
     ) as cloud:
         s3 = cloud.client("s3")
         # When all 50 land at once (each a second bill for its month, so marked additional) ...
-        for key, body in files.items():
-            s3.put_object(Bucket=cloud.bucket, Key=key, Body=body, Metadata={"currency": "JPY", "import": "additional"})
+        versions = {
+            key: s3.put_object(
+                Bucket=cloud.bucket, Key=key, Body=body, Metadata={"currency": "JPY", "import": "additional"}
+            )["VersionId"]
+            for key, body in files.items()
+        }
         # ... and S3 delivers some of their events twice, out of order
         first_deliveries = list(cloud.async_invocations.deliveries)
         for delivery in reversed(first_deliveries[::7]):
@@ -94,6 +90,14 @@ def test_fifty_uploads_at_once_are_each_imported_exactly_once(soracom: SoracomSi
         assert len(deliveries) == 50 + len(first_deliveries[::7])
         assert [d.error for d in deliveries if d.error] == []
         ledger = cloud.client("dynamodb").scan(TableName=cloud.resources["LedgerTable"])["Items"]
+
+    # Each was uploaded as an additional file: its charges carry ids of their own (its bytes and version).
+    expected: Counter[tuple[str, Decimal]] = Counter()
+    for key, body in files.items():
+        suffix = additional_id_suffix(hashlib.sha256(body).hexdigest(), versions[key])
+        plan = plan_import(io.BytesIO(body), month=key.split("/")[1], currency="JPY", mapping=MAPPING, id_suffix=suffix)
+        assert plan.problems == []
+        expected.update((c.ext_charge_id or "", c.total_price) for c in plan.charges)
 
     # Then every file's charges are held exactly once, in closed sessions, and nothing else is
     opened = [s for s in cloudblue.sessions() if s.importSessionId not in sessions_before]

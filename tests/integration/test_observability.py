@@ -27,10 +27,10 @@ from soracharge import observability
 from soracharge.logic.imports import follow_execution_name
 from soracharge.models.months import shift_month
 from soracharge.observability import Metric
-from soracharge_local.engine import CloudBlueAccess, ExecutionResult, LocalCloud, SoracomAccess
+from soracharge_local.engine import ExecutionResult, LocalCloud
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
-from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
+from tests.integration.conftest import LAST_MONTH, full_stack
 
 MAPPING = Path(__file__).resolve().parents[2] / "examples" / "mapping.example.yaml"
 METRIC_NAMES = {metric.value for metric in Metric}
@@ -170,23 +170,10 @@ class Upload:
 
 
 @pytest.fixture(scope="module")
-def cloudblue() -> Iterator[CloudBlueSimulator]:
-    with CloudBlueSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture(scope="module")
 def stack(soracom: SoracomSimulator, cloudblue: CloudBlueSimulator) -> Iterator[Stack]:
     stdout = FunctionStdout()
     # Metrics enabled: no POWERTOOLS_METRICS_DISABLED, the template's namespace and service.
-    with LocalCloud(
-        soracom=SoracomAccess(endpoint=soracom.base_url, auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY),
-        cloudblue=CloudBlueAccess(
-            endpoint=cloudblue.base_url, consumer_key=cloudblue.consumer_key, consumer_secret=cloudblue.consumer_secret
-        ),
-        mapping=MAPPING,
-        instant_waits=True,
-    ) as cloud:
+    with full_stack(soracom, cloudblue, MAPPING) as cloud:
         cloud.runner.before_invoke.append(stdout.invoked)
         cloud.runner.after_invoke.append(stdout.returned)
         yield Stack(cloud, stdout)

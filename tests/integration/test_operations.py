@@ -21,33 +21,20 @@ from soracharge.logic.corrections import write_differences
 from soracharge.logic.imports import follow_execution_name
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
-from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
+from soracharge_local.engine import LocalCloud
 from soracharge_local.s3_events import Delivery
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomFaults, SoracomSimulator
 
-from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
+from tests.integration.conftest import LAST_MONTH, full_stack
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_MAPPING = REPO / "examples" / "mapping.example.yaml"
 
 
 @pytest.fixture(scope="module")
-def cloudblue() -> Iterator[CloudBlueSimulator]:
-    with CloudBlueSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture(scope="module")
 def stack(soracom: SoracomSimulator, cloudblue: CloudBlueSimulator) -> Iterator[LocalCloud]:
-    with LocalCloud(
-        soracom=SoracomAccess(endpoint=soracom.base_url, auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY),
-        cloudblue=CloudBlueAccess(
-            endpoint=cloudblue.base_url, consumer_key=cloudblue.consumer_key, consumer_secret=cloudblue.consumer_secret
-        ),
-        mapping=EXAMPLE_MAPPING,
-        instant_waits=True,
-        environment={"POWERTOOLS_METRICS_DISABLED": "true", "APS_MAX_ATTEMPTS": "2"},
-    ) as cloud:
+    environment = {"POWERTOOLS_METRICS_DISABLED": "true", "APS_MAX_ATTEMPTS": "2"}
+    with full_stack(soracom, cloudblue, EXAMPLE_MAPPING, environment) as cloud:
         yield cloud
 
 
@@ -252,7 +239,7 @@ def test_a_corrected_file_is_held_and_its_differences_bring_cloudblue_to_the_cor
 
     # When its differences are imported as an additional file
     differences = io.StringIO()
-    written = write_differences(io.BytesIO(original), io.BytesIO(corrected), differences, names=("a", "b"))
+    written = write_differences([("a", io.BytesIO(original))], ("b", io.BytesIO(corrected)), differences)
     assert written.rows_written >= 2
     body = differences.getvalue().encode("utf-8-sig")
     delta = upload(stack, f"uploads/{month}/differences.csv", body, currency="JPY", **{"import": "additional"})

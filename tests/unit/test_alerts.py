@@ -143,7 +143,7 @@ def test_every_error_with_advice_is_one_the_flows_raise():
     raised = {name for name, value in inspect.getmembers(errors, inspect.isclass) if issubclass(value, Exception)}
     fail_states = {"ExportFailed", "ExportTimedOut"}  # the export state machine's own Fail states
     assert set(alerts.EXPORT_ACTIONS) <= raised | fail_states
-    assert set(alerts.IMPORT_ACTIONS) <= raised
+    assert set(alerts.IMPORT_ACTIONS) <= raised | {"Sandbox.Timedout"}  # Lambda's own, for a function that timed out
 
 
 def report(status: str, **fields: Any) -> ImportReport:
@@ -231,3 +231,73 @@ def test_samples_in_events_are_what_the_handler_reads():
     del broken["requestContext"]
     with pytest.raises(ValueError, match="requestContext"):
         FailedInvocation.model_validate(broken)
+
+
+def test_commands_survive_a_key_with_an_apostrophe_when_pasted_into_a_shell():
+    event = sample("alert_import_failed.json")
+    event["requestPayload"]["Records"][0]["s3"]["object"]["key"] = "uploads/202610/O'Neil+bill.csv"
+    alert = alerts.for_failed_import(FailedInvocation.model_validate(event))
+    command = shlex.split(alert.command or "")
+    assert json.loads(command[command.index("--payload") + 1]) == event["requestPayload"]
+    follow_input = json.dumps({"objectId": "b/uploads/202610/O'Neil bill.csv#v", "month": "202610",
+                               "reportKey": "k", "session": {"importSessionId": 7}})  # fmt: skip
+    change = execution(stateMachineArn=FOLLOW_ARN, error="StorageError", input=follow_input)
+    followed = alerts.for_execution(change, export_state_machine_arn=EXPORT_ARN)
+    assert followed is not None
+    command = shlex.split(followed.command or "")
+    assert json.loads(command[command.index("--input") + 1]) == json.loads(follow_input)
+
+
+def test_an_export_whose_month_cannot_be_read_offers_a_placeholder_not_a_broken_command():
+    alert = alerts.for_execution(
+        execution(status="ABORTED", error=None, input="{"), export_state_machine_arn=EXPORT_ARN
+    )
+    assert alert is not None
+    command = shlex.split(alert.command or "")
+    assert json.loads(command[command.index("--input") + 1]) == {"month": "yyyyMM"}
+
+
+def test_sns_subjects_are_printable_ascii_under_100_characters():
+    from soracharge.adapters.notifier import sns_subject
+
+    assert (
+        sns_subject("soracharge 202610: 東京ガス\nfailed" + "x" * 200)
+        == ("soracharge 202610: ???? failed" + "x" * 200)[:99]
+    )
+    assert sns_subject("\n") == "soracharge alert"
+
+
+def test_a_file_under_a_key_that_names_no_month_is_alerted_with_where_files_go():
+    moment = datetime(2026, 11, 4, tzinfo=UTC)
+    report = ImportReport.model_validate(
+        {"status": "REJECTED", "summary": "s3://data/uploads/2026-10/bill.csv is not where an importable CSV goes",
+         "object": ObjectRef(bucket="data", key="uploads/2026-10/bill.csv", version_id="v"),
+         "created_at": moment, "updated_at": moment}
+    )  # fmt: skip
+    alert = alerts.for_report(report, "reports/unsorted/v.json")
+    assert alert is not None
+    assert "uploads/<yyyyMM>/<name>.csv" in alert.action
+
+
+def test_two_exports_of_one_month_say_nothing_is_to_be_done():
+    alert = alerts.for_report(
+        report("HELD", source="exports", object=ObjectRef(bucket="data", key="exports/202610/fe_2.csv", version_id="v"),
+               duplicate_of="data/exports/202610/fe_1.csv#v1"),
+        "k",
+    )  # fmt: skip
+    assert alert is not None
+    assert "exported twice" in alert.subject
+    assert "do not import this file too" in alert.action
+
+
+def test_a_session_not_rated_comes_with_the_command_that_follows_it_again():
+    alert = alerts.for_report(report("NOT_RATED", import_session_id=9), "reports/202610/v1.json", FOLLOW_ARN)
+    assert alert is not None
+    command = shlex.split(alert.command or "")
+    assert command[command.index("--state-machine-arn") + 1] == FOLLOW_ARN
+    assert json.loads(command[command.index("--input") + 1]) == {
+        "objectId": "data/uploads/202610/bill.csv#v1",
+        "month": "202610",
+        "reportKey": "reports/202610/v1.json",
+        "session": {"importSessionId": 9, "status": "NEW"},
+    }

@@ -50,9 +50,10 @@ CORRECTED = csv_bytes(
 )
 
 
-def differences(imported: bytes, corrected: bytes) -> tuple[str, Any]:
+def differences(imported: bytes, corrected: bytes, *also: bytes) -> tuple[str, Any]:
     sink = io.StringIO()
-    result = write_differences(io.BytesIO(imported), io.BytesIO(corrected), sink, names=("imported", "corrected"))
+    bases = [("imported", io.BytesIO(imported))] + [(f"also-{i}", io.BytesIO(b)) for i, b in enumerate(also)]
+    result = write_differences(bases, ("corrected", io.BytesIO(corrected)), sink)
     return sink.getvalue(), result
 
 
@@ -138,3 +139,23 @@ def test_a_broken_file_is_refused_naming_the_file_line_and_column(body, message)
     with pytest.raises(InvalidInputError) as raised:
         differences(body, CORRECTED)
     assert message in str(raised.value)
+
+
+def test_a_second_correction_is_made_against_everything_imported_not_the_first_file_alone():
+    # The month was imported, then corrected once; a second corrected file arrives.
+    first_diff, _ = differences(IMPORTED, CORRECTED)
+    second = csv_bytes(
+        "440101234567890,20261001,Data usage,0.2,110,22,Acme",  # corrected again: 22, not 24
+        "440101234567890,202610,Basic charge,10,1,10,Acme",
+        "440109876543210,202610,Basic charge,10,1,10,Northwind",
+        "440105555555555,202610,Basic charge,10,1,10,Acme",
+    )
+    text, result = differences(IMPORTED, second, ("\ufeff" + first_diff).encode())
+    assert text.splitlines()[1:] == ["440101234567890,20261001,Data usage,0.2,-10,-2,Acme"]
+    assert result.imported_sum == Decimal(54)  # 50 first imported + 4 of the first correction
+    # Everything imported for the month now rates like the second corrected file.
+    combined = totals(IMPORTED)
+    for extra in (first_diff, text):
+        for key, amount in totals(("\ufeff" + extra).encode()).items():
+            combined[key] = combined.get(key, Decimal(0)) + amount
+    assert {k: v for k, v in combined.items() if v} == totals(second)

@@ -402,7 +402,42 @@ def test_concurrent_deliveries_of_the_same_and_of_other_objects_import_each_exac
         assert session in closed
         body = world.store.objects[(report.object.key, "v1")][0]
         # The month's first file keeps the plain ids; each additional file's ids carry its own suffix.
-        suffix = additional_id_suffix(hashlib.sha256(body).hexdigest()) if "extra" in report.object.key else ""
+        suffix = additional_id_suffix(hashlib.sha256(body).hexdigest(), "v1") if "extra" in report.object.key else ""
         assert held(world, session) == expected(body=body, id_suffix=suffix)
         if suffix:
             assert all(charge_id.endswith(f"-{suffix}") for charge_id, _ in held(world, session))
+
+
+def test_a_file_cloudblue_failed_to_rate_is_imported_again_as_additional_with_new_ids(world, cloudblue):
+    # Given an additional file imported, whose session CloudBlue then failed to rate
+    first = world.store.put(f"uploads/{MONTH}/fix.csv", CSV, "v1", currency="JPY", **{"import": "additional"})
+    failed = world.run(first)
+    assert failed.status == "CLOSED"
+    assert failed.import_session_id is not None
+    world.ledger.set_status(first.object_id, "FAILED_PROCESSED")  # what FinishImport records
+
+    # When the runbook's fix is followed: the same bytes uploaded again as an additional file
+    again = world.store.put(f"uploads/{MONTH}/fix-again.csv", CSV, "v2", currency="JPY", **{"import": "additional"})
+    report = world.run(again)
+
+    # Then it takes the lock over and is imported, with ids of its own (not the failed session's)
+    assert report.status == "CLOSED", report.summary
+    assert report.import_session_id not in (None, failed.import_session_id)
+    assert report.import_session_id is not None
+    new_ids = {charge_id for charge_id, _ in held(world, report.import_session_id)}
+    assert not new_ids & {charge_id for charge_id, _ in held(world, failed.import_session_id)}
+    assert sorted(p for _, p in held(world, report.import_session_id)) == sorted(p for _, p in expected())
+
+
+def test_the_month_s_first_file_failed_by_cloudblue_holds_a_plain_reupload_and_says_how_to_import_it(world):
+    first = world.store.put(f"uploads/{MONTH}/bill.csv", CSV, "v1", currency="JPY")
+    assert world.run(first).status == "CLOSED"
+    world.ledger.set_status(first.object_id, "FAILED_PROCESSED")
+
+    report = world.run(world.store.put(f"uploads/{MONTH}/bill-again.csv", CSV, "v2", currency="JPY"))
+
+    assert report.status == "HELD"
+    assert "FAILED_PROCESSED" in report.summary
+    assert "import=additional" in report.summary
+    (subject, _), *_ = world.notifier.published[-1:]
+    assert "held" in subject

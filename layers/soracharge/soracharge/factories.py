@@ -174,12 +174,14 @@ def import_dependencies(remaining_seconds: Callable[[], float] = lambda: math.in
     )
 
 
-def follow_dependencies() -> tuple[S3ObjectStore, DynamoDbLedger, SnsNotifier]:
+def follow_dependencies() -> tuple[S3ObjectStore, DynamoDbLedger, SnsNotifier, str | None]:
+    """The report store, the ledger, the alerts topic, and the follow state machine's ARN (for alerts)."""
     settings = load_settings(FollowSettings)
     return (
         object_store(settings.soracharge_bucket),
         ledger(settings.soracharge_ledger_table),
         notifier(settings.soracharge_alerts_topic_arn),
+        settings.soracharge_follow_session_state_machine_arn,
     )
 
 

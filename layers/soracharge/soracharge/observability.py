@@ -50,6 +50,7 @@ class Metric(StrEnum):
     SESSIONS_ABANDONED = "SessionsAbandoned"
     RECONCILIATION_IMBALANCED = "ReconciliationImbalanced"
     DUPLICATE_IMPORT_EVENTS = "DuplicateImportEvents"
+    HTML_REPORTS_FAILED = "HtmlReportsFailed"  # the JSON report was written, its page was not
     # How CloudBlue's rating ended, once per session.
     SESSION_POLLS_NEEDED = "SessionPollsNeeded"
     SESSIONS_PROCESSED = "ImportSessionsProcessed"

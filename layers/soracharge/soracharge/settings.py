@@ -131,6 +131,8 @@ class FollowSettings(_Settings):
     soracharge_bucket: str = Field(min_length=3, max_length=63)
     soracharge_ledger_table: str = Field(min_length=3)
     soracharge_alerts_topic_arn: str = Field(min_length=1)
+    #: Only named in alerts (the command that follows a session again).
+    soracharge_follow_session_state_machine_arn: str | None = None
 
 
 class AlertSettings(_Settings):

@@ -168,9 +168,10 @@ class DynamoDbLedger:
         return LockOwner(str(item["owner"]["S"]), str(item["sha256"]["S"]))
 
     def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool:
-        """Move ``lock_key`` from a stuck ``previous`` owner (importing, lease lapsed) to ``object_id``.
+        """Move ``lock_key`` from ``previous`` to ``object_id``: a stuck owner (importing, lease lapsed,
+        not closing), or one whose session CloudBlue failed to rate (``FAILED_PROCESSED``: none of it rated).
 
-        One transaction checks the previous owner's lease and moves the lock, so the previous owner
+        One transaction checks the previous owner's state and moves the lock, so the previous owner
         cannot resume and send while the new one does. True when the lock moved.
         """
         return self._transact(
@@ -183,11 +184,13 @@ class DynamoDbLedger:
                         # Stuck (importing, lease lapsed) and not closing: a session that may be
                         # closed (so rated) must never be imported a second time.
                         "ConditionExpression": (
-                            "#status = :importing AND lease_until < :now AND attribute_not_exists(closing_session)"
+                            "(#status = :importing AND lease_until < :now AND attribute_not_exists(closing_session))"
+                            " OR #status = :failed"
                         ),
                         "ExpressionAttributeNames": {"#status": "status"},
                         "ExpressionAttributeValues": {
                             ":importing": {"S": "IMPORTING"},
+                            ":failed": {"S": "FAILED_PROCESSED"},
                             ":now": {"N": repr(self._clock())},
                         },
                     }

@@ -23,7 +23,13 @@ class SnsNotifier:
 
     def publish(self, subject: str, message: str) -> None:
         try:
-            # SNS subjects are at most 100 ASCII characters.
-            self._sns.publish(TopicArn=self._topic_arn, Subject=subject[:100], Message=message)
+            self._sns.publish(TopicArn=self._topic_arn, Subject=sns_subject(subject), Message=message)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"cannot publish to {self._topic_arn}: {exc}") from exc
+
+
+def sns_subject(subject: str) -> str:
+    """What SNS accepts as a subject: printable ASCII, no line break, fewer than 100 characters."""
+    ascii_only = subject.encode("ascii", errors="replace").decode("ascii")
+    printable = "".join(c if c.isprintable() else " " for c in ascii_only).strip()
+    return printable[:99] or "soracharge alert"

@@ -19,6 +19,7 @@ a month stored is not stored again, and a file imported is not imported again.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
@@ -28,6 +29,8 @@ from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
 from soracharge.models.export_flow import ExportRequest
 from soracharge.models.imports import IMPORTABLE_KEY, ImportReport
 from soracharge.observability import Metric, count, logger
+
+UNKNOWN_MONTH = "unknown month"
 
 #: Problems listed in a rejection alert (the report lists every one).
 PROBLEMS_SHOWN = 10
@@ -122,6 +125,11 @@ IMPORT_ACTIONS = {
         "AWS refused a call (S3, DynamoDB, Step Functions; the error says which). Fix the cause, then re-deliver "
         "the file (the command below)."
     ),
+    "Sandbox.Timedout": (
+        "The import function ran out of its 15 minutes on each attempt. Re-deliver the file (the command below): "
+        "it resumes where it stopped. If it happens again, CloudBlue is answering slowly: check it, or raise "
+        "ImportConcurrency."
+    ),
     "InvalidInputError": (
         "The file or its event could not be used (the error says why: a deleted object, a key outside "
         "exports/<yyyyMM>/ or uploads/<yyyyMM>/). Upload the file where it belongs."
@@ -183,8 +191,9 @@ def _export_failed(change: ExecutionStatusDetail, soracom_secret: str) -> Alert:
         template = EXPORT_ACTIONS.get(error, f"Read the error and fix its cause, {_START_AGAIN}")
         action = template.format(soracom_secret=soracom_secret)
     what = f"{change.status.replace('_', ' ').lower()}" + (f" ({change.error})" if change.error else "")
-    # A wrong month is not started again as it was.
-    again = "yyyyMM" if change.error in ("InvalidInputError", "MonthOutOfRangeError") else month
+    # A wrong or unreadable month is not started again as it was.
+    wrong = change.error in ("InvalidInputError", "MonthOutOfRangeError") or month == UNKNOWN_MONTH
+    again = "yyyyMM" if wrong else month
     return Alert(
         subject=f"soracharge {month}: export {what}",
         headline=f"The export of Soracom's {month} bill {what}: no CSV was stored, so nothing was imported.",
@@ -226,7 +235,7 @@ def _follow_failed(change: ExecutionStatusDetail) -> Alert:
         ),
         command=(
             f"aws stepfunctions start-execution --state-machine-arn {change.state_machine_arn} "
-            f"--name {change.name[:60]}-again-$(date +%s) --input '{change.input or '{}'}'"
+            f"--name {change.name[:60]}-again-$(date +%s) --input {shlex.quote(change.input or '{}')}"
         ),
     )
 
@@ -235,7 +244,7 @@ def _export_month(execution_input: dict[str, Any]) -> str:
     try:
         return ExportRequest.model_validate(execution_input).billing_month()
     except ValueError:
-        return "unknown month"
+        return UNKNOWN_MONTH
 
 
 # -- an import that failed for good ----------------------------------------------------------------
@@ -259,8 +268,9 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
     return Alert(
         subject=f"soracharge {month}: import failed ({error_type})",
         headline=(
-            f"The import of s3://{bucket}/{key} failed {record.request_context.approximate_invoke_count} times; "
-            "its charges are not in a closed CloudBlue session (nothing of it is rated)."
+            f"The import of s3://{bucket}/{key} failed {record.request_context.approximate_invoke_count} times. "
+            "Do not upload the file again: once the cause is fixed, re-deliver this same event (the command "
+            "below); the import resumes where it stopped, and never sends a session it closed already again."
         ),
         facts=[
             ("Month", month),
@@ -275,7 +285,7 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
         command=(
             "aws lambda invoke --invocation-type Event --cli-binary-format raw-in-base64-out "
             f"--function-name {record.request_context.function_arn.removesuffix(':$LATEST')} "
-            f"--payload '{payload}' /dev/null"
+            f"--payload {shlex.quote(payload)} /dev/null"
         ),
     )
 
@@ -283,7 +293,7 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
 # -- reports a person must act on -------------------------------------------------------------------
 
 
-def for_report(report: ImportReport, report_key: str) -> Alert | None:
+def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: str | None = None) -> Alert | None:
     """The alert an import report calls for, or None (imported and balanced, duplicate, dry run...)."""
     where = [
         ("Month", report.month or "unknown"),
@@ -311,7 +321,22 @@ def for_report(report: ImportReport, report_key: str) -> Alert | None:
                 "--dry-run`, upload a new mapping to config/mapping.yaml if it changed, then upload the file again: "
                 "a new object version is a new import. For a file of the export flow, copy it to "
                 f"uploads/{month}/ with its currency (--metadata currency={report.currency or 'JPY'})."
+            )
+            if report.month
+            else (
+                "Upload the file again where files go: uploads/<yyyyMM>/<name>.csv, in the folder of the month it "
+                "bills, with --metadata currency=JPY|USD|EUR. Nothing was imported from here."
             ),
+        )
+    if report.status == "HELD" and report.source == "exports" and f"/exports/{month}/" in (report.duplicate_of or ""):
+        return Alert(
+            subject=f"soracharge {month}: the month was exported twice, imported once",
+            headline=(
+                f"{report.summary}. Two exports of the same month ran (two executions at once): the first "
+                "file was imported, this one was not."
+            ),
+            facts=[*where, ("Imported", report.duplicate_of or "-")],
+            action="Nothing: do not import this file too, it would bill the month twice.",
         )
     if report.status == "HELD":
         return Alert(
@@ -320,9 +345,10 @@ def for_report(report: ImportReport, report_key: str) -> Alert | None:
             facts=[*where, ("Imported before", report.duplicate_of or "-")],
             action=(
                 "If this file corrects the one imported, import only the differences: `soracharge correction "
-                "IMPORTED.csv CORRECTED.csv --month MONTH` writes them, then upload that file with the metadata "
-                "import=additional (README, Corrections). If it is a second bill for the month, upload it again "
-                "with the metadata import=additional. Otherwise, nothing: no charge was sent."
+                "IMPORTED.csv CORRECTED.csv --month MONTH` writes them (add --also-imported for each differences "
+                "file imported for the month since), then upload that file with the metadata import=additional "
+                "(README, Corrections). If it is a second bill for the month, upload it again with the metadata "
+                "import=additional. Otherwise, nothing: no charge was sent."
             ),
         )
     if report.status == "FAILED_PROCESSED":
@@ -341,13 +367,28 @@ def for_report(report: ImportReport, report_key: str) -> Alert | None:
             ),
         )
     if report.status == "NOT_RATED":
+        follow_input = json.dumps(
+            {
+                "objectId": report.object.object_id,
+                "month": report.month,
+                "reportKey": report_key,
+                "session": {"importSessionId": report.import_session_id, "status": "NEW"},
+            },
+            ensure_ascii=False,
+        )
         return Alert(
             subject=f"soracharge {month}: session {report.import_session_id} not rated",
             headline=f"{report.summary}.",
             facts=[*where, ("Import session", str(report.import_session_id))],
             action=(
                 f"Check session {report.import_session_id} in CloudBlue's rating engine: its charges are in it "
-                "already, closed. Do not import the file again unless CloudBlue shows the session FAILED_PROCESSED."
+                "already, closed. Do not import the file again. Once CloudBlue has rated it (or failed to), follow "
+                "it again with the command below: it records the outcome in the report (and alerts on a failure)."
+            ),
+            command=(
+                "aws stepfunctions start-execution --state-machine-arn "
+                f"{follow_state_machine_arn or '<FollowImportSessionStateMachineArn>'} "
+                f"--name follow-{report.import_session_id}-again-$(date +%s) --input {shlex.quote(follow_input)}"
             ),
         )
     reconciliation = report.reconciliation

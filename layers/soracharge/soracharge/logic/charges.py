@@ -26,8 +26,9 @@ Keys that make every retry and re-run safe (APS has no idempotency header):
   how many earlier rows of the file had the same identity (``"0"``, ``"1"``...), so duplicate rows stay
   distinct but stable. A charge keeps its id when its amounts change (a corrected bill). A file
   imported on purpose beside the month's first one (object metadata ``import=additional``: a
-  second bill, or a correction's differences) passes ``id_suffix="a" + the first 12 hex digits of
-  its SHA-256``, appended as ``-a…``: its charges never share an id with the first file's.
+  second bill, or a correction's differences) passes ``id_suffix="a" + 12 hex digits of the SHA-256
+  of its own SHA-256 and object version`` (``logic/imports.additional_id_suffix``), appended as
+  ``-a…``: its charges never share an id with the first file's, nor with an earlier upload's.
 - ``extHash = hex(sha256(canonical JSON))`` of every other field of the charge: the wire names
   (camelCase) of the fields that are set (``extChargeId`` included), sorted, compact separators,
   non-ASCII kept, UTF-8, every number as the JSON *string* of its canonical text (``"10.2"``,

@@ -10,8 +10,10 @@ imported as an additional file for the month (object metadata ``import=additiona
 - for each identity, the difference row carries corrected minus imported ``quantity`` and
   ``amount``: a row only in the corrected file is positive, a row only in the imported one is
   negated, and a row whose numbers did not change is left out;
-- the sum of the differences' amounts equals the corrected file's sum minus the imported file's,
-  exactly (checked), so imported + differences = corrected, charge by charge.
+- the sum of the differences' amounts equals the corrected file's sum minus the imported files',
+  exactly (checked), so imported + differences = corrected, charge by charge;
+- a second correction is made against everything imported for the month: the first file and the
+  differences imported since.
 
 The columns are the corrected file's, then any the imported file alone has. Numbers are exact
 ``Decimal`` text; a bad number names its file, line and column.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import BinaryIO, TextIO
@@ -66,14 +68,36 @@ class Differences:
         return self.rows_written == 0
 
 
-def write_differences(imported: BinaryIO, corrected: BinaryIO, sink: TextIO, *, names: tuple[str, str]) -> Differences:
-    """Write to ``sink`` the billing CSV of ``corrected`` minus ``imported`` (``names`` for messages)."""
+def write_differences(
+    imported: Sequence[tuple[str, BinaryIO]], corrected: tuple[str, BinaryIO], sink: TextIO
+) -> Differences:
+    """Write to ``sink`` the billing CSV of the corrected file minus everything imported for the month.
+
+    ``imported`` is every file the month was imported from, each ``(name, stream)``: the first file,
+    then any differences imported since (a second correction is made against the first file plus
+    the first correction's differences, never against the first file alone). Names are for messages.
+    """
     with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
-        before = _read(imported, names[0])
-        after = _read(corrected, names[1])
-        columns = after.columns + [c for c in before.columns if c not in after.columns]
+        if not imported:
+            raise InvalidInputError("no imported file to compare the corrected file with")
+        befores = [_read(stream, name) for name, stream in imported]
+        after = _read(corrected[1], corrected[0])
+        columns = list(after.columns)
+        for before_file in befores:
+            columns += [c for c in before_file.columns if c not in columns]
         identity_columns = [c for c in columns if c not in _NUMBERS]
-        before_rows = _aligned(before, identity_columns)
+        before_rows: dict[tuple[str, ...], _Totals] = {}
+        for before_file in befores:
+            for identity, totals in _aligned(before_file, identity_columns).items():
+                into = before_rows.setdefault(identity, _Totals())
+                into.amount += totals.amount
+                if totals.quantity is not None:
+                    into.quantity = (into.quantity or Decimal(0)) + totals.quantity
+        before = _Read(
+            columns=columns,
+            rows=sum(b.rows for b in befores),
+            total=sum((b.total for b in befores), Decimal(0)),
+        )
         after_rows = _aligned(after, identity_columns)
         writer = csv.writer(sink, lineterminator="\r\n")
         writer.writerow(columns)

@@ -49,12 +49,20 @@ def find_stored_export(request: ExportRequest, store: StoredExports) -> ExportLo
     key = report_key(month, existing.version_id, existing.key)
     report = store.get_json(key)
     if report is None:
-        status, outcome = None, f"its import report {key} is not written yet (an import may be running)"
+        status, outcome = (
+            None,
+            (
+                f"its import report {key} is not written: the import may be running, or it failed for good (look for "
+                "an 'import failed' alert and run its command, which re-delivers the file)"
+            ),
+        )
     else:
         status = str(report.get("status"))
         session = report.get("importSessionId")
         outcome = f"its import is {status}" + (f" (CloudBlue session {session})" if session is not None else "")
         outcome += f": {report.get('summary', '')}; report s3://{existing.bucket}/{key}"
+        if status in ("REJECTED", "HELD"):
+            outcome += f" (if the month was then imported from another file, its report is under reports/{month}/)"
     logger.info("Month already exported", extra={"key": existing.key, "importStatus": status})
     count(Metric.EXPORTS_ALREADY_STORED)
     return ExportLookup(

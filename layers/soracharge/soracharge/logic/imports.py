@@ -92,7 +92,9 @@ def import_object(obj: ObjectRef, deps: ImportDependencies, *, lease_seconds: fl
         source, month = obj.layout()
     except InvalidInputError as exc:
         report = _report(deps, obj, "REJECTED", str(exc), problems=[Problem(message=str(exc))])
-        save_report(deps.store, report_key(None, obj.version_id, obj.key), report)
+        unsorted_key = report_key(None, obj.version_id, obj.key)
+        save_report(deps.store, unsorted_key, report)
+        _alert(report, unsorted_key, deps)
         return report
     logger.append_keys(month=month)
     head = deps.store.head(obj.key, obj.version_id)
@@ -148,7 +150,7 @@ def _import_claimed(
     bill_amount = Decimal(head.metadata["bill-amount"]) if head.metadata.get("bill-amount") else None
     additional = head.metadata.get("import", "").lower() == ADDITIONAL_FILE
     # An additional file's charges get ids of their own (from its bytes), apart from the first file's.
-    id_suffix = additional_id_suffix(_sha256_of(deps.store, obj)) if additional else ""
+    id_suffix = additional_id_suffix(_sha256_of(deps.store, obj), obj.version_id) if additional else ""
     with deps.store.open(obj.key, obj.version_id) as body:
         hashing = _HashingReader(body)
         plan = plan_import(
@@ -266,14 +268,24 @@ def _import_claimed(
 
 
 def save_report(store: ReportStore, key: str, report: ImportReport) -> None:
-    """The report's JSON at ``key``, and the page people read beside it (``.html``)."""
+    """The report's JSON at ``key``, and the page people read beside it (``.html``).
+
+    The page is best effort: the JSON is the record, and a page that cannot be rendered or written
+    must never fail an import whose session may be closed already (it is logged and counted).
+    """
     store.put_json(key, report.to_event())
-    store.put_text(key.removesuffix(".json") + ".html", render_report_html(report), "text/html; charset=utf-8")
+    page = key.removesuffix(".json") + ".html"
+    try:
+        store.put_text(page, render_report_html(report), "text/html; charset=utf-8")
+    except Exception:  # noqa: BLE001 - presentation only: the JSON report above holds everything
+        logger.exception("The HTML report was not written", extra={"reportKey": page})
+        count(Metric.HTML_REPORTS_FAILED)
 
 
-def additional_id_suffix(sha256: str) -> str:
-    """The ``extChargeId`` suffix of an additional file's charges (see logic/charges.py)."""
-    return f"a{sha256[:12]}"
+def additional_id_suffix(sha256: str, version_id: str | None = None) -> str:
+    """The ``extChargeId`` suffix of an additional file's charges (see logic/charges.py): from its bytes
+    and its object version, so a file imported again after CloudBlue failed to rate it gets new ids."""
+    return "a" + hashlib.sha256(f"{sha256}#{version_id or ''}".encode()).hexdigest()[:12]
 
 
 def _sha256_of(store: ReportStore, obj: ObjectRef) -> str:
@@ -325,6 +337,20 @@ def _take_month(
         # session was never closed, so nothing of it is rated. Stop here.
         return _superseded(obj, key, deps, base, owner.object_id)
     previous = deps.ledger.get(owner.object_id)
+    if previous is not None and previous.status == "FAILED_PROCESSED":
+        # CloudBlue failed to rate the owner's session: none of it is rated. The runbook imports the
+        # file again as an additional file, which may take the lock over (its charge ids are its own).
+        if lock_key != f"lock#{base['month']}" and deps.ledger.take_over(
+            lock_key, owner.object_id, obj.object_id, sha256
+        ):
+            logger.warning("Took over from a session CloudBlue failed to rate", extra={"previous": owner.object_id})
+            return None
+        summary = (
+            f"CloudBlue failed to rate the session of {owner.object_id} (FAILED_PROCESSED), which has this "
+            f"month's lock: nothing was imported. Once the cause is fixed in CloudBlue, upload the file again "
+            f"with the metadata import={ADDITIONAL_FILE}"
+        )
+        return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
     if previous is not None and previous.status == "IMPORTING":
         if previous.closing_session is None:
             if deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):

@@ -57,6 +57,7 @@ def finish_import(
     ledger: Ledger,
     notifier: Notifier,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    follow_state_machine_arn: str | None = None,
 ) -> ImportOutcome:
     """Record how rating ended in the report and the ledger; alert when it failed or never ended."""
     session = request.session
@@ -98,7 +99,7 @@ def finish_import(
         }
     )
     save_report(store, request.report_key, updated)
-    alert = alerts.for_report(updated, request.report_key)
+    alert = alerts.for_report(updated, request.report_key, follow_state_machine_arn)
     if alert is not None:  # before the ledger's final status: a retry after a failed publish alerts again
         alerts.publish(notifier, alert)
         logger.warning("Import session did not end rated", extra={"status": status, "errorDesc": session.error_desc})
