@@ -386,9 +386,10 @@ def _run_month(cloud: LocalCloud, month: str, out: Path) -> tuple[str, str, bool
 
 def _stored_report(cloud: LocalCloud, month: str, stored: dict[str, Any]) -> dict[str, Any] | None:
     key = f"reports/{month}/{stored['versionId']}.json"
+    s3 = cloud.client("s3")
     try:
-        body = cloud.client("s3").get_object(Bucket=cloud.bucket, Key=key)["Body"].read()
-    except cloud.client("s3").exceptions.NoSuchKey:
+        body = s3.get_object(Bucket=cloud.bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
         return None
     return dict(json.loads(body))
 
@@ -409,8 +410,7 @@ def _print_alerts(cloud: LocalCloud) -> None:
 
 def _follow_import(cloud: LocalCloud, printer: console.EventPrinter, since: int = 0) -> dict[str, Any]:
     """Wait for the import the S3 notification started, then follow its session to the end."""
-    cloud.async_invocations.wait_idle()
-    deliveries = [d for d in cloud.async_invocations.deliveries[since:] if "ImportChargesFunction" in d.function_name]
+    deliveries = cloud.import_deliveries(since)
     if not deliveries:
         typer.secho("No import ran: the S3 notification did not reach the import function.", fg="red", err=True)
         raise typer.Exit(1)

@@ -39,13 +39,15 @@ from samtranslator.yaml_helper import yaml_parse
 
 from soracharge_local.event_routing import EventRouter, execution_status_events
 from soracharge_local.lambda_runner import DeployedFunction, InProcessLambdaRunner, applied_environment
-from soracharge_local.s3_events import AsyncInvoker, aws_shaped_async_s3_events
+from soracharge_local.s3_events import AsyncInvoker, Delivery, aws_shaped_async_s3_events
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_BUCKET = "soracharge-local-artifacts"
 #: moto's default account.
 ACCOUNT_ID = "123456789012"
 TERMINAL_STATUSES = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+#: The import function's logical id (its deployed name starts with the stack's name and this).
+IMPORT_FUNCTION = "ImportChargesFunction"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 _SUB_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_:.]+)\}")
 
@@ -286,6 +288,12 @@ class LocalCloud:
             self._create_state_machine(logical_id, resource["Properties"])
         if self.mapping is not None:
             self.put_mapping(self.mapping)
+
+    def import_deliveries(self, since: int = 0) -> list[Delivery]:
+        """The import function's S3 event deliveries from ``since`` on (an index into every delivery),
+        once all pending ones ended: not the alert function's, which failures cause."""
+        self.async_invocations.wait_idle()
+        return [d for d in self.async_invocations.deliveries[since:] if IMPORT_FUNCTION in d.function_name]
 
     def alerts(self) -> list[dict[str, str]]:
         """The alerts published to the stack's alerts topic since the last call (``subject``, ``message``).

@@ -520,8 +520,7 @@ class ChaosWorld:
         result = self.cloud.run(
             "ExportBillingStateMachine", {"month": month}, name=f"{label}-{self._executions}", timeout_seconds=600
         )
-        invoker.wait_idle()
-        return result, _imports(invoker.deliveries[before:])
+        return result, self.cloud.import_deliveries(before)
 
     def redeliver(self, delivery: Delivery) -> Delivery:
         invoker = self.cloud.async_invocations
@@ -543,8 +542,7 @@ class ChaosWorld:
             Metadata=metadata,
             MetadataDirective="REPLACE",
         )
-        invoker.wait_idle()
-        return _imports(invoker.deliveries[before:])
+        return self.cloud.import_deliveries(before)
 
     def settle(self, delivery: Delivery) -> Outcome:
         """How a delivery ended; a session it closed is followed to its end (the follow state machine)."""
@@ -1055,8 +1053,3 @@ def run_cycles(world: ChaosWorld, seed: int, cycles: int, start: int = 0) -> Ite
 
 
 _ADDITIONAL_SUFFIX = re.compile(r"-a[0-9a-f]{12}$")
-
-
-def _imports(deliveries: list[Delivery]) -> list[Delivery]:
-    """The import function's deliveries (the alert function's, which alerts cause, are not imports)."""
-    return [d for d in deliveries if "ImportChargesFunction" in d.function_name]

@@ -58,8 +58,7 @@ def upload(cloud: LocalCloud, key: str, body: bytes, currency: str | None = "JPY
     before = len(cloud.async_invocations.deliveries)
     metadata = {"currency": currency} if currency else {}
     cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=body, Metadata=metadata)
-    cloud.async_invocations.wait_idle()
-    (delivery,) = imports(cloud.async_invocations.deliveries[before:])
+    (delivery,) = cloud.import_deliveries(before)
     return delivery
 
 
@@ -67,14 +66,8 @@ def redeliver(cloud: LocalCloud, delivery: Delivery) -> Delivery:
     """S3 sends the very same event again (duplicates are normal), or someone replays it."""
     before = len(cloud.async_invocations.deliveries)
     cloud.async_invocations.redeliver(delivery)
-    cloud.async_invocations.wait_idle()
-    (again,) = imports(cloud.async_invocations.deliveries[before:])
+    (again,) = cloud.import_deliveries(before)
     return again
-
-
-def imports(deliveries: list[Delivery]) -> list[Delivery]:
-    """The import function's deliveries (not the alert function's, which a failed import causes)."""
-    return [d for d in deliveries if "ImportChargesFunction" in d.function_name]
 
 
 def follow(cloud: LocalCloud, report: dict[str, Any]) -> dict[str, Any]:

@@ -10,19 +10,16 @@ import csv
 import hashlib
 import io
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from soracharge.logic.charges import plan_import
 from soracharge.logic.imports import additional_id_suffix
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
-from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
-from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
+from tests.integration.conftest import LAST_MONTH, full_stack
 
 MAPPING_PATH = Path(__file__).resolve().parents[2] / "examples" / "mapping.example.yaml"
 MAPPING = parse_mapping(MAPPING_PATH.read_text(), "example")
@@ -48,12 +45,6 @@ def split_by_sim(body: bytes, parts: int) -> list[bytes]:
     return files
 
 
-@pytest.fixture(scope="module")
-def cloudblue() -> Iterator[CloudBlueSimulator]:
-    with CloudBlueSimulator() as simulator:
-        yield simulator
-
-
 def test_fifty_uploads_at_once_are_each_imported_exactly_once(soracom: SoracomSimulator, cloudblue: CloudBlueSimulator):
     files = {
         f"uploads/{month}/part-{part}.csv": body
@@ -63,15 +54,8 @@ def test_fifty_uploads_at_once_are_each_imported_exactly_once(soracom: SoracomSi
     assert len(files) == 50
     sessions_before = {s.importSessionId for s in cloudblue.sessions()}
 
-    with LocalCloud(
-        soracom=SoracomAccess(endpoint=soracom.base_url, auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY),
-        cloudblue=CloudBlueAccess(
-            endpoint=cloudblue.base_url, consumer_key=cloudblue.consumer_key, consumer_secret=cloudblue.consumer_secret
-        ),
-        mapping=MAPPING_PATH,
-        instant_waits=True,
-        environment={"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"},
-    ) as cloud:
+    environment = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+    with full_stack(soracom, cloudblue, MAPPING_PATH, environment) as cloud:
         s3 = cloud.client("s3")
         # When all 50 land at once (each a second bill for its month, so marked additional) ...
         versions = {

@@ -47,22 +47,17 @@ def _fresh(request: pytest.FixtureRequest) -> None:
         cloud.alerts()  # start with none pending
 
 
-def imports_since(cloud: LocalCloud, before: int) -> list[Delivery]:
-    cloud.async_invocations.wait_idle()
-    return [d for d in cloud.async_invocations.deliveries[before:] if "ImportChargesFunction" in d.function_name]
-
-
 def export_and_import(cloud: LocalCloud, month: str, name: str) -> tuple[dict[str, Any], list[Delivery]]:
     before = len(cloud.async_invocations.deliveries)
     result = cloud.run("ExportBillingStateMachine", {"month": month}, name=name, timeout_seconds=120)
     assert result.status == "SUCCEEDED", (result.error, result.cause)
-    return result.output or {}, imports_since(cloud, before)
+    return result.output or {}, cloud.import_deliveries(before)
 
 
 def upload(cloud: LocalCloud, key: str, body: bytes, **metadata: str) -> Delivery:
     before = len(cloud.async_invocations.deliveries)
     cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=body, Metadata=metadata)
-    (delivery,) = imports_since(cloud, before)
+    (delivery,) = cloud.import_deliveries(before)
     return delivery
 
 

@@ -27,7 +27,7 @@ from urllib.parse import unquote_plus
 from soracharge.adapters.notifier import Notifier
 from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
 from soracharge.models.export_flow import ExportRequest
-from soracharge.models.imports import IMPORTABLE_KEY, ImportReport
+from soracharge.models.imports import IMPORTABLE_KEY, FollowSessionRequest, ImportReport, SessionProgress
 from soracharge.observability import Metric, count, logger
 
 UNKNOWN_MONTH = "unknown month"
@@ -367,15 +367,22 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             ),
         )
     if report.status == "NOT_RATED":
-        follow_input = json.dumps(
-            {
-                "objectId": report.object.object_id,
-                "month": report.month,
-                "reportKey": report_key,
-                "session": {"importSessionId": report.import_session_id, "status": "NEW"},
-            },
-            ensure_ascii=False,
-        )
+        command = None
+        if report.month and report.import_session_id is not None:
+            # The input the import started the follow state machine with (defaults left out: short to paste).
+            request = FollowSessionRequest(
+                object_id=report.object.object_id,
+                month=report.month,
+                report_key=report_key,
+                session=SessionProgress(import_session_id=report.import_session_id, status="NEW"),
+            )
+            follow_input = request.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+            command = (
+                "aws stepfunctions start-execution --state-machine-arn "
+                f"{follow_state_machine_arn or '<FollowImportSessionStateMachineArn>'} "
+                f"--name follow-{report.import_session_id}-again-$(date +%s) "
+                f"--input {shlex.quote(json.dumps(follow_input, ensure_ascii=False))}"
+            )
         return Alert(
             subject=f"soracharge {month}: session {report.import_session_id} not rated",
             headline=f"{report.summary}.",
@@ -385,11 +392,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 "already, closed. Do not import the file again. Once CloudBlue has rated it (or failed to), follow "
                 "it again with the command below: it records the outcome in the report (and alerts on a failure)."
             ),
-            command=(
-                "aws stepfunctions start-execution --state-machine-arn "
-                f"{follow_state_machine_arn or '<FollowImportSessionStateMachineArn>'} "
-                f"--name follow-{report.import_session_id}-again-$(date +%s) --input {shlex.quote(follow_input)}"
-            ),
+            command=command,
         )
     reconciliation = report.reconciliation
     if report.status == "CLOSED" and reconciliation is not None and not reconciliation.balanced:
