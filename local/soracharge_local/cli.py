@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -195,16 +196,35 @@ def simulate(
     cloudblue_port: Annotated[int, typer.Option(help="CloudBlue simulator port on 127.0.0.1.")] = 8081,
     coverage: Annotated[Coverage, typer.Option(help="jp (JPY bills) or g (USD bills).")] = "jp",
     polls_until_ready: Annotated[int, typer.Option(help="Polls an export stays 'processing'.")] = 2,
+    coupon: Annotated[
+        str, typer.Option(help="A coupon taken off each bill after rounding up (its appliedCouponAmount).")
+    ] = "0",
+    tax_rate: Annotated[
+        str | None, typer.Option(help="Bills include tax at this rate, e.g. 0.10 (none by default).")
+    ] = None,
 ) -> None:
-    """Serve the Soracom and CloudBlue simulators until Ctrl-C."""
+    """Serve the Soracom and CloudBlue simulators until Ctrl-C.
+
+    The Soracom simulator bills as Soracom does: the CSV's sum rounded up to 1 JPY (0.01 USD), less
+    the coupon, plus tax when a rate is given (change both later with PUT /_simulator/billing).
+    """
     from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
+    try:
+        coupon_amount = Decimal(coupon)
+        rate = None if tax_rate is None else Decimal(tax_rate)
+    except ArithmeticError:
+        _fail_input(f"--coupon and --tax-rate must be decimal numbers, got {coupon!r} and {tax_rate!r}")
+    if not coupon_amount.is_finite() or coupon_amount < 0 or (rate is not None and not 0 < rate < 1):
+        _fail_input("--coupon must be 0 or more and --tax-rate between 0 and 1 (0.10 for 10 %)")
     soracom = SoracomSimulator(
         coverage=coverage,
         auth_key_id=SIMULATOR_AUTH_KEY_ID,
         auth_key=SIMULATOR_AUTH_KEY,
         polls_until_ready=polls_until_ready,
         port=port,
+        coupon=coupon_amount,
+        tax_rate=rate,
     )
     cloudblue = CloudBlueSimulator(port=cloudblue_port, processing_seconds=2.0)
     with soracom, cloudblue:
@@ -212,6 +232,7 @@ def simulate(
         typer.echo(f"  SORACOM_ENDPOINT={soracom.base_url}")
         typer.echo(f"  SORACOM_AUTH_KEY_ID={SIMULATOR_AUTH_KEY_ID} SORACOM_AUTH_KEY={SIMULATOR_AUTH_KEY}")
         typer.echo(f"  faults: GET/PUT {soracom.base_url}/_simulator/faults; requests: GET /_simulator/requests")
+        typer.echo(f"  bills: {json.dumps(soracom.billing.to_json())} (GET/PUT {soracom.base_url}/_simulator/billing)")
         typer.echo(f"CloudBlue simulator on {cloudblue.base_url}")
         typer.echo(f"  APS_ENDPOINT={cloudblue.base_url} APS_RESOURCE_ID={cloudblue.resource_id}")
         typer.echo(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from decimal import Decimal
 from typing import Any
 
 import typer
@@ -12,7 +13,14 @@ from soracharge_local.engine import ExecutionResult
 
 #: What each state's exit says, from its output.
 _SUMMARIES = {
-    "GetBill": lambda d: f"bill {d['bill']['month']} is closed: {d['bill']['amount']} {d['bill']['currency']}",
+    "GetBill": lambda d: (
+        f"bill {d['bill']['month']} is closed: {d['bill']['amount']} {d['bill']['currency']}"
+        + (
+            f" (after a {d['bill']['appliedCouponAmount']} {d['bill']['currency']} coupon)"
+            if Decimal(d["bill"].get("appliedCouponAmount") or 0)
+            else ""
+        )
+    ),
     "StartExport": lambda d: f"export {d['export']['exportedFileId']} started",
     "PollExport": lambda d: f"status {d['export']['status']} (poll {d['export']['polls']} of at most 21)",
     "StoreExport": lambda d: (
@@ -96,12 +104,20 @@ def print_report(report: dict[str, Any]) -> None:
     if reconciliation:
         currency = report.get("currency") or ""
         typer.echo(f"\nReconciliation for {report.get('month')} ({currency}):")
-        typer.echo(f"  {'Soracom bill amount':24} {reconciliation.get('billAmount', '-')}")
-        typer.echo(f"  {'CSV sum':24} {reconciliation['csvSum']}")
-        typer.echo(f"  {'imported to CloudBlue':24} {reconciliation['importedSum']}")
+        for step in reconciliation.get("steps") or [{"label": "CSV sum", "amount": reconciliation["csvSum"]}]:
+            change = step.get("change")
+            shown = "" if change is None else (change if change.startswith("-") else f"+{change}")
+            typer.echo(f"  {step['label']:34} {shown:>14} {step['amount']:>16}")
+        if "billAmount" in reconciliation:
+            typer.echo(f"  {'= the bill these steps make':34} {'':>14} {reconciliation.get('expectedBill', '-'):>16}")
+            typer.echo(f"  {'Soracom bill amount':34} {'':>14} {reconciliation['billAmount']:>16}")
+            difference = reconciliation.get("difference", "0")
+            if Decimal(difference):
+                typer.secho(f"  {'difference (bill - steps)':34} {'':>14} {difference:>16}", fg="red")
+        typer.echo(f"  {'imported to CloudBlue':34} {'':>14} {reconciliation['importedSum']:>16}")
         balanced = reconciliation["balanced"]
         typer.secho(
-            f"  {'balanced':24} {'yes' if balanced else 'NO'} ({reconciliation['note']})",
+            f"  {'balanced':34} {'yes' if balanced else 'NO'} ({reconciliation['note']})",
             fg="green" if balanced else "red",
         )
         counts = report.get("counts", {})

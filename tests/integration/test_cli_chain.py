@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from decimal import Decimal
@@ -15,21 +17,30 @@ from tests.integration.test_cli import run_cli
 MAPPING = str(Path(__file__).resolve().parents[2] / "examples" / "mapping.example.yaml")
 
 
+def csv_sum(content: bytes) -> Decimal:
+    rows = csv.DictReader(io.StringIO(content.decode("utf-8-sig"), newline=""))
+    return sum((Decimal(row["amount"]) for row in rows), Decimal(0))
+
+
 def test_run_executes_the_whole_chain_and_prints_a_balanced_reconciliation(tmp_path):
     # The README's first command: export, store, import through the S3 notification, follow, reconcile.
     done = run_cli("run", "--month", LAST_MONTH, "--mapping", MAPPING, "--out", str(tmp_path), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     for state in ("GetBill", "PollExport", "StoreExport", "ImportCharges", "GetImportSession", "RecordOutcome"):
         assert state in done.stdout
-    bill = SoracomSimulator(auth_key_id="x", auth_key="y").bill(LAST_MONTH)
+    simulator = SoracomSimulator(auth_key_id="x", auth_key="y")
+    bill = simulator.bill(LAST_MONTH)
     assert bill is not None
-    amount = str(bill["amount"])
-    assert re.search(rf"Soracom bill amount +{re.escape(amount)}", done.stdout)
-    assert re.search(rf"imported to CloudBlue +{re.escape(amount)}", done.stdout)
-    assert re.search(r"balanced +yes", done.stdout)
+    total = str(csv_sum(simulator.csv_bytes(LAST_MONTH)))
+    # The bill is the CSV's sum rounded up to the yen: the steps show it, and CloudBlue got the CSV's sum
+    assert re.search(rf"CSV sum \(Σ amount\) +{re.escape(total)}\n", done.stdout), done.stdout
+    assert re.search(rf"rounded up to 1 JPY +\+0\.\d+ +{bill['amount']}\n", done.stdout), done.stdout
+    assert re.search(rf"Soracom bill amount +{bill['amount']}\n", done.stdout)
+    assert re.search(rf"imported to CloudBlue +{re.escape(total)}\n", done.stdout)
+    assert re.search(r"balanced +yes \(the bill is the CSV's sum rounded up", done.stdout)
     report = json.loads((tmp_path / LAST_MONTH / "report.json").read_text())
     assert report["status"] == "PROCESSED"
-    assert report["reconciliation"]["importedSum"] == amount
+    assert report["reconciliation"]["importedSum"] == total
 
 
 def test_import_dry_run_writes_the_charges_and_the_report_and_sends_nothing(tmp_path):
@@ -76,3 +87,34 @@ def test_run_without_a_mapping_says_how_to_give_one():
     done = run_cli("run", "--month", LAST_MONTH)
     assert done.returncode == 2
     assert "no mapping: pass --mapping FILE or set SORACHARGE_MAPPING" in done.stderr
+
+
+def test_run_against_a_soracom_server_whose_bill_is_rounded_up_less_a_coupon_balances_and_names_the_coupon(tmp_path):
+    # Given a Soracom-compatible server (named by SORACOM_ENDPOINT) billing the CSV's sum rounded up, less 500 JPY
+    with SoracomSimulator(auth_key_id="keyId-coupon", auth_key="secret-coupon", coupon=Decimal(500)) as server:
+        bill = server.bill(LAST_MONTH)
+        assert bill is not None
+        env = {"SORACOM_ENDPOINT": server.base_url, "SORACOM_AUTH_KEY_ID": "keyId-coupon", "SORACOM_AUTH_KEY": "x"}
+        env["SORACOM_AUTH_KEY"] = "secret-coupon"
+        done = run_cli("run", "--month", LAST_MONTH, "--mapping", MAPPING, "--out", str(tmp_path), env=env, timeout=300)
+
+    # Then the run exits 0, its reconciliation shows the coupon step and says it balances
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(rf"less the coupon applied +-500 +{bill['amount']}\n", done.stdout), done.stdout
+    assert re.search(r"balanced +yes \(.*less the 500 JPY coupon\)", done.stdout)
+    assert "Alert sent" not in done.stdout
+
+
+def test_run_against_a_soracom_server_serving_the_csv_without_some_rows_ends_unbalanced_and_exits_1(tmp_path):
+    # Given a server whose export lacks its last 3 rows while its bill counts them
+    with SoracomSimulator(auth_key_id="keyId-short", auth_key="secret-short") as server:
+        server.update_faults({"drop_csv_rows": 3})
+        env = {"SORACOM_ENDPOINT": server.base_url, "SORACOM_AUTH_KEY_ID": "keyId-short", "SORACOM_AUTH_KEY": "x"}
+        env["SORACOM_AUTH_KEY"] = "secret-short"
+        done = run_cli("run", "--month", LAST_MONTH, "--mapping", MAPPING, "--out", str(tmp_path), env=env, timeout=300)
+
+    # Then it exits 1, says by how much it is short and raises the alert
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert re.search(r"difference \(bill - steps\) +\d+\n", done.stdout), done.stdout
+    assert re.search(r"balanced +NO \(short by \d+ JPY: .*the CSV may be incomplete", done.stdout)
+    assert f"Alert sent to the alerts topic: soracharge {LAST_MONTH}: reconciliation does not balance" in done.stdout

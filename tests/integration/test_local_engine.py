@@ -55,7 +55,12 @@ def test_get_bill_answers_the_sample_event_with_the_closed_bill(cloud, soracom: 
     bill = soracom.bill(LAST_MONTH)
     assert error is None
     assert bill is not None
-    assert payload == {"month": LAST_MONTH, "amount": str(bill["amount"]), "currency": bill["currency"]}
+    assert payload == {
+        "month": LAST_MONTH,
+        "amount": str(bill["amount"]),
+        "appliedCouponAmount": str(bill["appliedCouponAmount"]),
+        "currency": bill["currency"],
+    }
 
 
 def test_start_then_poll_export_with_the_sample_events(cloud, soracom: SoracomSimulator):

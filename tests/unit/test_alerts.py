@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from soracharge import errors
 from soracharge.logic import alerts
+from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.models.alerts import ExecutionStatusChange, FailedInvocation
 from soracharge.models.imports import ImportReport, ObjectRef, Problem, Reconciliation
 
@@ -188,20 +189,32 @@ def test_a_held_file_alert_points_to_corrections_as_differences():
     assert "soracharge correction" in alert.action
 
 
-def test_an_unbalanced_reconciliation_alerts_with_the_three_sums():
-    reconciliation = Reconciliation(
-        bill_amount=Decimal("8271.28"),
-        csv_sum=Decimal("8200.00"),
-        imported_sum=Decimal("8200.00"),
-        balanced=False,
-        note="the CSV adds up to 8200.00, the bill says 8271.28: check the export",
+def test_an_unbalanced_reconciliation_alerts_with_every_step_the_difference_and_the_likely_cause():
+    # Given a CSV short of the bill (a truncated export), with a coupon on the bill
+    reconciliation = reconcile(
+        csv_sum=Decimal("7200.4"),
+        imported=Decimal("7200.4"),
+        currency="JPY",
+        bill=BillFacts(amount=Decimal("7772"), applied_coupon_amount=Decimal("500")),
     )
     alert = alerts.for_report(report("CLOSED", reconciliation=reconciliation, import_session_id=4), "k")
+
+    # Then the alert names each step with its figure, the bill, the difference and the closest explanation
     assert alert is not None
     assert alert.subject == "soracharge 202610: reconciliation does not balance"
     message = alert.message()
-    for line in (r"Soracom bill: +8271.28 JPY", r"CSV sum: +8200.00 JPY", r"Imported: +8200.00 JPY"):
+    for line in (
+        r"CSV sum \(Σ amount\): +7200.4 JPY",
+        r"rounded up to 1 JPY: +7201 JPY",
+        r"less the coupon applied: +6701 JPY",
+        r"The bill these steps make: +6701 JPY",
+        r"Soracom bill: +7772 JPY",
+        r"Difference \(bill less steps\): +1071 JPY",
+        r"Imported: +7200.4 JPY",
+    ):
         assert re.search(line, message), line
+    assert "short by 1071 JPY" in alert.headline
+    assert "the CSV may be incomplete" in alert.headline
 
 
 def test_reports_that_need_nobody_do_not_alert():

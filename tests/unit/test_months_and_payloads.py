@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 from soracharge.errors import InvalidInputError, MonthOutOfRangeError
-from soracharge.models.export_flow import BillSummary, ExportProgress, ExportRequest
+from soracharge.models.export_flow import BillSummary, ExportProgress, ExportRequest, StoreExportRequest
 from soracharge.models.months import ensure_billable, months_between, parse_month, previous_month
 from soracharge.models.parsing import parse_input
 
@@ -71,9 +71,24 @@ def test_bad_state_machine_input_names_the_field(event, message):
 
 
 def test_amounts_travel_as_exact_decimal_strings():
-    bill = BillSummary(month="202610", amount=Decimal("28734.10"), currency="JPY")
-    assert bill.to_event() == {"month": "202610", "amount": "28734.10", "currency": "JPY"}
-    assert parse_input(bill.to_event(), BillSummary).amount == Decimal("28734.10")
+    bill = BillSummary(
+        month="202610", amount=Decimal("28734.10"), applied_coupon_amount=Decimal("500.00"), currency="JPY"
+    )
+    assert bill.to_event() == {
+        "month": "202610",
+        "amount": "28734.10",
+        "appliedCouponAmount": "500.00",
+        "currency": "JPY",
+    }
+    parsed = parse_input(bill.to_event(), BillSummary)
+    assert (parsed.amount, parsed.applied_coupon_amount) == (Decimal("28734.10"), Decimal("500.00"))
+
+
+def test_a_store_export_request_from_before_the_coupon_was_passed_on_means_no_coupon():
+    request = parse_input(
+        {"month": "202610", "amount": "28734", "currency": "JPY", "exportedFileId": "fe_1"}, StoreExportRequest
+    )
+    assert request.applied_coupon_amount == 0
 
 
 def test_export_progress_uses_the_state_machine_field_names():

@@ -6,6 +6,7 @@ cells, the bars of the chart, the problems' lines. tests/browser opens the same 
 
 from __future__ import annotations
 
+import csv as csv_module
 import io
 import json
 import typing
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from soracharge.errors import InvalidInputError
 from soracharge.logic.imports import dry_run_report
+from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.logic.report_html import CHART_SPAN, NO_CUSTOMER, render_report_html
 from soracharge.models.imports import ImportReport, ReportStatus
 from soracharge.models.mapping import parse_mapping
@@ -316,6 +318,38 @@ def test_reconciliation_shows_bill_csv_and_imported_sums_and_whether_they_balanc
     )
 
 
+def test_reconciliation_shows_each_step_from_the_csv_sum_to_the_bill_with_its_figure():
+    # Given a report whose bill is the CSV's sum rounded up, less a coupon
+    steps = reconcile(
+        csv_sum=Decimal("8271.2834567"),
+        imported=Decimal("8271.2834567"),
+        currency="JPY",
+        bill=BillFacts(amount=Decimal("7772"), applied_coupon_amount=Decimal("500")),
+    )
+    page = render(processed_report(reconciliation=steps.model_dump(mode="json", by_alias=True)))
+
+    # Then each step is a row with its change and where it lands, then the bill, balanced
+    shown = [
+        (row.attrs["data-kind"], row.attrs["data-change"], row.text) for row in page.all("tr", "reconciliation-step")
+    ]
+    assert shown == [
+        ("rounding", "0.7165433", "rounded up to 1 JPY 8272 JPY +0.7165433"),
+        ("coupon", "-500", "less the coupon applied 7772 JPY -500"),
+    ]
+    assert page.by_id("reconciliation-expected").text == "The bill these steps make 7772 JPY"
+    assert page.by_id("reconciliation-bill").text == "Soracom bill amount 7772 JPY"
+    assert page.by_id("reconciliation-balanced").attrs["data-balanced"] == "true"
+    assert not page.has_id("reconciliation-difference")
+
+    # And a bill the steps do not make shows the difference
+    short = reconcile(
+        csv_sum=Decimal("7000"), imported=Decimal("7000"), currency="JPY", bill=BillFacts(amount=Decimal("7772"))
+    )
+    page = render(processed_report(reconciliation=short.model_dump(mode="json", by_alias=True)))
+    assert page.by_id("reconciliation-difference").text == "Difference (bill less steps) 772 JPY"
+    assert page.by_id("reconciliation-balanced").text.startswith("Balanced NO short by 772 JPY")
+
+
 def test_the_chart_has_one_bar_per_customer_with_its_amount_and_length_proportional_to_it():
     page = render(processed_report())
     bars = page.by_id("chart-per-customer").all("rect", "bar")
@@ -462,7 +496,9 @@ def test_a_dry_run_of_the_simulators_csv_renders_the_totals_the_plan_computed():
     shown = table_rows(page, "totals-per-customer")
     assert shown.pop("Total") == f"{plan.charges_sum} JPY"
     assert shown == {(name or NO_CUSTOMER): f"{format(amount, 'f')} JPY" for name, amount in plan.per_customer.items()}
-    assert shown["Acme Logistics"] == "1118.28 JPY"
+    rows = list(csv_module.DictReader(io.StringIO(csv.decode("utf-8-sig"), newline="")))
+    acme = sum((Decimal(row["amount"]) for row in rows if row["customer"] == "Acme Logistics"), Decimal(0))
+    assert shown["Acme Logistics"] == f"{acme} JPY"
     assert page.by_id("file-location").text == "bill.csv"
     assert page.by_id("reconciliation-imported").text == f"Would be imported {plan.charges_sum} JPY"
 

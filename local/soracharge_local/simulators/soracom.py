@@ -4,7 +4,9 @@ It answers the four calls soracharge makes, as described by Soracom's OpenAPI (s
 and shared/DESIGN.md section 2, and serves the export's pre-signed download URL::
 
     POST /v1/auth                          {authKeyId, authKey, tokenTimeoutSeconds?} -> {apiKey, operatorId, token}
-    GET  /v1/bills/{yyyyMM}                MonthlyBill (closed: 18 past months, temporary: this month)
+    GET  /v1/bills/{yyyyMM}                MonthlyBill (closed: 18 past months, temporary: this month);
+                                           amount: the CSV's sum rounded up to 1 JPY / 0.01 USD, less
+                                           the coupon (appliedCouponAmount), plus tax when one is set
     POST /v1/bills/{yyyyMM}/export         ?export_mode=async -> {exportedFileId, exportedFilePath}
                                            (no export_mode or sync -> {url}, like the real default)
     GET  /v1/files/exported/{id}           {status: processing} x polls_until_ready, then {status: exported, url}
@@ -27,6 +29,9 @@ Faults are switched on through :class:`SoracomFaults` (``sim.faults``) or over H
     DELETE /_simulator/requests            forget them
     POST   /_simulator/expire-tokens       every token issued so far becomes invalid
     PUT    /_simulator/bills/{yyyyMM}      {"state": "closed" | "temporary" | null}; null = 404
+    GET    /_simulator/billing             how bills are made: {"coupon", "taxRate", "taxRounding"}
+    PUT    /_simulator/billing             merge them: {"coupon": "500"} (a coupon of up to 500 a month),
+                                           {"taxRate": "0.10", "taxRounding": "down"} (tax-included bills)
 
 Error codes: ``AUM0001`` (no API key/token), ``AUM0002`` (bad credentials) and ``AGW0005``
 (internal error) are codes Soracom is known to send; the others follow the same pattern but are
@@ -53,6 +58,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 from urllib.parse import quote
 from xml.sax.saxutils import escape
@@ -73,9 +79,11 @@ from soracharge_local.simulators.soracom_data import (
     CURRENCIES,
     BillingCsv,
     Coverage,
+    TaxRounding,
     generate_billing_csv,
     parse_year_month,
     payment_transaction_id,
+    soracom_bill_amount,
 )
 
 if TYPE_CHECKING:
@@ -83,6 +91,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BillState",
+    "BillingRules",
     "ExportOutcome",
     "RecordedRequest",
     "RequestKind",
@@ -139,6 +148,8 @@ class SoracomFaults:
     - ``download_server_error_next``: the next N downloads answer S3's 500 InternalError.
     - ``truncate_download``: downloads send the full ``Content-Length`` and half the body, then
       close the connection.
+    - ``drop_csv_rows``: downloads serve a complete-looking CSV without its last N rows (a
+      truncated export), while the bill still counts them.
     """
 
     rate_limit_next: int = 0
@@ -149,10 +160,27 @@ class SoracomFaults:
     export_outcome: ExportOutcome = "exported"
     download_server_error_next: int = 0
     truncate_download: bool = False
+    drop_csv_rows: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict (what ``GET /_simulator/faults`` answers)."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BillingRules:
+    """How the simulator makes a bill from its CSV beyond rounding up: a coupon, tax (none by default)."""
+
+    coupon: Decimal = Decimal(0)
+    tax_rate: Decimal | None = None
+    tax_rounding: TaxRounding = "down"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "coupon": str(self.coupon),
+            "taxRate": None if self.tax_rate is None else str(self.tax_rate),
+            "taxRounding": self.tax_rounding,
+        }
 
 
 @dataclass(frozen=True)
@@ -255,6 +283,9 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        coupon: Decimal = Decimal(0),
+        tax_rate: Decimal | None = None,
+        tax_rounding: TaxRounding = "down",
     ) -> None:
         if coverage not in CURRENCIES:
             raise ValueError(f"coverage must be 'jp' or 'g', not {coverage!r}")
@@ -271,6 +302,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         self.sims = sims
         self.polls_until_ready = polls_until_ready
         self.url_ttl_seconds = url_ttl_seconds
+        self.billing = BillingRules(coupon=coupon, tax_rate=tax_rate, tax_rounding=tax_rounding)
         super().__init__(host=host, port=port, faults=SoracomFaults(), check_fault=_check_fault)
         self.operator_id = "OP" + f"{int(hashlib.sha256(auth_key_id.encode()).hexdigest(), 16) % 10**10:010d}"
         self._clock = clock
@@ -300,6 +332,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             [
                 Rule("/_simulator/expire-tokens", endpoint="control:expire-tokens", methods=["POST"]),
                 Rule("/_simulator/bills/<month>", endpoint="control:bills", methods=["PUT"]),
+                Rule("/_simulator/billing", endpoint="control:billing", methods=["GET", "PUT"]),
             ],
         )
 
@@ -322,6 +355,27 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         """Invalidate every token issued so far: the next API call with one answers 401."""
         with self._lock:
             self._tokens.clear()
+
+    def set_billing(self, changes: Mapping[str, Any] | None) -> None:
+        """Merge ``{"coupon", "taxRate", "taxRounding"}`` into how bills are made (``ValueError`` on a bad one)."""
+        if changes is None or not set(changes) <= {"coupon", "taxRate", "taxRounding"}:
+            raise ValueError('expected an object with "coupon", "taxRate" and/or "taxRounding"')
+        with self._lock:
+            rules = self.billing
+            try:
+                coupon = Decimal(str(changes.get("coupon", rules.coupon)))
+                rate = changes.get("taxRate", rules.tax_rate)
+                tax_rate = None if rate is None else Decimal(str(rate))
+            except ArithmeticError:
+                raise ValueError("coupon and taxRate must be decimal numbers (as text)") from None
+            rounding = changes.get("taxRounding", rules.tax_rounding)
+            if not coupon.is_finite() or coupon < 0:
+                raise ValueError("coupon must be a non-negative amount")
+            if tax_rate is not None and not (tax_rate.is_finite() and 0 < tax_rate < 1):
+                raise ValueError("taxRate must be null or between 0 and 1 (0.10 for 10 %)")
+            if rounding not in get_args(TaxRounding):
+                raise ValueError("taxRounding must be 'down', 'up' or 'half-up'")
+            self.billing = BillingRules(coupon=coupon, tax_rate=tax_rate, tax_rounding=rounding)
 
     def set_bill_state(self, month: str, state: BillState | None) -> None:
         """Force ``month``'s bill to ``closed`` or ``temporary``, or to none at all (404)."""
@@ -358,8 +412,18 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         state = self.bill_state(month)
         if state is None:
             return None
+        with self._lock:
+            rules = self.billing
+        amount, coupon = soracom_bill_amount(
+            self._billing_csv(month).total,
+            self.currency,
+            coupon=rules.coupon,
+            tax_rate=rules.tax_rate,
+            tax_rounding=rules.tax_rounding,
+        )
         bill: dict[str, Any] = {
-            "amount": self._billing_csv(month).total,
+            "amount": amount,
+            "appliedCouponAmount": coupon,
             "currency": self.currency,
             "state": state,
             "yearMonth": month,
@@ -675,6 +739,8 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         if fail:
             return _s3_error(500, "InternalError", "We encountered an internal error. Please try again.")
         content = self.csv_bytes(issued.month)
+        if faults.drop_csv_rows:
+            content = _without_last_rows(content, faults.drop_csv_rows)
         headers = {
             "Content-Type": "text/csv",
             "Content-Length": str(len(content)),
@@ -705,6 +771,14 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         if endpoint == "control:expire-tokens":
             self.expire_tokens()
             return _json_response(200, {"expired": True})
+        if endpoint == "control:billing":
+            if request.method == "PUT":
+                try:
+                    self.set_billing(json_object(request))
+                except ValueError as exc:
+                    return _json_response(400, {"code": "SIM0006", "message": str(exc)})
+            with self._lock:
+                return _json_response(200, self.billing.to_json())
         # control:bills
         body = json_object(request)
         state = None if body is None else body.get("state", "missing")
@@ -733,7 +807,7 @@ def _targeted(kind: RequestKind, faults: SoracomFaults) -> bool:
 
 
 _COUNTERS: Final = frozenset(
-    {"rate_limit_next", "rate_limit_seconds", "server_error_next", "download_server_error_next"}
+    {"rate_limit_next", "rate_limit_seconds", "server_error_next", "download_server_error_next", "drop_csv_rows"}
 )
 _KINDS: Final = frozenset(get_args(RequestKind))
 
@@ -780,6 +854,12 @@ def _month_text(index: int) -> str:
     return f"{index // 12:04d}{index % 12 + 1:02d}"
 
 
+def _without_last_rows(content: bytes, rows: int) -> bytes:
+    """The CSV without its last ``rows`` rows, header kept (generated fields hold no line break: a line is a row)."""
+    lines = content.splitlines(keepends=True)
+    return b"".join(lines[: max(1, len(lines) - rows)])
+
+
 def _chunks(content: bytes, end: int) -> Iterator[bytes]:
     """Stream ``content[:end]`` in chunks (stopping early leaves the client short of Content-Length)."""
     for start in range(0, end, DOWNLOAD_CHUNK):
@@ -804,6 +884,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sims", type=int, default=8, help="SIMs in the generated CSVs (2000 gives ~15 MB)")
     parser.add_argument("--polls-until-ready", type=int, default=2, help="'processing' answers per export")
     parser.add_argument("--url-ttl-seconds", type=int, default=3600, help="validity of download URLs")
+    parser.add_argument("--coupon", type=Decimal, default=Decimal(0), help="coupon taken off each bill (default 0)")
+    parser.add_argument("--tax-rate", type=Decimal, default=None, help="bills include tax at this rate (e.g. 0.10)")
     parser.add_argument("--auth-key-id", default="keyId-sim")
     parser.add_argument("--auth-key", default="secret-sim")
     args = parser.parse_args(argv)
@@ -819,6 +901,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         url_ttl_seconds=args.url_ttl_seconds,
         host=args.host,
         port=args.port,
+        coupon=args.coupon,
+        tax_rate=args.tax_rate,
     )
     base_url = sim.start()
     current = sim.today.year * 12 + sim.today.month - 1

@@ -17,10 +17,13 @@ vpgId           a UUID for SIMs in a VPG (every 4th SIM), else empty
 date            ``yyyyMMdd`` on daily rows, ``yyyyMM`` on monthly, discount and free-tier rows
 billItemName    Japanese names for ``jp``, English for ``g``; the discount's name holds a comma and
                 double quotes (so it is quoted and its quotes doubled)
-unitPrice       plain decimal text (never an exponent), negative on the free-tier row
-quantity        plain decimal text (data volume in MB with one decimal)
-amount          plain decimal text, always ``unitPrice * quantity`` (trailing zeros past the
-                second decimal dropped); negative on the discount and free-tier rows
+unitPrice       plain decimal text (never an exponent), negative on the free-tier row; data usage
+                is priced per byte (``0.0000002`` JPY, ``0.000000002`` USD: 0.2 JPY or 0.002 USD a MB)
+quantity        plain decimal text; data usage in **bytes**, drawn from 0 to 60,000,000 a day, so
+                quantities (and amounts) rarely repeat from row to row, as in real usage
+amount          plain decimal text, always exactly ``unitPrice * quantity`` (up to 9 decimals;
+                trailing zeros past the second decimal dropped); negative on the discount and
+                free-tier rows
 name            SIM tag ``name``: ``センサー 1``, ``センサー 2``, ...
 customer        SIM tag ``customer``: ``東京ガス``, ``Acme Logistics``, ``Northwind Traders``;
                 empty for every 5th SIM
@@ -35,7 +38,10 @@ Rows, in order:
 4. not tied to a SIM (empty ``imsi`` and tags): Harvest Data, support, and the free tier
    (negative).
 
-The sum of the ``amount`` column is the bill's ``amount``, exactly (:attr:`BillingCsv.total`).
+The sum of the ``amount`` column (:attr:`BillingCsv.total`) is exact and has fractions below the
+currency's unit. The bill is made from it as Soracom makes its bills (:func:`soracom_bill_amount`):
+rounded **up** to the unit (1 JPY, 0.01 USD), less the coupon applied, plus tax where the simulator
+is told the bill includes it. So the bill's ``amount`` is, as on a real month, not the CSV's sum.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Final, Literal
 
 Coverage = Literal["jp", "g"]
@@ -71,7 +77,11 @@ CURRENCIES: Final[dict[str, str]] = {"jp": "JPY", "g": "USD"}
 
 _YEAR_MONTH = re.compile(r"^(\d{4})(0[1-9]|1[0-2])$")
 _CENT = Decimal("0.01")
-_MAX_DAILY_MB_TENTHS = 600  # up to 60.0 MB a day
+_MAX_DAILY_BYTES = 60_000_000  # up to 60 MB a day
+#: What Soracom rounds a month's total up to (its published billing rules).
+BILL_UNITS: Final[dict[str, Decimal]] = {"JPY": Decimal(1), "USD": _CENT, "EUR": _CENT}
+TaxRounding = Literal["down", "up", "half-up"]
+_TAX_ROUNDING: Final = {"down": ROUND_DOWN, "up": ROUND_CEILING, "half-up": ROUND_HALF_UP}
 
 
 @dataclass(frozen=True)
@@ -90,21 +100,21 @@ class _BillItems:
 _ITEMS: Final[dict[str, _BillItems]] = {
     "jp": _BillItems(
         basic=("基本料金 (plan-D)", "10"),
-        data=("データ通信料金 (plan-D)", "0.2"),
+        data=("データ通信料金 (plan-D)", "0.0000002"),
         sms=("SMS 送信料金", "3"),
         discount='ボリュームディスカウント "IoT スターター, 10%"',
         harvest=("SORACOM Harvest Data 書き込みリクエスト料金", "0.004"),
         support=("サポート月額料金 (Business)", "3000"),
-        free_tier=("無料利用枠 (データ通信 500MB)", "-0.2", "500"),
+        free_tier=("無料利用枠 (データ通信 500MB)", "-0.0000002", "500000000"),
     ),
     "g": _BillItems(
         basic=("Basic fee (plan01s)", "0.06"),
-        data=("Data usage (plan01s)", "0.002"),
+        data=("Data usage (plan01s)", "0.000000002"),
         sms=("SMS fee", "0.09"),
         discount='Volume discount "IoT Starter, 10%"',
         harvest=("Soracom Harvest Data write requests", "0.0001"),
         support=("Support plan (Business)", "30"),
-        free_tier=("Free tier (data 500MB)", "-0.002", "500"),
+        free_tier=("Free tier (data 500MB)", "-0.000000002", "500000000"),
     ),
 }
 
@@ -171,14 +181,8 @@ def generate_billing_csv(month: str, *, coverage: Coverage, sims: int, days: int
     rng = random.Random(_seed(coverage, month, sims))
     items = _ITEMS[coverage]
 
-    # Data usage amounts come from a small table: one Decimal product per possible quantity.
     data_name, data_unit_text = items.data
     data_unit = Decimal(data_unit_text)
-    data_table: list[tuple[str, str, Decimal]] = []
-    for tenths in range(_MAX_DAILY_MB_TENTHS + 1):
-        quantity_text = f"{tenths // 10}.{tenths % 10}"
-        amount = _tidy_amount(data_unit * Decimal(quantity_text))
-        data_table.append((quantity_text, decimal_text(amount), amount))
 
     basic_name, basic_unit_text = items.basic
     basic_amount = _tidy_amount(Decimal(basic_unit_text))
@@ -201,7 +205,10 @@ def generate_billing_csv(month: str, *, coverage: Coverage, sims: int, days: int
             ]
             vpg = vpg_id if index % 4 == 0 else ""
             for day in dates:
-                quantity_text, amount_text, amount = data_table[rng.randint(0, _MAX_DAILY_MB_TENTHS)]
+                used = rng.randint(0, _MAX_DAILY_BYTES)  # bytes: real usage rarely repeats
+                quantity_text = str(used)
+                amount = _tidy_amount(data_unit * used)
+                amount_text = decimal_text(amount)
                 sim_total += basic_amount + amount
                 yield [imsi, vpg, day, basic_name, basic_unit_text, "1", basic_amount_text, *tags]
                 yield [imsi, vpg, day, data_name, data_unit_text, quantity_text, amount_text, *tags]
@@ -240,6 +247,29 @@ def generate_billing_csv(month: str, *, coverage: Coverage, sims: int, days: int
     writer.writerow(COLUMNS)
     writer.writerows(body())
     return BillingCsv(month=month, content=buffer.getvalue().encode("utf-8"), total=total, rows=rows)
+
+
+def soracom_bill_amount(
+    total: Decimal,
+    currency: str,
+    *,
+    coupon: Decimal = Decimal(0),
+    tax_rate: Decimal | None = None,
+    tax_rounding: TaxRounding = "down",
+) -> tuple[Decimal, Decimal]:
+    """``(amount, appliedCouponAmount)`` of the bill whose detailed CSV sums to ``total``.
+
+    As Soracom bills: the total rounded up to the currency's unit, less the coupon (never more than
+    the rounded total: a coupon's rest stays on it), plus tax on what is left when ``tax_rate`` is
+    given (its fraction rounded to the unit by ``tax_rounding``).
+    """
+    unit = BILL_UNITS[currency]
+    rounded = total.quantize(unit, rounding=ROUND_CEILING)
+    applied = max(Decimal(0), min(coupon, rounded))
+    amount = rounded - applied
+    if tax_rate is not None:
+        amount += (amount * tax_rate).quantize(unit, rounding=_TAX_ROUNDING[tax_rounding])
+    return amount, applied
 
 
 def payment_transaction_id(coverage: Coverage, month: str) -> str:

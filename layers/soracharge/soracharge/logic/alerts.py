@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -401,18 +402,26 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             headline=f"The {month} import does not reconcile: {reconciliation.note}.",
             facts=[
                 *where,
-                ("Soracom bill", f"{reconciliation.bill_amount} {report.currency}"),
-                ("CSV sum", f"{reconciliation.csv_sum} {report.currency}"),
-                ("Imported", f"{reconciliation.imported_sum} {report.currency}"),
+                *((step.label, _money(step.amount, report.currency)) for step in reconciliation.steps),
+                ("The bill these steps make", _money(reconciliation.expected_bill, report.currency)),
+                ("Soracom bill", _money(reconciliation.bill_amount, report.currency)),
+                ("Difference (bill less steps)", _money(reconciliation.difference, report.currency)),
+                ("Imported", _money(reconciliation.imported_sum, report.currency)),
                 ("Import session", str(report.import_session_id)),
             ],
             action=(
-                "Compare the bill in the Soracom console with the CSV. If the CSV is incomplete, get a complete one "
-                "and import only the differences (`soracharge correction`, README, Corrections); the charges "
-                "imported so far are correct for the rows the CSV has."
+                "Compare the bill in the Soracom console with the CSV (rounding up, the coupon and any tax are "
+                "already accounted for above). If the CSV is incomplete, get a complete one and import only the "
+                "differences (`soracharge correction`, README, Corrections); the charges imported so far are "
+                "correct for the rows the CSV has. If the explanation names a mapping setting (tax), set it: the "
+                "next month reconciles with it."
             ),
         )
     return None
+
+
+def _money(amount: Decimal | None, currency: str | None) -> str:
+    return "-" if amount is None else f"{format(amount, 'f')} {currency or ''}".rstrip()
 
 
 def _error_line(error: str | None, cause: str | None) -> str:

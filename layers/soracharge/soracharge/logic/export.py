@@ -102,8 +102,13 @@ def read_closed_bill(request: ExportRequest, soracom: SoracomApi, today: date) -
             f"the bill for {month} is still {bill.state!r} (amount so far {bill.amount} {bill.currency}): "
             "Soracom closes a month 1-3 business days after it ends"
         )
-    logger.info("Bill is closed", extra={"amount": str(bill.amount), "currency": bill.currency})
-    return BillSummary(month=month, amount=bill.amount, currency=bill.currency)
+    logger.info(
+        "Bill is closed",
+        extra={"amount": str(bill.amount), "currency": bill.currency, "coupon": str(bill.appliedCouponAmount)},
+    )
+    return BillSummary(
+        month=month, amount=bill.amount, applied_coupon_amount=bill.appliedCouponAmount, currency=bill.currency
+    )
 
 
 def start_export(month: str, soracom: SoracomApi) -> ExportProgress:
@@ -137,7 +142,7 @@ def store_export(
     delete its objects under ``exports/<yyyyMM>/`` first.
 
     The file is spooled to local disk while its SHA-256 is computed, then uploaded (multipart above
-    8 MiB) with the month, currency, bill amount and SHA-256 as object metadata, so memory stays
+    8 MiB) with the month, currency, bill amount, coupon and SHA-256 as object metadata, so memory stays
     bounded whatever the file size.
     """
     logger.append_keys(month=request.month, exportedFileId=request.exported_file_id)
@@ -162,6 +167,7 @@ def store_export(
             "month": request.month,
             "currency": request.currency,
             "bill-amount": str(request.amount),
+            "coupon-amount": str(request.applied_coupon_amount),
             "sha256": downloaded.sha256,
             "exported-file-id": request.exported_file_id,
             "exported-at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),

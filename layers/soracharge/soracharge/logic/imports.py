@@ -46,6 +46,7 @@ from soracharge.errors import (
 )
 from soracharge.logic import alerts
 from soracharge.logic.charges import plan_import
+from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.logic.report_html import render_report_html
 from soracharge.models.charges import ChargesPacket, ImportPlan
 from soracharge.models.imports import (
@@ -144,10 +145,10 @@ def _import_claimed(
     # Everything that can reject the file is checked before anything is sent.
     currency = (head.metadata.get("currency") or mapping.currency or "").upper()
     base["currency"] = currency or None
-    problems = _metadata_problems(currency, head.metadata.get("bill-amount"))
+    problems = _metadata_problems(currency, head.metadata)
     if problems:
         return _reject(obj, key, deps, base, problems, len(problems))
-    bill_amount = Decimal(head.metadata["bill-amount"]) if head.metadata.get("bill-amount") else None
+    bill = bill_facts(head.metadata)
     additional = head.metadata.get("import", "").lower() == ADDITIONAL_FILE
     # An additional file's charges get ids of their own (from its bytes), apart from the first file's.
     id_suffix = additional_id_suffix(_sha256_of(deps.store, obj), obj.version_id) if additional else ""
@@ -247,7 +248,7 @@ def _import_claimed(
         session_status="NEW",
         abandoned_sessions=abandoned,
         counts=counts,
-        reconciliation=_reconcile(plan, bill_amount, imported=imported),
+        reconciliation=_reconcile(plan, currency, bill, mapping, imported=imported),
         warnings=warnings,
         **base,
         **_totals(plan),
@@ -296,7 +297,16 @@ def _sha256_of(store: ReportStore, obj: ObjectRef) -> str:
     return digest.hexdigest()
 
 
-def _metadata_problems(currency: str, bill_amount: str | None) -> list[Problem]:
+def bill_facts(metadata: dict[str, str]) -> BillFacts | None:
+    """The bill the export flow stored with the CSV (``bill-amount``, ``coupon-amount``), or None (an upload)."""
+    if not metadata.get("bill-amount"):
+        return None
+    return BillFacts(
+        amount=Decimal(metadata["bill-amount"]), applied_coupon_amount=Decimal(metadata.get("coupon-amount") or 0)
+    )
+
+
+def _metadata_problems(currency: str, metadata: dict[str, str]) -> list[Problem]:
     problems = []
     if not currency:
         problems.append(
@@ -310,12 +320,18 @@ def _metadata_problems(currency: str, bill_amount: str | None) -> list[Problem]:
         )
     elif currency not in CURRENCIES:
         problems.append(Problem(column="currency", value=currency, message="currency must be JPY, USD or EUR"))
-    if bill_amount:
+    for name, what in (("bill-amount", "the bill amount"), ("coupon-amount", "the coupon amount")):
+        value = metadata.get(name)
+        if not value:
+            continue
         try:
-            if not Decimal(bill_amount).is_finite():
+            if not Decimal(value).is_finite():
                 raise InvalidOperation
         except InvalidOperation:
-            problems.append(Problem(column="bill-amount", value=bill_amount, message="the bill amount is not a number"))
+            problems.append(Problem(column=name, value=value, message=f"{what} is not a number"))
+    if metadata.get("coupon-amount") and not metadata.get("bill-amount"):
+        coupon = metadata["coupon-amount"]
+        problems.append(Problem(column="coupon-amount", value=coupon, message="a coupon amount needs a bill-amount"))
     return problems
 
 
@@ -574,7 +590,7 @@ def dry_run_report(
             "status": "DRY_RUN",
             "summary": f"dry run: {len(plan.charges)} charges ({plan.charges_sum} {currency}) would be imported",
             "counts": ReportCounts(rows=plan.rows, charges=len(plan.charges), packets=len(plan.packets(0))),
-            "reconciliation": _reconcile(plan, None, imported=plan.charges_sum),
+            "reconciliation": _reconcile(plan, currency, None, mapping, imported=plan.charges_sum),
             **_totals(plan),
         }
     return plan, ImportReport.model_validate({**base, **fields})
@@ -600,18 +616,13 @@ def _report(deps: ImportDependencies, obj: ObjectRef, status: str, summary: str,
     )
 
 
-def _reconcile(plan: ImportPlan, bill: Decimal | None, *, imported: Decimal) -> Reconciliation:
-    """Bill amount, CSV sum and the sum of the charges CloudBlue accepted, side by side."""
-    balanced = imported == plan.csv_sum and (bill is None or bill == plan.csv_sum)
-    if bill is None:
-        note = "uploaded file: no Soracom bill amount to compare with"
-    elif bill == plan.csv_sum:
-        note = "the CSV adds up to the bill"
-    else:
-        note = f"the CSV adds up to {plan.csv_sum}, the bill says {bill}: check the export"
-    if imported != plan.csv_sum:
-        note += f"; CloudBlue accepted {imported}, not the CSV's {plan.csv_sum}"
-    return Reconciliation(bill_amount=bill, csv_sum=plan.csv_sum, imported_sum=imported, balanced=balanced, note=note)
+def _reconcile(
+    plan: ImportPlan, currency: str, bill: BillFacts | None, mapping: Mapping, *, imported: Decimal
+) -> Reconciliation:
+    """The CSV's sum made into the bill step by step, next to the sum of the charges CloudBlue accepted."""
+    return reconcile(
+        csv_sum=plan.csv_sum, imported=imported, currency=currency, bill=bill, tax=mapping.reconciliation.tax
+    )
 
 
 def _totals(plan: ImportPlan) -> dict[str, list[Amount]]:

@@ -58,6 +58,7 @@ class BillSummary(Payload):
 
     month: YearMonth
     amount: ExactDecimal
+    applied_coupon_amount: ExactDecimal = Decimal(0)
     currency: Literal["JPY", "USD", "EUR"]
 
 
@@ -82,6 +83,8 @@ class ExportProgress(Payload):
 class StoreExportRequest(Payload):
     month: YearMonth
     amount: ExactDecimal
+    #: Absent in executions started before the coupon was passed on (a template update mid-month).
+    applied_coupon_amount: ExactDecimal = Decimal(0)
     currency: Literal["JPY", "USD", "EUR"]
     exported_file_id: str = Field(min_length=1)
 

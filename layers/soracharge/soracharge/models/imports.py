@@ -78,14 +78,35 @@ class Amount(Payload):
     amount: ExactDecimal
 
 
+ReconciliationStepKind = Literal["csv-sum", "rounding", "coupon", "tax"]
+
+
+class ReconciliationStep(Payload):
+    """One step from the CSV's sum to the bill (logic/reconciliation.py): what it changed, where it lands."""
+
+    kind: ReconciliationStepKind
+    label: str
+    change: ExactDecimal | None = None
+    amount: ExactDecimal
+
+
 class Reconciliation(Payload):
-    """Bill amount (Soracom's, when the file came from the export flow), CSV sum, imported sum."""
+    """The CSV's sum, made into the bill step by step (rounding, coupon, tax), and the sum CloudBlue accepted.
+
+    ``balanced``: the steps land exactly on Soracom's bill amount (when the file came from the export
+    flow) and CloudBlue accepted exactly the CSV's sum. ``difference`` is the bill less ``expected_bill``.
+    """
 
     bill_amount: ExactDecimal | None = None
+    coupon_amount: ExactDecimal | None = None
+    tax_rate: ExactDecimal | None = None
     csv_sum: ExactDecimal
     imported_sum: ExactDecimal
+    expected_bill: ExactDecimal | None = None
+    difference: ExactDecimal | None = None
     balanced: bool
     note: str
+    steps: list[ReconciliationStep] = Field(default_factory=list)
 
 
 class ReportCounts(Payload):

@@ -18,6 +18,7 @@ import functools
 import re
 from collections.abc import Mapping as Mapping_
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any, Literal, cast
 
 import yaml
@@ -98,6 +99,22 @@ class ItemTarget(_MappingPart):
         return glob is not None and glob.match(bill_item_name) is not None
 
 
+TaxRounding = Literal["down", "up", "half-up"]
+
+
+class TaxSettings(_MappingPart):
+    """Tax Soracom's bill ``amount`` includes: a rate on the month's total, its fraction rounded to the unit."""
+
+    rate: Decimal = Field(gt=0, lt=1, description='e.g. "0.10" for 10 %')
+    rounding: TaxRounding = "down"
+
+
+class ReconciliationSettings(_MappingPart):
+    """How the reconciliation makes the bill from the CSV (logic/reconciliation.py); no tax by default."""
+
+    tax: TaxSettings | None = None
+
+
 class Mapping(_MappingPart):
     """A provider's mapping file, validated."""
 
@@ -108,6 +125,7 @@ class Mapping(_MappingPart):
     date_format: Literal["date-time", "date"] = "date-time"
     aggregation: Literal["imsi-month", "none"] = "imsi-month"
     packet_size: int = Field(default=500, ge=1, le=5000)
+    reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
 
     # Lookup caches, called once per CSV row: read through ``__pydantic_private__`` (a slot), as the
     # attribute route goes through ``BaseModel.__getattr__``, some twenty times slower.

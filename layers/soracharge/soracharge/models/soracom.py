@@ -40,6 +40,8 @@ class MonthlyBill(SoracomBody):
     """``GET /v1/bills/{yyyyMM}`` (MonthlyBill)."""
 
     amount: Decimal
+    #: The coupon taken off the month (the bill's ``amount`` is after it); absent means none.
+    appliedCouponAmount: Decimal = Field(default=Decimal(0), ge=0)
     currency: Literal["JPY", "USD", "EUR"]
     state: Literal["temporary", "closed"]
     yearMonth: YearMonth | None = None
