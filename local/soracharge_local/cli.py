@@ -47,6 +47,8 @@ app = typer.Typer(
 EXPORT_STATE_MACHINE = "ExportBillingStateMachine"
 FOLLOW_STATE_MACHINE = "FollowImportSessionStateMachine"
 Coverage = Literal["jp", "g"]
+#: Set to 1, the local stack skips the Wait states' and retries' sleeps (the tests set it; a person sees real waits).
+INSTANT_WAITS = "SORACHARGE_LOCAL_INSTANT_WAITS"
 #: Import runs do not talk to Soracom.
 NO_SORACOM = SoracomAccess(endpoint="https://soracom.invalid", auth_key_id="unused", auth_key="unused")
 
@@ -372,6 +374,8 @@ def _local_cloud(
                 mapping=mapping,
                 import_on_upload=import_on_upload,
                 environment=environment,
+                # The tests' switch: Wait states and retry intervals return at once (the template keeps them).
+                instant_waits=os.environ.get(INSTANT_WAITS) == "1",
             )
         )
         typer.echo(f"Local stack deployed from template.yaml into moto (bucket {cloud.bucket}).")

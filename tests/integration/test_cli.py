@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from soracharge_local.cli import INSTANT_WAITS
 from soracharge_local.simulators import SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH
@@ -17,6 +18,7 @@ SORACHARGE = str(Path(sys.executable).parent / "soracharge")
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SORACOM_")}
+    environment[INSTANT_WAITS] = "1"  # the chain as a person runs it, without sleeping through its Wait states
     environment.update(env or {})
     return subprocess.run(  # noqa: S603 - our own console script
         [SORACHARGE, *args], capture_output=True, text=True, env=environment, timeout=timeout, check=False

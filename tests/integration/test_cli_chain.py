@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import subprocess
 from decimal import Decimal
 from pathlib import Path
 
@@ -89,14 +90,18 @@ def test_run_without_a_mapping_says_how_to_give_one():
     assert "no mapping: pass --mapping FILE or set SORACHARGE_MAPPING" in done.stderr
 
 
+def run_against(server: SoracomSimulator, out: Path) -> subprocess.CompletedProcess[str]:
+    """``soracharge run`` for last month against ``server``, named by SORACOM_ENDPOINT as any real server would be."""
+    env = {"SORACOM_ENDPOINT": server.base_url, "SORACOM_AUTH_KEY_ID": "keyId-server", "SORACOM_AUTH_KEY": "key-server"}
+    return run_cli("run", "--month", LAST_MONTH, "--mapping", MAPPING, "--out", str(out), env=env, timeout=300)
+
+
 def test_run_against_a_soracom_server_whose_bill_is_rounded_up_less_a_coupon_balances_and_names_the_coupon(tmp_path):
-    # Given a Soracom-compatible server (named by SORACOM_ENDPOINT) billing the CSV's sum rounded up, less 500 JPY
-    with SoracomSimulator(auth_key_id="keyId-coupon", auth_key="secret-coupon", coupon=Decimal(500)) as server:
+    # Given a Soracom-compatible server billing the CSV's sum rounded up, less a 500 JPY coupon
+    with SoracomSimulator(auth_key_id="keyId-server", auth_key="key-server", coupon=Decimal(500)) as server:
         bill = server.bill(LAST_MONTH)
         assert bill is not None
-        env = {"SORACOM_ENDPOINT": server.base_url, "SORACOM_AUTH_KEY_ID": "keyId-coupon", "SORACOM_AUTH_KEY": "x"}
-        env["SORACOM_AUTH_KEY"] = "secret-coupon"
-        done = run_cli("run", "--month", LAST_MONTH, "--mapping", MAPPING, "--out", str(tmp_path), env=env, timeout=300)
+        done = run_against(server, tmp_path)
 
     # Then the run exits 0, its reconciliation shows the coupon step and says it balances
     assert done.returncode == 0, done.stdout + done.stderr
@@ -107,11 +112,9 @@ def test_run_against_a_soracom_server_whose_bill_is_rounded_up_less_a_coupon_bal
 
 def test_run_against_a_soracom_server_serving_the_csv_without_some_rows_ends_unbalanced_and_exits_1(tmp_path):
     # Given a server whose export lacks its last 3 rows while its bill counts them
-    with SoracomSimulator(auth_key_id="keyId-short", auth_key="secret-short") as server:
+    with SoracomSimulator(auth_key_id="keyId-server", auth_key="key-server") as server:
         server.update_faults({"drop_csv_rows": 3})
-        env = {"SORACOM_ENDPOINT": server.base_url, "SORACOM_AUTH_KEY_ID": "keyId-short", "SORACOM_AUTH_KEY": "x"}
-        env["SORACOM_AUTH_KEY"] = "secret-short"
-        done = run_cli("run", "--month", LAST_MONTH, "--mapping", MAPPING, "--out", str(tmp_path), env=env, timeout=300)
+        done = run_against(server, tmp_path)
 
     # Then it exits 1, says by how much it is short and raises the alert
     assert done.returncode == 1, done.stdout + done.stderr

@@ -24,7 +24,7 @@ from soracharge_local.engine import LocalCloud
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH, full_stack
-from tests.integration.test_operations import export_and_import, rated
+from tests.integration.test_operations import export_and_import, rated, upload
 
 REPO = Path(__file__).resolve().parents[2]
 TAX = '\nreconciliation:\n  tax:\n    rate: "0.10"\n    rounding: down\n'
@@ -172,3 +172,39 @@ def test_the_html_page_beside_the_report_shows_its_steps_difference_and_verdict(
     assert 'data-balanced="false"' in page
     assert report["reconciliation"]["note"].startswith("over by")
     assert str(escape(report["reconciliation"]["note"])) in page
+
+
+COUPON_ITEM = """
+  - match: "Soracom coupon"
+    resource: "c0a1b2c3-d4e5-4f60-8718-293a4b5c6d7e"
+    sku: SORACOM-COUPON
+"""
+
+
+def test_the_coupon_passed_on_as_the_readme_says_is_one_credit_to_the_providers_own_subscription(
+    stack: LocalCloud, soracom: SoracomSimulator, cloudblue: CloudBlueSimulator, mapping_file: Path
+):
+    # Given a month imported with a 300 JPY coupon on its bill
+    month = shift_month(LAST_MONTH, -5)
+    soracom.set_billing({"coupon": "300"})
+    _, report = month_report(stack, month, "reconcile-coupon-passed-on")
+    assert report["reconciliation"]["balanced"] is True
+
+    # When the coupon is uploaded as the README says: a one-row CSV, its item mapped, import=additional
+    text = mapping_file.read_text().replace("\nitems:\n", "\nitems:" + COUPON_ITEM, 1)
+    mapping_file.write_text(text)
+    stack.put_mapping(mapping_file)
+    body = "\ufeffimsi,date,billItemName,unitPrice,quantity,amount,customer\r\n"
+    body += f",{month},Soracom coupon,-300,1,-300,\r\n"
+    metadata = {"currency": "JPY", "import": "additional"}
+    delivery = upload(stack, f"uploads/{month}/coupon-{month}.csv", body.encode(), **metadata)
+    coupon = rated(stack, delivery)
+
+    # Then CloudBlue holds one -300 JPY charge on the default (the provider's own) subscription, in its own session
+    assert coupon["status"] == "PROCESSED"
+    (charge,) = cloudblue.charges(coupon["importSessionId"])
+    assert Decimal(str(charge["totalPrice"])) == Decimal(-300)
+    assert charge["subscriptionId"] == "8d116ece-1738-47d9-bd9c-172411e20b8f"
+    assert coupon["importSessionId"] != report["importSessionId"]
+    # And the month's own charges are untouched: still the CSV's exact sum
+    assert cloudblue_total(cloudblue, report["importSessionId"]) == Decimal(report["reconciliation"]["csvSum"])

@@ -79,6 +79,13 @@ def bill(month: str, state: str = "closed") -> MonthlyBill:
 def test_a_closed_bill_is_summarised_for_the_export():
     summary = read_closed_bill(ExportRequest(month="202609"), FakeSoracom({"202609": bill("202609")}), TODAY)
     assert (summary.month, summary.amount, summary.currency) == ("202609", Decimal("300.00"), "JPY")
+    assert summary.applied_coupon_amount == 0
+
+
+def test_the_bills_applied_coupon_is_carried_to_the_export():
+    couponed = bill("202609").model_copy(update={"appliedCouponAmount": Decimal("50.5")})
+    summary = read_closed_bill(ExportRequest(month="202609"), FakeSoracom({"202609": couponed}), TODAY)
+    assert summary.to_event()["appliedCouponAmount"] == "50.5"
 
 
 def test_a_temporary_bill_is_not_closed_yet():
@@ -118,7 +125,13 @@ def test_each_poll_counts_and_never_carries_the_presigned_url():
     assert "X-Amz" not in str(progress.to_event())
 
 
-REQUEST = StoreExportRequest(month="202610", amount=Decimal("300.00"), currency="JPY", exported_file_id="fe_1")
+REQUEST = StoreExportRequest(
+    month="202610",
+    amount=Decimal("300.00"),
+    applied_coupon_amount=Decimal("25"),
+    currency="JPY",
+    exported_file_id="fe_1",
+)
 
 
 def test_the_csv_is_stored_byte_for_byte_with_its_metadata():
@@ -130,6 +143,7 @@ def test_the_csv_is_stored_byte_for_byte_with_its_metadata():
     assert metadata["month"] == "202610"
     assert metadata["currency"] == "JPY"
     assert metadata["bill-amount"] == "300.00"
+    assert metadata["coupon-amount"] == "25"
     assert metadata["exported-file-id"] == "fe_1"
     assert metadata["sha256"] == stored.sha256 == hashlib.sha256(CSV).hexdigest()
     # The download URL is kept without its pre-signed query (temporary credentials).

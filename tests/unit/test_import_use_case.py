@@ -297,6 +297,8 @@ def test_a_stuck_import_is_taken_over_by_a_fixed_file_and_its_late_retry_stops(w
     [
         ({"currency": "jpy!"}, "currency must be JPY, USD or EUR"),
         ({"currency": "JPY", "bill-amount": "lots"}, "the bill amount is not a number"),
+        ({"currency": "JPY", "bill-amount": "100", "coupon-amount": "Infinity"}, "the coupon amount is not a number"),
+        ({"currency": "JPY", "coupon-amount": "5"}, "a coupon amount needs a bill-amount"),
     ],
 )
 def test_bad_metadata_is_a_rejected_report_before_anything_is_sent(world, metadata, message):

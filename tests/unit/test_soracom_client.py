@@ -88,6 +88,15 @@ def test_the_bill_amount_is_read_as_an_exact_decimal():
     assert client_for(fake).get_bill("202610").amount == Decimal("28734.56")
 
 
+def test_the_applied_coupon_is_read_exactly_and_a_bill_without_one_has_none():
+    body = b'{"amount": 7772, "appliedCouponAmount": 500.50, "currency": "JPY", "state": "closed"}'
+    fake = FakeSoracom({"/v1/bills/202610": [httpx.Response(200, content=body)]})
+    assert str(client_for(fake).get_bill("202610").appliedCouponAmount) == "500.50"
+    plain = b'{"amount": 7772, "currency": "JPY", "state": "closed"}'
+    fake = FakeSoracom({"/v1/bills/202610": [httpx.Response(200, content=plain)]})
+    assert client_for(fake).get_bill("202610").appliedCouponAmount == 0
+
+
 def test_a_401_leads_to_one_reauthentication_and_one_retry():
     fake = FakeSoracom(
         {"/v1/bills/202610": [httpx.Response(401, json={"code": "AUT0001"}), httpx.Response(200, json=BILL)]}

@@ -13,6 +13,7 @@ from soracharge.models.mapping import Mapping, parse_mapping
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_MAPPING = REPO / "examples" / "mapping.example.yaml"
+GLOBAL_EXAMPLE = REPO / "examples" / "mapping.global.example.yaml"
 
 MONTH = "202610"
 HEADER = ("imsi", "vpgId", "date", "billItemName", "unitPrice", "quantity", "amount", "name", "customer", "groupName")

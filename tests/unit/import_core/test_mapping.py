@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 import pytest
 import yaml
@@ -10,7 +11,14 @@ from soracharge.errors import MappingError
 from soracharge.models.mapping import Mapping, parse_mapping
 from soracharge_local.simulators.soracom_data import _ITEMS, CUSTOMERS
 
-from tests.unit.import_core.builders import EXAMPLE_MAPPING, MAPPING_YAML, RES_BASIC, SUB_DEFAULT, mapping
+from tests.unit.import_core.builders import (
+    EXAMPLE_MAPPING,
+    GLOBAL_EXAMPLE,
+    MAPPING_YAML,
+    RES_BASIC,
+    SUB_DEFAULT,
+    mapping,
+)
 
 GOOD = """\
 customer:
@@ -44,6 +52,39 @@ def test_the_example_mapping_maps_every_item_and_customer_of_the_jp_simulator():
     assert len({example.item_for(name).resource for name in names}) == len(names)  # type: ignore[union-attr]
     assert all(value in example.customer.subscriptions for value in CUSTOMERS)
     assert example.customer_for("") == example.customer.default
+
+
+@pytest.mark.parametrize(("example_file", "coverage"), [(EXAMPLE_MAPPING, "jp"), (GLOBAL_EXAMPLE, "g")])
+def test_each_example_mapping_maps_every_item_of_its_coverage_and_sets_no_tax(example_file, coverage):
+    example = parse_mapping(example_file.read_text(encoding="utf-8"), str(example_file))
+    items = _ITEMS[coverage]
+    names = [items.basic[0], items.data[0], items.sms[0], items.discount, items.harvest[0], items.support[0]]
+    names.append(items.free_tier[0])
+    assert all(example.item_for(name) is not None for name in names), coverage
+    assert example.currency == {"jp": "JPY", "g": "USD"}[coverage]
+    assert example.reconciliation.tax is None
+
+
+def test_tax_is_off_by_default_and_set_with_a_rate_and_a_rounding():
+    assert parse_mapping(GOOD, "mapping.yaml").reconciliation.tax is None
+    taxed = parse_mapping(GOOD + 'reconciliation:\n  tax:\n    rate: "0.10"\n    rounding: half-up\n', "mapping.yaml")
+    assert taxed.reconciliation.tax is not None
+    assert (taxed.reconciliation.tax.rate, taxed.reconciliation.tax.rounding) == (Decimal("0.10"), "half-up")
+    assert str(taxed.reconciliation.tax.rate) == "0.10"
+
+
+@pytest.mark.parametrize(
+    ("tax", "expected"),
+    [
+        ('rate: "1.10"', "line 10: reconciliation.tax.rate: Input should be less than 1"),
+        ('rate: "ten"', "line 10: reconciliation.tax.rate: Input should be a valid decimal"),
+        ('rate: "0.1"\n    rounding: nearest', "line 11: reconciliation.tax.rounding: Input should be 'down', 'up'"),
+        ('rates: "0.1"', "line 10: reconciliation.tax.rates: unknown field (a typo?)"),
+    ],
+)
+def test_a_bad_tax_setting_is_refused_with_its_line_and_field(tax, expected):
+    message = error_of(GOOD + f"reconciliation:\n  tax:\n    {tax}\n")
+    assert expected in message
 
 
 def test_defaults_apply_when_fields_are_left_out():

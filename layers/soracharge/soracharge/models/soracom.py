@@ -41,7 +41,7 @@ class MonthlyBill(SoracomBody):
 
     amount: Decimal
     #: The coupon taken off the month (the bill's ``amount`` is after it); absent means none.
-    appliedCouponAmount: Decimal = Field(default=Decimal(0), ge=0)
+    appliedCouponAmount: Decimal = Decimal(0)
     currency: Literal["JPY", "USD", "EUR"]
     state: Literal["temporary", "closed"]
     yearMonth: YearMonth | None = None
