@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from soracharge.errors import InvalidInputError
 from soracharge.logic.billing_csv import MAX_STORED_PROBLEMS
+from soracharge.logic.billing_frame import CHUNK_BYTES, FrameCharges
 from soracharge.logic.charges import plan_import
 from soracharge.models.charges import ImportPlan, ImportProblem
 from soracharge.models.mapping import parse_mapping
@@ -206,19 +207,20 @@ def test_the_stream_is_read_in_pieces_and_left_open():
     class Piecewise(io.BytesIO):
         def read(self, size: int | None = -1) -> bytes:
             assert size is not None, "read() of the whole stream"
-            assert 0 < size <= 1 << 20, f"read({size}) of the whole stream"
+            assert 0 < size <= CHUNK_BYTES, f"read({size}) of the whole stream"
             return super().read(size)
 
         def read1(self, size: int | None = -1) -> bytes:
             assert size is not None, "read1() of the whole stream"
-            assert 0 < size <= 1 << 20, f"read1({size}) of the whole stream"
+            assert 0 < size <= CHUNK_BYTES, f"read1({size}) of the whole stream"
             return super().read1(size)
 
     stream = Piecewise(billing_csv(TWO_DAYS * 3000))
     # When planned
     result = plan_import(stream, month="202610", currency="JPY", mapping=mapping())
-    # Then it was read in pieces, to the end, and is still open for its owner
+    # Then it was read in pieces (of at most the fast path's chunk), to the end, and is still open for its owner
     assert result.rows == 12000
+    assert isinstance(result.charges, FrameCharges)
     assert not stream.closed
 
 

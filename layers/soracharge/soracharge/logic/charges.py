@@ -45,7 +45,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from json.encoder import encode_basestring
 from typing import BinaryIO, NamedTuple
@@ -63,16 +63,83 @@ _json_string: Callable[[str], str] = encode_basestring
 
 
 def plan_import(
-    stream: BinaryIO, *, month: str, currency: str, mapping: Mapping, source: str = "", id_suffix: str = ""
+    stream: BinaryIO,
+    *,
+    month: str,
+    currency: str,
+    mapping: Mapping,
+    source: str = "",
+    id_suffix: str = "",
+    reopen: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
 ) -> ImportPlan:
     """Read a detailed billing CSV (streamed, never whole in memory) and plan its import.
 
     ``month`` is the billed ``yyyyMM``, ``currency`` the bill's (never guessed from the file). The plan
     lists every problem of the file; when there is one, it has no charges.
+
+    The file is read on the fast path first (:mod:`soracharge.logic.billing_frame`: polars, charges
+    built a packet at a time); a file it does not take (any problem, or anything it does not handle)
+    is read again, from the start, by the pure-Python reader (:mod:`soracharge.logic.billing_csv`),
+    which names every problem. That needs the stream again: ``reopen`` opens it anew, else the
+    stream must be seekable; otherwise only the pure-Python reader runs.
     """
     month = parse_month(month)
     if not _CURRENCY.fullmatch(currency):
         raise InvalidInputError(f"currency must be an ISO 4217 code of 3 capital letters (JPY), got {currency!r}")
+    if id_suffix and not re.fullmatch(r"[a-z0-9]{1,16}", id_suffix):
+        raise InvalidInputError(f"id_suffix must be 1-16 lower-case letters or digits, got {id_suffix!r}")
+    start = stream.tell() if reopen is None and stream.seekable() else None
+    if reopen is not None or start is not None:
+        plan = _fast_plan(stream, month=month, currency=currency, mapping=mapping, source=source, id_suffix=id_suffix)
+        if plan is not None:
+            return plan
+        if reopen is not None:
+            with reopen() as again:
+                return _python_plan(again, month, currency, mapping, source, id_suffix)
+        stream.seek(start)  # type: ignore[arg-type]
+    return _python_plan(stream, month, currency, mapping, source, id_suffix)
+
+
+def _fast_plan(
+    stream: BinaryIO, *, month: str, currency: str, mapping: Mapping, source: str, id_suffix: str
+) -> ImportPlan | None:
+    # Imported here: billing_frame builds its charges with this module's ChargeBuilder.
+    import polars as pl
+
+    from soracharge.logic.billing_frame import FrameCharges, canonical, read_frame
+
+    try:
+        with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+            read = read_frame(stream, month=month, mapping=mapping)
+            if read is None:
+                return None
+            charges_sum = canonical(read.charges["total"].sum())
+    except pl.exceptions.PolarsError:
+        return None  # e.g. a sum beyond Decimal(38, 18): the pure-Python reader's integers have no bound
+    if charges_sum != read.csv_sum:
+        raise AssertionError(f"Σ totalPrice {charges_sum} differs from Σ amount {read.csv_sum}: a bug, nothing sent")
+    charges = FrameCharges(read.charges, month=month, currency=currency, mapping=mapping, id_suffix=id_suffix)
+    return ImportPlan(
+        month=month,
+        currency=currency,
+        source=source,
+        rows=read.rows,
+        packet_size=mapping.packet_size,
+        charges=charges,
+        problems=[],
+        problem_count=0,
+        unmapped_rows=0,
+        csv_sum=read.csv_sum,
+        charges_sum=charges_sum,
+        per_customer=read.per_customer,
+        per_subscription=read.per_subscription,
+        per_item=read.per_item,
+    )
+
+
+def _python_plan(
+    stream: BinaryIO, month: str, currency: str, mapping: Mapping, source: str, id_suffix: str
+) -> ImportPlan:
     # Exact arithmetic: amounts may have 20 digits before the point and 18 after, more than the
     # default context's 28 significant digits; an inexact result would raise instead of rounding.
     with _cyclic_gc_paused(), localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
@@ -161,17 +228,9 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suff
             members.append((name, item, tally))
 
     rank = {id(item): index for index, item in enumerate(mapping.items)}
-    time_suffix = "T00:00:00Z" if mapping.date_format == "date-time" else ""
-    month_start = f"{month[:4]}-{month[4:]}-01{time_suffix}"
-    month_end = f"{month[:4]}-{month[4:]}-{days_in_month(month):02d}{time_suffix}"
-    charge_type = mapping.charge_type
-    sha256 = hashlib.sha256
-    from_trusted = Charge.from_trusted
-    # The JSON texts shared by the charges of one subscription, resource, item, unit price and period.
-    shapes: dict[tuple[object, ...], _Shape] = {}
+    builder = ChargeBuilder(month=month, currency=currency, mapping=mapping, id_suffix=suffix)
     charges = []
     for identity, members in groups.items():
-        _, subscription, account, resource, imsi = identity[:5]
         if len(members) == 1:
             name, item, tally = members[0]
             total = tally.amount
@@ -179,17 +238,62 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suff
             unit_price = tally.unit_price
         else:
             name, item, total, amount, unit_price = _merged(members, rank)
+        charges.append(builder.build(identity, name, item, total, amount, unit_price))
+    charges.sort(key=_by_ext_charge_id)
+    return charges
+
+
+class ChargeBuilder:
+    """Builds one charge (its extChargeId, extHash and JSON pieces) at a time: the same bytes from either reader.
+
+    ``identity`` is ``(month, subscriptionId, accountId or "", resourceId, imsi)``, followed with
+    ``aggregation: none`` by ``(date, billItemName, occurrence)`` (see the module docstring).
+    """
+
+    __slots__ = ("_charge_type", "_currency", "_month", "_month_end", "_month_start", "_shapes", "_suffix", "_time")
+
+    #: Distinct shapes kept at most (a shape is shared by the charges of one subscription, resource and item).
+    SHAPES_KEPT = 50_000
+
+    def __init__(self, *, month: str, currency: str, mapping: Mapping, id_suffix: str = "") -> None:
+        self._month = month
+        self._currency = currency
+        self._charge_type = mapping.charge_type
+        self._suffix = id_suffix
+        self._time = "T00:00:00Z" if mapping.date_format == "date-time" else ""
+        self._month_start = f"{month[:4]}-{month[4:]}-01{self._time}"
+        self._month_end = f"{month[:4]}-{month[4:]}-{days_in_month(month):02d}{self._time}"
+        # The JSON texts shared by the charges of one subscription, resource, item, unit price and period.
+        self._shapes: dict[tuple[object, ...], _Shape] = {}
+
+    def build(
+        self,
+        identity: tuple[str, ...],
+        name: str,
+        item: ItemTarget,
+        total: Decimal,
+        amount: Decimal,
+        unit_price: Decimal | None,
+    ) -> Charge:
+        """The charge of ``identity``: ``total`` its totalPrice, ``amount`` its quantity, all Decimals canonical."""
+        month, currency = self._month, self._currency
+        _, subscription, account, resource, imsi = identity[:5]
         if unit_price is not None and unit_price * amount != total:
             unit_price = None  # e.g. a discount row priced per unit but billed as a lump: no misleading unitPrice
         if len(identity) > 5 and len(identity[5]) == 8:  # aggregation none, a daily row: that day
             day = identity[5]
-            start = end = f"{day[:4]}-{day[4:6]}-{day[6:]}{time_suffix}"
+            start = end = f"{day[:4]}-{day[4:6]}-{day[6:]}{self._time}"
         else:  # the billed month
-            start, end = month_start, month_end
-        shape_key = (subscription, account, resource, name, id(item), id(unit_price), start)  # ids: no Decimal hash
+            start, end = self._month_start, self._month_end
+        shapes = self._shapes
+        shape_key = (subscription, account, resource, name, id(item), unit_price, start)
         shape = shapes.get(shape_key)
         if shape is None:
-            shape = shapes[shape_key] = _Shape.of(identity, name, item, unit_price, start, end, currency, charge_type)
+            if len(shapes) >= self.SHAPES_KEPT:
+                shapes.clear()
+            shape = shapes[shape_key] = _Shape.of(
+                identity, name, item, unit_price, start, end, currency, self._charge_type
+            )
         description = item.description or name
         if imsi:
             description = f"{description} (IMSI {imsi})"
@@ -198,7 +302,7 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suff
             identity_json = f"{shape.identity_head}{_json_string(imsi)}]"
         else:
             identity_json = "[" + ",".join(map(_json_string, identity)) + "]"
-        ext_id = f"sc-{month}-{sha256(identity_json.encode()).hexdigest()[:32]}{suffix}"
+        ext_id = f"sc-{month}-{hashlib.sha256(identity_json.encode()).hexdigest()[:32]}{self._suffix}"
         # The Decimals are canonical already (billing_csv.unscaled), but str() writes an exponent below 1E-6.
         amount_text, total_text = str(amount), str(total)
         if "E" in amount_text:
@@ -214,34 +318,30 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suff
         attributes = {"billItemName": name, "month": month}
         if imsi:
             attributes["imsi"] = imsi
-        charges.append(
-            from_trusted(
-                {
-                    "type": charge_type,
-                    "subscription_id": subscription,
-                    "account_id": account or None,
-                    "resource_id": resource,
-                    "unit_price": unit_price,
-                    "total_price": total,
-                    "amount": amount,
-                    "currency_code": currency,
-                    "uom": item.uom,
-                    "charge_start_date": start,
-                    "charge_end_date": end,
-                    "duration": None,
-                    "duration_uom": None,
-                    "description": description,
-                    "sku": item.sku,
-                    "mpn": None,
-                    "po_number": None,
-                    "ext_charge_id": ext_id,
-                    "ext_hash": sha256(canonical.encode()).hexdigest(),
-                    "attributes": attributes,
-                }
-            )
+        return Charge.from_trusted(
+            {
+                "type": self._charge_type,
+                "subscription_id": subscription,
+                "account_id": account or None,
+                "resource_id": resource,
+                "unit_price": unit_price,
+                "total_price": total,
+                "amount": amount,
+                "currency_code": currency,
+                "uom": item.uom,
+                "charge_start_date": start,
+                "charge_end_date": end,
+                "duration": None,
+                "duration_uom": None,
+                "description": description,
+                "sku": item.sku,
+                "mpn": None,
+                "po_number": None,
+                "ext_charge_id": ext_id,
+                "ext_hash": hashlib.sha256(canonical.encode()).hexdigest(),
+                "attributes": attributes,
+            }
         )
-    charges.sort(key=_by_ext_charge_id)
-    return charges
 
 
 class _Shape(NamedTuple):
@@ -308,7 +408,9 @@ def _merged(
     unit_price = unit_prices.pop() if len(unit_prices) == 1 else None
     quantity_rows = sum(tally.quantity_rows for tally in tallies)
     quantities = (tally.quantity for tally in tallies) if quantity_rows else (Decimal(t.rows) for t in tallies)
-    return name, item, sum((tally.amount for tally in tallies), Decimal(0)), sum(quantities, Decimal(0)), unit_price
+    # Canonical, as a single tally's sums are: -3571.3 + 10.3 is Decimal('-3561.0'), written -3561.
+    total = Decimal(canonical_decimal_text(sum((tally.amount for tally in tallies), Decimal(0))))
+    return name, item, total, Decimal(canonical_decimal_text(sum(quantities, Decimal(0)))), unit_price
 
 
 def ext_charge_id(identity: Iterable[str]) -> str:

@@ -48,7 +48,7 @@ from soracharge.logic import alerts
 from soracharge.logic.charges import plan_import
 from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.logic.report_html import render_report_html
-from soracharge.models.charges import ChargesPacket, ImportPlan
+from soracharge.models.charges import ImportPlan, Packets
 from soracharge.models.imports import (
     Amount,
     FollowSessionRequest,
@@ -161,6 +161,7 @@ def _import_claimed(
             mapping=mapping,
             source=obj.uri,
             id_suffix=id_suffix,
+            reopen=lambda: deps.store.open(obj.key, obj.version_id),  # a file with a problem is read again
         )
         sha256 = hashing.hexdigest()
     base["sha256"] = sha256
@@ -202,9 +203,9 @@ def _import_claimed(
             accepted = current.accepted if current else frozenset()
         logger.append_keys(importSessionId=session_id)
         packets = plan.packets(session_id)
-        to_send = [(index, packet) for index, packet in enumerate(packets) if index not in accepted]
+        to_send = [index for index in range(len(packets)) if index not in accepted]
         logger.info("Sending packets", extra={"packets": len(to_send), "alreadyAccepted": len(accepted)})
-        if _send(obj, to_send, deps):
+        if _send(obj, packets, to_send, deps):
             deps.ledger.abandon_session(obj.object_id, session_id)
             warnings.append(
                 _abandoned(session_id, "a packet was sent and no answer came back (its outcome is unknown)")
@@ -225,9 +226,7 @@ def _import_claimed(
     packets = plan.packets(session_id)
     accepted_final = final.accepted if final else frozenset()
     with localcontext(Context(prec=80, traps=[Inexact])):
-        imported = sum(
-            (c.total_price for i, p in enumerate(packets) if i in accepted_final for c in p.charges), Decimal(0)
-        )
+        imported = sum((packets.total(i) for i in range(len(packets)) if i in accepted_final), Decimal(0))
     counts = ReportCounts(
         rows=plan.rows,
         charges=len(plan.charges),
@@ -426,24 +425,26 @@ def _resume(
     return session_id, False
 
 
-def _send(obj: ObjectRef, packets: list[tuple[int, ChargesPacket]], deps: ImportDependencies) -> bool:
+def _send(obj: ObjectRef, packets: Packets, indexes: list[int], deps: ImportDependencies) -> bool:
     """Send packets with bounded concurrency; True when an outcome was unknown (the session must be given up).
 
     Each packet is marked in flight in the ledger before it is sent and recorded accepted after,
     so an attempt that dies in between leaves a trace the next attempt sees. Sending stops at the
-    first failure, and before the function runs out of time.
+    first failure, and before the function runs out of time. Each packet is built by the thread
+    that sends it, so only ``concurrency`` packets are ever in memory.
     """
     stop, unknown = threading.Event(), threading.Event()
 
-    def send(index: int, packet: ChargesPacket) -> None:
+    def send(index: int) -> None:
         if stop.is_set():
             return
         try:
             if deps.remaining_seconds() < DEADLINE_MARGIN_SECONDS:
                 raise ImportTimeBudgetError(f"stopped sending {obj.uri} with too little time left; the retry resumes")
+            body = packets[index].to_json_bytes()
             deps.ledger.mark_in_flight(obj.object_id, index)
             try:
-                deps.cloudblue.import_charges(packet.to_json_bytes())
+                deps.cloudblue.import_charges(body)
             except (CloudBlueUnavailableError, CloudBlueApiError) as exc:
                 if getattr(exc, "outcome_unknown", False):
                     unknown.set()
@@ -458,7 +459,7 @@ def _send(obj: ObjectRef, packets: list[tuple[int, ChargesPacket]], deps: Import
             raise
 
     with ThreadPoolExecutor(max_workers=max(1, deps.concurrency), thread_name_prefix="import-charges") as pool:
-        futures = [pool.submit(send, index, packet) for index, packet in packets]
+        futures = [pool.submit(send, index) for index in indexes]
         wait(futures, return_when=FIRST_EXCEPTION)
     if unknown.is_set():
         return True

@@ -8,11 +8,12 @@ numbers in plain notation (``100``, never ``1E+2``; ``0.3``, never ``0.300000000
 from __future__ import annotations
 
 import re
-from decimal import Decimal
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from decimal import Context, Decimal, localcontext
+from typing import Annotated, Any, Literal, overload
 
 import simplejson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SkipValidation
 from pydantic.alias_generators import to_camel
 
 from soracharge.errors import ImportRejectedError
@@ -171,7 +172,8 @@ class ImportPlan(BaseModel):
     source: str
     rows: int = Field(ge=0)
     packet_size: int = Field(ge=1, le=5000)
-    charges: list[Charge]
+    #: A list, or the fast path's charges built a packet at a time (``logic.billing_frame.FrameCharges``).
+    charges: Annotated[Sequence[Charge], SkipValidation]
     problems: list[ImportProblem]
     problem_count: int = Field(ge=0)
     unmapped_rows: int = Field(default=0, ge=0)
@@ -186,13 +188,9 @@ class ImportPlan(BaseModel):
         """True when the file has no problem: its charges can be imported."""
         return self.problem_count == 0
 
-    def packets(self, import_session_id: int) -> list[ChargesPacket]:
-        """The charges in order, ``packet_size`` per packet: the bodies of the importCharges calls."""
-        size = self.packet_size
-        return [
-            ChargesPacket(import_session_id=import_session_id, charges=self.charges[start : start + size])
-            for start in range(0, len(self.charges), size)
-        ]
+    def packets(self, import_session_id: int) -> Packets:
+        """The charges in order, ``packet_size`` per packet: the bodies of the importCharges calls (built on access)."""
+        return Packets(self.charges, self.packet_size, import_session_id)
 
     def raise_if_rejected(self) -> None:
         """Raise :class:`ImportRejectedError` summing up the problems, if there are any."""
@@ -206,3 +204,38 @@ class ImportPlan(BaseModel):
             f"{self.source or 'the billing CSV'} for {self.month} has {self.problem_count} "
             f"problem{'s' if self.problem_count != 1 else ''}{where}: nothing was imported"
         )
+
+
+class Packets(Sequence[ChargesPacket]):
+    """A plan's packets, each built when it is asked for: a month of 4,000,000 charges never sits in memory."""
+
+    def __init__(self, charges: Sequence[Charge], size: int, import_session_id: int) -> None:
+        self._charges = charges
+        self._size = size
+        self._session = import_session_id
+
+    def __len__(self) -> int:
+        return -(-len(self._charges) // self._size)
+
+    @overload
+    def __getitem__(self, index: int) -> ChargesPacket: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ChargesPacket]: ...
+    def __getitem__(self, index: int | slice) -> ChargesPacket | list[ChargesPacket]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("packet index out of range")
+        start = index * self._size
+        return ChargesPacket(import_session_id=self._session, charges=list(self._charges[start : start + self._size]))
+
+    def total(self, index: int) -> Decimal:
+        """Σ totalPrice of packet ``index``, without building its charges where the plan can say so."""
+        start, stop = index * self._size, min(len(self._charges), (index + 1) * self._size)
+        summed = getattr(self._charges, "total", None)
+        if summed is not None:
+            return Decimal(summed(start, stop))
+        with localcontext(Context(prec=80)):
+            return sum((charge.total_price for charge in self._charges[start:stop]), Decimal(0))

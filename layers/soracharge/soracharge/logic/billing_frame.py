@@ -1,0 +1,453 @@
+"""The fast path of a detailed billing CSV: read, validate, map and aggregate it in polars, exactly.
+
+The file is read from its stream in chunks of whole records (never whole in memory, never on
+disk); each chunk is parsed by polars with every column a string, checked, and folded into
+per-key sums; the charges are then computed as one frame, sorted by ``extChargeId``, and built
+as Python objects a packet at a time (:class:`FrameCharges`), so memory grows by a few hundred
+bytes per charge, not by its Python objects.
+
+Money never touches a float: every number is checked as plain decimal text first (the cast of
+polars rounds a value with too many decimals without a word), then cast to ``Decimal(38, 18)``,
+and summed exactly (polars raises on an overflow). The rules are those of the pure-Python reader
+(:mod:`soracharge.logic.billing_csv`) or stricter: whenever a chunk holds anything the fast path
+does not accept (a problem, or only something it does not handle, such as a blank line or a
+number written ``+5``), :func:`read_frame` returns None, and the import runs the pure-Python
+reader over the whole file instead, which lists every problem with its line, column and value.
+The same file and mapping give the same charges, byte for byte, on either path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import BinaryIO, Final, overload
+
+import polars as pl
+
+from soracharge.logic.billing_csv import AMOUNT, BILL_ITEM, DATE, IMSI, QUANTITY, UNIT_PRICE, days_in_month
+from soracharge.logic.charges import ChargeBuilder
+from soracharge.models.charges import Charge, canonical_decimal_text
+from soracharge.models.mapping import Mapping
+
+#: Bytes read from the stream at a time (then cut after its last whole record).
+CHUNK_BYTES: Final = 16 * 1024 * 1024
+#: Bytes of whole records written to the function's /tmp and scanned by polars at a time.
+SEGMENT_BYTES: Final = 1024 * 1024 * 1024
+#: A record longer than this many chunks (a quote that never closes) leaves the fast path.
+_MAX_CHUNKS_PER_RECORD: Final = 4
+#: Partial sums of this many chunks are folded together, so they never grow with the file.
+_FOLD_EVERY: Final = 8
+#: Charges whose extChargeId is computed per batch (in Python: polars has no SHA-256).
+_ID_BATCH: Final = 200_000
+
+DECIMAL: Final = pl.Decimal(38, 18)
+#: What the fast path accepts as a number: plain decimal text that fits Decimal(38, 18) exactly.
+PLAIN_NUMBER: Final = r"^-?[0-9]{1,20}(?:\.[0-9]{1,18})?$"
+_KEY: Final = ("customer", BILL_ITEM, IMSI, UNIT_PRICE)
+
+
+@dataclass(frozen=True)
+class FrameRead:
+    """A file read on the fast path, without any problem: its totals and its charges as one frame."""
+
+    rows: int
+    csv_sum: Decimal
+    per_customer: dict[str, Decimal]
+    per_item: dict[str, Decimal]
+    per_subscription: dict[str, Decimal]
+    #: One row per charge, sorted by ``ext_id``.
+    charges: pl.DataFrame
+
+
+def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping) -> FrameRead | None:
+    """Read ``stream`` to its end on the fast path; None when the file needs the pure-Python reader."""
+    if mapping.aggregation != "imsi-month":
+        return None  # one charge per row: the pure-Python reader's own path
+    records = _Records(stream)
+    header = records.header()
+    names = _header_names(header) if header is not None else None
+    customer = mapping.customer.column
+    needed = [IMSI, DATE, BILL_ITEM, UNIT_PRICE, QUANTITY, AMOUNT, customer]
+    if header is None or names is None or any(names.count(name) != 1 for name in needed):
+        return None  # missing or repeated columns, a quoted header: the pure-Python reader says what is wrong
+    check = _Checks(month, mapping, names=names, needed=needed)
+    partials: list[pl.DataFrame] = []
+    rows = 0
+    with tempfile.TemporaryDirectory(prefix="soracharge-csv-") as workdir:
+        for segment in records.segments(Path(workdir) / "segment.csv", header):
+            tallied = check.segment(segment)
+            if tallied is None:
+                return None
+            partials.append(tallied.frame)
+            rows += tallied.rows
+            if len(partials) >= _FOLD_EVERY:
+                partials = [_fold(partials)]
+    if records.broken or rows == 0:
+        return None
+    tallies = _fold(partials)
+    if not check.mapped(tallies):
+        return None
+    return _charges_of(tallies, rows, month=month, mapping=mapping)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Whole records of the file written to ``path`` under its header, and what was counted on the way."""
+
+    path: Path
+    commas: int
+    marks: bool  # the segment holds a byte the checks rely on not being there
+
+
+class _Records:
+    """The stream's bytes as its header record, then segments of whole records (a quoted line break never splits)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._rest = b""
+        self.broken = False  # a record never ended (a quote that never closes)
+
+    def header(self) -> bytes | None:
+        data = self._stream.read(64 * 1024)
+        data = data.removeprefix(b"\xef\xbb\xbf")
+        end = data.find(b"\n")
+        if end < 0 or b'"' in data[:end]:
+            return None
+        self._rest = data[end + 1 :]
+        return data[: end + 1]
+
+    def segments(self, path: Path, header: bytes) -> Iterator[_Segment]:
+        """Write ``path`` again and again with the header and about ``SEGMENT_BYTES`` of whole records."""
+        pending = self._chunks()
+        chunk = next(pending, None)
+        while chunk is not None:
+            commas, written, marks = 0, 0, False
+            with path.open("wb") as sink:
+                sink.write(header)
+                while chunk is not None and (written == 0 or written + len(chunk) <= SEGMENT_BYTES):
+                    sink.write(chunk)
+                    commas += chunk.count(b",")
+                    marks = marks or b"\x00" in chunk
+                    written += len(chunk)
+                    chunk = next(pending, None)
+            yield _Segment(path=path, commas=commas, marks=marks)
+
+    def _chunks(self) -> Iterator[bytes]:
+        rest = self._rest
+        self._rest = b""
+        waited = 0
+        while True:
+            more = self._stream.read(CHUNK_BYTES)
+            if not more:
+                if rest.strip():
+                    if rest.count(b'"') % 2:
+                        self.broken = True
+                        return
+                    yield rest if rest.endswith(b"\n") else rest + b"\n"
+                return
+            data = rest + more if rest else more
+            cut = _last_record_end(data)
+            if cut <= 0:
+                waited += 1
+                if waited > _MAX_CHUNKS_PER_RECORD:
+                    self.broken = True
+                    return
+                rest = data
+                continue
+            waited = 0
+            yield data[:cut] if cut < len(data) else data
+            rest = data[cut:]
+
+
+def _last_record_end(buffer: bytes) -> int:
+    """The end (past its line break) of the last whole record in ``buffer``, or 0.
+
+    A line break ends a record when an even number of double quotes stands before it (RFC 4180:
+    a quote inside a quoted field is doubled, so only the quotes that open and close count odd).
+    """
+    odd = buffer.count(b'"') % 2
+    end = len(buffer)
+    for _ in range(10_000):
+        newline = buffer.rfind(b"\n", 0, end)
+        if newline < 0:
+            return 0
+        odd ^= buffer.count(b'"', newline + 1, end) % 2
+        if not odd:
+            return newline + 1
+        end = newline
+    return 0
+
+
+def _header_names(header: bytes) -> list[str] | None:
+    try:
+        text = header.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return None
+    names = text.split(",")
+    return names if all(name == name.strip() and name for name in names) else None
+
+
+@dataclass(frozen=True)
+class _Tallied:
+    frame: pl.DataFrame
+    rows: int
+
+
+class _Checks:
+    """Whether a file's rows are all good, by the pure-Python reader's rules (or stricter), and their sums."""
+
+    def __init__(self, month: str, mapping: Mapping, *, names: list[str], needed: list[str]) -> None:
+        self.mapping = mapping
+        self.names = names
+        self.needed = needed
+        self.days = [month, *(f"{month}{day:02d}" for day in range(1, days_in_month(month) + 1))]
+
+    def segment(self, segment: _Segment) -> _Tallied | None:
+        """One segment's rows summed per raw key, or None when any row is not good (or not for the fast path).
+
+        Each row is checked (date, amount, quantity); the raw keys (customer value, bill item, imsi,
+        unit price) are checked once summed (:meth:`mapped`). polars fills a short row's missing
+        fields with empty strings, as if they were empty, and refuses a long one: every record has
+        exactly the header's fields when the commas of the segment are ``rows * (fields - 1)`` plus
+        the commas inside its values.
+        """
+        if segment.marks:
+            return None
+        customer = self.mapping.customer.column
+        number = PLAIN_NUMBER
+        frame = pl.scan_csv(
+            segment.path,
+            infer_schema=False,
+            empty_string_is_null=False,
+            encoding="utf8",
+            raise_if_empty=True,
+        )
+        quantity = pl.col(QUANTITY)
+        good = (
+            pl.col(DATE).is_in(self.days)
+            & pl.col(AMOUNT).str.contains(number)
+            & ((quantity == "") | quantity.str.contains(number))
+        )
+        commas = pl.sum_horizontal(pl.col(name).str.count_matches(",", literal=True) for name in self.names)
+        query = (
+            frame.with_columns(good=good, commas=commas)
+            .group_by([customer, BILL_ITEM, IMSI, UNIT_PRICE])
+            .agg(
+                amount=pl.when(pl.col("good")).then(pl.col(AMOUNT)).cast(DECIMAL).sum(),
+                quantity=pl.when(quantity != "").then(quantity).cast(DECIMAL).sum(),
+                rows=pl.len().cast(pl.Int64),
+                quantity_rows=(quantity != "").sum().cast(pl.Int64),
+                bad=(~pl.col("good")).sum().cast(pl.Int64),
+                nulls=pl.any_horizontal(pl.col(self.needed).is_null()).sum().cast(pl.Int64),
+                commas=pl.col("commas").sum().cast(pl.Int64),
+            )
+            .rename({customer: "customer"})
+        )
+        try:
+            tallied = query.collect()
+        except (pl.exceptions.PolarsError, ValueError):
+            return None  # not UTF-8, a stray quote, more fields than the header...: the pure-Python reader says
+        totals = tallied.select(pl.col("rows", "bad", "nulls", "commas").sum()).row(0)
+        rows, bad, nulls, value_commas = (int(value or 0) for value in totals)
+        header_commas = len(self.names) - 1
+        if bad or nulls or rows == 0 or segment.commas != rows * header_commas + value_commas:
+            return None
+        return _Tallied(frame=tallied.drop("bad", "nulls", "commas"), rows=rows)
+
+    def mapped(self, tallies: pl.DataFrame) -> bool:
+        """Every raw key maps: a known customer and bill item, an imsi of digits, a unit price of plain text."""
+        mapping = self.mapping
+        items = [name for name in tallies[BILL_ITEM].unique().to_list() if name and mapping.item_for(name)]
+        customers = [value for value in tallies["customer"].unique().to_list() if mapping.customer_for(value)]
+        price = pl.col(UNIT_PRICE)
+        return bool(
+            tallies.select(
+                (
+                    pl.col(IMSI).str.contains(r"^[0-9]*$")
+                    & ((price == "") | price.str.contains(PLAIN_NUMBER))
+                    & pl.col(BILL_ITEM).is_in(items)
+                    & pl.col("customer").is_in(customers)
+                ).all()
+            ).item()
+        )
+
+
+def _fold(partials: list[pl.DataFrame]) -> pl.DataFrame:
+    return (
+        pl.concat(partials)
+        .group_by(_KEY)
+        .agg(pl.col("amount").sum(), pl.col("quantity").sum(), pl.col("rows").sum(), pl.col("quantity_rows").sum())
+    )
+
+
+def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mapping) -> FrameRead:
+    """The charges of the summed raw keys, as ``billing_csv`` + ``charges.build_charges`` make them."""
+    customers = tallies["customer"].unique().to_list()
+    targets = [mapping.customer_for(value) for value in customers]
+    customer_table = pl.DataFrame(
+        {
+            "customer": customers,
+            "subscription": [t.subscription for t in targets if t is not None],
+            "account": [t.account or "" for t in targets if t is not None],
+        },
+        schema={"customer": pl.String, "subscription": pl.String, "account": pl.String},
+    )
+    names = tallies[BILL_ITEM].unique().to_list()
+    ranks = {id(item): index for index, item in enumerate(mapping.items)}
+    item_of = [mapping.item_for(name) for name in names]
+    item_table = pl.DataFrame(
+        {
+            BILL_ITEM: names,
+            "resource": [item.resource for item in item_of if item is not None],
+            "rank": [ranks[id(item)] for item in item_of if item is not None],
+        },
+        schema={BILL_ITEM: pl.String, "resource": pl.String, "rank": pl.Int64},
+    )
+    keyed = (
+        tallies.join(customer_table, on="customer", how="left")
+        .join(item_table, on=BILL_ITEM, how="left")
+        .with_columns(unit_price=pl.when(pl.col(UNIT_PRICE) != "").then(pl.col(UNIT_PRICE)).cast(DECIMAL))
+    )
+    per_customer = _sums(keyed, "customer")
+    per_item = _sums(keyed, BILL_ITEM)
+    per_subscription = _sums(keyed, "subscription")
+    prices = pl.col("unit_price")
+    charges = (
+        keyed.group_by(["subscription", "account", "resource", IMSI])
+        .agg(
+            name=pl.col(BILL_ITEM).unique().sort().str.join(" | "),
+            rank=pl.col("rank").min(),
+            total=pl.col("amount").sum(),
+            quantity=pl.col("quantity").sum(),
+            rows=pl.col("rows").sum(),
+            quantity_rows=pl.col("quantity_rows").sum(),
+            # The rows' common unit price: one value and no row without one, else none.
+            unit_price=pl.when((prices.null_count() == 0) & (prices.n_unique() == 1)).then(prices.first()),
+        )
+        .with_columns(
+            amount=pl.when(pl.col("quantity_rows") > 0)
+            .then(pl.col("quantity"))
+            .otherwise(pl.col("rows").cast(DECIMAL)),
+            identity=pl.concat_str(
+                [
+                    pl.lit(f'["{month}","'),
+                    pl.col("subscription"),
+                    pl.lit('","'),
+                    pl.col("account"),
+                    pl.lit('","'),
+                    pl.col("resource"),
+                    pl.lit('","'),
+                    pl.col(IMSI),
+                    pl.lit('"]'),
+                ]
+            ),
+        )
+        .drop("quantity", "rows", "quantity_rows")
+    )
+    charges = charges.with_columns(ext_id=_ext_ids(charges["identity"], month)).drop("identity").sort("ext_id")
+    csv_sum = sum(per_customer.values(), Decimal(0))
+    return FrameRead(
+        rows=rows,
+        csv_sum=csv_sum,
+        per_customer=per_customer,
+        per_item=per_item,
+        per_subscription=per_subscription,
+        charges=charges,
+    )
+
+
+def _sums(frame: pl.DataFrame, by: str) -> dict[str, Decimal]:
+    grouped = frame.group_by(by).agg(pl.col("amount").sum())
+    return {key: canonical(amount) for key, amount in grouped.iter_rows()}
+
+
+def _ext_ids(identities: pl.Series, month: str) -> pl.Series:
+    """``sc-<month>-<32 hex>`` of each identity JSON (subscription, resource, account and imsi need no escape)."""
+    sha256 = hashlib.sha256
+    prefix = f"sc-{month}-"
+    parts = []
+    for start in range(0, len(identities), _ID_BATCH):
+        batch = identities.slice(start, _ID_BATCH).to_list()
+        parts.append(pl.Series([prefix + sha256(text.encode()).hexdigest()[:32] for text in batch], dtype=pl.String))
+    return pl.concat(parts) if parts else pl.Series([], dtype=pl.String)
+
+
+def canonical(value: object) -> Decimal:
+    """A sum from polars (a Decimal; 0 or None when there was nothing to sum) as the pure-Python reader writes it:
+    ``310``, ``0.3``, no trailing zeros, no exponent."""
+    if value is None or value == 0:
+        return Decimal(0)
+    if not isinstance(value, Decimal):
+        raise TypeError(f"expected an exact Decimal from polars, got {type(value).__name__}: never a float")
+    return Decimal(canonical_decimal_text(value))
+
+
+class FrameCharges(Sequence[Charge]):
+    """The charges of a :class:`FrameRead`, built as Python objects only when asked for (a packet at a time)."""
+
+    def __init__(self, frame: pl.DataFrame, *, month: str, currency: str, mapping: Mapping, id_suffix: str) -> None:
+        self._frame = frame
+        self._mapping = mapping
+        self._month = month
+        self._suffix = f"-{id_suffix}" if id_suffix else ""
+        self._builder = ChargeBuilder(month=month, currency=currency, mapping=mapping, id_suffix=self._suffix)
+
+    def __len__(self) -> int:
+        return self._frame.height
+
+    @overload
+    def __getitem__(self, index: int) -> Charge: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Charge]: ...
+    def __getitem__(self, index: int | slice) -> Charge | list[Charge]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            return self._build(start, stop - start)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("charge index out of range")
+        return self._build(index, 1)[0]
+
+    def __eq__(self, other: object) -> bool:
+        """The same charges in the same order (as a list of them would compare)."""
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __iter__(self) -> Iterator[Charge]:
+        size = self._mapping.packet_size
+        for start in range(0, len(self), size):
+            yield from self._build(start, size)
+
+    def total(self, start: int, stop: int) -> Decimal:
+        """Σ totalPrice of the charges ``[start, stop)``, without building them."""
+        return canonical(self._frame["total"].slice(start, max(0, stop - start)).sum())
+
+    def _build(self, start: int, length: int) -> list[Charge]:
+        """Charges ``[start, start + length)``: the builder makes the same bytes as the pure-Python path."""
+        month = self._month
+        items = self._mapping.items
+        build = self._builder.build
+        columns = ("subscription", "account", "resource", IMSI, "name", "rank", "total", "amount", "unit_price")
+        return [
+            build(
+                (month, subscription, account, resource, imsi),
+                name,
+                items[rank],
+                canonical(total),
+                canonical(amount),
+                None if unit_price is None else canonical(unit_price),
+            )
+            for subscription, account, resource, imsi, name, rank, total, amount, unit_price in (
+                self._frame.slice(start, length).select(columns).iter_rows()
+            )
+        ]

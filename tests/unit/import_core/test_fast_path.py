@@ -1,0 +1,167 @@
+"""The import's fast path (logic/billing_frame.py): which files it takes, and that it plans what the pure-Python
+reader plans, byte for byte, whichever path a file takes; anything it does not take is read again by the
+pure-Python reader, which names every problem.
+"""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import pytest
+from soracharge.logic.billing_frame import FrameCharges
+from soracharge.logic.charges import _python_plan, plan_import
+from soracharge.models.charges import ImportPlan
+from soracharge.models.mapping import Mapping, parse_mapping
+from soracharge_local.simulators.soracom_data import generate_billing_csv
+
+from tests.unit.import_core.builders import EXAMPLE_MAPPING, GLOBAL_EXAMPLE
+
+JP = parse_mapping(EXAMPLE_MAPPING.read_text(encoding="utf-8"), "jp")
+GLOBAL = parse_mapping(GLOBAL_EXAMPLE.read_text(encoding="utf-8"), "g")
+MONTH = "202610"
+
+
+def planned(data: bytes, chosen: Mapping, **kwargs: object) -> tuple[ImportPlan, ImportPlan]:
+    fast = plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=chosen, **kwargs)  # type: ignore[arg-type]
+    suffix = str(kwargs.get("id_suffix", ""))
+    reference = _python_plan(io.BytesIO(data), MONTH, "JPY", chosen, "", suffix)
+    return fast, reference
+
+
+def same_packets(fast: ImportPlan, reference: ImportPlan) -> bool:
+    return [p.to_json_bytes() for p in fast.packets(9)] == [p.to_json_bytes() for p in reference.packets(9)]
+
+
+@pytest.mark.parametrize(("coverage", "chosen"), [("jp", JP), ("g", GLOBAL)])
+def test_a_simulator_month_takes_the_fast_path_and_plans_exactly_what_the_python_reader_plans(coverage, chosen):
+    data = generate_billing_csv(MONTH, coverage=coverage, sims=60).content
+    fast, reference = planned(data, chosen)
+    assert isinstance(fast.charges, FrameCharges)
+    assert (fast.rows, fast.csv_sum, fast.per_customer, fast.per_item) == (
+        reference.rows,
+        reference.csv_sum,
+        reference.per_customer,
+        reference.per_item,
+    )
+    assert fast.per_subscription == reference.per_subscription
+    assert same_packets(fast, reference)
+    assert [packets.total(i) for packets in [fast.packets(0)] for i in range(len(packets))] == [
+        sum((c.total_price for c in p.charges), Decimal(0)) for p in reference.packets(0)
+    ]
+
+
+def test_an_additional_files_charges_get_the_same_own_ids_on_the_fast_path():
+    data = generate_billing_csv(MONTH, coverage="jp", sims=5).content
+    fast, reference = planned(data, JP, id_suffix="a0123456789ab")
+    assert isinstance(fast.charges, FrameCharges)
+    assert all(charge.ext_charge_id.endswith("-a0123456789ab") for charge in fast.charges)  # type: ignore[union-attr]
+    assert same_packets(fast, reference)
+
+
+def test_lf_line_ends_and_quoted_line_breaks_in_used_and_unused_columns_are_read_as_the_python_reader_reads_them():
+    header = "imsi,date,billItemName,unitPrice,quantity,amount,customer,note\n"
+    rows = [
+        '440101,20261001,"基本料金 (plan-D)",10,1,10,東京ガス,"two\nlines, and ""quotes"""\n',
+        '440101,20261002,基本料金 (plan-D),10,1,10,"Acme Logistics","x"\n',
+        ',202610,"サポート月額料金 (Business)",3000,1,3000,,\n',
+    ]
+    data = (header + "".join(rows)).encode()
+    fast, reference = planned(data, JP)
+    assert isinstance(fast.charges, FrameCharges)
+    assert same_packets(fast, reference)
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        ("440101,20261001,基本料金 (plan-D),10,1,10\r\n", "a short row"),
+        ("440101,20261001,基本料金 (plan-D),10,1,10,東京ガス,x,y\r\n", "a long row"),
+        ("440101,20261032,基本料金 (plan-D),10,1,10,東京ガス,x\r\n", "a date outside the month"),
+        ("440101,20261001,Mystery,10,1,10,東京ガス,x\r\n", "an unmapped item"),
+        ("440101,20261001,基本料金 (plan-D),10,1,1e1,東京ガス,x\r\n", "an exponent"),
+        ("440101,20261001,基本料金 (plan-D),10,1,0.0000000000000000001,東京ガス,x\r\n", "19 decimals"),
+        ("44O101,20261001,基本料金 (plan-D),10,1,10,東京ガス,x\r\n", "an imsi that is not digits"),
+        ('440101,20261001,"never closed,10,1,10,東京ガス,x\r\n', "a quote that never closes"),
+    ],
+)
+def test_a_file_with_a_problem_is_read_again_by_the_python_reader_and_gets_its_exact_problems(row, why):
+    header = "imsi,date,billItemName,unitPrice,quantity,amount,customer,note\r\n"
+    good = "440101,20261001,基本料金 (plan-D),10,1,10,東京ガス,x\r\n"
+    data = (header + good + row + good).encode()
+    fast, reference = planned(data, JP)
+    assert not isinstance(fast.charges, FrameCharges), why
+    assert fast.problem_count == reference.problem_count > 0, why
+    assert fast.problems == reference.problems
+    assert len(fast.charges) == 0
+
+
+HEAD = "imsi,date,billItemName,unitPrice,quantity,amount,customer"
+SMS = "440101,20261001,SMS 送信料金,3,1,{amount},Acme Logistics"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (f"{HEAD}\r\n{SMS.format(amount='+3')}\r\n", "a plus sign"),
+        (f"{HEAD}\r\n{SMS.format(amount='3.')}\r\n", "a trailing point"),
+        (f"{HEAD}\r\n{SMS.format(amount='3')}\r\n\r\n", "a blank line"),
+        (f" {HEAD}\r\n{SMS.format(amount='3')}\r\n", "a spaced header name"),
+    ],
+)
+def test_what_only_the_python_reader_accepts_is_imported_the_same_through_it(text, why):
+    data = text.encode()
+    fast = plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=JP)
+    reference = _python_plan(io.BytesIO(data), MONTH, "JPY", JP, "", "")
+    assert not isinstance(fast.charges, FrameCharges), why
+    assert reference.problem_count == 0, (why, reference.problems)
+    assert same_packets(fast, reference)
+
+
+def test_mixed_line_ends_are_read_as_the_python_reader_reads_them():
+    data = f"{HEAD}\r\n{SMS.format(amount='3')}\n{SMS.format(amount='4')}\r\n".encode()
+    fast, reference = planned(data, JP)
+    assert reference.problem_count == 0
+    assert same_packets(fast, reference)
+
+
+def test_bytes_that_are_not_utf8_in_a_column_not_used_are_ignored_as_the_python_reader_ignores_them():
+    data = f"{HEAD},note\r\n{SMS.format(amount='3')},".encode() + b"\xff\r\n"
+    fast = plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=JP)
+    reference = _python_plan(io.BytesIO(data), MONTH, "JPY", JP, "", "")
+    assert reference.problem_count == 0
+    assert same_packets(fast, reference)
+
+
+def test_a_stream_that_cannot_be_read_again_is_read_once_by_the_python_reader():
+    class OneWay(io.BytesIO):
+        def seekable(self) -> bool:
+            return False
+
+    data = generate_billing_csv(MONTH, coverage="jp", sims=3).content
+    result = plan_import(OneWay(data), month=MONTH, currency="JPY", mapping=JP)
+    assert not isinstance(result.charges, FrameCharges)
+    assert result.problem_count == 0
+    assert len(result.charges) > 0
+
+
+def test_a_reopened_stream_serves_the_python_reader_after_the_fast_path_declined():
+    data = f"{HEAD}\r\n440101,20261001,Mystery,1,1,5,Acme Logistics\r\n".encode()
+    opened: list[int] = []
+
+    class Reopen:
+        def __enter__(self) -> io.BytesIO:
+            opened.append(1)
+            return io.BytesIO(data)
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    class OneWay(io.BytesIO):
+        def seekable(self) -> bool:
+            return False
+
+    result = plan_import(OneWay(data), month=MONTH, currency="JPY", mapping=JP, reopen=Reopen)
+    assert opened == [1]
+    assert result.problems[0].value == "Mystery"
+    assert result.problems[0].line == 2
