@@ -1,21 +1,22 @@
-"""How fast ``plan_import`` reads a detailed billing CSV, and how its memory grows with the rows.
+"""How fast the import plans a detailed billing CSV, how its memory grows with the charges, and what a
+1,000,000-SIM month needs on Lambda. It prints figures and asserts nothing (bench/README.md).
 
-    .venv/bin/python bench/import_throughput.py                # 1,000,000 rows, memory at 1M and 4M rows
-    .venv/bin/python bench/import_throughput.py --rows 200000 --memory-rows 0   # quick look, no memory runs
+    .venv/bin/python bench/import_throughput.py                       # 16,000 SIMs (~1M rows), memory, projection
+    .venv/bin/python bench/import_throughput.py --sims 4000 --memory-sims   # a quick look, no memory runs
+    .venv/bin/python bench/import_throughput.py --file bill.csv --month 202610 --mapping my-mapping.yaml
 
-It prints figures and asserts nothing. bench/README.md says what they mean and holds the last ones measured.
-
-(a) A CSV of N rows in the simulator's layout (``local/soracharge_local/simulators/soracom_data.py``:
-    BOM, CRLF, the same columns, Japanese item names and tags, quoted group names, negative discount
-    and free-tier rows). ``--layout fixed-sims`` (default) keeps the SIMs at ``--sims`` (8,000) and
-    writes more data-usage rows per SIM and day as N grows, so the number of charges does not change
-    with N; ``--layout simulator`` calls the simulator's own generator with N/63 SIMs (one row per SIM,
-    day and item: the charges grow with N).
-(b) Throughput: the best of ``--repeat`` runs of a bare ``csv.reader`` loop and of ``plan_import`` with
-    ``examples/mapping.example.yaml``, interleaved, over the same file; rows/s and the ratio (goal >= 0.5).
-(c) Memory: ``plan_import`` in a fresh interpreter over a 1M-row and a 4M-row file (fixed SIMs), its
-    peak RSS (``VmHWM``: see :func:`peak_rss_kb` for why not ``ru_maxrss`` alone); the ratio (goal
-    <= 1.2) and the peak (goal < 300 MB).
+(a) The data: by default the Soracom simulator's detailed billing CSV for ``--sims`` SIMs, real-shaped
+    (usage quantities in bytes that rarely repeat, amounts with up to 9 decimals, quoted fields with
+    commas and doubled quotes, Japanese names, BOM, CRLF); or any file (``--file``: a real bill).
+(b) Throughput, in one process, interleaved, best of ``--repeat``: a bare ``csv.reader`` pass over the
+    file; ``plan_import`` from the file on disk (read, validate, map, aggregate into charges, their
+    extChargeId: what the CLI's dry run does); ``plan_import`` from a stream (the Lambda path: the S3
+    body, copied to /tmp in segments); and building every packet's charges with their extHash and
+    serialising its JSON body (what sending adds, a packet at a time).
+(c) Memory: a fresh interpreter plans and then builds every packet, for ``--memory-sims`` (10,000 and
+    40,000) SIMs; its peak RSS (VmHWM) and how much it grows per charge between the two.
+(d) Projection of a month of ``--project-sims`` SIMs onto one ImportCharges invocation, from (b) and (c)
+    and the assumptions printed with it (S3 read rate, CloudBlue's time per packet).
 """
 
 from __future__ import annotations
@@ -24,107 +25,26 @@ import argparse
 import csv
 import io
 import json
-import random
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from soracharge.logic.charges import plan_import
 from soracharge.models.charges import ImportPlan
 from soracharge.models.mapping import Mapping, parse_mapping
-from soracharge_local.simulators.soracom_data import (
-    COLUMNS,
-    CUSTOMERS,
-    GROUPS,
-    days_in_month,
-    generate_billing_csv,
-)
+from soracharge_local.simulators.soracom_data import generate_billing_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPING = ROOT / "examples" / "mapping.example.yaml"
 MONTH = "202610"
-CURRENCY = "JPY"
-
-# The simulator's jp bill items (soracom_data._ITEMS["jp"]): name, unit price.
-BASIC = ("基本料金 (plan-D)", "10")
-DATA = ("データ通信料金 (plan-D)", "0.2")
-SMS = ("SMS 送信料金", "3")
-DISCOUNT = 'ボリュームディスカウント "IoT スターター, 10%"'
-OPERATOR_ROWS = [
-    ("SORACOM Harvest Data 書き込みリクエスト料金", "0.004", "250000", "1000.000"),
-    ("サポート月額料金 (Business)", "3000", "1", "3000"),
-    ("無料利用枠 (データ通信 500MB)", "-0.2", "500", "-100.0"),
-]
 
 
-def write_fixed_sims_csv(path: Path, rows: int, sims: int, month: str = MONTH) -> Decimal:
-    """Write ``rows`` rows for ``sims`` SIMs; return Σ amount (what the bill's amount would be)."""
-    days = [f"{month}{day:02d}" for day in range(1, days_in_month(month) + 1)]
-    monthly_rows = sims + 1 + len(OPERATOR_ROWS)
-    daily_budget = max(0, rows - monthly_rows)
-    rng = random.Random(f"bench:{rows}:{sims}")  # noqa: S311 (test data, not secrets)
-    unit = Decimal(DATA[1])
-    data_table: list[tuple[str, str]] = []
-    for tenths in range(601):  # up to 60.0 MB a session, as the simulator
-        megabytes = Decimal(tenths) / 10
-        data_table.append((f"{tenths // 10}.{tenths % 10}", format((unit * megabytes).quantize(Decimal("0.01")), "f")))
-    counts = [0] * len(data_table)
-    sim_tags: list[tuple[str, str, str, str, str]] = []
-    for index in range(sims):
-        imsi = f"44010{3_000_000_000 + index:010d}"
-        customer = "" if index % 5 == 4 else CUSTOMERS[index % 3]
-        vpg = "0f8fad5b-d9cb-469f-a165-70867728950e" if index % 4 == 0 else ""
-        sim_tags.append((imsi, vpg, f"センサー {index + 1}", customer, GROUPS[(index // 2) % 3]))
-
-    basic_rows = 0
-    total = Decimal(0)
-    with path.open("w", encoding="utf-8", newline="") as file:
-        file.write("\ufeff")
-        writer = csv.writer(file)
-        writer.writerow(COLUMNS)
-        # As the simulator: SIM by SIM, day by day (the basic fee, then the day's data sessions).
-        sim_days = sims * len(days)
-        for index, (imsi, vpg, name, customer, group) in enumerate(sim_tags):
-            batch: list[tuple[str, ...]] = []
-            for day_index, day in enumerate(days):
-                # Spread the budget evenly: this SIM-day gets the rows up to its share of the total.
-                end = daily_budget * (index * len(days) + day_index + 1) // sim_days
-                start = daily_budget * (index * len(days) + day_index) // sim_days
-                if end == start:
-                    continue
-                batch.append((imsi, vpg, day, BASIC[0], BASIC[1], "1", "10", name, customer, group))
-                basic_rows += 1
-                for _ in range(end - start - 1):
-                    pick = rng.randrange(601)
-                    counts[pick] += 1
-                    quantity, amount = data_table[pick]
-                    batch.append((imsi, vpg, day, DATA[0], DATA[1], quantity, amount, name, customer, group))
-            writer.writerows(batch)
-        for index, (imsi, vpg, name, customer, group) in enumerate(sim_tags):
-            count = index % 41
-            total += Decimal(SMS[1]) * count
-            writer.writerow((imsi, vpg, month, SMS[0], SMS[1], str(count), str(3 * count), name, customer, group))
-        imsi, vpg, name, customer, group = sim_tags[0]
-        writer.writerow((imsi, vpg, month, DISCOUNT, "-31.00", "1", "-31.00", name, customer, group))
-        total += Decimal("-31.00")
-        for item, unit_price, quantity, amount in OPERATOR_ROWS:
-            writer.writerow(("", "", month, item, unit_price, quantity, amount, "", "", ""))
-            total += Decimal(amount)
-    total += Decimal(10) * basic_rows
-    total += sum((Decimal(data_table[i][1]) * n for i, n in enumerate(counts) if n), Decimal(0))
-    return total
-
-
-def write_simulator_csv(path: Path, rows: int, month: str = MONTH) -> Decimal:
-    """The simulator's own file with enough SIMs for about ``rows`` rows (63 rows a SIM in October)."""
-    per_sim = 2 * days_in_month(month) + 1
-    bill = generate_billing_csv(month, coverage="jp", sims=max(1, round(rows / per_sim)))
-    path.write_bytes(bill.content)
-    return bill.total
+def write_simulator_csv(path: Path, sims: int, month: str = MONTH) -> None:
+    path.write_bytes(generate_billing_csv(month, coverage="jp", sims=sims).content)
 
 
 def bare_csv_reader(path: Path) -> int:
@@ -135,130 +55,202 @@ def bare_csv_reader(path: Path) -> int:
     return rows - 1
 
 
-def run_plan(path: Path, mapping: Mapping) -> tuple[ImportPlan, float]:
-    """plan_import over the file, and its duration (the plan is freed later, by the caller)."""
+class Stream(io.RawIOBase):
+    """The file as a stream that is not a file on disk (as an S3 body is): the import copies it to /tmp."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._file.readinto(buffer)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def plan_from_file(path: Path, month: str, mapping: Mapping) -> ImportPlan:
     with path.open("rb") as raw:
-        started = time.perf_counter()
-        plan = plan_import(raw, month=MONTH, currency=CURRENCY, mapping=mapping, source=str(path))
-        return plan, time.perf_counter() - started
+        return plan_import(raw, month=month, currency="JPY", mapping=mapping, source=str(path))
 
 
-def throughput(path: Path, expected_total: Decimal, repeat: int) -> None:
-    mapping = parse_mapping(MAPPING.read_text(encoding="utf-8"), str(MAPPING))
-    bare_times, plan_times = [], []
-    bare_rows = 0
+def plan_from_stream(path: Path, month: str, mapping: Mapping) -> ImportPlan:
+    with Stream(path) as raw:
+        return plan_import(
+            io.BufferedReader(raw), month=month, currency="JPY", mapping=mapping, reopen=lambda: path.open("rb")
+        )
+
+
+def build_every_packet(plan: ImportPlan) -> int:
+    packets = plan.packets(1)
+    return sum(len(packets[index].to_json_bytes()) for index in range(len(packets)))
+
+
+def timed(function: Any, *args: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - started
+
+
+def throughput(path: Path, month: str, mapping: Mapping, repeat: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {"csv.reader": [], "plan (file)": [], "plan (stream)": [], "packets": []}
     plan: ImportPlan | None = None
+    rows = 0
     for _ in range(repeat):
-        plan = None  # free the previous plan outside the timed part
-        started = time.perf_counter()
-        bare_rows = bare_csv_reader(path)
-        bare_times.append(time.perf_counter() - started)
-        plan, seconds = run_plan(path, mapping)
-        plan_times.append(seconds)
+        plan = None
+        rows, seconds = timed(bare_csv_reader, path)
+        times["csv.reader"].append(seconds)
+        plan, seconds = timed(plan_from_file, path, month, mapping)
+        times["plan (file)"].append(seconds)
+        plan, seconds = timed(plan_from_stream, path, month, mapping)
+        times["plan (stream)"].append(seconds)
+        _, seconds = timed(build_every_packet, plan)
+        times["packets"].append(seconds)
     assert plan is not None
-    rows, charges, charges_sum, problems = plan.rows, len(plan.charges), plan.charges_sum, plan.problem_count
-    bare, best = min(bare_times), min(plan_times)
-    print(f"  rows {rows:,} (csv.reader saw {bare_rows:,}), charges {charges:,}, problems {problems}")
-    print(f"  Σ totalPrice {charges_sum} == Σ amount written {expected_total}: {charges_sum == expected_total}")
-    print(f"  bare csv.reader : {bare:6.3f} s  {rows / bare:12,.0f} rows/s  (runs: {_times(bare_times)})")
-    print(f"  plan_import     : {best:6.3f} s  {rows / best:12,.0f} rows/s  (runs: {_times(plan_times)})")
-    print(f"  ratio plan_import / csv.reader = {bare / best:.2f}  (goal >= 0.5)")
+    engine = type(plan.charges).__name__
+    print(f"  rows {plan.rows:,} (csv.reader saw {rows:,}), charges {len(plan.charges):,}")
+    print(f"  path: {'polars (FrameCharges)' if engine == 'FrameCharges' else 'pure-Python reader'}")
+    print(f"  Σ totalPrice {plan.charges_sum} == Σ amount {plan.csv_sum}: {plan.charges_sum == plan.csv_sum}")
+    best = {name: min(values) for name, values in times.items()}
+    for name, value in best.items():
+        runs = ", ".join(f"{t:.3f}" for t in times[name])
+        print(f"  {name:14}: {value:6.3f} s  (runs: {runs})")
+    for name in ("plan (file)", "plan (stream)"):
+        print(f"  ratio csv.reader / {name} = {best['csv.reader'] / best[name]:.2f}  (goal >= 2.0)")
+    print(
+        f"  per row: plan (stream) {best['plan (stream)'] / plan.rows * 1e6:.2f} µs;"
+        f" per charge: packets {best['packets'] / max(1, len(plan.charges)) * 1e6:.1f} µs"
+    )
+    return {
+        "rows": plan.rows,
+        "charges": len(plan.charges),
+        "bytes": path.stat().st_size,
+        "plan_per_row": best["plan (stream)"] / plan.rows,
+        "packets_per_charge": best["packets"] / max(1, len(plan.charges)),
+    }
 
 
-def _times(times: list[float]) -> str:
-    return ", ".join(f"{t:.3f}" for t in times)
-
-
-def peak_rss_kb() -> tuple[int, int]:
-    """This process's peak RSS in KiB: (its own, ``ru_maxrss``).
-
-    Linux carries ``ru_maxrss`` over fork and exec: a child started by a big parent reports at
-    least the parent's peak (this script's parent reaches about 110 MB). ``VmHWM`` in
-    /proc/self/status is the high-water mark of the child's own memory since its exec, so it is the
-    figure reported; ``ru_maxrss`` stands in where /proc is missing (in bytes on macOS).
-    """
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if sys.platform == "darwin":
-        maxrss //= 1024
+def peak_rss_kb() -> int:
+    """This process's own peak RSS (VmHWM; ru_maxrss is carried over fork and exec on Linux)."""
     try:
         status = Path("/proc/self/status").read_text()
-    except OSError:
-        return maxrss, maxrss
-    own = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), maxrss)
-    return own, maxrss
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def peak_memory_child(path: Path) -> None:
-    """In a fresh interpreter: peak RSS after the imports, then after plan_import (printed as JSON)."""
-    mapping = parse_mapping(MAPPING.read_text(encoding="utf-8"), str(MAPPING))
-    before, _ = peak_rss_kb()
-    plan, _ = run_plan(path, mapping)
-    rows, charges, problems = plan.rows, len(plan.charges), plan.problem_count
-    peak, maxrss = peak_rss_kb()
-    figures = {"rows": rows, "charges": charges, "problems": problems, "before_kb": before, "peak_kb": peak}
-    print(json.dumps(figures | {"ru_maxrss_kb": maxrss}))
+def memory_child(path: Path, month: str, mapping_path: Path) -> None:
+    mapping = parse_mapping(mapping_path.read_text(encoding="utf-8"), str(mapping_path))
+    before = peak_rss_kb()
+    plan = plan_from_stream(path, month, mapping)
+    planned = peak_rss_kb()
+    build_every_packet(plan)
+    figures = {"rows": plan.rows, "charges": len(plan.charges), "before_kb": before, "planned_kb": planned}
+    print(json.dumps(figures | {"peak_kb": peak_rss_kb()}))
 
 
-def memory(work: Path, sizes: list[int], sims: int) -> None:
-    peaks = []
-    for rows in sizes:
-        path = work / f"memory-{rows}.csv"
-        started = time.perf_counter()
-        write_fixed_sims_csv(path, rows, sims)
-        written = time.perf_counter() - started
-        started = time.perf_counter()
+def memory(work: Path, sims_list: list[int], mapping_path: Path) -> dict[str, float]:
+    results = []
+    for sims in sims_list:
+        path = work / f"memory-{sims}.csv"
+        write_simulator_csv(path, sims)
         child = subprocess.run(  # noqa: S603 (this interpreter running this script)
-            [sys.executable, __file__, "--memory-child", str(path)], check=True, capture_output=True, text=True
+            [sys.executable, __file__, "--memory-child", str(path), "--mapping", str(mapping_path)],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         figures = json.loads(child.stdout)
         path.unlink()
-        peaks.append(figures["peak_kb"])
-        peak_mb, before_mb = figures["peak_kb"] / 1024, figures["before_kb"] / 1024
+        results.append(figures)
         print(
-            f"  {figures['rows']:>10,} rows, {figures['charges']:,} charges: peak RSS {peak_mb:6.1f} MB"
-            f" (after imports {before_mb:.1f} MB, ru_maxrss {figures['ru_maxrss_kb'] / 1024:.1f} MB;"
-            f" file written in {written:.1f} s,"
-            f" plan_import process {time.perf_counter() - started:.1f} s)"
+            f"  {sims:>7,} SIMs, {figures['rows']:>10,} rows, {figures['charges']:>9,} charges: peak RSS"
+            f" {figures['peak_kb'] / 1024:7.1f} MB (after imports {figures['before_kb'] / 1024:.1f} MB,"
+            f" after the plan {figures['planned_kb'] / 1024:.1f} MB)"
         )
-    if len(peaks) == 2:
+    if len(results) < 2:
+        return {}
+    first, last = results[0], results[-1]
+    per_charge = (last["peak_kb"] - first["peak_kb"]) * 1024 / (last["charges"] - first["charges"])
+    print(f"  growth {sims_list[0]:,} -> {sims_list[-1]:,} SIMs: {per_charge:.0f} bytes per charge  (goal <= 500)")
+    return {"per_charge": per_charge, "base_kb": first["peak_kb"], "base_charges": first["charges"]}
+
+
+def project(args: argparse.Namespace, speed: dict[str, float], mem: dict[str, float]) -> None:
+    sims = args.project_sims
+    rows = sims * args.project_rows_per_sim
+    charges = sims * args.project_charges_per_sim
+    size = rows * args.project_bytes_per_row
+    packets = -(-charges // 500)
+    s3 = size / (args.s3_mb_per_s * 1e6)
+    plan = rows * speed["plan_per_row"]
+    send_cpu = charges * speed["packets_per_charge"]
+    send_wait = packets / args.concurrency * args.packet_seconds
+    total = s3 + plan + max(send_cpu, send_wait) + send_cpu * 0  # building overlaps the waits (threads)
+    print(
+        f"  {sims:,} SIMs: {rows / 1e6:,.0f} M rows, {size / 1e9:.1f} GB, {charges / 1e6:.1f} M charges,"
+        f" {packets:,} packets of 500"
+    )
+    print(f"  read from S3 at {args.s3_mb_per_s} MB/s:                 {s3:7.0f} s")
+    print(f"  plan at {speed['plan_per_row'] * 1e6:.2f} µs a row (this machine, 2 threads): {plan:7.0f} s")
+    print(
+        f"  send: build {send_cpu:.0f} s of packets, {packets:,} packets / {args.concurrency} at a time x"
+        f" {args.packet_seconds} s = {send_wait:.0f} s:  {max(send_cpu, send_wait):7.0f} s"
+    )
+    print(f"  total                                      {total:7.0f} s  (Lambda's limit 900 s)")
+    if mem:
+        peak = mem["base_kb"] * 1024 + (charges - mem["base_charges"]) * mem["per_charge"]
         print(
-            f"  ratio peak {sizes[1]:,} / peak {sizes[0]:,} rows = {peaks[1] / peaks[0]:.2f}  (goal <= 1.2, < 300 MB)"
+            f"  memory: {mem['base_kb'] / 1024:.0f} MB + {mem['per_charge']:.0f} B x {charges / 1e6:.1f} M charges"
+            f" = {peak / 2**20:,.0f} MB peak  (ImportCharges MemorySize in template.yaml)"
         )
+    print(f"  /tmp: one segment of the CSV at a time: {1024} MB  (ImportCharges EphemeralStorage in template.yaml)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the throughput file")
-    parser.add_argument("--sims", type=int, default=8_000, help="SIMs of the fixed-sims layout")
-    parser.add_argument("--layout", choices=["fixed-sims", "simulator"], default="fixed-sims")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each timing (the best counts)")
-    parser.add_argument(
-        "--memory-rows", type=int, nargs="*", default=[1_000_000, 4_000_000], help="file sizes of the memory runs"
-    )
+    parser.add_argument("--sims", type=int, default=16_000, help="SIMs of the simulator's CSV (63 rows a SIM)")
+    parser.add_argument("--file", type=Path, help="benchmark this CSV instead (for example a real bill)")
+    parser.add_argument("--month", default=MONTH, help="billing month of --file")
+    parser.add_argument("--mapping", type=Path, default=MAPPING, help="mapping of --file")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each timing (the best counts)")
+    parser.add_argument("--memory-sims", type=int, nargs="*", default=[10_000, 40_000], help="SIMs of the memory runs")
+    parser.add_argument("--project-sims", type=int, default=1_000_000)
+    parser.add_argument("--project-rows-per-sim", type=int, default=114, help="a real-shaped month (issue 10)")
+    parser.add_argument("--project-bytes-per-row", type=int, default=113)
+    parser.add_argument("--project-charges-per-sim", type=int, default=4)
+    parser.add_argument("--s3-mb-per-s", type=int, default=60, help="assumed S3 read rate of one Lambda stream")
+    parser.add_argument("--packet-seconds", type=float, default=1.0, help="assumed CloudBlue time per packet")
+    parser.add_argument("--concurrency", type=int, default=8, help="packets in flight (IMPORT_CONCURRENCY)")
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        peak_memory_child(args.memory_child)
+        memory_child(args.memory_child, args.month, args.mapping)
         return
 
+    mapping = parse_mapping(args.mapping.read_text(encoding="utf-8"), str(args.mapping))
     print(f"Python {sys.version.split()[0]}, {sys.platform}")
     with tempfile.TemporaryDirectory(prefix="soracharge-bench-") as tmp:
         work = Path(tmp)
-        path = work / "billing.csv"
-        started = time.perf_counter()
-        if args.layout == "simulator":
-            total = write_simulator_csv(path, args.rows)
+        if args.file:
+            path = args.file
+            print(f"(a) {path}: {path.stat().st_size / 1e6:.1f} MB")
         else:
-            total = write_fixed_sims_csv(path, args.rows, args.sims)
-        size = path.stat().st_size
-        print(f"(a) {args.layout} CSV: {size / 1e6:.1f} MB written in {time.perf_counter() - started:.1f} s")
+            path = work / "billing.csv"
+            _, seconds = timed(write_simulator_csv, path, args.sims)
+            print(f"(a) the simulator's CSV, {args.sims:,} SIMs: {path.stat().st_size / 1e6:.1f} MB in {seconds:.1f} s")
         print(f"(b) throughput, best of {args.repeat}:")
-        throughput(path, total, args.repeat)
-        path.unlink()
-        sizes = [rows for rows in args.memory_rows if rows > 0]
-        if sizes:
-            print(f"(c) peak memory of plan_import in a fresh process ({args.sims:,} SIMs):")
-            memory(work, sizes, args.sims)
+        speed = throughput(path, args.month, mapping, args.repeat)
+        mem: dict[str, float] = {}
+        sims_list = [sims for sims in args.memory_sims if sims > 0]
+        if sims_list and not args.file:
+            print("(c) peak memory of planning and building every packet, in a fresh process:")
+            mem = memory(work, sims_list, args.mapping)
+        print("(d) projection onto one ImportCharges invocation:")
+        project(args, speed, mem)
 
 
 if __name__ == "__main__":

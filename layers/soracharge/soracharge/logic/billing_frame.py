@@ -19,6 +19,7 @@ The same file and mapping give the same charges, byte for byte, on either path.
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping) -> FrameRead |
     """Read ``stream`` to its end on the fast path; None when the file needs the pure-Python reader."""
     if mapping.aggregation != "imsi-month":
         return None  # one charge per row: the pure-Python reader's own path
+    local = _local_file(stream)
     records = _Records(stream)
     header = records.header()
     names = _header_names(header) if header is not None else None
@@ -78,7 +80,8 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping) -> FrameRead |
     partials: list[pl.DataFrame] = []
     rows = 0
     with tempfile.TemporaryDirectory(prefix="soracharge-csv-") as workdir:
-        for segment in records.segments(Path(workdir) / "segment.csv", header):
+        segments = records.counted(local) if local is not None else records.segments(Path(workdir) / "part.csv", header)
+        for segment in segments:
             tallied = check.segment(segment)
             if tallied is None:
                 return None
@@ -136,6 +139,14 @@ class _Records:
                     chunk = next(pending, None)
             yield _Segment(path=path, commas=commas, marks=marks)
 
+    def counted(self, path: Path) -> Iterator[_Segment]:
+        """A file on local disk is scanned where it is, as one segment: only its commas are counted on the way."""
+        commas, marks = self._rest.count(b","), b"\x00" in self._rest
+        for block in iter(lambda: self._stream.read(CHUNK_BYTES), b""):
+            commas += block.count(b",")
+            marks = marks or b"\x00" in block
+        yield _Segment(path=path, commas=commas, marks=marks)
+
     def _chunks(self) -> Iterator[bytes]:
         rest = self._rest
         self._rest = b""
@@ -161,6 +172,18 @@ class _Records:
             waited = 0
             yield data[:cut] if cut < len(data) else data
             rest = data[cut:]
+
+
+def _local_file(stream: BinaryIO) -> Path | None:
+    """The path of ``stream`` when it is a regular file on local disk read from its start (polars reads it itself)."""
+    name = getattr(stream, "name", None)
+    if not isinstance(name, str) or not isinstance(stream, io.BufferedReader | io.FileIO):
+        return None
+    path = Path(name)
+    try:
+        return path if path.is_file() and stream.seekable() and stream.tell() == 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def _last_record_end(buffer: bytes) -> int:
@@ -242,7 +265,6 @@ class _Checks:
                 rows=pl.len().cast(pl.Int64),
                 quantity_rows=(quantity != "").sum().cast(pl.Int64),
                 bad=(~pl.col("good")).sum().cast(pl.Int64),
-                nulls=pl.any_horizontal(pl.col(self.needed).is_null()).sum().cast(pl.Int64),
                 commas=pl.col("commas").sum().cast(pl.Int64),
             )
             .rename({customer: "customer"})
@@ -251,12 +273,13 @@ class _Checks:
             tallied = query.collect()
         except (pl.exceptions.PolarsError, ValueError):
             return None  # not UTF-8, a stray quote, more fields than the header...: the pure-Python reader says
-        totals = tallied.select(pl.col("rows", "bad", "nulls", "commas").sum()).row(0)
-        rows, bad, nulls, value_commas = (int(value or 0) for value in totals)
+        totals = tallied.select(pl.col("rows", "bad", "commas").sum()).row(0)
+        rows, bad, value_commas = (int(value or 0) for value in totals)
         header_commas = len(self.names) - 1
-        if bad or nulls or rows == 0 or segment.commas != rows * header_commas + value_commas:
+        keys_null = tallied.select(pl.any_horizontal(pl.col(["customer", BILL_ITEM, IMSI, UNIT_PRICE]).is_null()).any())
+        if bad or keys_null.item() or rows == 0 or segment.commas != rows * header_commas + value_commas:
             return None
-        return _Tallied(frame=tallied.drop("bad", "nulls", "commas"), rows=rows)
+        return _Tallied(frame=tallied.drop("bad", "commas"), rows=rows)
 
     def mapped(self, tallies: pl.DataFrame) -> bool:
         """Every raw key maps: a known customer and bill item, an imsi of digits, a unit price of plain text."""
@@ -427,6 +450,19 @@ class FrameCharges(Sequence[Charge]):
         size = self._mapping.packet_size
         for start in range(0, len(self), size):
             yield from self._build(start, size)
+
+    def fingerprint(self) -> str:
+        """What the packets are, without building them: the charge frame, the mapping and the settings hashed.
+
+        Any change that changes a packet (a row's sums, the mapping's items or customers, the packet
+        size, the currency, the id suffix) changes it; so, harmlessly, does a new polars version.
+        """
+        digest = hashlib.sha256()
+        settings = f"{self._month}|{self._builder.currency}|{self._suffix}|{self._mapping.packet_size}|"
+        digest.update(settings.encode())
+        digest.update(self._mapping.model_dump_json().encode())
+        digest.update(self._frame.write_csv().encode())
+        return digest.hexdigest()
 
     def total(self, start: int, stop: int) -> Decimal:
         """Σ totalPrice of the charges ``[start, stop)``, without building them."""

@@ -255,6 +255,10 @@ class ChargeBuilder:
     #: Distinct shapes kept at most (a shape is shared by the charges of one subscription, resource and item).
     SHAPES_KEPT = 50_000
 
+    @property
+    def currency(self) -> str:
+        return self._currency
+
     def __init__(self, *, month: str, currency: str, mapping: Mapping, id_suffix: str = "") -> None:
         self._month = month
         self._currency = currency
