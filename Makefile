@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 #: The browser tests drive this Chromium through playwright (playwright's own browser download is not used).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements unit integration clean
+.PHONY: install browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements layer-size unit integration clean
 
 install: $(VENV)/.installed
 
@@ -37,7 +37,7 @@ bench: install
 	$(BIN)/python bench/import_concurrency.py
 
 ## Every check CI runs: lint, types, the template and its security scan, then the whole test suite.
-test: lint typecheck template-check security check-layer-requirements browser
+test: lint typecheck template-check security check-layer-requirements layer-size browser
 	$(BIN)/pytest
 
 ## Debian's Chromium for tests/browser (the HTML report opened in a real browser): installed when missing.
@@ -78,6 +78,10 @@ integration: install
 layer-requirements: $(UV)
 	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --format requirements-txt \
 		--output-file layers/soracharge/requirements.txt --quiet
+
+## The shared layer, installed for the Lambda platform (python3.13, x86_64), plus each function's code: under 250 MB.
+layer-size: install
+	$(BIN)/python scripts/layer_size.py --uv $(UV)
 
 check-layer-requirements: $(UV)
 	@$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --format requirements-txt --quiet \

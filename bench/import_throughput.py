@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from soracharge.logic.billing_frame import SEGMENT_BYTES
 from soracharge.logic.charges import plan_import
 from soracharge.models.charges import ImportPlan
 from soracharge.models.mapping import Mapping, parse_mapping
@@ -189,7 +190,7 @@ def project(args: argparse.Namespace, speed: dict[str, float], mem: dict[str, fl
     plan = rows * speed["plan_per_row"]
     send_cpu = charges * speed["packets_per_charge"]
     send_wait = packets / args.concurrency * args.packet_seconds
-    total = s3 + plan + max(send_cpu, send_wait) + send_cpu * 0  # building overlaps the waits (threads)
+    total = s3 + plan + max(send_cpu, send_wait)  # packets are built by the threads that wait on CloudBlue
     print(
         f"  {sims:,} SIMs: {rows / 1e6:,.0f} M rows, {size / 1e9:.1f} GB, {charges / 1e6:.1f} M charges,"
         f" {packets:,} packets of 500"
@@ -201,13 +202,19 @@ def project(args: argparse.Namespace, speed: dict[str, float], mem: dict[str, fl
         f" {args.packet_seconds} s = {send_wait:.0f} s:  {max(send_cpu, send_wait):7.0f} s"
     )
     print(f"  total                                      {total:7.0f} s  (Lambda's limit 900 s)")
+    spare = 900 - s3 - plan
+    print(
+        f"  it fits while CloudBlue answers a packet of 500 in under {spare / (packets / args.concurrency):.2f} s"
+        f" at {args.concurrency} at a time ({spare / (packets / (2 * args.concurrency)):.2f} s at"
+        f" {2 * args.concurrency}: IMPORT_CONCURRENCY)"
+    )
     if mem:
         peak = mem["base_kb"] * 1024 + (charges - mem["base_charges"]) * mem["per_charge"]
         print(
             f"  memory: {mem['base_kb'] / 1024:.0f} MB + {mem['per_charge']:.0f} B x {charges / 1e6:.1f} M charges"
             f" = {peak / 2**20:,.0f} MB peak  (ImportCharges MemorySize in template.yaml)"
         )
-    print(f"  /tmp: one segment of the CSV at a time: {1024} MB  (ImportCharges EphemeralStorage in template.yaml)")
+    print(f"  /tmp: one segment of the CSV at a time, {SEGMENT_BYTES // 2**20} MB (EphemeralStorage in template.yaml)")
 
 
 def main() -> None:
@@ -223,7 +230,7 @@ def main() -> None:
     parser.add_argument("--project-bytes-per-row", type=int, default=113)
     parser.add_argument("--project-charges-per-sim", type=int, default=4)
     parser.add_argument("--s3-mb-per-s", type=int, default=60, help="assumed S3 read rate of one Lambda stream")
-    parser.add_argument("--packet-seconds", type=float, default=1.0, help="assumed CloudBlue time per packet")
+    parser.add_argument("--packet-seconds", type=float, default=0.5, help="assumed CloudBlue time per packet")
     parser.add_argument("--concurrency", type=int, default=8, help="packets in flight (IMPORT_CONCURRENCY)")
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -37,7 +37,7 @@ from soracharge.models.mapping import Mapping
 #: Bytes read from the stream at a time (then cut after its last whole record).
 CHUNK_BYTES: Final = 16 * 1024 * 1024
 #: Bytes of whole records written to the function's /tmp and scanned by polars at a time.
-SEGMENT_BYTES: Final = 1024 * 1024 * 1024
+SEGMENT_BYTES: Final = 32 * 1024 * 1024
 #: A record longer than this many chunks (a quote that never closes) leaves the fast path.
 _MAX_CHUNKS_PER_RECORD: Final = 4
 #: Partial sums of this many chunks are folded together, so they never grow with the file.
@@ -92,6 +92,7 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping) -> FrameRead |
     if records.broken or rows == 0:
         return None
     tallies = _fold(partials)
+    del partials  # the sums of each segment: held no longer than needed
     if not check.mapped(tallies):
         return None
     return _charges_of(tallies, rows, month=month, mapping=mapping)
@@ -317,7 +318,7 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
             "subscription": [t.subscription for t in targets if t is not None],
             "account": [t.account or "" for t in targets if t is not None],
         },
-        schema={"customer": pl.String, "subscription": pl.String, "account": pl.String},
+        schema={"customer": pl.Categorical, "subscription": pl.Categorical, "account": pl.Categorical},
     )
     names = tallies[BILL_ITEM].unique().to_list()
     ranks = {id(item): index for index, item in enumerate(mapping.items)}
@@ -328,8 +329,10 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
             "resource": [item.resource for item in item_of if item is not None],
             "rank": [ranks[id(item)] for item in item_of if item is not None],
         },
-        schema={BILL_ITEM: pl.String, "resource": pl.String, "rank": pl.Int64},
+        schema={BILL_ITEM: pl.Categorical, "resource": pl.Categorical, "rank": pl.UInt32},
     )
+    # Repeated texts as categoricals, from here to the charge frame: a charge costs bytes, not its texts.
+    tallies = tallies.with_columns(pl.col("customer", BILL_ITEM).cast(pl.Categorical))
     keyed = (
         tallies.join(customer_table, on="customer", how="left")
         .join(item_table, on=BILL_ITEM, how="left")
@@ -342,7 +345,7 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
     charges = (
         keyed.group_by(["subscription", "account", "resource", IMSI])
         .agg(
-            name=pl.col(BILL_ITEM).unique().sort().str.join(" | "),
+            name=pl.col(BILL_ITEM).cast(pl.String).unique().sort().str.join(" | "),  # sorted as text, as sorted()
             rank=pl.col("rank").min(),
             total=pl.col("amount").sum(),
             quantity=pl.col("quantity").sum(),
@@ -355,23 +358,17 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
             amount=pl.when(pl.col("quantity_rows") > 0)
             .then(pl.col("quantity"))
             .otherwise(pl.col("rows").cast(DECIMAL)),
-            identity=pl.concat_str(
-                [
-                    pl.lit(f'["{month}","'),
-                    pl.col("subscription"),
-                    pl.lit('","'),
-                    pl.col("account"),
-                    pl.lit('","'),
-                    pl.col("resource"),
-                    pl.lit('","'),
-                    pl.col(IMSI),
-                    pl.lit('"]'),
-                ]
-            ),
         )
         .drop("quantity", "rows", "quantity_rows")
     )
-    charges = charges.with_columns(ext_id=_ext_ids(charges["identity"], month)).drop("identity").sort("ext_id")
+    # Sorted by extChargeId, as the pure-Python path sorts; the id itself is computed again with each packet.
+    # Repeated texts as categoricals: a charge costs a few hundred bytes of this frame, not its Python objects.
+    charges = (
+        charges.with_columns(ext_id=_ext_ids(charges, month))
+        .sort("ext_id")
+        .drop("ext_id")
+        .with_columns(pl.col("name").cast(pl.Categorical))
+    )
     csv_sum = sum(per_customer.values(), Decimal(0))
     return FrameRead(
         rows=rows,
@@ -388,13 +385,27 @@ def _sums(frame: pl.DataFrame, by: str) -> dict[str, Decimal]:
     return {key: canonical(amount) for key, amount in grouped.iter_rows()}
 
 
-def _ext_ids(identities: pl.Series, month: str) -> pl.Series:
-    """``sc-<month>-<32 hex>`` of each identity JSON (subscription, resource, account and imsi need no escape)."""
+def _ext_ids(charges: pl.DataFrame, month: str) -> pl.Series:
+    """``sc-<month>-<32 hex>`` of each charge's identity JSON (a batch at a time; its UUIDs, month and imsi
+    need no escape in JSON)."""
     sha256 = hashlib.sha256
     prefix = f"sc-{month}-"
+    identity = pl.concat_str(
+        [
+            pl.lit(f'["{month}","'),
+            pl.col("subscription").cast(pl.String),
+            pl.lit('","'),
+            pl.col("account").cast(pl.String),
+            pl.lit('","'),
+            pl.col("resource").cast(pl.String),
+            pl.lit('","'),
+            pl.col(IMSI),
+            pl.lit('"]'),
+        ]
+    )
     parts = []
-    for start in range(0, len(identities), _ID_BATCH):
-        batch = identities.slice(start, _ID_BATCH).to_list()
+    for start in range(0, charges.height, _ID_BATCH):
+        batch = charges.slice(start, _ID_BATCH).select(identity).to_series().to_list()
         parts.append(pl.Series([prefix + sha256(text.encode()).hexdigest()[:32] for text in batch], dtype=pl.String))
     return pl.concat(parts) if parts else pl.Series([], dtype=pl.String)
 
