@@ -18,10 +18,12 @@ The same file and mapping give the same charges, byte for byte, on either path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -79,8 +81,9 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping) -> FrameRead |
     check = _Checks(month, mapping, names=names, needed=needed)
     partials: list[pl.DataFrame] = []
     rows = 0
-    with tempfile.TemporaryDirectory(prefix="soracharge-csv-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="soracharge-csv-") as workdir, contextlib.ExitStack() as stack:
         segments = records.counted(local) if local is not None else records.segments(Path(workdir) / "part.csv", header)
+        stack.callback(segments.close)  # its counting thread ends before the stream is read again
         for segment in segments:
             tallied = check.segment(segment)
             if tallied is None:
@@ -103,8 +106,7 @@ class _Segment:
     """Whole records of the file written to ``path`` under its header, and what was counted on the way."""
 
     path: Path
-    commas: int
-    marks: bool  # the segment holds a byte the checks rely on not being there
+    counts: Callable[[], tuple[int, bool]]  # (its commas, whether it holds a NUL byte), maybe still counting
 
 
 class _Records:
@@ -124,8 +126,11 @@ class _Records:
         self._rest = data[end + 1 :]
         return data[: end + 1]
 
-    def segments(self, path: Path, header: bytes) -> Iterator[_Segment]:
-        """Write ``path`` again and again with the header and about ``SEGMENT_BYTES`` of whole records."""
+    def segments(self, path: Path, header: bytes) -> Generator[_Segment, None, None]:
+        """Write ``path`` again and again with the header and about ``SEGMENT_BYTES`` of whole records.
+
+        (Writing the next segment on a thread while polars scans one was measured slower on two cores.)
+        """
         pending = self._chunks()
         chunk = next(pending, None)
         while chunk is not None:
@@ -138,15 +143,24 @@ class _Records:
                     marks = marks or b"\x00" in chunk
                     written += len(chunk)
                     chunk = next(pending, None)
-            yield _Segment(path=path, commas=commas, marks=marks)
+            yield _Segment(path=path, counts=_known(commas, marks))
 
-    def counted(self, path: Path) -> Iterator[_Segment]:
-        """A file on local disk is scanned where it is, as one segment: only its commas are counted on the way."""
-        commas, marks = self._rest.count(b","), b"\x00" in self._rest
-        for block in iter(lambda: self._stream.read(CHUNK_BYTES), b""):
-            commas += block.count(b",")
-            marks = marks or b"\x00" in block
-        yield _Segment(path=path, commas=commas, marks=marks)
+    def counted(self, path: Path) -> Generator[_Segment, None, None]:
+        """A file on local disk is scanned where it is, as one segment; its commas are counted meanwhile.
+
+        The count runs on a thread of its own while polars scans the file (polars releases the GIL).
+        """
+
+        def count() -> tuple[int, bool]:
+            commas, marks = self._rest.count(b","), b"\x00" in self._rest
+            for block in iter(lambda: self._stream.read(CHUNK_BYTES), b""):
+                commas += block.count(b",")
+                marks = marks or b"\x00" in block
+            return commas, marks
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="csv-commas") as pool:
+            counting = pool.submit(count)
+            yield _Segment(path=path, counts=counting.result)
 
     def _chunks(self) -> Iterator[bytes]:
         rest = self._rest
@@ -173,6 +187,13 @@ class _Records:
             waited = 0
             yield data[:cut] if cut < len(data) else data
             rest = data[cut:]
+
+
+def _known(commas: int, marks: bool) -> Callable[[], tuple[int, bool]]:
+    def counts() -> tuple[int, bool]:
+        return commas, marks
+
+    return counts
 
 
 def _local_file(stream: BinaryIO) -> Path | None:
@@ -239,8 +260,6 @@ class _Checks:
         exactly the header's fields when the commas of the segment are ``rows * (fields - 1)`` plus
         the commas inside its values.
         """
-        if segment.marks:
-            return None
         customer = self.mapping.customer.column
         number = PLAIN_NUMBER
         frame = pl.scan_csv(
@@ -278,7 +297,8 @@ class _Checks:
         rows, bad, value_commas = (int(value or 0) for value in totals)
         header_commas = len(self.names) - 1
         keys_null = tallied.select(pl.any_horizontal(pl.col(["customer", BILL_ITEM, IMSI, UNIT_PRICE]).is_null()).any())
-        if bad or keys_null.item() or rows == 0 or segment.commas != rows * header_commas + value_commas:
+        raw_commas, marks = segment.counts()
+        if marks or bad or keys_null.item() or rows == 0 or raw_commas != rows * header_commas + value_commas:
             return None
         return _Tallied(frame=tallied.drop("bad", "commas"), rows=rows)
 
