@@ -228,6 +228,26 @@ def test_a_kill_after_every_packet_was_recorded_resumes_in_the_same_session(worl
     assert len(world.workflows.started) == 1
 
 
+def test_a_session_closed_before_a_kill_is_never_sent_again_even_when_the_plan_changed_meanwhile(world):
+    # Given an attempt killed after closeSession (before the ledger knew), then the mapping changed
+    obj = world.store.put(f"uploads/{MONTH}/closed.csv", CSV, "v1", currency="JPY")
+    world.ledger.kill = ("set_status:CLOSED", 1)
+    with pytest.raises(Killed):
+        world.run(obj)
+    world.lapse()
+    before = {s.importSessionId for s in world.cloudblue.sessions()}
+    world.mapping[0] = MAPPING.model_copy(update={"packet_size": 7})  # another plan: another fingerprint
+
+    # When the import is retried
+    report = world.run(obj)
+
+    # Then the closed session stands, nothing is sent again, and the report says why its sums may differ
+    assert {s.importSessionId for s in world.cloudblue.sessions()} == before
+    assert report.abandoned_sessions == []
+    assert rated_charges(world, {report.import_session_id}) == expected()
+    assert "was closed by the last attempt with the packets planned then" in report.warnings[0]
+
+
 def test_a_plan_that_changed_between_attempts_is_never_mixed_into_one_session(world):
     obj = world.store.put(f"uploads/{MONTH}/c.csv", CSV, "v1", currency="JPY")
     world.ledger.kill = ("record_packet", 2)

@@ -166,3 +166,15 @@ def test_every_bill_made_as_soracom_makes_it_balances_and_any_other_bill_does_no
         result = reconcile(csv_sum=total, imported=total, currency=currency, bill=wrong, tax=settings)
         assert not result.balanced
         assert result.difference == off
+
+
+def test_a_negative_sum_that_rounds_up_to_zero_shows_zero_not_minus_zero():
+    result = reconciled("-0.5", "0")
+    assert result.balanced
+    assert format(result.steps[1].amount, "f") == "0"
+
+
+def test_a_coupon_larger_than_the_csvs_rounded_total_is_named_as_such_not_as_a_short_csv():
+    result = reconciled("100.2", "0", coupon="500")
+    assert not result.balanced
+    assert "the coupon applied (500 JPY) is more than the CSV's rounded total (101 JPY)" in result.note

@@ -165,3 +165,81 @@ def test_a_reopened_stream_serves_the_python_reader_after_the_fast_path_declined
     assert opened == [1]
     assert result.problems[0].value == "Mystery"
     assert result.problems[0].line == 2
+
+
+# -- found by review: inputs where the two readers once disagreed ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "440101,20261001,基本料金 (plan-D),10,1,10,東京ガス\r\r\n",  # a lone CR ends a line for the Python reader
+        "440101,20261001,基本料金 (plan-D),10,1,10,東京\rガス\r\n",
+        "440101,20261001,基本料金 (plan-D),10,1,10,東京ガス,ab\rcd\r\n",
+    ],
+)
+def test_a_lone_carriage_return_is_read_as_the_python_reader_reads_it(row):
+    header = "imsi,date,billItemName,unitPrice,quantity,amount,customer" + (",note" if row.count(",") == 7 else "")
+    data = (header + "\r\n" + row).encode()
+    fast, reference = planned(data, JP)
+    assert (fast.problems, fast.per_subscription) == (reference.problems, reference.per_subscription)
+    assert same_packets(fast, reference)
+
+
+@pytest.mark.parametrize("tail", [b" ", b"\t", b"\x0c"])
+def test_a_last_line_of_blanks_after_the_first_64_kib_is_a_row_as_for_the_python_reader(tail):
+    data = generate_billing_csv(MONTH, coverage="jp", sims=20).content + tail
+    fast, reference = planned(data, JP)
+    assert reference.problem_count == 1
+    assert fast.problems == reference.problems
+
+
+def test_a_header_with_a_repeated_unused_name_cannot_hide_a_short_row():
+    data = (
+        "imsi,date,billItemName,unitPrice,quantity,amount,customer,x,x\r\n"
+        '440101,20261001,基本料金 (plan-D),10,1,10,東京ガス,p,"a,b"\r\n'
+        "440101,20261001,基本料金 (plan-D),10,1,10,東京ガス,p\r\n"
+    ).encode()
+    fast, reference = planned(data, JP)
+    assert reference.problem_count == 1
+    assert (fast.problems, fast.csv_sum) == (reference.problems, reference.csv_sum)
+
+
+@pytest.mark.parametrize("amount", ["12345678901.000000012345678901", "12345678901.0000000123456789"])
+def test_the_unit_price_check_uses_exact_arithmetic_on_either_path(amount):
+    data = (
+        "imsi,date,billItemName,unitPrice,quantity,amount,customer\r\n"
+        f"440101,20261001,基本料金 (plan-D),1.000000000000000001,12345678901,{amount},東京ガス\r\n"
+    ).encode()
+    fast, reference = planned(data, JP)
+    assert isinstance(fast.charges, FrameCharges)
+    assert same_packets(fast, reference)
+
+
+def test_a_backwards_slice_of_the_charges_is_empty():
+    fast, _ = planned(generate_billing_csv(MONTH, coverage="jp", sims=2).content, JP)
+    assert isinstance(fast.charges, FrameCharges)
+    assert fast.charges[1:0] == []
+
+
+@pytest.mark.parametrize(("chunk", "segment"), [(64, 64), (97, 4096), (1000, 333)])
+def test_records_cut_at_any_chunk_and_segment_size_plan_the_same(monkeypatch, chunk, segment):
+    from soracharge.logic import billing_frame
+
+    monkeypatch.setattr(billing_frame, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(billing_frame, "SEGMENT_BYTES", segment)
+    header = "imsi,date,billItemName,unitPrice,quantity,amount,customer,note\r\n"
+    rows = "".join(
+        f'4401{i:02d},202610{1 + i % 28:02d},基本料金 (plan-D),10,1,10,東京ガス,"line {i}\r\nnext, ""q"""\r\n'
+        for i in range(40)
+    )
+
+    class OneWay(io.BytesIO):
+        def seekable(self) -> bool:
+            return False
+
+    data = (header + rows).encode()
+    fast = plan_import(OneWay(data), month=MONTH, currency="JPY", mapping=JP, reopen=lambda: io.BytesIO(data))
+    reference = _python_plan(io.BytesIO(data), MONTH, "JPY", JP, "", "")
+    assert isinstance(fast.charges, FrameCharges)
+    assert same_packets(fast, reference)

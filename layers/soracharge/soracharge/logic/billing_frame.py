@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from pathlib import Path
 from typing import BinaryIO, Final, overload
 
@@ -140,7 +141,7 @@ class _Records:
                 while chunk is not None and (written == 0 or written + len(chunk) <= SEGMENT_BYTES):
                     sink.write(chunk)
                     commas += chunk.count(b",")
-                    marks = marks or b"\x00" in chunk
+                    marks = marks or _unusual(chunk)
                     written += len(chunk)
                     chunk = next(pending, None)
             yield _Segment(path=path, counts=_known(commas, marks))
@@ -152,11 +153,13 @@ class _Records:
         """
 
         def count() -> tuple[int, bool]:
-            commas, marks = self._rest.count(b","), b"\x00" in self._rest
-            for block in iter(lambda: self._stream.read(CHUNK_BYTES), b""):
+            commas, marks, carry = 0, False, b""
+            for block in itertools.chain([self._rest], iter(lambda: self._stream.read(CHUNK_BYTES), b"")):
                 commas += block.count(b",")
-                marks = marks or b"\x00" in block
-            return commas, marks
+                data = carry + block  # a CR that ended the last block, and the LF that may follow it
+                carry = b"\r" if data.endswith(b"\r") else b""
+                marks = marks or _unusual(data[: len(data) - len(carry)])
+            return commas, marks or bool(carry)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="csv-commas") as pool:
             counting = pool.submit(count)
@@ -169,7 +172,7 @@ class _Records:
         while True:
             more = self._stream.read(CHUNK_BYTES)
             if not more:
-                if rest.strip():
+                if rest:  # even a line of blanks: it is a row to the pure-Python reader
                     if rest.count(b'"') % 2:
                         self.broken = True
                         return
@@ -187,6 +190,15 @@ class _Records:
             waited = 0
             yield data[:cut] if cut < len(data) else data
             rest = data[cut:]
+
+
+def _unusual(data: bytes) -> bool:
+    """Bytes the fast path leaves to the pure-Python reader: a NUL, or a CR that is not part of a CRLF
+    (the pure-Python reader, like csv, ends a line there; polars does not)."""
+    if b"\x00" in data:
+        return True
+    carriage_returns = data.count(b"\r")
+    return bool(carriage_returns) and carriage_returns != data.count(b"\r\n")
 
 
 def _known(commas: int, marks: bool) -> Callable[[], tuple[int, bool]]:
@@ -233,7 +245,9 @@ def _header_names(header: bytes) -> list[str] | None:
     except UnicodeDecodeError:
         return None
     names = text.split(",")
-    return names if all(name == name.strip() and name for name in names) else None
+    # Repeated names (polars renames the second one) and blank or spaced ones: the pure-Python reader's.
+    unique = len(set(names)) == len(names)
+    return names if unique and all(name == name.strip() and name for name in names) else None
 
 
 @dataclass(frozen=True)
@@ -462,7 +476,7 @@ class FrameCharges(Sequence[Charge]):
             start, stop, step = index.indices(len(self))
             if step != 1:
                 return [self[i] for i in range(start, stop, step)]
-            return self._build(start, stop - start)
+            return self._build(start, stop - start) if stop > start else []
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -500,7 +514,12 @@ class FrameCharges(Sequence[Charge]):
         return canonical(self._frame["total"].slice(start, max(0, stop - start)).sum())
 
     def _build(self, start: int, length: int) -> list[Charge]:
-        """Charges ``[start, start + length)``: the builder makes the same bytes as the pure-Python path."""
+        """Charges ``[start, start + length)``: the builder makes the same bytes as the pure-Python path,
+        in the same exact arithmetic (its unit-price check multiplies decimals of up to 38 digits)."""
+        with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+            return self._built(start, length)
+
+    def _built(self, start: int, length: int) -> list[Charge]:
         month = self._month
         items = self._mapping.items
         build = self._builder.build

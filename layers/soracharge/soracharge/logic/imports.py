@@ -403,21 +403,30 @@ def _resume(
     session_id = entry.session_id
     if session_id is None:
         return None, False
+    # CloudBlue first: a session closed already is rated (or being rated) whatever this attempt plans,
+    # so it is never given up and sent again, even when the plan now differs (another mapping, or
+    # the other reader of the file): that would bill the month twice.
+    status = deps.cloudblue.get_session(session_id).status
+    if status != "OPEN":
+        sent = entry.packets if entry.packets is not None else packets_count
+        if len(entry.accepted) >= sent and not entry.unconfirmed:
+            if entry.fingerprint != fingerprint:
+                warnings.append(
+                    f"session {session_id} was closed by the last attempt with the packets planned then; the file "
+                    "now plans other packets (was the mapping changed?): CloudBlue rates what was sent, and this "
+                    "report's sums are of the plan as it is now"
+                )
+            return session_id, True  # closed by the last attempt just before it stopped
+        missing = sorted(i + 1 for i in set(range(sent)) - entry.accepted)
+        raise CloudBlueApiError(
+            f"session {session_id} is {status}, but packets {missing} of {obj.uri} were never sent to it: "
+            "CloudBlue will rate it without them; import the missing charges as a correction"
+        )
     reason = None
     if entry.fingerprint != fingerprint:
         reason = "the file's packets are not the ones planned when it was opened (was the mapping changed?)"
     elif entry.unconfirmed:
         reason = f"packets {sorted(i + 1 for i in entry.unconfirmed)} were being sent when the last attempt stopped"
-    else:
-        status = deps.cloudblue.get_session(session_id).status
-        if status != "OPEN":
-            if len(entry.accepted) >= packets_count:
-                return session_id, True  # closed by the last attempt just before it stopped
-            missing = sorted(i + 1 for i in set(range(packets_count)) - entry.accepted)
-            raise CloudBlueApiError(
-                f"session {session_id} is {status}, but packets {missing} of {obj.uri} were never sent to it: "
-                "CloudBlue will rate it without them; import the missing charges as a correction"
-            )
     if reason is not None:
         deps.ledger.abandon_session(obj.object_id, session_id)
         warnings.append(_abandoned(session_id, reason))

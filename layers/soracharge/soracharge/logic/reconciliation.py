@@ -107,7 +107,7 @@ def _steps(
 ) -> list[ReconciliationStep]:
     unit = CURRENCY_UNITS.get(currency, Decimal("0.01"))
     steps = [ReconciliationStep(kind="csv-sum", label="CSV sum (Σ amount)", amount=csv_sum)]
-    running = csv_sum.quantize(unit, rounding=ROUND_CEILING)
+    running = csv_sum.quantize(unit, rounding=ROUND_CEILING) + 0  # + 0: no "-0" when -0.5 rounds up
     steps.append(
         ReconciliationStep(
             kind="rounding", label=f"rounded up to {unit} {currency}", change=running - csv_sum, amount=running
@@ -147,6 +147,13 @@ def _closest_explanation(
 ) -> str:
     """What the difference most likely is: a setting that would make the steps land, else missing or extra rows."""
     off = f"{_plain(abs(difference))} {currency}"
+    rounded = csv_sum.quantize(CURRENCY_UNITS.get(currency, Decimal("0.01")), rounding=ROUND_CEILING)
+    if bill.applied_coupon_amount > rounded:
+        return (
+            f"the coupon applied ({_plain(bill.applied_coupon_amount)} {currency}) is more than the CSV's rounded "
+            f"total ({_plain(rounded)} {currency}): Soracom applies a coupon up to the month's charges, so the CSV "
+            "may lack rows or the bill's coupon is not this month's; check the export"
+        )
     for candidate, advice in _alternatives(tax, bill):
         if candidate.expected(csv_sum, currency, bill) == bill.amount:
             return f"the bill is {off} {'above' if difference > 0 else 'below'} the steps, but it matches {advice}"
