@@ -153,13 +153,11 @@ class _Records:
         """
 
         def count() -> tuple[int, bool]:
-            commas, marks, carry = 0, False, b""
+            commas, marks = 0, False
             for block in itertools.chain([self._rest], iter(lambda: self._stream.read(CHUNK_BYTES), b"")):
                 commas += block.count(b",")
-                data = carry + block  # a CR that ended the last block, and the LF that may follow it
-                carry = b"\r" if data.endswith(b"\r") else b""
-                marks = marks or _unusual(data[: len(data) - len(carry)])
-            return commas, marks or bool(carry)
+                marks = marks or _unusual(block)
+            return commas, marks
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="csv-commas") as pool:
             counting = pool.submit(count)
@@ -193,12 +191,9 @@ class _Records:
 
 
 def _unusual(data: bytes) -> bool:
-    """Bytes the fast path leaves to the pure-Python reader: a NUL, or a CR that is not part of a CRLF
-    (the pure-Python reader, like csv, ends a line there; polars does not)."""
-    if b"\x00" in data:
-        return True
-    carriage_returns = data.count(b"\r")
-    return bool(carriage_returns) and carriage_returns != data.count(b"\r\n")
+    """Bytes the fast path leaves to the pure-Python reader: a NUL. (A CR that is not part of a CRLF, a
+    line end to the pure-Python reader but data to polars, is found in the values: see _Checks.segment.)"""
+    return b"\x00" in data
 
 
 def _known(commas: int, marks: bool) -> Callable[[], tuple[int, bool]]:
@@ -290,8 +285,11 @@ class _Checks:
             & ((quantity == "") | quantity.str.contains(number))
         )
         commas = pl.sum_horizontal(pl.col(name).str.count_matches(",", literal=True) for name in self.names)
+        # polars takes the CR of a CRLF as part of the line end; any other CR is left in a value, where the
+        # pure-Python reader (as csv) would have ended a line: such a file is the pure-Python reader's.
+        carriage_returns = pl.any_horizontal(pl.col(name).str.contains("\r", literal=True) for name in self.names)
         query = (
-            frame.with_columns(good=good, commas=commas)
+            frame.with_columns(good=good, commas=commas, cr=carriage_returns)
             .group_by([customer, BILL_ITEM, IMSI, UNIT_PRICE])
             .agg(
                 amount=pl.when(pl.col("good")).then(pl.col(AMOUNT)).cast(DECIMAL).sum(),
@@ -300,6 +298,7 @@ class _Checks:
                 quantity_rows=(quantity != "").sum().cast(pl.Int64),
                 bad=(~pl.col("good")).sum().cast(pl.Int64),
                 commas=pl.col("commas").sum().cast(pl.Int64),
+                cr=pl.col("cr").sum().cast(pl.Int64),
             )
             .rename({customer: "customer"})
         )
@@ -307,14 +306,24 @@ class _Checks:
             tallied = query.collect()
         except (pl.exceptions.PolarsError, ValueError):
             return None  # not UTF-8, a stray quote, more fields than the header...: the pure-Python reader says
-        totals = tallied.select(pl.col("rows", "bad", "commas").sum()).row(0)
-        rows, bad, value_commas = (int(value or 0) for value in totals)
+        totals = tallied.select(pl.col("rows", "bad", "commas", "cr").sum()).row(0)
+        rows, bad, value_commas, carried = (int(value or 0) for value in totals)
+        if carried and self._lone_carriage_return(frame):
+            return None
         header_commas = len(self.names) - 1
         keys_null = tallied.select(pl.any_horizontal(pl.col(["customer", BILL_ITEM, IMSI, UNIT_PRICE]).is_null()).any())
         raw_commas, marks = segment.counts()
         if marks or bad or keys_null.item() or rows == 0 or raw_commas != rows * header_commas + value_commas:
             return None
-        return _Tallied(frame=tallied.drop("bad", "commas"), rows=rows)
+        return _Tallied(frame=tallied.drop("bad", "commas", "cr"), rows=rows)
+
+    def _lone_carriage_return(self, frame: pl.LazyFrame) -> bool:
+        """A CR not followed by LF in a value (a quoted CRLF is data to both readers; this is not)."""
+        lone = pl.any_horizontal(pl.col(name).str.contains(r"\r(?:[^\n]|$)") for name in self.names)
+        try:
+            return bool(frame.select(lone.any()).collect().item())
+        except (pl.exceptions.PolarsError, ValueError):
+            return True
 
     def mapped(self, tallies: pl.DataFrame) -> bool:
         """Every raw key maps: a known customer and bill item, an imsi of digits, a unit price of plain text."""
