@@ -1,10 +1,13 @@
 """The fast path of a detailed billing CSV: read, validate, map and aggregate it in polars, exactly.
 
-The file is read from its stream in chunks of whole records (never whole in memory, never on
-disk); each chunk is parsed by polars with every column a string, checked, and folded into
-per-key sums; the charges are then computed as one frame, sorted by ``extChargeId``, and built
-as Python objects a packet at a time (:class:`FrameCharges`), so memory grows by a few hundred
-bytes per charge, not by its Python objects.
+The file is read from its stream (never whole in memory) and written to /tmp in segments of
+whole records (``SEGMENT_BYTES``; a file already on local disk is scanned where it is); polars
+scans each segment with every column a string, checks it, and sums it per raw key; the charges
+are then computed as one frame, sorted by ``extChargeId``, and built as Python objects a packet
+at a time (:class:`FrameCharges`), so what the plan keeps is a few hundred bytes per charge, not
+its Python objects. polars cannot tell a short row from empty fields: every record's fields are
+counted (the segment's commas against the commas in its values), and a CR that is not part of a
+CRLF, a line end to the pure-Python reader, sends the file to that reader.
 
 Money never touches a float: every number is checked as plain decimal text first (the cast of
 polars rounds a value with too many decimals without a word), then cast to ``Decimal(38, 18)``,
@@ -63,7 +66,7 @@ class FrameRead:
     per_customer: dict[str, Decimal]
     per_item: dict[str, Decimal]
     per_subscription: dict[str, Decimal]
-    #: One row per charge, sorted by ``ext_id``.
+    #: One row per charge, in the order of their extChargeId (computed again with each packet).
     charges: pl.DataFrame
 
 
