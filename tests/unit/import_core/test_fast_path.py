@@ -243,3 +243,17 @@ def test_records_cut_at_any_chunk_and_segment_size_plan_the_same(monkeypatch, ch
     reference = _python_plan(io.BytesIO(data), MONTH, "JPY", JP, "", "")
     assert isinstance(fast.charges, FrameCharges)
     assert same_packets(fast, reference)
+
+
+def test_a_fault_of_polars_itself_falls_back_to_the_python_reader(monkeypatch):
+    import polars as pl
+    from soracharge.logic import billing_frame
+
+    def panic(*args: object, **kwargs: object) -> None:
+        raise pl.exceptions.PanicException("polars panicked")
+
+    monkeypatch.setattr(billing_frame, "read_frame", panic)
+    data = generate_billing_csv(MONTH, coverage="jp", sims=3).content
+    fast, reference = planned(data, JP)
+    assert not isinstance(fast.charges, FrameCharges)
+    assert same_packets(fast, reference)

@@ -114,8 +114,10 @@ def _fast_plan(
             if read is None:
                 return None
             charges_sum = canonical(read.charges["total"].sum())
-    except pl.exceptions.PolarsError:
-        return None  # e.g. a sum beyond Decimal(38, 18): the pure-Python reader's integers have no bound
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException):
+        # e.g. a sum beyond Decimal(38, 18) (the pure-Python reader's integers have no bound), or a fault of
+        # polars itself (a panic derives from BaseException): the pure-Python reader reads the file instead.
+        return None
     if charges_sum != read.csv_sum:
         raise AssertionError(f"Σ totalPrice {charges_sum} differs from Σ amount {read.csv_sum}: a bug, nothing sent")
     charges = FrameCharges(read.charges, month=month, currency=currency, mapping=mapping, id_suffix=id_suffix)
