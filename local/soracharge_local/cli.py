@@ -25,7 +25,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -212,22 +211,17 @@ def simulate(
     """
     from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
-    try:
-        coupon_amount = Decimal(coupon)
-        rate = None if tax_rate is None else Decimal(tax_rate)
-    except ArithmeticError:
-        _fail_input(f"--coupon and --tax-rate must be decimal numbers, got {coupon!r} and {tax_rate!r}")
-    if not coupon_amount.is_finite() or coupon_amount < 0 or (rate is not None and not 0 < rate < 1):
-        _fail_input("--coupon must be 0 or more and --tax-rate between 0 and 1 (0.10 for 10 %)")
     soracom = SoracomSimulator(
         coverage=coverage,
         auth_key_id=SIMULATOR_AUTH_KEY_ID,
         auth_key=SIMULATOR_AUTH_KEY,
         polls_until_ready=polls_until_ready,
         port=port,
-        coupon=coupon_amount,
-        tax_rate=rate,
     )
+    try:
+        soracom.set_billing({"coupon": coupon, "taxRate": tax_rate})
+    except ValueError as exc:
+        _fail_input(f"--coupon {coupon} --tax-rate {tax_rate}: {exc}")
     cloudblue = CloudBlueSimulator(port=cloudblue_port, processing_seconds=2.0)
     with soracom, cloudblue:
         typer.echo(f"Soracom simulator on {soracom.base_url} (API under /v1)")

@@ -302,10 +302,13 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         self.sims = sims
         self.polls_until_ready = polls_until_ready
         self.url_ttl_seconds = url_ttl_seconds
-        self.billing = BillingRules(coupon=coupon, tax_rate=tax_rate, tax_rounding=tax_rounding)
+        self.billing = BillingRules()
         super().__init__(host=host, port=port, faults=SoracomFaults(), check_fault=_check_fault)
         self.operator_id = "OP" + f"{int(hashlib.sha256(auth_key_id.encode()).hexdigest(), 16) % 10**10:010d}"
         self._clock = clock
+        self.set_billing(
+            {"coupon": str(coupon), "taxRate": None if tax_rate is None else str(tax_rate), "taxRounding": tax_rounding}
+        )
 
         self._csv_lock = threading.Lock()
         self._signing_key = secrets.token_bytes(32)

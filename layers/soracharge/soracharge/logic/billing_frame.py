@@ -473,8 +473,9 @@ class FrameCharges(Sequence[Charge]):
         self._frame = frame
         self._mapping = mapping
         self._month = month
-        self._suffix = f"-{id_suffix}" if id_suffix else ""
-        self._builder = ChargeBuilder(month=month, currency=currency, mapping=mapping, id_suffix=self._suffix)
+        self._currency = currency
+        self._suffix = f"-{id_suffix}" if id_suffix else ""  # as the charges' ids end
+        self._builder = ChargeBuilder(month=month, currency=currency, mapping=mapping, id_suffix=id_suffix)
 
     def __len__(self) -> int:
         return self._frame.height
@@ -515,7 +516,7 @@ class FrameCharges(Sequence[Charge]):
         size, the currency, the id suffix) changes it; so, harmlessly, does a new polars version.
         """
         digest = hashlib.sha256()
-        settings = f"{self._month}|{self._builder.currency}|{self._suffix}|{self._mapping.packet_size}|"
+        settings = f"{self._month}|{self._currency}|{self._suffix}|{self._mapping.packet_size}|"
         digest.update(settings.encode())
         digest.update(self._mapping.model_dump_json().encode())
         digest.update(self._frame.write_csv().encode())

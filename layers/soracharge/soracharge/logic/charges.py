@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from json.encoder import encode_basestring
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from soracharge.errors import InvalidInputError
 from soracharge.logic.billing_csv import BillingRows, Tally, days_in_month, read_billing_csv
@@ -118,10 +118,8 @@ def _fast_plan(
         # e.g. a sum beyond Decimal(38, 18) (the pure-Python reader's integers have no bound), or a fault of
         # polars itself (a panic derives from BaseException): the pure-Python reader reads the file instead.
         return None
-    if charges_sum != read.csv_sum:
-        raise AssertionError(f"Σ totalPrice {charges_sum} differs from Σ amount {read.csv_sum}: a bug, nothing sent")
     charges = FrameCharges(read.charges, month=month, currency=currency, mapping=mapping, id_suffix=id_suffix)
-    return ImportPlan(
+    return _plan(
         month=month,
         currency=currency,
         source=source,
@@ -151,9 +149,7 @@ def _python_plan(
             [] if read.problem_count else build_charges(read, mapping=mapping, currency=currency, id_suffix=id_suffix)
         )
         charges_sum = sum((charge.total_price for charge in charges), Decimal(0))
-    if not read.problem_count and charges_sum != read.csv_sum:
-        raise AssertionError(f"Σ totalPrice {charges_sum} differs from Σ amount {read.csv_sum}: a bug, nothing sent")
-    return ImportPlan(
+    return _plan(
         month=month,
         currency=currency,
         source=source,
@@ -169,6 +165,15 @@ def _python_plan(
         per_subscription=per_subscription,
         per_item=read.per_item,
     )
+
+
+def _plan(**fields: Any) -> ImportPlan:
+    """The plan either reader made, once its charges are checked to add up to the CSV exactly."""
+    if not fields["problem_count"] and fields["charges_sum"] != fields["csv_sum"]:
+        raise AssertionError(
+            f"Σ totalPrice {fields['charges_sum']} differs from Σ amount {fields['csv_sum']}: a bug, nothing sent"
+        )
+    return ImportPlan(**fields)
 
 
 @contextmanager
@@ -203,9 +208,6 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suff
     One loop per charge with local names only: a 1,000,000-row file has tens of thousands of charges.
     """
     month = read.month
-    if id_suffix and not re.fullmatch(r"[a-z0-9]{1,16}", id_suffix):
-        raise InvalidInputError(f"id_suffix must be 1-16 lower-case letters or digits, got {id_suffix!r}")
-    suffix = f"-{id_suffix}" if id_suffix else ""
     customer_for = mapping.customer_for
     item_for = mapping.item_for
     # identity -> the (billItemName, item, tally) that make the charge, in file order.
@@ -230,7 +232,7 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suff
             members.append((name, item, tally))
 
     rank = {id(item): index for index, item in enumerate(mapping.items)}
-    builder = ChargeBuilder(month=month, currency=currency, mapping=mapping, id_suffix=suffix)
+    builder = ChargeBuilder(month=month, currency=currency, mapping=mapping, id_suffix=id_suffix)
     charges = []
     for identity, members in groups.items():
         if len(members) == 1:
@@ -257,15 +259,11 @@ class ChargeBuilder:
     #: Distinct shapes kept at most (a shape is shared by the charges of one subscription, resource and item).
     SHAPES_KEPT = 50_000
 
-    @property
-    def currency(self) -> str:
-        return self._currency
-
     def __init__(self, *, month: str, currency: str, mapping: Mapping, id_suffix: str = "") -> None:
         self._month = month
         self._currency = currency
         self._charge_type = mapping.charge_type
-        self._suffix = id_suffix
+        self._suffix = f"-{id_suffix}" if id_suffix else ""  # an additional file's (plan_import checks it)
         self._time = "T00:00:00Z" if mapping.date_format == "date-time" else ""
         self._month_start = f"{month[:4]}-{month[4:]}-01{self._time}"
         self._month_end = f"{month[:4]}-{month[4:]}-{days_in_month(month):02d}{self._time}"

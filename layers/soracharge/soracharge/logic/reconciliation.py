@@ -87,7 +87,7 @@ def _reconcile(
     if difference == 0:
         note = _how_it_adds_up(steps, currency)
     else:
-        note = _closest_explanation(csv_sum, currency, bill, tax, difference)
+        note = _closest_explanation(steps, currency, bill, tax, difference)
     return Reconciliation(
         bill_amount=bill.amount,
         coupon_amount=bill.applied_coupon_amount,
@@ -105,7 +105,7 @@ def _reconcile(
 def _steps(
     csv_sum: Decimal, currency: str, bill: BillFacts, tax: TaxSettings | None, *, coupon: bool
 ) -> list[ReconciliationStep]:
-    unit = CURRENCY_UNITS.get(currency, Decimal("0.01"))
+    unit = _unit(currency)
     steps = [ReconciliationStep(kind="csv-sum", label="CSV sum (Σ amount)", amount=csv_sum)]
     running = csv_sum.quantize(unit, rounding=ROUND_CEILING) + 0  # + 0: no "-0" when -0.5 rounds up
     steps.append(
@@ -143,11 +143,11 @@ def _how_it_adds_up(steps: list[ReconciliationStep], currency: str) -> str:
 
 
 def _closest_explanation(
-    csv_sum: Decimal, currency: str, bill: BillFacts, tax: TaxSettings | None, difference: Decimal
+    steps: list[ReconciliationStep], currency: str, bill: BillFacts, tax: TaxSettings | None, difference: Decimal
 ) -> str:
     """What the difference most likely is: a setting that would make the steps land, else missing or extra rows."""
     off = f"{_plain(abs(difference))} {currency}"
-    rounded = csv_sum.quantize(CURRENCY_UNITS.get(currency, Decimal("0.01")), rounding=ROUND_CEILING)
+    csv_sum, rounded = steps[0].amount, steps[1].amount
     if bill.applied_coupon_amount > rounded:
         return (
             f"the coupon applied ({_plain(bill.applied_coupon_amount)} {currency}) is more than the CSV's rounded "
@@ -194,6 +194,10 @@ def _alternatives(tax: TaxSettings | None, bill: BillFacts) -> Iterator[tuple[_C
             f"the bill before its {_plain(bill.applied_coupon_amount)} coupon: the bill's amount may not include "
             "the coupon Soracom reported",
         )
+
+
+def _unit(currency: str) -> Decimal:
+    return CURRENCY_UNITS.get(currency, Decimal("0.01"))
 
 
 def _percent(rate: Decimal) -> str:

@@ -236,6 +236,6 @@ class Packets(Sequence[ChargesPacket]):
         start, stop = index * self._size, min(len(self._charges), (index + 1) * self._size)
         summed = getattr(self._charges, "total", None)
         if summed is not None:
-            return Decimal(summed(start, stop))
+            return summed(start, stop)  # type: ignore[no-any-return]
         with localcontext(Context(prec=80)):
             return sum((charge.total_price for charge in self._charges[start:stop]), Decimal(0))
