@@ -90,10 +90,10 @@ def test_run_without_a_mapping_says_how_to_give_one():
     assert "no mapping: pass --mapping FILE or set SORACHARGE_MAPPING" in done.stderr
 
 
-def run_against(server: SoracomSimulator, out: Path) -> subprocess.CompletedProcess[str]:
+def run_against(server: SoracomSimulator, out: Path, mapping: str = MAPPING) -> subprocess.CompletedProcess[str]:
     """``soracharge run`` for last month against ``server``, named by SORACOM_ENDPOINT as any real server would be."""
     env = {"SORACOM_ENDPOINT": server.base_url, "SORACOM_AUTH_KEY_ID": "keyId-server", "SORACOM_AUTH_KEY": "key-server"}
-    return run_cli("run", "--month", LAST_MONTH, "--mapping", MAPPING, "--out", str(out), env=env, timeout=300)
+    return run_cli("run", "--month", LAST_MONTH, "--mapping", mapping, "--out", str(out), env=env, timeout=300)
 
 
 def test_run_against_a_soracom_server_whose_bill_is_rounded_up_less_a_coupon_balances_and_names_the_coupon(tmp_path):
@@ -121,3 +121,21 @@ def test_run_against_a_soracom_server_serving_the_csv_without_some_rows_ends_unb
     assert re.search(r"difference \(bill - steps\) +\d+\n", done.stdout), done.stdout
     assert re.search(r"balanced +NO \(short by \d+ JPY: .*the CSV may be incomplete", done.stdout)
     assert f"Alert sent to the alerts topic: soracharge {LAST_MONTH}: reconciliation does not balance" in done.stdout
+
+
+def test_run_against_a_global_coverage_server_reconciles_in_usd_and_exits_0_or_1_as_for_jpy(tmp_path):
+    # Given a Global coverage server (USD bills, rounded up to the cent, less a $1.50 coupon)
+    global_mapping = str(Path(MAPPING).with_name("mapping.global.example.yaml"))
+    with SoracomSimulator(coverage="g", auth_key_id="keyId-server", auth_key="key-server", coupon=Decimal("1.5")) as s:
+        balanced = run_against(s, tmp_path / "balanced", global_mapping)
+        s.update_faults({"drop_csv_rows": 3})
+        short = run_against(s, tmp_path / "short", global_mapping)
+
+    # Then the complete month exits 0, balanced to the cent, naming the coupon
+    assert balanced.returncode == 0, balanced.stdout + balanced.stderr
+    assert re.search(r"rounded up to 0\.01 USD +\+0\.\d+ ", balanced.stdout)
+    assert re.search(r"balanced +yes \(.*less the 1\.5 USD coupon\)", balanced.stdout)
+    # And the month served without rows exits 1, short in USD, with the alert
+    assert short.returncode == 1, short.stdout + short.stderr
+    assert re.search(r"balanced +NO \(short by [0-9.]+ USD: ", short.stdout)
+    assert f"Alert sent to the alerts topic: soracharge {LAST_MONTH}: reconciliation does not balance" in short.stdout

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+from soracharge.models.months import shift_month
+from soracharge_local.engine import LocalCloud
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID, full_stack
@@ -23,8 +25,15 @@ def global_soracom() -> Iterator[SoracomSimulator]:
         yield s
 
 
+@pytest.fixture(scope="module")
+def global_stack(global_soracom: SoracomSimulator, cloudblue: CloudBlueSimulator) -> Iterator[LocalCloud]:
+    mapping = REPO / "examples" / "mapping.global.example.yaml"
+    with full_stack(global_soracom, cloudblue, mapping, {"POWERTOOLS_METRICS_DISABLED": "true"}) as cloud:
+        yield cloud
+
+
 def test_a_usd_bill_rounded_up_to_the_cent_less_a_coupon_balances_in_its_own_currency(
-    global_soracom: SoracomSimulator, cloudblue: CloudBlueSimulator
+    global_soracom: SoracomSimulator, cloudblue: CloudBlueSimulator, global_stack: LocalCloud
 ):
     # Given Global coverage: a USD bill that is the CSV's sum rounded up to the cent, less a $2.50 coupon
     month = LAST_MONTH
@@ -34,10 +43,8 @@ def test_a_usd_bill_rounded_up_to_the_cent_less_a_coupon_balances_in_its_own_cur
     assert bill["amount"] == Decimal(math.ceil(total * 100)) / 100 - Decimal("2.5")
 
     # When the month runs on a stack with the Global mapping
-    mapping = REPO / "examples" / "mapping.global.example.yaml"
-    with full_stack(global_soracom, cloudblue, mapping, {"POWERTOOLS_METRICS_DISABLED": "true"}) as cloud:
-        _, report = month_report(cloud, month, "reconcile-usd")
-        alerts = cloud.alerts()
+    _, report = month_report(global_stack, month, "reconcile-usd")
+    alerts = global_stack.alerts()
 
     # Then it balances in USD, the rounding step is to the cent, and CloudBlue has the CSV's exact sum
     reconciliation = report["reconciliation"]
@@ -47,3 +54,25 @@ def test_a_usd_bill_rounded_up_to_the_cent_less_a_coupon_balances_in_its_own_cur
     assert "less the 2.5 USD coupon" in reconciliation["note"]
     assert cloudblue_total(cloudblue, report["importSessionId"]) == total
     assert alerts == []
+
+
+def test_a_usd_csv_served_without_some_of_its_rows_is_short_in_usd_and_alerted(
+    global_soracom: SoracomSimulator, cloudblue: CloudBlueSimulator, global_stack: LocalCloud
+):
+    # Given a Global coverage export that lacks its last 3 rows while the USD bill counts them
+    month = shift_month(LAST_MONTH, -1)
+    global_soracom.update_faults({"drop_csv_rows": 3})
+    try:
+        _, report = month_report(global_stack, month, "reconcile-usd-short")
+    finally:
+        global_soracom.update_faults({"drop_csv_rows": 0})
+
+    # Then the charges are the rows it has, and the month is short in USD, to the cent, with the alert
+    reconciliation = report["reconciliation"]
+    assert reconciliation["balanced"] is False
+    assert cloudblue_total(cloudblue, report["importSessionId"]) == Decimal(reconciliation["csvSum"])
+    assert Decimal(reconciliation["difference"]) > 0
+    (alert,) = global_stack.alerts()
+    assert alert["subject"] == f"soracharge {month}: reconciliation does not balance"
+    assert f"short by {reconciliation['difference'].rstrip('0').rstrip('.')} USD" in alert["message"]
+    assert "Difference (bill less steps): " + reconciliation["difference"] + " USD" in alert["message"]
