@@ -257,3 +257,79 @@ def test_a_fault_of_polars_itself_falls_back_to_the_python_reader(monkeypatch):
     fast, reference = planned(data, JP)
     assert not isinstance(fast.charges, FrameCharges)
     assert same_packets(fast, reference)
+
+
+def test_several_bill_items_of_one_resource_make_one_charge_named_by_them_all_on_either_path():
+    # "ボリュームディスカウント*" is one glob: two discounts of one SIM are one charge, named by both (sorted).
+    data = (
+        "imsi,date,billItemName,unitPrice,quantity,amount,customer\r\n"
+        "440101,202610,ボリュームディスカウント (B),,,-5,東京ガス\r\n"
+        "440101,202610,ボリュームディスカウント (A),,,-3,東京ガス\r\n"
+        "440101,20261001,基本料金 (plan-D),10,1,10,東京ガス\r\n"
+        "440102,202610,ボリュームディスカウント (A),,,-2,東京ガス\r\n"
+        "440103,202610,ボリュームディスカウント (C),,,-1,東京ガス\r\n"
+        "440103,202610,ボリュームディスカウント (A),,,-1,東京ガス\r\n"
+        "440103,202610,ボリュームディスカウント (C),,,-1,東京ガス\r\n"
+    ).encode()
+    fast, reference = planned(data, JP)
+    assert isinstance(fast.charges, FrameCharges)
+    assert len(fast.charges) == 4
+    attributes = [(charge.attributes or {}, charge.total_price) for charge in fast.charges]
+    discounts = sorted(
+        (named["imsi"], named["billItemName"], total)
+        for named, total in attributes
+        if "ディスカウント" in named["billItemName"]
+    )
+    assert discounts == [
+        ("440101", "ボリュームディスカウント (A) | ボリュームディスカウント (B)", Decimal(-8)),
+        ("440102", "ボリュームディスカウント (A)", Decimal(-2)),
+        ("440103", "ボリュームディスカウント (A) | ボリュームディスカウント (C)", Decimal(-3)),
+    ]
+    assert same_packets(fast, reference)
+
+
+def test_a_comma_in_a_key_value_cannot_hide_a_short_row():
+    # The bill item's comma is counted once per key (times its rows): without it, the raw commas of
+    # these two records would match two full records, and the short one (no note) would be imported.
+    data = (
+        "imsi,date,billItemName,unitPrice,quantity,amount,customer,note\r\n"
+        '440101,202610,"ボリュームディスカウント ""IoT, 10%""",,,-5,東京ガス,n\r\n'
+        "440101,20261001,基本料金 (plan-D),10,1,10,東京ガス\r\n"
+    ).encode()
+    fast, reference = planned(data, JP)
+    assert reference.problem_count == 1
+    assert (fast.problems, fast.csv_sum) == (reference.problems, reference.csv_sum)
+
+
+@pytest.mark.parametrize("limit", [0, 10**9])
+def test_a_local_file_is_scanned_in_place_only_up_to_its_size_limit_and_plans_the_same_either_way(
+    monkeypatch, tmp_path, limit
+):
+    from soracharge.logic import billing_frame
+
+    monkeypatch.setattr(billing_frame, "LOCAL_SCAN_BYTES", limit)
+    monkeypatch.setattr(billing_frame, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(billing_frame, "CHUNK_BYTES", 1000)
+    written: list[int] = []
+    segments = billing_frame._Records.segments
+
+    def spy(self, path, header):
+        for segment in segments(self, path, header):
+            written.append(path.stat().st_size)
+            yield segment
+
+    monkeypatch.setattr(billing_frame._Records, "segments", spy)
+    data = generate_billing_csv(MONTH, coverage="jp", sims=12).content
+    path = tmp_path / "bill.csv"
+    path.write_bytes(data)
+    with path.open("rb") as raw:
+        fast = plan_import(raw, month=MONTH, currency="JPY", mapping=JP)
+    reference = _python_plan(io.BytesIO(data), MONTH, "JPY", JP, "", "")
+    assert isinstance(fast.charges, FrameCharges)
+    assert same_packets(fast, reference)
+    if limit:
+        assert written == []  # scanned where it is
+    else:
+        # A segment of whole records at a time (the first holds what the header's read of 64 KiB brought).
+        assert len(written) > 3
+        assert max(written[1:]) < 4096 + 1000 + 200

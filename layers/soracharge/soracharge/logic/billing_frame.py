@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import itertools
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +32,9 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from pathlib import Path
 from typing import BinaryIO, Final, overload
 
-import polars as pl
-
 from soracharge.logic.billing_csv import AMOUNT, BILL_ITEM, DATE, IMSI, QUANTITY, UNIT_PRICE, days_in_month
 from soracharge.logic.charges import ChargeBuilder
+from soracharge.logic.polars_engine import pl
 from soracharge.models.charges import Charge, canonical_decimal_text
 from soracharge.models.mapping import Mapping
 
@@ -44,6 +42,11 @@ from soracharge.models.mapping import Mapping
 CHUNK_BYTES: Final = 16 * 1024 * 1024
 #: Bytes of whole records written to the function's /tmp and scanned by polars at a time.
 SEGMENT_BYTES: Final = 32 * 1024 * 1024
+#: A local file up to this size is scanned where it is, at once (polars holds about half its size
+#: while it scans); a larger one is read in segments like a stream, so memory stays flat in the rows.
+LOCAL_SCAN_BYTES: Final = 256 * 1024 * 1024
+#: Bytes of a local file counted at a time (while polars scans it).
+_COUNT_BYTES: Final = 1024 * 1024
 #: A record longer than this many chunks (a quote that never closes) leaves the fast path.
 _MAX_CHUNKS_PER_RECORD: Final = 4
 #: Partial sums of this many chunks are folded together, so they never grow with the file.
@@ -141,11 +144,12 @@ class _Records:
             commas, written, marks = 0, 0, False
             with path.open("wb") as sink:
                 sink.write(header)
-                while chunk is not None and (written == 0 or written + len(chunk) <= SEGMENT_BYTES):
-                    sink.write(chunk)
-                    commas += chunk.count(b",")
-                    marks = marks or _unusual(chunk)
-                    written += len(chunk)
+                while chunk is not None and (written == 0 or written + chunk.size <= SEGMENT_BYTES):
+                    for piece in chunk.pieces:
+                        sink.write(piece)
+                    commas += chunk.commas
+                    marks = marks or chunk.nul
+                    written += chunk.size
                     chunk = next(pending, None)
             yield _Segment(path=path, counts=_known(commas, marks))
 
@@ -156,8 +160,11 @@ class _Records:
         """
 
         def count() -> tuple[int, bool]:
-            commas, marks = 0, False
-            for block in itertools.chain([self._rest], iter(lambda: self._stream.read(CHUNK_BYTES), b"")):
+            commas, marks = self._rest.count(b","), _unusual(self._rest)
+            buffer = bytearray(_COUNT_BYTES)  # one buffer read into again and again: it stays in the CPU's cache
+            view = memoryview(buffer)
+            while read := self._stream.readinto(buffer):  # type: ignore[attr-defined]
+                block = buffer if read == len(buffer) else bytes(view[:read])
                 commas += block.count(b",")
                 marks = marks or _unusual(block)
             return commas, marks
@@ -166,9 +173,15 @@ class _Records:
             counting = pool.submit(count)
             yield _Segment(path=path, counts=counting.result)
 
-    def _chunks(self) -> Iterator[bytes]:
-        rest = self._rest
+    def _chunks(self) -> Iterator[_Chunk]:
+        """Whole records, read ``CHUNK_BYTES`` at a time: each read is written as it is, up to its last
+        record end (a view, not a copy); only the record it cuts is carried on to the next."""
+        rest = self._rest  # the header read's rest may hold whole records too
         self._rest = b""
+        cut = _last_record_end(rest)
+        if cut:
+            yield _Chunk.of(rest[:cut], b"")
+            rest = rest[cut:]
         waited = 0
         while True:
             more = self._stream.read(CHUNK_BYTES)
@@ -177,23 +190,46 @@ class _Records:
                     if rest.count(b'"') % 2:
                         self.broken = True
                         return
-                    yield rest if rest.endswith(b"\n") else rest + b"\n"
+                    yield _Chunk.of(rest if rest.endswith(b"\n") else rest + b"\n", b"")
                 return
-            data = rest + more if rest else more
-            cut = _last_record_end(data)
+            cut = _last_record_end(more, odd_before=rest.count(b'"') % 2)
             if cut <= 0:
                 waited += 1
                 if waited > _MAX_CHUNKS_PER_RECORD:
                     self.broken = True
                     return
-                rest = data
+                rest += more
                 continue
             waited = 0
-            yield data[:cut] if cut < len(data) else data
-            rest = data[cut:]
+            tail = more[cut:]
+            yield _Chunk.of(rest, more, tail)
+            rest = tail
 
 
-def _unusual(data: bytes) -> bool:
+@dataclass(frozen=True)
+class _Chunk:
+    """Whole records, as pieces written one after the other, with their size, their commas and whether
+    a NUL is among them."""
+
+    pieces: tuple[bytes | memoryview, ...]
+    size: int
+    commas: int
+    nul: bool
+
+    @classmethod
+    def of(cls, rest: bytes, more: bytes, tail: bytes = b"") -> _Chunk:
+        """``rest`` then ``more`` without its ``tail`` (the start of a record cut by the read)."""
+        head = memoryview(more)[: len(more) - len(tail)]
+        commas = rest.count(b",") + more.count(b",") - tail.count(b",")
+        return cls(
+            pieces=(rest, head),
+            size=len(rest) + len(head),
+            commas=commas,
+            nul=_unusual(rest) or _unusual(more),  # a NUL in the tail is found again in the next chunk: no matter
+        )
+
+
+def _unusual(data: bytes | bytearray) -> bool:
     """Bytes the fast path leaves to the pure-Python reader: a NUL. (A CR that is not part of a CRLF, a
     line end to the pure-Python reader but data to polars, is found in the values: see _Checks.segment.)"""
     return b"\x00" in data
@@ -207,24 +243,28 @@ def _known(commas: int, marks: bool) -> Callable[[], tuple[int, bool]]:
 
 
 def _local_file(stream: BinaryIO) -> Path | None:
-    """The path of ``stream`` when it is a regular file on local disk read from its start (polars reads it itself)."""
+    """The path of ``stream`` when it is a regular file on local disk, read from its start and no larger
+    than ``LOCAL_SCAN_BYTES`` (polars reads it itself)."""
     name = getattr(stream, "name", None)
     if not isinstance(name, str) or not isinstance(stream, io.BufferedReader | io.FileIO):
         return None
     path = Path(name)
     try:
-        return path if path.is_file() and stream.seekable() and stream.tell() == 0 else None
+        if not (path.is_file() and stream.seekable() and stream.tell() == 0):
+            return None
+        return path if path.stat().st_size <= LOCAL_SCAN_BYTES else None
     except (OSError, ValueError):
         return None
 
 
-def _last_record_end(buffer: bytes) -> int:
+def _last_record_end(buffer: bytes, *, odd_before: int = 0) -> int:
     """The end (past its line break) of the last whole record in ``buffer``, or 0.
 
-    A line break ends a record when an even number of double quotes stands before it (RFC 4180:
-    a quote inside a quoted field is doubled, so only the quotes that open and close count odd).
+    A line break ends a record when an even number of double quotes stands before it since the
+    start of its record (RFC 4180: a quote inside a quoted field is doubled, so only the quotes
+    that open and close count odd); ``odd_before`` is that parity of the bytes before ``buffer``.
     """
-    odd = buffer.count(b'"') % 2
+    odd = (odd_before + buffer.count(b'"')) % 2
     end = len(buffer)
     for _ in range(10_000):
         newline = buffer.rfind(b"\n", 0, end)
@@ -270,7 +310,9 @@ class _Checks:
         unit price) are checked once summed (:meth:`mapped`). polars fills a short row's missing
         fields with empty strings, as if they were empty, and refuses a long one: every record has
         exactly the header's fields when the commas of the segment are ``rows * (fields - 1)`` plus
-        the commas inside its values.
+        the commas inside its values. A good row's date, amount and quantity hold no comma and no
+        CR; the key columns' commas and CRs are counted once per key (times its rows), so only the
+        other columns are looked at row by row.
         """
         customer = self.mapping.customer.column
         number = PLAIN_NUMBER
@@ -287,10 +329,15 @@ class _Checks:
             & pl.col(AMOUNT).str.contains(number)
             & ((quantity == "") | quantity.str.contains(number))
         )
-        commas = pl.sum_horizontal(pl.col(name).str.count_matches(",", literal=True) for name in self.names)
+        others = [name for name in self.names if name not in self.needed]
+        commas = pl.sum_horizontal(
+            pl.lit(0, pl.UInt32), *(pl.col(name).str.count_matches(",", literal=True) for name in others)
+        )
         # polars takes the CR of a CRLF as part of the line end; any other CR is left in a value, where the
         # pure-Python reader (as csv) would have ended a line: such a file is the pure-Python reader's.
-        carriage_returns = pl.any_horizontal(pl.col(name).str.contains("\r", literal=True) for name in self.names)
+        carriage_returns = pl.any_horizontal(
+            pl.lit(False), *(pl.col(name).str.contains("\r", literal=True) for name in others)
+        )
         query = (
             frame.with_columns(good=good, commas=commas, cr=carriage_returns)
             .group_by([customer, BILL_ITEM, IMSI, UNIT_PRICE])
@@ -309,14 +356,20 @@ class _Checks:
             tallied = query.collect()
         except (pl.exceptions.PolarsError, ValueError):
             return None  # not UTF-8, a stray quote, more fields than the header...: the pure-Python reader says
-        totals = tallied.select(pl.col("rows", "bad", "commas", "cr").sum()).row(0)
-        rows, bad, value_commas, carried = (int(value or 0) for value in totals)
+        keys = pl.col("customer", BILL_ITEM, IMSI, UNIT_PRICE)
+        key_commas = pl.sum_horizontal(keys.str.count_matches(",", literal=True)) * pl.col("rows")
+        totals = tallied.select(
+            pl.col("rows", "bad").sum(),
+            (pl.col("commas") + key_commas).sum().alias("commas"),
+            (pl.col("cr") + pl.any_horizontal(keys.str.contains("\r", literal=True))).sum().alias("cr"),
+            pl.any_horizontal(keys.is_null()).any().alias("null_keys"),
+        ).row(0)
+        rows, bad, value_commas, carried = (int(value or 0) for value in totals[:4])
         if carried and self._lone_carriage_return(frame):
             return None
         header_commas = len(self.names) - 1
-        keys_null = tallied.select(pl.any_horizontal(pl.col(["customer", BILL_ITEM, IMSI, UNIT_PRICE]).is_null()).any())
         raw_commas, marks = segment.counts()
-        if marks or bad or keys_null.item() or rows == 0 or raw_commas != rows * header_commas + value_commas:
+        if marks or bad or totals[4] or rows == 0 or raw_commas != rows * header_commas + value_commas:
             return None
         return _Tallied(frame=tallied.drop("bad", "commas", "cr"), rows=rows)
 
@@ -347,6 +400,8 @@ class _Checks:
 
 
 def _fold(partials: list[pl.DataFrame]) -> pl.DataFrame:
+    if len(partials) == 1:
+        return partials[0]  # a segment's sums are per raw key already
     return (
         pl.concat(partials)
         .group_by(_KEY)
@@ -388,10 +443,12 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
     per_item = _sums(keyed, BILL_ITEM)
     per_subscription = _sums(keyed, "subscription")
     prices = pl.col("unit_price")
+    charge_key = ["subscription", "account", "resource", IMSI]
     charges = (
-        keyed.group_by(["subscription", "account", "resource", IMSI])
+        keyed.group_by(charge_key)
         .agg(
-            name=pl.col(BILL_ITEM).cast(pl.String).unique().sort().str.join(" | "),  # sorted as text, as sorted()
+            name=pl.col(BILL_ITEM).first().cast(pl.String),
+            names=pl.col(BILL_ITEM).n_unique(),
             rank=pl.col("rank").min(),
             total=pl.col("amount").sum(),
             quantity=pl.col("quantity").sum(),
@@ -407,6 +464,7 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
         )
         .drop("quantity", "rows", "quantity_rows")
     )
+    charges = _joined_names(charges, keyed, charge_key)
     # Sorted by extChargeId, as the pure-Python path sorts; the id itself is computed again with each packet.
     # Repeated texts as categoricals: a charge costs a few hundred bytes of this frame, not its Python objects.
     charges = (
@@ -423,6 +481,25 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
         per_item=per_item,
         per_subscription=per_subscription,
         charges=charges,
+    )
+
+
+def _joined_names(charges: pl.DataFrame, keyed: pl.DataFrame, charge_key: list[str]) -> pl.DataFrame:
+    """A charge of several bill items is named by them all, sorted as text (as ``sorted()``) and joined
+    by `` | ``; only those few charges' names are joined (a list per charge costs more than its sums)."""
+    several = charges.filter(pl.col("names") > 1).select(charge_key)
+    charges = charges.drop("names")
+    if several.is_empty():
+        return charges
+    joined = (
+        keyed.join(several, on=charge_key, how="semi")
+        .group_by(charge_key)
+        .agg(joined=pl.col(BILL_ITEM).cast(pl.String).unique().sort().str.join(" | "))
+    )
+    return (
+        charges.join(joined, on=charge_key, how="left", maintain_order="left")
+        .with_columns(name=pl.coalesce("joined", "name"))
+        .drop("joined")
     )
 
 

@@ -104,9 +104,8 @@ def _fast_plan(
     stream: BinaryIO, *, month: str, currency: str, mapping: Mapping, source: str, id_suffix: str
 ) -> ImportPlan | None:
     # Imported here: billing_frame builds its charges with this module's ChargeBuilder.
-    import polars as pl
-
     from soracharge.logic.billing_frame import FrameCharges, canonical, read_frame
+    from soracharge.logic.polars_engine import pl
 
     try:
         with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
