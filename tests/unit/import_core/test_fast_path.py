@@ -313,9 +313,9 @@ def test_a_local_file_is_scanned_in_place_only_up_to_its_size_limit_and_plans_th
     written: list[int] = []
     segments = billing_frame._Records.segments
 
-    def spy(self, path, header):
-        for segment in segments(self, path, header):
-            written.append(path.stat().st_size)
+    def spy(self, workdir, header):
+        for segment in segments(self, workdir, header):
+            written.append(segment.path.stat().st_size)
             yield segment
 
     monkeypatch.setattr(billing_frame._Records, "segments", spy)
