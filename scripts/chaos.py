@@ -1,18 +1,21 @@
-"""Run many chaos cycles end to end and print what happened (figures only: it asserts nothing).
+"""Run many chaos cycles end to end and print what happened (exit 1 when a cycle went wrong).
 
-    .venv/bin/python scripts/chaos.py --cycles 300 --seed 7
+    .venv/bin/python scripts/chaos.py --cycles 1000          # on a seed drawn now (printed)
+    .venv/bin/python scripts/chaos.py --seed 4242 --cycles 120
 
 Each cycle exports a month with the export state machine, imports it from the S3 event and follows the
 CloudBlue session, with 0-3 faults drawn from ``random.Random(seed * 1000 + cycle)`` (see
-tests/chaos/harness.py), then re-runs the month as a person would when the run failed. Printed: cycles,
-faults injected (per fault), charges lost, charges doubled, runs failed with a reason, runs failed
-without one, and every cycle that went wrong with its seed, cycle number and faults, so that
-``--seed N --start C --cycles 1`` replays it.
+tests/chaos/harness.py), then follows the runbook as a person would: each alert's action, exactly as the
+alert states it.
+Printed: cycles, faults armed and fired (per kind), charges lost, charges doubled, runs failed with a
+reason, runs failed without one, re-runs that did not complete, and every cycle that went wrong
+with the command that replays it.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import tempfile
 import time
@@ -25,11 +28,17 @@ from tests.chaos.harness import ChaosWorld, Totals, run_cycles
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cycles", type=int, default=300, help="how many cycles (default 300)")
-    parser.add_argument("--seed", type=int, default=1, help="the seed the faults are drawn from (default 1)")
+    parser.add_argument("--cycles", type=int, default=300, help="how many cycles (default 300, at most 1000)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="the seed the faults are drawn from (default: one drawn now, printed)"
+    )
     parser.add_argument("--start", type=int, default=0, help="the first cycle number (to replay one cycle)")
     parser.add_argument("--verbose", action="store_true", help="print every cycle, not only those that went wrong")
     args = parser.parse_args(argv)
+    if args.seed is None:
+        args.seed = secrets.randbelow(1_000_000)
+    if args.start + args.cycles > 1000:
+        parser.error("--start + --cycles must stay within 1000 (cycle C of seed S draws from S * 1000 + C)")
 
     started = time.monotonic()
     totals = Totals()
@@ -45,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"cycles:                       {totals.cycles}")
-    print(f"faults injected:              {sum(totals.faults.values())}")
+    print(f"faults armed / fired:         {sum(totals.faults.values())} / {sum(totals.fired.values())}")
     for name, count in sorted(totals.faults.items()):
-        print(f"  {name:<28}{count}")
+        print(f"  {name:<28}{count:>5} / {totals.fired[name]}")
     print(f"charges lost:                 {totals.lost}")
     print(f"charges doubled:              {totals.doubled}")
     print(f"runs failed with a reason:    {totals.failed_with_reason}")
@@ -59,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         for note, count in sorted(totals.notes.items()):
             print(f"  {note}: {count} (first: {totals.note_examples[note][:200]})")
     print(f"wall time:                    {elapsed:.0f} s ({elapsed / max(totals.cycles, 1):.2f} s per cycle)")
+    print(f"seed:                         {args.seed} (cycles {args.start} to {args.start + args.cycles - 1})")
     if totals.bad:
-        print(f"cycles that went wrong ({len(totals.bad)}): " + ", ".join(f"{r.seed}/{r.index}" for r in totals.bad))
+        print(f"cycles that went wrong ({len(totals.bad)}):")
+        for bad in totals.bad:
+            print(f"  .venv/bin/python scripts/chaos.py --seed {bad.seed} --start {bad.index} --cycles 1 --verbose")
+        return 1
     return 0
 
 

@@ -60,6 +60,14 @@ class AsyncInvoker:
         """Deliver the very same event again (S3 duplicates events; a person may replay one)."""
         return self.submit(self._functions[delivery.function_name], delivery.event)
 
+    def invoke(self, function_name: str, event: dict[str, Any]) -> Delivery:
+        """``aws lambda invoke --invocation-type Event`` of a function this invoker has delivered to before."""
+        try:
+            function = self._functions[function_name]
+        except KeyError:
+            raise KeyError(f"no asynchronous delivery to {function_name} yet: {sorted(self._functions)}") from None
+        return self.submit(function, event)
+
     def submit(self, function: LambdaFunction, event: dict[str, Any]) -> Delivery:
         delivery = Delivery(function.function_name, event)
         self._functions[function.function_name] = function

@@ -10,8 +10,14 @@ CloudBlue exactly once, or the run stops with a clear reason and can be re-run s
   end ``FAILED_PROCESSED``: a session never closed is never rated (the import gives such sessions up on
   purpose), and a session CloudBlue failed to rate bills nothing;
 - the cycle is good when held equals expected exactly (none lost, none doubled, sums equal), either after
-  the first run or, when that run ended in an explicit failure with its reason, after the re-run a person
-  would do (the README's runbook), with the faults gone.
+  the first run or after the runbook was followed: after each run the harness reads the alerts it caused
+  (the alerts topic, as the people subscribed read it) and performs the action each one names (its
+  ``Runbook action:`` line) exactly as it says (``tests/chaos/runbook.py``), with the faults gone; a run
+  that failed without an alert naming an action failed *without a reason*, a defect.
+
+Faults are counted twice: armed (drawn for the cycle) and fired (the simulators' ``fired`` counters, the
+kill that happened, the event that was delivered again): a fault armed for a stage the run never reached
+did not fire.
 
 How each fault is injected (names are the keys of :data:`FAULTS`):
 
@@ -20,6 +26,11 @@ How each fault is injected (names are the keys of :data:`FAULTS`):
   downloads) are switched off again after a number of Lambda invocations through ``runner.before_invoke``.
   Slow answers exceed the clients' timeouts (set low: ``SORACOM_TIMEOUT_SECONDS``, ``APS_TIMEOUT_SECONDS``)
   or stay below them.
+- ``cloudblue.gateway``: CloudBlue's gateway answers 502 or 504 to the next requests, either before
+  CloudBlue saw them or after it handled them (the answer lost: the outcome is unknown to the client).
+- ``cloudblue.failed_until_fixed``: a subscription of the month is inactive in CloudBlue, so a session
+  with its charges ends ``FAILED_PROCESSED`` until the runbook fixes it in CloudBlue (``errorDesc`` names
+  it); the harness's "faults gone" does not fix it.
 - ``cloudblue.token_expiry``: the functions are given ``APS_TOKEN`` for the cycle (the simulator accepts
   OAuth and APS tokens; OAuth has no token to expire), and the token expires before the import, after the
   k-th packet CloudBlue accepted, or before the session is followed.
@@ -63,10 +74,13 @@ from soracharge.logic.charges import plan_import
 from soracharge.logic.imports import follow_execution_name
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
+from soracharge.models.runbook import Remedy
 from soracharge.observability import logger, metrics
 from soracharge_local.engine import CloudBlueAccess, ExecutionResult, LocalCloud, SoracomAccess
 from soracharge_local.s3_events import Delivery
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomFaults, SoracomSimulator
+
+from tests.chaos.runbook import PERFORMERS, ReceivedAlert
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_MAPPING = REPO / "examples" / "mapping.example.yaml"
@@ -81,8 +95,10 @@ SLOW_BELOW = 0.15
 #: CloudBlue client attempts per call (tenacity; its sleeps are skipped).
 APS_MAX_ATTEMPTS = 3
 FAILED_PROCESSING_DESC = "Subscription 9531985d-5d9d-49f8-9818-e811892f902b is not active"
-#: Re-runs a person would do before the harness gives the cycle up.
-MAX_RERUNS = 3
+#: Rounds of the runbook (every alert of a round acted on) before the harness gives the cycle up.
+MAX_RERUNS = 4
+#: The errorDesc of a session with charges of an inactive subscription (the simulator's, as CloudBlue words it).
+INACTIVE_SUBSCRIPTION = re.compile(r"Subscription (\S+) is not active")
 
 
 class LambdaKilled(Exception):
@@ -129,8 +145,10 @@ class CycleResult:
     concurrency: int = 0
     ignores_repeated_ext_hash: bool = True
     faults: list[Fault] = field(default_factory=list)
+    fired: set[str] = field(default_factory=set)
     first_run_ok: bool = False
     signals: list[Signal] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
     reruns: list[str] = field(default_factory=list)
     rerun_ok: bool | None = None
     expected_charges: int = 0
@@ -169,12 +187,13 @@ class CycleResult:
         lines = [
             f"seed {self.seed} cycle {self.index}: month {self.month}, concurrency {self.concurrency}, "
             f"CloudBlue ignores repeated extHash: {self.ignores_repeated_ext_hash}",
-            f"  faults: {', '.join(str(f) for f in self.faults) or 'none'}",
+            f"  faults: {', '.join(str(f) for f in self.faults) or 'none'}; fired: {sorted(self.fired) or 'none'}",
             f"  first run: {'completed' if self.first_run_ok else 'failed'}; re-runs: {self.reruns or 'none'}"
             + ("" if self.rerun_ok is None else f" -> {'completed' if self.rerun_ok else 'NOT completed'}"),
             f"  expected {self.expected_charges} charges ({self.expected_sum}), held {self.held_charges} "
             f"({self.held_sum}): lost {self.lost}, doubled {self.doubled}",
         ]
+        lines += [f"  alert: {alert}" for alert in self.alerts]
         lines += [f"  failure at {s.where}: {s.reason or '<NO REASON>'}" for s in self.signals]
         lines += [f"  SILENT: {s}" for s in self.silent]
         lines += [f"  note: {n}" for n in self.notes]
@@ -187,6 +206,7 @@ class CycleResult:
 class Totals:
     cycles: int = 0
     faults: Counter[str] = field(default_factory=Counter)
+    fired: Counter[str] = field(default_factory=Counter)
     lost: int = 0
     doubled: int = 0
     failed_with_reason: int = 0
@@ -200,6 +220,7 @@ class Totals:
     def add(self, result: CycleResult) -> None:
         self.cycles += 1
         self.faults.update(f.name for f in result.faults)
+        self.fired.update(result.fired)
         self.lost += result.lost
         self.doubled += result.doubled
         self.failed_with_reason += int(result.failed_with_reason)
@@ -235,6 +256,7 @@ class Injector:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.kills = 0  # every kill that happened (never reset: a cycle compares it before and after)
         self.reset()
 
     def reset(self) -> None:
@@ -248,6 +270,7 @@ class Injector:
             self.lapse_on_next_import = False
 
     def _die(self, where: str) -> None:
+        self.kills += 1
         self.skip_release = True
         self.killed_at = where
         raise LambdaKilled(f"chaos: the import function was killed {where}")
@@ -374,6 +397,7 @@ class ChaosWorld:
         self._stack = ExitStack()
         self._used_months: set[str] = set()
         self._executions = 0
+        self._clock = time.time()
         self.mapping_path = workdir / "mapping.yaml"
 
     def __enter__(self) -> ChaosWorld:
@@ -440,6 +464,11 @@ class ChaosWorld:
     def begin_cycle(self, month: str, concurrency: int, ignores_repeats: bool) -> int:
         """Reset faults and hooks, free the month (wipe what an earlier cycle left of it); the last session id."""
         self.calm()
+        for subscription in self.cloudblue.inactive_subscriptions:
+            self.cloudblue.activate_subscription(subscription)
+        self.cloud.alerts()  # what earlier cycles left on the topic
+        self.soracom.clear_fired()
+        self.cloudblue.clear_fired()
         self.invoke_hooks.clear()
         self.invocations = 0
         self.hook_errors.clear()
@@ -475,6 +504,38 @@ class ChaosWorld:
                 pk = item["pk"]["S"]
                 if pk.startswith(f"lock#{month}") or item.get("month", {}).get("S") == month:
                     db.delete_item(TableName=table, Key={"pk": {"S": pk}})
+
+    def clock(self) -> float:
+        """The wall clock a person's shell reads (``$(date +%s)``): a second later at each read."""
+        self._clock += 1.0
+        return self._clock
+
+    def alerts(self) -> list[ReceivedAlert]:
+        """The alerts published since the last call, as the people subscribed to the topic read them."""
+        return [ReceivedAlert.read(alert["subject"], alert["message"]) for alert in self.cloud.alerts()]
+
+    def invoke_async(self, function_name: str, event: dict[str, Any]) -> Delivery:
+        """``aws lambda invoke --invocation-type Event``: delivered as Lambda delivers it (retries included)."""
+        invoker = self.cloud.async_invocations
+        delivery = invoker.invoke(function_name, event)
+        invoker.wait_idle()
+        return delivery
+
+    def object_bytes(self, bucket: str, key: str, version: str | None) -> bytes:
+        extra = {"VersionId": version} if version else {}
+        return bytes(self.cloud.client("s3").get_object(Bucket=bucket, Key=key, **extra)["Body"].read())
+
+    def put(self, key: str, body: bytes, metadata: dict[str, str]) -> list[Delivery]:
+        """``aws s3 cp FILE s3://<bucket>/<key> --metadata ...``; the import deliveries it caused."""
+        before = len(self.cloud.async_invocations.deliveries)
+        self.cloud.client("s3").put_object(Bucket=self.cloud.bucket, Key=key, Body=body, Metadata=metadata)
+        return self.cloud.import_deliveries(before)
+
+    def subscriptions(self, month: str) -> list[str]:
+        """The CloudBlue subscriptions the month's charges name."""
+        body = self.soracom.csv_bytes(month)
+        plan = plan_import(io.BytesIO(body), month=month, currency=self.soracom.currency, mapping=self.mapping)
+        return sorted({c.subscription_id for c in plan.charges})
 
     def lapse_leases(self) -> None:
         """Time passes beyond every lease: an import left IMPORTING by a killed invocation can be resumed."""
@@ -597,8 +658,19 @@ class ChaosWorld:
 class Cycle:
     """One monthly cycle: faults drawn from ``random.Random(seed * 1000 + index)``."""
 
-    def __init__(self, world: ChaosWorld, seed: int, index: int) -> None:
+    def __init__(
+        self,
+        world: ChaosWorld,
+        seed: int,
+        index: int,
+        *,
+        faults: list[str] | None = None,
+        kill_point: KillPoint | None = None,
+    ) -> None:
+        """``faults`` and ``kill_point`` force what is otherwise drawn (a regression test's exact scenario)."""
         self.world = world
+        self.forced_faults = faults
+        self.kill_point = kill_point
         self.rng = random.Random(seed * 1000 + index)
         self.result = CycleResult(seed=seed, index=index)
         self.label = f"chaos-{seed}-{index}"
@@ -607,6 +679,10 @@ class Cycle:
         self.main: Delivery | None = None
         self.ok = False
         self.stage = "export"
+        self.pending = False  # alerts still asking for action when the harness stopped following the runbook
+        self.fired_here: set[str] = set()  # the harness's own faults that happened (the simulators count theirs)
+        self.kills_before = world.injector.kills
+        self.error_descs: list[str] = []
         self._soracom_kind: list[str | None] = []
         self._cloudblue_operation: list[str | None] = []
 
@@ -661,6 +737,8 @@ class Cycle:
         self.world.invoke_hooks.append(hook)
 
     def pick_faults(self) -> list[str]:
+        if self.forced_faults is not None:
+            return list(self.forced_faults)
         count = self.rng.choices([0, 1, 2, 3], weights=[1, 4, 3, 2])[0]
         names = self.rng.sample(sorted(FAULTS), count)
         if "soracom.export_failed" in names and "soracom.export_never" in names:
@@ -699,27 +777,127 @@ class Cycle:
         elif not self._exact(world.held(watermark), expected):
             result.silent.append("the run completed, but CloudBlue does not hold exactly the expected charges")
 
-        # Re-runs, as a person would do them after an explicit failure (faults gone, time passed)
-        stage = self.stage
-        while not self.ok and len(result.reruns) < MAX_RERUNS:
-            world.calm()
-            self._rerun(month, stage)
+        # The runbook, as a person follows it: each alert's action, with the faults gone and time passed
+        self._follow_runbook()
         if result.reruns:
             exact = self._exact(world.held(watermark), expected)
-            result.rerun_ok = self.ok and exact
+            result.rerun_ok = self.ok and exact and not self.pending
             if self.ok and not exact:
-                result.silent.append("the re-run completed, but CloudBlue does not hold exactly the expected charges")
+                result.silent.append(
+                    "the runbook was followed, but CloudBlue does not hold exactly the expected charges"
+                )
 
-        # What may happen afterwards: an old event, the month exported again
+        # What may happen afterwards: an old event, the month exported again (and the runbook for what they say)
         world.calm()
         if "s3.out_of_order" in self.flags:
             self._out_of_order()
         if "month.run_twice" in self.flags:
             self._run_twice(month)
+        if self.flags & {"s3.out_of_order", "month.run_twice"}:
+            ok, self.ok = self.ok, True
+            self._follow_runbook()
+            self.ok = self.ok and ok
 
+        self._fired()
         held = world.held(watermark)
         self._verdict(held, expected)
         self._describe_sessions(watermark)
+
+    def _follow_runbook(self) -> None:
+        """Read the alerts the runs caused and perform each one's action, round after round, until none is left.
+
+        A run that failed and caused no alert naming an action failed without a reason.
+        """
+        result, world = self.result, self.world
+        alerts = self._read_alerts()
+        rounds = 0
+        while True:
+            actionable = [alert for alert in alerts if alert.remedy is not None and alert.remedy != Remedy.NOTHING]
+            if not actionable:
+                if not self.ok:
+                    self._signal("runbook", "")
+                    result.silent.append("the run failed, and no alert named an action to take")
+                self.pending = False
+                return
+            if rounds == MAX_RERUNS:
+                self.pending = True
+                result.notes.append(f"runbook: alerts still asking for action after {MAX_RERUNS} rounds")
+                return
+            rounds += 1
+            world.calm()  # the causes fixed: the faults gone, time passed (CloudBlue's own settings are not)
+            ok = True
+            for alert in _one_per_action(actionable):
+                assert alert.remedy is not None
+                result.reruns.append(f"{alert.remedy} ({alert.subject})")
+                ok = PERFORMERS[alert.remedy](self, alert) and ok
+            self.ok = ok
+            alerts = self._read_alerts()
+
+    def _fired(self) -> None:
+        """Which of the cycle's faults fired: the simulators' counters, the kills, the harness's own events."""
+        world = self.world
+        counters = {"soracom": world.soracom.fired, "cloudblue": world.cloudblue.fired}
+        if world.injector.kills > self.kills_before:
+            self.fired_here.add("lambda.killed")
+        for fault in self.result.faults:
+            if fault.name in FIRED_BY:
+                simulator, keys = FIRED_BY[fault.name]
+                if any(counters[simulator][key] for key in keys):
+                    self.result.fired.add(fault.name)
+            elif fault.name in self.fired_here:
+                self.result.fired.add(fault.name)
+
+    def _read_alerts(self) -> list[ReceivedAlert]:
+        alerts = self.world.alerts()
+        for alert in alerts:
+            if alert.remedy is None:
+                self._signal(f"alert {alert.subject!r}", "")
+                self.result.silent.append(f"an alert named no runbook action: {alert.subject}")
+            if alert.facts.get("errorDesc", "-") != "-":
+                self.error_descs.append(alert.facts["errorDesc"])
+        self.result.alerts.extend(f"{alert.remedy}: {alert.subject}" for alert in alerts)
+        return alerts
+
+    # -- what the runbook's performers use (tests/chaos/runbook.py) ------------------------------
+
+    def unperformable(self, alert: ReceivedAlert, why: str) -> bool:
+        """An alert whose action cannot be done as it is written: a defect of the alert."""
+        self._signal(f"runbook {alert.remedy}", "")
+        self.result.silent.append(f"the action of alert {alert.subject!r} cannot be performed: {why}")
+        return False
+
+    def fix_in_cloudblue(self) -> None:
+        """What a person does in CloudBlue after reading errorDesc: activate the subscription it names."""
+        inactive = self.world.cloudblue.inactive_subscriptions
+        for desc in self.error_descs:
+            named = INACTIVE_SUBSCRIPTION.search(desc)
+            if named is not None and named.group(1) in inactive:
+                self.world.cloudblue.activate_subscription(named.group(1))
+                self.result.notes.append(f"fixed in CloudBlue: subscription {named.group(1)} activated")
+
+    def run_execution(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> bool:
+        """``aws stepfunctions start-execution`` as an alert gives it, followed to its end (and its imports)."""
+        world = self.world
+        logical = {arn: logical_id for logical_id, arn in world.cloud.state_machines.items()}.get(state_machine_arn)
+        if logical is None:
+            self._signal("runbook start-execution", "")
+            self.result.silent.append(f"the alert's state machine {state_machine_arn} does not exist")
+            return False
+        before = len(world.cloud.async_invocations.deliveries)
+        execution = world.cloud.run(logical, payload, name=name, timeout_seconds=600)
+        if logical == "ExportBillingStateMachine":
+            return self._after_export(execution, world.cloud.import_deliveries(before), first=False)
+        # follow-import-session: the outcome is in the report it recorded
+        if execution.status != "SUCCEEDED":
+            self._signal(f"follow again {execution.status}", f"{execution.error or ''}: {_cause(execution.cause)}")
+            return False
+        key = str(payload.get("reportKey", ""))
+        report = json.loads(world.cloud.client("s3").get_object(Bucket=world.cloud.bucket, Key=key)["Body"].read())
+        if report.get("status") != "PROCESSED":
+            reason = str(report.get("summary") or "")
+            self._signal(f"follow again ({report.get('status')})", reason)
+            return False
+        return True
 
     def _signal(self, where: str, reason: str) -> None:
         self.result.signals.append(Signal(where, reason))
@@ -734,7 +912,7 @@ class Cycle:
             self._signal(f"export {execution.status}", reason if execution.error else "")
             if deliveries:  # it failed after storing the file: the import ran anyway
                 self.main = self.main or deliveries[0]
-                self._settle_all(deliveries)
+                self.settle_all(deliveries)
             self.stage, self.ok = "export", False
             return False
         stored = (execution.output or {}).get("s3") or {}
@@ -748,11 +926,12 @@ class Cycle:
             return False
         self.main = deliveries[0]
         if first and "s3.duplicate_event" in self.flags:
+            self.fired_here.add("s3.duplicate_event")
             for _ in range(self.rng.randint(1, 2)):
                 deliveries.append(self.world.redeliver(self.main))
-        return self._settle_all(deliveries)
+        return self.settle_all(deliveries)
 
-    def _settle_all(self, deliveries: list[Delivery]) -> bool:
+    def settle_all(self, deliveries: list[Delivery]) -> bool:
         """Settle every delivery; the run is ok when the last word on each object version is ok."""
         last: dict[str, Outcome] = {}
         for delivery in deliveries:
@@ -766,50 +945,17 @@ class Cycle:
         self.ok = ok
         return ok
 
-    def _rerun(self, month: str, stage: str) -> None:
-        world = self.world
-        if stage == "export" or self.main is None:
-            self.result.reruns.append("export again")
-            execution, deliveries = world.export(month, f"{self.label}-rerun")
-            self._after_export(execution, deliveries, first=False)
-            return
-        if stage == "import":
-            redelivered = [r for r in self.result.reruns if r.startswith("redeliver")]
-            if not redelivered and self.rng.random() < 0.5:
-                self.result.reruns.append("redeliver the S3 event")
-                self._settle_all([world.redeliver(self.main)])
-                if not self.ok:
-                    self.result.notes.append(
-                        "redelivery did not complete: " + (self.result.signals[-1].reason[:160] or "<no reason>")
-                    )
-                return
-            self.result.reruns.append("copy the object onto itself (runbook)")
-            self._settle_all(world.copy(_event_key(self.main)))
-            return
-        if stage == "rating":
-            self.result.reruns.append("upload the file again with import=additional (runbook)")
-            assert self.export_key is not None
-            target = f"uploads/{month}/rerun-{len(self.result.reruns)}.csv"
-            self._settle_all(world.copy(self.export_key, target, {"import": "additional"}))
-            return
-        # follow: the charges are in a closed session; the runbook says check it in CloudBlue
-        self.result.reruns.append("check the session in CloudBlue (runbook)")
-        reports = (self.main.result or {}).get("reports") or [{}]
-        session_id = reports[0].get("importSessionId")
-        status = world.cloudblue.session(int(session_id)).status if session_id is not None else "none"
-        self.ok = status in ("PROCESSED", "REPORTED")
-        if not self.ok:
-            self._signal("follow (checked by hand)", f"session {session_id} is {status}")
-
     def _out_of_order(self) -> None:
         """A newer version of the object (copied onto itself) is handled, then the older version's event arrives."""
         if self.main is None:
             return
+        self.fired_here.add("s3.out_of_order")
         for delivery in self.world.copy(_event_key(self.main)):
             self._extra_outcome("newer version", self.world.settle(delivery))
         self._extra_outcome("older event, late", self.world.settle(self.world.redeliver(self.main)))
 
     def _run_twice(self, month: str) -> None:
+        self.fired_here.add("month.run_twice")
         execution, deliveries = self.world.export(month, f"{self.label}-again")
         if execution.status != "SUCCEEDED":
             self._signal(f"second export {execution.status}", execution.error or "")
@@ -861,6 +1007,21 @@ class Cycle:
         sessions = [s for s in self.world.cloudblue.sessions() if s.importSessionId > watermark]
         summary = Counter(("closed " + s.status) if s.closed_at is not None else "left open" for s in sessions)
         self.result.notes.append("sessions: " + ", ".join(f"{n} {what}" for what, n in sorted(summary.items())))
+
+
+def _one_per_action(alerts: list[ReceivedAlert]) -> list[ReceivedAlert]:
+    """What a person does once for several alerts that ask the same: one export, one upload per month."""
+    seen: set[tuple[object, ...]] = set()
+    chosen = []
+    for alert in alerts:
+        if alert.remedy in (Remedy.START_EXPORT, Remedy.UPLOAD_ADDITIONAL):
+            key: tuple[object, ...] = (alert.remedy, alert.month)
+        else:
+            key = (alert.remedy, alert.command or alert.facts.get("File"))
+        if key not in seen:
+            seen.add(key)
+            chosen.append(alert)
+    return chosen
 
 
 def _cause(cause: str | None) -> str:
@@ -986,13 +1147,30 @@ def _cloudblue_token_expiry(cycle: Cycle) -> None:
         cycle.add("cloudblue.token_expiry", "APS token expires before the session is followed")
 
 
+def _cloudblue_gateway(cycle: Cycle) -> None:
+    n, operation = cycle.rng.randint(1, 4), cycle.cloudblue_operation()
+    status, after = cycle.rng.choice([502, 504]), cycle.rng.random() < 0.5
+    faults = cycle.world.cloudblue.faults
+    faults.gateway_error_next, faults.gateway_status, faults.gateway_after_processing = n, status, after
+    handled = "after CloudBlue handled them" if after else "before CloudBlue saw them"
+    cycle.add("cloudblue.gateway", f"next {n} {operation or 'API'} requests answer {status}, {handled}")
+
+
+def _cloudblue_failed_until_fixed(cycle: Cycle) -> None:
+    subscription = cycle.rng.choice(cycle.world.subscriptions(cycle.result.month))
+    cycle.world.cloudblue.deactivate_subscription(subscription)
+    cycle.add("cloudblue.failed_until_fixed", f"subscription {subscription} inactive until fixed in CloudBlue")
+
+
 def _cloudblue_failed_processed(cycle: Cycle) -> None:
     cycle.world.cloudblue.faults.fail_processing = FAILED_PROCESSING_DESC
     cycle.add("cloudblue.failed_processed", "the next closed sessions end FAILED_PROCESSED")
 
 
 def _lambda_killed(cycle: Cycle) -> None:
-    point: KillPoint = cycle.rng.choice(["before_record", "after_mark", "after_close"])
+    points: list[KillPoint] = ["before_record", "after_mark", "after_close"]
+    drawn = cycle.rng.choice(points)
+    point = cycle.kill_point or drawn
     k = cycle.rng.randint(1, 6)
     lapse = cycle.rng.random() < 0.5
     world = cycle.world
@@ -1040,10 +1218,32 @@ FAULTS: dict[str, Callable[[Cycle], None]] = {
     "cloudblue.dropped": _cloudblue_dropped,
     "cloudblue.token_expiry": _cloudblue_token_expiry,
     "cloudblue.failed_processed": _cloudblue_failed_processed,
+    "cloudblue.gateway": _cloudblue_gateway,
+    "cloudblue.failed_until_fixed": _cloudblue_failed_until_fixed,
     "lambda.killed": _lambda_killed,
     "s3.duplicate_event": _s3_duplicate_event,
     "s3.out_of_order": _s3_out_of_order,
     "month.run_twice": _month_run_twice,
+}
+
+
+#: The simulator counters (``fired``) that say a fault of the catalogue fired; the other faults are the harness's.
+FIRED_BY: dict[str, tuple[Literal["soracom", "cloudblue"], tuple[str, ...]]] = {
+    "soracom.429": ("soracom", ("rate_limit_next",)),
+    "soracom.5xx": ("soracom", ("server_error_next",)),
+    "soracom.slow": ("soracom", ("slow_seconds",)),
+    "soracom.token_expiry": ("soracom", ("expired_token",)),
+    "soracom.export_failed": ("soracom", ("export_outcome",)),
+    "soracom.export_never": ("soracom", ("export_outcome",)),
+    "soracom.download": ("soracom", ("download_server_error_next", "truncate_download")),
+    "cloudblue.5xx": ("cloudblue", ("server_error_next",)),
+    "cloudblue.5xx_packets": ("cloudblue", ("server_error_on_packets",)),
+    "cloudblue.slow": ("cloudblue", ("slow_seconds",)),
+    "cloudblue.dropped": ("cloudblue", ("drop_after_processing_next",)),
+    "cloudblue.token_expiry": ("cloudblue", ("expired_token",)),
+    "cloudblue.failed_processed": ("cloudblue", ("fail_processing",)),
+    "cloudblue.gateway": ("cloudblue", ("gateway_error_next",)),
+    "cloudblue.failed_until_fixed": ("cloudblue", ("inactive_subscription",)),
 }
 
 

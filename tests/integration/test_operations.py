@@ -93,6 +93,12 @@ def planned_by_identity(body: bytes, month: str) -> dict[tuple[str, str, str], D
     return {key: amount for key, amount in totals.items() if amount}
 
 
+def command_line(message: str) -> str:
+    """The alert's command: its one line that starts with ``aws ``."""
+    (line,) = [line for line in message.splitlines() if line.startswith("aws ")]
+    return line
+
+
 def test_running_a_month_again_is_a_no_op_that_says_so(stack, soracom, cloudblue):
     month = shift_month(LAST_MONTH, -1)
     output, deliveries = export_and_import(stack, month, "first-run")
@@ -127,7 +133,8 @@ def test_an_export_that_fails_alerts_with_the_month_the_reason_and_the_command(s
     assert alert["subject"] == f"soracharge {month}: export failed (ExportFailed)"
     assert re.search(rf"\nMonth: +{month}\n", alert["message"])
     assert "Soracom reported the CSV export as failed" in alert["message"]
-    command = shlex.split(alert["message"].rsplit("\n", 1)[-1])
+    assert alert["message"].endswith("\nRunbook action: start-export")
+    command = shlex.split(command_line(alert["message"]))
     assert command[command.index("--state-machine-arn") + 1] == stack.state_machines["ExportBillingStateMachine"]
 
     # And the command it gives, run once Soracom is fine again, exports the month
@@ -152,7 +159,8 @@ def test_an_import_that_fails_for_good_alerts_and_the_alert_s_command_redelivers
     (alert,) = stack.alerts()
     assert alert["subject"] == f"soracharge {month}: import failed (CloudBlueUnavailableError)"
     assert f"s3://{stack.bucket}/uploads/{month}/down.csv" in alert["message"]
-    command = shlex.split(alert["message"].rsplit("\n", 1)[-1])
+    assert alert["message"].endswith("\nRunbook action: redeliver-event")
+    command = shlex.split(command_line(alert["message"]))
     assert command[:3] == ["aws", "lambda", "invoke"]
 
     # When CloudBlue is back and the alert's command is run (the same S3 event, the same object version)

@@ -314,3 +314,46 @@ def test_a_session_not_rated_comes_with_the_command_that_follows_it_again():
         "reportKey": "reports/202610/v1.json",
         "session": {"importSessionId": 9, "status": "NEW"},
     }
+
+
+def test_every_alert_ends_with_the_runbook_action_to_take_and_a_reader_finds_the_facts_and_command_again():
+    from soracharge.models.runbook import Remedy
+
+    from tests.chaos.runbook import ReceivedAlert
+
+    follow_input = json.dumps(
+        {"objectId": "d/k#v", "month": "202610", "reportKey": "r", "session": {"importSessionId": 7}}
+    )
+    reconciliation = Reconciliation(
+        balanced=False, csv_sum=Decimal(100), bill_amount=Decimal(90), imported_sum=Decimal(100), note="over by 10"
+    )
+    made = {
+        Remedy.START_EXPORT: alerts.for_execution(execution(), export_state_machine_arn=EXPORT_ARN),
+        Remedy.REDELIVER_EVENT: alerts.for_failed_import(
+            FailedInvocation.model_validate(sample("alert_import_failed.json"))
+        ),
+        Remedy.UPLOAD_AGAIN: alerts.for_report(report("REJECTED"), "k"),
+        Remedy.UPLOAD_ADDITIONAL: alerts.for_report(
+            report("FAILED_PROCESSED", import_session_id=9, error_desc="x"), "k"
+        ),
+        Remedy.IMPORT_DIFFERENCES: alerts.for_report(report("CLOSED", reconciliation=reconciliation), "k"),
+        Remedy.FOLLOW_AGAIN: alerts.for_execution(
+            execution(stateMachineArn=FOLLOW_ARN, error="StorageError", input=follow_input),
+            export_state_machine_arn=EXPORT_ARN,
+        ),
+        Remedy.NOTHING: alerts.for_execution(execution(error="BillNotFoundError"), export_state_machine_arn=EXPORT_ARN),
+    }
+    held_after_failure = alerts.for_report(
+        report("HELD", summary="CloudBlue failed to rate the session of d/k#v (FAILED_PROCESSED), which has ..."), "k"
+    )
+    assert held_after_failure is not None
+    assert held_after_failure.remedy is Remedy.UPLOAD_ADDITIONAL
+    assert "import=additional" in held_after_failure.action
+    for remedy, alert in made.items():
+        assert alert is not None, remedy
+        assert alert.message().splitlines()[-1] == f"Runbook action: {remedy}"
+        read = ReceivedAlert.read(alert.subject, alert.message())
+        assert read.remedy is remedy
+        assert read.command == alert.command
+        assert read.month == "202610", alert.message()
+        assert read.action == alert.action

@@ -20,10 +20,13 @@ expires). Errors are APS error bodies ``{"code": <status>, "type": "...Exception
 
 After closeSession a session is ``NEW``, ``PROCESSING`` once half of ``processing_seconds`` has
 passed on ``clock``, then ``PROCESSED`` (or ``FAILED_PROCESSED`` with ``errorDesc`` when the
-``fail_processing`` fault was set at close); states are computed when read. ``importCharges``
-bodies are checked strictly against the type (:func:`aps_type.check_charges_packet`); a packet is
-stored whole or not at all, numbers as ``Decimal``. A charge whose non-empty ``extHash`` the
-session already holds is ignored (``ignore_repeated_ext_hash``) or stored again.
+``fail_processing`` fault was set at close, or when one of its charges named a subscription that
+was inactive at close: ``Subscription <id> is not active``); states are computed when read.
+Inactive subscriptions are CloudBlue's configuration, not a fault: ``deactivate_subscription`` and
+``activate_subscription`` (the fix in CloudBlue) switch them, and resetting the faults leaves them.
+``importCharges`` bodies are checked strictly against the type (:func:`aps_type.check_charges_packet`);
+a packet is stored whole or not at all, numbers as ``Decimal``. A charge whose non-empty ``extHash``
+the session already holds is ignored (``ignore_repeated_ext_hash``) or stored again.
 
 Faults are switched on through :class:`CloudBlueFaults` (``sim.faults``) or over HTTP::
 
@@ -36,6 +39,10 @@ Faults are switched on through :class:`CloudBlueFaults` (``sim.faults``) or over
     PUT    /_simulator/sessions/{id}       {"status": ..., "errorDesc"?: ...} forces a session's status
     POST   /_simulator/expire-tokens       the APS token stops working (401)
     POST   /_simulator/renew-token         the APS token works again for token_ttl_seconds -> {"token": ...}
+    GET    /_simulator/subscriptions       the inactive subscriptions: {"inactive": [id, ...]} (sorted)
+    PUT    /_simulator/subscriptions/{id}  {"active": false} deactivates it, {"active": true} activates it
+    GET    /_simulator/fired               how many times each fault fired (changed an answer or an outcome)
+    DELETE /_simulator/fired               forget those counts
 
 The ``type`` names in error bodies are this simulator's guesses in CloudBlue's style (rating
 engine errors as Java class names, APS controller errors as ``APS::Util::Exception``): a client
@@ -55,6 +62,7 @@ import dataclasses
 import hashlib
 import hmac
 import itertools
+import json
 import logging
 import math
 import socket
@@ -136,6 +144,8 @@ _JSON = "application/json"
 _REDACTED: Final = "<redacted>"
 _SENSITIVE_HEADERS: Final = frozenset({"authorization", "aps-token"})
 _TERMINAL: Final = frozenset({"PROCESSED", "FAILED_PROCESSED", "REPORTED"})
+#: What the gateway in front of CloudBlue (nginx, an ELB) writes after the status code.
+_GATEWAY_REASONS: Final[Mapping[int, str]] = {502: "Bad Gateway", 504: "Gateway Time-out"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,15 +160,25 @@ class CloudBlueFaults:
     - ``server_error_next``: the next N API requests (of ``only_operation`` when set) answer a
       500 APS error before anything else (no auth check, nothing stored).
     - ``server_error_on_packets``: the k-th importCharges requests (1-based, every importCharges
-      request the simulator ever received, whatever its outcome; ``clear_requests`` does not reset
-      the count) answer 500 without storing anything.
+      request the simulator ever received, whatever its outcome, one the gateway answered too;
+      ``clear_requests`` does not reset the count) answer 500 without storing anything.
     - ``drop_after_processing_next``: the next N importCharges requests that succeed are stored,
       then their connection is closed with no HTTP response at all.
     - ``slow_seconds``: answer every API request (of ``only_operation`` when set) this much later.
       The work is done first: an importCharges the client gave up on was stored.
-    - ``only_operation``: restrict ``server_error_next`` and ``slow_seconds`` to one operation.
+    - ``gateway_error_next``: the next N API requests (of ``only_operation`` when set) are answered
+      by the gateway in front of CloudBlue (a load balancer) instead of CloudBlue: status
+      ``gateway_status`` with nginx's small HTML page (``Content-Type: text/html``), not an APS
+      error. The client sent the request and knows no answer to it.
+    - ``gateway_status``: 502 (Bad Gateway) or 504 (Gateway Time-out).
+    - ``gateway_after_processing``: when false, CloudBlue never sees a request the gateway answers
+      (nothing stored, opened or closed; answered at once, not slowed); when true, CloudBlue
+      handles it first (an importCharges is stored, a session opened or closed) and only its
+      answer is lost on the way back and replaced by the gateway's.
+    - ``only_operation``: restrict ``server_error_next``, ``gateway_error_next`` and
+      ``slow_seconds`` to one operation.
     - ``fail_processing``: when non-empty, sessions closed from now on end ``FAILED_PROCESSED``
-      with this ``errorDesc``.
+      with this ``errorDesc`` (it wins over an inactive subscription).
     - ``error_field_name``: the key of the message in error bodies (``message``; some tools see
       ``error``).
     """
@@ -167,6 +187,9 @@ class CloudBlueFaults:
     server_error_on_packets: list[int] = field(default_factory=list)
     drop_after_processing_next: int = 0
     slow_seconds: float = 0.0
+    gateway_error_next: int = 0
+    gateway_status: int = 502
+    gateway_after_processing: bool = False
     only_operation: str | None = None
     fail_processing: str | None = None
     error_field_name: str = "message"
@@ -303,6 +326,13 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
     timestamps are checked against and what ``lastUpdateTime`` shows. ``require_uuids`` makes
     ``subscriptionId``, ``accountId`` and ``resourceId`` of charges APS UUIDs.
 
+    ``fired`` counts the faults that actually changed an answer or an outcome (not the faults
+    armed), keyed by fault field name: ``server_error_next``, ``server_error_on_packets``,
+    ``drop_after_processing_next``, ``gateway_error_next`` (a request answered by the gateway),
+    ``slow_seconds`` (a request delayed), ``fail_processing`` and ``inactive_subscription`` (a
+    session closed to end ``FAILED_PROCESSED`` because of it) and ``expired_token`` (a request
+    refused 401 because the APS token had expired: ``expire_tokens`` or ``token_ttl_seconds``).
+
     start/stop, ``base_url``, ``faults``/``update_faults`` and ``requests``/``clear_requests`` come
     from :class:`~soracharge_local.simulators.server.LoopbackServer`.
     """
@@ -354,6 +384,7 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
         self._sessions: dict[int, _Session] = {}
         self._session_ids = itertools.count(1)
         self._import_requests = 0
+        self._inactive: set[str] = set()
 
         prefix = "/aps/2/resources/<aps_id>"
         self._url_map = self._routes(
@@ -368,6 +399,9 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
                 Rule("/_simulator/sessions/<session_id>", endpoint="control:session", methods=["PUT"]),
                 Rule("/_simulator/expire-tokens", endpoint="control:expire-tokens", methods=["POST"]),
                 Rule("/_simulator/renew-token", endpoint="control:renew-token", methods=["POST"]),
+                Rule("/_simulator/subscriptions", endpoint="control:subscriptions", methods=["GET"]),
+                Rule("/_simulator/subscriptions/<subscription_id>", endpoint="control:subscription", methods=["PUT"]),
+                Rule("/_simulator/fired", endpoint="control:fired", methods=["GET", "DELETE"]),
             ],
         )
 
@@ -400,6 +434,31 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
                 self._aps_token = token
             self._token_expires_at = self._clock() + self.token_ttl_seconds
             return self._aps_token
+
+    def deactivate_subscription(self, subscription_id: str) -> None:
+        """Make a subscription inactive in CloudBlue: sessions closed from now on whose charges name it fail.
+
+        Such a session ends ``FAILED_PROCESSED`` with ``errorDesc`` ``Subscription <id> is not
+        active`` (the first such ``subscriptionId`` in charge order). Ids are compared as written.
+        """
+        _check_subscription_id(subscription_id)
+        with self._lock:
+            self._inactive.add(subscription_id)
+
+    def activate_subscription(self, subscription_id: str) -> None:
+        """The fix in CloudBlue: sessions closed from now on rate this subscription's charges again.
+
+        A session closed while it was inactive stays ``FAILED_PROCESSED``.
+        """
+        _check_subscription_id(subscription_id)
+        with self._lock:
+            self._inactive.discard(subscription_id)
+
+    @property
+    def inactive_subscriptions(self) -> frozenset[str]:
+        """The subscriptions made inactive (CloudBlue's configuration: resetting the faults keeps them)."""
+        with self._lock:
+            return frozenset(self._inactive)
 
     def count(self, operation: Operation) -> int:
         """How many recorded requests were of ``operation`` (whatever their outcome)."""
@@ -528,11 +587,16 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
                 packet = self._import_requests
         auth: Literal["oauth", "token"] | None = None
         drop = False
+        gateway = self._maybe_gateway_error() if targeted else None
+        if gateway is not None and not gateway[1]:
+            _log.info("%s: %d from the gateway, not passed on (gateway_error_next)", operation, gateway[0])
+            return _gateway_response(gateway[0]), None, False
         try:
             if targeted:
                 self._maybe_server_error(operation)
             if packet and packet in faults.server_error_on_packets:
                 _log.info("importCharges request #%d: 500 (server_error_on_packets)", packet)
+                self._fire("server_error_on_packets")
                 raise Reply(self._error(500, _INTERNAL_ERROR, "Internal error while importing charges"))
             auth = self._authenticate(request, raw_target, body)
             if operation == "discover":
@@ -543,14 +607,24 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
                 response = self._operation(operation, args, request, body)
         except Reply as reply:
             response = reply.response
+        if gateway is not None:  # handled by CloudBlue; its answer is lost on the way back
+            _log.info(
+                "%s: handled (%d), answered %d by the gateway (gateway_error_next)",
+                operation,
+                response.status_code,
+                gateway[0],
+            )
+            response = _gateway_response(gateway[0])
         if operation == "importCharges" and response.status_code == 200:
             with self._lock:
                 drop = self._faults.drop_after_processing_next > 0
                 if drop:
                     self._faults.drop_after_processing_next -= 1
+                    self._fired["drop_after_processing_next"] += 1
             if drop:
                 _log.info("importCharges request #%d: stored, connection dropped (drop_after_processing_next)", packet)
         if targeted and faults.slow_seconds > 0:
+            self._fire("slow_seconds")
             time.sleep(faults.slow_seconds)
         return response, auth, drop
 
@@ -568,11 +642,22 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
             return self._get_session(session_id)
         return self._close_session(session_id)
 
+    def _maybe_gateway_error(self) -> tuple[int, bool] | None:
+        """(status, after processing) when the gateway answers this request (``gateway_error_next``), else None."""
+        with self._lock:
+            faults = self._faults
+            if faults.gateway_error_next <= 0:
+                return None
+            faults.gateway_error_next -= 1
+            self._fired["gateway_error_next"] += 1
+            return faults.gateway_status, faults.gateway_after_processing
+
     def _maybe_server_error(self, operation: Operation) -> None:
         with self._lock:
             if self._faults.server_error_next <= 0:
                 return
             self._faults.server_error_next -= 1
+            self._fired["server_error_next"] += 1
         _log.info("%s: 500 (server_error_next)", operation)
         raise Reply(self._error(500, _INTERNAL_ERROR, "Internal server error"))
 
@@ -647,7 +732,16 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
             if isinstance(session, Response):
                 return session
             session.closed_at, session.closed_wall = now, wall
-            session.fail_reason = self._faults.fail_processing or None
+            reason, cause = self._faults.fail_processing or None, "fail_processing"
+            if reason is None:
+                inactive = next(
+                    (c["subscriptionId"] for c in session.charges if c.get("subscriptionId") in self._inactive), None
+                )
+                if inactive is not None:
+                    reason, cause = f"Subscription {inactive} is not active", "inactive_subscription"
+            session.fail_reason = reason
+            if reason is not None:
+                self._fired[cause] += 1
         _log.info("import session %d closed (%d charges)", session_id, len(session.charges))
         return _empty_response()
 
@@ -729,6 +823,7 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
         if not valid:
             self._unauthorized("invalid APS token")
         if expired:
+            self._fire("expired_token")
             self._unauthorized("the APS token has expired")
 
     def _check_oauth(self, request: Request, raw_target: str, body: bytes, authorization: str) -> None:
@@ -824,8 +919,38 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
         if endpoint == "control:expire-tokens":
             self.expire_tokens()
             return _json_response(200, {"expired": True})
+        if endpoint == "control:subscriptions":
+            return _json_response(200, {"inactive": sorted(self.inactive_subscriptions)})
+        if endpoint == "control:subscription":
+            return self._control_subscription(args["subscription_id"], json_object(request))
+        if endpoint == "control:fired":
+            if request.method == "DELETE":
+                self.clear_fired()
+            return _json_response(200, dict(sorted(self.fired.items())))
         # control:renew-token
         return _json_response(200, {"token": self.renew_token(), "ttlSeconds": self.token_ttl_seconds})
+
+    def _control_subscription(self, subscription_id: str, body: dict[str, Any] | None) -> Response:
+        """``PUT /_simulator/subscriptions/{id}`` with ``{"active": true|false}``."""
+        expected = 'expected {"active": true} or {"active": false}'
+        if body is None:
+            return _json_response(400, {"message": f"the body is not a JSON object: {expected}"})
+        unknown = sorted(set(body) - {"active"})
+        if unknown:
+            return _json_response(400, {"message": f"unknown field(s) {', '.join(unknown)}: {expected}"})
+        if "active" not in body:
+            return _json_response(400, {"message": f'"active" is missing: {expected}'})
+        active = body["active"]
+        if not isinstance(active, bool):
+            return _json_response(400, {"message": f'"active" must be true or false, not {json.dumps(active)}'})
+        try:
+            if active:
+                self.activate_subscription(subscription_id)
+            else:
+                self.deactivate_subscription(subscription_id)
+        except ValueError as exc:
+            return _json_response(400, {"message": str(exc)})
+        return _json_response(200, {"subscriptionId": subscription_id, "active": active})
 
     def _control_error(self, status: int, code: str, message: str) -> Response:
         return _json_response(status, {"message": message})  # no SIM000n code: the body has the message only
@@ -846,7 +971,7 @@ def _operation(endpoint: str, method: str) -> Operation:
     return cast(Operation, endpoint)  # discover, importCharges
 
 
-_COUNTERS: Final = frozenset({"server_error_next", "drop_after_processing_next"})
+_COUNTERS: Final = frozenset({"server_error_next", "drop_after_processing_next", "gateway_error_next"})
 
 
 def _check_fault(name: str, value: Any) -> Any:
@@ -872,9 +997,22 @@ def _check_fault(name: str, value: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise ValueError("fail_processing must be null or a string")
         return value
+    if name == "gateway_status":
+        if not isinstance(value, int) or isinstance(value, bool) or value not in _GATEWAY_REASONS:
+            raise ValueError(f"gateway_status must be 502 or 504, not {json.dumps(value)}")
+        return value
+    if name == "gateway_after_processing":
+        if not isinstance(value, bool):
+            raise ValueError("gateway_after_processing must be true or false")
+        return value
     if not isinstance(value, str) or not value:  # error_field_name
         raise ValueError(f"{name} must be a non-empty string")
     return value
+
+
+def _check_subscription_id(subscription_id: str) -> None:
+    if not isinstance(subscription_id, str) or not subscription_id:
+        raise ValueError("the subscription id must be a non-empty string")
 
 
 def _rql_terms(query: str) -> list[tuple[str, list[str]]] | None:
@@ -940,6 +1078,18 @@ def _wall_text(seconds: float) -> str:
 
 def _json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
     return json_response(status, body, headers, content_type=_JSON)
+
+
+def _gateway_response(status: int) -> Response:
+    """The gateway's answer in front of CloudBlue: nginx's HTML error page, not an APS error."""
+    title = f"{status} {_GATEWAY_REASONS.get(status, 'Bad Gateway')}"
+    page = (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    )
+    response = Response(page, status=status)
+    response.headers["Content-Type"] = "text/html"
+    return response
 
 
 def _empty_response() -> Response:

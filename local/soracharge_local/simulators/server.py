@@ -24,6 +24,7 @@ import logging
 import signal
 import threading
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from types import FrameType, TracebackType
@@ -134,6 +135,7 @@ class LoopbackServer(ABC, Generic[FaultsT, RecordT]):
         self._check_fault = check_fault
         self._lock = threading.Lock()
         self._requests: list[RecordT] = []
+        self._fired: Counter[str] = Counter()
         self._server: BaseWSGIServer | None = None
         self._base_url: str | None = None
         self._thread: threading.Thread | None = None
@@ -232,6 +234,23 @@ class LoopbackServer(ABC, Generic[FaultsT, RecordT]):
             for name, value in checked.items():
                 setattr(self._faults, name, value)
         return self._faults
+
+    # -- faults that fired -----------------------------------------------------------------------
+
+    @property
+    def fired(self) -> Counter[str]:
+        """How many times each fault fired (changed an answer or an outcome), a copy: the simulators name the keys."""
+        with self._lock:
+            return Counter(self._fired)
+
+    def clear_fired(self) -> None:
+        """Forget how many times the faults fired."""
+        with self._lock:
+            self._fired.clear()
+
+    def _fire(self, fault: str) -> None:
+        with self._lock:
+            self._fired[fault] += 1
 
     # -- recorded requests ----------------------------------------------------------------------
 

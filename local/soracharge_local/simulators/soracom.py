@@ -32,6 +32,8 @@ Faults are switched on through :class:`SoracomFaults` (``sim.faults``) or over H
     GET    /_simulator/billing             how bills are made: {"coupon", "taxRate", "taxRounding"}
     PUT    /_simulator/billing             merge them: {"coupon": "500"} (a coupon of up to 500 a month),
                                            {"taxRate": "0.10", "taxRounding": "down"} (tax-included bills)
+    GET    /_simulator/fired               how many times each fault fired (changed an answer or an outcome)
+    DELETE /_simulator/fired               forget those counts
 
 Error codes: ``AUM0001`` (no API key/token), ``AUM0002`` (bad credentials) and ``AGW0005``
 (internal error) are codes Soracom is known to send; the others follow the same pattern but are
@@ -262,6 +264,14 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
     ``clock`` (a monotonic seconds counter, ``time.monotonic`` by default) times token and URL
     expiry and the rate-limit window; tests may pass a fake one to expire things without waiting.
 
+    ``fired`` counts the faults that actually changed an answer or an outcome (not the faults
+    armed), keyed by fault field name: ``rate_limit_next``, ``server_error_next``,
+    ``slow_seconds`` (a request delayed), ``download_server_error_next``, ``truncate_download``
+    and ``drop_csv_rows`` (a download served short), ``export_outcome`` (a poll answered
+    ``failed``, or ``processing`` only because of ``never``) and ``expired_token`` (a request
+    refused because :meth:`expire_tokens` invalidated its token; a token's own timeout is not a
+    fault and is not counted).
+
     start/stop, ``base_url``, ``faults``/``update_faults`` and ``requests``/``clear_requests`` come
     from :class:`~soracharge_local.simulators.server.LoopbackServer`.
     """
@@ -319,6 +329,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         self._csv_cache: dict[str, BillingCsv] = {}
         self._rate_windows: dict[str, _RateWindow] = {}
         self._server_errors_sent = 0
+        self._revoked: set[str] = set()
 
         self._url_map = self._routes(
             [
@@ -336,6 +347,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
                 Rule("/_simulator/expire-tokens", endpoint="control:expire-tokens", methods=["POST"]),
                 Rule("/_simulator/bills/<month>", endpoint="control:bills", methods=["PUT"]),
                 Rule("/_simulator/billing", endpoint="control:billing", methods=["GET", "PUT"]),
+                Rule("/_simulator/fired", endpoint="control:fired", methods=["GET", "DELETE"]),
             ],
         )
 
@@ -357,6 +369,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
     def expire_tokens(self) -> None:
         """Invalidate every token issued so far: the next API call with one answers 401."""
         with self._lock:
+            self._revoked.update(self._tokens)
             self._tokens.clear()
 
     def set_billing(self, changes: Mapping[str, Any] | None) -> None:
@@ -498,6 +511,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         faults = self._faults
         targeted = _targeted(kind, faults)
         if targeted and faults.slow_seconds > 0:
+            self._fire("slow_seconds")
             time.sleep(faults.slow_seconds)
         try:
             # The edge fails before anything else; the rate limit is per operator, so it comes
@@ -523,6 +537,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             if self._faults.server_error_next <= 0:
                 return
             self._faults.server_error_next -= 1
+            self._fired["server_error_next"] += 1
             sequence = self._server_errors_sent
             self._server_errors_sent += 1
         if sequence % 2 == 0:
@@ -536,6 +551,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             if self._faults.rate_limit_next <= 0:
                 return
             self._faults.rate_limit_next -= 1
+            self._fired["rate_limit_next"] += 1
             seconds = self._faults.rate_limit_seconds
         headers = {
             "X-Soracom-Ratelimit-Limit": str(RATE_LIMIT_PER_MINUTE),
@@ -556,6 +572,8 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         with self._lock:
             issued = self._tokens.get(token)
             valid = issued is not None and hmac.compare_digest(issued.api_key, api_key) and now < issued.expires_at
+            if not valid and issued is None and token in self._revoked:
+                self._fired["expired_token"] += 1
         if not valid:
             raise Reply(self._api_error(401, "AUM0003", "Invalid or expired API key and token", kind=kind))
 
@@ -637,8 +655,11 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         polls = export.polls
         outcome = self._faults.export_outcome
         if polls <= self.polls_until_ready or outcome == "never":
+            if polls > self.polls_until_ready:  # ready by now, but for the fault
+                self._fire("export_outcome")
             return self._api_json(200, {"status": "processing"}, kind="getExportedFile")
         if outcome == "failed":
+            self._fire("export_outcome")
             return self._api_json(200, {"status": "failed"}, kind="getExportedFile")
         issued = self._issue_url(export)
         return self._api_json(200, {"status": "exported", "url": issued.url}, kind="getExportedFile")
@@ -710,6 +731,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
     def _download(self, args: Mapping[str, str], request: Request, raw_target: str) -> Response:
         faults = self._faults
         if faults.only_kind == "download" and faults.slow_seconds > 0:
+            self._fire("slow_seconds")
             time.sleep(faults.slow_seconds)
         for header in ("X-Soracom-API-Key", "X-Soracom-Token", "Authorization"):
             if header in request.headers:
@@ -739,11 +761,15 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             fail = self._faults.download_server_error_next > 0
             if fail:
                 self._faults.download_server_error_next -= 1
+                self._fired["download_server_error_next"] += 1
         if fail:
             return _s3_error(500, "InternalError", "We encountered an internal error. Please try again.")
         content = self.csv_bytes(issued.month)
         if faults.drop_csv_rows:
+            full = len(content)
             content = _without_last_rows(content, faults.drop_csv_rows)
+            if len(content) < full:
+                self._fire("drop_csv_rows")
         headers = {
             "Content-Type": "text/csv",
             "Content-Length": str(len(content)),
@@ -752,6 +778,8 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             "x-amz-request-id": secrets.token_hex(8).upper(),
         }
         end = len(content) // 2 if faults.truncate_download else len(content)
+        if end < len(content):
+            self._fire("truncate_download")
         _log.info("download of %s (%s): %d of %d bytes", issued.exported_file_id, issued.month, end, len(content))
         return Response(_chunks(content, end), status=200, headers=headers, direct_passthrough=True)
 
@@ -774,6 +802,10 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         if endpoint == "control:expire-tokens":
             self.expire_tokens()
             return _json_response(200, {"expired": True})
+        if endpoint == "control:fired":
+            if request.method == "DELETE":
+                self.clear_fired()
+            return _json_response(200, dict(sorted(self.fired.items())))
         if endpoint == "control:billing":
             if request.method == "PUT":
                 try:

@@ -762,6 +762,331 @@ def test_error_field_name_renames_the_message(aps: Aps, sim: CloudBlueSimulator)
     assert "999" in body["error"]
 
 
+# -- gateway errors (502/504: sent, no answer known) ---------------------------------------------
+
+OTHER_SUBSCRIPTION = "7c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+GATEWAY_TITLES = {502: "502 Bad Gateway", 504: "504 Gateway Time-out"}
+
+
+def assert_gateway_error(response: httpx.Response, status: int) -> None:
+    """``response`` is the gateway's HTML page with ``status``, not an APS error."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "text/html"
+    assert response.text.startswith(f"<html>\r\n<head><title>{GATEWAY_TITLES[status]}</title></head>")
+    with pytest.raises(json.JSONDecodeError):
+        response.json()
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_before_processing_is_an_html_page_and_stores_nothing(
+    aps: Aps, sim: CloudBlueSimulator, status: int
+) -> None:
+    # Given the gateway answers the next importCharges itself, without passing it on
+    session_id = aps.open_session()
+    put = httpx.put(
+        f"{sim.base_url}/_simulator/faults",
+        json={"gateway_error_next": 1, "gateway_status": status, "only_operation": "importCharges"},
+    )
+    assert put.status_code == 200, put.text
+
+    # When importing a packet, then the same packet again
+    first = aps.import_charges(session_id, [charge(extHash="g1")])
+    stored_after_first = sim.charges(session_id)
+    retry = aps.import_charges(session_id, [charge(extHash="g1")])
+
+    # Then the first answer is the gateway's HTML page and CloudBlue never saw it: the retry is stored once
+    assert_gateway_error(first, status)
+    assert stored_after_first == []
+    assert retry.status_code == 200
+    view = sim.session(session_id)
+    assert ([c["extHash"] for c in view.charges], view.packets_accepted, view.duplicates_ignored) == (["g1"], 1, 0)
+    assert sim.faults.gateway_error_next == 0
+    assert sim.requests[-2].status == status
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_after_processing_stores_the_packet_but_loses_the_answer(
+    aps: Aps, sim: CloudBlueSimulator, status: int
+) -> None:
+    # Given CloudBlue handles the next importCharges, and the gateway loses its answer on the way back
+    session_id = aps.open_session()
+    sim.faults.gateway_error_next = 1
+    sim.faults.gateway_status = status
+    sim.faults.gateway_after_processing = True
+
+    # When importing a packet, then retrying it as a client that does not know the outcome
+    first = aps.import_charges(session_id, [charge(extHash="g1")])
+    stored_after_first = [c["extHash"] for c in sim.charges(session_id)]
+    retry = aps.import_charges(session_id, [charge(extHash="g1")])
+
+    # Then the client saw the gateway's error, but the packet was stored; the retry is a repeated extHash
+    assert_gateway_error(first, status)
+    assert stored_after_first == ["g1"]
+    assert retry.status_code == 200
+    view = sim.session(session_id)
+    assert ([c["extHash"] for c in view.charges], view.packets_accepted, view.duplicates_ignored) == (["g1"], 2, 1)
+
+
+@pytest.mark.parametrize(("after_processing", "status_seen"), [(False, "OPEN"), (True, "NEW")])
+def test_a_gateway_error_on_close_session_closes_it_only_after_processing(
+    aps: Aps, sim: CloudBlueSimulator, after_processing: bool, status_seen: str
+) -> None:
+    session_id = aps.open_session()
+    sim.faults.only_operation = "closeSession"
+    sim.faults.gateway_error_next = 1
+    sim.faults.gateway_after_processing = after_processing
+    assert_gateway_error(aps.close(session_id), 502)
+    assert aps.get(session_id).json()["status"] == status_seen
+
+
+def test_gateway_error_next_counts_down_and_only_operation_targets_it(aps: Aps, sim: CloudBlueSimulator) -> None:
+    # Given the next two API requests, whatever the operation, meet the gateway
+    sim.faults.gateway_error_next = 2
+
+    # When opening sessions three times
+    answers = [aps.request("POST", f"{aps.root}/importSessions") for _ in range(3)]
+
+    # Then two gateway errors and one session opened
+    assert [a.status_code for a in answers] == [502, 502, 200]
+    assert len(sim.sessions()) == 1
+    assert sim.faults.gateway_error_next == 0
+
+    # And restricted to getSession, other operations pass while the counter waits
+    sim.faults.only_operation = "getSession"
+    sim.faults.gateway_error_next = 1
+    session_id = aps.open_session()
+    assert aps.import_charges(session_id, [charge()]).status_code == 200
+    assert sim.faults.gateway_error_next == 1
+    assert_gateway_error(aps.get(session_id), 502)
+    assert aps.get(session_id).status_code == 200
+
+
+def test_gateway_faults_are_validated_over_http(sim: CloudBlueSimulator) -> None:
+    with httpx.Client(base_url=f"{sim.base_url}/_simulator") as control:
+        # When setting a gateway status other than 502 or 504, or a bad flag or counter
+        refused = [
+            control.put("/faults", json=bad)
+            for bad in (
+                {"gateway_status": 503},
+                {"gateway_status": "504"},
+                {"gateway_status": True},
+                {"gateway_after_processing": "yes"},
+                {"gateway_error_next": -1},
+                {"gateway_error_next": 1, "gateway_status": 500},
+            )
+        ]
+
+        # Then each is a 400 saying what is wrong, and nothing changed
+        assert [r.status_code for r in refused] == [400] * len(refused)
+        assert refused[0].json()["message"] == "gateway_status must be 502 or 504, not 503"
+        assert "true or false" in refused[3].json()["message"]
+        assert sim.faults == CloudBlueFaults()
+
+        # And valid values are merged, and DELETE turns them off
+        body = {"gateway_error_next": 3, "gateway_status": 504, "gateway_after_processing": True}
+        assert control.put("/faults", json=body).json() | body == control.get("/faults").json()
+        assert (sim.faults.gateway_error_next, sim.faults.gateway_status, sim.faults.gateway_after_processing) == (
+            3,
+            504,
+            True,
+        )
+        control.delete("/faults")
+        assert sim.faults == CloudBlueFaults()
+
+
+# -- inactive subscriptions (a FAILED_PROCESSED fixed in CloudBlue) -----------------------------
+
+
+def close_and_process(aps: Aps, clock: FakeClock, charges: list[dict[str, Any]]) -> int:
+    """Open a session, import ``charges``, close it and let processing finish; its id."""
+    session_id = aps.open_session()
+    assert aps.import_charges(session_id, charges).status_code == 200
+    assert aps.close(session_id).status_code == 200
+    clock.now += 10
+    return session_id
+
+
+def test_an_inactive_subscription_fails_sessions_closed_until_it_is_activated(
+    clock: FakeClock, aps: Aps, sim: CloudBlueSimulator
+) -> None:
+    # Given a session closed before anything changed, then a subscription made inactive in CloudBlue
+    closed_before = aps.open_session()
+    aps.import_charges(closed_before, [charge(extHash="before")])
+    aps.close(closed_before)
+    sim.deactivate_subscription(SUBSCRIPTION)
+
+    # When a session with one of its charges is closed, and one without any
+    failed = close_and_process(
+        aps, clock, [charge(subscriptionId=OTHER_SUBSCRIPTION, extHash="a"), charge(extHash="b")]
+    )
+    unaffected = close_and_process(aps, clock, [charge(subscriptionId=OTHER_SUBSCRIPTION, extHash="c")])
+
+    # Then the first ends FAILED_PROCESSED naming the subscription; the others are rated
+    info = aps.get(failed).json()
+    assert (info["status"], info["errorDesc"]) == ("FAILED_PROCESSED", f"Subscription {SUBSCRIPTION} is not active")
+    assert aps.get(unaffected).json()["status"] == "PROCESSED"
+    assert aps.get(closed_before).json()["status"] == "PROCESSED"  # decided at close
+
+    # And resetting the faults does not fix CloudBlue's configuration
+    sim.faults = CloudBlueFaults()
+    assert httpx.delete(f"{sim.base_url}/_simulator/faults").status_code == 200
+    assert sim.inactive_subscriptions == frozenset({SUBSCRIPTION})
+    still_failing = close_and_process(aps, clock, [charge(extHash="d")])
+    assert aps.get(still_failing).json()["status"] == "FAILED_PROCESSED"
+
+    # When the subscription is activated (the fix in CloudBlue) and the charges are sent in a new session
+    sim.activate_subscription(SUBSCRIPTION)
+    fixed = close_and_process(aps, clock, [charge(subscriptionId=OTHER_SUBSCRIPTION, extHash="a"), charge(extHash="b")])
+
+    # Then the new session is PROCESSED while the old one stays FAILED_PROCESSED
+    assert sim.inactive_subscriptions == frozenset()
+    fixed_info = aps.get(fixed).json()
+    assert (fixed_info["status"], "errorDesc" in fixed_info) == ("PROCESSED", False)
+    assert sim.session(failed).status == "FAILED_PROCESSED"
+    assert sim.session(failed).errorDesc == f"Subscription {SUBSCRIPTION} is not active"
+
+
+def test_the_first_inactive_subscription_in_charge_order_is_named(
+    clock: FakeClock, aps: Aps, sim: CloudBlueSimulator
+) -> None:
+    sim.deactivate_subscription(SUBSCRIPTION)
+    sim.deactivate_subscription(OTHER_SUBSCRIPTION)
+    session_id = close_and_process(
+        aps, clock, [charge(subscriptionId=OTHER_SUBSCRIPTION, extHash="a"), charge(extHash="b")]
+    )
+    assert aps.get(session_id).json()["errorDesc"] == f"Subscription {OTHER_SUBSCRIPTION} is not active"
+
+
+def test_fail_processing_wins_over_an_inactive_subscription(
+    clock: FakeClock, aps: Aps, sim: CloudBlueSimulator
+) -> None:
+    sim.deactivate_subscription(SUBSCRIPTION)
+    sim.faults.fail_processing = "Rating engine unavailable"
+    session_id = close_and_process(aps, clock, [charge()])
+    info = aps.get(session_id).json()
+    assert (info["status"], info["errorDesc"]) == ("FAILED_PROCESSED", "Rating engine unavailable")
+    assert sim.fired == {"fail_processing": 1}
+
+
+def test_subscriptions_are_listed_and_switched_over_http(clock: FakeClock, aps: Aps, sim: CloudBlueSimulator) -> None:
+    with httpx.Client(base_url=f"{sim.base_url}/_simulator") as control:
+        # Given no subscription is inactive
+        assert control.get("/subscriptions").json() == {"inactive": []}
+
+        # When two are deactivated over HTTP and one activated again
+        off = control.put(f"/subscriptions/{SUBSCRIPTION}", json={"active": False})
+        control.put(f"/subscriptions/{OTHER_SUBSCRIPTION}", json={"active": False})
+        listed = control.get("/subscriptions").json()
+        on = control.put(f"/subscriptions/{OTHER_SUBSCRIPTION}", json={"active": True})
+
+        # Then the list is sorted, and what is inactive fails sessions closed meanwhile
+        assert off.json() == {"subscriptionId": SUBSCRIPTION, "active": False}
+        assert listed == {"inactive": sorted([SUBSCRIPTION, OTHER_SUBSCRIPTION])}
+        assert on.json() == {"subscriptionId": OTHER_SUBSCRIPTION, "active": True}
+        assert control.get("/subscriptions").json() == {"inactive": [SUBSCRIPTION]}
+        session_id = close_and_process(aps, clock, [charge()])
+        assert aps.get(session_id).json()["errorDesc"] == f"Subscription {SUBSCRIPTION} is not active"
+
+        # And bodies other than {"active": true|false} are 400s naming what is wrong
+        for bad, fragment in (
+            ({}, '"active" is missing'),
+            ({"active": "false"}, '"active" must be true or false, not "false"'),
+            ({"active": None}, '"active" must be true or false, not null'),
+            ({"active": True, "reason": "fixed"}, "unknown field(s) reason"),
+            ([False], "not a JSON object"),
+        ):
+            response = control.put(f"/subscriptions/{SUBSCRIPTION}", json=bad)
+            assert response.status_code == 400, bad
+            assert fragment in response.json()["message"], response.json()
+        assert control.put(f"/subscriptions/{SUBSCRIPTION}", content=b"{").status_code == 400
+        assert sim.inactive_subscriptions == frozenset({SUBSCRIPTION})
+
+
+# -- faults that fired --------------------------------------------------------------------------
+
+
+def test_fired_counts_faults_that_fired_not_faults_armed(aps: Aps, sim: CloudBlueSimulator) -> None:
+    # Given faults armed more than they will be used, or aimed at an operation not called
+    session_id = aps.open_session()
+    sim.faults.server_error_next = 5
+    sim.faults.drop_after_processing_next = 3
+    sim.faults.server_error_on_packets = [9]
+
+    # When making two requests, then the server errors are lifted and a slowed operation is not called
+    answers = [aps.get(session_id).status_code for _ in range(2)]
+    sim.faults.server_error_next = 0
+    sim.faults.slow_seconds = 5
+    sim.faults.only_operation = "closeSession"
+    aps.get(session_id)
+
+    # Then only the two server errors fired
+    assert answers == [500, 500]
+    assert sim.fired == {"server_error_next": 2}
+    assert sim.fired["slow_seconds"] == 0
+    assert sim.fired["drop_after_processing_next"] == 0
+
+
+def test_fired_counts_every_kind_of_fault_once_per_changed_outcome(
+    clock: FakeClock, aps: Aps, sim: CloudBlueSimulator
+) -> None:
+    # Given one of each fault, each used once
+    session_id = aps.open_session()
+    sim.faults.server_error_on_packets = [1]
+    aps.import_charges(session_id, [charge(extHash="p1")])  # 500
+    sim.faults.drop_after_processing_next = 1
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        aps.import_charges(session_id, [charge(extHash="p2")])
+    sim.faults.gateway_error_next = 1
+    aps.get(session_id)
+    sim.faults.server_error_next = 1
+    aps.get(session_id)
+    sim.faults.slow_seconds = 0.01
+    sim.faults.only_operation = "getSession"
+    aps.get(session_id)
+    sim.faults = CloudBlueFaults(fail_processing="Rating engine unavailable")
+    close_and_process(aps, clock, [charge()])
+    sim.faults = CloudBlueFaults()
+    sim.deactivate_subscription(SUBSCRIPTION)
+    close_and_process(aps, clock, [charge()])
+    sim.expire_tokens()
+    aps.request("GET", f"{aps.root}/importSessions", token=APS_TOKEN)
+    aps.request("GET", f"{aps.root}/importSessions", token="forged")  # not expired: not counted
+
+    # Then each counted once
+    assert sim.fired == {
+        "server_error_on_packets": 1,
+        "drop_after_processing_next": 1,
+        "gateway_error_next": 1,
+        "server_error_next": 1,
+        "slow_seconds": 1,
+        "fail_processing": 1,
+        "inactive_subscription": 1,
+        "expired_token": 1,
+    }
+
+
+def test_fired_is_a_copy_served_over_http_and_cleared(aps: Aps, sim: CloudBlueSimulator) -> None:
+    # Given two gateway errors that fired
+    sim.faults.gateway_error_next = 2
+    aps.request("GET", f"{aps.root}/importSessions")
+    aps.request("GET", f"{aps.root}/importSessions")
+
+    # When reading the counts, changing the copy, and reading them over HTTP
+    fired = sim.fired
+    fired["gateway_error_next"] = 99
+    served = httpx.get(f"{sim.base_url}/_simulator/fired")
+
+    # Then the simulator's counts are untouched, and they can be cleared in code or over HTTP
+    assert served.json() == {"gateway_error_next": 2}
+    assert sim.fired == {"gateway_error_next": 2}
+    sim.clear_fired()
+    assert httpx.get(f"{sim.base_url}/_simulator/fired").json() == {}
+    sim.faults.gateway_error_next = 1
+    aps.request("GET", f"{aps.root}/importSessions")
+    assert httpx.delete(f"{sim.base_url}/_simulator/fired").json() == {}
+    assert sim.fired == {}
+
+
 # -- HTTP control endpoints ---------------------------------------------------------------------
 
 

@@ -718,6 +718,113 @@ def test_slow_seconds_makes_a_client_time_out(
     assert api.post(f"/bills/{CLOSED_MONTH}/export?export_mode=async", headers=headers, timeout=0.2).is_success
 
 
+# -- faults that fired --------------------------------------------------------------------------
+
+
+def test_fired_counts_faults_that_fired_not_faults_armed(
+    sim: SoracomSimulator, api: httpx.Client, headers: dict[str, str]
+) -> None:
+    # Given five server errors armed, and a delay aimed at exports only
+    sim.faults.server_error_next = 5
+    sim.faults.download_server_error_next = 2
+
+    # When making two requests, then lifting the errors and slowing exports while only reading bills
+    answers = [api.get(f"/bills/{CLOSED_MONTH}", headers=headers).status_code for _ in range(2)]
+    sim.faults.server_error_next = 0
+    sim.faults.slow_seconds = 5
+    sim.faults.only_kind = "exportBilling"
+    assert api.get(f"/bills/{CLOSED_MONTH}", headers=headers).status_code == 200
+
+    # Then two server errors fired, not five, and neither the delay nor the download errors
+    assert answers == [500, 502]
+    assert sim.fired == {"server_error_next": 2}
+    assert sim.fired["slow_seconds"] == 0
+    assert sim.fired["download_server_error_next"] == 0
+
+
+def test_fired_counts_every_kind_of_fault_once_per_changed_answer(
+    clock: FakeClock, sim: SoracomSimulator, api: httpx.Client, headers: dict[str, str]
+) -> None:
+    # Given an export ready for download, and each fault used once (drop_csv_rows twice)
+    url = export_url(api, headers)
+    sim.faults.rate_limit_next = 1
+    assert api.get(f"/bills/{CLOSED_MONTH}", headers=headers).status_code == 429
+    sim.faults.slow_seconds = 0.01
+    assert api.get(f"/bills/{CLOSED_MONTH}", headers=headers).status_code == 200
+    sim.faults.slow_seconds = 0
+    sim.faults.download_server_error_next = 1
+    assert httpx.get(url).status_code == 500
+    sim.faults.truncate_download = True
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(url)
+    sim.faults.truncate_download = False
+    sim.faults.drop_csv_rows = 1
+    assert httpx.get(url).status_code == 200
+    assert httpx.get(url).status_code == 200
+    sim.faults.drop_csv_rows = 0
+    assert httpx.get(url).content == sim.csv_bytes(CLOSED_MONTH)
+
+    # When the simulator expires the tokens, and a token times out on its own
+    short = authenticate(api, tokenTimeoutSeconds=180)
+    sim.expire_tokens()
+    assert api.get(f"/bills/{CLOSED_MONTH}", headers=headers).status_code == 401
+    assert api.get(f"/bills/{CLOSED_MONTH}", headers=short).status_code == 401
+    fresh = authenticate(api, tokenTimeoutSeconds=180)
+    clock.now += 180
+    assert api.get(f"/bills/{CLOSED_MONTH}", headers=fresh).status_code == 401
+
+    # Then each fault counted the answers it changed; the token's own timeout is not a fault
+    assert sim.fired == {
+        "rate_limit_next": 1,
+        "slow_seconds": 1,
+        "download_server_error_next": 1,
+        "truncate_download": 1,
+        "drop_csv_rows": 2,
+        "expired_token": 2,
+    }
+
+
+@pytest.mark.parametrize(("outcome", "extra_polls", "fired"), [("failed", 2, 2), ("never", 3, 3)])
+def test_export_outcome_fires_only_on_polls_it_changed(
+    sim: SoracomSimulator, api: httpx.Client, headers: dict[str, str], outcome: str, extra_polls: int, fired: int
+) -> None:
+    # Given an export whose first two polls are "processing" anyway (polls_until_ready=2)
+    sim.update_faults({"export_outcome": outcome})
+    exported_file_id = start_export(api, headers)
+
+    # When polling 2 + n times
+    answers = [poll(api, headers, exported_file_id).json()["status"] for _ in range(2 + extra_polls)]
+
+    # Then only the polls after the second were changed by the fault
+    assert answers[:2] == ["processing", "processing"]
+    assert set(answers[2:]) == {"processing" if outcome == "never" else "failed"}
+    assert sim.fired == {"export_outcome": fired}
+
+
+def test_fired_is_a_copy_served_over_http_and_cleared(
+    sim: SoracomSimulator, api: httpx.Client, headers: dict[str, str]
+) -> None:
+    # Given two rate limits that fired
+    sim.faults.rate_limit_next = 2
+    api.get(f"/bills/{CLOSED_MONTH}", headers=headers)
+    api.get(f"/bills/{CLOSED_MONTH}", headers=headers)
+
+    # When reading the counts, changing the copy, and reading them over HTTP
+    fired = sim.fired
+    fired["rate_limit_next"] = 99
+    served = httpx.get(f"{sim.base_url}/_simulator/fired")
+
+    # Then the simulator's counts are untouched, and they can be cleared in code or over HTTP
+    assert served.json() == {"rate_limit_next": 2}
+    assert sim.fired == {"rate_limit_next": 2}
+    sim.clear_fired()
+    assert httpx.get(f"{sim.base_url}/_simulator/fired").json() == {}
+    sim.faults.rate_limit_next = 1
+    api.get(f"/bills/{CLOSED_MONTH}", headers=headers)
+    assert httpx.delete(f"{sim.base_url}/_simulator/fired").json() == {}
+    assert sim.fired == {}
+
+
 # -- HTTP control endpoints ---------------------------------------------------------------------
 
 

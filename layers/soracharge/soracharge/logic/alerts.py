@@ -28,7 +28,14 @@ from urllib.parse import unquote_plus
 from soracharge.adapters.notifier import Notifier
 from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
 from soracharge.models.export_flow import ExportRequest
-from soracharge.models.imports import IMPORTABLE_KEY, FollowSessionRequest, ImportReport, SessionProgress
+from soracharge.models.imports import (
+    HELD_FAILED_RATING,
+    IMPORTABLE_KEY,
+    FollowSessionRequest,
+    ImportReport,
+    SessionProgress,
+)
+from soracharge.models.runbook import RUNBOOK_LINE, Remedy
 from soracharge.observability import Metric, count, logger
 
 UNKNOWN_MONTH = "unknown month"
@@ -145,16 +152,19 @@ class Alert:
     subject: str
     headline: str
     action: str
+    remedy: Remedy
     facts: list[tuple[str, str]] = field(default_factory=list)
     command: str | None = None
 
     def message(self) -> str:
+        """The text people read; its last line names the runbook's row (README, "When something goes wrong")."""
         width = max((len(name) for name, _ in self.facts), default=0) + 2
         lines = [self.headline, ""]
         lines += [f"{name + ':':<{width}}{value}" for name, value in self.facts]
         lines += ["", f"What to do: {self.action}"]
         if self.command:
             lines += ["", self.command]
+        lines += ["", f"{RUNBOOK_LINE}{self.remedy}"]
         return "\n".join(lines)
 
 
@@ -205,6 +215,7 @@ def _export_failed(change: ExecutionStatusDetail, soracom_secret: str) -> Alert:
             ("Console", _console_link(change.execution_arn)),
         ],
         action=action,
+        remedy=Remedy.NOTHING if change.error == "BillNotFoundError" else Remedy.START_EXPORT,
         command=(
             f"aws stepfunctions start-execution --state-machine-arn {change.state_machine_arn} "
             f'--name export-{again}-$(date +%Y%m%dT%H%M%S) --input \'{{"month": "{again}"}}\''
@@ -234,6 +245,7 @@ def _follow_failed(change: ExecutionStatusDetail) -> Alert:
             "Check the session in CloudBlue, fix the error's cause, then follow the session again with the same "
             "input (the command below): it records PROCESSED or FAILED_PROCESSED in the report."
         ),
+        remedy=Remedy.FOLLOW_AGAIN,
         command=(
             f"aws stepfunctions start-execution --state-machine-arn {change.state_machine_arn} "
             f"--name {change.name[:60]}-again-$(date +%s) --input {shlex.quote(change.input or '{}')}"
@@ -283,6 +295,7 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
         action=template.format(
             cloudblue_secret=cloudblue_secret or "<CloudBlueCredentialsSecretArn output>", bucket=bucket
         ),
+        remedy=Remedy.UPLOAD_AGAIN if error_type == "InvalidInputError" else Remedy.REDELIVER_EVENT,
         command=(
             "aws lambda invoke --invocation-type Event --cli-binary-format raw-in-base64-out "
             f"--function-name {record.request_context.function_arn.removesuffix(':$LATEST')} "
@@ -328,6 +341,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 "Upload the file again where files go: uploads/<yyyyMM>/<name>.csv, in the folder of the month it "
                 "bills, with --metadata currency=JPY|USD|EUR. Nothing was imported from here."
             ),
+            remedy=Remedy.UPLOAD_AGAIN,
         )
     if report.status == "HELD" and report.source == "exports" and f"/exports/{month}/" in (report.duplicate_of or ""):
         return Alert(
@@ -338,6 +352,19 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             ),
             facts=[*where, ("Imported", report.duplicate_of or "-")],
             action="Nothing: do not import this file too, it would bill the month twice.",
+            remedy=Remedy.NOTHING,
+        )
+    if report.status == "HELD" and report.summary.startswith(HELD_FAILED_RATING):
+        return Alert(
+            subject=f"soracharge {month}: file held, the month's session failed to rate",
+            headline=f"{report.summary}.",
+            facts=[*where, ("Failed to rate", report.duplicate_of or "-")],
+            action=(
+                "Fix the cause in CloudBlue (the errorDesc of the failed session's alert and report), then upload "
+                f"the file again to uploads/{month}/ with --metadata import=additional,currency="
+                f"{report.currency or 'JPY'}: it takes the month over, with charge ids of its own."
+            ),
+            remedy=Remedy.UPLOAD_ADDITIONAL,
         )
     if report.status == "HELD":
         return Alert(
@@ -351,6 +378,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 "(README, Corrections). If it is a second bill for the month, upload it again with the metadata "
                 "import=additional. Otherwise, nothing: no charge was sent."
             ),
+            remedy=Remedy.IMPORT_DIFFERENCES,
         )
     if report.status == "FAILED_PROCESSED":
         return Alert(
@@ -366,6 +394,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 "The session's charges were not rated: import the file again as an additional file (upload it to "
                 f"uploads/{month}/ with --metadata import=additional,currency={report.currency or 'JPY'})."
             ),
+            remedy=Remedy.UPLOAD_ADDITIONAL,
         )
     if report.status == "NOT_RATED":
         command = None
@@ -393,6 +422,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 "already, closed. Do not import the file again. Once CloudBlue has rated it (or failed to), follow "
                 "it again with the command below: it records the outcome in the report (and alerts on a failure)."
             ),
+            remedy=Remedy.FOLLOW_AGAIN,
             command=command,
         )
     reconciliation = report.reconciliation
@@ -416,6 +446,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 "correct for the rows the CSV has. If the explanation names a mapping setting (tax), set it: the "
                 "next month reconciles with it."
             ),
+            remedy=Remedy.IMPORT_DIFFERENCES,
         )
     return None
 

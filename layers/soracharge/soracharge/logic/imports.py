@@ -50,6 +50,7 @@ from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.logic.report_html import render_report_html
 from soracharge.models.charges import ImportPlan, Packets
 from soracharge.models.imports import (
+    HELD_FAILED_RATING,
     Amount,
     FollowSessionRequest,
     ImportReport,
@@ -361,7 +362,7 @@ def _take_month(
             logger.warning("Took over from a session CloudBlue failed to rate", extra={"previous": owner.object_id})
             return None
         summary = (
-            f"CloudBlue failed to rate the session of {owner.object_id} (FAILED_PROCESSED), which has this "
+            f"{HELD_FAILED_RATING} {owner.object_id} (FAILED_PROCESSED), which has this "
             f"month's lock: nothing was imported. Once the cause is fixed in CloudBlue, upload the file again "
             f"with the metadata import={ADDITIONAL_FILE}"
         )

@@ -23,6 +23,10 @@ ReportStatus = Literal[
 SessionStatus = Literal["OPEN", "NEW", "PROCESSING", "FAILED_PROCESSED", "PROCESSED", "REPORTED"]
 
 
+#: How the report of a file held because CloudBlue failed to rate the month's session begins.
+HELD_FAILED_RATING = "CloudBlue failed to rate the session of"
+
+
 class ObjectRef(Payload):
     """One version of one S3 object."""
 
