@@ -342,6 +342,45 @@ def correction(
     )
 
 
+mapping_app = typer.Typer(help="Write and check mapping files.", no_args_is_help=True)
+app.add_typer(mapping_app, name="mapping")
+
+
+@mapping_app.command("draft")
+def mapping_draft(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A Soracom detailed billing CSV.")],
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help="The mapping in use: the draft then holds only the customer values and items it lacks."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the draft to this file (default: stdout).")] = None,
+) -> None:
+    """Draft a mapping file from a billing CSV: its customer columns and values, its bill items, FILL-IN placeholders.
+
+    With --mapping OLD.yaml, only what OLD lacks (new customer values, new bill items), or a one-line
+    "nothing new" comment: the monthly "what is new in this CSV" check. Exit 0 on success, 2 on bad input.
+    """
+    from soracharge.adapters.mapping_source import load_mapping
+    from soracharge.logic.mapping_draft import draft_mapping, summarize_billing_csv
+
+    try:
+        old = load_mapping(str(mapping))[0] if mapping is not None else None
+        with file.open("rb") as stream:
+            summary = summarize_billing_csv(stream, str(file))
+        draft = draft_mapping(summary, old, str(mapping) if mapping is not None else "")
+    except (SorachargeError, OSError) as exc:
+        _fail_input(str(exc))
+    if out is None or draft.nothing_new:
+        typer.echo(draft.text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(draft.text, encoding="utf-8")
+    typer.echo(
+        f"Draft written to {out}: {draft.customer_values} customer values, {draft.bill_items} bill items, "
+        f"{draft.placeholders} FILL-IN placeholders to replace."
+    )
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 

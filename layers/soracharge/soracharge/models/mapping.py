@@ -31,6 +31,9 @@ from soracharge.models.charges import ApsId, ChargeType
 #: Bigger than any real set of customers or bill items: the lookup caches never grow past it.
 _CACHE_LIMIT = 50_000
 _GLOB_CHARS = frozenset("*?[")
+#: How a value the user must still write begins (``soracharge mapping draft`` writes them): a file
+#: holding one is refused, naming each, so an unfilled draft never imports anything.
+PLACEHOLDER_PREFIX = "FILL-IN:"
 
 
 class _MappingPart(BaseModel):
@@ -182,6 +185,7 @@ def parse_mapping(text: str | dict[str, Any], source: str) -> Mapping:
     Raises :class:`MappingError` naming ``source``, the YAML line and the field path of every mistake.
     """
     if isinstance(text, dict):
+        _refuse_placeholders(None, text, source)
         return _validate(text, source, None)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -195,6 +199,7 @@ def parse_mapping(text: str | dict[str, Any], source: str) -> Mapping:
         raise MappingError(f"{source}: the mapping file is empty")
     try:
         _refuse_duplicate_keys(root, source)
+        _refuse_placeholders(root, None, source)
         data = yaml.safe_load(text)
     except RecursionError:
         raise MappingError(f"{source}: the YAML is nested too deeply or refers to itself (an alias)") from None
@@ -287,3 +292,41 @@ def _refuse_duplicate_keys(node: yaml.Node, source: str) -> None:
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
             _refuse_duplicate_keys(item, source)
+
+
+def _refuse_placeholders(root: yaml.Node | None, data: object, source: str) -> None:
+    """Refuse a draft whose ``FILL-IN:`` values are not all replaced, naming each one's line and field."""
+    found: list[tuple[int | None, list[int | str], str]] = []
+
+    def visit_node(node: yaml.Node, location: list[int | str]) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            if isinstance(node.value, str) and node.value.strip().startswith(PLACEHOLDER_PREFIX):
+                found.append((int(node.start_mark.line) + 1, location, node.value.strip()))
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                visit_node(value, [*location, str(key.value) if isinstance(key, yaml.ScalarNode) else "?"])
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                visit_node(item, [*location, index])
+
+    def visit_data(value: object, location: list[int | str]) -> None:
+        if isinstance(value, str):
+            if value.strip().startswith(PLACEHOLDER_PREFIX):
+                found.append((None, location, value.strip()))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit_data(item, [*location, str(key)])
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                visit_data(item, [*location, index])
+
+    if root is not None:
+        visit_node(root, [])
+    else:
+        visit_data(data, [])
+    if found:
+        problems = [
+            (f"line {line}: " if line else "") + f"{_field_path(location)}: placeholder not filled in: {text}"
+            for line, location, text in found
+        ]
+        raise MappingError(f"{source}: " + "; ".join(problems))
