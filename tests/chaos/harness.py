@@ -72,6 +72,7 @@ from soracharge.adapters.cloudblue import CloudBlueClient
 from soracharge.adapters.ledger import DynamoDbLedger
 from soracharge.logic.charges import plan_import
 from soracharge.logic.imports import follow_execution_name
+from soracharge.models.charges import ImportPlan
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
 from soracharge.models.runbook import Remedy
@@ -398,6 +399,7 @@ class ChaosWorld:
         self._used_months: set[str] = set()
         self._executions = 0
         self._clock = time.time()
+        self._plan: tuple[str, ImportPlan] | None = None
         self.mapping_path = workdir / "mapping.yaml"
 
     def __enter__(self) -> ChaosWorld:
@@ -464,6 +466,7 @@ class ChaosWorld:
     def begin_cycle(self, month: str, concurrency: int, ignores_repeats: bool) -> int:
         """Reset faults and hooks, free the month (wipe what an earlier cycle left of it); the last session id."""
         self.calm()
+        self._plan = None
         for subscription in self.cloudblue.inactive_subscriptions:
             self.cloudblue.activate_subscription(subscription)
         self.cloud.alerts()  # what earlier cycles left on the topic
@@ -533,9 +536,7 @@ class ChaosWorld:
 
     def subscriptions(self, month: str) -> list[str]:
         """The CloudBlue subscriptions the month's charges name."""
-        body = self.soracom.csv_bytes(month)
-        plan = plan_import(io.BytesIO(body), month=month, currency=self.soracom.currency, mapping=self.mapping)
-        return sorted({c.subscription_id for c in plan.charges})
+        return sorted({c.subscription_id for c in self.plan(month).charges})
 
     def lapse_leases(self) -> None:
         """Time passes beyond every lease: an import left IMPORTING by a killed invocation can be resumed."""
@@ -551,11 +552,17 @@ class ChaosWorld:
                         ExpressionAttributeValues={":zero": {"N": "0"}},
                     )
 
+    def plan(self, month: str) -> ImportPlan:
+        """The month's CSV planned with the mapping in use (once a cycle: ``begin_cycle`` forgets it)."""
+        if self._plan is None or self._plan[0] != month:
+            body = self.soracom.csv_bytes(month)
+            plan = plan_import(io.BytesIO(body), month=month, currency=self.soracom.currency, mapping=self.mapping)
+            assert not plan.problems, plan.problems
+            self._plan = (month, plan)
+        return self._plan[1]
+
     def expected(self, month: str) -> dict[str, Decimal]:
-        body = self.soracom.csv_bytes(month)
-        plan = plan_import(io.BytesIO(body), month=month, currency=self.soracom.currency, mapping=self.mapping)
-        assert not plan.problems, plan.problems
-        return {c.ext_charge_id or "": c.total_price for c in plan.charges}
+        return {c.ext_charge_id or "": c.total_price for c in self.plan(month).charges}
 
     def held(self, after_session: int) -> list[tuple[str, Decimal]]:
         """Charges in sessions opened after ``after_session`` that were closed and not FAILED_PROCESSED.
@@ -678,7 +685,6 @@ class Cycle:
         self.export_key: str | None = None
         self.main: Delivery | None = None
         self.ok = False
-        self.stage = "export"
         self.pending = False  # alerts still asking for action when the harness stopped following the runbook
         self.fired_here: set[str] = set()  # the harness's own faults that happened (the simulators count theirs)
         self.kills_before = world.injector.kills
@@ -913,7 +919,7 @@ class Cycle:
             if deliveries:  # it failed after storing the file: the import ran anyway
                 self.main = self.main or deliveries[0]
                 self.settle_all(deliveries)
-            self.stage, self.ok = "export", False
+            self.ok = False
             return False
         stored = (execution.output or {}).get("s3") or {}
         self.export_key = stored.get("key")
@@ -922,7 +928,7 @@ class Cycle:
                 self.result.notes.append("export said already stored: the month had an export")
             self._signal("import", "")  # nothing was imported, and nothing said why
             self.result.silent.append(f"the export succeeded ({stored}) but no import followed")
-            self.stage, self.ok = "import", False
+            self.ok = False
             return False
         self.main = deliveries[0]
         if first and "s3.duplicate_event" in self.flags:
@@ -939,11 +945,8 @@ class Cycle:
             if not outcome.ok:
                 self._signal(f"{outcome.stage} ({outcome.status})", outcome.reason)
             last[_version_of(delivery)] = outcome
-        ok = all(o.ok for o in last.values())
-        failed = [o for o in last.values() if not o.ok]
-        self.stage = failed[-1].stage if failed else "done"
-        self.ok = ok
-        return ok
+        self.ok = all(o.ok for o in last.values())
+        return self.ok
 
     def _out_of_order(self) -> None:
         """A newer version of the object (copied onto itself) is handled, then the older version's event arrives."""

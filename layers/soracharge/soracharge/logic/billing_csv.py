@@ -416,7 +416,7 @@ class _Columns:
                 result.add_problem(1, name, name, f"column {name!r} appears {len(found)} times in the header")
             elif not found and name in required:
                 what = "the mapping's customer column" if name == customer_column else "a required column"
-                listed = ", ".join(_shown(name) for name in names)
+                listed = ", ".join(shown(name) for name in names)
                 result.add_problem(1, name, None, f"missing column {name!r} ({what}); the header has: {listed}")
             positions[name] = found[0] if found else None
         if result.problem_count:
@@ -454,7 +454,7 @@ def _picker(indexes: Sequence[int | None]) -> Callable[[list[str]], tuple[str, .
     return pick
 
 
-def _shown(value: str) -> str:
+def shown(value: str) -> str:
     """The text as a person can read it: bytes that are not UTF-8 shown as ``\\xNN``."""
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
@@ -603,7 +603,7 @@ class _RowCheck:
                 problems.append((BILL_ITEM, item, f"no resource for bill item {item!r} (column {BILL_ITEM})"))
         for column, text in ((UNIT_PRICE, unit_price_text), (QUANTITY, quantity_text), (AMOUNT, amount_text)):
             if readable[column] and (text or column == AMOUNT):
-                problem = _number_problem(column, text)
+                problem = number_problem(column, text)
                 if problem:
                     problems.append((column, text, problem))
         if readable[customer_column] and self.mapping.customer_for(customer) is None:
@@ -617,11 +617,11 @@ class _RowCheck:
         if unmapped:
             result.unmapped_rows += 1
         for column, value, message in problems:
-            result.add_problem(line, column, _shown(value), message)
+            result.add_problem(line, column, shown(value), message)
         scaled = _scaled(amount_text) if readable[AMOUNT] else None
         if scaled is not None:
             amount = unscaled(scaled)
-            customer, item = _shown(customer), _shown(item)
+            customer, item = shown(customer), shown(item)
             result.csv_sum += amount
             result.per_customer[customer] = result.per_customer.get(customer, Decimal(0)) + amount
             result.per_item[item] = result.per_item.get(item, Decimal(0)) + amount
@@ -650,7 +650,7 @@ def _scaled(text: str) -> int | None:
     return -digits if negative else digits
 
 
-def _number_problem(column: str, text: str) -> str | None:
+def number_problem(column: str, text: str) -> str | None:
     """Why a number text is refused, or None when it is good."""
     if not text:
         return f"{column} is empty"

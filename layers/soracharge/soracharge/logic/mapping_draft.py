@@ -24,7 +24,7 @@ from decimal import Context, Decimal, Inexact
 from typing import BinaryIO, Final
 
 from soracharge.errors import InvalidInputError
-from soracharge.logic.billing_csv import AMOUNT, BILL_ITEM, DATE, IMSI, QUANTITY, UNIT_PRICE
+from soracharge.logic.billing_csv import AMOUNT, BILL_ITEM, DATE, IMSI, QUANTITY, UNIT_PRICE, number_problem, shown
 from soracharge.models.mapping import PLACEHOLDER_PREFIX, Mapping
 
 #: Soracom's own columns of the detailed billing CSV: never a customer. Every other column is a SIM
@@ -47,7 +47,6 @@ FAMILY_GLOBS: Final = (
 
 #: Exact sums: far more digits than any amount has; an inexact addition raises rather than rounds.
 _EXACT = Context(prec=400, traps=[Inexact])
-_NUMBER = re.compile(r"[+-]?(?:[0-9]{1,40}(?:\.[0-9]{0,40})?|\.[0-9]{1,40})", re.ASCII)
 _ZERO = Decimal(0)
 
 
@@ -139,7 +138,7 @@ def _summarize(text: Iterable[str], source: str) -> BillingSummary:
         names = [name.strip() for name in header]
         for required in (BILL_ITEM, AMOUNT):
             if required not in names:
-                listed = ", ".join(_shown(name) for name in names)
+                listed = ", ".join(shown(name) for name in names)
                 raise InvalidInputError(
                     f"{source}: line 1: no {required!r} column, so not a detailed billing CSV; the header has: {listed}"
                 )
@@ -152,7 +151,6 @@ def _summarize(text: Iterable[str], source: str) -> BillingSummary:
         picks = [(index, column.values) for (index, _), column in zip(candidates, columns, strict=True)]
         items = summary.items
         total = summary.total
-        amounts: dict[str, Decimal] = {}
         line = reader.line_num + 1
         for row in reader:
             first_line, line = line, reader.line_num + 1
@@ -163,12 +161,7 @@ def _summarize(text: Iterable[str], source: str) -> BillingSummary:
                     f"{source}: line {first_line}: the row has {len(row)} fields but the header has {width} "
                     "(an unquoted comma or quote?)"
                 )
-            amount_text = row[i_amount]
-            amount = amounts.get(amount_text)
-            if amount is None:
-                amount = _amount(amount_text, source, first_line)
-                if len(amounts) < 100_000:
-                    amounts[amount_text] = amount
+            amount = _amount(row[i_amount], source, first_line)
             summary.rows += 1
             total.add(amount)
             item = row[i_item]
@@ -194,8 +187,10 @@ def _summarize(text: Iterable[str], source: str) -> BillingSummary:
 
 
 def _amount(text: str, source: str, line: int) -> Decimal:
-    if not _NUMBER.fullmatch(text):
-        raise InvalidInputError(f"{source}: line {line}: amount {_shown(text)!r} is not a plain decimal number")
+    """The amount as the import reads it (the same rule and words: ``billing_csv.number_problem``)."""
+    problem = number_problem(AMOUNT, text)
+    if problem is not None:
+        raise InvalidInputError(f"{source}: line {line}: {shown(problem)}")
     return Decimal(text)
 
 
@@ -534,12 +529,8 @@ def _quoted(text: str) -> str:
 
 def _one_line(text: str) -> str:
     """Text for a comment: on one line, bytes that are not UTF-8 shown as ``\\xNN``."""
-    shown = _shown(text)
-    return shown if shown.isprintable() else json.dumps(shown, ensure_ascii=False)[1:-1]
-
-
-def _shown(text: str) -> str:
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    readable = shown(text)
+    return readable if readable.isprintable() else json.dumps(readable, ensure_ascii=False)[1:-1]
 
 
 def _is_utf8(text: str) -> bool:
