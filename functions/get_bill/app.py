@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from soracharge.factories import soracom_client
-from soracharge.logic.export import read_closed_bill
+from soracharge.factories import soracom_client, stack_coverages
+from soracharge.logic.export import read_closed_bill, request_coverage
 from soracharge.models.export_flow import ExportRequest
 from soracharge.models.parsing import parse_input
 from soracharge.observability import logger, metrics, tracer
@@ -16,5 +16,7 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = parse_input(event, ExportRequest)
-    bill = read_closed_bill(request, soracom=soracom_client(), today=datetime.now(UTC).date())
+    coverage = request_coverage(request.coverage, stack_coverages(), "GetBill's input")
+    today = datetime.now(UTC).date()
+    bill = read_closed_bill(request, soracom=soracom_client(coverage), today=today, coverage=coverage)
     return bill.to_event()

@@ -3,8 +3,8 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from soracharge.factories import soracom_client
-from soracharge.logic.export import poll_export
+from soracharge.factories import soracom_client, stack_coverages
+from soracharge.logic.export import poll_export, request_coverage
 from soracharge.models.export_flow import ExportProgress
 from soracharge.models.parsing import parse_input
 from soracharge.observability import logger, metrics, tracer
@@ -15,5 +15,6 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     progress = parse_input(event, ExportProgress)
-    polled = poll_export(progress, soracom=soracom_client())
+    coverage = request_coverage(progress.coverage, stack_coverages(), "PollExport's input")
+    polled = poll_export(progress.model_copy(update={"coverage": coverage}), soracom=soracom_client(coverage))
     return polled.to_event()

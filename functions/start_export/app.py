@@ -3,8 +3,8 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from soracharge.factories import soracom_client
-from soracharge.logic.export import start_export
+from soracharge.factories import soracom_client, stack_coverages
+from soracharge.logic.export import request_coverage, start_export
 from soracharge.models.export_flow import StartExportRequest
 from soracharge.models.parsing import parse_input
 from soracharge.observability import logger, metrics, tracer
@@ -15,5 +15,6 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = parse_input(event, StartExportRequest)
-    progress = start_export(request.month, soracom=soracom_client())
+    coverage = request_coverage(request.coverage, stack_coverages(), "StartExport's input")
+    progress = start_export(request.month, soracom=soracom_client(coverage), coverage=coverage)
     return progress.to_event()

@@ -1,10 +1,10 @@
-"""StoreExport: download the exported CSV and store it at exports/<yyyyMM>/<exportedFileId>.csv."""
+"""StoreExport: download the exported CSV and store it under exports/<yyyyMM>/ (a folder per coverage if two)."""
 
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from soracharge.factories import object_store, soracom_client
-from soracharge.logic.export import store_export
+from soracharge.factories import object_store, soracom_client, stack_coverages
+from soracharge.logic.export import request_coverage, store_export
 from soracharge.models.export_flow import StoreExportRequest
 from soracharge.models.parsing import parse_input
 from soracharge.observability import logger, metrics, tracer
@@ -15,5 +15,8 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = parse_input(event, StoreExportRequest)
-    stored = store_export(request, soracom=soracom_client(), store=object_store())
+    coverages = stack_coverages()
+    coverage = request_coverage(request.coverage, coverages, "StoreExport's input")
+    request = request.model_copy(update={"coverage": coverage})
+    stored = store_export(request, soracom=soracom_client(coverage), store=object_store(), coverages=coverages)
     return stored.to_event()

@@ -1,15 +1,17 @@
 """``soracharge``: run the flows on this machine (moto as AWS, simulators or real APIs as peers).
 
-- ``soracharge run --month 202610 --mapping FILE``: the whole chain: the export state machine, the
-  CSV in S3, the S3 notification running the import, the session followed to its end, then the
-  reconciliation.
+- ``soracharge run --month 202610 --mapping FILE [--coverage jp --coverage g]``: the whole chain for
+  each coverage's bill: the export state machine, the CSV in S3, the S3 notification running the
+  import, the session followed to its end, then the reconciliation.
 - ``soracharge export --month 202610 [--out FILE]``: only the export state machine.
-- ``soracharge import FILE.csv --month 202610 [--mapping FILE] [--currency JPY] [--dry-run]``: a
-  file a person has, imported as if uploaded under ``uploads/``; ``--dry-run`` sends nothing and
+- ``soracharge import FILE.csv --month 202610 [--mapping FILE] [--currency JPY] [--coverage g] [--dry-run]``:
+  a file a person has, imported as if uploaded under ``uploads/``; ``--dry-run`` sends nothing and
   writes the charges (JSON lines) and the report.
 - ``soracharge simulate``: the Soracom and CloudBlue simulators on their own, for people to poke at.
 
-Soracom is the built-in simulator unless ``SORACOM_ENDPOINT`` is set; CloudBlue is the built-in
+The coverages are ``--coverage``'s, else ``SORACOM_COVERAGE_TYPE``'s (``jp``, ``g`` or ``jp,g``, as the
+stack's SoracomCoverageType), else ``jp``. Soracom is a built-in simulator per coverage unless
+``SORACOM_ENDPOINT`` (or ``SORACOM_ENDPOINT_JP``/``_G``) is set; CloudBlue is the built-in
 simulator unless ``APS_ENDPOINT`` is set (see ``peers.py``). Exit codes: 0 done, 1 the run failed
 (the state machine's error and cause, or the report's problems, are printed), 2 bad input.
 """
@@ -26,11 +28,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from soracharge.errors import InvalidInputError, SorachargeError
 from soracharge.logic.imports import ADDITIONAL_FILE, additional_id_suffix, follow_execution_name
+from soracharge.models.coverage import Coverage, coverage_label, coverage_of_currency, parse_coverage, parse_coverages
 from soracharge.models.months import ensure_billable, month_index, months_between, parse_month, previous_month
 
 from soracharge_local import console
@@ -45,7 +48,6 @@ app = typer.Typer(
 
 EXPORT_STATE_MACHINE = "ExportBillingStateMachine"
 FOLLOW_STATE_MACHINE = "FollowImportSessionStateMachine"
-Coverage = Literal["jp", "g"]
 #: Set to 1, the local stack skips the Wait states' and retries' sleeps (the tests set it; a person sees real waits).
 INSTANT_WAITS = "SORACHARGE_LOCAL_INSTANT_WAITS"
 #: Import runs do not talk to Soracom.
@@ -58,6 +60,22 @@ MappingOption = Annotated[
     Path | None, typer.Option(help="Mapping YAML (default: $SORACHARGE_MAPPING). See examples/mapping.example.yaml.")
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show the functions' own logs.")]
+CoveragesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--coverage",
+        help="jp (Japan coverage, JPY) or g (Global coverage, USD); repeat it for both. "
+        "Default: $SORACOM_COVERAGE_TYPE (jp, g or jp,g), else jp.",
+    ),
+]
+MappingsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mapping",
+        help="Mapping YAML for every coverage, or COVERAGE=FILE once per coverage (jp=FILE --mapping g=FILE). "
+        "Default: $SORACHARGE_MAPPING. See examples/mapping.example.yaml.",
+    ),
+]
 
 
 MonthsOption = Annotated[
@@ -76,21 +94,28 @@ def run(
     month: MonthsOption = None,
     from_: FromOption = None,
     to: ToOption = None,
-    mapping: MappingOption = None,
-    out: Annotated[Path, typer.Option(help="Folder for a copy of each month's CSV and report.")] = Path("out"),
+    mapping: MappingsOption = None,
+    coverage: CoveragesOption = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for a copy of each month's CSV and report (<month>/<coverage>/ for two).")
+    ] = Path("out"),
     verbose: VerboseOption = False,
 ) -> None:
-    """Run the whole chain for each month: export, store, import, follow the session, reconcile.
+    """Run the whole chain for each month and coverage: export, store, import, follow the session, reconcile.
 
+    Each coverage's bill is its own execution, file and CloudBlue session, in its own currency.
     Months run one after the other on one local stack, so a month given twice shows what a re-run
     does: nothing, and it says so.
     """
     months = _billable_months(month, from_, to)
-    mapping_path = _mapping_path(mapping)
+    coverages = _coverages(coverage)
+    mappings = _mappings(mapping, coverages)
     outcomes: list[tuple[str, str, bool]] = []
-    with _local_cloud(verbose, mapping=mapping_path) as cloud:
+    with _local_cloud(verbose, mapping=mappings, coverages=coverages) as cloud:
         for chosen in months:
-            outcomes.append(_run_month(cloud, chosen, out / chosen))
+            for each in coverages:
+                folder = out / chosen / each if len(coverages) > 1 else out / chosen
+                outcomes.append(_run_month(cloud, chosen, each, folder, label=_label(chosen, each, coverages)))
     if len(outcomes) > 1:
         _print_outcomes(outcomes)
     if not all(ok for _, _, ok in outcomes):
@@ -102,9 +127,13 @@ def export(
     month: MonthsOption = None,
     from_: FromOption = None,
     to: ToOption = None,
+    coverage: CoveragesOption = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Also save the stored CSV: a FILE.csv for one month, else a folder (<month>.csv in it)."),
+        typer.Option(
+            help="Also save the stored CSV: a FILE.csv for one month, else a folder (<month>.csv in it, "
+            "<month>.<coverage>.csv for two coverages)."
+        ),
     ] = None,
     verbose: VerboseOption = False,
 ) -> None:
@@ -114,32 +143,36 @@ def export(
     holds (its last 18), or nothing runs. Months run one after the other on one local stack.
     """
     months = _billable_months(month, from_, to)
-    if out is not None and out.suffix == ".csv" and len(months) > 1:
-        _fail_input(f"--out {out} is one file, but {len(months)} months are exported: give a folder")
+    coverages = _coverages(coverage)
+    bills = [(chosen, each) for chosen in months for each in coverages]
+    if out is not None and out.suffix == ".csv" and len(bills) > 1:
+        _fail_input(f"--out {out} is one file, but {len(bills)} bills are exported: give a folder")
     outcomes: list[tuple[str, str, bool]] = []
-    with _local_cloud(verbose, import_on_upload=False) as cloud:
-        for chosen in months:
-            typer.echo(f"\nExporting {chosen}:\n")
+    with _local_cloud(verbose, import_on_upload=False, coverages=coverages) as cloud:
+        for chosen, each in bills:
+            label = _label(chosen, each, coverages)
+            typer.echo(f"\nExporting {chosen} ({coverage_label(each)}):\n")
             result = cloud.run(
                 EXPORT_STATE_MACHINE,
-                {"month": chosen},
-                name=_execution_name("export", chosen),
+                {"month": chosen, "coverage": each},
+                name=_execution_name("export", chosen, each),
                 on_event=console.EventPrinter(),
                 timeout_seconds=3600,
             )
             typer.echo("")
             if result.status != "SUCCEEDED":
                 console.print_failure("Export", result)
-                outcomes.append((chosen, f"FAILED: {result.error}", False))
+                outcomes.append((label, f"FAILED: {result.error}", False))
             else:
                 console.print_export_outputs(result)
                 stored = (result.output or {})["s3"]
                 what = (
                     "already stored, not exported again" if (result.output or {}).get("alreadyExported") else "stored"
                 )
-                outcomes.append((chosen, f"{what}: {stored['uri']} ({stored['size']} bytes)", True))
+                outcomes.append((label, f"{what}: {stored['uri']} ({stored['size']} bytes)", True))
                 if out is not None:
-                    target = out if out.suffix == ".csv" else out / f"{chosen}.csv"
+                    name = f"{chosen}.csv" if len(coverages) == 1 else f"{chosen}.{each}.csv"
+                    target = out if out.suffix == ".csv" else out / name
                     _save_object(cloud, stored["key"], stored["versionId"], target)
             _print_alerts(cloud)
         typer.echo("  (in the local moto S3, which lives as long as this command: --out keeps a copy)")
@@ -155,7 +188,15 @@ def import_file(
     month: Annotated[str, typer.Option(help="The billing month the file is for, yyyyMM.")],
     mapping: MappingOption = None,
     currency: Annotated[
-        str | None, typer.Option(help="The bill's currency (JPY, USD, EUR); default: the mapping's currency.")
+        str | None,
+        typer.Option(help="The bill's currency (JPY, USD, EUR); default: the mapping's, else the coverage's."),
+    ] = None,
+    coverage: Annotated[
+        str | None,
+        typer.Option(
+            help="The bill's coverage, jp or g: the file goes to uploads/<month>/<coverage>/. "
+            "Default: the currency's, else $SORACOM_COVERAGE_TYPE's when it is one, else jp."
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Send nothing: write the charges and the report.")] = False,
     additional: Annotated[
@@ -172,14 +213,16 @@ def import_file(
     """Import a CSV a person has, as if uploaded to uploads/<month>/ (or only plan it with --dry-run)."""
     try:
         chosen = parse_month(month)
+        named = parse_coverage(coverage) if coverage else None
     except InvalidInputError as exc:
         _fail_input(str(exc))
     mapping_path = _mapping_path(mapping)
     if dry_run:
-        _dry_run(file, chosen, mapping_path, currency, out / chosen, additional=additional)
+        _dry_run(file, chosen, mapping_path, currency, out / chosen, additional=additional, coverage=named)
         return
-    with _local_cloud(verbose, mapping=mapping_path, soracom=NO_SORACOM) as cloud:
-        key = f"uploads/{chosen}/{file.name}"
+    stack = (named,) if named else _coverages(None)
+    with _local_cloud(verbose, mapping=mapping_path, soracom=NO_SORACOM, coverages=stack) as cloud:
+        key = f"uploads/{chosen}/{named}/{file.name}" if named else f"uploads/{chosen}/{file.name}"
         metadata = {"currency": currency.upper()} if currency else {}
         if additional:
             metadata["import"] = ADDITIONAL_FILE
@@ -195,7 +238,15 @@ def import_file(
 def simulate(
     port: Annotated[int, typer.Option(help="Soracom simulator port on 127.0.0.1 (0: any free port).")] = 8080,
     cloudblue_port: Annotated[int, typer.Option(help="CloudBlue simulator port on 127.0.0.1.")] = 8081,
-    coverage: Annotated[Coverage, typer.Option(help="jp (JPY bills) or g (USD bills).")] = "jp",
+    coverage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--coverage", help="jp (JPY bills) or g (USD bills); repeat it for both (a simulator each). Default: jp."
+        ),
+    ] = None,
+    global_port: Annotated[
+        int, typer.Option(help="With both coverages: the Global coverage simulator's port (--port is Japan's).")
+    ] = 8082,
     polls_until_ready: Annotated[int, typer.Option(help="Polls an export stays 'processing'.")] = 2,
     coupon: Annotated[
         str, typer.Option(help="A coupon taken off each bill after rounding up (its appliedCouponAmount).")
@@ -211,24 +262,39 @@ def simulate(
     """
     from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
-    soracom = SoracomSimulator(
-        coverage=coverage,
-        auth_key_id=SIMULATOR_AUTH_KEY_ID,
-        auth_key=SIMULATOR_AUTH_KEY,
-        polls_until_ready=polls_until_ready,
-        port=port,
-    )
-    try:
-        soracom.set_billing({"coupon": coupon, "taxRate": tax_rate})
-    except ValueError as exc:
-        _fail_input(f"--coupon {coupon} --tax-rate {tax_rate}: {exc}")
+    coverages = _coverages(coverage or ["jp"])
+    simulators = [
+        SoracomSimulator(
+            coverage=each,
+            auth_key_id=SIMULATOR_AUTH_KEY_ID,
+            auth_key=SIMULATOR_AUTH_KEY,
+            polls_until_ready=polls_until_ready,
+            port=global_port if each == "g" and len(coverages) > 1 else port,
+        )
+        for each in coverages
+    ]
+    for soracom in simulators:
+        try:
+            soracom.set_billing({"coupon": coupon, "taxRate": tax_rate})
+        except ValueError as exc:
+            _fail_input(f"--coupon {coupon} --tax-rate {tax_rate}: {exc}")
     cloudblue = CloudBlueSimulator(port=cloudblue_port, processing_seconds=2.0)
-    with soracom, cloudblue:
-        typer.echo(f"Soracom simulator on {soracom.base_url} (API under /v1)")
-        typer.echo(f"  SORACOM_ENDPOINT={soracom.base_url}")
+    with ExitStack() as running:
+        for soracom in simulators:
+            running.enter_context(soracom)
+        running.enter_context(cloudblue)
+        for soracom in simulators:
+            typer.echo(f"Soracom simulator ({coverage_label(soracom.coverage)}) on {soracom.base_url} (API under /v1)")
+            typer.echo(f"  faults: GET/PUT {soracom.base_url}/_simulator/faults; requests: GET /_simulator/requests")
+            typer.echo(
+                f"  bills: {json.dumps(soracom.billing.to_json())} (GET/PUT {soracom.base_url}/_simulator/billing)"
+            )
+        if len(simulators) == 1:
+            typer.echo(f"  SORACOM_COVERAGE_TYPE={coverages[0]} SORACOM_ENDPOINT={simulators[0].base_url}")
+        else:
+            endpoints = " ".join(f"SORACOM_ENDPOINT_{s.coverage.upper()}={s.base_url}" for s in simulators)
+            typer.echo(f"  SORACOM_COVERAGE_TYPE={','.join(coverages)} {endpoints}")
         typer.echo(f"  SORACOM_AUTH_KEY_ID={SIMULATOR_AUTH_KEY_ID} SORACOM_AUTH_KEY={SIMULATOR_AUTH_KEY}")
-        typer.echo(f"  faults: GET/PUT {soracom.base_url}/_simulator/faults; requests: GET /_simulator/requests")
-        typer.echo(f"  bills: {json.dumps(soracom.billing.to_json())} (GET/PUT {soracom.base_url}/_simulator/billing)")
         typer.echo(f"CloudBlue simulator on {cloudblue.base_url}")
         typer.echo(f"  APS_ENDPOINT={cloudblue.base_url} APS_RESOURCE_ID={cloudblue.resource_id}")
         typer.echo(
@@ -246,6 +312,9 @@ def simulate(
 @app.command("report")
 def render_report(
     month: Annotated[str, typer.Argument(help="The billing month, yyyyMM: reads <out>/<month>/report.json.")],
+    coverage: Annotated[
+        str | None, typer.Option(help="With a run of two coverages: reads <out>/<month>/<coverage>/report.json.")
+    ] = None,
     report_file: Annotated[
         Path | None,
         typer.Option(
@@ -264,7 +333,8 @@ def render_report(
 
     try:
         chosen = parse_month(month)
-        source = report_file or reports.default_report_path(chosen, out)
+        folder = out / chosen / parse_coverage(coverage) if coverage else None
+        source = report_file or (folder / "report.json" if folder else reports.default_report_path(chosen, out))
         loaded = reports.load_report(source)
         written = reports.write_report_html(loaded, html or reports.default_html_path(source))
     except InvalidInputError as exc:
@@ -386,18 +456,26 @@ def mapping_draft(
 
 @contextmanager
 def _local_cloud(
-    verbose: bool, *, mapping: Path | None = None, soracom: SoracomAccess | None = None, import_on_upload: bool = True
+    verbose: bool,
+    *,
+    mapping: Path | dict[str, Path] | None = None,
+    soracom: SoracomAccess | None = None,
+    import_on_upload: bool = True,
+    coverages: tuple[Coverage, ...] = ("jp",),
 ) -> Iterator[LocalCloud]:
     _quiet_libraries(verbose)
     environment = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     with ExitStack() as stack:
         try:
-            soracom = soracom or soracom_access(stack)
+            soracom = soracom or soracom_access(stack, coverages)
             cloudblue = cloudblue_access(stack)
         except SorachargeError as exc:
             _fail_input(str(exc))
         if soracom is not NO_SORACOM:
-            typer.echo(f"Soracom:   {soracom.endpoint}")
+            if len(coverages) == 1:
+                typer.echo(f"Soracom:   {soracom.endpoint}")
+            for each in coverages if len(coverages) > 1 else ():
+                typer.echo(f"Soracom:   {soracom.endpoint_of(each)} ({coverage_label(each)})")
         if import_on_upload:
             typer.echo(f"CloudBlue: {cloudblue.endpoint}")
         cloud = stack.enter_context(
@@ -407,6 +485,7 @@ def _local_cloud(
                 mapping=mapping,
                 import_on_upload=import_on_upload,
                 environment=environment,
+                coverages=coverages,
                 # The tests' switch: Wait states and retry intervals return at once (the template keeps them).
                 instant_waits=os.environ.get(INSTANT_WAITS) == "1",
             )
@@ -415,16 +494,21 @@ def _local_cloud(
         yield cloud
 
 
-def _run_month(cloud: LocalCloud, month: str, out: Path) -> tuple[str, str, bool]:
-    """One month through the whole chain; (month, outcome, whether it ended rated and balanced)."""
-    typer.echo(f"\nExporting {month}:\n")
+def _run_month(cloud: LocalCloud, month: str, coverage: Coverage, out: Path, label: str) -> tuple[str, str, bool]:
+    """One month's bill of one coverage through the whole chain; (label, outcome, whether rated and balanced)."""
+    typer.echo(f"\nExporting {month} ({coverage_label(coverage)}):\n")
     printer = console.EventPrinter()
     since = len(cloud.async_invocations.deliveries)
-    result = cloud.run(EXPORT_STATE_MACHINE, {"month": month}, name=_execution_name("export", month), on_event=printer)
+    result = cloud.run(
+        EXPORT_STATE_MACHINE,
+        {"month": month, "coverage": coverage},
+        name=_execution_name("export", month, coverage),
+        on_event=printer,
+    )
     if result.status != "SUCCEEDED":
         console.print_failure("Export", result)
         _print_alerts(cloud)
-        return month, f"export FAILED: {result.error}", False
+        return label, f"export FAILED: {result.error}", False
     output = result.output or {}
     stored = output["s3"]
     if output.get("alreadyExported"):
@@ -432,14 +516,14 @@ def _run_month(cloud: LocalCloud, month: str, out: Path) -> tuple[str, str, bool
         report = _stored_report(cloud, month, stored)
         if report is None:
             _print_alerts(cloud)
-            return month, "already exported; its import report is not written yet", False
+            return label, "already exported; its import report is not written yet", False
     else:
         typer.echo(f"\nThe CSV landed at {stored['uri']}; its S3 notification runs the import:\n")
         _save_object(cloud, stored["key"], stored["versionId"], out / Path(stored["key"]).name)
         report = _follow_import(cloud, printer, since)
     ok = _finish(report, out, cloud)
     again = " (a re-run: nothing done again)" if output.get("alreadyExported") else ""
-    return month, f"{report['status']}{again}: {report['summary']}", ok
+    return label, f"{report['status']}{again}: {report['summary']}", ok
 
 
 def _stored_report(cloud: LocalCloud, month: str, stored: dict[str, Any]) -> dict[str, Any] | None:
@@ -453,9 +537,9 @@ def _stored_report(cloud: LocalCloud, month: str, stored: dict[str, Any]) -> dic
 
 
 def _print_outcomes(outcomes: list[tuple[str, str, bool]]) -> None:
-    typer.echo("\nMonths:")
-    for month, outcome, ok in outcomes:
-        typer.secho(f"  {month}  {'ok    ' if ok else 'FAILED'}  {outcome}", fg="green" if ok else "red")
+    typer.echo("\nBills:" if any(" " in label for label, _, _ in outcomes) else "\nMonths:")
+    for label, outcome, ok in outcomes:
+        typer.secho(f"  {label}  {'ok    ' if ok else 'FAILED'}  {outcome}", fg="green" if ok else "red")
 
 
 def _print_alerts(cloud: LocalCloud) -> None:
@@ -509,22 +593,43 @@ def _finish(report: dict[str, Any], out: Path, cloud: LocalCloud) -> bool:
 
 
 def _dry_run(
-    file: Path, month: str, mapping_path: Path, currency: str | None, out: Path, *, additional: bool = False
+    file: Path,
+    month: str,
+    mapping_path: Path,
+    currency: str | None,
+    out: Path,
+    *,
+    additional: bool = False,
+    coverage: Coverage | None = None,
 ) -> None:
     from soracharge.adapters.mapping_source import load_mapping
-    from soracharge.logic.imports import dry_run_report
+    from soracharge.logic.imports import dry_run_report, file_currency
 
     try:
         mapping, source = load_mapping(str(mapping_path))
     except SorachargeError as exc:
         _fail_input(str(exc))
-    chosen_currency = (currency or mapping.currency or "").upper()
-    if not chosen_currency:
-        _fail_input("no currency: pass --currency JPY|USD|EUR or set 'currency' in the mapping")
-    id_suffix = additional_id_suffix(hashlib.sha256(file.read_bytes()).hexdigest()) if additional else ""
+    # As the import settles them: the coverage named, else the currency's, else the stack's.
+    stack = _coverages(None)
+    chosen_coverage = (
+        coverage
+        or coverage_of_currency(currency)
+        or coverage_of_currency(mapping.currency)
+        or (stack[0] if len(stack) == 1 else "jp")
+    )
+    chosen_currency, problems = file_currency(chosen_coverage, {"currency": currency or ""}, mapping.currency)
+    if problems:
+        _fail_input(problems[0].message)
+    own = additional_id_suffix(hashlib.sha256(file.read_bytes()).hexdigest()) if additional else ""
     with file.open("rb") as stream:
         plan, report = dry_run_report(
-            stream, month=month, currency=chosen_currency, mapping=mapping, source=str(file), id_suffix=id_suffix
+            stream,
+            month=month,
+            currency=chosen_currency,
+            mapping=mapping,
+            source=str(file),
+            coverage=chosen_coverage,
+            additional_suffix=own,
         )
     out.mkdir(parents=True, exist_ok=True)
     charges = out / f"{file.stem}.charges.jsonl"
@@ -568,6 +673,37 @@ def _billable_months(months: list[str] | None, first: str | None, last: str | No
     return chosen
 
 
+def _coverages(given: list[str] | None) -> tuple[Coverage, ...]:
+    """``--coverage``'s (repeated), else $SORACOM_COVERAGE_TYPE's, else jp."""
+    try:
+        return parse_coverages(given or os.environ.get("SORACOM_COVERAGE_TYPE") or "jp")
+    except InvalidInputError as exc:
+        _fail_input(f"--coverage: {exc}")
+
+
+def _mappings(given: list[str] | None, coverages: tuple[Coverage, ...]) -> Path | dict[str, Path]:
+    """One mapping for every coverage, or ``COVERAGE=FILE`` for each (every coverage run needs one)."""
+    if not given or (len(given) == 1 and "=" not in given[0]):
+        return _mapping_path(Path(given[0]) if given else None)
+    chosen: dict[str, Path] = {}
+    for entry in given:
+        named, separator, path = entry.partition("=")
+        if not separator:
+            _fail_input(f"--mapping {entry}: with several mappings, give each as COVERAGE=FILE (jp=FILE, g=FILE)")
+        try:
+            chosen[parse_coverage(named)] = _mapping_path(Path(path))
+        except InvalidInputError as exc:
+            _fail_input(f"--mapping {entry}: {exc}")
+    missing = [c for c in coverages if c not in chosen]
+    if missing:
+        _fail_input(f"--mapping names no mapping for {coverage_label(missing[0])} ({missing[0]}=FILE)")
+    return chosen
+
+
+def _label(month: str, coverage: Coverage, coverages: tuple[Coverage, ...]) -> str:
+    return f"{month} {coverage}" if len(coverages) > 1 else month
+
+
 def _mapping_path(mapping: Path | None) -> Path:
     chosen = mapping or (Path(os.environ["SORACHARGE_MAPPING"]) if os.environ.get("SORACHARGE_MAPPING") else None)
     if chosen is None:
@@ -586,8 +722,8 @@ def _save_object(cloud: LocalCloud, key: str, version_id: str, destination: Path
     typer.secho(f"Saved a copy to {destination}", bold=True)
 
 
-def _execution_name(kind: str, month: str) -> str:
-    return f"{kind}-{month}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+def _execution_name(kind: str, month: str, coverage: str) -> str:
+    return f"{kind}-{month}-{coverage}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
 
 
 def _fail_input(message: str) -> NoReturn:

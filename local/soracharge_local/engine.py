@@ -54,11 +54,19 @@ _SUB_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_:.]+)\}")
 
 @dataclass(frozen=True)
 class SoracomAccess:
-    """What the deployed functions are told about Soracom when run locally."""
+    """What the deployed functions are told about Soracom when run locally.
+
+    ``endpoint`` serves every coverage unless ``endpoints`` names a coverage's own (``{"g": URL}``),
+    as ``SORACOM_ENDPOINT`` and ``SORACOM_ENDPOINT_JP``/``_G`` do for the functions.
+    """
 
     endpoint: str
     auth_key_id: str
     auth_key: str
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+
+    def endpoint_of(self, coverage: str) -> str:
+        return self.endpoints.get(coverage, self.endpoint)
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ class LocalCloud:
         *,
         soracom: SoracomAccess,
         cloudblue: CloudBlueAccess = NO_CLOUDBLUE,
-        mapping: Path | None = None,
+        mapping: Path | Mapping[str, Path] | None = None,
         import_on_upload: bool = True,
         stack_name: str = "soracharge",
         region: str = "us-east-1",
@@ -119,8 +127,11 @@ class LocalCloud:
         instant_waits: bool = False,
         max_retry_sleep_seconds: float = 2.0,
         environment: Mapping[str, str] | None = None,
+        coverages: tuple[str, ...] = ("jp",),
     ) -> None:
         self.soracom = soracom
+        #: The template's SoracomCoverageType: the coverages this stack exports.
+        self.coverages = coverages
         self.cloudblue = cloudblue
         self.mapping = mapping
         self.import_on_upload = import_on_upload
@@ -269,7 +280,10 @@ class LocalCloud:
             StackName=self.stack_name,
             TemplateBody=json.dumps(translated),
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
-            Parameters=[{"ParameterKey": "ApsEndpoint", "ParameterValue": self.cloudblue.endpoint}],
+            Parameters=[
+                {"ParameterKey": "ApsEndpoint", "ParameterValue": self.cloudblue.endpoint},
+                {"ParameterKey": "SoracomCoverageType", "ParameterValue": ",".join(self.coverages)},
+            ],
         )
         stack = cfn.describe_stacks(StackName=self.stack_name)["Stacks"][0]
         if stack["StackStatus"] != "CREATE_COMPLETE":
@@ -333,11 +347,20 @@ class LocalCloud:
         ]
         self.client("sns").subscribe(TopicArn=self.resources["AlertsTopic"], Protocol="sqs", Endpoint=queue_arn)
 
-    def put_mapping(self, path: Path) -> str:
-        """Upload a mapping file where the template's default SORACHARGE_MAPPING points."""
-        key = "config/mapping.yaml"
-        self.client("s3").put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
-        return f"s3://{self.bucket}/{key}"
+    def put_mapping(self, path: Path | Mapping[str, Path]) -> str:
+        """Upload a mapping file where the template's default SORACHARGE_MAPPING points; or one per
+        coverage (``{"jp": path, "g": path}``) to ``config/mapping.<coverage>.yaml``, with the import
+        function's SORACHARGE_MAPPING set to ``config/mapping.{coverage}.yaml`` as MappingUri would."""
+        s3 = self.client("s3")
+        if isinstance(path, Path):
+            key = "config/mapping.yaml"
+            s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())
+            return f"s3://{self.bucket}/{key}"
+        for coverage, each in path.items():
+            s3.put_object(Bucket=self.bucket, Key=f"config/mapping.{coverage}.yaml", Body=each.read_bytes())
+        uri = f"s3://{self.bucket}/config/mapping.{{coverage}}.yaml"
+        self.runner.environment_overrides["SORACHARGE_MAPPING"] = uri
+        return uri
 
     def _package(self, template: dict[str, Any], s3: Any) -> dict[str, tuple[Path, str]]:
         """Upload what ``sam package`` would, and point the template at it."""
@@ -367,11 +390,15 @@ class LocalCloud:
             Name=f"{self.stack_name}-cloudblue-credentials", SecretString=json.dumps(self.cloudblue.secret())
         )
         aps_resource = {"APS_RESOURCE_ID": self.cloudblue.resource_id} if self.cloudblue.resource_id else {}
-        endpoint = httpx.URL(self.soracom.endpoint)
+        hosts = {self.soracom.endpoint, *self.soracom.endpoints.values()}
+        own = {f"SORACOM_ENDPOINT_{coverage.upper()}": url for coverage, url in self.soracom.endpoints.items()}
         return {
             "SORACOM_ENDPOINT": self.soracom.endpoint,
+            **own,
             # The simulator serves its "pre-signed" URLs itself; a compatible server may do the same.
-            "SORACOM_DOWNLOAD_URL_PATTERNS": f"https://*.amazonaws.com,{endpoint.scheme}://{endpoint.host}",
+            "SORACOM_DOWNLOAD_URL_PATTERNS": ",".join(
+                ["https://*.amazonaws.com", *sorted(f"{httpx.URL(u).scheme}://{httpx.URL(u).host}" for u in hosts)]
+            ),
             "SORACOM_AUTH_SECRET_ID": soracom["ARN"],
             "APS_ENDPOINT": self.cloudblue.endpoint,
             "APS_CREDENTIALS_SECRET_ID": cloudblue["ARN"],

@@ -1,6 +1,8 @@
 """Who the local run talks to: the built-in simulators, or real (or any compatible) servers from the environment.
 
-- Soracom: ``SORACOM_ENDPOINT`` + ``SORACOM_AUTH_KEY_ID`` + ``SORACOM_AUTH_KEY``, else the simulator.
+- Soracom: ``SORACOM_ENDPOINT`` (every coverage) or ``SORACOM_ENDPOINT_JP`` / ``SORACOM_ENDPOINT_G`` (one
+  each) + ``SORACOM_AUTH_KEY_ID`` + ``SORACOM_AUTH_KEY``, else a simulator per coverage (two hosts, as
+  Soracom has: api.soracom.io and g.api.soracom.io).
 - CloudBlue: ``APS_ENDPOINT`` + (``APS_OAUTH_CONSUMER_KEY`` + ``APS_OAUTH_CONSUMER_SECRET`` or
   ``APS_TOKEN``) [+ ``APS_RESOURCE_ID``], else the simulator.
 """
@@ -11,6 +13,7 @@ import os
 from contextlib import ExitStack
 
 from soracharge.errors import ConfigurationError
+from soracharge.models.coverage import Coverage
 
 from soracharge_local.engine import CloudBlueAccess, SoracomAccess
 
@@ -18,21 +21,35 @@ SIMULATOR_AUTH_KEY_ID = "keyId-simulator"
 SIMULATOR_AUTH_KEY = "secret-simulator"
 
 
-def soracom_access(stack: ExitStack) -> SoracomAccess:
-    endpoint = os.environ.get("SORACOM_ENDPOINT")
-    if endpoint:
+def soracom_access(stack: ExitStack, coverages: tuple[Coverage, ...] = ("jp",)) -> SoracomAccess:
+    """Soracom for ``coverages``: the servers the environment names, else a simulator each."""
+    shared = os.environ.get("SORACOM_ENDPOINT")
+    own: dict[str, str] = {c: url for c in coverages if (url := os.environ.get(f"SORACOM_ENDPOINT_{c.upper()}"))}
+    if shared or own:
+        named = "SORACOM_ENDPOINT" if shared else " and ".join(f"SORACOM_ENDPOINT_{c.upper()}" for c in own)
+        missing = [c for c in coverages if c not in own]
+        if missing and not shared:
+            raise ConfigurationError(
+                f"{named} is set, but not SORACOM_ENDPOINT_{missing[0].upper()} (or SORACOM_ENDPOINT): where is "
+                f"Soracom's {missing[0]} coverage?"
+            )
         key_id, key = os.environ.get("SORACOM_AUTH_KEY_ID"), os.environ.get("SORACOM_AUTH_KEY")
         if not key_id or not key:
-            raise ConfigurationError(
-                "SORACOM_ENDPOINT is set, so SORACOM_AUTH_KEY_ID and SORACOM_AUTH_KEY must be set too"
-            )
-        return SoracomAccess(endpoint=endpoint, auth_key_id=key_id, auth_key=key)
+            raise ConfigurationError(f"{named} is set, so SORACOM_AUTH_KEY_ID and SORACOM_AUTH_KEY must be set too")
+        return SoracomAccess(endpoint=shared or own[coverages[0]], auth_key_id=key_id, auth_key=key, endpoints=own)
     from soracharge_local.simulators import SoracomSimulator
 
-    simulator = SoracomSimulator(auth_key_id=SIMULATOR_AUTH_KEY_ID, auth_key=SIMULATOR_AUTH_KEY)
-    base_url = simulator.start()
-    stack.callback(simulator.stop)
-    return SoracomAccess(endpoint=base_url, auth_key_id=SIMULATOR_AUTH_KEY_ID, auth_key=SIMULATOR_AUTH_KEY)
+    endpoints: dict[str, str] = {}
+    for coverage in coverages:
+        simulator = SoracomSimulator(coverage=coverage, auth_key_id=SIMULATOR_AUTH_KEY_ID, auth_key=SIMULATOR_AUTH_KEY)
+        endpoints[coverage] = simulator.start()
+        stack.callback(simulator.stop)
+    return SoracomAccess(
+        endpoint=endpoints[coverages[0]],
+        auth_key_id=SIMULATOR_AUTH_KEY_ID,
+        auth_key=SIMULATOR_AUTH_KEY,
+        endpoints=endpoints if len(coverages) > 1 else {},
+    )
 
 
 def cloudblue_access(stack: ExitStack) -> CloudBlueAccess:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from soracharge.logic.imports import CURRENCIES
+from soracharge.models.coverage import CURRENCIES
 from soracharge.models.imports import report_key
 from soracharge.observability import Metric
 
@@ -118,12 +118,12 @@ def test_every_soracharge_series_has_the_dimensions_it_is_emitted_with(body):
     for line in soracharge_series(body):
         if line.name == Metric.AMOUNT_IMPORTED:
             assert line.dimensions[:2] == SERVICE
-            assert line.dimensions[2] == "Currency"
-            amounts.append(line.dimension_map["Currency"])
+            assert line.dimensions[2::2] == ("Currency", "Coverage")
+            amounts.append((line.dimension_map["Coverage"], line.dimension_map["Currency"]))
         else:
             assert line.dimensions == SERVICE, line.name
-    # AmountImported: one series per currency a bill may be in, each summed.
-    assert sorted(amounts) == sorted(CURRENCIES)
+    # AmountImported: one series per coverage and currency a bill may be in, each summed.
+    assert sorted(amounts) == sorted((coverage, c) for coverage, currencies in CURRENCIES.items() for c in currencies)
 
 
 def test_counts_are_summed_and_polls_needed_are_maxima(body):

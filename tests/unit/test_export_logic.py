@@ -12,8 +12,15 @@ from typing import BinaryIO
 import pytest
 from soracharge.adapters.soracom import DownloadedFile
 from soracharge.adapters.storage import StoredObject
-from soracharge.errors import BillNotClosedError, BillNotFoundError, MonthOutOfRangeError, SoracomApiError
+from soracharge.errors import (
+    BillNotClosedError,
+    BillNotFoundError,
+    InvalidInputError,
+    MonthOutOfRangeError,
+    SoracomApiError,
+)
 from soracharge.logic.export import export_key, poll_export, read_closed_bill, start_export, store_export
+from soracharge.models.coverage import Coverage
 from soracharge.models.export_flow import ExportProgress, ExportRequest, StoreExportRequest
 from soracharge.models.soracom import ExportedFile, ExportStarted, MonthlyBill
 
@@ -63,6 +70,10 @@ class FakeStore:
     def first(self, prefix: str) -> StoredObject | None:
         keys = sorted(k for k in self.objects if k.startswith(prefix))
         return self.head(keys[0]) if keys else None
+
+    def children(self, prefix: str) -> list[StoredObject]:
+        keys = sorted(k for k in self.objects if k.startswith(prefix) and "/" not in k.removeprefix(prefix))
+        return [head for key in keys if (head := self.head(key)) is not None]
 
     def upload_file(self, path: Path, key: str, *, metadata: dict[str, str], content_type: str) -> StoredObject:
         self.versions += 1
@@ -117,7 +128,9 @@ def test_a_bill_for_another_month_is_refused():
 def test_each_poll_counts_and_never_carries_the_presigned_url():
     soracom = FakeSoracom(statuses=[ExportedFile(status="processing"), READY])
     progress = start_export("202610", soracom)
-    assert progress == ExportProgress(exported_file_id="fe_202610", status="processing", polls=0, month="202610")
+    assert progress == ExportProgress(
+        exported_file_id="fe_202610", status="processing", polls=0, month="202610", coverage="jp"
+    )
     progress = poll_export(progress, soracom)
     assert (progress.status, progress.polls, progress.month) == ("processing", 1, "202610")
     progress = poll_export(progress, soracom)
@@ -137,10 +150,11 @@ REQUEST = StoreExportRequest(
 def test_the_csv_is_stored_byte_for_byte_with_its_metadata():
     store = FakeStore()
     stored = store_export(REQUEST, FakeSoracom(), store)
-    body, metadata = store.objects[export_key("202610", "fe_1")]
+    body, metadata = store.objects[export_key("202610", "fe_1", "jp", nested=False)]
     assert body == CSV
     assert stored.uri == "s3://data-bucket/exports/202610/fe_1.csv"
     assert metadata["month"] == "202610"
+    assert metadata["coverage"] == "jp"
     assert metadata["currency"] == "JPY"
     assert metadata["bill-amount"] == "300.00"
     assert metadata["coupon-amount"] == "25"
@@ -172,3 +186,57 @@ def test_an_export_that_is_not_ready_is_not_downloaded():
     with pytest.raises(SoracomApiError, match=r"fe_1 is 'exported' and Soracom gave no url"):
         store_export(REQUEST, soracom, FakeStore())
     assert soracom.downloads == 0
+
+
+# -- two coverages in one stack -------------------------------------------------------------------
+
+BOTH: tuple[Coverage, ...] = ("jp", "g")
+GLOBAL_REQUEST = REQUEST.model_copy(update={"currency": "USD", "amount": Decimal("3.00"), "coverage": "g"})
+
+
+def test_a_stack_of_both_coverages_keeps_each_bill_in_its_coverage_folder():
+    store, soracom = FakeStore(), FakeSoracom()
+    japan = store_export(REQUEST.model_copy(update={"coverage": "jp"}), soracom, store, coverages=BOTH)
+    global_ = store_export(
+        GLOBAL_REQUEST.model_copy(update={"exported_file_id": "fe_2"}), soracom, store, coverages=BOTH
+    )
+    assert (japan.key, global_.key) == ("exports/202610/jp/fe_1.csv", "exports/202610/g/fe_2.csv")
+    assert not japan.already_stored and not global_.already_stored
+    assert store.objects[global_.key][1]["coverage"] == "g"
+    assert store.objects[global_.key][1]["currency"] == "USD"
+    # A retry of each finds its own, not the other coverage's.
+    assert store_export(GLOBAL_REQUEST, soracom, store, coverages=BOTH).key == global_.key
+    assert soracom.downloads == 2
+
+
+def test_an_export_stored_before_coverages_counts_for_the_coverage_of_its_currency():
+    """A single-coverage stack updated to both: its old exports/<month>/<id>.csv is Japan's (JPY)."""
+    store, soracom = FakeStore(), FakeSoracom()
+    legacy = {"month": "202610", "currency": "JPY", "sha256": "a" * 64}
+    store.objects["exports/202610/fe_old.csv"] = (CSV, legacy)
+    rerun = store_export(REQUEST.model_copy(update={"coverage": "jp"}), soracom, store, coverages=BOTH)
+    assert rerun.already_stored and rerun.key == "exports/202610/fe_old.csv"
+    global_ = store_export(GLOBAL_REQUEST, soracom, store, coverages=BOTH)
+    assert not global_.already_stored and global_.key == "exports/202610/g/fe_1.csv"
+    assert soracom.downloads == 1
+
+
+def test_a_single_coverage_stack_reads_both_layouts():
+    """Updated back from both to one coverage: the coverage folder's export is still found."""
+    store, soracom = FakeStore(), FakeSoracom()
+    store_export(GLOBAL_REQUEST, soracom, store, coverages=BOTH)
+    again = store_export(GLOBAL_REQUEST.model_copy(update={"coverage": None}), soracom, store, coverages=("g",))
+    assert again.already_stored and again.key == "exports/202610/g/fe_1.csv"
+
+
+def test_a_request_without_a_coverage_on_a_stack_of_both_is_refused_by_name():
+    with pytest.raises(InvalidInputError, match=r'exports jp and g: give "coverage": "jp" \(Japan, JPY\) or "g"'):
+        store_export(REQUEST, FakeSoracom(), FakeStore(), coverages=BOTH)
+
+
+def test_the_bill_and_the_export_carry_their_coverage():
+    summary = read_closed_bill(
+        ExportRequest(month="202609", coverage="g"), FakeSoracom({"202609": bill("202609")}), TODAY, coverage="g"
+    )
+    assert summary.coverage == "g"
+    assert start_export("202609", FakeSoracom(), coverage="g").coverage == "g"

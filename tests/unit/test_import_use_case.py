@@ -167,7 +167,7 @@ def world(cloudblue: CloudBlueSimulator, monkeypatch: pytest.MonkeyPatch) -> Ite
                 max_wait_seconds=0.01,
             ),
             workflows=workflows,
-            mapping=lambda: (mapping[0], "mapping.yaml"),
+            mapping=lambda coverage: (mapping[0], "mapping.yaml"),
             follow_state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:follow",
             notifier=notifier,
             concurrency=1,

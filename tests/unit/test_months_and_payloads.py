@@ -72,13 +72,18 @@ def test_bad_state_machine_input_names_the_field(event, message):
 
 def test_amounts_travel_as_exact_decimal_strings():
     bill = BillSummary(
-        month="202610", amount=Decimal("28734.10"), applied_coupon_amount=Decimal("500.00"), currency="JPY"
+        month="202610",
+        amount=Decimal("28734.10"),
+        applied_coupon_amount=Decimal("500.00"),
+        currency="JPY",
+        coverage="jp",
     )
     assert bill.to_event() == {
         "month": "202610",
         "amount": "28734.10",
         "appliedCouponAmount": "500.00",
         "currency": "JPY",
+        "coverage": "jp",
     }
     parsed = parse_input(bill.to_event(), BillSummary)
     assert (parsed.amount, parsed.applied_coupon_amount) == (Decimal("28734.10"), Decimal("500.00"))
@@ -94,3 +99,18 @@ def test_a_store_export_request_from_before_the_coupon_was_passed_on_means_no_co
 def test_export_progress_uses_the_state_machine_field_names():
     progress = ExportProgress(exported_file_id="fe_1", status="processing", polls=0)
     assert progress.to_event() == {"exportedFileId": "fe_1", "status": "processing", "polls": 0}
+
+
+def test_an_export_request_names_its_coverage_or_none():
+    assert parse_input({"month": "202610", "coverage": "g"}, ExportRequest).coverage == "g"
+    assert parse_input({"month": "202610"}, ExportRequest).coverage is None
+    with pytest.raises(InvalidInputError, match=r"coverage: Input should be 'jp' or 'g'"):
+        parse_input({"month": "202610", "coverage": "eu"}, ExportRequest)
+
+
+def test_a_store_export_request_from_before_coverages_names_none():
+    """An execution started before the update: StoreExport takes the stack's own coverage then."""
+    request = parse_input(
+        {"month": "202610", "amount": "28734", "currency": "JPY", "exportedFileId": "fe_1"}, StoreExportRequest
+    )
+    assert request.coverage is None

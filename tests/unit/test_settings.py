@@ -22,12 +22,52 @@ def _clean_environment(monkeypatch):
 def test_the_coverage_type_selects_the_endpoint(monkeypatch, coverage, url):
     monkeypatch.setenv("SORACOM_COVERAGE_TYPE", coverage)
     monkeypatch.setenv("SORACOM_AUTH_SECRET_ID", "soracom-auth")
-    assert load_settings(SoracomSettings).base_url == url
+    settings = load_settings(SoracomSettings)
+    assert settings.coverages == (coverage,)
+    assert settings.base_url(coverage) == url
 
 
 def test_japan_coverage_is_the_default(monkeypatch):
     monkeypatch.setenv("SORACOM_AUTH_SECRET_ID", "soracom-auth")
-    assert load_settings(SoracomSettings).base_url == "https://api.soracom.io"
+    settings = load_settings(SoracomSettings)
+    assert settings.coverages == ("jp",)
+    assert settings.base_url("jp") == "https://api.soracom.io"
+
+
+@pytest.mark.parametrize("value", ["jp,g", "g,jp", " G , jp ", "jp,g,jp"])
+def test_a_stack_of_both_coverages_reaches_each_on_its_own_host(monkeypatch, value):
+    monkeypatch.setenv("SORACOM_COVERAGE_TYPE", value)
+    monkeypatch.setenv("SORACOM_AUTH_SECRET_ID", "soracom-auth")
+    settings = load_settings(SoracomSettings)
+    assert settings.coverages == ("jp", "g")
+    assert settings.soracom_coverage_type == "jp,g"
+    assert (settings.base_url("jp"), settings.base_url("g")) == ("https://api.soracom.io", "https://g.api.soracom.io")
+
+
+def test_each_coverage_may_have_its_own_endpoint_which_wins_over_the_shared_one(monkeypatch):
+    monkeypatch.setenv("SORACOM_COVERAGE_TYPE", "jp,g")
+    monkeypatch.setenv("SORACOM_ENDPOINT", "http://127.0.0.1:8080")
+    monkeypatch.setenv("SORACOM_ENDPOINT_G", "http://127.0.0.1:8082/v1")
+    monkeypatch.setenv("SORACOM_AUTH_SECRET_ID", "soracom-auth")
+    settings = load_settings(SoracomSettings)
+    assert (settings.base_url("jp"), settings.base_url("g")) == ("http://127.0.0.1:8080", "http://127.0.0.1:8082")
+
+
+@pytest.mark.parametrize("value", ["us", "jp;g", ",", "jp,eu"])
+def test_an_unknown_coverage_is_named(monkeypatch, value):
+    monkeypatch.setenv("SORACOM_COVERAGE_TYPE", value)
+    monkeypatch.setenv("SORACOM_AUTH_SECRET_ID", "soracom-auth")
+    with pytest.raises(ConfigurationError, match=r"SORACOM_COVERAGE_TYPE: .*coverage"):
+        load_settings(SoracomSettings)
+
+
+def test_a_coverage_endpoint_that_is_not_a_url_is_named(monkeypatch):
+    monkeypatch.setenv("SORACOM_ENDPOINT_G", "g.api.soracom.io")
+    monkeypatch.setenv("SORACOM_AUTH_SECRET_ID", "soracom-auth")
+    with pytest.raises(
+        ConfigurationError, match=r"SORACOM_ENDPOINT_G must be an http\(s\) URL, got 'g.api.soracom.io'"
+    ):
+        load_settings(SoracomSettings)
 
 
 @pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8080", "http://127.0.0.1:8080/", "http://127.0.0.1:8080/v1"])
@@ -36,7 +76,7 @@ def test_soracom_endpoint_overrides_the_coverage_and_takes_the_base_without_v1(m
     monkeypatch.setenv("SORACOM_ENDPOINT", endpoint)
     monkeypatch.setenv("SORACOM_AUTH_KEY_ID", "keyId-1")
     monkeypatch.setenv("SORACOM_AUTH_KEY", "secret-1")
-    assert load_settings(SoracomSettings).base_url == "http://127.0.0.1:8080"
+    assert load_settings(SoracomSettings).base_url("g") == "http://127.0.0.1:8080"
 
 
 def test_missing_credentials_name_every_way_to_give_them():
@@ -49,7 +89,10 @@ def test_missing_credentials_name_every_way_to_give_them():
 def test_an_unknown_coverage_type_names_the_variable(monkeypatch):
     monkeypatch.setenv("SORACOM_COVERAGE_TYPE", "eu")
     monkeypatch.setenv("SORACOM_AUTH_SECRET_ID", "soracom-auth")
-    with pytest.raises(ConfigurationError, match=r"SORACOM_COVERAGE_TYPE: Input should be 'jp' or 'g'"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"SORACOM_COVERAGE_TYPE: coverage must be 'jp' \(Japan, JPY\) or 'g' \(Global, USD\), got 'eu'",
+    ):
         load_settings(SoracomSettings)
 
 

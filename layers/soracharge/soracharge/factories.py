@@ -25,9 +25,11 @@ from soracharge.adapters.soracom import SoracomClient
 from soracharge.adapters.storage import S3ObjectStore
 from soracharge.adapters.workflows import StepFunctionsStarter
 from soracharge.errors import ConfigurationError
+from soracharge.models.coverage import Coverage
 from soracharge.models.soracom import SoracomCredentials
 from soracharge.settings import (
     CloudBlueSettings,
+    CoverageSettings,
     FollowSettings,
     ImportSettings,
     SoracomSettings,
@@ -43,13 +45,20 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
     from soracharge.logic.imports import ImportDependencies
+    from soracharge.models.mapping import Mapping
 
 #: How long a secret read from Secrets Manager is reused before it is read again (rotation).
 SECRET_MAX_AGE_SECONDS = 300
 
 
-def soracom_client() -> SoracomClient:
-    return _soracom_client(load_settings(SoracomSettings))
+def soracom_client(coverage: Coverage) -> SoracomClient:
+    """The client of one coverage's API host (the AuthKey and its token cache are per host)."""
+    return _soracom_client(load_settings(SoracomSettings), coverage)
+
+
+def stack_coverages() -> tuple[Coverage, ...]:
+    """The coverages this stack exports (SORACOM_COVERAGE_TYPE: jp, g or jp,g)."""
+    return load_settings(CoverageSettings).coverages
 
 
 def object_store(bucket: str | None = None) -> S3ObjectStore:
@@ -103,9 +112,9 @@ def cloudblue_auth(settings: CloudBlueSettings) -> httpx.Auth:
 
 
 @cache
-def _soracom_client(settings: SoracomSettings) -> SoracomClient:
+def _soracom_client(settings: SoracomSettings, coverage: Coverage) -> SoracomClient:
     return SoracomClient(
-        base_url=settings.base_url,
+        base_url=settings.base_url(coverage),
         credentials=lambda: soracom_credentials(settings),
         timeout_seconds=settings.soracom_timeout_seconds,
         download_timeout_seconds=settings.soracom_download_timeout_seconds,
@@ -166,12 +175,20 @@ def import_dependencies(remaining_seconds: Callable[[], float] = lambda: math.in
         ledger=ledger(settings.soracharge_ledger_table),
         cloudblue=cloudblue_client(),
         workflows=workflows(),
-        mapping=lambda: load_mapping(settings.soracharge_mapping, _mapping_reader(settings.soracharge_mapping)),
+        mapping=lambda coverage: _coverage_mapping(settings.soracharge_mapping, coverage),
         follow_state_machine_arn=settings.soracharge_follow_session_state_machine_arn,
         notifier=notifier(settings.soracharge_alerts_topic_arn),
         concurrency=settings.import_concurrency,
+        coverages=settings.coverages,
         remaining_seconds=remaining_seconds,
     )
+
+
+def _coverage_mapping(uri: str, coverage: Coverage) -> tuple[Mapping, str]:
+    """The mapping at ``uri``, with ``{coverage}`` in it replaced by the bill's coverage (``jp``, ``g``):
+    one mapping for both coverages, or one each (``s3://.../config/mapping.{coverage}.yaml``)."""
+    location = uri.replace("{coverage}", coverage)
+    return load_mapping(location, _mapping_reader(location))
 
 
 def follow_dependencies() -> tuple[S3ObjectStore, DynamoDbLedger, SnsNotifier, str | None]:

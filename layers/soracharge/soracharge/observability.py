@@ -40,7 +40,7 @@ class Metric(StrEnum):
     ROWS_READ = "RowsRead"
     CHARGES_SENT = "ChargesSent"
     PACKETS_SENT = "PacketsSent"
-    AMOUNT_IMPORTED = "AmountImported"  # with the dimension Currency
+    AMOUNT_IMPORTED = "AmountImported"  # with the dimensions Currency and Coverage
     UNMAPPED_ROWS = "UnmappedRows"
     IMPORTS_CLOSED = "ImportsClosed"
     IMPORTS_REJECTED = "ImportsRejected"
@@ -64,9 +64,10 @@ def count(metric: Metric, value: int = 1) -> None:
     metrics.add_metric(name=metric.value, unit=MetricUnit.Count, value=value)
 
 
-def add_amount(metric: Metric, amount: Decimal, currency: str) -> None:
-    """A money metric with the dimension ``Currency``, flushed at once (the shared ``metrics`` has
-    one set of dimensions per invocation). Telemetry only: amounts never go through float elsewhere.
+def add_amount(metric: Metric, amount: Decimal, currency: str, coverage: str) -> None:
+    """A money metric with the dimensions ``Currency`` and ``Coverage`` (``jp``, ``g``), flushed at once (the
+    shared ``metrics`` has one set of dimensions per invocation). Telemetry only: amounts never go
+    through float elsewhere.
 
     Outside a function (a unit test, a dry run) there is no namespace, so nothing is emitted.
     """
@@ -78,6 +79,6 @@ def add_amount(metric: Metric, amount: Decimal, currency: str) -> None:
         unit=MetricUnit.NoUnit,
         value=float(amount),
         namespace=namespace,
-        default_dimensions={"service": metrics.service or "soracharge", "Currency": currency},
+        default_dimensions={"service": metrics.service or "soracharge", "Currency": currency, "Coverage": coverage},
     ):
         pass

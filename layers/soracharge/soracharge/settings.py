@@ -7,12 +7,13 @@ locally ``SORACOM_AUTH_KEY_ID`` / ``SORACOM_AUTH_KEY`` may be set instead.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from soracharge.errors import ConfigurationError
+from soracharge.errors import ConfigurationError, InvalidInputError
+from soracharge.models.coverage import Coverage, parse_coverages
 
 SORACOM_ENDPOINTS = {"jp": "https://api.soracom.io", "g": "https://g.api.soracom.io"}
 
@@ -37,14 +38,33 @@ def load_settings(model: type[SettingsT]) -> SettingsT:
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
 
 
-class SoracomSettings(_Settings):
-    """How to reach and authenticate to the Soracom API."""
+class CoverageSettings(_Settings):
+    """The coverages this stack exports: ``jp``, ``g`` or ``jp,g`` (the template's SoracomCoverageType)."""
+
+    soracom_coverage_type: str = "jp"
+
+    @field_validator("soracom_coverage_type")
+    @classmethod
+    def _known_coverages(cls, value: str) -> str:
+        try:
+            return ",".join(parse_coverages(value))
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def coverages(self) -> tuple[Coverage, ...]:
+        return parse_coverages(self.soracom_coverage_type)
+
+
+class SoracomSettings(CoverageSettings):
+    """How to reach and authenticate to the Soracom API (one AuthKey serves every coverage)."""
 
     soracom_endpoint: str | None = Field(
         default=None,
-        description="Base URL without /v1 (as soracom-cli takes it); overrides SORACOM_COVERAGE_TYPE.",
+        description="Base URL without /v1 (as soracom-cli takes it) of every coverage; overrides the coverage's own.",
     )
-    soracom_coverage_type: Literal["jp", "g"] = "jp"
+    soracom_endpoint_jp: str | None = Field(default=None, description="Japan coverage's base URL; wins over the above")
+    soracom_endpoint_g: str | None = Field(default=None, description="Global coverage's base URL; wins over the above")
     soracom_auth_key_id: str | None = None
     soracom_auth_key: SecretStr | None = None
     soracom_auth_secret_id: str | None = None
@@ -68,13 +88,16 @@ class SoracomSettings(_Settings):
                 "set SORACOM_AUTH_KEY_ID and SORACOM_AUTH_KEY, or SORACOM_AUTH_SECRET_ID "
                 "(a Secrets Manager secret holding {authKeyId, authKey})"
             )
-        if self.soracom_endpoint is not None and not self.soracom_endpoint.startswith(("https://", "http://")):
-            raise ValueError(f"SORACOM_ENDPOINT must be an http(s) URL, got {self.soracom_endpoint!r}")
+        for name in ("soracom_endpoint", "soracom_endpoint_jp", "soracom_endpoint_g"):
+            value = getattr(self, name)
+            if value is not None and not value.startswith(("https://", "http://")):
+                raise ValueError(f"{name.upper()} must be an http(s) URL, got {value!r}")
         return self
 
-    @property
-    def base_url(self) -> str:
-        endpoint = self.soracom_endpoint or SORACOM_ENDPOINTS[self.soracom_coverage_type]
+    def base_url(self, coverage: Coverage) -> str:
+        """The coverage's API base URL without /v1: its own variable, else SORACOM_ENDPOINT, else Soracom's host."""
+        own = self.soracom_endpoint_jp if coverage == "jp" else self.soracom_endpoint_g
+        endpoint = own or self.soracom_endpoint or SORACOM_ENDPOINTS[coverage]
         return endpoint.rstrip("/").removesuffix("/v1")
 
 
@@ -114,12 +137,15 @@ class CloudBlueSettings(_Settings):
         return self
 
 
-class ImportSettings(_Settings):
+class ImportSettings(CoverageSettings):
     """What the import function needs besides CloudBlue (the template sets every one)."""
 
     soracharge_bucket: str = Field(min_length=3, max_length=63)
     soracharge_ledger_table: str = Field(min_length=3)
-    soracharge_mapping: str = Field(min_length=1, description="A path or s3:// URI of the mapping YAML")
+    soracharge_mapping: str = Field(
+        min_length=1,
+        description="A path or s3:// URI of the mapping YAML; {coverage} in it is the file's coverage (jp or g)",
+    )
     soracharge_follow_session_state_machine_arn: str = Field(min_length=1)
     soracharge_alerts_topic_arn: str = Field(min_length=1)
     import_concurrency: int = Field(default=8, ge=1, le=64)

@@ -8,10 +8,12 @@ Items (one table, key ``pk``):
   is a conditional write: a duplicate S3 event finds the version claimed or finished; a retry
   after a crash finds the lease lapsed and resumes. Every write renews the lease (a heartbeat), so
   a crashed import can be resumed a few minutes later, not only after the function's 15 minutes.
-- ``lock#<yyyyMM>`` (or ``lock#<yyyyMM>#<sha256>`` for a file marked additional): which object owns
-  the month, so a second file for a month is held instead of doubling it. A stuck owner (still
-  importing, lease lapsed) can be taken over in one transaction that checks its lease, so a late
-  retry of the old owner and the new one can never both send.
+- ``lock#<yyyyMM>#<coverage>`` (or ``lock#<yyyyMM>#<sha256>`` for a file marked additional): which
+  object owns the month's bill of a coverage (``jp``, ``g``), so a second file for it is held instead
+  of doubling it. A ``lock#<yyyyMM>`` written before coverages is the lock of the coverage its
+  owner's currency names (``logic/imports.month_lock_key``). A stuck owner (still importing, lease
+  lapsed) can be taken over in one transaction that checks its lease, so a late retry of the old
+  owner and the new one can never both send.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class Ledger(Protocol):
     def get(self, object_id: str) -> LedgerEntry | None: ...
 
     def lock(self, lock_key: str, object_id: str, sha256: str) -> LockOwner: ...
+
+    def owner(self, lock_key: str) -> LockOwner | None: ...
 
     def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool: ...
 
@@ -166,6 +170,12 @@ class DynamoDbLedger:
             raise StorageError(f"ledger {self._table}: cannot lock {lock_key}: {exc}") from exc
         item = self._call("get_item", TableName=self._table, Key=key, ConsistentRead=True).get("Item", {})
         return LockOwner(str(item["owner"]["S"]), str(item["sha256"]["S"]))
+
+    def owner(self, lock_key: str) -> LockOwner | None:
+        """Who owns ``lock_key``, or None when no one does (a read only: nothing is locked)."""
+        key = {"pk": {"S": lock_key}}
+        item = self._call("get_item", TableName=self._table, Key=key, ConsistentRead=True).get("Item")
+        return LockOwner(str(item["owner"]["S"]), str(item["sha256"]["S"])) if item else None
 
     def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool:
         """Move ``lock_key`` from ``previous`` to ``object_id``: a stuck owner (importing, lease lapsed,

@@ -37,22 +37,30 @@ class StoredObject:
         return f"s3://{self.bucket}/{self.key}"
 
 
-class ObjectStore(Protocol):
+#: More than a month's folder ever holds (one export per coverage, a few files put there by hand).
+CHILDREN_LIMIT = 100
+
+
+class ExportFolders(Protocol):
+    """Looking into the export folders (``exports/<yyyyMM>/`` and its coverage folders)."""
+
+    def first(self, prefix: str) -> StoredObject | None: ...
+
+    def children(self, prefix: str) -> list[StoredObject]: ...
+
+
+class ObjectStore(ExportFolders, Protocol):
     """What the use cases need from the bucket (tests pass fakes of this)."""
 
     bucket: str
 
     def head(self, key: str) -> StoredObject | None: ...
 
-    def first(self, prefix: str) -> StoredObject | None: ...
-
     def upload_file(self, path: Path, key: str, *, metadata: dict[str, str], content_type: str) -> StoredObject: ...
 
 
-class StoredExports(Protocol):
+class StoredExports(ExportFolders, Protocol):
     """Finding a month's stored export and its import report (the first step of the export flow)."""
-
-    def first(self, prefix: str) -> StoredObject | None: ...
 
     def get_json(self, key: str) -> dict[str, Any] | None: ...
 
@@ -106,6 +114,15 @@ class S3ObjectStore:
             raise StorageError(f"cannot list s3://{self.bucket}/{prefix}: {_reason(exc)}") from exc
         contents = listed.get("Contents", [])
         return self.head(contents[0]["Key"]) if contents else None
+
+    def children(self, prefix: str, limit: int = CHILDREN_LIMIT) -> list[StoredObject]:
+        """The objects right under ``prefix`` (not in its sub-folders), in key order, at most ``limit``."""
+        try:
+            listed = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, Delimiter="/", MaxKeys=limit)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot list s3://{self.bucket}/{prefix}: {_reason(exc)}") from exc
+        heads = (self.head(item["Key"]) for item in listed.get("Contents", []))
+        return [head for head in heads if head is not None]
 
     def open(self, key: str, version_id: str | None = None) -> BinaryIO:
         """A stream of the object's bytes, read as it is consumed (never the whole object in memory)."""

@@ -27,6 +27,7 @@ from urllib.parse import unquote_plus
 
 from soracharge.adapters.notifier import Notifier
 from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
+from soracharge.models.coverage import COVERAGES, coverage_label
 from soracharge.models.export_flow import ExportRequest
 from soracharge.models.imports import (
     HELD_FAILED_RATING,
@@ -193,6 +194,7 @@ def for_execution(
 
 def _export_failed(change: ExecutionStatusDetail, soracom_secret: str) -> Alert:
     month = _export_month(change.input_json())
+    coverage = _named_coverage(change.input_json().get("coverage"))
     if change.status == "TIMED_OUT":
         error, action = "timed out", f"The execution ran longer than its time limit (5 days). {_START_AGAIN_SENTENCE}"
     elif change.status == "ABORTED":
@@ -205,11 +207,15 @@ def _export_failed(change: ExecutionStatusDetail, soracom_secret: str) -> Alert:
     # A wrong or unreadable month is not started again as it was.
     wrong = change.error in ("InvalidInputError", "MonthOutOfRangeError") or month == UNKNOWN_MONTH
     again = "yyyyMM" if wrong else month
+    again_input = {"month": again, **({"coverage": coverage} if coverage else {})}
     return Alert(
-        subject=f"soracharge {month}: export {what}",
-        headline=f"The export of Soracom's {month} bill {what}: no CSV was stored, so nothing was imported.",
+        subject=f"soracharge {month}{_of(coverage)}: export {what}",
+        headline=(
+            f"The export of Soracom's {month} bill{_of(coverage)} {what}: no CSV was stored, so nothing was imported."
+        ),
         facts=[
             ("Month", month),
+            *_coverage_fact(coverage),
             ("Error", _error_line(change.error, change.cause)),
             ("Execution", change.execution_arn),
             ("Console", _console_link(change.execution_arn)),
@@ -218,7 +224,8 @@ def _export_failed(change: ExecutionStatusDetail, soracom_secret: str) -> Alert:
         remedy=Remedy.NOTHING if change.error == "BillNotFoundError" else Remedy.START_EXPORT,
         command=(
             f"aws stepfunctions start-execution --state-machine-arn {change.state_machine_arn} "
-            f'--name export-{again}-$(date +%Y%m%dT%H%M%S) --input \'{{"month": "{again}"}}\''
+            f"--name export-{again}{'-' + coverage if coverage else ''}-$(date +%Y%m%dT%H%M%S) "
+            f"--input '{json.dumps(again_input)}'"
         ),
     )
 
@@ -226,15 +233,17 @@ def _export_failed(change: ExecutionStatusDetail, soracom_secret: str) -> Alert:
 def _follow_failed(change: ExecutionStatusDetail) -> Alert:
     request = change.input_json()
     month = str(request.get("month", "unknown month"))
+    coverage = _named_coverage(request.get("coverage"))
     session = (request.get("session") or {}).get("importSessionId", "?")
     return Alert(
-        subject=f"soracharge {month}: could not record how CloudBlue session {session} ended",
+        subject=f"soracharge {month}{_of(coverage)}: could not record how CloudBlue session {session} ended",
         headline=(
             f"Following CloudBlue import session {session} ({month}) ended {change.status.replace('_', ' ')} before "
             "its outcome was recorded. The charges are in that session already: do not import the file again."
         ),
         facts=[
             ("Month", month),
+            *_coverage_fact(coverage),
             ("Import session", str(session)),
             ("Report", str(request.get("reportKey", "-"))),
             ("Error", _error_line(change.error, change.cause)),
@@ -251,6 +260,20 @@ def _follow_failed(change: ExecutionStatusDetail) -> Alert:
             f"--name {change.name[:60]}-again-$(date +%s) --input {shlex.quote(change.input or '{}')}"
         ),
     )
+
+
+def _named_coverage(value: object) -> str | None:
+    """``jp`` or ``g`` when ``value`` is one (an execution's input, a key's folder), else None."""
+    return value if value in COVERAGES else None
+
+
+def _of(coverage: str | None) -> str:
+    """`` (Global coverage)`` after a month in a subject or a headline, when the coverage is known."""
+    return f" ({coverage_label(coverage)})" if coverage else ""
+
+
+def _coverage_fact(coverage: str | None) -> list[tuple[str, str]]:
+    return [("Coverage", f"{coverage} ({coverage_label(coverage)})")] if coverage else []
 
 
 def _export_month(execution_input: dict[str, Any]) -> str:
@@ -271,6 +294,7 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
     version = s3.get("object", {}).get("versionId")
     match = IMPORTABLE_KEY.fullmatch(key)
     month = match["month"] if match else "unknown month"
+    coverage = _named_coverage(match["coverage"] if match else None)
     response = record.response_payload
     error_type = response.errorType if response else record.request_context.condition
     error_message = response.errorMessage if response else ""
@@ -279,7 +303,7 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
     )
     payload = json.dumps(record.request_payload, separators=(",", ":"), ensure_ascii=False)
     return Alert(
-        subject=f"soracharge {month}: import failed ({error_type})",
+        subject=f"soracharge {month}{_of(coverage)}: import failed ({error_type})",
         headline=(
             f"The import of s3://{bucket}/{key} failed {record.request_context.approximate_invoke_count} times. "
             "Do not upload the file again: once the cause is fixed, re-deliver this same event (the command "
@@ -287,6 +311,7 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
         ),
         facts=[
             ("Month", month),
+            *_coverage_fact(coverage),
             ("File", f"s3://{bucket}/{key}"),
             ("Version", str(version or "-")),
             ("Error", _error_line(error_type, error_message)),
@@ -309,12 +334,17 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
 
 def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: str | None = None) -> Alert | None:
     """The alert an import report calls for, or None (imported and balanced, duplicate, dry run...)."""
+    coverage = report.coverage
     where = [
         ("Month", report.month or "unknown"),
+        *_coverage_fact(coverage),
         ("File", f"{report.object.uri} (version {report.object.version_id or '-'})"),
         ("Report", f"s3://{report.object.bucket}/{report_key} (and .html beside it)"),
     ]
     month = report.month or "unknown month"
+    bill = f"{month}{_of(coverage)}"  # the subject's month, and its coverage when known
+    # Where a person uploads the file again: the coverage's folder, so the import needs no guess.
+    uploads = f"uploads/{month}/{coverage}/" if coverage else f"uploads/{month}/"
     if report.status == "REJECTED":
         shown = [
             f"line {p.line if p.line is not None else '-'}, column {p.column or '-'}"
@@ -326,7 +356,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
         if more > 0:
             shown.append(f"... and {more} more in the report")
         return Alert(
-            subject=f"soracharge {month}: file rejected, nothing imported",
+            subject=f"soracharge {bill}: file rejected, nothing imported",
             headline=f"{report.summary}.",
             facts=[*where, *(("Problem", line) for line in shown)],
             action=(
@@ -334,7 +364,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 "column and value). Check the fix with `soracharge import FILE --month MONTH --mapping MAPPING "
                 "--dry-run`, upload a new mapping to config/mapping.yaml if it changed, then upload the file again: "
                 "a new object version is a new import. For a file of the export flow, copy it to "
-                f"uploads/{month}/ with its currency (--metadata currency={report.currency or 'JPY'})."
+                f"{uploads} with its currency (--metadata currency={report.currency or 'JPY'})."
             )
             if report.month
             else (
@@ -345,7 +375,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
         )
     if report.status == "HELD" and report.source == "exports" and f"/exports/{month}/" in (report.duplicate_of or ""):
         return Alert(
-            subject=f"soracharge {month}: the month was exported twice, imported once",
+            subject=f"soracharge {bill}: the month was exported twice, imported once",
             headline=(
                 f"{report.summary}. Two exports of the same month ran (two executions at once): the first "
                 "file was imported, this one was not."
@@ -356,19 +386,19 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
         )
     if report.status == "HELD" and report.summary.startswith(HELD_FAILED_RATING):
         return Alert(
-            subject=f"soracharge {month}: file held, the month's session failed to rate",
+            subject=f"soracharge {bill}: file held, the month's session failed to rate",
             headline=f"{report.summary}.",
             facts=[*where, ("Failed to rate", report.duplicate_of or "-")],
             action=(
                 "Fix the cause in CloudBlue (the errorDesc of the failed session's alert and report), then upload "
-                f"the file again to uploads/{month}/ with --metadata import=additional,currency="
+                f"the file again to {uploads} with --metadata import=additional,currency="
                 f"{report.currency or 'JPY'}: it takes the month over, with charge ids of its own."
             ),
             remedy=Remedy.UPLOAD_ADDITIONAL,
         )
     if report.status == "HELD":
         return Alert(
-            subject=f"soracharge {month}: second file for the month held, nothing imported",
+            subject=f"soracharge {bill}: second file for the month held, nothing imported",
             headline=f"{report.summary}.",
             facts=[*where, ("Imported before", report.duplicate_of or "-")],
             action=(
@@ -382,7 +412,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
         )
     if report.status == "FAILED_PROCESSED":
         return Alert(
-            subject=f"soracharge {month}: CloudBlue failed to rate session {report.import_session_id}",
+            subject=f"soracharge {bill}: CloudBlue failed to rate session {report.import_session_id}",
             headline=f"{report.summary}.",
             facts=[
                 *where,
@@ -392,7 +422,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             action=(
                 "Read errorDesc and fix the cause in CloudBlue (often a subscription or resource the mapping names). "
                 "The session's charges were not rated: import the file again as an additional file (upload it to "
-                f"uploads/{month}/ with --metadata import=additional,currency={report.currency or 'JPY'})."
+                f"{uploads} with --metadata import=additional,currency={report.currency or 'JPY'})."
             ),
             remedy=Remedy.UPLOAD_ADDITIONAL,
         )
@@ -403,6 +433,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             request = FollowSessionRequest(
                 object_id=report.object.object_id,
                 month=report.month,
+                coverage=report.coverage,
                 report_key=report_key,
                 session=SessionProgress(import_session_id=report.import_session_id, status="NEW"),
             )
@@ -414,7 +445,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 f"--input {shlex.quote(json.dumps(follow_input, ensure_ascii=False))}"
             )
         return Alert(
-            subject=f"soracharge {month}: session {report.import_session_id} not rated",
+            subject=f"soracharge {bill}: session {report.import_session_id} not rated",
             headline=f"{report.summary}.",
             facts=[*where, ("Import session", str(report.import_session_id))],
             action=(
@@ -428,8 +459,8 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
     reconciliation = report.reconciliation
     if report.status == "CLOSED" and reconciliation is not None and not reconciliation.balanced:
         return Alert(
-            subject=f"soracharge {month}: reconciliation does not balance",
-            headline=f"The {month} import does not reconcile: {reconciliation.note}.",
+            subject=f"soracharge {bill}: reconciliation does not balance",
+            headline=f"The {bill} import does not reconcile: {reconciliation.note}.",
             facts=[
                 *where,
                 *((step.label, _money(step.amount, report.currency)) for step in reconciliation.steps),

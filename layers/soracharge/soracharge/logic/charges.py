@@ -29,6 +29,8 @@ Keys that make every retry and re-run safe (APS has no idempotency header):
   second bill, or a correction's differences) passes ``id_suffix="a" + 12 hex digits of the SHA-256
   of its own SHA-256 and object version`` (``logic/imports.additional_id_suffix``), appended as
   ``-a…``: its charges never share an id with the first file's, nor with an earlier upload's.
+  A Global coverage bill's charges end with ``-g`` before that (:func:`charge_id_suffix`), so the
+  two coverages' bills of a month never share an id; a Japan coverage charge's id has no mark.
 - ``extHash = hex(sha256(canonical JSON))`` of every other field of the charge: the wire names
   (camelCase) of the fields that are set (``extChargeId`` included), sorted, compact separators,
   non-ASCII kept, UTF-8, every number as the JSON *string* of its canonical text (``"10.2"``,
@@ -53,10 +55,18 @@ from typing import Any, BinaryIO, NamedTuple
 from soracharge.errors import InvalidInputError
 from soracharge.logic.billing_csv import BillingRows, Tally, days_in_month, read_billing_csv
 from soracharge.models.charges import Charge, ImportPlan, canonical_decimal_text
+from soracharge.models.coverage import ID_SUFFIXES, Coverage
 from soracharge.models.mapping import ItemTarget, Mapping
 from soracharge.models.months import parse_month
 
 _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
+_ID_SUFFIX = re.compile(r"[a-z0-9]{1,16}(-[a-z0-9]{1,16})?", re.ASCII)
+
+
+def charge_id_suffix(coverage: Coverage, additional: str = "") -> str:
+    """The ``id_suffix`` of a bill's charges: ``g`` for Global coverage, then an additional file's own."""
+    return "-".join(part for part in (ID_SUFFIXES[coverage], additional) if part)
+
 
 #: A JSON string literal, non-ASCII kept (what ``json.dumps(text, ensure_ascii=False)`` writes), in C.
 _json_string: Callable[[str], str] = encode_basestring
@@ -86,8 +96,10 @@ def plan_import(
     month = parse_month(month)
     if not _CURRENCY.fullmatch(currency):
         raise InvalidInputError(f"currency must be an ISO 4217 code of 3 capital letters (JPY), got {currency!r}")
-    if id_suffix and not re.fullmatch(r"[a-z0-9]{1,16}", id_suffix):
-        raise InvalidInputError(f"id_suffix must be 1-16 lower-case letters or digits, got {id_suffix!r}")
+    if id_suffix and not _ID_SUFFIX.fullmatch(id_suffix):
+        raise InvalidInputError(
+            f"id_suffix must be 1-16 lower-case letters or digits (two such parts joined by '-'), got {id_suffix!r}"
+        )
     start = stream.tell() if reopen is None and stream.seekable() else None
     if reopen is not None or start is not None:
         plan = _fast_plan(stream, month=month, currency=currency, mapping=mapping, source=source, id_suffix=id_suffix)

@@ -12,8 +12,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from soracharge.adapters.soracom import SoracomApi
-from soracharge.adapters.storage import ObjectStore, StoredExports, StoredObject
+from soracharge.adapters.storage import ExportFolders, ObjectStore, StoredExports, StoredObject
 from soracharge.errors import BillNotClosedError, BillNotFoundError, SoracomApiError
+from soracharge.models.coverage import Coverage, coverage_label, coverage_of_currency, only_coverage
 from soracharge.models.export_flow import (
     BillSummary,
     ExportLookup,
@@ -29,23 +30,53 @@ from soracharge.observability import Metric, count, logger, metrics
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
 
 
-def export_key(month: str, exported_file_id: str) -> str:
-    """``exports/<yyyyMM>/<exportedFileId>.csv``: the key the import flow listens on."""
-    return f"exports/{month}/{exported_file_id}.csv"
+def export_key(month: str, exported_file_id: str, coverage: Coverage, *, nested: bool) -> str:
+    """Where the import flow finds a month's CSV: ``exports/<yyyyMM>/<exportedFileId>.csv`` on a stack
+    that exports one coverage (the layout of every stack before coverages), and
+    ``exports/<yyyyMM>/<coverage>/<exportedFileId>.csv`` (``nested``) on one that exports both."""
+    folder = f"exports/{month}/{coverage}/" if nested else f"exports/{month}/"
+    return f"{folder}{exported_file_id}.csv"
 
 
-def find_stored_export(request: ExportRequest, store: StoredExports) -> ExportLookup:
+def request_coverage(coverage: Coverage | None, coverages: tuple[Coverage, ...], what: str) -> Coverage:
+    """The coverage a payload names, else the stack's own when it exports one."""
+    return coverage if coverage is not None else only_coverage(coverages, what)
+
+
+def stored_export(store: ExportFolders, month: str, coverage: Coverage) -> StoredObject | None:
+    """The month's stored export of ``coverage``, in either layout (:func:`export_key`), or None.
+
+    ``exports/<yyyyMM>/<coverage>/`` holds only that coverage's; a file right under
+    ``exports/<yyyyMM>/`` is the coverage its metadata names (``coverage``, else its ``currency``),
+    and one naming neither counts as this coverage's: better a month not exported again than twice.
+    """
+    nested = store.first(f"exports/{month}/{coverage}/")
+    if nested is not None and nested.metadata.get("sha256"):
+        return nested
+    for obj in store.children(f"exports/{month}/"):
+        if not obj.metadata.get("sha256"):
+            continue
+        of = obj.metadata.get("coverage") or coverage_of_currency(obj.metadata.get("currency"))
+        if of is None or of == coverage:
+            return obj
+    return None
+
+
+def find_stored_export(request: ExportRequest, store: StoredExports, coverages: tuple[Coverage, ...]) -> ExportLookup:
     """The month's stored export and how its import ended, if the month was exported before.
 
     The state machine's first step: a re-run of a month already stored (by hand, a second schedule
     delivery, a backfill over months done already) ends here without asking Soracom for anything,
-    and says so.
+    and says so. It also settles the coverage the rest of the execution exports.
     """
     month = request.billing_month()
-    logger.append_keys(month=month)
-    existing = store.first(f"exports/{month}/")
-    if existing is None or not existing.metadata.get("sha256"):
-        return ExportLookup(month=month, summary=f"{month} has not been exported yet")
+    coverage = request_coverage(request.coverage, coverages, "the execution's input")
+    logger.append_keys(month=month, coverage=coverage)
+    existing = stored_export(store, month, coverage)
+    if existing is None:
+        return ExportLookup(
+            month=month, coverage=coverage, summary=f"{month} ({coverage_label(coverage)}) has not been exported yet"
+        )
     key = report_key(month, existing.version_id, existing.key)
     report = store.get_json(key)
     if report is None:
@@ -67,25 +98,31 @@ def find_stored_export(request: ExportRequest, store: StoredExports) -> ExportLo
     count(Metric.EXPORTS_ALREADY_STORED)
     return ExportLookup(
         month=month,
+        coverage=coverage,
         stored=_stored(existing, already_stored=True),
         import_status=status,
         import_report=key if report is not None else None,
         summary=(
-            f"{month} was exported before, to {existing.uri}: nothing was exported, stored or imported again; {outcome}"
+            f"{month} ({coverage_label(coverage)}) was exported before, to {existing.uri}: nothing was exported, "
+            f"stored or imported again; {outcome}"
         ),
     )
 
 
-def read_closed_bill(request: ExportRequest, soracom: SoracomApi, today: date) -> BillSummary:
+def read_closed_bill(
+    request: ExportRequest, soracom: SoracomApi, today: date, coverage: Coverage | None = None
+) -> BillSummary:
     """getBill: the month's bill, which must be closed before it is exported.
 
     Policy for a bill that is not final yet (Soracom closes a month 1-3 business days after it
     ends): a ``temporary`` bill, and a 404 for the month that has just ended, raise
     :class:`BillNotClosedError`, which the state machine retries every 6 hours for 4 days. A 404 for
-    any older month is final (:class:`BillNotFoundError`): that month had no charge.
+    any older month is final (:class:`BillNotFoundError`): that month had no charge. ``coverage`` is
+    the one ``soracom`` talks to (the request's, settled by the caller).
     """
     month = ensure_billable(request.billing_month(), today)
-    logger.append_keys(month=month)
+    coverage = coverage or request.coverage or "jp"
+    logger.append_keys(month=month, coverage=coverage)
     try:
         bill = soracom.get_bill(month)
     except BillNotFoundError as exc:
@@ -107,22 +144,28 @@ def read_closed_bill(request: ExportRequest, soracom: SoracomApi, today: date) -
         extra={"amount": str(bill.amount), "currency": bill.currency, "coupon": str(bill.appliedCouponAmount)},
     )
     return BillSummary(
-        month=month, amount=bill.amount, applied_coupon_amount=bill.appliedCouponAmount, currency=bill.currency
+        month=month,
+        amount=bill.amount,
+        applied_coupon_amount=bill.appliedCouponAmount,
+        currency=bill.currency,
+        coverage=coverage,
     )
 
 
-def start_export(month: str, soracom: SoracomApi) -> ExportProgress:
+def start_export(month: str, soracom: SoracomApi, coverage: Coverage = "jp") -> ExportProgress:
     """startExport: ask Soracom for the detailed billing CSV, always ``export_mode=async``."""
-    logger.append_keys(month=month)
+    logger.append_keys(month=month, coverage=coverage)
     started = soracom.start_export(month)
     logger.append_keys(exportedFileId=started.exportedFileId)
     logger.info("Export started")
-    return ExportProgress(exported_file_id=started.exportedFileId, status="processing", polls=0, month=month)
+    return ExportProgress(
+        exported_file_id=started.exportedFileId, status="processing", polls=0, month=month, coverage=coverage
+    )
 
 
 def poll_export(progress: ExportProgress, soracom: SoracomApi) -> ExportProgress:
     """pollExport: one look at the export; the state machine decides whether to wait and look again."""
-    logger.append_keys(month=progress.month, exportedFileId=progress.exported_file_id)
+    logger.append_keys(month=progress.month, coverage=progress.coverage, exportedFileId=progress.exported_file_id)
     exported = soracom.get_exported_file(progress.exported_file_id)
     polls = progress.polls + 1
     logger.info("Export polled", extra={"status": exported.status, "polls": polls})
@@ -132,22 +175,28 @@ def poll_export(progress: ExportProgress, soracom: SoracomApi) -> ExportProgress
 
 
 def store_export(
-    request: StoreExportRequest, soracom: SoracomApi, store: ObjectStore, now: datetime | None = None
+    request: StoreExportRequest,
+    soracom: SoracomApi,
+    store: ObjectStore,
+    now: datetime | None = None,
+    coverages: tuple[Coverage, ...] = ("jp",),
 ) -> StoredExport:
     """storeExport: fetch a fresh download URL, download the CSV at once, store it byte for byte.
 
-    One export per month: if ``exports/<yyyyMM>/`` holds a stored export already (a re-run, a
-    second schedule delivery, a retry), nothing is downloaded or written and that export is
-    returned, so the import flow never sees a second file for the month. To export a month again,
-    delete its objects under ``exports/<yyyyMM>/`` first.
+    One export per month and coverage: if the month's export of the coverage is stored already (a
+    re-run, a second schedule delivery, a retry; :func:`stored_export`), nothing is downloaded or
+    written and that export is returned, so the import flow never sees a second file for it. To
+    export a month again, delete its CSV under ``exports/<yyyyMM>/`` first.
 
     The file is spooled to local disk while its SHA-256 is computed, then uploaded (multipart above
-    8 MiB) with the month, currency, bill amount, coupon and SHA-256 as object metadata, so memory stays
-    bounded whatever the file size.
+    8 MiB) with the month, coverage, currency, bill amount, coupon and SHA-256 as object metadata, so
+    memory stays bounded whatever the file size. ``coverages`` are the stack's: with more than one
+    the key has a folder per coverage (:func:`export_key`).
     """
-    logger.append_keys(month=request.month, exportedFileId=request.exported_file_id)
-    existing = store.first(f"exports/{request.month}/")
-    if existing is not None and existing.metadata.get("sha256"):
+    coverage = request_coverage(request.coverage, coverages, "StoreExport's input")
+    logger.append_keys(month=request.month, coverage=coverage, exportedFileId=request.exported_file_id)
+    existing = stored_export(store, request.month, coverage)
+    if existing is not None:
         logger.info("Month already exported", extra={"key": existing.key})
         return _stored(existing, already_stored=True)
 
@@ -158,13 +207,14 @@ def store_export(
             + ("" if exported.url else " and Soracom gave no url")
             + ": it cannot be downloaded"
         )
-    key = export_key(request.month, request.exported_file_id)
+    key = export_key(request.month, request.exported_file_id, coverage, nested=len(coverages) > 1)
     with tempfile.TemporaryDirectory(prefix="soracharge-") as workdir:
         path = Path(workdir) / "export.csv"
         with path.open("wb") as sink:
             downloaded = soracom.download(exported.url, sink)
         metadata = {
             "month": request.month,
+            "coverage": coverage,
             "currency": request.currency,
             "bill-amount": str(request.amount),
             "coupon-amount": str(request.applied_coupon_amount),

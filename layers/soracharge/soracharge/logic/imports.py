@@ -8,8 +8,9 @@ again in a new one. Step by step:
    retried) or finished (and returns its report);
 2. read and validate the whole file; any bad or unmapped row rejects it: nothing is sent and the
    report lists every problem;
-3. take the month's lock: a second file for a month already imported is a DUPLICATE (same bytes) or
-   HELD (different bytes: importing it too would double the month), unless marked additional;
+3. take the month's lock, one per coverage (``month_lock_key``): a second file for a month's bill
+   already imported is a DUPLICATE (same bytes) or HELD (different bytes: importing it too would
+   double the month), unless marked additional;
 4. open a session (or resume the recorded one), mark each packet in flight, send it, record it
    accepted; a packet whose outcome is unknown (sent, no answer), a plan that changed since the
    session was opened, or packets left in flight by a crashed attempt make the session given up and
@@ -26,6 +27,7 @@ import io
 import math
 import threading
 from collections.abc import Callable
+from collections.abc import Mapping as Mapping_
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,10 +47,18 @@ from soracharge.errors import (
     InvalidInputError,
 )
 from soracharge.logic import alerts
-from soracharge.logic.charges import plan_import
+from soracharge.logic.charges import charge_id_suffix, plan_import
 from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.logic.report_html import render_report_html
 from soracharge.models.charges import ImportPlan, Packets
+from soracharge.models.coverage import (
+    CURRENCIES,
+    Coverage,
+    coverage_label,
+    coverage_of_currency,
+    default_currency,
+    parse_coverage,
+)
 from soracharge.models.imports import (
     HELD_FAILED_RATING,
     Amount,
@@ -68,7 +78,6 @@ from soracharge.observability import Metric, add_amount, count, logger
 MAX_SESSIONS = 3
 #: The import stops sending when the function has less time left than this, and its retry resumes.
 DEADLINE_MARGIN_SECONDS = 60.0
-CURRENCIES = frozenset({"JPY", "USD", "EUR"})
 #: Object metadata (``x-amz-meta-import: additional``) that imports a second file for a month on purpose.
 ADDITIONAL_FILE = "additional"
 
@@ -79,10 +88,13 @@ class ImportDependencies:
     ledger: Ledger
     cloudblue: ChargesImportManager
     workflows: WorkflowStarter
-    mapping: Callable[[], tuple[Mapping, str]]
+    #: The mapping of a coverage's bills, and where it was read from.
+    mapping: Callable[[Coverage], tuple[Mapping, str]]
     follow_state_machine_arn: str
     notifier: Notifier
     concurrency: int = 8
+    #: The coverages the stack exports: a file that names none is the stack's, when it has one.
+    coverages: tuple[Coverage, ...] = ("jp",)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     remaining_seconds: Callable[[], float] = field(default=lambda: math.inf)
 
@@ -140,19 +152,25 @@ def _import_claimed(
     key: str,
     deps: ImportDependencies,
 ) -> ImportReport:
-    mapping, mapping_source = deps.mapping()
-    base: dict[str, Any] = {"month": month, "source": source, "mapping": mapping_source}
-
     # Everything that can reject the file is checked before anything is sent.
-    currency = (head.metadata.get("currency") or mapping.currency or "").upper()
+    coverage, problems = file_coverage(obj, head.metadata, deps.coverages)
+    base: dict[str, Any] = {"month": month, "source": source, "coverage": coverage}
+    if coverage is None:
+        return _reject(obj, key, deps, base, problems, len(problems))
+    logger.append_keys(coverage=coverage)
+    mapping, mapping_source = deps.mapping(coverage)
+    base["mapping"] = mapping_source
+    currency, problems = file_currency(coverage, head.metadata, mapping.currency)
     base["currency"] = currency or None
-    problems = _metadata_problems(currency, head.metadata)
+    problems += _metadata_problems(currency, head.metadata)
     if problems:
         return _reject(obj, key, deps, base, problems, len(problems))
     bill = bill_facts(head.metadata)
     additional = head.metadata.get("import", "").lower() == ADDITIONAL_FILE
-    # An additional file's charges get ids of their own (from its bytes), apart from the first file's.
-    id_suffix = additional_id_suffix(_sha256_of(deps.store, obj), obj.version_id) if additional else ""
+    # An additional file's charges get ids of their own (from its bytes), apart from the first file's;
+    # a Global bill's charges are marked apart from a Japan bill's.
+    own = additional_id_suffix(_sha256_of(deps.store, obj), obj.version_id) if additional else ""
+    id_suffix = charge_id_suffix(coverage, own)
     with deps.store.open(obj.key, obj.version_id) as body:
         hashing = _HashingReader(body)
         plan = plan_import(
@@ -170,8 +188,8 @@ def _import_claimed(
         problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
         return _reject(obj, key, deps, base, problems, plan.problem_count, plan)
 
-    lock_key = f"lock#{month}#{sha256}" if additional else f"lock#{month}"
-    blocked = _take_month(obj, lock_key, sha256, entry, key, deps, base)
+    lock_key = f"lock#{month}#{sha256}" if additional else month_lock_key(month, coverage, entry, deps)
+    blocked = _take_month(obj, lock_key, sha256, entry, key, deps, base, additional=additional)
     if blocked is not None:
         return blocked
 
@@ -236,8 +254,8 @@ def _import_claimed(
         packets_already_accepted=len(packets) - sent_this_run,
     )
     summary = (
-        f"{len(plan.charges)} charges ({plan.charges_sum} {currency}) imported in CloudBlue session {session_id}, "
-        "closed and waiting for rating"
+        f"{len(plan.charges)} charges ({plan.charges_sum} {currency}, {coverage_label(coverage)}) imported in "
+        f"CloudBlue session {session_id}, closed and waiting for rating"
     )
     report = _report(
         deps,
@@ -261,10 +279,10 @@ def _import_claimed(
     count(Metric.CHARGES_SENT, len(plan.charges))
     count(Metric.PACKETS_SENT, sent_this_run)
     count(Metric.SESSIONS_ABANDONED, len(warnings))  # every warning is a session given up
-    add_amount(Metric.AMOUNT_IMPORTED, imported, currency)
+    add_amount(Metric.AMOUNT_IMPORTED, imported, currency, coverage)
     if report.reconciliation is not None and not report.reconciliation.balanced:
         count(Metric.RECONCILIATION_IMBALANCED)
-    _follow(obj, session_id, key, deps)
+    _follow(obj, session_id, key, deps, coverage)
     return report
 
 
@@ -306,19 +324,108 @@ def bill_facts(metadata: dict[str, str]) -> BillFacts | None:
     )
 
 
+def file_coverage(
+    obj: ObjectRef, metadata: dict[str, str], coverages: tuple[Coverage, ...]
+) -> tuple[Coverage | None, list[Problem]]:
+    """The coverage of a file's bill: its key's folder (``<yyyyMM>/g/``), else its metadata ``coverage``,
+    else the coverage of its metadata ``currency``, else the stack's own when it exports one.
+
+    None, with the problems, when the file names none on a stack of two, or names two that differ.
+    """
+    named: dict[str, Coverage] = {}
+    if (folder := obj.key_coverage()) is not None:
+        named["the key's folder"] = folder
+    if given := metadata.get("coverage", "").strip().lower():
+        try:
+            named["the metadata coverage"] = parse_coverage(given)
+        except InvalidInputError:
+            return None, [Problem(column="coverage", value=given, message="coverage must be jp or g")]
+    if (of_currency := coverage_of_currency(metadata.get("currency"))) is not None:
+        named[f"the metadata currency {metadata['currency'].upper()}"] = of_currency
+    if len(set(named.values())) > 1:
+        said = ", ".join(f"{where} says {coverage_label(coverage)}" for where, coverage in named.items())
+        return None, [Problem(column="coverage", value=",".join(sorted(set(named.values()))), message=said)]
+    if named:
+        return next(iter(named.values())), []
+    if len(coverages) == 1:
+        return coverages[0], []
+    return None, [
+        Problem(
+            column="coverage",
+            message=(
+                f"this stack imports {' and '.join(coverage_label(c) for c in coverages)} bills and the file names "
+                "neither: upload it to uploads/<yyyyMM>/jp/ or uploads/<yyyyMM>/g/, or with the metadata "
+                "coverage=jp|g (or currency=JPY|USD|EUR)"
+            ),
+        )
+    ]
+
+
+def file_currency(coverage: Coverage, metadata: dict[str, str], mapped: str | None) -> tuple[str, list[Problem]]:
+    """The bill's currency: the file's metadata, else the mapping's, else the coverage's (JPY, USD).
+
+    A mapping's currency that is not one of the coverage's is a problem: a Japan bill is never USD.
+    """
+    given = metadata.get("currency", "").strip().upper()
+    if given:
+        return given, []
+    if mapped:
+        mapped = mapped.upper()
+        if mapped not in CURRENCIES[coverage]:
+            return mapped, [
+                Problem(
+                    column="currency",
+                    value=mapped,
+                    message=(
+                        f"the mapping's currency {mapped} is not {coverage_label(coverage)}'s "
+                        f"({', '.join(CURRENCIES[coverage])}): upload the file with the metadata currency=... and "
+                        "coverage=..., or use a mapping for this coverage"
+                    ),
+                )
+            ]
+        return mapped, []
+    return default_currency(coverage), []
+
+
+def month_lock_key(month: str, coverage: Coverage, entry: LedgerEntry, deps: ImportDependencies) -> str:
+    """``lock#<yyyyMM>#<coverage>``, or the ``lock#<yyyyMM>`` a month imported before coverages holds.
+
+    Such a lock is the lock of its owner's coverage (its object's metadata, else its report's
+    currency); one whose coverage cannot be told is taken as this coverage's: a file held (which a
+    person then imports on purpose) is better than a month billed twice. An object that recorded a
+    lock already keeps it (its retry must find the lock it wrote).
+    """
+    if entry.lock_key is not None:
+        return entry.lock_key
+    legacy = f"lock#{month}"
+    owner = deps.ledger.owner(legacy)
+    if owner is None:
+        return f"lock#{month}#{coverage}"
+    of = _owner_coverage(owner.object_id, deps)
+    return legacy if of in (None, coverage) else f"lock#{month}#{coverage}"
+
+
+def _owner_coverage(object_id: str, deps: ImportDependencies) -> Coverage | None:
+    location, _, version = object_id.rpartition("#")
+    _, _, owner_key = location.partition("/")
+    head = deps.store.head(owner_key, None if version == "null" else version)
+    if head is not None and (of := _named_coverage(head.metadata)) is not None:
+        return of
+    entry = deps.ledger.get(object_id)
+    report = deps.store.get_json(entry.report_key) if entry is not None and entry.report_key else None
+    return _named_coverage(report) if report is not None else None
+
+
+def _named_coverage(facts: Mapping_[str, Any]) -> Coverage | None:
+    """The coverage object metadata or a report names: its ``coverage``, else its ``currency``'s."""
+    with contextlib.suppress(InvalidInputError):
+        return parse_coverage(str(facts.get("coverage") or ""))
+    return coverage_of_currency(facts.get("currency"))
+
+
 def _metadata_problems(currency: str, metadata: dict[str, str]) -> list[Problem]:
     problems = []
-    if not currency:
-        problems.append(
-            Problem(
-                column="currency",
-                message=(
-                    "no currency for this file: the export flow sets it as object metadata; for an upload, set "
-                    "'currency' in the mapping or upload with the metadata currency=JPY|USD|EUR"
-                ),
-            )
-        )
-    elif currency not in CURRENCIES:
+    if currency not in {c for currencies in CURRENCIES.values() for c in currencies}:
         problems.append(Problem(column="currency", value=currency, message="currency must be JPY, USD or EUR"))
     for name, what in (("bill-amount", "the bill amount"), ("coupon-amount", "the coupon amount")):
         value = metadata.get(name)
@@ -343,8 +450,10 @@ def _take_month(
     key: str,
     deps: ImportDependencies,
     base: dict[str, Any],
+    *,
+    additional: bool,
 ) -> ImportReport | None:
-    """Own the month (or this file's bytes, for an additional file), or say why this file must not be sent."""
+    """Own the month's bill (or this file's bytes, for an additional file), or say why this file must not be sent."""
     owner = deps.ledger.lock(lock_key, obj.object_id, sha256)
     if owner.object_id == obj.object_id:
         return None
@@ -356,9 +465,7 @@ def _take_month(
     if previous is not None and previous.status == "FAILED_PROCESSED":
         # CloudBlue failed to rate the owner's session: none of it is rated. The runbook imports the
         # file again as an additional file, which may take the lock over (its charge ids are its own).
-        if lock_key != f"lock#{base['month']}" and deps.ledger.take_over(
-            lock_key, owner.object_id, obj.object_id, sha256
-        ):
+        if additional and deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):
             logger.warning("Took over from a session CloudBlue failed to rate", extra={"previous": owner.object_id})
             return None
         summary = (
@@ -499,11 +606,14 @@ def _fingerprint(plan: ImportPlan) -> str:
     return digest.hexdigest()
 
 
-def _follow(obj: ObjectRef, session_id: int, key: str, deps: ImportDependencies) -> None:
+def _follow(
+    obj: ObjectRef, session_id: int, key: str, deps: ImportDependencies, coverage: Coverage | None = None
+) -> None:
     _, month = obj.layout()
     request = FollowSessionRequest(
         object_id=obj.object_id,
         month=month,
+        coverage=coverage,
         report_key=key,
         session=SessionProgress(import_session_id=session_id, status="NEW", month=month, object_id=obj.object_id),
     )
@@ -578,13 +688,19 @@ def dry_run_report(
     mapping: Mapping,
     source: str,
     now: datetime | None = None,
-    id_suffix: str = "",
+    coverage: Coverage = "jp",
+    additional_suffix: str = "",
 ) -> tuple[ImportPlan, ImportReport]:
-    """Plan a file without sending anything: the charges it would import and the report it would get."""
+    """Plan a file without sending anything: the charges it would import and the report it would get.
+
+    The charges' ids are the ones the import would give them: the coverage's mark, then an
+    additional file's ``additional_suffix`` (:func:`additional_id_suffix`)."""
+    id_suffix = charge_id_suffix(coverage, additional_suffix)
     plan = plan_import(stream, month=month, currency=currency, mapping=mapping, source=source, id_suffix=id_suffix)
     moment = now or datetime.now(UTC)
     base: dict[str, Any] = {
         "month": month,
+        "coverage": coverage,
         "currency": currency,
         "object": ObjectRef(bucket="-", key=source),
         "created_at": moment,

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic.alias_generators import to_camel
 
+from soracharge.models.coverage import Coverage
 from soracharge.models.months import YearMonth, previous_month
 
 #: Money on the wire: an exact decimal string in plain notation (``0.0000001``, never ``1E-7``).
@@ -27,14 +28,17 @@ class Payload(BaseModel):
 
 
 class ExportRequest(Payload):
-    """The state machine's input: an explicit ``month``, or the schedule's ``scheduledTime``.
+    """The state machine's input: an explicit ``month``, or the schedule's ``scheduledTime``, and the coverage.
 
-    The monthly EventBridge schedule passes ``{"scheduledTime": "<aws.scheduler.scheduled-time>"}``
-    and the month billed is the one before it; a person or a backfill passes ``{"month": "202208"}``.
+    Each coverage's monthly EventBridge schedule passes ``{"scheduledTime":
+    "<aws.scheduler.scheduled-time>", "coverage": "jp"}`` and the month billed is the one before it;
+    a person or a backfill passes ``{"month": "202208"}`` (and ``"coverage": "g"`` on a stack that
+    exports both). Without ``coverage`` it is the stack's own, when it exports one.
     """
 
     month: YearMonth | None = None
     scheduled_time: AwareDatetime | None = None
+    coverage: Coverage | None = None
 
     @model_validator(mode="after")
     def _one_source_of_month(self) -> ExportRequest:
@@ -60,10 +64,13 @@ class BillSummary(Payload):
     amount: ExactDecimal
     applied_coupon_amount: ExactDecimal = Decimal(0)
     currency: Literal["JPY", "USD", "EUR"]
+    coverage: Coverage
 
 
 class StartExportRequest(Payload):
     month: YearMonth
+    #: Absent in executions started before coverages (the stack's own coverage then).
+    coverage: Coverage | None = None
 
 
 class ExportProgress(Payload):
@@ -76,8 +83,9 @@ class ExportProgress(Payload):
     exported_file_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
     status: Literal["processing", "exported", "failed"]
     polls: int = Field(ge=0)
-    #: The month exported, carried through the polls so that every log line names it.
+    #: The month exported and its coverage, carried through the polls (the coverage picks the API host).
     month: YearMonth | None = None
+    coverage: Coverage | None = None
 
 
 class StoreExportRequest(Payload):
@@ -87,6 +95,7 @@ class StoreExportRequest(Payload):
     applied_coupon_amount: ExactDecimal = Decimal(0)
     currency: Literal["JPY", "USD", "EUR"]
     exported_file_id: str = Field(min_length=1)
+    coverage: Coverage | None = None
 
 
 class StoredExport(Payload):
@@ -112,6 +121,7 @@ class ExportLookup(Payload):
     """
 
     month: YearMonth
+    coverage: Coverage
     stored: StoredExport | None = None
     import_status: str | None = None
     import_report: str | None = None

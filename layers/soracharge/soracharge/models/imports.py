@@ -11,11 +11,15 @@ from aws_lambda_powertools.utilities.parser.models import S3RecordModel
 from pydantic import ConfigDict, Field
 
 from soracharge.errors import InvalidInputError
+from soracharge.models.coverage import Coverage
 from soracharge.models.export_flow import ExactDecimal, Payload
 from soracharge.models.months import YearMonth
 
-#: ``exports/<yyyyMM>/<exportedFileId>.csv`` (the export flow) or ``uploads/<yyyyMM>/<name>.csv`` (a person).
-IMPORTABLE_KEY = re.compile(r"(?P<source>exports|uploads)/(?P<month>\d{4}(0[1-9]|1[0-2]))/[^/]+\.csv")
+#: ``exports/<yyyyMM>/[<coverage>/]<exportedFileId>.csv`` (the export flow) or
+#: ``uploads/<yyyyMM>/[<coverage>/]<name>.csv`` (a person); the folder ``jp`` or ``g`` names the coverage.
+IMPORTABLE_KEY = re.compile(
+    r"(?P<source>exports|uploads)/(?P<month>\d{4}(0[1-9]|1[0-2]))/(?:(?P<coverage>jp|g)/)?[^/]+\.csv"
+)
 
 ReportStatus = Literal[
     "REJECTED", "DUPLICATE", "HELD", "SUPERSEDED", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED", "DRY_RUN"
@@ -59,9 +63,14 @@ class ObjectRef(Payload):
         if match is None:
             raise InvalidInputError(
                 f"{self.uri} is not where an importable CSV goes: use exports/<yyyyMM>/<name>.csv or "
-                "uploads/<yyyyMM>/<name>.csv"
+                "uploads/<yyyyMM>/<name>.csv (or uploads/<yyyyMM>/<jp|g>/<name>.csv, naming the coverage)"
             )
         return match["source"], match["month"]
+
+    def key_coverage(self) -> Coverage | None:
+        """The coverage the key's folder names (``.../<yyyyMM>/g/<name>.csv``), or None."""
+        match = IMPORTABLE_KEY.fullmatch(self.key)
+        return match["coverage"] if match and match["coverage"] else None  # type: ignore[return-value]
 
 
 def report_key(month: str | None, version_id: str | None, key: str) -> str:
@@ -129,6 +138,8 @@ class ImportReport(Payload):
     status: ReportStatus
     summary: str
     month: YearMonth | None = None
+    #: The bill's coverage (``jp`` or ``g``); absent in reports written before coverages.
+    coverage: Coverage | None = None
     object: ObjectRef
     source: Literal["exports", "uploads"] | None = None
     sha256: str | None = None
@@ -177,6 +188,8 @@ class FollowSessionRequest(Payload):
 
     object_id: str
     month: YearMonth
+    #: The bill's coverage, for the alerts (absent in executions started before coverages).
+    coverage: Coverage | None = None
     report_key: str
     session: SessionProgress
     failure: FollowFailure | None = None
