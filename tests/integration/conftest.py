@@ -34,10 +34,17 @@ def cloudblue() -> Iterator[CloudBlueSimulator]:
 
 
 def full_stack(
-    soracom: SoracomSimulator, cloudblue: CloudBlueSimulator, mapping: Path, environment: dict[str, str] | None = None
+    soracom: SoracomSimulator,
+    cloudblue: CloudBlueSimulator,
+    mapping: Path | dict[str, Path],
+    environment: dict[str, str] | None = None,
+    coverages: tuple[str, ...] | None = None,
 ) -> LocalCloud:
-    """The whole template in moto, talking to both simulators, imports on (enter it with ``with``)."""
+    """The whole template in moto, talking to both simulators, imports on (enter it with ``with``).
+
+    The stack's coverage is the simulator's unless ``coverages`` are given."""
     return LocalCloud(
+        coverages=coverages or (soracom.coverage,),
         soracom=SoracomAccess(endpoint=soracom.base_url, auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY),
         cloudblue=CloudBlueAccess(
             endpoint=cloudblue.base_url, consumer_key=cloudblue.consumer_key, consumer_secret=cloudblue.consumer_secret

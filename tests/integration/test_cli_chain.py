@@ -92,7 +92,12 @@ def test_run_without_a_mapping_says_how_to_give_one():
 
 def run_against(server: SoracomSimulator, out: Path, mapping: str = MAPPING) -> subprocess.CompletedProcess[str]:
     """``soracharge run`` for last month against ``server``, named by SORACOM_ENDPOINT as any real server would be."""
-    env = {"SORACOM_ENDPOINT": server.base_url, "SORACOM_AUTH_KEY_ID": "keyId-server", "SORACOM_AUTH_KEY": "key-server"}
+    env = {
+        "SORACOM_ENDPOINT": server.base_url,
+        "SORACOM_COVERAGE_TYPE": server.coverage,
+        "SORACOM_AUTH_KEY_ID": "keyId-server",
+        "SORACOM_AUTH_KEY": "key-server",
+    }
     return run_cli("run", "--month", LAST_MONTH, "--mapping", mapping, "--out", str(out), env=env, timeout=300)
 
 
@@ -120,7 +125,10 @@ def test_run_against_a_soracom_server_serving_the_csv_without_some_rows_ends_unb
     assert done.returncode == 1, done.stdout + done.stderr
     assert re.search(r"difference \(bill - steps\) +\d+\n", done.stdout), done.stdout
     assert re.search(r"balanced +NO \(short by \d+ JPY: .*the CSV may be incomplete", done.stdout)
-    assert f"Alert sent to the alerts topic: soracharge {LAST_MONTH}: reconciliation does not balance" in done.stdout
+    assert (
+        f"Alert sent to the alerts topic: soracharge {LAST_MONTH} (Japan coverage): reconciliation does not balance"
+        in done.stdout
+    )
 
 
 def test_run_against_a_global_coverage_server_reconciles_in_usd_and_exits_0_or_1_as_for_jpy(tmp_path):
@@ -138,4 +146,7 @@ def test_run_against_a_global_coverage_server_reconciles_in_usd_and_exits_0_or_1
     # And the month served without rows exits 1, short in USD, with the alert
     assert short.returncode == 1, short.stdout + short.stderr
     assert re.search(r"balanced +NO \(short by [0-9.]+ USD: ", short.stdout)
-    assert f"Alert sent to the alerts topic: soracharge {LAST_MONTH}: reconciliation does not balance" in short.stdout
+    assert (
+        f"Alert sent to the alerts topic: soracharge {LAST_MONTH} (Global coverage): reconciliation does not balance"
+        in short.stdout
+    )

@@ -56,7 +56,7 @@ def test_run_twice_for_a_month_imports_it_once_and_the_second_says_nothing_was_d
                    timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("ImportCharges:") == 1
-    assert f"Nothing to do: {LAST_MONTH} was exported before" in done.stdout
+    assert f"Nothing to do: {LAST_MONTH} (Japan coverage) was exported before" in done.stdout
     assert "nothing was exported, stored or imported again; its import is PROCESSED" in done.stdout
     assert re.search(rf"{LAST_MONTH} +ok +PROCESSED \(a re-run: nothing done again\)", done.stdout)
     # The report, as JSON and as the page people read.

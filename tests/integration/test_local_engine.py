@@ -60,6 +60,7 @@ def test_get_bill_answers_the_sample_event_with_the_closed_bill(cloud, soracom: 
         "amount": str(bill["amount"]),
         "appliedCouponAmount": str(bill["appliedCouponAmount"]),
         "currency": bill["currency"],
+        "coverage": "jp",
     }
 
 

@@ -319,7 +319,7 @@ def test_every_metric_carries_the_dimensions_the_dashboard_queries(month_run, re
         for blob in output.emf():
             for directive in blob["_aws"]["CloudWatchMetrics"]:
                 names = {metric["Name"] for metric in directive["Metrics"]}
-                expected = [["service", "Currency"]] if names == {"AmountImported"} else [["service"]]
+                expected = [["service", "Currency", "Coverage"]] if names == {"AmountImported"} else [["service"]]
                 assert directive["Dimensions"] == expected, directive
             assert blob["service"] == "soracharge"
 

@@ -113,7 +113,7 @@ def test_running_a_month_again_is_a_no_op_that_says_so(stack, soracom, cloudblue
     # Then nothing is exported, stored or imported, and the output says where the month stands
     assert again["alreadyExported"] is True
     assert again["s3"]["versionId"] == output["s3"]["versionId"]
-    assert f"{month} was exported before, to {output['s3']['uri']}" in again["summary"]
+    assert f"{month} (Japan coverage) was exported before, to {output['s3']['uri']}" in again["summary"]
     assert "nothing was exported, stored or imported again" in again["summary"]
     assert "its import is PROCESSED" in again["summary"]
     assert deliveries == []
@@ -195,7 +195,7 @@ def test_a_rejected_upload_alerts_with_each_problem_and_its_line(stack, soracom)
     (report,) = delivery.result["reports"]
     assert report["status"] == "REJECTED"
     (alert,) = stack.alerts()
-    assert alert["subject"] == f"soracharge {month}: file rejected, nothing imported"
+    assert alert["subject"] == f"soracharge {month} (Japan coverage): file rejected, nothing imported"
     assert "line 6, column billItemName, value 'Mystery roaming fee'" in alert["message"]
     assert "--dry-run" in alert["message"]
 
@@ -210,7 +210,7 @@ def test_an_export_whose_csv_does_not_add_up_to_the_bill_alerts(stack, soracom):
     (report,) = delivery.result["reports"]
     assert report["reconciliation"]["balanced"] is False
     (alert,) = stack.alerts()
-    assert alert["subject"] == f"soracharge {month}: reconciliation does not balance"
+    assert alert["subject"] == f"soracharge {month} (Japan coverage): reconciliation does not balance"
     assert re.search(r"Soracom bill: +99999.99 JPY", alert["message"])
 
 

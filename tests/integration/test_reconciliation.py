@@ -126,7 +126,7 @@ def test_a_tax_included_bill_balances_with_the_mapping_tax_and_is_unbalanced_and
     assert untaxed["reconciliation"]["balanced"] is False
     assert 'reconciliation.tax.rate: "0.10"' in untaxed["reconciliation"]["note"]
     (alert,) = stack.alerts()
-    assert alert["subject"] == f"soracharge {without_tax}: reconciliation does not balance"
+    assert alert["subject"] == f"soracharge {without_tax} (Japan coverage): reconciliation does not balance"
     assert "matches tax at 10% on top" in alert["message"]
 
 
@@ -149,7 +149,7 @@ def test_a_csv_served_without_some_of_its_rows_is_short_of_the_bill_unbalanced_a
     assert cloudblue_total(cloudblue, report["importSessionId"]) == served
     assert Decimal(reconciliation["difference"]) == Decimal(reconciliation["billAmount"]) - math.ceil(served)
     (alert,) = stack.alerts()
-    assert alert["subject"] == f"soracharge {month}: reconciliation does not balance"
+    assert alert["subject"] == f"soracharge {month} (Japan coverage): reconciliation does not balance"
     assert f"short by {reconciliation['difference']} JPY" in alert["message"]
     assert "the CSV may be incomplete" in alert["message"]
 

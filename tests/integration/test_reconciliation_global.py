@@ -73,6 +73,6 @@ def test_a_usd_csv_served_without_some_of_its_rows_is_short_in_usd_and_alerted(
     assert cloudblue_total(cloudblue, report["importSessionId"]) == Decimal(reconciliation["csvSum"])
     assert Decimal(reconciliation["difference"]) > 0
     (alert,) = global_stack.alerts()
-    assert alert["subject"] == f"soracharge {month}: reconciliation does not balance"
+    assert alert["subject"] == f"soracharge {month} (Global coverage): reconciliation does not balance"
     assert f"short by {reconciliation['difference'].rstrip('0').rstrip('.')} USD" in alert["message"]
     assert "Difference (bill less steps): " + reconciliation["difference"] + " USD" in alert["message"]

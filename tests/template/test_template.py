@@ -17,8 +17,61 @@ BUCKET_NAME = {"Fn::Sub": "${AWS::StackName}-data-${AWS::AccountId}"}
 BUCKET_ARN = "arn:${AWS::Partition}:s3:::${AWS::StackName}-data-${AWS::AccountId}"
 
 
+def evaluate(value: Any, translated: dict[str, Any], parameters: dict[str, str]) -> Any:
+    """A property as CloudFormation resolves it for these parameters (Ref, Fn::If, Fn::Equals, Fn::Not)."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((function, argument),) = value.items()
+        if function == "Ref" and argument in parameters:
+            return parameters[argument]
+        if function == "Fn::If":
+            condition, then, otherwise = argument
+            chosen = evaluate(translated["Conditions"][condition], translated, parameters)
+            return evaluate(then if chosen else otherwise, translated, parameters)
+        if function == "Fn::Equals":
+            left, right = (evaluate(part, translated, parameters) for part in argument)
+            return left == right
+        if function == "Fn::Not":
+            return not evaluate(argument[0], translated, parameters)
+    return value
+
+
+def schedules_for(translated: dict[str, Any], coverages: str) -> dict[str | None, str]:
+    """What the stack's enabled schedules export for SoracomCoverageType ``coverages``: coverage -> month."""
+    parameters = {"SoracomCoverageType": coverages, "ExportScheduleState": "ENABLED"}
+    exported: dict[str | None, str] = {}
+    for schedule in resources_of_type(translated, "AWS::Scheduler::Schedule").values():
+        properties = schedule["Properties"]
+        if evaluate(properties["State"], translated, parameters) != "ENABLED":
+            continue
+        text = evaluate(properties["Target"]["Input"], translated, parameters)
+        request = parse_input(
+            json.loads(text.replace("<aws.scheduler.scheduled-time>", "2026-11-04T00:00:00Z")), ExportRequest
+        )
+        assert request.coverage not in exported, "two schedules export the same coverage"
+        exported[request.coverage] = request.billing_month()
+    return exported
+
+
+@pytest.mark.parametrize(("coverages", "expected"), [("jp", ["jp"]), ("g", ["g"]), ("jp,g", ["jp", "g"])])
+def test_each_coverage_of_the_stack_is_exported_monthly_by_a_schedule_of_its_own(translated, coverages, expected):
+    assert schedules_for(translated, coverages) == dict.fromkeys(expected, "202610")
+
+
+def test_a_schedule_is_off_for_every_coverage_when_the_schedule_state_is_disabled(translated):
+    parameters = {"SoracomCoverageType": "jp,g", "ExportScheduleState": "DISABLED"}
+    states = [
+        evaluate(s["Properties"]["State"], translated, parameters)
+        for s in resources_of_type(translated, "AWS::Scheduler::Schedule").values()
+    ]
+    assert states == ["DISABLED", "DISABLED"]
+
+
 def test_a_schedule_starts_the_export_monthly_for_the_previous_month(template, translated):
-    (schedule,) = resources_of_type(translated, "AWS::Scheduler::Schedule").values()
+    schedule = next(
+        s
+        for s in resources_of_type(translated, "AWS::Scheduler::Schedule").values()
+        if s["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-monthly-export"}
+    )
     properties = schedule["Properties"]
     assert properties["ScheduleExpression"] == {"Ref": "ExportScheduleExpression"}
     assert template["Parameters"]["ExportScheduleExpression"]["Default"] == "cron(0 0 4 * ? *)"
@@ -30,12 +83,12 @@ def test_a_schedule_starts_the_export_monthly_for_the_previous_month(template, t
     assert target["Arn"] == {"Ref": "ExportBillingStateMachine"}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] <= 3
     # Its input, once EventBridge Scheduler fills in the scheduled time, exports the month before.
-    payload = json.loads(target["Input"].replace("<aws.scheduler.scheduled-time>", "2026-11-04T00:00:00Z"))
-    assert parse_input(payload, ExportRequest).billing_month() == "202610"
+    assert schedules_for(translated, "jp") == {"jp": "202610"}
 
 
-def test_the_schedule_may_only_start_the_export_state_machine(translated):
-    schedule = next(iter(resources_of_type(translated, "AWS::Scheduler::Schedule").values()))
+@pytest.mark.parametrize("which", [0, 1])
+def test_the_schedule_may_only_start_the_export_state_machine(translated, which):
+    schedule = list(resources_of_type(translated, "AWS::Scheduler::Schedule").values())[which]
     role = translated["Resources"][schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]]
     statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
     assert statements[0] == {
@@ -258,9 +311,9 @@ def test_failed_or_timed_out_executions_of_both_state_machines_reach_the_alert_f
 
 
 def test_a_month_the_schedule_could_not_start_raises_an_alarm_on_the_alerts_topic(translated):
-    schedule = next(iter(resources_of_type(translated, "AWS::Scheduler::Schedule").values()))
-    dead_letters = schedule["Properties"]["Target"]["DeadLetterConfig"]["Arn"]
-    assert dead_letters == {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}
+    for schedule in resources_of_type(translated, "AWS::Scheduler::Schedule").values():
+        dead_letters = schedule["Properties"]["Target"]["DeadLetterConfig"]["Arn"]
+        assert dead_letters == {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}
     alarm = translated["Resources"]["ScheduleFailedAlarm"]["Properties"]
     assert alarm["AlarmActions"] == [{"Ref": "AlertsTopic"}]
     assert alarm["Namespace"] == "AWS/SQS"
@@ -272,7 +325,12 @@ def test_a_month_the_schedule_could_not_start_raises_an_alarm_on_the_alerts_topi
     # The alarm's text is what a person reads in the e-mail: what happened and the commands that fix it.
     description = alarm["AlarmDescription"]["Fn::Sub"]
     assert len(description) <= 1024
-    for needed in ("What to do", "aws sqs receive-message", "aws stepfunctions start-execution", '{"month": "yyyyMM"}'):
+    for needed in (
+        "What to do",
+        "aws sqs receive-message",
+        "aws stepfunctions start-execution",
+        '{"month": "yyyyMM", "coverage": "jp|g"}',
+    ):
         assert needed in description
 
 

@@ -52,6 +52,8 @@ class FakeStore:
         return ObjectRef(bucket=self.bucket, key=key, version_id=version)
 
     def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        if (key, version_id or "") not in self.objects:
+            return None
         body, metadata = self.objects[(key, version_id or "")]
         return StoredObject(self.bucket, key, version_id, len(body), metadata)
 
@@ -463,3 +465,132 @@ def test_the_month_s_first_file_failed_by_cloudblue_holds_a_plain_reupload_and_s
     assert "import=additional" in report.summary
     (subject, _), *_ = world.notifier.published[-1:]
     assert "held" in subject
+
+
+# -- two coverages in one stack: two bills a month, each imported once in its own currency ---------
+
+GLOBAL_CSV = SoracomSimulator(
+    coverage="g", auth_key_id="k", auth_key="s", today=datetime(2026, 11, 22, tzinfo=UTC).date()
+).csv_bytes(MONTH)
+GLOBAL_MAPPING = parse_mapping(
+    (Path(__file__).resolve().parents[2] / "examples" / "mapping.global.example.yaml").read_text(), "g"
+).model_copy(update={"packet_size": 5})
+
+
+@pytest.fixture
+def both(world: World) -> World:
+    """The world as a stack exporting jp and g, with a mapping each."""
+    mappings = {"jp": SMALL_PACKETS, "g": GLOBAL_MAPPING}
+    world.deps.coverages = ("jp", "g")
+    world.deps.mapping = lambda coverage: (mappings[coverage], f"mapping.{coverage}.yaml")
+    return world
+
+
+def test_both_bills_of_a_month_are_imported_once_each_in_their_own_currency(both):
+    japan = both.run(both.store.put(f"exports/{MONTH}/jp/fe_1.csv", CSV, "v1", currency="JPY", coverage="jp"))
+    global_ = both.run(both.store.put(f"exports/{MONTH}/g/fe_2.csv", GLOBAL_CSV, "v1", currency="USD", coverage="g"))
+
+    assert (japan.status, japan.coverage, japan.currency) == ("CLOSED", "jp", "JPY")
+    assert (global_.status, global_.coverage, global_.currency) == ("CLOSED", "g", "USD")
+    assert japan.import_session_id != global_.import_session_id
+    assert rated_charges(both, sessions_of(japan)) == expected()
+    assert rated_charges(both, sessions_of(global_)) == expected(GLOBAL_MAPPING, GLOBAL_CSV, id_suffix="g")
+    global_charges = both.cloudblue.charges(global_.import_session_id)
+    assert {c["currencyCode"] for c in global_charges} == {"USD"}
+    assert all(c["extChargeId"].endswith("-g") for c in global_charges)
+    assert not any(c["extChargeId"].endswith("-g") for c in both.cloudblue.charges(japan.import_session_id))
+    assert "Global coverage" in global_.summary
+    # Each month's lock is its coverage's.
+    assert both.ledger.owner(f"lock#{MONTH}#jp").object_id == japan.object.object_id
+    assert both.ledger.owner(f"lock#{MONTH}#g").object_id == global_.object.object_id
+    assert both.ledger.owner(f"lock#{MONTH}") is None
+
+
+def test_a_duplicate_event_and_a_second_file_of_each_coverage_send_nothing_again(both):
+    japan_ref = both.store.put(f"exports/{MONTH}/jp/fe_1.csv", CSV, "v1", currency="JPY", coverage="jp")
+    # (S3 version ids are unique in a bucket; the reports are keyed by them.)
+    global_ref = both.store.put(f"exports/{MONTH}/g/fe_2.csv", GLOBAL_CSV, "v2", currency="USD", coverage="g")
+    japan, global_ = both.run(japan_ref), both.run(global_ref)
+    sessions = len(both.cloudblue.sessions())
+
+    assert both.run(japan_ref).to_event() == japan.to_event()  # the same S3 event again: the same report
+    assert both.run(global_ref).to_event() == global_.to_event()
+    again = both.run(both.store.put(f"uploads/{MONTH}/g/again.csv", GLOBAL_CSV, "v3"))
+    other = both.run(
+        both.store.put(f"uploads/{MONTH}/other.csv", GLOBAL_CSV.replace(b"\r\n", b"\n"), "v4", currency="USD")
+    )
+    assert (again.status, again.duplicate_of, again.coverage) == ("DUPLICATE", global_.object.object_id, "g")
+    assert (other.status, other.duplicate_of, other.coverage) == ("HELD", global_.object.object_id, "g")
+    assert len(both.cloudblue.sessions()) == sessions
+
+
+def test_a_month_imported_before_coverages_keeps_its_lock_for_its_coverage(world):
+    """A single-coverage (jp) stack updated to jp,g: its lock#<month> still holds Japan's bill, not Global's."""
+    first = world.run(world.store.put(f"exports/{MONTH}/fe_1.csv", CSV, "v1", currency="JPY"))
+    assert first.status == "CLOSED"
+    # As the code before coverages left it: the month's lock is lock#<month>, and the owner's ledger says so.
+    table = world.ledger._db
+    item = table.get_item(TableName="ledger", Key={"pk": {"S": f"lock#{MONTH}#jp"}})["Item"]
+    table.put_item(TableName="ledger", Item={**item, "pk": {"S": f"lock#{MONTH}"}})
+    table.delete_item(TableName="ledger", Key={"pk": {"S": f"lock#{MONTH}#jp"}})
+    table.update_item(
+        TableName="ledger",
+        Key={"pk": {"S": f"object#{first.object.object_id}"}},
+        UpdateExpression="SET lock_key = :legacy",
+        ExpressionAttributeValues={":legacy": {"S": f"lock#{MONTH}"}},
+    )
+    mappings = {"jp": SMALL_PACKETS, "g": GLOBAL_MAPPING}
+    world.deps.coverages = ("jp", "g")
+    world.deps.mapping = lambda coverage: (mappings[coverage], f"mapping.{coverage}.yaml")
+    sessions = len(world.cloudblue.sessions())
+
+    same = world.run(world.store.put(f"exports/{MONTH}/jp/fe_3.csv", CSV, "v1", currency="JPY", coverage="jp"))
+    other = world.run(world.store.put(f"uploads/{MONTH}/jp/fixed.csv", CSV.replace(b"\r\n", b"\n"), "v1"))
+    assert (same.status, same.duplicate_of) == ("DUPLICATE", first.object.object_id)
+    assert (other.status, other.duplicate_of) == ("HELD", first.object.object_id)
+    assert len(world.cloudblue.sessions()) == sessions
+    global_ = world.run(world.store.put(f"exports/{MONTH}/g/fe_2.csv", GLOBAL_CSV, "v1", currency="USD", coverage="g"))
+    assert (global_.status, global_.coverage) == ("CLOSED", "g")
+    assert world.ledger.owner(f"lock#{MONTH}#g").object_id == global_.object.object_id
+
+
+@pytest.mark.parametrize(
+    ("key", "metadata", "message"),
+    [
+        (
+            f"uploads/{MONTH}/bill.csv",
+            {},
+            "this stack imports Japan coverage and Global coverage bills and the file names neither: upload it to "
+            f"uploads/<yyyyMM>/jp/ or uploads/<yyyyMM>/g/",
+        ),
+        (
+            f"uploads/{MONTH}/jp/bill.csv",
+            {"currency": "USD"},
+            "the key's folder says Japan coverage, the metadata currency USD says Global coverage",
+        ),
+        (f"uploads/{MONTH}/bill.csv", {"coverage": "eu"}, "coverage must be jp or g"),
+    ],
+)
+def test_a_file_whose_coverage_cannot_be_told_is_rejected_and_says_how_to_name_it(both, key, metadata, message):
+    report = both.run(both.store.put(key, GLOBAL_CSV, "v1", **metadata))
+    assert report.status == "REJECTED"
+    assert message in report.problems[0].message
+    assert report.import_session_id is None
+    (subject, text) = both.notifier.published[-1]
+    assert subject.startswith(f"soracharge {MONTH}") and "file rejected" in subject
+    assert message in text
+
+
+def test_an_upload_is_told_apart_by_its_folder_or_its_currency_and_takes_the_coverage_currency(both):
+    by_folder = both.run(both.store.put(f"uploads/{MONTH}/g/bill.csv", GLOBAL_CSV, "v1"))
+    assert (by_folder.status, by_folder.coverage, by_folder.currency) == ("CLOSED", "g", "USD")
+    by_currency = both.run(both.store.put(f"uploads/{MONTH}/bill.csv", CSV, "v1", currency="JPY"))
+    assert (by_currency.status, by_currency.coverage, by_currency.currency) == ("CLOSED", "jp", "JPY")
+
+
+def test_a_mapping_currency_of_the_other_coverage_rejects_the_upload_by_name(both):
+    """One Japan mapping (currency: JPY) serving both: a Global upload without its currency is not made JPY."""
+    both.deps.mapping = lambda coverage: (SMALL_PACKETS, "mapping.yaml")
+    report = both.run(both.store.put(f"uploads/{MONTH}/g/bill.csv", GLOBAL_CSV, "v1"))
+    assert report.status == "REJECTED"
+    assert "the mapping's currency JPY is not Global coverage's (USD, EUR)" in report.problems[0].message

@@ -14,7 +14,7 @@ from pathlib import Path
 from soracharge.adapters.soracom import SoracomApi
 from soracharge.adapters.storage import ExportFolders, ObjectStore, StoredExports, StoredObject
 from soracharge.errors import BillNotClosedError, BillNotFoundError, SoracomApiError
-from soracharge.models.coverage import Coverage, coverage_label, coverage_of_currency, only_coverage
+from soracharge.models.coverage import CURRENCIES, Coverage, coverage_label, coverage_of_currency, only_coverage
 from soracharge.models.export_flow import (
     BillSummary,
     ExportLookup,
@@ -134,6 +134,12 @@ def read_closed_bill(
         raise
     if bill.yearMonth is not None and bill.yearMonth != month:
         raise SoracomApiError(f"getBilling for {month} answered the bill of {bill.yearMonth}")
+    if bill.currency not in CURRENCIES[coverage]:
+        raise SoracomApiError(
+            f"Soracom's {month} bill for {coverage_label(coverage)} is in {bill.currency}, but {coverage_label(coverage)} "
+            f"bills in {' or '.join(CURRENCIES[coverage])}: the API reached is another coverage's (check "
+            f"SORACOM_ENDPOINT and SORACOM_ENDPOINT_{coverage.upper()}, or the execution's coverage)"
+        )
     if bill.state != "closed":
         raise BillNotClosedError(
             f"the bill for {month} is still {bill.state!r} (amount so far {bill.amount} {bill.currency}): "

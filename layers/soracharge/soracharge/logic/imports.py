@@ -162,7 +162,8 @@ def _import_claimed(
     base["mapping"] = mapping_source
     currency, problems = file_currency(coverage, head.metadata, mapping.currency)
     base["currency"] = currency or None
-    problems += _metadata_problems(currency, head.metadata)
+    if not problems:
+        problems = _metadata_problems(currency, head.metadata)
     if problems:
         return _reject(obj, key, deps, base, problems, len(problems))
     bill = bill_facts(head.metadata)
@@ -362,9 +363,9 @@ def file_coverage(
 
 
 def file_currency(coverage: Coverage, metadata: dict[str, str], mapped: str | None) -> tuple[str, list[Problem]]:
-    """The bill's currency: the file's metadata, else the mapping's, else the coverage's (JPY, USD).
-
-    A mapping's currency that is not one of the coverage's is a problem: a Japan bill is never USD.
+    """The bill's currency: the file's metadata, else the mapping's, else the coverage's when it has one
+    (Japan: JPY). A Global bill is in USD or EUR, so one named nowhere is a problem, never a guess; so is
+    a mapping's currency that is not one of the coverage's: a Japan bill is never USD.
     """
     given = metadata.get("currency", "").strip().upper()
     if given:
@@ -384,7 +385,19 @@ def file_currency(coverage: Coverage, metadata: dict[str, str], mapped: str | No
                 )
             ]
         return mapped, []
-    return default_currency(coverage), []
+    if len(CURRENCIES[coverage]) == 1:
+        return default_currency(coverage), []
+    options = "|".join(CURRENCIES[coverage])
+    return "", [
+        Problem(
+            column="currency",
+            message=(
+                f"no currency for this file: {coverage_label(coverage)} bills in {' or '.join(CURRENCIES[coverage])}; "
+                f"the export flow sets it as object metadata; for an upload, set 'currency' in the mapping or upload "
+                f"with the metadata currency={options}"
+            ),
+        )
+    ]
 
 
 def month_lock_key(month: str, coverage: Coverage, entry: LedgerEntry, deps: ImportDependencies) -> str:
