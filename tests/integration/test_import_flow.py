@@ -240,7 +240,9 @@ def test_a_bad_file_imports_nothing_and_the_report_lists_every_problem(importing
     assert problems == {(3, "amount", "ten"), (4, "billItemName", "Unheard-of item")}
 
 
-def test_a_global_file_with_no_currency_is_rejected_saying_how_to_give_one_a_japan_one_is_jpy(importing, soracom, cloudblue, tmp_path):
+def test_a_global_file_with_no_currency_is_rejected_saying_how_to_give_one_a_japan_one_is_jpy(
+    importing, soracom, cloudblue, tmp_path
+):
     month = shift_month(LAST_MONTH, -8)
     mapping = yaml.safe_load(EXAMPLE_MAPPING.read_text())
     mapping.pop("currency", None)
@@ -282,7 +284,10 @@ def test_failed_processing_alerts_the_topic_and_lands_in_the_report(importing, s
     assert report["errorDesc"] == "Subscription 4bd6c1f3 is not active"
     (message,) = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
     alert = json.loads(message["Body"])
-    assert alert["Subject"] == f"soracharge {month} (Japan coverage): CloudBlue failed to rate session {first['importSessionId']}"
+    assert (
+        alert["Subject"]
+        == f"soracharge {month} (Japan coverage): CloudBlue failed to rate session {first['importSessionId']}"
+    )
     assert "Subscription 4bd6c1f3 is not active" in alert["Message"]
     assert re.search(rf"\nImport session: +{first['importSessionId']}\n", alert["Message"])
     assert "What to do:" in alert["Message"]

@@ -201,7 +201,8 @@ def test_a_stack_of_both_coverages_keeps_each_bill_in_its_coverage_folder():
         GLOBAL_REQUEST.model_copy(update={"exported_file_id": "fe_2"}), soracom, store, coverages=BOTH
     )
     assert (japan.key, global_.key) == ("exports/202610/jp/fe_1.csv", "exports/202610/g/fe_2.csv")
-    assert not japan.already_stored and not global_.already_stored
+    assert not japan.already_stored
+    assert not global_.already_stored
     assert store.objects[global_.key][1]["coverage"] == "g"
     assert store.objects[global_.key][1]["currency"] == "USD"
     # A retry of each finds its own, not the other coverage's.
@@ -215,9 +216,11 @@ def test_an_export_stored_before_coverages_counts_for_the_coverage_of_its_curren
     legacy = {"month": "202610", "currency": "JPY", "sha256": "a" * 64}
     store.objects["exports/202610/fe_old.csv"] = (CSV, legacy)
     rerun = store_export(REQUEST.model_copy(update={"coverage": "jp"}), soracom, store, coverages=BOTH)
-    assert rerun.already_stored and rerun.key == "exports/202610/fe_old.csv"
+    assert rerun.already_stored
+    assert rerun.key == "exports/202610/fe_old.csv"
     global_ = store_export(GLOBAL_REQUEST, soracom, store, coverages=BOTH)
-    assert not global_.already_stored and global_.key == "exports/202610/g/fe_1.csv"
+    assert not global_.already_stored
+    assert global_.key == "exports/202610/g/fe_1.csv"
     assert soracom.downloads == 1
 
 
@@ -226,7 +229,8 @@ def test_a_single_coverage_stack_reads_both_layouts():
     store, soracom = FakeStore(), FakeSoracom()
     store_export(GLOBAL_REQUEST, soracom, store, coverages=BOTH)
     again = store_export(GLOBAL_REQUEST.model_copy(update={"coverage": None}), soracom, store, coverages=("g",))
-    assert again.already_stored and again.key == "exports/202610/g/fe_1.csv"
+    assert again.already_stored
+    assert again.key == "exports/202610/g/fe_1.csv"
 
 
 def test_a_request_without_a_coverage_on_a_stack_of_both_is_refused_by_name():

@@ -561,7 +561,7 @@ def test_a_month_imported_before_coverages_keeps_its_lock_for_its_coverage(world
             f"uploads/{MONTH}/bill.csv",
             {},
             "this stack imports Japan coverage and Global coverage bills and the file names neither: upload it to "
-            f"uploads/<yyyyMM>/jp/ or uploads/<yyyyMM>/g/",
+            "uploads/<yyyyMM>/jp/ or uploads/<yyyyMM>/g/",
         ),
         (
             f"uploads/{MONTH}/jp/bill.csv",
@@ -577,7 +577,8 @@ def test_a_file_whose_coverage_cannot_be_told_is_rejected_and_says_how_to_name_i
     assert message in report.problems[0].message
     assert report.import_session_id is None
     (subject, text) = both.notifier.published[-1]
-    assert subject.startswith(f"soracharge {MONTH}") and "file rejected" in subject
+    assert subject.startswith(f"soracharge {MONTH}")
+    assert "file rejected" in subject
     assert message in text
 
 

@@ -135,9 +135,10 @@ def read_closed_bill(
     if bill.yearMonth is not None and bill.yearMonth != month:
         raise SoracomApiError(f"getBilling for {month} answered the bill of {bill.yearMonth}")
     if bill.currency not in CURRENCIES[coverage]:
+        name = coverage_label(coverage)
         raise SoracomApiError(
-            f"Soracom's {month} bill for {coverage_label(coverage)} is in {bill.currency}, but {coverage_label(coverage)} "
-            f"bills in {' or '.join(CURRENCIES[coverage])}: the API reached is another coverage's (check "
+            f"Soracom's {month} bill for {name} is in {bill.currency}, but {name} bills in "
+            f"{' or '.join(CURRENCIES[coverage])}: the API reached is another coverage's (check "
             f"SORACOM_ENDPOINT and SORACOM_ENDPOINT_{coverage.upper()}, or the execution's coverage)"
         )
     if bill.state != "closed":
