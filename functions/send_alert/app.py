@@ -24,6 +24,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, o
             change,
             export_state_machine_arn=settings.soracharge_export_state_machine_arn,
             soracom_secret=settings.soracom_auth_secret_id,
+            coverages=settings.coverages,
         )
     else:
         record = parse_input(event, FailedInvocation)

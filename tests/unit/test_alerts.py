@@ -357,3 +357,38 @@ def test_every_alert_ends_with_the_runbook_action_to_take_and_a_reader_finds_the
         assert read.command == alert.command
         assert read.month == "202610", alert.message()
         assert read.action == alert.action
+
+
+def test_a_failed_export_of_one_coverage_names_it_and_starts_that_coverage_again():
+    change = execution(input=json.dumps({"scheduledTime": "2026-11-04T00:00:00Z", "coverage": "g"}))
+    alert = alerts.for_execution(change, export_state_machine_arn=EXPORT_ARN, coverages=("jp", "g"))
+    assert alert is not None
+    assert alert.subject == "soracharge 202610 (Global coverage): export failed (BillNotClosedError)"
+    assert re.search(r"\nCoverage: +g \(Global coverage\)\n", alert.message())
+    command = shlex.split(alert.command or "")
+    assert json.loads(command[command.index("--input") + 1]) == {"month": "202610", "coverage": "g"}
+    assert command[command.index("--name") + 1].startswith("export-202610-g-")
+
+
+def test_a_report_alert_of_a_global_bill_names_its_coverage_and_its_upload_folder():
+    failed = report(
+        "FAILED_PROCESSED",
+        coverage="g",
+        currency="USD",
+        import_session_id=7,
+        error_desc="Subscription is not active",
+        object=ObjectRef(bucket="data", key="exports/202610/g/fe_1.csv", version_id="v1"),
+    )
+    alert = alerts.for_report(failed, "reports/202610/v1.json")
+    assert alert is not None
+    assert alert.subject == "soracharge 202610 (Global coverage): CloudBlue failed to rate session 7"
+    assert "upload it to uploads/202610/g/ with --metadata import=additional,currency=USD" in alert.message()
+    assert re.search(r"\nCoverage: +g \(Global coverage\)\n", alert.message())
+
+
+def test_an_import_of_a_coverage_folder_that_failed_for_good_names_the_coverage():
+    record = FailedInvocation.model_validate(sample("alert_import_failed.json"))
+    payload = copy.deepcopy(record.request_payload)
+    payload["Records"][0]["s3"]["object"]["key"] = "exports/202610/g/fe_1.csv"
+    alert = alerts.for_failed_import(record.model_copy(update={"request_payload": payload}))
+    assert alert.subject == "soracharge 202610 (Global coverage): import failed (CloudBlueUnavailableError)"

@@ -239,8 +239,13 @@ def test_a_request_without_a_coverage_on_a_stack_of_both_is_refused_by_name():
 
 
 def test_the_bill_and_the_export_carry_their_coverage():
-    summary = read_closed_bill(
-        ExportRequest(month="202609", coverage="g"), FakeSoracom({"202609": bill("202609")}), TODAY, coverage="g"
-    )
-    assert summary.coverage == "g"
+    usd = MonthlyBill(amount=Decimal("3.10"), currency="USD", state="closed", yearMonth="202609")
+    summary = read_closed_bill(ExportRequest(month="202609", coverage="g"), FakeSoracom({"202609": usd}), TODAY, "g")
+    assert (summary.coverage, summary.currency) == ("g", "USD")
     assert start_export("202609", FakeSoracom(), coverage="g").coverage == "g"
+
+
+def test_a_bill_in_another_coverage_s_currency_names_the_endpoint_to_check():
+    usd = MonthlyBill(amount=Decimal("3.10"), currency="USD", state="closed", yearMonth="202609")
+    with pytest.raises(SoracomApiError, match=r"Japan coverage is in USD, but Japan coverage bills in JPY: .*"):
+        read_closed_bill(ExportRequest(month="202609"), FakeSoracom({"202609": usd}), TODAY, coverage="jp")

@@ -161,7 +161,7 @@ class FollowSettings(_Settings):
     soracharge_follow_session_state_machine_arn: str | None = None
 
 
-class AlertSettings(_Settings):
+class AlertSettings(CoverageSettings):
     """What the alert function needs (the secrets' ids only to name them in messages: it reads neither)."""
 
     soracharge_alerts_topic_arn: str = Field(min_length=1)

@@ -89,7 +89,8 @@ EXPORT_ACTIONS = {
     ),
     "InvalidInputError": (
         'The execution\'s input was wrong (the error names the field). Start it with {{"month": "yyyyMM"}}: a month '
-        "that is over and within Soracom's last 18 months."
+        'that is over and within Soracom\'s last 18 months (and, on a stack of both coverages, its "coverage": '
+        '"jp" or "g").'
     ),
     "ConfigurationError": f"A setting of the stack is missing or invalid (the error names it). Fix it, {_START_AGAIN}",
     "StorageError": f"AWS refused a call (S3, DynamoDB, SNS; the error says which). Fix the cause, {_START_AGAIN}",
@@ -179,20 +180,24 @@ def publish(notifier: Notifier, alert: Alert) -> None:
 
 
 def for_execution(
-    change: ExecutionStatusDetail, *, export_state_machine_arn: str, soracom_secret: str | None = None
+    change: ExecutionStatusDetail,
+    *,
+    export_state_machine_arn: str,
+    soracom_secret: str | None = None,
+    coverages: tuple[str, ...] = ("jp",),
 ) -> Alert | None:
     """The alert for an execution that ended badly; None when there is nothing to say (it succeeded, or
-    RecordOutcome already alerted how a session ended)."""
+    RecordOutcome already alerted how a session ended). ``coverages`` are the stack's."""
     if change.status in ("RUNNING", "SUCCEEDED", "PENDING_REDRIVE"):
         return None
     if change.state_machine_arn == export_state_machine_arn:
-        return _export_failed(change, soracom_secret or "<SoracomAuthKeySecretArn output>")
+        return _export_failed(change, soracom_secret or "<SoracomAuthKeySecretArn output>", coverages)
     if change.status == "FAILED" and change.error in FOLLOW_ENDS_ALERTED:
         return None
     return _follow_failed(change)
 
 
-def _export_failed(change: ExecutionStatusDetail, soracom_secret: str) -> Alert:
+def _export_failed(change: ExecutionStatusDetail, soracom_secret: str, coverages: tuple[str, ...]) -> Alert:
     month = _export_month(change.input_json())
     coverage = _named_coverage(change.input_json().get("coverage"))
     if change.status == "TIMED_OUT":
@@ -207,7 +212,9 @@ def _export_failed(change: ExecutionStatusDetail, soracom_secret: str) -> Alert:
     # A wrong or unreadable month is not started again as it was.
     wrong = change.error in ("InvalidInputError", "MonthOutOfRangeError") or month == UNKNOWN_MONTH
     again = "yyyyMM" if wrong else month
-    again_input = {"month": again, **({"coverage": coverage} if coverage else {})}
+    again_input = {"month": again}
+    if coverage or len(coverages) > 1:  # a stack of both: the input must say which bill (a blank to fill)
+        again_input["coverage"] = coverage or "|".join(coverages)
     return Alert(
         subject=f"soracharge {month}{_of(coverage)}: export {what}",
         headline=(
