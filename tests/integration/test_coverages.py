@@ -139,7 +139,9 @@ def test_both_bills_of_a_month_land_in_their_folders_and_are_imported_once_each_
     for report, simulator in ((japan, soracom), (global_, global_soracom)):
         reconciliation = report["reconciliation"]
         assert reconciliation["balanced"] is True, reconciliation["note"]
-        assert Decimal(reconciliation["billAmount"]) == simulator.bill(month)["amount"]
+        bill = simulator.bill(month)
+        assert bill is not None
+        assert Decimal(reconciliation["billAmount"]) == bill["amount"]
         assert Decimal(reconciliation["importedSum"]) == csv_sum(simulator.csv_bytes(month))
     assert "less the 1.5 USD coupon" in global_["reconciliation"]["note"]
 
