@@ -1,0 +1,73 @@
+"""`soracharge run` with both coverages, as a provider with SIMs on both runs it: two bills, each imported once."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+
+from soracharge_local.simulators import SoracomSimulator
+
+from tests.integration.conftest import LAST_MONTH
+from tests.integration.test_cli import run_cli
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+JAPAN, GLOBAL = str(EXAMPLES / "mapping.example.yaml"), str(EXAMPLES / "mapping.global.example.yaml")
+
+
+def csv_sum(body: bytes) -> Decimal:
+    rows = csv.DictReader(io.StringIO(body.decode("utf-8-sig"), newline=""))
+    return sum((Decimal(row["amount"]) for row in rows), Decimal(0))
+
+
+def test_run_with_both_coverages_imports_each_bill_once_in_its_own_currency_and_a_rerun_does_nothing(tmp_path):
+    done = run_cli(
+        "run", "--coverage", "jp", "--coverage", "g", "--month", LAST_MONTH, "--month", LAST_MONTH,
+        "--mapping", f"jp={JAPAN}", "--mapping", f"g={GLOBAL}", "--out", str(tmp_path), timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Two Soracom hosts, as Soracom has, and an export per coverage
+    assert re.search(r"^Soracom: +http://127\.0\.0\.1:\d+ \(Japan coverage\)$", done.stdout, re.MULTILINE)
+    assert re.search(r"^Soracom: +http://127\.0\.0\.1:\d+ \(Global coverage\)$", done.stdout, re.MULTILINE)
+    assert f"Exporting {LAST_MONTH} (Japan coverage):" in done.stdout
+    assert f"Exporting {LAST_MONTH} (Global coverage):" in done.stdout
+    assert f"exports/{LAST_MONTH}/jp/fe_" in done.stdout
+    assert f"exports/{LAST_MONTH}/g/fe_" in done.stdout
+    # Each imported once; the month given again found both stored and did nothing
+    assert done.stdout.count("ImportCharges:") == 2
+    table = done.stdout[done.stdout.rindex("Bills:") :]
+    for coverage in ("jp", "g"):
+        assert re.search(rf"{LAST_MONTH} {coverage} +ok +PROCESSED: CloudBlue rated session \d+", table), table
+        assert re.search(rf"{LAST_MONTH} {coverage} +ok +PROCESSED \(a re-run: nothing done again\)", table), table
+
+    # Each bill's report, in its folder, in its currency, balanced against its own bill
+    simulators = {
+        "jp": SoracomSimulator(auth_key_id="x", auth_key="y"),
+        "g": SoracomSimulator(coverage="g", auth_key_id="x", auth_key="y"),
+    }
+    for coverage, currency in (("jp", "JPY"), ("g", "USD")):
+        report = json.loads((tmp_path / LAST_MONTH / coverage / "report.json").read_text())
+        assert (report["status"], report["coverage"], report["currency"]) == ("PROCESSED", coverage, currency)
+        assert report["reconciliation"]["balanced"] is True
+        body = simulators[coverage].csv_bytes(LAST_MONTH)
+        assert Decimal(report["reconciliation"]["importedSum"]) == csv_sum(body)
+        saved = list((tmp_path / LAST_MONTH / coverage).glob("fe_*.csv"))
+        assert [p.read_bytes() for p in saved] == [body]
+
+    # And the report page of one coverage is rendered on request
+    page = run_cli("report", LAST_MONTH, "--coverage", "g", "--out", str(tmp_path))
+    assert page.returncode == 0, page.stderr
+    assert (tmp_path / LAST_MONTH / "g" / "report.html").is_file()
+    assert "Import PROCESSED" in page.stdout
+
+
+def test_run_takes_the_stacks_coverages_from_soracom_coverage_type_and_needs_a_mapping_for_each(tmp_path):
+    done = run_cli("run", "--month", LAST_MONTH, "--mapping", f"jp={JAPAN}", env={"SORACOM_COVERAGE_TYPE": "jp,g"})
+    assert done.returncode == 2
+    assert "--mapping names no mapping for Global coverage (g=FILE)" in done.stderr
+    wrong = run_cli("run", "--month", LAST_MONTH, "--mapping", JAPAN, "--coverage", "eu")
+    assert wrong.returncode == 2
+    assert "--coverage: coverage must be 'jp' (Japan, JPY) or 'g' (Global, USD), got 'eu'" in wrong.stderr
