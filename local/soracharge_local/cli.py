@@ -538,8 +538,9 @@ def _stored_report(cloud: LocalCloud, month: str, stored: dict[str, Any]) -> dic
 
 def _print_outcomes(outcomes: list[tuple[str, str, bool]]) -> None:
     typer.echo("\nBills:" if any(" " in label for label, _, _ in outcomes) else "\nMonths:")
+    width = max(len(label) for label, _, _ in outcomes)
     for label, outcome, ok in outcomes:
-        typer.secho(f"  {label}  {'ok    ' if ok else 'FAILED'}  {outcome}", fg="green" if ok else "red")
+        typer.secho(f"  {label:<{width}}  {'ok    ' if ok else 'FAILED'}  {outcome}", fg="green" if ok else "red")
 
 
 def _print_alerts(cloud: LocalCloud) -> None:

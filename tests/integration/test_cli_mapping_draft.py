@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ import yaml
 from soracharge.errors import MappingError
 from soracharge.models.mapping import parse_mapping
 from soracharge_local.simulators.soracom_data import generate_billing_csv
+
+from tests.integration.test_cli import run_cli as run_stack_cli
 
 SORACHARGE = str(Path(sys.executable).parent / "soracharge")
 REPO = Path(__file__).resolve().parents[2]
@@ -114,3 +119,29 @@ def test_a_missing_csv_is_refused_by_the_command_line(tmp_path):
     done = run_cli("mapping", "draft", str(tmp_path / "nope.csv"))
     assert done.returncode == 2
     assert "does not exist" in done.stderr
+
+
+def test_a_filled_draft_imports_the_csv_it_was_drafted_from_with_no_problem_on_the_local_stack(tmp_path):
+    # Given a Global coverage bill nobody has a mapping for yet
+    month = "202610"
+    billing = generate_billing_csv(month, coverage="g", sims=10)
+    bill = tmp_path / "global.csv"
+    bill.write_bytes(billing.content)
+    # When its draft is written, every placeholder filled in with a CloudBlue id, and the file imported
+    drafted = run_cli("mapping", "draft", str(bill), "--out", str(tmp_path / "draft.yaml"))
+    assert drafted.returncode == 0, drafted.stderr
+    text = (tmp_path / "draft.yaml").read_text()
+    filled = re.sub(r'"FILL-IN:(?:[^"\\]|\\.)*"', lambda _: f'"{uuid.uuid4()}"', text)
+    (tmp_path / "mapping.yaml").write_text(filled)
+    done = run_stack_cli(
+        "import", str(bill), "--month", month, "--coverage", "g", "--currency", "USD",
+        "--mapping", str(tmp_path / "mapping.yaml"), "--out", str(tmp_path / "out"), timeout=300,
+    )  # fmt: skip
+    # Then CloudBlue rated every row of it, in USD, with no problem
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "out" / month / "report.json").read_text())
+    assert (report["status"], report["coverage"], report["currency"]) == ("PROCESSED", "g", "USD")
+    assert report["problems"] == []
+    assert report["counts"]["rows"] == billing.rows
+    assert Decimal(report["reconciliation"]["importedSum"]) == billing.total
+    assert report["object"]["key"] == f"uploads/{month}/g/global.csv"
