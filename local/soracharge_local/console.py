@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import typer
+from soracharge.models.coverage import coverage_label
 
 from soracharge_local.engine import ExecutionResult
 
@@ -85,6 +86,7 @@ def print_export_outputs(result: ExecutionResult) -> None:
     typer.echo("Outputs:")
     for label, value in (
         ("month", output.get("month")),
+        ("coverage", coverage_label(output.get("coverage"))),
         ("bill amount", f"{output.get('amount')} {output.get('currency')}"),
         ("exportedFileId", output.get("exportedFileId")),
         ("downloadUrl", output.get("downloadUrl") or "-"),
@@ -103,7 +105,8 @@ def print_report(report: dict[str, Any]) -> None:
     reconciliation = report.get("reconciliation")
     if reconciliation:
         currency = report.get("currency") or ""
-        typer.echo(f"\nReconciliation for {report.get('month')} ({currency}):")
+        of = f", {coverage_label(report['coverage'])}" if report.get("coverage") else ""
+        typer.echo(f"\nReconciliation for {report.get('month')} ({currency}{of}):")
         for step in reconciliation.get("steps") or [{"label": "CSV sum", "amount": reconciliation["csvSum"]}]:
             change = step.get("change")
             shown = "" if change is None else (change if change.startswith("-") else f"+{change}")

@@ -73,6 +73,11 @@ class ReceivedAlert:
         parts = urlsplit(uri)
         return parts.netloc, parts.path.lstrip("/"), None if version in (None, "", "-") else version
 
+    def upload_folder(self) -> str:
+        """Where its text says to upload (``uploads/<yyyyMM>/``, or a coverage's ``uploads/<yyyyMM>/g/``)."""
+        found = re.search(r"\buploads/\d{6}/(?:(?:jp|g)/)?", self.action)
+        return found.group(0) if found else f"uploads/{self.month}/"
+
     def metadata(self) -> dict[str, str]:
         """The metadata its text says to upload with (``--metadata a=b,c=d``)."""
         found = re.search(r"--metadata ([A-Za-z0-9_=,.-]+)", self.action)
@@ -120,7 +125,7 @@ def redeliver_event(cycle: Cycle, alert: ReceivedAlert) -> bool:
 
 
 def upload_again(cycle: Cycle, alert: ReceivedAlert) -> bool:
-    """Upload the file again, to ``uploads/<month>/``, with the currency the alert names."""
+    """Upload the file again, to the folder the alert names (``uploads/<month>/[<coverage>/]``), with its currency."""
     return _upload(cycle, alert, {"currency": alert.metadata().get("currency", "JPY")})
 
 
@@ -155,8 +160,11 @@ def import_differences(cycle: Cycle, alert: ReceivedAlert) -> bool:
     if differences.empty:
         cycle.result.notes.append("import-differences: no difference to import")
         return True
-    target = f"uploads/{alert.month}/differences-{len(cycle.result.reruns)}.csv"
-    deliveries = world.put(target, sink.getvalue().encode("utf-8"), {"import": "additional", "currency": "JPY"})
+    metadata = alert.metadata()
+    if metadata.get("import") != "additional":
+        return cycle.unperformable(alert, "the alert does not name the metadata import=additional")
+    target = f"{alert.upload_folder()}differences-{len(cycle.result.reruns)}.csv"
+    deliveries = world.put(target, sink.getvalue().encode("utf-8"), metadata)
     return cycle.settle_all(deliveries)
 
 
@@ -193,9 +201,8 @@ def _upload(cycle: Cycle, alert: ReceivedAlert, metadata: dict[str, str]) -> boo
     bucket, key, version = alert.file()
     if not key:
         return cycle.unperformable(alert, "the alert names no file")
-    month = alert.month
     stem = key.rsplit("/", 1)[-1].removesuffix(".csv")
-    target = f"uploads/{month}/{stem}-again-{len(cycle.result.reruns)}.csv"
+    target = f"{alert.upload_folder()}{stem}-again-{len(cycle.result.reruns)}.csv"
     body = cycle.world.object_bytes(bucket, key, version)
     return cycle.settle_all(cycle.world.put(target, body, metadata))
 

@@ -411,7 +411,8 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             action=(
                 "If this file corrects the one imported, import only the differences: `soracharge correction "
                 "IMPORTED.csv CORRECTED.csv --month MONTH` writes them (add --also-imported for each differences "
-                "file imported for the month since), then upload that file with the metadata import=additional "
+                "file imported for the month since), then upload that file to "
+                f"{uploads} with --metadata import=additional,currency={report.currency or 'JPY'} "
                 "(README, Corrections). If it is a second bill for the month, upload it again with the metadata "
                 "import=additional. Otherwise, nothing: no charge was sent."
             ),
@@ -480,7 +481,8 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             action=(
                 "Compare the bill in the Soracom console with the CSV (rounding up, the coupon and any tax are "
                 "already accounted for above). If the CSV is incomplete, get a complete one and import only the "
-                "differences (`soracharge correction`, README, Corrections); the charges imported so far are "
+                f"differences (`soracharge correction`, README, Corrections: upload them to {uploads} with "
+                f"--metadata import=additional,currency={report.currency or 'JPY'}); the charges imported so far are "
                 "correct for the rows the CSV has. If the explanation names a mapping setting (tax), set it: the "
                 "next month reconciles with it."
             ),
