@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,15 @@ OLDER_MONTH = shift_month(LAST_MONTH, -3)
 @pytest.fixture(scope="module")
 def soracom() -> Iterator[SoracomSimulator]:
     with SoracomSimulator(auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY, polls_until_ready=2) as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="module")
+def global_soracom() -> Iterator[SoracomSimulator]:
+    """A Global coverage (USD) simulator whose bill takes a 1.5 USD coupon off, beside the Japan one."""
+    with SoracomSimulator(
+        coverage="g", auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY, polls_until_ready=2, coupon=Decimal("1.5")
+    ) as simulator:
         yield simulator
 
 

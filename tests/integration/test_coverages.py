@@ -46,14 +46,6 @@ def one_mapping_for_both(folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def global_soracom() -> Iterator[SoracomSimulator]:
-    with SoracomSimulator(
-        coverage="g", auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY, polls_until_ready=2, coupon=Decimal("1.5")
-    ) as simulator:
-        yield simulator
-
-
 def access(japan: SoracomSimulator, global_: SoracomSimulator) -> SoracomAccess:
     return SoracomAccess(
         endpoint=japan.base_url,

@@ -5,25 +5,13 @@ Its own module, as it deploys its own stack (one local stack runs in a process a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from decimal import Decimal
-
-import pytest
 from soracharge.models.months import shift_month
 from soracharge_local.engine import LocalCloud
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
-from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
+from tests.integration.conftest import LAST_MONTH
 from tests.integration.test_coverages import GLOBAL_MAPPING, JAPAN_MAPPING, access, cloudblue_access, export
 from tests.integration.test_operations import rated
-
-
-@pytest.fixture(scope="module")
-def global_soracom() -> Iterator[SoracomSimulator]:
-    with SoracomSimulator(
-        coverage="g", auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY, polls_until_ready=2, coupon=Decimal("1.5")
-    ) as simulator:
-        yield simulator
 
 
 def test_an_update_of_a_single_coverage_stack_to_both_keeps_its_months_and_layout(
