@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -724,7 +725,8 @@ def _save_object(cloud: LocalCloud, key: str, version_id: str, destination: Path
 
 
 def _execution_name(kind: str, month: str, coverage: str) -> str:
-    return f"{kind}-{month}-{coverage}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+    """A readable execution name that never repeats: a re-run in the same second is another execution."""
+    return f"{kind}-{month}-{coverage}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def _fail_input(message: str) -> NoReturn:
