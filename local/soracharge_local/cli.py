@@ -196,7 +196,8 @@ def import_file(
         str | None,
         typer.Option(
             help="The bill's coverage, jp or g: the file goes to uploads/<month>/<coverage>/. "
-            "Default: the currency's, else $SORACOM_COVERAGE_TYPE's when it is one, else jp."
+            "Default: the currency's (--currency, else the mapping's), else $SORACOM_COVERAGE_TYPE's when it is "
+            "one, else jp."
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Send nothing: write the charges and the report.")] = False,
@@ -218,12 +219,14 @@ def import_file(
     except InvalidInputError as exc:
         _fail_input(str(exc))
     mapping_path = _mapping_path(mapping)
+    # The dry run and the upload settle the coverage alike: named, else the currency's (given or the mapping's).
+    settled = named or coverage_of_currency(currency) or _mapping_coverage(mapping_path)
     if dry_run:
-        _dry_run(file, chosen, mapping_path, currency, out / chosen, additional=additional, coverage=named)
+        _dry_run(file, chosen, mapping_path, currency, out / chosen, additional=additional, coverage=settled)
         return
-    stack = (named,) if named else _coverages(None)
+    stack, folder = _import_stack(named, settled)
     with _local_cloud(verbose, mapping=mapping_path, soracom=NO_SORACOM, coverages=stack) as cloud:
-        key = f"uploads/{chosen}/{named}/{file.name}" if named else f"uploads/{chosen}/{file.name}"
+        key = f"uploads/{chosen}/{folder}/{file.name}" if folder else f"uploads/{chosen}/{file.name}"
         metadata = {"currency": currency.upper()} if currency else {}
         if additional:
             metadata["import"] = ADDITIONAL_FILE
@@ -611,14 +614,14 @@ def _dry_run(
         mapping, source = load_mapping(str(mapping_path))
     except SorachargeError as exc:
         _fail_input(str(exc))
-    # As the import settles them: the coverage named, else the currency's, else the stack's.
+    # As the import settles them: the coverage named (or its currency's), else the stack's when it has one.
     stack = _coverages(None)
-    chosen_coverage = (
-        coverage
-        or coverage_of_currency(currency)
-        or coverage_of_currency(mapping.currency)
-        or (stack[0] if len(stack) == 1 else "jp")
-    )
+    if coverage is None and len(stack) > 1:
+        _fail_input(
+            f"this stack imports {' and '.join(coverage_label(c) for c in stack)} bills and the file names neither: "
+            "give --coverage jp|g (or --currency)"
+        )
+    chosen_coverage = coverage or stack[0]
     chosen_currency, problems = file_currency(chosen_coverage, {"currency": currency or ""}, mapping.currency)
     if problems:
         _fail_input(problems[0].message)
@@ -673,6 +676,30 @@ def _billable_months(months: list[str] | None, first: str | None, last: str | No
     if problems:
         _fail_input("nothing was run:\n  " + "\n  ".join(problems))
     return chosen
+
+
+def _import_stack(named: Coverage | None, settled: Coverage | None) -> tuple[tuple[Coverage, ...], Coverage | None]:
+    """The local stack's coverages for ``import`` and the coverage folder to upload to (None: ``uploads/<month>/``).
+
+    ``--coverage`` names the folder; a coverage told by the currency needs one only on a stack of both.
+    """
+    stack = _coverages(None)
+    if named is not None:
+        return (named,), named
+    if settled is None:
+        return stack, None
+    return (stack, settled) if len(stack) > 1 and settled in stack else ((settled,), None)
+
+
+def _mapping_coverage(path: Path) -> Coverage | None:
+    """The coverage of the mapping's ``currency``, when it sets one."""
+    from soracharge.adapters.mapping_source import load_mapping
+
+    try:
+        mapping, _ = load_mapping(str(path))
+    except SorachargeError as exc:
+        _fail_input(str(exc))
+    return coverage_of_currency(mapping.currency)
 
 
 def _coverages(given: list[str] | None) -> tuple[Coverage, ...]:

@@ -9,6 +9,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+import yaml
 from soracharge_local.simulators import SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH
@@ -71,3 +72,28 @@ def test_run_takes_the_stacks_coverages_from_soracom_coverage_type_and_needs_a_m
     wrong = run_cli("run", "--month", LAST_MONTH, "--mapping", JAPAN, "--coverage", "eu")
     assert wrong.returncode == 2
     assert "--coverage: coverage must be 'jp' (Japan, JPY) or 'g' (Global, USD), got 'eu'" in wrong.stderr
+
+
+def test_a_dry_run_on_a_stack_of_both_settles_the_coverage_as_the_import_does(tmp_path):
+    body = SoracomSimulator(coverage="g", auth_key_id="x", auth_key="y").csv_bytes(LAST_MONTH)
+    csv_file = tmp_path / "global.csv"
+    csv_file.write_bytes(body)
+    mapping = yaml.safe_load(Path(GLOBAL).read_text())
+    mapping.pop("currency")  # one mapping for both coverages names no currency
+    one = tmp_path / "mapping.yaml"
+    one.write_text(yaml.safe_dump(mapping, allow_unicode=True))
+    both = {"SORACOM_COVERAGE_TYPE": "jp,g"}
+    args = ("import", str(csv_file), "--month", LAST_MONTH, "--mapping", str(one), "--dry-run", "--out", str(tmp_path))
+
+    # Named nowhere: refused, as the import on such a stack rejects it
+    done = run_cli(*args, env=both)
+    assert done.returncode == 2
+    assert "this stack imports Japan coverage and Global coverage bills and the file names neither" in done.stderr
+
+    # Named by its currency: Global's, with Global's charge ids
+    done = run_cli(*args, "--currency", "USD", env=both)
+    assert done.returncode == 0, done.stdout + done.stderr
+    charges = [json.loads(line) for line in (tmp_path / LAST_MONTH / "global.charges.jsonl").read_text().splitlines()]
+    assert charges
+    assert all(charge["extChargeId"].endswith("-g") for charge in charges)
+    assert {charge["currencyCode"] for charge in charges} == {"USD"}

@@ -392,3 +392,12 @@ def test_an_import_of_a_coverage_folder_that_failed_for_good_names_the_coverage(
     payload["Records"][0]["s3"]["object"]["key"] = "exports/202610/g/fe_1.csv"
     alert = alerts.for_failed_import(record.model_copy(update={"request_payload": payload}))
     assert alert.subject == "soracharge 202610 (Global coverage): import failed (CloudBlueUnavailableError)"
+
+
+@pytest.mark.parametrize(
+    ("coverage", "currency"), [("jp", "currency=JPY"), ("g", "currency=USD|EUR"), (None, "currency=JPY|USD|EUR")]
+)
+def test_an_alert_about_a_file_of_no_known_currency_says_which_ones_to_choose_from_never_a_guess(coverage, currency):
+    alert = alerts.for_report(report("HELD", currency=None, coverage=coverage), "reports/202610/v1.json")
+    assert alert is not None
+    assert f"--metadata import=additional,{currency} " in alert.message()

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from soracharge.adapters.cloudblue import CloudBlueClient, OAuth1TwoLegged
 from soracharge.adapters.ledger import LEASE_SECONDS, DynamoDbLedger
 from soracharge.adapters.storage import StoredObject
-from soracharge.errors import ImportInProgressError, ImportTimeBudgetError
+from soracharge.errors import ImportInProgressError, ImportResumeError, ImportTimeBudgetError
 from soracharge.logic.charges import plan_import
 from soracharge.logic.imports import ImportDependencies, additional_id_suffix, import_object
 from soracharge.models.imports import ImportReport, ObjectRef
@@ -115,6 +115,16 @@ class KillingLedger(DynamoDbLedger):
     def set_status(self, object_id: str, status: Any, **fields: str | int) -> None:
         self._maybe_die(f"set_status:{status}")
         super().set_status(object_id, status, **fields)
+
+    #: Runs once, right before the next ``mark_closing``: another invocation's work in between.
+    before_closing: Any = None
+
+    def mark_closing(self, object_id: str, session_id: int, lock_key: str, **fields: Any) -> bool:
+        self._maybe_die("mark_closing")
+        if self.before_closing is not None:
+            meanwhile, self.before_closing = self.before_closing, None
+            meanwhile()
+        return super().mark_closing(object_id, session_id, lock_key, **fields)
 
 
 @pytest.fixture(scope="module")
@@ -595,3 +605,185 @@ def test_a_mapping_currency_of_the_other_coverage_rejects_the_upload_by_name(bot
     report = both.run(both.store.put(f"uploads/{MONTH}/g/bill.csv", GLOBAL_CSV, "v1"))
     assert report.status == "REJECTED"
     assert "the mapping's currency JPY is not Global coverage's (USD, EUR)" in report.problems[0].message
+
+
+def closed_sessions(world: World, since: set[int]) -> list[int]:
+    """The sessions opened since ``since`` (the ids there were before) that were closed, so rated."""
+    opened = [s.importSessionId for s in world.cloudblue.sessions() if s.importSessionId not in since]
+    return [session for session in opened if world.cloudblue.session(session).closed_at is not None]
+
+
+def session_ids(world: World) -> set[int]:
+    return {s.importSessionId for s in world.cloudblue.sessions()}
+
+
+def test_a_retry_imports_the_file_as_its_first_attempt_settled_after_the_stack_became_jp_and_g(world, cloudblue):
+    # Given a jp stack: an upload with no metadata (Japan's, JPY) whose import failed after it took the month
+    obj = world.store.put(f"uploads/{MONTH}/bill.csv", CSV, "v1")
+    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
+    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
+        world.run(obj)
+    cloudblue.faults = CloudBlueFaults()
+    world.lapse()
+    # When the stack is updated to jp,g (where such a file names no coverage) and the event is re-delivered
+    world.deps.coverages = ("jp", "g")
+    retry = world.run(obj)
+    # Then it is imported as it was started: Japan's, in JPY, once
+    assert (retry.status, retry.coverage, retry.currency) == ("CLOSED", "jp", "JPY"), retry.summary
+    assert rated_charges(world, sessions_of(retry)) == expected()
+    assert world.ledger.owner(f"lock#{MONTH}#jp").object_id == obj.object_id
+
+
+def test_a_session_closed_before_the_stack_became_jp_and_g_is_recorded_closed_not_rejected(world):
+    obj = world.store.put(f"uploads/{MONTH}/bill.csv", CSV, "v1")
+    world.ledger.kill = ("set_status:CLOSED", 1)  # after closeSession and the report, before the ledger says so
+    with pytest.raises(Killed):
+        world.run(obj)
+    world.lapse()
+    world.deps.coverages = ("jp", "g")
+
+    retry = world.run(obj)
+
+    assert retry.status == "CLOSED", retry.summary
+    assert world.store.reports[f"reports/{MONTH}/v1.json"]["status"] == "CLOSED"
+    assert len(world.workflows.started) == 1  # its rating is followed
+    assert world.notifier.published == []
+
+
+def test_the_same_csv_uploaded_as_both_coverages_bills_is_imported_once_and_alerted(both):
+    before = session_ids(both)
+    # One mapping for both coverages, with no currency (as the README allows)
+    one = GLOBAL_MAPPING.model_copy(update={"currency": None})
+    both.deps.mapping = lambda coverage: (one, "mapping.yaml")
+    wrong = both.run(both.store.put(f"uploads/{MONTH}/jp/bill.csv", GLOBAL_CSV, "v1"))
+    right = both.run(both.store.put(f"uploads/{MONTH}/g/bill.csv", GLOBAL_CSV, "v2", currency="USD"))
+
+    assert (wrong.status, wrong.coverage) == ("CLOSED", "jp")
+    assert (right.status, right.duplicate_of, right.import_session_id) == ("DUPLICATE", wrong.object.object_id, None)
+    assert "as the Japan coverage bill" in right.summary
+    assert closed_sessions(both, before) == [wrong.import_session_id]
+    assert session_ids(both) - before == sessions_of(wrong)  # told before a session was opened: nothing sent
+    (subject, text) = both.notifier.published[-1]
+    assert subject == f"soracharge {MONTH} (Global coverage): the same file was imported as the other coverage's bill"
+    assert "undo them with a correction" in text
+    assert "Runbook action: import-differences" in text
+
+
+def test_the_same_csv_closed_under_the_other_coverage_while_it_was_sent_is_never_closed_twice(both):
+    """Both files pass every check at the same time; the second to mark its session closing loses."""
+    before = session_ids(both)
+    one = GLOBAL_MAPPING.model_copy(update={"currency": None})
+    both.deps.mapping = lambda coverage: (one, "mapping.yaml")
+    first = both.store.put(f"uploads/{MONTH}/g/bill.csv", GLOBAL_CSV, "v1", currency="USD")
+    second = both.store.put(f"uploads/{MONTH}/jp/bill.csv", GLOBAL_CSV, "v2")
+    other: list[ImportReport] = []
+    both.ledger.before_closing = lambda: other.append(both.run(first))  # the Global one closes in between
+
+    report = both.run(second)
+
+    (global_,) = other
+    assert global_.status == "CLOSED"
+    assert (report.status, report.duplicate_of) == ("DUPLICATE", global_.object.object_id)
+    (left_open,) = report.abandoned_sessions
+    assert f"session {left_open} was given up and left open, never closed" in report.summary
+    assert closed_sessions(both, before) == [global_.import_session_id]
+    assert rated_charges(both, {left_open, *sessions_of(global_)}) == expected(one, GLOBAL_CSV, id_suffix="g")
+    # The Japan lock its import took is not left blocking Japan's real bill
+    both.deps.mapping = lambda coverage: ((SMALL_PACKETS if coverage == "jp" else one), "mapping.yaml")
+    japan = both.run(both.store.put(f"uploads/{MONTH}/jp/japan.csv", CSV, "v3"))
+    assert (japan.status, japan.currency) == ("CLOSED", "JPY"), japan.summary
+
+
+def test_a_file_rejected_on_retry_gives_its_session_and_the_month_up(world, cloudblue):
+    obj = world.store.put(f"uploads/{MONTH}/bill.csv", CSV, "v1", currency="JPY")
+    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
+    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
+        world.run(obj)
+    cloudblue.faults = CloudBlueFaults()
+    world.lapse()
+    # The mapping is cut down meanwhile: the retry finds unmapped items
+    world.mapping[0] = SMALL_PACKETS.model_copy(update={"items": SMALL_PACKETS.items[:1]})
+    rejected = world.run(obj)
+    assert rejected.status == "REJECTED"
+    (given_up,) = rejected.abandoned_sessions
+    assert f"session {given_up} was given up and left open, never closed" in rejected.summary
+
+    # A fixed file (other bytes) is imported: the month's lock is not kept by a file that imported nothing
+    world.mapping[0] = SMALL_PACKETS
+    fixed = world.run(world.store.put(f"uploads/{MONTH}/fixed.csv", CSV.replace(b"\r\n", b"\n"), "v2"))
+    assert fixed.status == "CLOSED", fixed.summary
+    assert rated_charges(world, {given_up, *sessions_of(fixed)}) == expected()
+
+
+def test_a_retry_that_reads_problems_in_a_file_whose_session_was_closed_fails_by_name_and_sends_nothing(world):
+    before = session_ids(world)
+    obj = world.store.put(f"uploads/{MONTH}/bill.csv", CSV, "v1", currency="JPY")
+    world.ledger.kill = ("set_status:CLOSED", 1)
+    with pytest.raises(Killed):
+        world.run(obj)
+    world.lapse()
+    world.mapping[0] = SMALL_PACKETS.model_copy(update={"items": SMALL_PACKETS.items[:1]})
+    charges = sum(len(world.cloudblue.charges(s)) for s in closed_sessions(world, before))
+
+    with pytest.raises(ImportResumeError, match=r"session \d+ was closed by the last attempt .* Put back the mapping"):
+        world.run(obj)
+
+    assert sum(len(world.cloudblue.charges(s)) for s in closed_sessions(world, before)) == charges
+    world.mapping[0] = SMALL_PACKETS
+    world.lapse()
+    assert world.run(obj).status == "CLOSED"
+
+
+def test_a_lock_from_before_coverages_whose_owner_cannot_be_told_is_not_taken_over_by_the_other_coverage(
+    world, cloudblue
+):
+    # Given a month locked by the code before coverages, by an upload that names nothing, stuck importing
+    stuck = world.store.put(f"uploads/{MONTH}/first.csv", CSV, "v1")
+    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
+    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
+        world.run(stuck)
+    cloudblue.faults = CloudBlueFaults()
+    table = world.ledger._db
+    item = table.get_item(TableName="ledger", Key={"pk": {"S": f"lock#{MONTH}#jp"}})["Item"]
+    table.put_item(TableName="ledger", Item={**item, "pk": {"S": f"lock#{MONTH}"}})
+    table.delete_item(TableName="ledger", Key={"pk": {"S": f"lock#{MONTH}#jp"}})
+    table.update_item(
+        TableName="ledger",
+        Key={"pk": {"S": f"object#{stuck.object_id}"}},
+        UpdateExpression="SET lock_key = :legacy REMOVE coverage, currency",
+        ExpressionAttributeValues={":legacy": {"S": f"lock#{MONTH}"}},
+    )
+    world.lapse()
+    world.deps.coverages = ("jp", "g")
+    world.deps.mapping = lambda coverage: ((SMALL_PACKETS if coverage == "jp" else GLOBAL_MAPPING), coverage)
+
+    # When a Global file of the month comes, it does not take the stuck month over
+    global_ = world.store.put(f"uploads/{MONTH}/g/global.csv", GLOBAL_CSV, "v2", currency="USD")
+    with pytest.raises(ImportInProgressError, match=r"its coverage cannot be told, so its month is not taken over"):
+        world.run(global_)
+
+    # The stuck one's own retry cannot tell its coverage on a stack of both either: it gives its
+    # session up (never rated) and is rejected, with how to name its coverage
+    world.lapse()
+    late = world.run(stuck)
+    assert late.status == "REJECTED"
+    assert "upload it to uploads/<yyyyMM>/jp/ or uploads/<yyyyMM>/g/" in late.problems[0].message
+    (given_up,) = late.abandoned_sessions
+    assert world.cloudblue.session(given_up).closed_at is None
+
+    # Then, as the runbook says: Japan's uploaded again to its folder, and Global's event re-delivered
+    japan = world.run(world.store.put(f"uploads/{MONTH}/jp/first.csv", CSV, "v3"))
+    again = world.run(global_)
+    assert (japan.status, japan.currency, again.status, again.currency) == ("CLOSED", "JPY", "CLOSED", "USD")
+    assert rated_charges(world, sessions_of(japan)) == expected()
+    assert rated_charges(world, sessions_of(again)) == expected(GLOBAL_MAPPING, GLOBAL_CSV, id_suffix="g")
+
+
+def test_a_file_of_a_coverage_the_stack_does_not_import_is_rejected_by_name(world):
+    report = world.run(world.store.put(f"uploads/{MONTH}/g/bill.csv", GLOBAL_CSV, "v1", currency="USD"))
+    assert report.status == "REJECTED"
+    assert (
+        "the key's folder says Global coverage, and this stack imports Japan coverage bills only "
+        "(SoracomCoverageType jp): import it in a stack of g, or add g to SoracomCoverageType"
+    ) in report.problems[0].message
+    assert report.import_session_id is None

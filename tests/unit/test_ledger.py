@@ -128,3 +128,46 @@ def test_a_stuck_owner_can_be_taken_over_but_not_a_live_or_finished_one(ledger, 
     ledger.set_status(other, "CLOSED")
     clock.now += 1000
     assert not ledger.take_over("lock#202609", other, newcomer, "dd")
+
+
+def test_the_coverage_and_currency_a_first_attempt_settled_are_kept_by_its_retries(ledger, clock):
+    ledger.claim(OBJECT, month="202610", lease_seconds=60)
+    assert (ledger.pin(OBJECT, coverage="jp", currency="JPY").coverage, ledger.get(OBJECT).currency) == ("jp", "JPY")
+    clock.now += 61
+    ledger.claim(OBJECT, month="202610", lease_seconds=60)
+    again = ledger.pin(OBJECT, coverage="g", currency="USD")  # what a retry would settle on other settings
+    assert (again.coverage, again.currency) == ("jp", "JPY")
+
+
+@pytest.mark.parametrize("status", ["REJECTED", "HELD", "DUPLICATE", "SUPERSEDED"])
+def test_an_owner_that_ended_without_importing_can_be_taken_over_unless_it_marked_a_session_closing(ledger, status):
+    newcomer = "bucket/uploads/202610/fixed.csv#v2"
+    ledger.claim(OBJECT, month="202610", lease_seconds=900)
+    ledger.lock("lock#202610#jp", OBJECT, "aa")
+    ledger.set_status(OBJECT, status)
+    assert ledger.take_over("lock#202610#jp", OBJECT, newcomer, "bb")
+    assert ledger.owner("lock#202610#jp").object_id == newcomer
+
+    closing = "bucket/uploads/202609/a.csv#v1"
+    ledger.claim(closing, month="202609", lease_seconds=900)
+    ledger.lock("lock#202609#jp", closing, "cc")
+    ledger.record_session(closing, 7, packets=1, fingerprint="f", report_key="r", lock_key="lock#202609#jp")
+    assert ledger.mark_closing(closing, 7, "lock#202609#jp")
+    ledger.set_status(closing, status)
+    assert not ledger.take_over("lock#202609#jp", closing, newcomer, "dd")
+
+
+def test_the_same_bytes_are_marked_closing_by_one_object_only(ledger):
+    japan, global_ = "bucket/uploads/202610/jp/a.csv#v1", "bucket/uploads/202610/g/a.csv#v2"
+    for obj, coverage, session in ((japan, "jp", 1), (global_, "g", 2)):
+        ledger.claim(obj, month="202610", lease_seconds=900)
+        ledger.lock(f"lock#202610#{coverage}", obj, "aa")
+        ledger.record_session(
+            obj, session, packets=1, fingerprint="f", report_key="r", lock_key=f"lock#202610#{coverage}"
+        )
+
+    assert ledger.mark_closing(global_, 2, "lock#202610#g", bytes_key="bytes#202610#aa", sha256="aa")
+    assert ledger.mark_closing(global_, 2, "lock#202610#g", bytes_key="bytes#202610#aa", sha256="aa")  # its retry
+    assert not ledger.mark_closing(japan, 1, "lock#202610#jp", bytes_key="bytes#202610#aa", sha256="aa")
+    assert ledger.owner("bytes#202610#aa").object_id == global_
+    assert ledger.get(japan).closing_session is None  # all or nothing: the loser is not marked closing

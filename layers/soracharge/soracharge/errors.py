@@ -114,5 +114,9 @@ class ImportInProgressError(SorachargeError):
     """Another invocation holds the object (or the month) right now: this one fails so Lambda retries it later."""
 
 
+class ImportResumeError(SorachargeError):
+    """A retry cannot finish what its last attempt closed (the file now reads otherwise): nothing is sent again."""
+
+
 class ImportTimeBudgetError(SorachargeError):
     """The function's time ran short mid-import: it stopped sending cleanly, and its retry resumes."""

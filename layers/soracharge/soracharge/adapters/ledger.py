@@ -8,12 +8,18 @@ Items (one table, key ``pk``):
   is a conditional write: a duplicate S3 event finds the version claimed or finished; a retry
   after a crash finds the lease lapsed and resumes. Every write renews the lease (a heartbeat), so
   a crashed import can be resumed a few minutes later, not only after the function's 15 minutes.
+  It also pins the coverage and currency the first attempt settled, so a retry imports the file as
+  that attempt did whatever the stack's settings became.
 - ``lock#<yyyyMM>#<coverage>`` (or ``lock#<yyyyMM>#<sha256>`` for a file marked additional): which
   object owns the month's bill of a coverage (``jp``, ``g``), so a second file for it is held instead
   of doubling it. A ``lock#<yyyyMM>`` written before coverages is the lock of the coverage its
   owner's currency names (``logic/imports.month_lock_key``). A stuck owner (still importing, lease
   lapsed) can be taken over in one transaction that checks its lease, so a late retry of the old
-  owner and the new one can never both send.
+  owner and the new one can never both send; so can an owner that ended without importing
+  (rejected, held, a duplicate, superseded: never marked closing).
+- ``bytes#<yyyyMM>#<sha256>``: which object closed a session with these bytes for the month,
+  whatever its coverage. It is written in the transaction that marks the session closing, so the
+  same CSV uploaded under both coverages is closed (so rated) once.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ LedgerStatus = Literal[
 ]
 #: How long a claim holds without a write: long enough for one CloudBlue call with its retries.
 LEASE_SECONDS = 180.0
+#: Ends of an import that sent nothing to be rated: their locks may be taken over (never closing a session).
+NOT_IMPORTED: tuple[LedgerStatus, ...] = ("REJECTED", "HELD", "DUPLICATE", "SUPERSEDED")
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class LedgerEntry:
     report_key: str | None = None
     lock_key: str | None = None
     duplicate_of: str | None = None
+    coverage: str | None = None
+    currency: str | None = None
     attempts: int = 0
     lease_until: float = 0.0
 
@@ -84,7 +94,11 @@ class Ledger(Protocol):
 
     def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool: ...
 
-    def mark_closing(self, object_id: str, session_id: int, lock_key: str) -> bool: ...
+    def mark_closing(
+        self, object_id: str, session_id: int, lock_key: str, *, bytes_key: str | None = None, sha256: str = ""
+    ) -> bool: ...
+
+    def pin(self, object_id: str, *, coverage: str, currency: str) -> LedgerEntry: ...
 
     def record_session(
         self, object_id: str, session_id: int, *, packets: int, fingerprint: str, report_key: str, lock_key: str
@@ -179,7 +193,8 @@ class DynamoDbLedger:
 
     def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool:
         """Move ``lock_key`` from ``previous`` to ``object_id``: a stuck owner (importing, lease lapsed,
-        not closing), or one whose session CloudBlue failed to rate (``FAILED_PROCESSED``: none of it rated).
+        not closing), one whose session CloudBlue failed to rate (``FAILED_PROCESSED``: none of it rated),
+        or one that ended without importing (:data:`NOT_IMPORTED`, never marked closing).
 
         One transaction checks the previous owner's state and moves the lock, so the previous owner
         cannot resume and send while the new one does. True when the lock moved.
@@ -195,13 +210,16 @@ class DynamoDbLedger:
                         # closed (so rated) must never be imported a second time.
                         "ConditionExpression": (
                             "(#status = :importing AND lease_until < :now AND attribute_not_exists(closing_session))"
-                            " OR #status = :failed"
+                            " OR #status = :failed OR (#status IN ("
+                            + ", ".join(f":ended{i}" for i in range(len(NOT_IMPORTED)))
+                            + ") AND attribute_not_exists(closing_session))"
                         ),
                         "ExpressionAttributeNames": {"#status": "status"},
                         "ExpressionAttributeValues": {
                             ":importing": {"S": "IMPORTING"},
                             ":failed": {"S": "FAILED_PROCESSED"},
                             ":now": {"N": repr(self._clock())},
+                            **{f":ended{i}": {"S": status} for i, status in enumerate(NOT_IMPORTED)},
                         },
                     }
                 },
@@ -222,17 +240,41 @@ class DynamoDbLedger:
             ],
         )
 
-    def mark_closing(self, object_id: str, session_id: int, lock_key: str) -> bool:
-        """Record that ``session_id`` is about to be closed, if ``object_id`` still owns ``lock_key``.
+    def mark_closing(
+        self, object_id: str, session_id: int, lock_key: str, *, bytes_key: str | None = None, sha256: str = ""
+    ) -> bool:
+        """Record that ``session_id`` is about to be closed, if ``object_id`` still owns ``lock_key``
+        and no other object closed a session with the same bytes (``bytes_key``, which it then owns).
 
         One transaction with :meth:`take_over`'s check: either the owner marks its session closing
-        (and no one can take the month over any more), or the month was taken over first (False:
-        the owner must stop and never close its session).
+        (and no one can take the month over any more), or the month was taken over first, or the
+        bytes were closed by another object (False: the owner must stop and never close its session).
         """
         now = self._clock()
+        claim_bytes = (
+            [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": bytes_key}},
+                        "UpdateExpression": "SET #owner = :me, sha256 = :sha, #at = :now",
+                        "ConditionExpression": "attribute_not_exists(pk) OR #owner = :me",
+                        "ExpressionAttributeNames": {"#owner": "owner", "#at": "at"},
+                        "ExpressionAttributeValues": {
+                            ":me": {"S": object_id},
+                            ":sha": {"S": sha256},
+                            ":now": {"N": repr(now)},
+                        },
+                    }
+                }
+            ]
+            if bytes_key
+            else []
+        )
         return self._transact(
             f"mark {object_id} closing",
             [
+                *claim_bytes,
                 {
                     "ConditionCheck": {
                         "TableName": self._table,
@@ -290,6 +332,30 @@ class DynamoDbLedger:
             },
             condition="attribute_not_exists(session_id)",
         )
+
+    def pin(self, object_id: str, *, coverage: str, currency: str) -> LedgerEntry:
+        """Keep the coverage and currency the first attempt settled; return the entry with the pinned ones."""
+        now = self._clock()
+        item = self._call(
+            "update_item",
+            TableName=self._table,
+            Key=_key(object_id),
+            UpdateExpression=(
+                "SET #coverage = if_not_exists(#coverage, :coverage), #currency = if_not_exists(#currency, :currency), "
+                "lease_until = :lease, updated_at = :now"
+            ),
+            ConditionExpression="#status = :importing",
+            ExpressionAttributeNames={"#status": "status", "#coverage": "coverage", "#currency": "currency"},
+            ExpressionAttributeValues={
+                ":coverage": {"S": coverage},
+                ":currency": {"S": currency},
+                ":importing": {"S": "IMPORTING"},
+                ":lease": {"N": repr(now + self._lease_seconds)},
+                ":now": {"N": repr(now)},
+            },
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        return _entry(object_id, item)
 
     def abandon_session(self, object_id: str, session_id: int) -> None:
         """Give a session up (it is never closed, so CloudBlue never rates it): start over in a new one."""
@@ -402,6 +468,8 @@ def _entry(object_id: str, item: dict[str, Any]) -> LedgerEntry:
         report_key=item.get("report_key", {}).get("S"),
         lock_key=item.get("lock_key", {}).get("S"),
         duplicate_of=item.get("duplicate_of", {}).get("S"),
+        coverage=item.get("coverage", {}).get("S"),
+        currency=item.get("currency", {}).get("S"),
         attempts=int(number("attempts") or 0),
         lease_until=number("lease_until") or 0.0,
     )

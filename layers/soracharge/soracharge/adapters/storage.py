@@ -37,8 +37,8 @@ class StoredObject:
         return f"s3://{self.bucket}/{self.key}"
 
 
-#: More than a month's folder ever holds (one export per coverage, a few files put there by hand).
-CHILDREN_LIMIT = 100
+#: Keys a listing page asks for (a month's folder holds one export per coverage and a few files put by hand).
+CHILDREN_PAGE = 100
 
 
 class ExportFolders(Protocol):
@@ -115,13 +115,20 @@ class S3ObjectStore:
         contents = listed.get("Contents", [])
         return self.head(contents[0]["Key"]) if contents else None
 
-    def children(self, prefix: str, limit: int = CHILDREN_LIMIT) -> list[StoredObject]:
-        """The objects right under ``prefix`` (not in its sub-folders), in key order, at most ``limit``."""
+    def children(self, prefix: str, page_size: int = CHILDREN_PAGE) -> list[StoredObject]:
+        """Every object right under ``prefix`` (not in its sub-folders), in key order, page after page."""
+        paginator = self._s3.get_paginator("list_objects_v2")
         try:
-            listed = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, Delimiter="/", MaxKeys=limit)
+            keys = [
+                item["Key"]
+                for page in paginator.paginate(
+                    Bucket=self.bucket, Prefix=prefix, Delimiter="/", PaginationConfig={"PageSize": page_size}
+                )
+                for item in page.get("Contents", [])
+            ]
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"cannot list s3://{self.bucket}/{prefix}: {_reason(exc)}") from exc
-        heads = (self.head(item["Key"]) for item in listed.get("Contents", []))
+        heads = (self.head(key) for key in keys)
         return [head for head in heads if head is not None]
 
     def open(self, key: str, version_id: str | None = None) -> BinaryIO:

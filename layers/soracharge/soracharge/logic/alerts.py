@@ -27,11 +27,12 @@ from urllib.parse import unquote_plus
 
 from soracharge.adapters.notifier import Notifier
 from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
-from soracharge.models.coverage import COVERAGES, coverage_label
+from soracharge.models.coverage import COVERAGES, CURRENCIES, coverage_label
 from soracharge.models.export_flow import ExportRequest
 from soracharge.models.imports import (
     HELD_FAILED_RATING,
     IMPORTABLE_KEY,
+    SAME_BYTES_OTHER_COVERAGE,
     FollowSessionRequest,
     ImportReport,
     SessionProgress,
@@ -118,6 +119,12 @@ IMPORT_ACTIONS = {
         "Another import of the same file or month was still running through every retry. Look at the month's "
         "reports; once that import has ended, re-deliver this file if it is still needed (the command below): if "
         "the month is imported by then, it is recorded as DUPLICATE or HELD and nothing is sent."
+    ),
+    "ImportResumeError": (
+        "The last attempt closed the file's CloudBlue session (CloudBlue rates it), and the retry reads problems in "
+        "the file that the last attempt did not: the mapping changed between them. Nothing was sent again. Put back "
+        "the mapping the session was imported with (s3://{bucket}/config/), then re-deliver the file (the command "
+        "below): the report then records the session as it was closed."
     ),
     "MappingError": (
         "The mapping file is invalid (the error names the line and the field). Fix it and upload it to "
@@ -279,6 +286,14 @@ def _of(coverage: str | None) -> str:
     return f" ({coverage_label(coverage)})" if coverage else ""
 
 
+def _currency(report: ImportReport) -> str:
+    """The currency to upload a file again with: the report's, else its coverage's when it has one; never a guess."""
+    if report.currency:
+        return report.currency
+    options = CURRENCIES[report.coverage] if report.coverage else ("JPY", "USD", "EUR")
+    return "|".join(options)
+
+
 def _coverage_fact(coverage: str | None) -> list[tuple[str, str]]:
     return [("Coverage", f"{coverage} ({coverage_label(coverage)})")] if coverage else []
 
@@ -371,7 +386,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 "column and value). Check the fix with `soracharge import FILE --month MONTH --mapping MAPPING "
                 "--dry-run`, upload a new mapping to config/mapping.yaml if it changed, then upload the file again: "
                 "a new object version is a new import. For a file of the export flow, copy it to "
-                f"{uploads} with its currency (--metadata currency={report.currency or 'JPY'})."
+                f"{uploads} with its currency (--metadata currency={_currency(report)})."
             )
             if report.month
             else (
@@ -391,6 +406,20 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             action="Nothing: do not import this file too, it would bill the month twice.",
             remedy=Remedy.NOTHING,
         )
+    if report.status == "DUPLICATE" and report.summary.startswith(SAME_BYTES_OTHER_COVERAGE):
+        return Alert(
+            subject=f"soracharge {bill}: the same file was imported as the other coverage's bill",
+            headline=f"{report.summary}.",
+            facts=[*where, ("Imported before", report.duplicate_of or "-")],
+            action=(
+                "Nothing was sent again. Tell which coverage the CSV is (Global bill items are in English, such as "
+                "'Basic fee (plan01s)'; Japan's in Japanese). If the file imported before named the wrong coverage, "
+                "its charges went to CloudBlue in that coverage's currency: undo them with a correction (README, "
+                "Corrections: the differences between that file and one with its header only), then upload this "
+                f"file to {uploads} with --metadata import=additional. Otherwise, nothing."
+            ),
+            remedy=Remedy.IMPORT_DIFFERENCES,
+        )
     if report.status == "HELD" and report.summary.startswith(HELD_FAILED_RATING):
         return Alert(
             subject=f"soracharge {bill}: file held, the month's session failed to rate",
@@ -399,7 +428,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             action=(
                 "Fix the cause in CloudBlue (the errorDesc of the failed session's alert and report), then upload "
                 f"the file again to {uploads} with --metadata import=additional,currency="
-                f"{report.currency or 'JPY'}: it takes the month over, with charge ids of its own."
+                f"{_currency(report)}: it takes the month over, with charge ids of its own."
             ),
             remedy=Remedy.UPLOAD_ADDITIONAL,
         )
@@ -412,7 +441,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 "If this file corrects the one imported, import only the differences: `soracharge correction "
                 "IMPORTED.csv CORRECTED.csv --month MONTH` writes them (add --also-imported for each differences "
                 "file imported for the month since), then upload that file to "
-                f"{uploads} with --metadata import=additional,currency={report.currency or 'JPY'} "
+                f"{uploads} with --metadata import=additional,currency={_currency(report)} "
                 "(README, Corrections). If it is a second bill for the month, upload it again with the metadata "
                 "import=additional. Otherwise, nothing: no charge was sent."
             ),
@@ -430,7 +459,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             action=(
                 "Read errorDesc and fix the cause in CloudBlue (often a subscription or resource the mapping names). "
                 "The session's charges were not rated: import the file again as an additional file (upload it to "
-                f"{uploads} with --metadata import=additional,currency={report.currency or 'JPY'})."
+                f"{uploads} with --metadata import=additional,currency={_currency(report)})."
             ),
             remedy=Remedy.UPLOAD_ADDITIONAL,
         )
@@ -482,7 +511,7 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
                 "Compare the bill in the Soracom console with the CSV (rounding up, the coupon and any tax are "
                 "already accounted for above). If the CSV is incomplete, get a complete one and import only the "
                 f"differences (`soracharge correction`, README, Corrections: upload them to {uploads} with "
-                f"--metadata import=additional,currency={report.currency or 'JPY'}); the charges imported so far are "
+                f"--metadata import=additional,currency={_currency(report)}); the charges imported so far are "
                 "correct for the rows the CSV has. If the explanation names a mapping setting (tax), set it: the "
                 "next month reconciles with it."
             ),

@@ -6,11 +6,13 @@ again in a new one. Step by step:
 
 1. claim the object version in the ledger; a duplicate S3 event finds it claimed (and fails, to be
    retried) or finished (and returns its report);
-2. read and validate the whole file; any bad or unmapped row rejects it: nothing is sent and the
-   report lists every problem;
+2. settle the file's coverage and currency and pin them in the ledger (a retry keeps them, whatever
+   the stack's settings became); read and validate the whole file; any bad or unmapped row rejects
+   it: nothing is sent and the report lists every problem;
 3. take the month's lock, one per coverage (``month_lock_key``): a second file for a month's bill
    already imported is a DUPLICATE (same bytes) or HELD (different bytes: importing it too would
-   double the month), unless marked additional;
+   double the month), unless marked additional; the same bytes closed under the other coverage are
+   a DUPLICATE too (``bytes#<yyyyMM>#<sha256>``, taken with the session's closing);
 4. open a session (or resume the recorded one), mark each packet in flight, send it, record it
    accepted; a packet whose outcome is unknown (sent, no answer), a plan that changed since the
    session was opened, or packets left in flight by a crashed attempt make the session given up and
@@ -35,7 +37,7 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any, BinaryIO
 
 from soracharge.adapters.cloudblue import ChargesImportManager
-from soracharge.adapters.ledger import Ledger, LedgerEntry
+from soracharge.adapters.ledger import NOT_IMPORTED, Ledger, LedgerEntry
 from soracharge.adapters.notifier import Notifier
 from soracharge.adapters.storage import ReportStore, StoredObject
 from soracharge.adapters.workflows import WorkflowStarter
@@ -43,6 +45,7 @@ from soracharge.errors import (
     CloudBlueApiError,
     CloudBlueUnavailableError,
     ImportInProgressError,
+    ImportResumeError,
     ImportTimeBudgetError,
     InvalidInputError,
 )
@@ -61,6 +64,7 @@ from soracharge.models.coverage import (
 )
 from soracharge.models.imports import (
     HELD_FAILED_RATING,
+    SAME_BYTES_OTHER_COVERAGE,
     Amount,
     FollowSessionRequest,
     ImportReport,
@@ -152,20 +156,28 @@ def _import_claimed(
     key: str,
     deps: ImportDependencies,
 ) -> ImportReport:
-    # Everything that can reject the file is checked before anything is sent.
-    coverage, problems = file_coverage(obj, head.metadata, deps.coverages)
+    # Everything that can reject the file is checked before anything is sent. A retry keeps the
+    # coverage and currency its first attempt settled: the stack's settings may have changed since.
+    pinned = entry.coverage is not None and entry.currency is not None
+    coverage, problems = (
+        (parse_coverage(entry.coverage or ""), []) if pinned else file_coverage(obj, head.metadata, deps.coverages)
+    )
     base: dict[str, Any] = {"month": month, "source": source, "coverage": coverage}
     if coverage is None:
-        return _reject(obj, key, deps, base, problems, len(problems))
+        return _reject(obj, entry, key, deps, base, problems, len(problems))
     logger.append_keys(coverage=coverage)
     mapping, mapping_source = deps.mapping(coverage)
     base["mapping"] = mapping_source
-    currency, problems = file_currency(coverage, head.metadata, mapping.currency)
+    currency, problems = (
+        (entry.currency or "", []) if pinned else file_currency(coverage, head.metadata, mapping.currency)
+    )
     base["currency"] = currency or None
     if not problems:
         problems = _metadata_problems(currency, head.metadata)
     if problems:
-        return _reject(obj, key, deps, base, problems, len(problems))
+        return _reject(obj, entry, key, deps, base, problems, len(problems))
+    if not pinned:
+        entry = deps.ledger.pin(obj.object_id, coverage=coverage, currency=currency)
     bill = bill_facts(head.metadata)
     additional = head.metadata.get("import", "").lower() == ADDITIONAL_FILE
     # An additional file's charges get ids of their own (from its bytes), apart from the first file's;
@@ -187,10 +199,14 @@ def _import_claimed(
     base["sha256"] = sha256
     if plan.problems:
         problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
-        return _reject(obj, key, deps, base, problems, plan.problem_count, plan)
+        return _reject(obj, entry, key, deps, base, problems, plan.problem_count, plan)
 
-    lock_key = f"lock#{month}#{sha256}" if additional else month_lock_key(month, coverage, entry, deps)
-    blocked = _take_month(obj, lock_key, sha256, entry, key, deps, base, additional=additional)
+    # An additional file's lock is its bytes; a bill's are its coverage's month lock and its bytes.
+    bytes_key = None if additional else f"bytes#{month}#{sha256}"
+    if bytes_key is not None and (blocked := _bytes_closed_before(obj, entry, bytes_key, sha256, key, deps, base)):
+        return blocked
+    lock_key, certain = (f"lock#{month}#{sha256}", True) if additional else month_lock_key(month, coverage, entry, deps)
+    blocked = _take_month(obj, lock_key, sha256, entry, key, deps, base, additional=additional, certain=certain)
     if blocked is not None:
         return blocked
 
@@ -233,10 +249,19 @@ def _import_claimed(
             session_id = None
             continue
         sent_this_run += len(to_send)
-        if not deps.ledger.mark_closing(obj.object_id, session_id, lock_key):
-            # The month was taken over while this import was stuck: its session stays open, never rated.
-            owner = deps.ledger.lock(lock_key, obj.object_id, sha256).object_id
-            return _superseded(obj, key, deps, base, owner)
+        if not _mark_closing(obj, session_id, lock_key, bytes_key, sha256, deps):
+            owner = deps.ledger.owner(lock_key)
+            if owner is not None and owner.object_id != obj.object_id:
+                # The month was taken over while this import was stuck: its session stays open, never rated.
+                return _superseded(obj, key, deps, base, owner.object_id)
+            holder = deps.ledger.owner(bytes_key) if bytes_key else None
+            if holder is not None and holder.object_id != obj.object_id:
+                # Another object closed a session with these bytes (under the other coverage) first.
+                return _same_bytes(obj, key, deps, base, holder.object_id, left_open=session_id)
+            raise ImportInProgressError(
+                f"{obj.uri}: session {session_id} is no longer this attempt's (a later attempt of the same file "
+                "took it over): this one stops, never closing it"
+            )
         deps.cloudblue.close_session(session_id)
         closed = True
     assert session_id is not None
@@ -347,7 +372,21 @@ def file_coverage(
         said = ", ".join(f"{where} says {coverage_label(coverage)}" for where, coverage in named.items())
         return None, [Problem(column="coverage", value=",".join(sorted(set(named.values()))), message=said)]
     if named:
-        return next(iter(named.values())), []
+        (where, coverage), *_ = named.items()
+        if coverage in coverages:
+            return coverage, []
+        exported = " and ".join(coverage_label(c) for c in coverages)
+        return None, [
+            Problem(
+                column="coverage",
+                value=coverage,
+                message=(
+                    f"{where} says {coverage_label(coverage)}, and this stack imports {exported} bills only "
+                    f"(SoracomCoverageType {','.join(coverages)}): import it in a stack of {coverage}, or add "
+                    f"{coverage} to SoracomCoverageType"
+                ),
+            )
+        ]
     if len(coverages) == 1:
         return coverages[0], []
     return None, [
@@ -400,31 +439,43 @@ def file_currency(coverage: Coverage, metadata: dict[str, str], mapped: str | No
     ]
 
 
-def month_lock_key(month: str, coverage: Coverage, entry: LedgerEntry, deps: ImportDependencies) -> str:
-    """``lock#<yyyyMM>#<coverage>``, or the ``lock#<yyyyMM>`` a month imported before coverages holds.
+def month_lock_key(month: str, coverage: Coverage, entry: LedgerEntry, deps: ImportDependencies) -> tuple[str, bool]:
+    """``lock#<yyyyMM>#<coverage>``, or the ``lock#<yyyyMM>`` a month imported before coverages holds;
+    and whether the lock is this coverage's for certain.
 
-    Such a lock is the lock of its owner's coverage (its object's metadata, else its report's
-    currency); one whose coverage cannot be told is taken as this coverage's: a file held (which a
-    person then imports on purpose) is better than a month billed twice. An object that recorded a
-    lock already keeps it (its retry must find the lock it wrote).
+    Such a lock is the lock of its owner's coverage (its key's folder, its object's metadata, else
+    its report's currency); one whose coverage cannot be told is taken as this coverage's, not for
+    certain: a file held (which a person then imports on purpose) is better than a month billed
+    twice, and an uncertain lock is never taken over from a stuck owner (which may be the other
+    coverage's bill). An object that recorded a lock already keeps it (its retry must find the lock
+    it wrote).
     """
     if entry.lock_key is not None:
-        return entry.lock_key
+        return entry.lock_key, True
     legacy = f"lock#{month}"
     owner = deps.ledger.owner(legacy)
     if owner is None:
-        return f"lock#{month}#{coverage}"
+        return f"lock#{month}#{coverage}", True
+    if owner.object_id == entry.object_id:
+        return legacy, True
     of = _owner_coverage(owner.object_id, deps)
-    return legacy if of in (None, coverage) else f"lock#{month}#{coverage}"
+    if of is None:
+        return legacy, False
+    return (legacy, True) if of == coverage else (f"lock#{month}#{coverage}", True)
 
 
 def _owner_coverage(object_id: str, deps: ImportDependencies) -> Coverage | None:
     location, _, version = object_id.rpartition("#")
-    _, _, owner_key = location.partition("/")
+    bucket, _, owner_key = location.partition("/")
+    entry = deps.ledger.get(object_id)
+    if entry is not None and entry.coverage is not None:
+        return parse_coverage(entry.coverage)
+    with contextlib.suppress(ValueError):
+        if (folder := ObjectRef(bucket=bucket, key=owner_key, version_id=version).key_coverage()) is not None:
+            return folder
     head = deps.store.head(owner_key, None if version == "null" else version)
     if head is not None and (of := _named_coverage(head.metadata)) is not None:
         return of
-    entry = deps.ledger.get(object_id)
     report = deps.store.get_json(entry.report_key) if entry is not None and entry.report_key else None
     return _named_coverage(report) if report is not None else None
 
@@ -465,6 +516,7 @@ def _take_month(
     base: dict[str, Any],
     *,
     additional: bool,
+    certain: bool = True,
 ) -> ImportReport | None:
     """Own the month's bill (or this file's bytes, for an additional file), or say why this file must not be sent."""
     owner = deps.ledger.lock(lock_key, obj.object_id, sha256)
@@ -475,6 +527,12 @@ def _take_month(
         # session was never closed, so nothing of it is rated. Stop here.
         return _superseded(obj, key, deps, base, owner.object_id)
     previous = deps.ledger.get(owner.object_id)
+    if previous is not None and previous.status in NOT_IMPORTED and previous.closing_session is None:
+        # The owner ended without importing anything (rejected, held, a duplicate, superseded).
+        if deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):
+            logger.info("Took the lock over from a file that imported nothing", extra={"previous": owner.object_id})
+            return None
+        raise ImportInProgressError(f"{obj.uri}: the lock {lock_key} moved while this import took it: retried")
     if previous is not None and previous.status == "FAILED_PROCESSED":
         # CloudBlue failed to rate the owner's session: none of it is rated. The runbook imports the
         # file again as an additional file, which may take the lock over (its charge ids are its own).
@@ -489,6 +547,12 @@ def _take_month(
         return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
     if previous is not None and previous.status == "IMPORTING":
         if previous.closing_session is None:
+            if not certain:
+                raise ImportInProgressError(
+                    f"{obj.uri}: {owner.object_id} holds {lock_key}, written before coverages, and is still importing "
+                    "(or stuck); its coverage cannot be told, so its month is not taken over: re-deliver its own "
+                    "event first (its alert gives the command), then this file's"
+                )
             if deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):
                 logger.warning("Took the month over from a stuck import", extra={"previousOwner": owner.object_id})
                 return None
@@ -501,8 +565,7 @@ def _take_month(
                 "its own retry finishes it; this file will be retried"
             )
     if owner.sha256 == sha256:
-        summary = f"the same bytes were already imported for the month from {owner.object_id}: nothing imported again"
-        return _finish_without_import(obj, key, deps, base, "DUPLICATE", summary, owner.object_id)
+        return _same_bytes(obj, key, deps, base, owner.object_id)
     summary = (
         f"a different file for {base['month']} was already imported from {owner.object_id}; importing this one "
         "too would bill the month twice, so nothing was imported. If it replaces the first file, import only "
@@ -510,6 +573,84 @@ def _take_month(
         f"the metadata import={ADDITIONAL_FILE}"
     )
     return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
+
+
+def _bytes_closed_before(
+    obj: ObjectRef,
+    entry: LedgerEntry,
+    bytes_key: str,
+    sha256: str,
+    key: str,
+    deps: ImportDependencies,
+    base: dict[str, Any],
+) -> ImportReport | None:
+    """DUPLICATE when these bytes were imported for the month already, under either coverage (the
+    ``bytes#`` record of a closed session, or a lock from before coverages with the same bytes)."""
+    for closed in (deps.ledger.owner(bytes_key), deps.ledger.owner(f"lock#{base['month']}")):
+        if closed is None or closed.object_id == obj.object_id or closed.sha256 != sha256:
+            continue
+        other = deps.ledger.get(closed.object_id)
+        if not _closed_a_session(other):
+            continue  # not closed (still importing, or it imported nothing): the month's lock settles it
+        failed = other is not None and other.status == "FAILED_PROCESSED"
+        of = _owner_coverage(closed.object_id, deps) if failed else None
+        if failed and of in (None, base["coverage"]):
+            continue  # CloudBlue rated none of it: this coverage's lock says how to import it again
+        if failed:
+            summary = (
+                f"{HELD_FAILED_RATING} {closed.object_id} (FAILED_PROCESSED), the same bytes imported as the "
+                f"{coverage_label(of or 'jp')} bill: nothing was imported. Once the cause is fixed in CloudBlue, "
+                f"upload the file again, to its coverage's folder, with the metadata import={ADDITIONAL_FILE}"
+            )
+            if entry.session_id is not None:  # opened by a previous attempt of this file: never closed
+                summary += f". {_given_up(obj, entry.session_id, deps, 'the last attempt opened it')}"
+            return _finish_without_import(
+                obj, key, deps, base, "HELD", summary, closed.object_id, abandoned=entry.session_id is not None
+            )
+        return _same_bytes(obj, key, deps, base, closed.object_id, left_open=entry.session_id)
+    return None
+
+
+def _closed_a_session(entry: LedgerEntry | None) -> bool:
+    """Whether an object closed (or is closing) a CloudBlue session: rated, or being rated. An entry
+    that cannot be read counts as closed: better a file not imported (and said so) than a month twice."""
+    if entry is None or entry.closing_session is not None:
+        return True
+    return entry.status in ("CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED")
+
+
+def _mark_closing(
+    obj: ObjectRef, session_id: int, lock_key: str, bytes_key: str | None, sha256: str, deps: ImportDependencies
+) -> bool:
+    """Mark the session closing (the point of no return), taking the bytes' record from an object that
+    holds it but imported nothing (it gave its session up and ended rejected or superseded)."""
+    for _ in range(2):
+        if deps.ledger.mark_closing(obj.object_id, session_id, lock_key, bytes_key=bytes_key, sha256=sha256):
+            return True
+        holder = deps.ledger.owner(bytes_key) if bytes_key else None
+        if holder is None or holder.object_id == obj.object_id:
+            return False
+        other = deps.ledger.get(holder.object_id)
+        if other is None or other.status not in NOT_IMPORTED or other.closing_session is not None:
+            return False
+        if not deps.ledger.take_over(bytes_key or "", holder.object_id, obj.object_id, sha256):
+            return False
+    return False
+
+
+def _same_bytes(
+    obj: ObjectRef, key: str, deps: ImportDependencies, base: dict[str, Any], other: str, left_open: int | None = None
+) -> ImportReport:
+    summary = f"the same bytes were already imported for the month from {other}: nothing imported again"
+    of = _owner_coverage(other, deps)
+    if of is not None and of != base["coverage"]:
+        summary = (
+            f"{SAME_BYTES_OTHER_COVERAGE} {coverage_label(of)} bill, from {other}: nothing imported again. One of "
+            "the two names the wrong coverage"
+        )
+    if left_open is not None:
+        summary += f". {_given_up(obj, left_open, deps, 'that file closed its session first')}"
+    return _finish_without_import(obj, key, deps, base, "DUPLICATE", summary, other, abandoned=left_open is not None)
 
 
 def _resume(
@@ -600,6 +741,20 @@ def _send(obj: ObjectRef, packets: Packets, indexes: list[int], deps: ImportDepe
     return False
 
 
+def _given_up(obj: ObjectRef, session_id: int, deps: ImportDependencies, reason: str) -> str:
+    """Give a session up for a file that ends without importing: it is never closed, so never rated."""
+    deps.ledger.abandon_session(obj.object_id, session_id)
+    return (
+        f"session {session_id} was given up and left open, never closed (CloudBlue does not rate an open "
+        f"session): {reason}. Do not close session {session_id}."
+    )
+
+
+def _abandoned_sessions(obj: ObjectRef, deps: ImportDependencies) -> list[int]:
+    entry = deps.ledger.get(obj.object_id)
+    return list(entry.abandoned_sessions) if entry else []
+
+
 def _abandoned(session_id: int, reason: str) -> str:
     return (
         f"session {session_id} was given up and left open, never closed (CloudBlue does not rate an open "
@@ -646,9 +801,18 @@ def _superseded(obj: ObjectRef, key: str, deps: ImportDependencies, base: dict[s
 
 
 def _finish_without_import(
-    obj: ObjectRef, key: str, deps: ImportDependencies, base: dict[str, Any], status: str, summary: str, other: str
+    obj: ObjectRef,
+    key: str,
+    deps: ImportDependencies,
+    base: dict[str, Any],
+    status: str,
+    summary: str,
+    other: str,
+    *,
+    abandoned: bool = False,
 ) -> ImportReport:
-    report = _report(deps, obj, status, summary, duplicate_of=other, **base)
+    sessions = _abandoned_sessions(obj, deps) if abandoned else []
+    report = _report(deps, obj, status, summary, duplicate_of=other, abandoned_sessions=sessions, **base)
     save_report(deps.store, key, report)
     _alert(report, key, deps)
     count(_NOT_IMPORTED_METRICS[status])
@@ -659,6 +823,7 @@ def _finish_without_import(
 
 def _reject(
     obj: ObjectRef,
+    entry: LedgerEntry,
     key: str,
     deps: ImportDependencies,
     base: dict[str, Any],
@@ -667,16 +832,30 @@ def _reject(
     plan: ImportPlan | None = None,
 ) -> ImportReport:
     summary = f"{problem_count} problem(s) in {obj.uri}: nothing was imported; fix the file and upload it again"
+    if entry.session_id is not None:
+        # A retry that finds problems the first attempt did not (the mapping changed in between).
+        status = deps.cloudblue.get_session(entry.session_id).status
+        if status != "OPEN":
+            first = problems[0].message if problems else "?"
+            raise ImportResumeError(
+                f"{obj.uri}: CloudBlue session {entry.session_id} was closed by the last attempt (it is {status}: "
+                f"CloudBlue rates it), but this attempt reads {problem_count} problem(s) in the file (first: {first}), "
+                "most likely because the mapping changed since: nothing was sent again. Put back the mapping the "
+                "session was imported with, then re-deliver the event, so the report records the session"
+            )
+        summary += f". {_given_up(obj, entry.session_id, deps, 'the last attempt opened it; the file is rejected now')}"
     extra = (
         {"counts": ReportCounts(rows=plan.rows, problems=problem_count, unmapped_rows=plan.unmapped_rows)}
         if plan
         else {}
     )
+    abandoned = _abandoned_sessions(obj, deps) if entry.session_id is not None else []
     report = _report(
         deps,
         obj,
         "REJECTED",
         summary,
+        abandoned_sessions=abandoned,
         problems=problems,
         problems_not_listed=max(problem_count - len(problems), 0),
         **base,
