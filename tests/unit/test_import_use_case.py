@@ -534,21 +534,30 @@ def test_a_duplicate_event_and_a_second_file_of_each_coverage_send_nothing_again
     assert len(both.cloudblue.sessions()) == sessions
 
 
-def test_a_month_imported_before_coverages_keeps_its_lock_for_its_coverage(world):
-    """A single-coverage (jp) stack updated to jp,g: its lock#<month> still holds Japan's bill, not Global's."""
-    first = world.run(world.store.put(f"exports/{MONTH}/fe_1.csv", CSV, "v1", currency="JPY"))
-    assert first.status == "CLOSED"
-    # As the code before coverages left it: the month's lock is lock#<month>, and the owner's ledger says so.
+def as_before_coverages(world: World, object_id: str) -> None:
+    """The ledger as the code before coverages left a month: its lock is ``lock#<month>``, and the
+    owner's entry has that lock and no pinned coverage or currency, and no ``bytes#`` record exists."""
     table = world.ledger._db
+    for item in table.scan(TableName="ledger")["Items"]:
+        if item["pk"]["S"].startswith("bytes#"):
+            table.delete_item(TableName="ledger", Key={"pk": item["pk"]})
     item = table.get_item(TableName="ledger", Key={"pk": {"S": f"lock#{MONTH}#jp"}})["Item"]
     table.put_item(TableName="ledger", Item={**item, "pk": {"S": f"lock#{MONTH}"}})
     table.delete_item(TableName="ledger", Key={"pk": {"S": f"lock#{MONTH}#jp"}})
     table.update_item(
         TableName="ledger",
-        Key={"pk": {"S": f"object#{first.object.object_id}"}},
-        UpdateExpression="SET lock_key = :legacy",
+        Key={"pk": {"S": f"object#{object_id}"}},
+        UpdateExpression="SET lock_key = :legacy REMOVE coverage, currency",
         ExpressionAttributeValues={":legacy": {"S": f"lock#{MONTH}"}},
     )
+
+
+def test_a_month_imported_before_coverages_keeps_its_lock_for_its_coverage(world):
+    """A single-coverage (jp) stack updated to jp,g: its lock#<month> still holds Japan's bill, not Global's."""
+    first = world.run(world.store.put(f"exports/{MONTH}/fe_1.csv", CSV, "v1", currency="JPY"))
+    assert first.status == "CLOSED"
+    # As the code before coverages left it: the month's lock is lock#<month>, and the owner's ledger says so.
+    as_before_coverages(world, first.object.object_id)
     mappings = {"jp": SMALL_PACKETS, "g": GLOBAL_MAPPING}
     world.deps.coverages = ("jp", "g")
     world.deps.mapping = lambda coverage: (mappings[coverage], f"mapping.{coverage}.yaml")
@@ -562,6 +571,12 @@ def test_a_month_imported_before_coverages_keeps_its_lock_for_its_coverage(world
     global_ = world.run(world.store.put(f"exports/{MONTH}/g/fe_2.csv", GLOBAL_CSV, "v1", currency="USD", coverage="g"))
     assert (global_.status, global_.coverage) == ("CLOSED", "g")
     assert world.ledger.owner(f"lock#{MONTH}#g").object_id == global_.object.object_id
+    # The old month's bytes uploaded as Global's bill by mistake: a DUPLICATE of it, never imported twice
+    world.deps.mapping = lambda coverage: (SMALL_PACKETS.model_copy(update={"currency": None}), "mapping.yaml")
+    cross = world.run(world.store.put(f"uploads/{MONTH}/g/copy.csv", CSV, "v5", currency="USD"))
+    assert (cross.status, cross.duplicate_of, cross.coverage) == ("DUPLICATE", first.object.object_id, "g")
+    assert "as the Japan coverage bill" in cross.summary
+    assert len(world.cloudblue.sessions()) == sessions + 1  # Global's own bill only
 
 
 @pytest.mark.parametrize(
@@ -743,16 +758,7 @@ def test_a_lock_from_before_coverages_whose_owner_cannot_be_told_is_not_taken_ov
     with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
         world.run(stuck)
     cloudblue.faults = CloudBlueFaults()
-    table = world.ledger._db
-    item = table.get_item(TableName="ledger", Key={"pk": {"S": f"lock#{MONTH}#jp"}})["Item"]
-    table.put_item(TableName="ledger", Item={**item, "pk": {"S": f"lock#{MONTH}"}})
-    table.delete_item(TableName="ledger", Key={"pk": {"S": f"lock#{MONTH}#jp"}})
-    table.update_item(
-        TableName="ledger",
-        Key={"pk": {"S": f"object#{stuck.object_id}"}},
-        UpdateExpression="SET lock_key = :legacy REMOVE coverage, currency",
-        ExpressionAttributeValues={":legacy": {"S": f"lock#{MONTH}"}},
-    )
+    as_before_coverages(world, stuck.object_id)
     world.lapse()
     world.deps.coverages = ("jp", "g")
     world.deps.mapping = lambda coverage: ((SMALL_PACKETS if coverage == "jp" else GLOBAL_MAPPING), coverage)
