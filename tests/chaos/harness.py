@@ -505,7 +505,7 @@ class ChaosWorld:
         for page in db.get_paginator("scan").paginate(TableName=table):
             for item in page["Items"]:
                 pk = item["pk"]["S"]
-                if pk.startswith(f"lock#{month}") or item.get("month", {}).get("S") == month:
+                if pk.startswith((f"lock#{month}", f"bytes#{month}#")) or item.get("month", {}).get("S") == month:
                     db.delete_item(TableName=table, Key={"pk": {"S": pk}})
 
     def clock(self) -> float:

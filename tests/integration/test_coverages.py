@@ -25,7 +25,7 @@ from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
-from tests.integration.test_import_flow import redeliver
+from tests.integration.test_import_flow import redeliver, report_of, upload
 from tests.integration.test_operations import rated
 from tests.integration.test_reconciliation import csv_sum
 
@@ -202,3 +202,19 @@ def test_one_mapping_per_coverage_is_read_by_the_coverage_of_each_file(
         ("PROCESSED", f"s3://{both.bucket}/config/mapping.jp.yaml"),
         ("PROCESSED", f"s3://{both.bucket}/config/mapping.g.yaml"),
     ]
+
+
+def test_a_global_upload_with_no_currency_is_rejected_saying_how_to_give_one_a_japan_one_is_jpy(
+    both: LocalCloud, soracom: SoracomSimulator, global_soracom: SoracomSimulator
+):
+    """The stack's one mapping for both names no currency: a Global bill (USD or EUR) is never given one by guess."""
+    month = shift_month(LAST_MONTH, -5)
+    delivery = upload(both, f"uploads/{month}/g/no-currency.csv", global_soracom.csv_bytes(month), currency=None)
+
+    report = report_of(both, delivery)
+    assert (report["status"], report["coverage"]) == ("REJECTED", "g")
+    assert "no currency for this file: Global coverage bills in USD or EUR" in report["problems"][0]["message"]
+    assert "upload with the metadata currency=USD|EUR" in report["problems"][0]["message"]
+    delivery = upload(both, f"uploads/{month}/jp/no-currency.csv", soracom.csv_bytes(month), currency=None)
+    report = report_of(both, delivery)
+    assert (report["status"], report["coverage"], report["currency"]) == ("CLOSED", "jp", "JPY")

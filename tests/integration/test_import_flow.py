@@ -240,7 +240,7 @@ def test_a_bad_file_imports_nothing_and_the_report_lists_every_problem(importing
     assert problems == {(3, "amount", "ten"), (4, "billItemName", "Unheard-of item")}
 
 
-def test_a_global_file_with_no_currency_is_rejected_saying_how_to_give_one_a_japan_one_is_jpy(
+def test_a_file_of_the_coverage_the_stack_does_not_import_is_rejected_and_a_japan_one_is_jpy(
     importing, soracom, cloudblue, tmp_path
 ):
     month = shift_month(LAST_MONTH, -8)
@@ -250,13 +250,15 @@ def test_a_global_file_with_no_currency_is_rejected_saying_how_to_give_one_a_jap
     path.write_text(yaml.safe_dump(mapping, allow_unicode=True))
     importing.put_mapping(path)
 
-    # A Global bill is in USD or EUR: one that names neither is never given a currency by guess
-    delivery = upload(importing, f"uploads/{month}/g/no-currency.csv", soracom.csv_bytes(month), currency=None)
+    # This stack exports Japan coverage: a file in a Global folder is not its bill
+    delivery = upload(importing, f"uploads/{month}/g/global.csv", soracom.csv_bytes(month), currency=None)
 
     report = report_of(importing, delivery)
-    assert (report["status"], report["coverage"]) == ("REJECTED", "g")
-    assert "no currency for this file: Global coverage bills in USD or EUR" in report["problems"][0]["message"]
-    assert "upload with the metadata currency=USD|EUR" in report["problems"][0]["message"]
+    assert (report["status"], report.get("coverage")) == ("REJECTED", None)
+    assert (
+        "the key's folder says Global coverage, and this stack imports Japan coverage bills only "
+        "(SoracomCoverageType jp)"
+    ) in report["problems"][0]["message"]
     # A Japan bill is always JPY
     delivery = upload(importing, f"uploads/{month}/no-currency.csv", soracom.csv_bytes(month), currency=None)
     report = report_of(importing, delivery)
