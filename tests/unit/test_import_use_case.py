@@ -568,14 +568,23 @@ def test_a_month_imported_before_coverages_keeps_its_lock_for_its_coverage(world
     assert (same.status, same.duplicate_of) == ("DUPLICATE", first.object.object_id)
     assert (other.status, other.duplicate_of) == ("HELD", first.object.object_id)
     assert len(world.cloudblue.sessions()) == sessions
-    global_ = world.run(world.store.put(f"exports/{MONTH}/g/fe_2.csv", GLOBAL_CSV, "v1", currency="USD", coverage="g"))
-    assert (global_.status, global_.coverage) == ("CLOSED", "g")
-    assert world.ledger.owner(f"lock#{MONTH}#g").object_id == global_.object.object_id
     # The old month's bytes uploaded as Global's bill by mistake: a DUPLICATE of it, never imported twice
-    world.deps.mapping = lambda coverage: (SMALL_PACKETS.model_copy(update={"currency": None}), "mapping.yaml")
+    one = SMALL_PACKETS.model_copy(update={"currency": None})
+    world.deps.mapping = lambda coverage: (one, "mapping.yaml")
     cross = world.run(world.store.put(f"uploads/{MONTH}/g/copy.csv", CSV, "v5", currency="USD"))
     assert (cross.status, cross.duplicate_of, cross.coverage) == ("DUPLICATE", first.object.object_id, "g")
     assert "as the Japan coverage bill" in cross.summary
+    assert len(world.cloudblue.sessions()) == sessions
+    # It keeps the Global month's lock it took: Global's own bill is then held (a person imports it on purpose)
+    world.deps.mapping = lambda coverage: (mappings[coverage], f"mapping.{coverage}.yaml")
+    global_ = world.run(world.store.put(f"exports/{MONTH}/g/fe_2.csv", GLOBAL_CSV, "v6", currency="USD", coverage="g"))
+    assert (global_.status, global_.duplicate_of) == ("HELD", cross.object.object_id)
+    assert "is held by" in global_.summary
+    assert "a DUPLICATE of a file imported as another coverage's bill" in global_.summary
+    again = world.run(
+        world.store.put(f"uploads/{MONTH}/g/fe_2.csv", GLOBAL_CSV, "v7", currency="USD", **{"import": "additional"})
+    )
+    assert (again.status, again.coverage) == ("CLOSED", "g"), again.summary
     assert len(world.cloudblue.sessions()) == sessions + 1  # Global's own bill only
 
 
@@ -703,10 +712,12 @@ def test_the_same_csv_closed_under_the_other_coverage_while_it_was_sent_is_never
     assert f"session {left_open} was given up and left open, never closed" in report.summary
     assert closed_sessions(both, before) == [global_.import_session_id]
     assert rated_charges(both, {left_open, *sessions_of(global_)}) == expected(one, GLOBAL_CSV, id_suffix="g")
-    # The Japan lock its import took is not left blocking Japan's real bill
+    # It keeps the Japan lock it took: Japan's real bill is held, and imported once a person says so
     both.deps.mapping = lambda coverage: ((SMALL_PACKETS if coverage == "jp" else one), "mapping.yaml")
     japan = both.run(both.store.put(f"uploads/{MONTH}/jp/japan.csv", CSV, "v3"))
-    assert (japan.status, japan.currency) == ("CLOSED", "JPY"), japan.summary
+    assert (japan.status, japan.duplicate_of) == ("HELD", report.object.object_id)
+    on_purpose = both.run(both.store.put(f"uploads/{MONTH}/jp/japan.csv", CSV, "v4", **{"import": "additional"}))
+    assert (on_purpose.status, on_purpose.currency) == ("CLOSED", "JPY"), on_purpose.summary
 
 
 def test_a_file_rejected_on_retry_gives_its_session_and_the_month_up(world, cloudblue):
@@ -793,3 +804,51 @@ def test_a_file_of_a_coverage_the_stack_does_not_import_is_rejected_by_name(worl
         "(SoracomCoverageType jp): import it in a stack of g, or add g to SoracomCoverageType"
     ) in report.problems[0].message
     assert report.import_session_id is None
+
+
+def closing_marked_then_close_failed(world: World, cloudblue: CloudBlueSimulator) -> tuple[ObjectRef, int]:
+    """An attempt that sent every packet and marked its session closing, whose closeSession never got through."""
+    obj = world.store.put(f"uploads/{MONTH}/bill.csv", CSV, "v1", currency="JPY")
+    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="closeSession")
+    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
+        world.run(obj)
+    cloudblue.faults = CloudBlueFaults()
+    world.lapse()
+    entry = world.ledger.get(obj.object_id)
+    assert entry is not None
+    assert entry.closing_session is not None
+    assert entry.closing_session == entry.session_id
+    return obj, entry.closing_session
+
+
+def test_a_session_marked_closing_is_closed_by_the_retry_as_it_was_sent_even_when_the_plan_changed(world, cloudblue):
+    obj, marked = closing_marked_then_close_failed(world, cloudblue)
+    world.mapping[0] = SMALL_PACKETS.model_copy(update={"packet_size": 7})  # another plan, another fingerprint
+
+    report = world.run(obj)
+
+    # The session its last attempt marked closing is closed, never given up and sent again elsewhere
+    assert (report.status, report.import_session_id, report.abandoned_sessions) == ("CLOSED", marked, [])
+    assert "it was closed as it was sent" in report.warnings[0]
+    assert rated_charges(world, {marked}) == expected()
+
+
+def test_a_retry_that_reads_problems_in_a_file_whose_session_was_marked_closing_gives_nothing_up(world, cloudblue):
+    obj, marked = closing_marked_then_close_failed(world, cloudblue)
+    world.mapping[0] = SMALL_PACKETS.model_copy(update={"items": SMALL_PACKETS.items[:1]})
+
+    with pytest.raises(ImportResumeError, match=rf"session {marked} was closed by the last attempt \(it is marked"):
+        world.run(obj)
+
+    entry = world.ledger.get(obj.object_id)
+    assert (entry.status, entry.session_id, entry.closing_session, entry.abandoned_sessions) == (
+        "IMPORTING",
+        marked,
+        marked,
+        (),
+    )
+    # And a fixed file cannot take the month over from it: its session may be rated
+    world.mapping[0] = SMALL_PACKETS
+    fixed = world.store.put(f"uploads/{MONTH}/fixed.csv", CSV.replace(b"\r\n", b"\n"), "v2")
+    with pytest.raises(ImportInProgressError, match=rf"was closing session {marked} for the same month"):
+        world.run(fixed)

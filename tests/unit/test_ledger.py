@@ -8,6 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 from soracharge.adapters.ledger import DynamoDbLedger
+from soracharge.errors import StorageError
 
 TABLE = "ledger"
 OBJECT = "bucket/uploads/202610/a.csv#v1"
@@ -139,7 +140,7 @@ def test_the_coverage_and_currency_a_first_attempt_settled_are_kept_by_its_retri
     assert (again.coverage, again.currency) == ("jp", "JPY")
 
 
-@pytest.mark.parametrize("status", ["REJECTED", "HELD", "DUPLICATE", "SUPERSEDED"])
+@pytest.mark.parametrize("status", ["REJECTED", "SUPERSEDED"])
 def test_an_owner_that_ended_without_importing_can_be_taken_over_unless_it_marked_a_session_closing(ledger, status):
     newcomer = "bucket/uploads/202610/fixed.csv#v2"
     ledger.claim(OBJECT, month="202610", lease_seconds=900)
@@ -171,3 +172,23 @@ def test_the_same_bytes_are_marked_closing_by_one_object_only(ledger):
     assert not ledger.mark_closing(japan, 1, "lock#202610#jp", bytes_key="bytes#202610#aa", sha256="aa")
     assert ledger.owner("bytes#202610#aa").object_id == global_
     assert ledger.get(japan).closing_session is None  # all or nothing: the loser is not marked closing
+
+
+@pytest.mark.parametrize("status", ["HELD", "DUPLICATE", "CLOSED", "PROCESSED"])
+def test_a_held_duplicate_or_imported_owner_keeps_its_lock(ledger, status):
+    ledger.claim(OBJECT, month="202610", lease_seconds=900)
+    ledger.lock("lock#202610#jp", OBJECT, "aa")
+    ledger.set_status(OBJECT, status)
+    assert not ledger.take_over("lock#202610#jp", OBJECT, "bucket/uploads/202610/fixed.csv#v2", "bb")
+
+
+def test_a_session_marked_closing_is_never_given_up_and_stays_marked(ledger):
+    ledger.claim(OBJECT, month="202610", lease_seconds=900)
+    ledger.lock("lock#202610#jp", OBJECT, "aa")
+    ledger.record_session(OBJECT, 7, packets=1, fingerprint="f", report_key="r", lock_key="lock#202610#jp")
+    assert ledger.mark_closing(OBJECT, 7, "lock#202610#jp")
+    with pytest.raises(StorageError, match=r"ConditionalCheckFailed"):
+        ledger.abandon_session(OBJECT, 7)
+    ledger.set_status(OBJECT, "REJECTED")  # whatever a stale attempt writes after
+    assert ledger.get(OBJECT).closing_session == 7
+    assert not ledger.take_over("lock#202610#jp", OBJECT, "bucket/uploads/202610/fixed.csv#v2", "bb")

@@ -15,8 +15,9 @@ Items (one table, key ``pk``):
   of doubling it. A ``lock#<yyyyMM>`` written before coverages is the lock of the coverage its
   owner's currency names (``logic/imports.month_lock_key``). A stuck owner (still importing, lease
   lapsed) can be taken over in one transaction that checks its lease, so a late retry of the old
-  owner and the new one can never both send; so can an owner that ended without importing
-  (rejected, held, a duplicate, superseded: never marked closing).
+  owner and the new one can never both send; so can an owner rejected or superseded that never
+  marked a session closing. A session marked closing stays marked for good (it may be rated): it
+  is never given up, and its object's locks are never taken over.
 - ``bytes#<yyyyMM>#<sha256>``: which object closed a session with these bytes for the month,
   whatever its coverage. It is written in the transaction that marks the session closing, so the
   same CSV uploaded under both coverages is closed (so rated) once.
@@ -40,8 +41,9 @@ LedgerStatus = Literal[
 ]
 #: How long a claim holds without a write: long enough for one CloudBlue call with its retries.
 LEASE_SECONDS = 180.0
-#: Ends of an import that sent nothing to be rated: their locks may be taken over (never closing a session).
-NOT_IMPORTED: tuple[LedgerStatus, ...] = ("REJECTED", "HELD", "DUPLICATE", "SUPERSEDED")
+#: Ends of an import that may hand its lock on: nothing of it was ever marked closing, so nothing is rated.
+#: (A DUPLICATE or HELD file keeps the lock it took: a later file of the month is then held, never doubled.)
+NOT_IMPORTED: tuple[LedgerStatus, ...] = ("REJECTED", "SUPERSEDED")
 
 
 @dataclass(frozen=True)
@@ -358,13 +360,15 @@ class DynamoDbLedger:
         return _entry(object_id, item)
 
     def abandon_session(self, object_id: str, session_id: int) -> None:
-        """Give a session up (it is never closed, so CloudBlue never rates it): start over in a new one."""
+        """Give a session up (it is never closed, so CloudBlue never rates it): start over in a new one.
+
+        Never one marked closing: an attempt may be closing it right now (a ``StorageError`` says so).
+        """
         self._update(
             object_id,
-            "REMOVE session_id, accepted, in_flight, closing_session "
-            "SET abandoned = list_append(if_not_exists(abandoned, :empty), :s)",
+            "REMOVE session_id, accepted, in_flight SET abandoned = list_append(if_not_exists(abandoned, :empty), :s)",
             {":s": {"L": [{"N": str(session_id)}]}, ":empty": {"L": []}, ":current": {"N": str(session_id)}},
-            condition="session_id = :current",
+            condition="session_id = :current AND attribute_not_exists(closing_session)",
         )
 
     def mark_in_flight(self, object_id: str, index: int) -> None:

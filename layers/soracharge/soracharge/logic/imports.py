@@ -24,6 +24,7 @@ again in a new one. Step by step:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import math
@@ -55,6 +56,7 @@ from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.logic.report_html import render_report_html
 from soracharge.models.charges import ImportPlan, Packets
 from soracharge.models.coverage import (
+    COVERAGES,
     CURRENCIES,
     Coverage,
     coverage_label,
@@ -203,12 +205,14 @@ def _import_claimed(
 
     # An additional file's lock is its bytes; a bill's are its coverage's month lock and its bytes.
     bytes_key = None if additional else f"bytes#{month}#{sha256}"
-    if bytes_key is not None and (blocked := _bytes_closed_before(obj, entry, bytes_key, sha256, key, deps, base)):
-        return blocked
     lock_key, certain = (f"lock#{month}#{sha256}", True) if additional else month_lock_key(month, coverage, entry, deps)
     blocked = _take_month(obj, lock_key, sha256, entry, key, deps, base, additional=additional, certain=certain)
     if blocked is not None:
         return blocked
+    if bytes_key is not None and (blocked := _bytes_closed_before(obj, entry, bytes_key, sha256, key, deps, base)):
+        return blocked  # it keeps the month's lock it took: a later file of the month is held, never doubled
+    if additional:
+        _take_month_from_failed(obj, month, coverage, entry, sha256, deps)
 
     fingerprint = _fingerprint(plan)
     packets_count = len(plan.packets(0))
@@ -249,7 +253,7 @@ def _import_claimed(
             session_id = None
             continue
         sent_this_run += len(to_send)
-        if not _mark_closing(obj, session_id, lock_key, bytes_key, sha256, deps):
+        if not deps.ledger.mark_closing(obj.object_id, session_id, lock_key, bytes_key=bytes_key, sha256=sha256):
             owner = deps.ledger.owner(lock_key)
             if owner is not None and owner.object_id != obj.object_id:
                 # The month was taken over while this import was stuck: its session stays open, never rated.
@@ -527,6 +531,13 @@ def _take_month(
         # session was never closed, so nothing of it is rated. Stop here.
         return _superseded(obj, key, deps, base, owner.object_id)
     previous = deps.ledger.get(owner.object_id)
+    if previous is not None and previous.status == "DUPLICATE" and not additional:
+        summary = (
+            f"the month's lock for {coverage_label(base['coverage'])} is held by {owner.object_id}, a DUPLICATE of a "
+            "file imported as another coverage's bill: nothing was imported. If this file is this coverage's bill "
+            f"for {base['month']}, upload it again with the metadata import={ADDITIONAL_FILE}"
+        )
+        return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
     if previous is not None and previous.status in NOT_IMPORTED and previous.closing_session is None:
         # The owner ended without importing anything (rejected, held, a duplicate, superseded).
         if deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):
@@ -585,8 +596,12 @@ def _bytes_closed_before(
     base: dict[str, Any],
 ) -> ImportReport | None:
     """DUPLICATE when these bytes were imported for the month already, under either coverage (the
-    ``bytes#`` record of a closed session, or a lock from before coverages with the same bytes)."""
-    for closed in (deps.ledger.owner(bytes_key), deps.ledger.owner(f"lock#{base['month']}")):
+    ``bytes#`` record of a closed session, or a month lock of the same bytes, from before the record)."""
+    if entry.closing_session is not None:
+        return None  # this file's own session was marked closing by its last attempt: it finishes it
+    month = base["month"]
+    locks = [bytes_key, f"lock#{month}", *(f"lock#{month}#{c}" for c in COVERAGES)]
+    for closed in (deps.ledger.owner(lock) for lock in locks):
         if closed is None or closed.object_id == obj.object_id or closed.sha256 != sha256:
             continue
         other = deps.ledger.get(closed.object_id)
@@ -619,23 +634,19 @@ def _closed_a_session(entry: LedgerEntry | None) -> bool:
     return entry.status in ("CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED")
 
 
-def _mark_closing(
-    obj: ObjectRef, session_id: int, lock_key: str, bytes_key: str | None, sha256: str, deps: ImportDependencies
-) -> bool:
-    """Mark the session closing (the point of no return), taking the bytes' record from an object that
-    holds it but imported nothing (it gave its session up and ended rejected or superseded)."""
-    for _ in range(2):
-        if deps.ledger.mark_closing(obj.object_id, session_id, lock_key, bytes_key=bytes_key, sha256=sha256):
-            return True
-        holder = deps.ledger.owner(bytes_key) if bytes_key else None
-        if holder is None or holder.object_id == obj.object_id:
-            return False
-        other = deps.ledger.get(holder.object_id)
-        if other is None or other.status not in NOT_IMPORTED or other.closing_session is not None:
-            return False
-        if not deps.ledger.take_over(bytes_key or "", holder.object_id, obj.object_id, sha256):
-            return False
-    return False
+def _take_month_from_failed(
+    obj: ObjectRef, month: str, coverage: Coverage, entry: LedgerEntry, sha256: str, deps: ImportDependencies
+) -> None:
+    """An additional file imported after CloudBlue failed to rate the month's session takes the month's
+    lock over from it, so a later file of the month is held by this one (never imported beside it)."""
+    month_key, _ = month_lock_key(month, coverage, dataclasses.replace(entry, lock_key=None), deps)
+    owner = deps.ledger.owner(month_key)
+    if owner is None or owner.object_id == obj.object_id:
+        return
+    previous = deps.ledger.get(owner.object_id)
+    failed = previous is not None and previous.status == "FAILED_PROCESSED"
+    if failed and deps.ledger.take_over(month_key, owner.object_id, obj.object_id, sha256):
+        logger.info("Took the month over from a session CloudBlue failed to rate", extra={"lock": month_key})
 
 
 def _same_bytes(
@@ -665,6 +676,16 @@ def _resume(
     session_id = entry.session_id
     if session_id is None:
         return None, False
+    if entry.closing_session == session_id and deps.cloudblue.get_session(session_id).status == "OPEN":
+        # The last attempt sent every packet and marked the session closing: finish that, never send
+        # into it again nor give it up (its own close may still be on its way to CloudBlue).
+        if entry.fingerprint != fingerprint:
+            warnings.append(
+                f"session {session_id} was marked closing by the last attempt with the packets planned then; the "
+                "file now plans other packets (was the mapping changed?): it was closed as it was sent"
+            )
+        deps.cloudblue.close_session(session_id)
+        return session_id, True
     # CloudBlue first: a session closed already is rated (or being rated) whatever this attempt plans,
     # so it is never given up and sent again, even when the plan now differs (another mapping, or
     # the other reader of the file): that would bill the month twice.
@@ -834,7 +855,7 @@ def _reject(
     summary = f"{problem_count} problem(s) in {obj.uri}: nothing was imported; fix the file and upload it again"
     if entry.session_id is not None:
         # A retry that finds problems the first attempt did not (the mapping changed in between).
-        status = deps.cloudblue.get_session(entry.session_id).status
+        status = "marked closing" if entry.closing_session else deps.cloudblue.get_session(entry.session_id).status
         if status != "OPEN":
             first = problems[0].message if problems else "?"
             raise ImportResumeError(
