@@ -476,6 +476,13 @@ def test_the_month_s_first_file_failed_by_cloudblue_holds_a_plain_reupload_and_s
     (subject, _), *_ = world.notifier.published[-1:]
     assert "held" in subject
 
+    # When the runbook is followed, the additional file takes the month over: a later file is held by it
+    again = world.run(world.store.put(f"uploads/{MONTH}/bill-again.csv", CSV, "v3", **{"import": "additional"}))
+    assert again.status == "CLOSED", again.summary
+    later = world.run(world.store.put(f"uploads/{MONTH}/later.csv", CSV.replace(b"\r\n", b"\n"), "v4"))
+    assert (later.status, later.duplicate_of) == ("HELD", again.object.object_id)
+    assert "FAILED_PROCESSED" not in later.summary
+
 
 # -- two coverages in one stack: two bills a month, each imported once in its own currency ---------
 
