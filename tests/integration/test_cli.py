@@ -14,10 +14,13 @@ from soracharge_local.simulators import SoracomSimulator
 from tests.integration.conftest import LAST_MONTH
 
 SORACHARGE = str(Path(sys.executable).parent / "soracharge")
+#: The environment as the shell gave it, read at collection: the in-process Lambdas of other tests set
+#: their functions' variables (APS_ENDPOINT, ...) in os.environ while they run, on threads of their own.
+SHELL_ENVIRONMENT = {k: v for k, v in os.environ.items() if not k.startswith(("SORACOM_", "APS_"))}
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SORACOM_")}
+    environment = dict(SHELL_ENVIRONMENT)
     environment[INSTANT_WAITS] = "1"  # the chain as a person runs it, without sleeping through its Wait states
     environment.update(env or {})
     return subprocess.run(  # noqa: S603 - our own console script
