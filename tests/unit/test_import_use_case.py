@@ -476,12 +476,12 @@ def test_the_month_s_first_file_failed_by_cloudblue_holds_a_plain_reupload_and_s
     (subject, _), *_ = world.notifier.published[-1:]
     assert "held" in subject
 
-    # When the runbook is followed, the additional file takes the month over: a later file is held by it
+    # When the runbook is followed, the additional file is imported; a later plain file is still held
     again = world.run(world.store.put(f"uploads/{MONTH}/bill-again.csv", CSV, "v3", **{"import": "additional"}))
     assert again.status == "CLOSED", again.summary
     later = world.run(world.store.put(f"uploads/{MONTH}/later.csv", CSV.replace(b"\r\n", b"\n"), "v4"))
-    assert (later.status, later.duplicate_of) == ("HELD", again.object.object_id)
-    assert "FAILED_PROCESSED" not in later.summary
+    assert (later.status, later.duplicate_of) == ("HELD", first.object_id)
+    assert "unless the month was imported again since" in later.summary
 
 
 # -- two coverages in one stack: two bills a month, each imported once in its own currency ---------
@@ -719,12 +719,11 @@ def test_the_same_csv_closed_under_the_other_coverage_while_it_was_sent_is_never
     assert f"session {left_open} was given up and left open, never closed" in report.summary
     assert closed_sessions(both, before) == [global_.import_session_id]
     assert rated_charges(both, {left_open, *sessions_of(global_)}) == expected(one, GLOBAL_CSV, id_suffix="g")
-    # It keeps the Japan lock it took: Japan's real bill is held, and imported once a person says so
+    # It hands back the Japan lock it took (it may have taken it over from a stuck file): Japan's bill is imported
+    assert both.ledger.owner(f"lock#{MONTH}#jp") is None
     both.deps.mapping = lambda coverage: ((SMALL_PACKETS if coverage == "jp" else one), "mapping.yaml")
     japan = both.run(both.store.put(f"uploads/{MONTH}/jp/japan.csv", CSV, "v3"))
-    assert (japan.status, japan.duplicate_of) == ("HELD", report.object.object_id)
-    on_purpose = both.run(both.store.put(f"uploads/{MONTH}/jp/japan.csv", CSV, "v4", **{"import": "additional"}))
-    assert (on_purpose.status, on_purpose.currency) == ("CLOSED", "JPY"), on_purpose.summary
+    assert (japan.status, japan.currency) == ("CLOSED", "JPY"), japan.summary
 
 
 def test_a_file_rejected_on_retry_gives_its_session_and_the_month_up(world, cloudblue):
@@ -844,9 +843,10 @@ def test_a_retry_that_reads_problems_in_a_file_whose_session_was_marked_closing_
     obj, marked = closing_marked_then_close_failed(world, cloudblue)
     world.mapping[0] = SMALL_PACKETS.model_copy(update={"items": SMALL_PACKETS.items[:1]})
 
-    with pytest.raises(ImportResumeError, match=rf"session {marked} was closed by the last attempt \(it is marked"):
+    with pytest.raises(ImportResumeError, match=rf"session {marked} was closed by the last attempt \(it is closed now"):
         world.run(obj)
 
+    # Closed as it was sent (every packet, the plan of its last attempt), never given up
     entry = world.ledger.get(obj.object_id)
     assert (entry.status, entry.session_id, entry.closing_session, entry.abandoned_sessions) == (
         "IMPORTING",
@@ -854,8 +854,49 @@ def test_a_retry_that_reads_problems_in_a_file_whose_session_was_marked_closing_
         marked,
         (),
     )
-    # And a fixed file cannot take the month over from it: its session may be rated
+    assert rated_charges(world, {marked}) == expected()
+    # A fixed file is held (the month is imported); the file's own retry, on the mapping put back, records it
     world.mapping[0] = SMALL_PACKETS
-    fixed = world.store.put(f"uploads/{MONTH}/fixed.csv", CSV.replace(b"\r\n", b"\n"), "v2")
-    with pytest.raises(ImportInProgressError, match=rf"was closing session {marked} for the same month"):
-        world.run(fixed)
+    fixed = world.run(world.store.put(f"uploads/{MONTH}/fixed.csv", CSV.replace(b"\r\n", b"\n"), "v2"))
+    assert fixed.status == "HELD"
+    world.lapse()
+    assert world.run(obj).status == "CLOSED"
+
+
+def test_a_misfiled_copy_of_the_other_coverage_s_bill_never_takes_a_stuck_month_over(both, cloudblue):
+    one = GLOBAL_MAPPING.model_copy(update={"currency": None, "items": GLOBAL_MAPPING.items + SMALL_PACKETS.items})
+    both.deps.mapping = lambda coverage: (one, "mapping.yaml")
+    # Given Global's bill imported, and Japan's export stuck (CloudBlue refused its packets, lease lapsed)
+    global_ = both.run(both.store.put(f"exports/{MONTH}/g/fe_1.csv", GLOBAL_CSV, "v1", currency="USD", coverage="g"))
+    assert global_.status == "CLOSED"
+    japan = both.store.put(f"exports/{MONTH}/jp/fe_2.csv", CSV, "v2", currency="JPY", coverage="jp")
+    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
+    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
+        both.run(japan)
+    cloudblue.faults = CloudBlueFaults()
+    both.lapse()
+
+    # When a copy of Global's CSV is uploaded to Japan's folder by mistake
+    copy = both.run(both.store.put(f"uploads/{MONTH}/jp/copy.csv", GLOBAL_CSV, "v3"))
+
+    # Then it is a DUPLICATE that took nothing over, and Japan's own retry imports Japan's bill
+    assert (copy.status, copy.duplicate_of) == ("DUPLICATE", global_.object.object_id)
+    assert both.ledger.owner(f"lock#{MONTH}#jp").object_id == japan.object_id
+    retry = both.run(japan)
+    assert (retry.status, retry.currency) == ("CLOSED", "JPY"), retry.summary
+
+
+def test_a_later_file_of_a_month_held_by_a_duplicate_is_alerted_with_what_to_look_at_first(both):
+    one = GLOBAL_MAPPING.model_copy(update={"currency": None, "items": GLOBAL_MAPPING.items + SMALL_PACKETS.items})
+    both.deps.mapping = lambda coverage: (one, "mapping.yaml")
+    wrong = both.run(both.store.put(f"uploads/{MONTH}/g/bill.csv", CSV, "v1", currency="USD"))  # Japan's, as Global
+    duplicate = both.run(both.store.put(f"exports/{MONTH}/jp/fe_1.csv", CSV, "v2", currency="JPY", coverage="jp"))
+    assert (wrong.status, duplicate.status) == ("CLOSED", "DUPLICATE")
+
+    later = both.run(both.store.put(f"uploads/{MONTH}/jp/later.csv", CSV.replace(b"\r\n", b"\n"), "v3"))
+
+    assert (later.status, later.duplicate_of) == ("HELD", duplicate.object.object_id)
+    (subject, text) = both.notifier.published[-1]
+    assert subject == f"soracharge {MONTH} (Japan coverage): file held, the month's lock is a duplicate's"
+    assert "Look at the month's reports first" in text
+    assert text.rstrip().endswith("Runbook action: nothing")

@@ -140,22 +140,20 @@ def test_the_coverage_and_currency_a_first_attempt_settled_are_kept_by_its_retri
     assert (again.coverage, again.currency) == ("jp", "JPY")
 
 
-@pytest.mark.parametrize("status", ["REJECTED", "SUPERSEDED"])
-def test_an_owner_that_ended_without_importing_can_be_taken_over_unless_it_marked_a_session_closing(ledger, status):
-    newcomer = "bucket/uploads/202610/fixed.csv#v2"
+def test_a_lock_is_handed_back_only_by_its_owner_and_never_once_a_session_was_marked_closing(ledger):
+    other = "bucket/uploads/202610/fixed.csv#v2"
     ledger.claim(OBJECT, month="202610", lease_seconds=900)
     ledger.lock("lock#202610#jp", OBJECT, "aa")
-    ledger.set_status(OBJECT, status)
-    assert ledger.take_over("lock#202610#jp", OBJECT, newcomer, "bb")
-    assert ledger.owner("lock#202610#jp").object_id == newcomer
+    assert not ledger.release_lock("lock#202610#jp", other)
+    assert ledger.release_lock("lock#202610#jp", OBJECT)
+    assert ledger.owner("lock#202610#jp") is None
 
-    closing = "bucket/uploads/202609/a.csv#v1"
-    ledger.claim(closing, month="202609", lease_seconds=900)
-    ledger.lock("lock#202609#jp", closing, "cc")
-    ledger.record_session(closing, 7, packets=1, fingerprint="f", report_key="r", lock_key="lock#202609#jp")
-    assert ledger.mark_closing(closing, 7, "lock#202609#jp")
-    ledger.set_status(closing, status)
-    assert not ledger.take_over("lock#202609#jp", closing, newcomer, "dd")
+    ledger.lock("lock#202610#jp", OBJECT, "aa")
+    ledger.record_session(OBJECT, 7, packets=1, fingerprint="f", report_key="r", lock_key="lock#202610#jp")
+    assert ledger.mark_closing(OBJECT, 7, "lock#202610#jp")
+    assert not ledger.release_lock("lock#202610#jp", OBJECT)
+    assert not ledger.end_without_import(OBJECT, "REJECTED")  # a stale attempt's "nothing imported"
+    assert ledger.get(OBJECT).status == "IMPORTING"
 
 
 def test_the_same_bytes_are_marked_closing_by_one_object_only(ledger):
@@ -174,8 +172,8 @@ def test_the_same_bytes_are_marked_closing_by_one_object_only(ledger):
     assert ledger.get(japan).closing_session is None  # all or nothing: the loser is not marked closing
 
 
-@pytest.mark.parametrize("status", ["HELD", "DUPLICATE", "CLOSED", "PROCESSED"])
-def test_a_held_duplicate_or_imported_owner_keeps_its_lock(ledger, status):
+@pytest.mark.parametrize("status", ["REJECTED", "SUPERSEDED", "HELD", "DUPLICATE", "CLOSED", "PROCESSED"])
+def test_an_owner_that_is_not_stuck_nor_failed_keeps_its_lock(ledger, status):
     ledger.claim(OBJECT, month="202610", lease_seconds=900)
     ledger.lock("lock#202610#jp", OBJECT, "aa")
     ledger.set_status(OBJECT, status)
@@ -189,6 +187,6 @@ def test_a_session_marked_closing_is_never_given_up_and_stays_marked(ledger):
     assert ledger.mark_closing(OBJECT, 7, "lock#202610#jp")
     with pytest.raises(StorageError, match=r"ConditionalCheckFailed"):
         ledger.abandon_session(OBJECT, 7)
-    ledger.set_status(OBJECT, "REJECTED")  # whatever a stale attempt writes after
+    ledger.set_status(OBJECT, "CLOSED")
     assert ledger.get(OBJECT).closing_session == 7
     assert not ledger.take_over("lock#202610#jp", OBJECT, "bucket/uploads/202610/fixed.csv#v2", "bb")

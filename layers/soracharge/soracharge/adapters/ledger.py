@@ -15,9 +15,10 @@ Items (one table, key ``pk``):
   of doubling it. A ``lock#<yyyyMM>`` written before coverages is the lock of the coverage its
   owner's currency names (``logic/imports.month_lock_key``). A stuck owner (still importing, lease
   lapsed) can be taken over in one transaction that checks its lease, so a late retry of the old
-  owner and the new one can never both send; so can an owner rejected or superseded that never
-  marked a session closing. A session marked closing stays marked for good (it may be rated): it
-  is never given up, and its object's locks are never taken over.
+  owner and the new one can never both send. A retry that rejects the file hands its lock back
+  (:meth:`release_lock`). A session marked closing stays marked for good (it may be rated): it is
+  never given up, its object's locks are never taken over nor handed back, and its object is never
+  recorded as not imported.
 - ``bytes#<yyyyMM>#<sha256>``: which object closed a session with these bytes for the month,
   whatever its coverage. It is written in the transaction that marks the session closing, so the
   same CSV uploaded under both coverages is closed (so rated) once.
@@ -41,9 +42,6 @@ LedgerStatus = Literal[
 ]
 #: How long a claim holds without a write: long enough for one CloudBlue call with its retries.
 LEASE_SECONDS = 180.0
-#: Ends of an import that may hand its lock on: nothing of it was ever marked closing, so nothing is rated.
-#: (A DUPLICATE or HELD file keeps the lock it took: a later file of the month is then held, never doubled.)
-NOT_IMPORTED: tuple[LedgerStatus, ...] = ("REJECTED", "SUPERSEDED")
 
 
 @dataclass(frozen=True)
@@ -115,6 +113,10 @@ class Ledger(Protocol):
     def unmark_in_flight(self, object_id: str, index: int) -> None: ...
 
     def set_status(self, object_id: str, status: LedgerStatus, **fields: str | int) -> None: ...
+
+    def end_without_import(self, object_id: str, status: LedgerStatus, **fields: str | int) -> bool: ...
+
+    def release_lock(self, lock_key: str, object_id: str) -> bool: ...
 
     def release(self, object_id: str) -> None: ...
 
@@ -195,8 +197,7 @@ class DynamoDbLedger:
 
     def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool:
         """Move ``lock_key`` from ``previous`` to ``object_id``: a stuck owner (importing, lease lapsed,
-        not closing), one whose session CloudBlue failed to rate (``FAILED_PROCESSED``: none of it rated),
-        or one that ended without importing (:data:`NOT_IMPORTED`, never marked closing).
+        not closing), or one whose session CloudBlue failed to rate (``FAILED_PROCESSED``: none of it rated).
 
         One transaction checks the previous owner's state and moves the lock, so the previous owner
         cannot resume and send while the new one does. True when the lock moved.
@@ -212,16 +213,13 @@ class DynamoDbLedger:
                         # closed (so rated) must never be imported a second time.
                         "ConditionExpression": (
                             "(#status = :importing AND lease_until < :now AND attribute_not_exists(closing_session))"
-                            " OR #status = :failed OR (#status IN ("
-                            + ", ".join(f":ended{i}" for i in range(len(NOT_IMPORTED)))
-                            + ") AND attribute_not_exists(closing_session))"
+                            " OR #status = :failed"
                         ),
                         "ExpressionAttributeNames": {"#status": "status"},
                         "ExpressionAttributeValues": {
                             ":importing": {"S": "IMPORTING"},
                             ":failed": {"S": "FAILED_PROCESSED"},
                             ":now": {"N": repr(self._clock())},
-                            **{f":ended{i}": {"S": status} for i, status in enumerate(NOT_IMPORTED)},
                         },
                     }
                 },
@@ -237,6 +235,31 @@ class DynamoDbLedger:
                             ":old": {"S": previous},
                             ":sha": {"S": sha256},
                         },
+                    }
+                },
+            ],
+        )
+
+    def release_lock(self, lock_key: str, object_id: str) -> bool:
+        """Hand ``lock_key`` back, if ``object_id`` owns it and never marked a session closing (it ends
+        without importing: rejected on a retry, or beaten to its bytes). True when it was handed back."""
+        return self._transact(
+            f"release {lock_key}",
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": _key(object_id),
+                        "ConditionExpression": "attribute_not_exists(closing_session)",
+                    }
+                },
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": lock_key}},
+                        "ConditionExpression": "#owner = :me",
+                        "ExpressionAttributeNames": {"#owner": "owner"},
+                        "ExpressionAttributeValues": {":me": {"S": object_id}},
                     }
                 },
             ],
@@ -381,7 +404,17 @@ class DynamoDbLedger:
         """CloudBlue answered that it did not take the packet: its outcome is known after all."""
         self._update(object_id, "DELETE in_flight :index", {":index": {"NS": [str(index)]}})
 
+    def end_without_import(self, object_id: str, status: LedgerStatus, **fields: str | int) -> bool:
+        """:meth:`set_status` for an end that imported nothing (REJECTED, HELD, ...), unless a session of
+        the object was marked closing meanwhile (by a stale attempt): False, and nothing written."""
+        return self._write_status(object_id, status, fields, condition="attribute_not_exists(closing_session)")
+
     def set_status(self, object_id: str, status: LedgerStatus, **fields: str | int) -> None:
+        self._write_status(object_id, status, fields)
+
+    def _write_status(
+        self, object_id: str, status: LedgerStatus, fields: dict[str, str | int], condition: str | None = None
+    ) -> bool:
         names = {"#status": "status"}
         values: dict[str, Any] = {":status": {"S": status}, ":now": {"N": repr(self._clock())}, ":zero": {"N": "0"}}
         assignments = ["#status = :status", "updated_at = :now", "lease_until = :zero"]
@@ -389,14 +422,19 @@ class DynamoDbLedger:
             names[f"#{name}"] = name
             values[f":{name}"] = {"N": str(value)} if isinstance(value, int) else {"S": value}
             assignments.append(f"#{name} = :{name}")
-        self._call(
+        extra = {"ConditionExpression": condition} if condition else {}
+        written = self._call(
             "update_item",
+            allow_condition_failure=condition is not None,
             TableName=self._table,
             Key=_key(object_id),
             UpdateExpression="SET " + ", ".join(assignments),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
+            ReturnValues="UPDATED_NEW",
+            **extra,
         )
+        return bool(written)
 
     def release(self, object_id: str) -> None:
         """Give the lease up at once (after a handled failure), so a retry can resume without waiting."""

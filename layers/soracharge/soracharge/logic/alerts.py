@@ -30,6 +30,7 @@ from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
 from soracharge.models.coverage import COVERAGES, CURRENCIES, coverage_label
 from soracharge.models.export_flow import ExportRequest
 from soracharge.models.imports import (
+    HELD_BY_DUPLICATE,
     HELD_FAILED_RATING,
     IMPORTABLE_KEY,
     SAME_BYTES_OTHER_COVERAGE,
@@ -420,6 +421,19 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             ),
             remedy=Remedy.IMPORT_DIFFERENCES,
         )
+    if report.status == "HELD" and report.summary.startswith(HELD_BY_DUPLICATE):
+        return Alert(
+            subject=f"soracharge {bill}: file held, the month's lock is a duplicate's",
+            headline=f"{report.summary}.",
+            facts=[*where, ("Lock held by", report.duplicate_of or "-")],
+            action=(
+                "Look at the month's reports first: if this coverage's bill was imported since (a file uploaded with "
+                "import=additional after the duplicate's alert), nothing is to be done, and importing this file "
+                f"would bill the month twice. If not, upload this file to {uploads} with --metadata "
+                f"import=additional,currency={_currency(report)}."
+            ),
+            remedy=Remedy.NOTHING,
+        )
     if report.status == "HELD" and report.summary.startswith(HELD_FAILED_RATING):
         return Alert(
             subject=f"soracharge {bill}: file held, the month's session failed to rate",
@@ -428,7 +442,8 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
             action=(
                 "Fix the cause in CloudBlue (the errorDesc of the failed session's alert and report), then upload "
                 f"the file again to {uploads} with --metadata import=additional,currency="
-                f"{_currency(report)}: it takes the month over, with charge ids of its own."
+                f"{_currency(report)}: it is imported with charge ids of its own. Once one file is imported so, "
+                "the month's later files stay held: do not import them too."
             ),
             remedy=Remedy.UPLOAD_ADDITIONAL,
         )

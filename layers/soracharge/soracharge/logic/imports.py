@@ -24,7 +24,6 @@ again in a new one. Step by step:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import io
 import math
@@ -38,7 +37,7 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any, BinaryIO
 
 from soracharge.adapters.cloudblue import ChargesImportManager
-from soracharge.adapters.ledger import NOT_IMPORTED, Ledger, LedgerEntry
+from soracharge.adapters.ledger import Ledger, LedgerEntry
 from soracharge.adapters.notifier import Notifier
 from soracharge.adapters.storage import ReportStore, StoredObject
 from soracharge.adapters.workflows import WorkflowStarter
@@ -65,6 +64,7 @@ from soracharge.models.coverage import (
     parse_coverage,
 )
 from soracharge.models.imports import (
+    HELD_BY_DUPLICATE,
     HELD_FAILED_RATING,
     SAME_BYTES_OTHER_COVERAGE,
     Amount,
@@ -206,13 +206,14 @@ def _import_claimed(
     # An additional file's lock is its bytes; a bill's are its coverage's month lock and its bytes.
     bytes_key = None if additional else f"bytes#{month}#{sha256}"
     lock_key, certain = (f"lock#{month}#{sha256}", True) if additional else month_lock_key(month, coverage, entry, deps)
+    # The bytes first (a read): a file that ends DUPLICATE never takes a month over from another file.
+    if bytes_key is not None and (
+        blocked := _bytes_closed_before(obj, entry, bytes_key, lock_key, sha256, key, deps, base)
+    ):
+        return blocked
     blocked = _take_month(obj, lock_key, sha256, entry, key, deps, base, additional=additional, certain=certain)
     if blocked is not None:
         return blocked
-    if bytes_key is not None and (blocked := _bytes_closed_before(obj, entry, bytes_key, sha256, key, deps, base)):
-        return blocked  # it keeps the month's lock it took: a later file of the month is held, never doubled
-    if additional:
-        _take_month_from_failed(obj, month, coverage, entry, sha256, deps)
 
     fingerprint = _fingerprint(plan)
     packets_count = len(plan.packets(0))
@@ -260,7 +261,9 @@ def _import_claimed(
                 return _superseded(obj, key, deps, base, owner.object_id)
             holder = deps.ledger.owner(bytes_key) if bytes_key else None
             if holder is not None and holder.object_id != obj.object_id:
-                # Another object closed a session with these bytes (under the other coverage) first.
+                # Another object closed a session with these bytes (under the other coverage) first: this
+                # one hands back the month's lock it may have taken over, and gives its session up.
+                deps.ledger.release_lock(lock_key, obj.object_id)
                 return _same_bytes(obj, key, deps, base, holder.object_id, left_open=session_id)
             raise ImportInProgressError(
                 f"{obj.uri}: session {session_id} is no longer this attempt's (a later attempt of the same file "
@@ -531,19 +534,6 @@ def _take_month(
         # session was never closed, so nothing of it is rated. Stop here.
         return _superseded(obj, key, deps, base, owner.object_id)
     previous = deps.ledger.get(owner.object_id)
-    if previous is not None and previous.status == "DUPLICATE" and not additional:
-        summary = (
-            f"the month's lock for {coverage_label(base['coverage'])} is held by {owner.object_id}, a DUPLICATE of a "
-            "file imported as another coverage's bill: nothing was imported. If this file is this coverage's bill "
-            f"for {base['month']}, upload it again with the metadata import={ADDITIONAL_FILE}"
-        )
-        return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
-    if previous is not None and previous.status in NOT_IMPORTED and previous.closing_session is None:
-        # The owner ended without importing anything (rejected, held, a duplicate, superseded).
-        if deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):
-            logger.info("Took the lock over from a file that imported nothing", extra={"previous": owner.object_id})
-            return None
-        raise ImportInProgressError(f"{obj.uri}: the lock {lock_key} moved while this import took it: retried")
     if previous is not None and previous.status == "FAILED_PROCESSED":
         # CloudBlue failed to rate the owner's session: none of it is rated. The runbook imports the
         # file again as an additional file, which may take the lock over (its charge ids are its own).
@@ -553,7 +543,8 @@ def _take_month(
         summary = (
             f"{HELD_FAILED_RATING} {owner.object_id} (FAILED_PROCESSED), which has this "
             f"month's lock: nothing was imported. Once the cause is fixed in CloudBlue, upload the file again "
-            f"with the metadata import={ADDITIONAL_FILE}"
+            f"with the metadata import={ADDITIONAL_FILE}, unless the month was imported again since (a file "
+            f"uploaded with import={ADDITIONAL_FILE} after the failure: see the month's reports)"
         )
         return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
     if previous is not None and previous.status == "IMPORTING":
@@ -577,6 +568,14 @@ def _take_month(
             )
     if owner.sha256 == sha256:
         return _same_bytes(obj, key, deps, base, owner.object_id)
+    if previous is not None and previous.status == "DUPLICATE":
+        summary = (
+            f"{HELD_BY_DUPLICATE} {owner.object_id}, a DUPLICATE of a file imported as another coverage's bill: "
+            "nothing was imported. Look at the month's reports: if this coverage's bill was imported since (with "
+            f"import={ADDITIONAL_FILE}, as that file's alert says), nothing is to be done; if not, upload this file "
+            f"again with the metadata import={ADDITIONAL_FILE}"
+        )
+        return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
     summary = (
         f"a different file for {base['month']} was already imported from {owner.object_id}; importing this one "
         "too would bill the month twice, so nothing was imported. If it replaces the first file, import only "
@@ -590,6 +589,7 @@ def _bytes_closed_before(
     obj: ObjectRef,
     entry: LedgerEntry,
     bytes_key: str,
+    lock_key: str,
     sha256: str,
     key: str,
     deps: ImportDependencies,
@@ -622,6 +622,10 @@ def _bytes_closed_before(
             return _finish_without_import(
                 obj, key, deps, base, "HELD", summary, closed.object_id, abandoned=entry.session_id is not None
             )
+        if _owner_coverage(closed.object_id, deps) not in (None, base["coverage"]):
+            # Imported as the other coverage's bill: this file keeps its own coverage's month if no file
+            # has it (never taken over), so that coverage's bill is held, not imported beside the runbook's.
+            deps.ledger.lock(lock_key, obj.object_id, sha256)
         return _same_bytes(obj, key, deps, base, closed.object_id, left_open=entry.session_id)
     return None
 
@@ -632,21 +636,6 @@ def _closed_a_session(entry: LedgerEntry | None) -> bool:
     if entry is None or entry.closing_session is not None:
         return True
     return entry.status in ("CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED")
-
-
-def _take_month_from_failed(
-    obj: ObjectRef, month: str, coverage: Coverage, entry: LedgerEntry, sha256: str, deps: ImportDependencies
-) -> None:
-    """An additional file imported after CloudBlue failed to rate the month's session takes the month's
-    lock over from it, so a later file of the month is held by this one (never imported beside it)."""
-    month_key, _ = month_lock_key(month, coverage, dataclasses.replace(entry, lock_key=None), deps)
-    owner = deps.ledger.owner(month_key)
-    if owner is None or owner.object_id == obj.object_id:
-        return
-    previous = deps.ledger.get(owner.object_id)
-    failed = previous is not None and previous.status == "FAILED_PROCESSED"
-    if failed and deps.ledger.take_over(month_key, owner.object_id, obj.object_id, sha256):
-        logger.info("Took the month over from a session CloudBlue failed to rate", extra={"lock": month_key})
 
 
 def _same_bytes(
@@ -837,9 +826,27 @@ def _finish_without_import(
     save_report(deps.store, key, report)
     _alert(report, key, deps)
     count(_NOT_IMPORTED_METRICS[status])
-    deps.ledger.set_status(obj.object_id, status, duplicate_of=other, report_key=key)  # type: ignore[arg-type]
+    _end(obj, deps, status, duplicate_of=other, report_key=key)
     logger.warning("File not imported", extra={"status": status, "other": other})
     return report
+
+
+def _end(obj: ObjectRef, deps: ImportDependencies, status: str, **fields: str) -> None:
+    """Record an end that imported nothing, unless another attempt marked a session closing meanwhile."""
+    if not deps.ledger.end_without_import(obj.object_id, status, **fields):  # type: ignore[arg-type]
+        raise ImportInProgressError(
+            f"{obj.uri}: another attempt of this file marked its session closing meanwhile: it is not recorded "
+            f"{status}; its retry finishes the import"
+        )
+
+
+def _locks_held(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencies, base: dict[str, Any]) -> set[str]:
+    """The locks an earlier attempt of this file may have taken: the one it recorded, else the ones it would take."""
+    locks = {entry.lock_key} if entry.lock_key else set()
+    if base.get("coverage") and base.get("sha256"):
+        locks.add(f"lock#{base['month']}#{base['sha256']}")
+        locks.add(month_lock_key(base["month"], base["coverage"], entry, deps)[0])
+    return locks
 
 
 def _reject(
@@ -855,7 +862,11 @@ def _reject(
     summary = f"{problem_count} problem(s) in {obj.uri}: nothing was imported; fix the file and upload it again"
     if entry.session_id is not None:
         # A retry that finds problems the first attempt did not (the mapping changed in between).
-        status = "marked closing" if entry.closing_session else deps.cloudblue.get_session(entry.session_id).status
+        status: str = deps.cloudblue.get_session(entry.session_id).status
+        if status == "OPEN" and entry.closing_session == entry.session_id:
+            # Its last attempt sent every packet and marked it closing: close it as it was sent.
+            deps.cloudblue.close_session(entry.session_id)
+            status = "closed now, as the last attempt marked it"
         if status != "OPEN":
             first = problems[0].message if problems else "?"
             raise ImportResumeError(
@@ -882,9 +893,12 @@ def _reject(
         **base,
         **extra,
     )
+    if entry.attempts > 1:  # a retry: hand back the month it may hold (it imported nothing)
+        for lock in _locks_held(obj, entry, deps, base):
+            deps.ledger.release_lock(lock, obj.object_id)
     save_report(deps.store, key, report)
     _alert(report, key, deps)
-    deps.ledger.set_status(obj.object_id, "REJECTED", report_key=key)
+    _end(obj, deps, "REJECTED", report_key=key)
     count(Metric.IMPORTS_REJECTED)
     if plan is not None:
         count(Metric.ROWS_READ, plan.rows)

@@ -29,6 +29,8 @@ SessionStatus = Literal["OPEN", "NEW", "PROCESSING", "FAILED_PROCESSED", "PROCES
 
 #: How the report of a file held because CloudBlue failed to rate the month's session begins.
 HELD_FAILED_RATING = "CloudBlue failed to rate the session of"
+#: How the report of a file held because a DUPLICATE of another coverage's bill has its month's lock begins.
+HELD_BY_DUPLICATE = "the month's lock is held by"
 #: How the report of a file whose bytes were imported as the other coverage's bill begins (a DUPLICATE).
 SAME_BYTES_OTHER_COVERAGE = "the same bytes were already imported for the month as the"
 
