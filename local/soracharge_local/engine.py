@@ -186,7 +186,8 @@ class LocalCloud:
         self._stack.close()
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=self.region)  # type: ignore[call-overload]
+        with self.runner.environment_lock:  # not while an in-process Lambda changes os.environ
+            return boto3.client(service, region_name=self.region)  # type: ignore[call-overload]
 
     @property
     def bucket(self) -> str:

@@ -97,7 +97,9 @@ class InProcessLambdaRunner:
         #: Called after each invocation, whatever its outcome (the engine clears per-invocation state).
         self.after_invoke: list[Callable[[], None]] = []
         self._modules: dict[tuple[Path, str], ModuleType] = {}
-        self._lock = threading.RLock()
+        #: Held for each invocation, which sets its function's variables in os.environ: whoever reads
+        #: os.environ whole on another thread (boto3 creating a client reads the proxy variables) holds it.
+        self.environment_lock = threading.RLock()
         self._original: Callable[..., tuple[str, bool, str]] | None = None
 
     def register(self, function_name: str, function: DeployedFunction) -> None:
@@ -152,7 +154,7 @@ class InProcessLambdaRunner:
         }
         started = time.perf_counter()
         hidden = [name for name in os.environ if name.startswith(FUNCTION_ONLY_PREFIXES) and name not in environment]
-        with self._lock, applied_environment(environment, hide=hidden):
+        with self.environment_lock, applied_environment(environment, hide=hidden):
             for hook in self.before_invoke:
                 hook(deployed.logical_id, event)
             try:

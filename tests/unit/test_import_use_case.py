@@ -719,11 +719,13 @@ def test_the_same_csv_closed_under_the_other_coverage_while_it_was_sent_is_never
     assert f"session {left_open} was given up and left open, never closed" in report.summary
     assert closed_sessions(both, before) == [global_.import_session_id]
     assert rated_charges(both, {left_open, *sessions_of(global_)}) == expected(one, GLOBAL_CSV, id_suffix="g")
-    # It hands back the Japan lock it took (it may have taken it over from a stuck file): Japan's bill is imported
-    assert both.ledger.owner(f"lock#{MONTH}#jp") is None
+    # It keeps the Japan lock it took fresh (as when the two come one after the other): Japan's bill is
+    # held, and imported once a person says so, never beside the runbook's re-import
     both.deps.mapping = lambda coverage: ((SMALL_PACKETS if coverage == "jp" else one), "mapping.yaml")
     japan = both.run(both.store.put(f"uploads/{MONTH}/jp/japan.csv", CSV, "v3"))
-    assert (japan.status, japan.currency) == ("CLOSED", "JPY"), japan.summary
+    assert (japan.status, japan.duplicate_of) == ("HELD", report.object.object_id)
+    on_purpose = both.run(both.store.put(f"uploads/{MONTH}/jp/japan.csv", CSV, "v4", **{"import": "additional"}))
+    assert (on_purpose.status, on_purpose.currency) == ("CLOSED", "JPY"), on_purpose.summary
 
 
 def test_a_file_rejected_on_retry_gives_its_session_and_the_month_up(world, cloudblue):
@@ -900,3 +902,31 @@ def test_a_later_file_of_a_month_held_by_a_duplicate_is_alerted_with_what_to_loo
     assert subject == f"soracharge {MONTH} (Japan coverage): file held, the month's lock is a duplicate's"
     assert "Look at the month's reports first" in text
     assert text.rstrip().endswith("Runbook action: nothing")
+
+
+def test_a_misfiled_copy_that_took_a_stuck_month_over_before_the_other_bill_closed_hands_it_back(both, cloudblue):
+    one = GLOBAL_MAPPING.model_copy(update={"currency": None, "items": GLOBAL_MAPPING.items + SMALL_PACKETS.items})
+    both.deps.mapping = lambda coverage: (one, "mapping.yaml")
+    # Given Japan's export stuck, and a copy of Global's CSV in Japan's folder that takes its month over
+    # (Global's own bill not imported yet), then stops before closing
+    japan = both.store.put(f"exports/{MONTH}/jp/fe_2.csv", CSV, "v2", currency="JPY", coverage="jp")
+    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
+    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
+        both.run(japan)
+    both.lapse()
+    copy = both.store.put(f"uploads/{MONTH}/jp/copy.csv", GLOBAL_CSV, "v3")
+    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
+        both.run(copy)
+    cloudblue.faults = CloudBlueFaults()
+    assert both.ledger.owner(f"lock#{MONTH}#jp").object_id == copy.object_id
+    # When Global's bill is imported, the copy's retry is a DUPLICATE and gives Japan's month back
+    global_ = both.run(both.store.put(f"exports/{MONTH}/g/fe_1.csv", GLOBAL_CSV, "v1", currency="USD", coverage="g"))
+    assert global_.status == "CLOSED"
+    both.lapse()
+    again = both.run(copy)
+    assert again.status == "DUPLICATE"
+    assert both.ledger.owner(f"lock#{MONTH}#jp").object_id == japan.object_id
+    # And Japan's own retry imports Japan's bill, once
+    retry = both.run(japan)
+    assert (retry.status, retry.currency) == ("CLOSED", "JPY"), retry.summary
+    assert rated_charges(both, sessions_of(retry)) == expected()

@@ -118,6 +118,8 @@ class Ledger(Protocol):
 
     def release_lock(self, lock_key: str, object_id: str) -> bool: ...
 
+    def hand_back(self, lock_key: str, object_id: str) -> bool: ...
+
     def release(self, object_id: str) -> None: ...
 
 
@@ -227,7 +229,9 @@ class DynamoDbLedger:
                     "Update": {
                         "TableName": self._table,
                         "Key": {"pk": {"S": lock_key}},
-                        "UpdateExpression": "SET #owner = :new, sha256 = :sha, previous_owner = :old",
+                        "UpdateExpression": (
+                            "SET #owner = :new, previous_sha256 = sha256, sha256 = :sha, previous_owner = :old"
+                        ),
                         "ConditionExpression": "#owner = :old",
                         "ExpressionAttributeNames": {"#owner": "owner"},
                         "ExpressionAttributeValues": {
@@ -258,6 +262,40 @@ class DynamoDbLedger:
                         "TableName": self._table,
                         "Key": {"pk": {"S": lock_key}},
                         "ConditionExpression": "#owner = :me",
+                        "ExpressionAttributeNames": {"#owner": "owner"},
+                        "ExpressionAttributeValues": {":me": {"S": object_id}},
+                    }
+                },
+            ],
+        )
+
+    def hand_back(self, lock_key: str, object_id: str) -> bool:
+        """Give ``lock_key`` back to the owner ``object_id`` took it over from (it ends without importing,
+        so the month is that owner's again); a lock it took fresh stays its own. True when handed back."""
+        item = self._call("get_item", TableName=self._table, Key={"pk": {"S": lock_key}}, ConsistentRead=True).get(
+            "Item", {}
+        )
+        if item.get("owner", {}).get("S") != object_id or "previous_owner" not in item:
+            return False
+        return self._transact(
+            f"hand {lock_key} back",
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": _key(object_id),
+                        "ConditionExpression": "attribute_not_exists(closing_session)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": lock_key}},
+                        "UpdateExpression": (
+                            "SET #owner = previous_owner, sha256 = previous_sha256 "
+                            "REMOVE previous_owner, previous_sha256"
+                        ),
+                        "ConditionExpression": "#owner = :me AND attribute_exists(previous_sha256)",
                         "ExpressionAttributeNames": {"#owner": "owner"},
                         "ExpressionAttributeValues": {":me": {"S": object_id}},
                     }

@@ -262,8 +262,8 @@ def _import_claimed(
             holder = deps.ledger.owner(bytes_key) if bytes_key else None
             if holder is not None and holder.object_id != obj.object_id:
                 # Another object closed a session with these bytes (under the other coverage) first: this
-                # one hands back the month's lock it may have taken over, and gives its session up.
-                deps.ledger.release_lock(lock_key, obj.object_id)
+                # one gives its session up, and a month it took over from a stuck file back to that file.
+                deps.ledger.hand_back(lock_key, obj.object_id)
                 return _same_bytes(obj, key, deps, base, holder.object_id, left_open=session_id)
             raise ImportInProgressError(
                 f"{obj.uri}: session {session_id} is no longer this attempt's (a later attempt of the same file "
@@ -622,6 +622,7 @@ def _bytes_closed_before(
             return _finish_without_import(
                 obj, key, deps, base, "HELD", summary, closed.object_id, abandoned=entry.session_id is not None
             )
+        deps.ledger.hand_back(lock_key, obj.object_id)  # a month an earlier attempt took over goes back
         if _owner_coverage(closed.object_id, deps) not in (None, base["coverage"]):
             # Imported as the other coverage's bill: this file keeps its own coverage's month if no file
             # has it (never taken over), so that coverage's bill is held, not imported beside the runbook's.
@@ -821,6 +822,7 @@ def _finish_without_import(
     *,
     abandoned: bool = False,
 ) -> ImportReport:
+    _not_closing_meanwhile(obj, deps, status)
     sessions = _abandoned_sessions(obj, deps) if abandoned else []
     report = _report(deps, obj, status, summary, duplicate_of=other, abandoned_sessions=sessions, **base)
     save_report(deps.store, key, report)
@@ -829,6 +831,17 @@ def _finish_without_import(
     _end(obj, deps, status, duplicate_of=other, report_key=key)
     logger.warning("File not imported", extra={"status": status, "other": other})
     return report
+
+
+def _not_closing_meanwhile(obj: ObjectRef, deps: ImportDependencies, status: str) -> None:
+    """Before a report that says nothing was imported: a stale attempt of this file may have marked a
+    session closing meanwhile (then it is being imported, and its retry records it)."""
+    current = deps.ledger.get(obj.object_id)
+    if current is not None and current.closing_session is not None:
+        raise ImportInProgressError(
+            f"{obj.uri}: another attempt of this file marked its session {current.closing_session} closing "
+            f"meanwhile: it is not recorded {status}; its retry finishes the import"
+        )
 
 
 def _end(obj: ObjectRef, deps: ImportDependencies, status: str, **fields: str) -> None:
@@ -896,6 +909,7 @@ def _reject(
     if entry.attempts > 1:  # a retry: hand back the month it may hold (it imported nothing)
         for lock in _locks_held(obj, entry, deps, base):
             deps.ledger.release_lock(lock, obj.object_id)
+        _not_closing_meanwhile(obj, deps, "REJECTED")
     save_report(deps.store, key, report)
     _alert(report, key, deps)
     _end(obj, deps, "REJECTED", report_key=key)
