@@ -178,7 +178,8 @@ def test_an_import_that_fails_for_good_alerts_and_the_alert_s_command_redelivers
     report = json.loads(stack.client("s3").get_object(Bucket=stack.bucket, Key=key)["Body"].read())
     assert report["status"] in ("CLOSED", "PROCESSED")
     assert charges_by_identity(cloudblue, [report["importSessionId"]]) == planned_by_identity(body, month)
-    assert stack.alerts() == []
+    # (another test's follow execution may still be polling CloudBlue in the background: only this month's count)
+    assert [alert for alert in stack.alerts() if alert["subject"].startswith(f"soracharge {month}")] == []
 
 
 def test_a_rejected_upload_alerts_with_each_problem_and_its_line(stack, soracom):
