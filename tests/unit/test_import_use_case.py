@@ -300,14 +300,21 @@ def test_a_second_file_for_the_month_is_held_the_same_bytes_are_a_duplicate_and_
     assert same.import_session_id is other.import_session_id is None
 
 
+def stopped_by_cloudblue(world: World, obj: ObjectRef) -> None:
+    """An import that took its month and opened a session, then stopped: CloudBlue refused every packet."""
+    world.cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
+    try:
+        with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
+            world.run(obj)
+    finally:
+        world.cloudblue.faults = CloudBlueFaults()
+
+
 def test_a_stuck_import_is_taken_over_by_a_fixed_file_and_its_late_retry_stops(world, cloudblue):
     # Given the first file's import stopped for good (CloudBlue refused every packet) with its lease lapsed
     before = {s.importSessionId for s in cloudblue.sessions()}
     stuck = world.store.put(f"uploads/{MONTH}/first.csv", CSV, "v1", currency="JPY")
-    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
-    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
-        world.run(stuck)
-    cloudblue.faults = CloudBlueFaults()
+    stopped_by_cloudblue(world, stuck)
     world.lapse()
 
     # When a fixed file for the month is uploaded, it takes the month over
@@ -651,10 +658,7 @@ def session_ids(world: World) -> set[int]:
 def test_a_retry_imports_the_file_as_its_first_attempt_settled_after_the_stack_became_jp_and_g(world, cloudblue):
     # Given a jp stack: an upload with no metadata (Japan's, JPY) whose import failed after it took the month
     obj = world.store.put(f"uploads/{MONTH}/bill.csv", CSV, "v1")
-    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
-    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
-        world.run(obj)
-    cloudblue.faults = CloudBlueFaults()
+    stopped_by_cloudblue(world, obj)
     world.lapse()
     # When the stack is updated to jp,g (where such a file names no coverage) and the event is re-delivered
     world.deps.coverages = ("jp", "g")
@@ -730,10 +734,7 @@ def test_the_same_csv_closed_under_the_other_coverage_while_it_was_sent_is_never
 
 def test_a_file_rejected_on_retry_gives_its_session_and_the_month_up(world, cloudblue):
     obj = world.store.put(f"uploads/{MONTH}/bill.csv", CSV, "v1", currency="JPY")
-    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
-    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
-        world.run(obj)
-    cloudblue.faults = CloudBlueFaults()
+    stopped_by_cloudblue(world, obj)
     world.lapse()
     # The mapping is cut down meanwhile: the retry finds unmapped items
     world.mapping[0] = SMALL_PACKETS.model_copy(update={"items": SMALL_PACKETS.items[:1]})
@@ -773,10 +774,7 @@ def test_a_lock_from_before_coverages_whose_owner_cannot_be_told_is_not_taken_ov
 ):
     # Given a month locked by the code before coverages, by an upload that names nothing, stuck importing
     stuck = world.store.put(f"uploads/{MONTH}/first.csv", CSV, "v1")
-    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
-    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
-        world.run(stuck)
-    cloudblue.faults = CloudBlueFaults()
+    stopped_by_cloudblue(world, stuck)
     as_before_coverages(world, stuck.object_id)
     world.lapse()
     world.deps.coverages = ("jp", "g")
@@ -872,10 +870,7 @@ def test_a_misfiled_copy_of_the_other_coverage_s_bill_never_takes_a_stuck_month_
     global_ = both.run(both.store.put(f"exports/{MONTH}/g/fe_1.csv", GLOBAL_CSV, "v1", currency="USD", coverage="g"))
     assert global_.status == "CLOSED"
     japan = both.store.put(f"exports/{MONTH}/jp/fe_2.csv", CSV, "v2", currency="JPY", coverage="jp")
-    cloudblue.faults = CloudBlueFaults(server_error_next=100, only_operation="importCharges")
-    with pytest.raises(Exception, match=r"CloudBlue answered HTTP 500"):
-        both.run(japan)
-    cloudblue.faults = CloudBlueFaults()
+    stopped_by_cloudblue(both, japan)
     both.lapse()
 
     # When a copy of Global's CSV is uploaded to Japan's folder by mistake
