@@ -250,13 +250,7 @@ class DynamoDbLedger:
         return self._transact(
             f"release {lock_key}",
             [
-                {
-                    "ConditionCheck": {
-                        "TableName": self._table,
-                        "Key": _key(object_id),
-                        "ConditionExpression": "attribute_not_exists(closing_session)",
-                    }
-                },
+                self._never_closing(object_id),
                 {
                     "Delete": {
                         "TableName": self._table,
@@ -280,13 +274,7 @@ class DynamoDbLedger:
         return self._transact(
             f"hand {lock_key} back",
             [
-                {
-                    "ConditionCheck": {
-                        "TableName": self._table,
-                        "Key": _key(object_id),
-                        "ConditionExpression": "attribute_not_exists(closing_session)",
-                    }
-                },
+                self._never_closing(object_id),
                 {
                     "Update": {
                         "TableName": self._table,
@@ -398,26 +386,13 @@ class DynamoDbLedger:
 
     def pin(self, object_id: str, *, coverage: str, currency: str) -> LedgerEntry:
         """Keep the coverage and currency the first attempt settled; return the entry with the pinned ones."""
-        now = self._clock()
-        item = self._call(
-            "update_item",
-            TableName=self._table,
-            Key=_key(object_id),
-            UpdateExpression=(
-                "SET #coverage = if_not_exists(#coverage, :coverage), #currency = if_not_exists(#currency, :currency), "
-                "lease_until = :lease, updated_at = :now"
-            ),
-            ConditionExpression="#status = :importing",
-            ExpressionAttributeNames={"#status": "status", "#coverage": "coverage", "#currency": "currency"},
-            ExpressionAttributeValues={
-                ":coverage": {"S": coverage},
-                ":currency": {"S": currency},
-                ":importing": {"S": "IMPORTING"},
-                ":lease": {"N": repr(now + self._lease_seconds)},
-                ":now": {"N": repr(now)},
-            },
-            ReturnValues="ALL_NEW",
-        )["Attributes"]
+        item = self._update(
+            object_id,
+            "SET #coverage = if_not_exists(#coverage, :coverage), #currency = if_not_exists(#currency, :currency)",
+            {":coverage": {"S": coverage}, ":currency": {"S": currency}},
+            names={"#coverage": "coverage", "#currency": "currency"},
+            returning=True,
+        )
         return _entry(object_id, item)
 
     def abandon_session(self, object_id: str, session_id: int) -> None:
@@ -489,26 +464,48 @@ class DynamoDbLedger:
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _update(self, object_id: str, expression: str, values: dict[str, Any], *, condition: str | None = None) -> None:
-        """An update of an importing object that also renews its lease; the claim must still be ours."""
+    def _update(
+        self,
+        object_id: str,
+        expression: str,
+        values: dict[str, Any],
+        *,
+        condition: str | None = None,
+        names: dict[str, str] | None = None,
+        returning: bool = False,
+    ) -> dict[str, Any]:
+        """An update of an importing object that also renews its lease; the claim must still be ours.
+        With ``returning``, the item as it is after the update (else ``{}``: a packet's write stays small)."""
         now = self._clock()
         renew = "lease_until = :lease, updated_at = :now"
         expression = f"{expression}, {renew}" if "SET " in expression else f"{expression} SET {renew}"
         conditions = ["#status = :importing"] + ([condition] if condition else [])
-        self._call(
+        updated = self._call(
             "update_item",
             TableName=self._table,
             Key=_key(object_id),
             UpdateExpression=expression,
             ConditionExpression=" AND ".join(f"({c})" for c in conditions),
-            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeNames={"#status": "status", **(names or {})},
             ExpressionAttributeValues={
                 **values,
                 ":importing": {"S": "IMPORTING"},
                 ":lease": {"N": repr(now + self._lease_seconds)},
                 ":now": {"N": repr(now)},
             },
+            ReturnValues="ALL_NEW" if returning else "NONE",
         )
+        return dict(updated.get("Attributes", {}))
+
+    def _never_closing(self, object_id: str) -> dict[str, Any]:
+        """A transaction's check that ``object_id`` never marked a session closing (nothing of it may be rated)."""
+        return {
+            "ConditionCheck": {
+                "TableName": self._table,
+                "Key": _key(object_id),
+                "ConditionExpression": "attribute_not_exists(closing_session)",
+            }
+        }
 
     def _call(self, operation: str, *, allow_condition_failure: bool = False, **kwargs: Any) -> dict[str, Any]:
         try:

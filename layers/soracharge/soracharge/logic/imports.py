@@ -264,7 +264,8 @@ def _import_claimed(
                 # Another object closed a session with these bytes (under the other coverage) first: this
                 # one gives its session up, and a month it took over from a stuck file back to that file.
                 deps.ledger.hand_back(lock_key, obj.object_id)
-                return _same_bytes(obj, key, deps, base, holder.object_id, left_open=session_id)
+                of = _owner_coverage(holder.object_id, deps)
+                return _same_bytes(obj, key, deps, base, holder.object_id, of, left_open=session_id)
             raise ImportInProgressError(
                 f"{obj.uri}: session {session_id} is no longer this attempt's (a later attempt of the same file "
                 "took it over): this one stops, never closing it"
@@ -567,7 +568,7 @@ def _take_month(
                 "its own retry finishes it; this file will be retried"
             )
     if owner.sha256 == sha256:
-        return _same_bytes(obj, key, deps, base, owner.object_id)
+        return _same_bytes(obj, key, deps, base, owner.object_id, _owner_coverage(owner.object_id, deps))
     if previous is not None and previous.status == "DUPLICATE":
         summary = (
             f"{HELD_BY_DUPLICATE} {owner.object_id}, a DUPLICATE of a file imported as another coverage's bill: "
@@ -608,7 +609,7 @@ def _bytes_closed_before(
         if not _closed_a_session(other):
             continue  # not closed (still importing, or it imported nothing): the month's lock settles it
         failed = other is not None and other.status == "FAILED_PROCESSED"
-        of = _owner_coverage(closed.object_id, deps) if failed else None
+        of = _owner_coverage(closed.object_id, deps)
         if failed and of in (None, base["coverage"]):
             continue  # CloudBlue rated none of it: this coverage's lock says how to import it again
         if failed:
@@ -623,11 +624,11 @@ def _bytes_closed_before(
                 obj, key, deps, base, "HELD", summary, closed.object_id, abandoned=entry.session_id is not None
             )
         deps.ledger.hand_back(lock_key, obj.object_id)  # a month an earlier attempt took over goes back
-        if _owner_coverage(closed.object_id, deps) not in (None, base["coverage"]):
+        if of not in (None, base["coverage"]):
             # Imported as the other coverage's bill: this file keeps its own coverage's month if no file
             # has it (never taken over), so that coverage's bill is held, not imported beside the runbook's.
             deps.ledger.lock(lock_key, obj.object_id, sha256)
-        return _same_bytes(obj, key, deps, base, closed.object_id, left_open=entry.session_id)
+        return _same_bytes(obj, key, deps, base, closed.object_id, of, left_open=entry.session_id)
     return None
 
 
@@ -640,10 +641,16 @@ def _closed_a_session(entry: LedgerEntry | None) -> bool:
 
 
 def _same_bytes(
-    obj: ObjectRef, key: str, deps: ImportDependencies, base: dict[str, Any], other: str, left_open: int | None = None
+    obj: ObjectRef,
+    key: str,
+    deps: ImportDependencies,
+    base: dict[str, Any],
+    other: str,
+    of: Coverage | None,
+    left_open: int | None = None,
 ) -> ImportReport:
+    """DUPLICATE of ``other`` (whose coverage is ``of``, when it can be told), giving ``left_open`` up."""
     summary = f"the same bytes were already imported for the month from {other}: nothing imported again"
-    of = _owner_coverage(other, deps)
     if of is not None and of != base["coverage"]:
         summary = (
             f"{SAME_BYTES_OTHER_COVERAGE} {coverage_label(of)} bill, from {other}: nothing imported again. One of "
@@ -761,11 +768,6 @@ def _given_up(obj: ObjectRef, session_id: int, deps: ImportDependencies, reason:
     )
 
 
-def _abandoned_sessions(obj: ObjectRef, deps: ImportDependencies) -> list[int]:
-    entry = deps.ledger.get(obj.object_id)
-    return list(entry.abandoned_sessions) if entry else []
-
-
 def _abandoned(session_id: int, reason: str) -> str:
     return (
         f"session {session_id} was given up and left open, never closed (CloudBlue does not rate an open "
@@ -822,8 +824,8 @@ def _finish_without_import(
     *,
     abandoned: bool = False,
 ) -> ImportReport:
-    _not_closing_meanwhile(obj, deps, status)
-    sessions = _abandoned_sessions(obj, deps) if abandoned else []
+    current = _not_closing_meanwhile(obj, deps, status)
+    sessions = list(current.abandoned_sessions) if abandoned and current else []
     report = _report(deps, obj, status, summary, duplicate_of=other, abandoned_sessions=sessions, **base)
     save_report(deps.store, key, report)
     _alert(report, key, deps)
@@ -833,24 +835,26 @@ def _finish_without_import(
     return report
 
 
-def _not_closing_meanwhile(obj: ObjectRef, deps: ImportDependencies, status: str) -> None:
-    """Before a report that says nothing was imported: a stale attempt of this file may have marked a
-    session closing meanwhile (then it is being imported, and its retry records it)."""
+def _not_closing_meanwhile(obj: ObjectRef, deps: ImportDependencies, status: str) -> LedgerEntry | None:
+    """The object's entry, read before a report that says nothing was imported: a stale attempt of this
+    file may have marked a session closing meanwhile (then it is being imported, and its retry records it)."""
     current = deps.ledger.get(obj.object_id)
     if current is not None and current.closing_session is not None:
-        raise ImportInProgressError(
-            f"{obj.uri}: another attempt of this file marked its session {current.closing_session} closing "
-            f"meanwhile: it is not recorded {status}; its retry finishes the import"
-        )
+        raise _closing_meanwhile(obj, status)
+    return current
 
 
 def _end(obj: ObjectRef, deps: ImportDependencies, status: str, **fields: str) -> None:
     """Record an end that imported nothing, unless another attempt marked a session closing meanwhile."""
     if not deps.ledger.end_without_import(obj.object_id, status, **fields):  # type: ignore[arg-type]
-        raise ImportInProgressError(
-            f"{obj.uri}: another attempt of this file marked its session closing meanwhile: it is not recorded "
-            f"{status}; its retry finishes the import"
-        )
+        raise _closing_meanwhile(obj, status)
+
+
+def _closing_meanwhile(obj: ObjectRef, status: str) -> ImportInProgressError:
+    return ImportInProgressError(
+        f"{obj.uri}: another attempt of this file marked its session closing meanwhile: it is not recorded "
+        f"{status}; its retry finishes the import"
+    )
 
 
 def _locks_held(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencies, base: dict[str, Any]) -> set[str]:
@@ -889,12 +893,16 @@ def _reject(
                 "session was imported with, then re-deliver the event, so the report records the session"
             )
         summary += f". {_given_up(obj, entry.session_id, deps, 'the last attempt opened it; the file is rejected now')}"
+    if entry.attempts > 1:  # a retry: hand back the month it may hold (it imported nothing)
+        for lock in _locks_held(obj, entry, deps, base):
+            deps.ledger.release_lock(lock, obj.object_id)
+    current = _not_closing_meanwhile(obj, deps, "REJECTED") if entry.attempts > 1 or entry.session_id else None
+    abandoned = list(current.abandoned_sessions) if current and entry.session_id is not None else []
     extra = (
         {"counts": ReportCounts(rows=plan.rows, problems=problem_count, unmapped_rows=plan.unmapped_rows)}
         if plan
         else {}
     )
-    abandoned = _abandoned_sessions(obj, deps) if entry.session_id is not None else []
     report = _report(
         deps,
         obj,
@@ -906,10 +914,6 @@ def _reject(
         **base,
         **extra,
     )
-    if entry.attempts > 1:  # a retry: hand back the month it may hold (it imported nothing)
-        for lock in _locks_held(obj, entry, deps, base):
-            deps.ledger.release_lock(lock, obj.object_id)
-        _not_closing_meanwhile(obj, deps, "REJECTED")
     save_report(deps.store, key, report)
     _alert(report, key, deps)
     _end(obj, deps, "REJECTED", report_key=key)
