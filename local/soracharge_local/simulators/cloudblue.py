@@ -26,7 +26,9 @@ Inactive subscriptions are CloudBlue's configuration, not a fault: ``deactivate_
 ``activate_subscription`` (the fix in CloudBlue) switch them, and resetting the faults leaves them.
 ``importCharges`` bodies are checked strictly against the type (:func:`aps_type.check_charges_packet`);
 a packet is stored whole or not at all, numbers as ``Decimal``. A charge whose non-empty ``extHash``
-the session already holds is ignored (``ignore_repeated_ext_hash``) or stored again.
+the session already holds is stored again, as a real CloudBlue may (nothing in its published type
+promises to drop repeats): a packet sent twice is a double, and shows as one. Tests that want the
+kinder behaviour ask for it (``ignore_repeated_ext_hash=True``, ``--ignore-repeated-ext-hash``).
 
 Faults are switched on through :class:`CloudBlueFaults` (``sim.faults``) or over HTTP::
 
@@ -158,7 +160,9 @@ class CloudBlueFaults:
     """Fault switches, all off by default. Tests set the fields directly; counters count down.
 
     - ``server_error_next``: the next N API requests (of ``only_operation`` when set) answer a
-      500 APS error before anything else (no auth check, nothing stored).
+      500 APS error before anything else (no auth check, nothing stored), or, with
+      ``server_error_after_processing``, after CloudBlue handled them (an importCharges stored, a
+      session opened or closed): the client cannot tell the two apart, so a 500 is an outcome unknown.
     - ``server_error_on_packets``: the k-th importCharges requests (1-based, every importCharges
       request the simulator ever received, whatever its outcome, one the gateway answered too;
       ``clear_requests`` does not reset the count) answer 500 without storing anything.
@@ -170,6 +174,11 @@ class CloudBlueFaults:
       by the gateway in front of CloudBlue (a load balancer) instead of CloudBlue: status
       ``gateway_status`` with nginx's small HTML page (``Content-Type: text/html``), not an APS
       error. The client sent the request and knows no answer to it.
+    - ``server_error_after_processing``: see ``server_error_next``.
+    - ``server_error_status``: what ``server_error_next`` answers: 500 (an internal error: the request may
+      or may not have been handled), 503 (unavailable) or 429 (rate limited). A 503 or a 429 is CloudBlue
+      saying it did not take the request: it is answered before anything is handled, whatever
+      ``server_error_after_processing`` says.
     - ``gateway_status``: 502 (Bad Gateway) or 504 (Gateway Time-out).
     - ``gateway_after_processing``: when false, CloudBlue never sees a request the gateway answers
       (nothing stored, opened or closed; answered at once, not slowed); when true, CloudBlue
@@ -184,6 +193,8 @@ class CloudBlueFaults:
     """
 
     server_error_next: int = 0
+    server_error_after_processing: bool = False
+    server_error_status: int = 500
     server_error_on_packets: list[int] = field(default_factory=list)
     drop_after_processing_next: int = 0
     slow_seconds: float = 0.0
@@ -351,7 +362,7 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
         token_ttl_seconds: float = 1800,
         resource_id: str = DEFAULT_RESOURCE_ID,
         processing_seconds: float = 0.0,
-        ignore_repeated_ext_hash: bool = True,
+        ignore_repeated_ext_hash: bool = False,
         require_uuids: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -591,9 +602,10 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
         if gateway is not None and not gateway[1]:
             _log.info("%s: %d from the gateway, not passed on (gateway_error_next)", operation, gateway[0])
             return _gateway_response(gateway[0]), None, False
+        server_error_after = False
         try:
             if targeted:
-                self._maybe_server_error(operation)
+                server_error_after = self._maybe_server_error(operation)
             if packet and packet in faults.server_error_on_packets:
                 _log.info("importCharges request #%d: 500 (server_error_on_packets)", packet)
                 self._fire("server_error_on_packets")
@@ -607,6 +619,11 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
                 response = self._operation(operation, args, request, body)
         except Reply as reply:
             response = reply.response
+        if server_error_after:  # handled by CloudBlue, which then answered 500 all the same
+            _log.info(
+                "%s: handled (%d), then answered 500 (server_error_after_processing)", operation, response.status_code
+            )
+            response = self._error(500, _INTERNAL_ERROR, "Internal server error")
         if gateway is not None:  # handled by CloudBlue; its answer is lost on the way back
             _log.info(
                 "%s: handled (%d), answered %d by the gateway (gateway_error_next)",
@@ -652,14 +669,25 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
             self._fired["gateway_error_next"] += 1
             return faults.gateway_status, faults.gateway_after_processing
 
-    def _maybe_server_error(self, operation: Operation) -> None:
+    def _maybe_server_error(self, operation: Operation) -> bool:
+        """Answer 500 now (``server_error_next``), or return True to answer it after handling the request."""
         with self._lock:
             if self._faults.server_error_next <= 0:
-                return
+                return False
             self._faults.server_error_next -= 1
             self._fired["server_error_next"] += 1
-        _log.info("%s: 500 (server_error_next)", operation)
-        raise Reply(self._error(500, _INTERNAL_ERROR, "Internal server error"))
+            status = self._faults.server_error_status
+            if status == 500 and self._faults.server_error_after_processing:
+                return True
+        _log.info("%s: %d (server_error_next)", operation, status)
+        raise Reply(self._server_error(status))
+
+    def _server_error(self, status: int) -> Response:
+        if status == 429:
+            return self._error(429, _CONTROLLER_ERROR, "Too many requests", {"Retry-After": "1"})
+        if status == 503:
+            return self._error(503, _CONTROLLER_ERROR, "Service temporarily unavailable", {"Retry-After": "1"})
+        return self._error(500, _INTERNAL_ERROR, "Internal server error")
 
     def _discover(self, raw_target: str) -> Response:
         query = raw_target.partition("?")[2]
@@ -997,13 +1025,17 @@ def _check_fault(name: str, value: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise ValueError("fail_processing must be null or a string")
         return value
+    if name == "server_error_status":
+        if not isinstance(value, int) or isinstance(value, bool) or value not in (429, 500, 503):
+            raise ValueError(f"server_error_status must be 429, 500 or 503, not {json.dumps(value)}")
+        return value
     if name == "gateway_status":
         if not isinstance(value, int) or isinstance(value, bool) or value not in _GATEWAY_REASONS:
             raise ValueError(f"gateway_status must be 502 or 504, not {json.dumps(value)}")
         return value
-    if name == "gateway_after_processing":
+    if name in ("gateway_after_processing", "server_error_after_processing"):
         if not isinstance(value, bool):
-            raise ValueError("gateway_after_processing must be true or false")
+            raise ValueError(f"{name} must be true or false")
         return value
     if not isinstance(value, str) or not value:  # error_field_name
         raise ValueError(f"{name} must be a non-empty string")
@@ -1121,7 +1153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--processing-seconds", type=float, default=2.0, help="closed session to PROCESSED (default 2; NEW, PROCESSING)"
     )
     parser.add_argument(
-        "--store-repeated-ext-hash", action="store_true", help="store a charge again when its extHash was seen"
+        "--ignore-repeated-ext-hash",
+        action="store_true",
+        help="drop a charge whose extHash the session holds (kinder than CloudBlue promises: repeats are kept by default)",
     )
     parser.add_argument("--no-require-uuids", action="store_true", help="accept ids of charges that are not UUIDs")
     args = parser.parse_args(argv)
@@ -1135,7 +1169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token_ttl_seconds=args.token_ttl_seconds,
         resource_id=args.resource_id,
         processing_seconds=args.processing_seconds,
-        ignore_repeated_ext_hash=not args.store_repeated_ext_hash,
+        ignore_repeated_ext_hash=args.ignore_repeated_ext_hash,
         require_uuids=not args.no_require_uuids,
         host=args.host,
         port=args.port,

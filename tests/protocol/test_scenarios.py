@@ -1,0 +1,127 @@
+"""The exactly-once findings of the adversarial review (issue 18), each as the review tried it.
+
+Each case runs in the unit world (``tests/protocol/world.py``): the real ledger on moto, the real CloudBlue
+client against a CloudBlue simulator that keeps repeated extHash (a double shows as one), and a
+scheduler at the adapters that makes one attempt slow, not dead. Each ends the way a month ends: Lambda's
+retries, then the session followed, then the verdict: CloudBlue rates every charge of the month exactly
+once, and every file that ended without importing was alerted with its runbook action.
+"""
+
+from __future__ import annotations
+
+from soracharge_local.simulators import CloudBlueFaults
+
+from tests.protocol.scheduler import Stop
+from tests.protocol.world import BOTH_MAPPING, CSV, GLOBAL_CSV, MONTH, OTHER_CSV, protocol_world
+
+
+def test_a_slow_attempt_whose_answers_come_back_after_a_retry_took_over_loses_no_charge(cloudblue):
+    with protocol_world(cloudblue) as world:
+        obj = world.upload(f"exports/{MONTH}/fe_1.csv")
+        # Given attempt A, whose answer to packet 2 comes back late: A is slow, not dead
+        a = world.attempt(obj, "A", pause=Stop("cloudblue.import_charges", 2, "after"))
+        assert a.is_paused
+        # When A's lease lapses, the event is delivered again, and that attempt stops on CloudBlue refusing packets
+        world.lapse()
+        with world.refusing(server_error_next=100, server_error_status=503, only_operation="importCharges"):
+            b = world.deliver(obj, "B")
+        assert b.error is not None
+        # and then A's late answer arrives, and A goes on as if nothing happened
+        a.resume()
+        world.settle()
+
+        # Then every charge of the month is rated exactly once
+        verdict = world.verdict()
+        assert verdict.ok, verdict
+
+
+def test_two_attempts_that_both_resume_the_same_session_never_send_its_packets_twice(cloudblue):
+    with protocol_world(cloudblue) as world:
+        obj = world.upload(f"exports/{MONTH}/fe_1.csv")
+        # Given a first attempt that opened a session and stopped: CloudBlue refused its packets
+        with world.refusing(server_error_next=100, server_error_status=503, only_operation="importCharges"):
+            assert world.deliver(obj, "first").error is not None
+        world.lapse()
+        # And a retry A, slow between reading the ledger and its first write (reading a big file from S3)
+        a = world.attempt(obj, "A", pause=Stop("ledger.mark_in_flight", 1, "before"))
+        assert a.is_paused
+        # When A's lease lapses, a second delivery B resumes too, and is slow before it closes the session
+        world.lapse()
+        b = world.attempt(obj, "B", pause=Stop("ledger.mark_closing", 1, "before"))
+        # and both go on
+        a.resume()
+        if b.is_paused:
+            b.resume()
+        world.settle()
+
+        # Then the session holds every charge once: CloudBlue (which keeps repeats) rates none twice
+        verdict = world.verdict()
+        assert verdict.ok, verdict
+
+
+def test_a_500_after_cloudblue_stored_a_packet_never_doubles_it(cloudblue):
+    with protocol_world(cloudblue) as world:
+        obj = world.upload(f"exports/{MONTH}/fe_1.csv")
+        # Given CloudBlue stores the second packet and then answers 500 (its outcome is unknown to the client)
+        a = world.attempt(obj, "A", pause=Stop("cloudblue.import_charges", 2, "before"))
+        world.cloudblue.faults = CloudBlueFaults(
+            server_error_next=1, server_error_after_processing=True, only_operation="importCharges"
+        )
+        a.resume()
+        world.settle()
+
+        verdict = world.verdict()
+        assert verdict.ok, verdict
+
+
+def test_a_timeout_after_cloudblue_stored_a_packet_never_doubles_it(cloudblue):
+    with protocol_world(cloudblue) as world:
+        obj = world.upload(f"exports/{MONTH}/fe_1.csv")
+        world.transport.lose_next = 1  # the first packet is stored; its answer never comes
+        world.deliver(obj, "A")
+        world.settle()
+
+        verdict = world.verdict()
+        assert verdict.ok, verdict
+
+
+def test_a_second_file_that_closes_first_leaves_the_slow_file_held_and_alerted(cloudblue):
+    with protocol_world(cloudblue) as world:
+        bill = world.upload(f"exports/{MONTH}/fe_1.csv")
+        # Given the month's bill import, failing on a CloudBlue outage
+        with world.refusing(server_error_next=100, server_error_status=503, only_operation="importCharges"):
+            assert world.deliver(bill, "bill").error is not None
+        # When another file of the month is uploaded meanwhile, without import=additional, and is imported
+        other = world.upload(f"uploads/{MONTH}/corrected.csv", OTHER_CSV)
+        assert world.deliver(other, "other").error is None
+        world.settle()
+
+        # Then the month is imported once, and the bill's file ended held, with an alert saying what to do
+        verdict = world.verdict()
+        assert verdict.ok, verdict
+        report = world.store.report(bill)
+        assert report is not None
+        assert report.status == "HELD"
+        assert any(alert.remedy for alert in world.topic.about(bill))
+
+
+def test_a_copy_of_the_global_bill_misfiled_as_japan_s_leaves_both_bills_imported_once_after_the_runbook(cloudblue):
+    with protocol_world(cloudblue, coverages=("jp", "g"), mapping=BOTH_MAPPING) as world:
+        japan = world.upload(f"exports/{MONTH}/jp/fe_1.csv", CSV, currency="JPY", coverage="jp")
+        # Given Japan's bill, whose import fails once (a CloudBlue outage)
+        with world.refusing(server_error_next=100, server_error_status=503, only_operation="importCharges"):
+            assert world.deliver(japan, "japan").error is not None
+        # When a copy of the Global bill is uploaded under jp/ by mistake, and imported first
+        misfiled = world.upload(f"uploads/{MONTH}/jp/global.csv", GLOBAL_CSV)
+        assert world.deliver(misfiled, "misfiled").error is None
+        # and the Global bill's export comes, then Lambda retries Japan's
+        global_ = world.upload(f"exports/{MONTH}/g/fe_2.csv", GLOBAL_CSV, currency="USD", coverage="g")
+        world.deliver(global_, "global")
+        world.settle()
+
+        # Then every file that was not imported says so, with what to do
+        verdict = world.verdict(expected={})
+        assert verdict.unalerted == [], verdict
+        # And once the alerts' actions are done, CloudBlue holds each bill once, in its own currency
+        world.follow_runbook()
+        assert world.net() == world.expected_net((CSV, "JPY", ""), (GLOBAL_CSV, "USD", "g"))

@@ -1,0 +1,426 @@
+"""The unit world the exactly-once protocol is explored in: the real ledger on moto's DynamoDB, the real
+CloudBlue client against the CloudBlue simulator over HTTP (which keeps repeated extHash, as a real
+CloudBlue may), an S3 of object versions in memory, and a clock the test moves.
+
+:meth:`ProtocolWorld.attempt` makes one invocation of the import whose adapters pass the scheduler's
+gates (``tests/protocol/scheduler.py``). :meth:`ProtocolWorld.settle` is what happens after a case: Lambda's
+retries and the runbook, until every file has ended; :meth:`ProtocolWorld.verdict` then says whether
+CloudBlue rates the month exactly once and whether every file that ended without importing was alerted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+import httpx
+from moto import mock_aws
+from pydantic import SecretStr
+from soracharge.adapters.cloudblue import CloudBlueClient, OAuth1TwoLegged
+from soracharge.adapters.ledger import DynamoDbLedger
+from soracharge.adapters.storage import StoredObject
+from soracharge.logic.charges import plan_import
+from soracharge.logic.corrections import write_differences
+from soracharge.logic.imports import ImportDependencies, import_object
+from soracharge.logic.sessions import finish_import, poll_session
+from soracharge.models.coverage import Coverage
+from soracharge.models.imports import FollowSessionRequest, ImportReport, ObjectRef
+from soracharge.models.mapping import Mapping, parse_mapping
+from soracharge.models.runbook import Remedy
+from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
+
+from tests.chaos.runbook import ReceivedAlert
+from tests.protocol.scheduler import Attempt, Gated, Stop
+
+REPO = Path(__file__).resolve().parents[2]
+MONTH = "202610"
+TABLE = "ledger"
+MAPPING = parse_mapping((REPO / "examples" / "mapping.example.yaml").read_text(), "mapping.yaml")
+#: 28 charges in 3 packets: enough packets for a session to be half sent, few enough steps to try them all.
+PACKET_SIZE = 10
+CSV = SoracomSimulator(auth_key_id="k", auth_key="s", today=datetime(2026, 11, 22, tzinfo=UTC).date()).csv_bytes(MONTH)
+GLOBAL_CSV = SoracomSimulator(
+    coverage="g", auth_key_id="k", auth_key="s", today=datetime(2026, 11, 22, tzinfo=UTC).date()
+).csv_bytes(MONTH)
+GLOBAL_MAPPING = parse_mapping((REPO / "examples" / "mapping.global.example.yaml").read_text(), "global.yaml")
+#: One mapping for both coverages (the README allows it): both item lists, no currency.
+BOTH_MAPPING = MAPPING.model_copy(update={"currency": None, "items": [*MAPPING.items, *GLOBAL_MAPPING.items]})
+#: The same rows in other bytes: a second file for the month (its charges are the month's charges).
+OTHER_CSV = CSV.replace(b"\r\n", b"\n")
+#: Time enough for any claim to lapse.
+LAPSE_SECONDS = 3600.0
+#: Deliveries of a file's event after a case before it counts as stuck (Lambda's retries and the runbook's).
+MAX_DELIVERIES = 6
+#: The statuses a file's report ends in (anything else is still being imported).
+ENDED = frozenset({"CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED", "REJECTED", "HELD", "DUPLICATE"})
+#: Ends that import nothing: a person must hear of each.
+NOT_IMPORTED = frozenset({"REJECTED", "HELD", "DUPLICATE", "SUPERSEDED"})
+
+
+class Clock:
+    """The ledger's clock (seconds): moved by the test, never by time passing."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class MemoryStore:
+    """The data bucket: object versions with their metadata, and JSON and text objects."""
+
+    bucket: str = "data"
+    objects: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = field(default_factory=dict)
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pages: dict[str, str] = field(default_factory=dict)
+    _versions: Iterator[int] = field(default_factory=lambda: iter(range(1, 1_000_000)))
+
+    def put(self, key: str, body: bytes, **metadata: str) -> ObjectRef:
+        version = f"v{next(self._versions)}"
+        self.objects[(key, version)] = (body, dict(metadata))
+        return ObjectRef(bucket=self.bucket, key=key, version_id=version)
+
+    def body(self, obj: ObjectRef) -> bytes:
+        return self.objects[(obj.key, obj.version_id or "")][0]
+
+    def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        if (key, version_id or "") not in self.objects:
+            return None
+        body, metadata = self.objects[(key, version_id or "")]
+        return StoredObject(self.bucket, key, version_id, len(body), dict(metadata))
+
+    def open(self, key: str, version_id: str | None = None) -> BinaryIO:
+        return io.BytesIO(self.objects[(key, version_id or "")][0])
+
+    def put_json(self, key: str, body: dict[str, Any]) -> StoredObject:
+        self.documents[key] = body
+        return StoredObject(self.bucket, key, None, 0, {})
+
+    def put_text(self, key: str, text: str, content_type: str) -> StoredObject:
+        self.pages[key] = text
+        return StoredObject(self.bucket, key, None, len(text), {})
+
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        return self.documents.get(key)
+
+    def report(self, obj: ObjectRef) -> ImportReport | None:
+        document = self.documents.get(f"reports/{MONTH}/{obj.version_id}.json")
+        return ImportReport.model_validate(document) if document else None
+
+
+@dataclass
+class Workflows:
+    """Step Functions: the follow-session executions started, by name (a repeated start is a no-op)."""
+
+    started: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
+        self.started.setdefault(name, payload)
+        return name
+
+
+@dataclass
+class Topic:
+    """The alerts topic: every message, read as a person reads it."""
+
+    published: list[ReceivedAlert] = field(default_factory=list)
+
+    def publish(self, subject: str, message: str) -> None:
+        self.published.append(ReceivedAlert.read(subject, message))
+
+    def about(self, obj: ObjectRef) -> list[ReceivedAlert]:
+        """The alerts that name ``obj`` as their file."""
+        return [alert for alert in self.published if alert.file()[1:] == (obj.key, obj.version_id)]
+
+
+class AnswerLost(httpx.BaseTransport):
+    """CloudBlue's transport, which can lose the answer of a request CloudBlue handled: a timeout after the
+    request was sent (``lose_next``: the next N requests of ``operation`` get their effect, then time out)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self.lose_next = 0
+        self.path_part = "/charges"
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if self.lose_next > 0 and self.path_part in request.url.path:
+            self.lose_next -= 1
+            response.read()
+            response.close()
+            raise httpx.ReadTimeout("the answer never came (lost after CloudBlue handled the request)", request=request)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@dataclass
+class Verdict:
+    """What a case ended with, against what it must end with."""
+
+    lost: list[str]
+    doubled: list[str]
+    unalerted: list[str]
+    stuck: list[str]
+    untruthful: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.doubled or self.unalerted or self.stuck or self.untruthful)
+
+    def __str__(self) -> str:
+        parts = [f"{name} {len(values)}: {values[:4]}" for name, values in vars(self).items() if values]
+        return "; ".join(parts) or "exactly once, every end alerted"
+
+    __repr__ = __str__
+
+
+class ProtocolWorld:
+    """One case's world. Build it inside :func:`protocol_world` (it needs moto running)."""
+
+    def __init__(
+        self,
+        cloudblue: CloudBlueSimulator,
+        *,
+        mapping: Mapping | None = None,
+        coverages: tuple[Coverage, ...] = ("jp",),
+    ) -> None:
+        self.cloudblue = cloudblue
+        self.clock = Clock()
+        self.store = MemoryStore()
+        self.workflows = Workflows()
+        self.topic = Topic()
+        self.dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        self.dynamodb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.ledger = DynamoDbLedger(self.dynamodb, TABLE, clock=self.clock)
+        self.transport = AnswerLost()
+        self.client = CloudBlueClient(
+            endpoint=cloudblue.base_url,
+            auth=OAuth1TwoLegged(cloudblue.consumer_key, SecretStr(cloudblue.consumer_secret)),
+            resource_id=cloudblue.resource_id,
+            max_wait_seconds=0.001,
+            transport=self.transport,
+        )
+        self.mapping = (mapping or MAPPING).model_copy(update={"packet_size": PACKET_SIZE})
+        self.coverages = coverages
+        self.performed: set[int] = set()
+        self.sessions_before = {s.importSessionId for s in cloudblue.sessions()}
+        self.files: list[ObjectRef] = []
+        self.attempts: list[Attempt] = []
+
+    # -- files and attempts ------------------------------------------------------------------------
+
+    def upload(self, key: str, body: bytes = CSV, **metadata: str) -> ObjectRef:
+        """A file put in the bucket (JPY unless ``metadata`` says otherwise; ``currency=""`` names none)."""
+        metadata = {"currency": "JPY", **metadata}
+        obj = self.store.put(key, body, **{name: value for name, value in metadata.items() if value})
+        self.files.append(obj)
+        return obj
+
+    def dependencies(self, attempt: Attempt) -> ImportDependencies:
+        """The import's adapters, each gated by ``attempt``."""
+        return ImportDependencies(
+            store=Gated("store", self.store, attempt),  # type: ignore[arg-type]
+            ledger=Gated("ledger", self.ledger, attempt),  # type: ignore[arg-type]
+            cloudblue=Gated("cloudblue", self.client, attempt),  # type: ignore[arg-type]
+            workflows=Gated("workflows", self.workflows, attempt),  # type: ignore[arg-type]
+            mapping=lambda coverage: (self.mapping, "mapping.yaml"),
+            follow_state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:follow",
+            notifier=Gated("notifier", self.topic, attempt),  # type: ignore[arg-type]
+            concurrency=1,
+            coverages=self.coverages,
+            clock=lambda: datetime.fromtimestamp(self.clock(), UTC),
+        )
+
+    def attempt(self, obj: ObjectRef, name: str, *, pause: Stop | None = None, kill: Stop | None = None) -> Attempt:
+        """A delivery of ``obj``'s S3 event, started: it runs until it pauses or ends."""
+        attempt = Attempt(name, pause=pause, kill=kill)
+        self.attempts.append(attempt)
+        deps = self.dependencies(attempt)
+        return attempt.start(lambda: import_object(obj, deps, lease_seconds=900))
+
+    def deliver(self, obj: ObjectRef, name: str = "delivery", *, kill: Stop | None = None) -> Attempt:
+        """A delivery of ``obj``'s S3 event, run to its end."""
+        attempt = self.attempt(obj, name, kill=kill)
+        if not attempt.ended:
+            raise AssertionError(f"{name} paused without a pause")
+        return attempt
+
+    def lapse(self) -> None:
+        """Time passes: every claim's lease runs out."""
+        self.clock.now += LAPSE_SECONDS
+
+    @contextmanager
+    def refusing(self, **faults: Any) -> Iterator[None]:
+        """CloudBlue with these faults (for example refusing every packet) for the time of the block."""
+        self.cloudblue.faults = CloudBlueFaults(**faults)
+        try:
+            yield
+        finally:
+            self.cloudblue.faults = CloudBlueFaults()
+
+    # -- after a case --------------------------------------------------------------------------------
+
+    def settle(self) -> None:
+        """Lambda's retries and the follow state machine, until every file has ended (or is stuck)."""
+        self.cloudblue.faults = CloudBlueFaults()
+        self.transport.lose_next = 0
+        for _ in range(MAX_DELIVERIES):
+            pending = [obj for obj in self.files if not self._ended(obj)]
+            if not pending:
+                break
+            self.lapse()
+            for obj in pending:
+                self.deliver(obj, "retry")
+        self.follow()
+
+    def follow(self) -> None:
+        """Every follow-session execution started: CloudBlue's answer, recorded (the simulator rates at once)."""
+        for payload in list(self.workflows.started.values()):
+            request = FollowSessionRequest.model_validate(payload)
+            progress = poll_session(request.session, self.client)
+            finish_import(
+                request.model_copy(update={"session": progress}),
+                self.store,  # type: ignore[arg-type]
+                self.ledger,
+                self.topic,
+                clock=lambda: datetime.fromtimestamp(self.clock(), UTC),
+            )
+
+    def follow_runbook(self, rounds: int = 4) -> None:
+        """What a person does with each alert: the action its last line names, as its text says; then settle."""
+        for _ in range(rounds):
+            todo = [(n, a) for n, a in enumerate(self.topic.published) if n not in self.performed]
+            if not todo:
+                return
+            for number, alert in todo:
+                self.performed.add(number)
+                self._perform(alert)
+            self.settle()
+
+    def _perform(self, alert: ReceivedAlert) -> None:
+        _, key, version = alert.file()
+        if alert.remedy in (Remedy.UPLOAD_ADDITIONAL, Remedy.IMPORT_DIFFERENCES):
+            this = self.store.objects[(key, version or "")][0]
+            body = this
+            if alert.remedy is Remedy.IMPORT_DIFFERENCES:
+                imported_path, _, imported_version = alert.facts["Imported before"].partition("#")
+                imported = self.store.objects[(imported_path.partition("/")[2], imported_version)][0]
+                sink = io.StringIO()
+                if write_differences([("i.csv", io.BytesIO(imported))], ("c.csv", io.BytesIO(this)), sink).empty:
+                    return
+                body = sink.getvalue().encode("utf-8")
+            metadata = alert.metadata()
+            assert metadata.get("import") == "additional", alert.message
+            self.upload(f"{alert.upload_folder()}runbook-{len(self.files)}.csv", body, **metadata)
+        elif alert.remedy is Remedy.REDELIVER_EVENT:
+            self.deliver(ObjectRef(bucket=self.store.bucket, key=key, version_id=version), "runbook")
+
+    def net(self) -> dict[tuple[str, ...], Decimal]:
+        """What CloudBlue rates, summed per currency, subscription, resource, SIM and bill item (ids aside)."""
+        return _net(self.rated())
+
+    def expected_net(self, *bills: tuple[bytes, str, str]) -> dict[tuple[str, ...], Decimal]:
+        """The charges of ``bills`` (CSV bytes, currency, id suffix), summed as :meth:`net` sums."""
+        charges = []
+        for body, currency, suffix in bills:
+            plan = plan_import(io.BytesIO(body), month=MONTH, currency=currency, mapping=self.mapping, id_suffix=suffix)
+            charges += [charge.to_wire() for charge in plan.charges]
+        return _net(charges)
+
+    def _ended(self, obj: ObjectRef) -> bool:
+        report = self.store.report(obj)
+        return report is not None and report.status in ENDED and self.ledger.get(obj.object_id).status != "IMPORTING"
+
+    # -- what CloudBlue holds ----------------------------------------------------------------------
+
+    def rated(self) -> list[dict[str, Any]]:
+        """Every charge CloudBlue rates: in the case's sessions that were closed and did not fail."""
+        charges = []
+        for view in self.cloudblue.sessions():
+            if view.importSessionId in self.sessions_before:
+                continue
+            session = self.cloudblue.session(view.importSessionId)
+            if session.closed_at is not None and session.status != "FAILED_PROCESSED":
+                charges.extend(self.cloudblue.charges(view.importSessionId))
+        return charges
+
+    def expected(self, body: bytes = CSV) -> dict[str, Decimal]:
+        plan = plan_import(io.BytesIO(body), month=MONTH, currency="JPY", mapping=self.mapping)
+        return {charge.ext_charge_id or "": charge.total_price for charge in plan.charges}
+
+    def verdict(self, expected: dict[str, Decimal] | None = None) -> Verdict:
+        """CloudBlue against the month's charges, and every file's end against its alerts and its report."""
+        want = expected if expected is not None else self.expected()
+        held = Counter(charge["extChargeId"] for charge in self.rated())
+        prices: dict[str, set[Decimal]] = defaultdict(set)
+        for charge in self.rated():
+            prices[charge["extChargeId"]].add(charge["totalPrice"])
+        lost = sorted(set(want) - set(held))
+        doubled = sorted(charge_id for charge_id, times in held.items() if times > 1 or charge_id not in want)
+        doubled += sorted(i for i in want if i in prices and prices[i] != {want[i]})
+        unalerted, stuck, untruthful = [], [], []
+        for obj in self.files:
+            report = self.store.report(obj)
+            entry = self.ledger.get(obj.object_id)
+            if report is None or entry is None or entry.status == "IMPORTING":
+                stuck.append(f"{obj.key}#{obj.version_id}")
+                continue
+            if report.status in NOT_IMPORTED and not any(a.remedy for a in self.topic.about(obj)):
+                unalerted.append(f"{obj.key}#{obj.version_id} {report.status}")
+            if report.status in ("CLOSED", "PROCESSED") and report.import_session_id is not None:
+                session = self.cloudblue.session(report.import_session_id)
+                if session.closed_at is None:
+                    untruthful.append(f"{obj.key}: report names session {report.import_session_id}, never closed")
+        return Verdict(lost, doubled, unalerted, stuck, untruthful)
+
+
+def _net(charges: list[dict[str, Any]]) -> dict[tuple[str, ...], Decimal]:
+    sums: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
+    for charge in charges:
+        attributes = charge.get("attributes") or {}
+        key = (
+            str(charge["currencyCode"]),
+            str(charge["subscriptionId"]),
+            str(charge["resourceId"]),
+            str(attributes.get("imsi", "")),
+            str(attributes.get("billItemName", "")),
+        )
+        sums[key] += Decimal(str(charge["totalPrice"]))
+    return {key: total for key, total in sums.items() if total != 0}
+
+
+@contextmanager
+def protocol_world(cloudblue: CloudBlueSimulator, **options: Any) -> Iterator[ProtocolWorld]:
+    """A fresh world (ledger, store, clock) around the long-lived CloudBlue simulator."""
+    cloudblue.faults = CloudBlueFaults()
+    with mock_aws():
+        world = ProtocolWorld(cloudblue, **options)
+        try:
+            yield world
+        finally:
+            world.client.close()
+
+
+def sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+Runner = Callable[[ProtocolWorld], None]
