@@ -10,19 +10,14 @@ from soracharge.models.imports import ObjectRef
 from soracharge.models.parsing import parse_input
 from soracharge.observability import logger, metrics, tracer
 
-#: A crashed invocation's claim lapses this long after its deadline, so the retry can resume.
-LEASE_MARGIN_SECONDS = 5.0
-
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     notification = parse_input(event, S3Model)
-    lease = context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS
     dependencies = import_dependencies(remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
     reports = [
-        import_object(ObjectRef.from_s3_record(record), dependencies, lease_seconds=lease).to_event()
-        for record in notification.Records
+        import_object(ObjectRef.from_s3_record(record), dependencies).to_event() for record in notification.Records
     ]
     return {"reports": reports}

@@ -254,7 +254,7 @@ class ProtocolWorld:
         attempt = Attempt(name, pause=pause, kill=kill)
         self.attempts.append(attempt)
         deps = self.dependencies(attempt)
-        return attempt.start(lambda: import_object(obj, deps, lease_seconds=900))
+        return attempt.start(lambda: import_object(obj, deps))
 
     def deliver(self, obj: ObjectRef, name: str = "delivery", *, kill: Stop | None = None) -> Attempt:
         """A delivery of ``obj``'s S3 event, run to its end."""
@@ -342,7 +342,7 @@ class ProtocolWorld:
         charges = []
         for body, currency, suffix in bills:
             plan = plan_import(io.BytesIO(body), month=MONTH, currency=currency, mapping=self.mapping, id_suffix=suffix)
-            charges += [charge.to_wire() for charge in plan.charges]
+            charges += [charge.model_dump(by_alias=True, exclude_none=True) for charge in plan.charges]
         return _net(charges)
 
     def _ended(self, obj: ObjectRef) -> bool:

@@ -99,10 +99,11 @@ class CloudBlueApiError(CloudBlueError):
 
 
 class CloudBlueUnavailableError(CloudBlueError):
-    """A transient CloudBlue failure (5xx, timeout, dropped connection) that outlived the bounded retries.
+    """A transient CloudBlue failure (5xx, 429, timeout, dropped connection) that outlived the bounded retries.
 
-    ``outcome_unknown`` is true when the request was sent but no answer came back (the server may
-    have processed it), false when CloudBlue answered a failure or the connection never opened.
+    ``outcome_unknown`` is true when the request was sent and CloudBlue may have handled it: no answer came
+    back (a timeout, a dropped connection), or a 5xx that does not say it was not taken (500, 502, 504).
+    False when CloudBlue said it did not take it (429, 503) or the connection never opened.
     """
 
     def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
@@ -112,6 +113,11 @@ class CloudBlueUnavailableError(CloudBlueError):
 
 class ImportInProgressError(SorachargeError):
     """Another invocation holds the object (or the month) right now: this one fails so Lambda retries it later."""
+
+
+class ImportSupersededError(SorachargeError):
+    """A later attempt of the same file took its import over while this one was slow: this one stops, and
+    nothing it would still write or send reaches the ledger or CloudBlue (the attempts' fence)."""
 
 
 class ImportResumeError(SorachargeError):

@@ -6,9 +6,11 @@ Facts it follows (shared/DESIGN.md section 3, shared/reference/charges-import-ma
 - authentication is two-legged OAuth 1.0a (consumer key and secret, HMAC-SHA1, signed by
   oauthlib) or an ``APS-Token`` header;
 - APS errors are ``{"code", "type", "message"}`` (some tools say ``error``): parsed defensively;
-- APS has no idempotency header. Retries are bounded (tenacity) and only for transient failures;
-  a retried ``importCharges`` sends the very same bytes, and the charges' deterministic
-  ``extHash`` lets CloudBlue recognise a packet it already took.
+- APS has no idempotency header, and nothing published says CloudBlue drops a repeated ``extHash``.
+  Retries are bounded (tenacity) and only for transient failures. ``importCharges`` is sent again
+  only when CloudBlue said it did not take it (429, 503) or the connection never opened; a 500, a
+  502 or 504, a timeout or a dropped connection after it was sent is raised at once as an outcome
+  unknown, and the import gives the session up (``logic/imports.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from soracharge.errors import CloudBlueApiError, CloudBlueAuthError, CloudBlueUn
 from soracharge.models.charges import ImportSessionInfo
 
 CHARGES_IMPORT_MANAGER = "http://com.odin.rating/charges-import-manager/1.0"
+#: Answers that say CloudBlue did not take a request (rate limited, unavailable): the only ones after which
+#: an importCharges is sent again. Any other 5xx, a timeout or a dropped connection once the request was
+#: sent leaves its outcome unknown: CloudBlue may hold the packet (APS has no idempotency key).
+NOT_TAKEN = frozenset({429, 503})
 USER_AGENT = "soracharge/0.1"
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -152,9 +158,10 @@ class CloudBlueClient:
     def import_charges(self, packet: bytes) -> PacketDelivery:
         """importCharges with a packet's exact JSON bytes (the same bytes on every attempt).
 
-        Retried only when CloudBlue answered a failure (or the connection never opened). When the
-        packet was sent and no answer came, CloudBlue may hold it: that is raised at once as an
-        unknown outcome, and the caller gives the session up rather than risk a second copy.
+        Retried only when CloudBlue said it did not take it (429, 503) or the connection never opened.
+        Any other failure once the packet was sent (a 500, 502 or 504, a timeout, a dropped connection)
+        may hide a packet CloudBlue holds: it is raised at once as an unknown outcome, and the caller
+        gives the session up rather than risk a second copy.
         """
         url = f"/aps/2/resources/{self.resource_id}/charges"
         attempts = 0
@@ -254,7 +261,7 @@ class CloudBlueClient:
             raise CloudBlueApiError(f"{operation}: the request URL is not valid: {exc}") from None
         except httpx.DecodingError as exc:
             raise CloudBlueApiError(f"{operation}: the answer could not be decoded: {exc}") from None
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # never sent
             raise CloudBlueUnavailableError(f"{operation}: {type(exc).__name__}: {exc}") from exc
         except httpx.TransportError as exc:  # sent, but no answer: CloudBlue may have processed it
             raise CloudBlueUnavailableError(f"{operation}: {type(exc).__name__}: {exc}", outcome_unknown=True) from exc
@@ -263,10 +270,10 @@ class CloudBlueClient:
         detail = _describe_error(response)
         if response.status_code in (401, 403):
             raise CloudBlueAuthError(f"{operation}: CloudBlue refused the credentials ({detail})")
-        if response.status_code in (502, 504):  # a gateway may have passed the request on: outcome unknown
-            raise CloudBlueUnavailableError(f"{operation}: CloudBlue's gateway answered {detail}", outcome_unknown=True)
-        if response.status_code == 429 or response.status_code >= 500:
+        if response.status_code in NOT_TAKEN:  # CloudBlue says it did not take the request: safe to send again
             raise CloudBlueUnavailableError(f"{operation}: CloudBlue answered {detail}")
+        if response.status_code >= 500:  # an internal error, or a gateway's (502, 504): it may have been handled
+            raise CloudBlueUnavailableError(f"{operation}: CloudBlue answered {detail}", outcome_unknown=True)
         error = _error_body(response)
         aps_type = error.type if error else None
         raise CloudBlueApiError(

@@ -1,53 +1,67 @@
-"""The import ledger (DynamoDB): what happened to each S3 object version, so nothing is imported twice.
+"""The import ledger (DynamoDB): what each file's import did, written only by the attempt that holds its fence.
 
-Items (one table, key ``pk``):
+Three kinds of record, in one table keyed by ``pk`` (the protocol is ``logic/imports.py``'s docstring):
 
-- ``object#<bucket>/<key>#<versionId>``: the object's status, the CloudBlue session it is being
-  imported in, the fingerprint of the packets planned for it, the packets marked in flight before
-  they are sent and the packets CloudBlue accepted, the sessions abandoned, and a lease. A claim
-  is a conditional write: a duplicate S3 event finds the version claimed or finished; a retry
-  after a crash finds the lease lapsed and resumes. Every write renews the lease (a heartbeat), so
-  a crashed import can be resumed a few minutes later, not only after the function's 15 minutes.
-  It also pins the coverage and currency the first attempt settled, so a retry imports the file as
-  that attempt did whatever the stack's settings became.
-- ``lock#<yyyyMM>#<coverage>`` (or ``lock#<yyyyMM>#<sha256>`` for a file marked additional): which
-  object owns the month's bill of a coverage (``jp``, ``g``), so a second file for it is held instead
-  of doubling it. A ``lock#<yyyyMM>`` written before coverages is the lock of the coverage its
-  owner's currency names (``logic/imports.month_lock_key``). A stuck owner (still importing, lease
-  lapsed) can be taken over in one transaction that checks its lease, so a late retry of the old
-  owner and the new one can never both send. A retry that rejects the file hands its lock back
-  (:meth:`release_lock`). A session marked closing stays marked for good (it may be rated): it is
-  never given up, its object's locks are never taken over nor handed back, and its object is never
-  recorded as not imported.
-- ``bytes#<yyyyMM>#<sha256>``: which object closed a session with these bytes for the month,
-  whatever its coverage. It is written in the transaction that marks the session closing, so the
-  same CSV uploaded under both coverages is closed (so rated) once.
+- ``object#<bucket>/<key>#<version>``: one per object version. Its ``status``; the ``epoch``, the fence:
+  each claim of the object increments it, and every later write of that attempt is conditioned on
+  it, so an attempt that a later claim superseded can neither record nor send (it sends a packet
+  only after a fenced write, :meth:`DynamoDbLedger.mark_in_flight`); the ``lease_until``, for liveness
+  only (a claim may be taken over once it lapsed: a crashed attempt's retry resumes within minutes);
+  the pins (coverage, currency, the mapping's pinned copy); the session, its packets in flight and
+  accepted, the sessions given up, the one marked closing; the report and how the import ended.
+- ``bill#<yyyyMM>#<coverage>``: the month's bill of a coverage, and the object that closed a session
+  for it. Written only in the closing transaction (:meth:`DynamoDbLedger.mark_closing`).
+- ``bytes#<yyyyMM>#<sha256>``: these bytes, closed for the month (under any coverage) by that object.
+  Written only in the closing transaction too.
+
+And one marker, ``schema``: the format the table holds. The records of the protocol before fences
+(``lock#...``, taken before anything was sent) are migrated once, by :meth:`DynamoDbLedger.migrate`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from soracharge.errors import StorageError
+from soracharge.errors import ImportSupersededError, StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 LedgerStatus = Literal[
-    "IMPORTING", "REJECTED", "DUPLICATE", "HELD", "SUPERSEDED", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED"
+    "IMPORTING", "REJECTED", "DUPLICATE", "HELD", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED"
 ]
-#: How long a claim holds without a write: long enough for one CloudBlue call with its retries.
+#: How long a claim holds without a write (the attempt renews it while it works): liveness only.
 LEASE_SECONDS = 180.0
+#: An object that closed a session: its charges are rated, or being rated, or failed to be.
+CLOSED_STATUSES = frozenset({"CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED"})
+#: The table's format: 2 is the fenced protocol (bill# and bytes# written at closing).
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Pins:
+    """What decides an object's packets, settled by its first attempt and kept for every retry."""
+
+    coverage: str
+    currency: str
+    #: The key of the mapping's pinned copy in the data bucket.
+    mapping: str
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
     object_id: str
     status: LedgerStatus
+    epoch: int = 0
+    pins: Pins | None = None
+    #: Coverage and currency settled by a version before pins had a mapping (it pins the mapping still).
+    coverage: str | None = None
+    currency: str | None = None
     session_id: int | None = None
     packets: int | None = None
     fingerprint: str | None = None
@@ -56,10 +70,8 @@ class LedgerEntry:
     abandoned_sessions: tuple[int, ...] = ()
     closing_session: int | None = None
     report_key: str | None = None
-    lock_key: str | None = None
     duplicate_of: str | None = None
-    coverage: str | None = None
-    currency: str | None = None
+    reason: str | None = None
     attempts: int = 0
     lease_until: float = 0.0
 
@@ -68,87 +80,98 @@ class LedgerEntry:
         """Packets sent whose outcome is unknown (marked in flight, never recorded as accepted)."""
         return self.in_flight - self.accepted
 
+    @property
+    def closed_a_session(self) -> bool:
+        """Whether the object closed (or is closing) a CloudBlue session."""
+        return self.closing_session is not None or self.status in CLOSED_STATUSES
+
 
 @dataclass(frozen=True)
 class Claim:
-    """The outcome of claiming an object version: ``granted`` when this invocation may work on it."""
+    """The outcome of claiming an object version: ``granted`` when this invocation may work on it,
+    with the entry as the claim left it (its ``epoch`` is this attempt's fence)."""
 
     granted: bool
     entry: LedgerEntry
 
 
 @dataclass(frozen=True)
-class LockOwner:
+class Holder:
+    """Who holds a ``bill#`` or ``bytes#`` record: the object that closed a session for it."""
+
     object_id: str
     sha256: str
 
 
 class Ledger(Protocol):
-    def claim(self, object_id: str, *, month: str, lease_seconds: float) -> Claim: ...
+    def claim(self, object_id: str, *, month: str) -> Claim: ...
 
     def get(self, object_id: str) -> LedgerEntry | None: ...
 
-    def lock(self, lock_key: str, object_id: str, sha256: str) -> LockOwner: ...
+    def renew(self, object_id: str, epoch: int) -> bool: ...
 
-    def owner(self, lock_key: str) -> LockOwner | None: ...
+    def pin(self, object_id: str, epoch: int, pins: Pins) -> LedgerEntry: ...
 
-    def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool: ...
+    def open_session(self, object_id: str, epoch: int, session_id: int, *, packets: int, fingerprint: str) -> None: ...
+
+    def give_up(self, object_id: str, epoch: int, session_id: int) -> None: ...
+
+    def mark_in_flight(self, object_id: str, epoch: int, session_id: int, index: int) -> None: ...
+
+    def unmark_in_flight(self, object_id: str, epoch: int, session_id: int, index: int) -> None: ...
+
+    def record_packet(self, object_id: str, epoch: int, session_id: int, index: int) -> None: ...
 
     def mark_closing(
-        self, object_id: str, session_id: int, lock_key: str, *, bytes_key: str | None = None, sha256: str = ""
-    ) -> bool: ...
+        self, object_id: str, epoch: int, session_id: int, *, bill: str | None, bytes_key: str, sha256: str,
+        take_from: tuple[str, str] | None = None,
+    ) -> bool: ...  # fmt: skip
 
-    def pin(self, object_id: str, *, coverage: str, currency: str) -> LedgerEntry: ...
+    def holder(self, key: str) -> Holder | None: ...
 
-    def record_session(
-        self, object_id: str, session_id: int, *, packets: int, fingerprint: str, report_key: str, lock_key: str
-    ) -> None: ...
+    def end(self, object_id: str, epoch: int, status: LedgerStatus, *, report_key: str, **fields: str) -> None: ...
 
-    def abandon_session(self, object_id: str, session_id: int) -> None: ...
+    def record_rating(self, object_id: str, status: LedgerStatus) -> None: ...
 
-    def mark_in_flight(self, object_id: str, index: int) -> None: ...
+    def release(self, object_id: str, epoch: int) -> None: ...
 
-    def record_packet(self, object_id: str, index: int) -> None: ...
-
-    def unmark_in_flight(self, object_id: str, index: int) -> None: ...
-
-    def set_status(self, object_id: str, status: LedgerStatus, **fields: str | int) -> None: ...
-
-    def end_without_import(self, object_id: str, status: LedgerStatus, **fields: str | int) -> bool: ...
-
-    def release_lock(self, lock_key: str, object_id: str) -> bool: ...
-
-    def hand_back(self, lock_key: str, object_id: str) -> bool: ...
-
-    def release(self, object_id: str) -> None: ...
+    def migrate(self, coverages_of: Callable[[str], Iterable[str]]) -> int: ...
 
 
 class DynamoDbLedger:
     def __init__(
-        self, client: DynamoDBClient, table: str, clock: Any = time.time, lease_seconds: float = LEASE_SECONDS
+        self,
+        client: DynamoDBClient,
+        table: str,
+        clock: Callable[[], float] = time.time,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self._db = client
         self._table = table
         self._clock = clock
         self._lease_seconds = lease_seconds
+        self._migrated = False
 
-    # -- claims --------------------------------------------------------------------------------
+    # -- claims ------------------------------------------------------------------------------------
 
-    def claim(self, object_id: str, *, month: str, lease_seconds: float) -> Claim:
+    def claim(self, object_id: str, *, month: str) -> Claim:
+        """Take the object for this attempt (a new epoch), unless another attempt holds an unexpired claim or
+        the object has ended: then the entry as it is, not granted."""
         now = self._clock()
         try:
             item = self._db.update_item(
                 TableName=self._table,
                 Key=_key(object_id),
                 UpdateExpression=(
-                    "SET #status = if_not_exists(#status, :importing), lease_until = :lease, #month = :month, "
-                    "attempts = if_not_exists(attempts, :zero) + :one, updated_at = :now"
+                    "SET #status = if_not_exists(#status, :importing), epoch = if_not_exists(epoch, :zero) + :one, "
+                    "lease_until = :lease, #month = :month, attempts = if_not_exists(attempts, :zero) + :one, "
+                    "updated_at = :now"
                 ),
                 ConditionExpression="attribute_not_exists(pk) OR (#status = :importing AND lease_until < :now)",
                 ExpressionAttributeNames={"#status": "status", "#month": "month"},
                 ExpressionAttributeValues={
                     ":importing": {"S": "IMPORTING"},
-                    ":lease": {"N": repr(now + min(lease_seconds, self._lease_seconds))},
+                    ":lease": {"N": repr(now + self._lease_seconds)},
                     ":month": {"S": month},
                     ":zero": {"N": "0"},
                     ":one": {"N": "1"},
@@ -164,348 +187,365 @@ class DynamoDbLedger:
             raise StorageError(f"ledger {self._table}: cannot claim {object_id}: {exc}") from exc
         entry = self.get(object_id)
         if entry is None:  # deleted between the two calls: claim again
-            return self.claim(object_id, month=month, lease_seconds=lease_seconds)
+            return self.claim(object_id, month=month)
         return Claim(granted=False, entry=entry)
 
     def get(self, object_id: str) -> LedgerEntry | None:
         item = self._call("get_item", TableName=self._table, Key=_key(object_id), ConsistentRead=True).get("Item")
         return _entry(object_id, item) if item else None
 
-    # -- month locks ---------------------------------------------------------------------------
-
-    def lock(self, lock_key: str, object_id: str, sha256: str) -> LockOwner:
-        """Make ``object_id`` the owner of ``lock_key`` unless another object owns it; return the owner."""
-        key = {"pk": {"S": lock_key}}
+    def renew(self, object_id: str, epoch: int) -> bool:
+        """The attempt is alive: its lease runs on. False when a later attempt holds the object now."""
         try:
-            self._db.put_item(
-                TableName=self._table,
-                Item={**key, "owner": {"S": object_id}, "sha256": {"S": sha256}, "at": {"N": repr(self._clock())}},
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-            return LockOwner(object_id, sha256)
-        except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
-                raise StorageError(f"ledger {self._table}: cannot lock {lock_key}: {_reason(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"ledger {self._table}: cannot lock {lock_key}: {exc}") from exc
-        item = self._call("get_item", TableName=self._table, Key=key, ConsistentRead=True).get("Item", {})
-        return LockOwner(str(item["owner"]["S"]), str(item["sha256"]["S"]))
-
-    def owner(self, lock_key: str) -> LockOwner | None:
-        """Who owns ``lock_key``, or None when no one does (a read only: nothing is locked)."""
-        key = {"pk": {"S": lock_key}}
-        item = self._call("get_item", TableName=self._table, Key=key, ConsistentRead=True).get("Item")
-        return LockOwner(str(item["owner"]["S"]), str(item["sha256"]["S"])) if item else None
-
-    def take_over(self, lock_key: str, previous: str, object_id: str, sha256: str) -> bool:
-        """Move ``lock_key`` from ``previous`` to ``object_id``: a stuck owner (importing, lease lapsed,
-        not closing), or one whose session CloudBlue failed to rate (``FAILED_PROCESSED``: none of it rated).
-
-        One transaction checks the previous owner's state and moves the lock, so the previous owner
-        cannot resume and send while the new one does. True when the lock moved.
-        """
-        return self._transact(
-            f"take over {lock_key}",
-            [
-                {
-                    "ConditionCheck": {
-                        "TableName": self._table,
-                        "Key": _key(previous),
-                        # Stuck (importing, lease lapsed) and not closing: a session that may be
-                        # closed (so rated) must never be imported a second time.
-                        "ConditionExpression": (
-                            "(#status = :importing AND lease_until < :now AND attribute_not_exists(closing_session))"
-                            " OR #status = :failed"
-                        ),
-                        "ExpressionAttributeNames": {"#status": "status"},
-                        "ExpressionAttributeValues": {
-                            ":importing": {"S": "IMPORTING"},
-                            ":failed": {"S": "FAILED_PROCESSED"},
-                            ":now": {"N": repr(self._clock())},
-                        },
-                    }
-                },
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": {"pk": {"S": lock_key}},
-                        "UpdateExpression": (
-                            "SET #owner = :new, previous_sha256 = sha256, sha256 = :sha, previous_owner = :old"
-                        ),
-                        "ConditionExpression": "#owner = :old",
-                        "ExpressionAttributeNames": {"#owner": "owner"},
-                        "ExpressionAttributeValues": {
-                            ":new": {"S": object_id},
-                            ":old": {"S": previous},
-                            ":sha": {"S": sha256},
-                        },
-                    }
-                },
-            ],
-        )
-
-    def release_lock(self, lock_key: str, object_id: str) -> bool:
-        """Hand ``lock_key`` back, if ``object_id`` owns it and never marked a session closing (it ends
-        without importing: rejected on a retry, or beaten to its bytes). True when it was handed back."""
-        return self._transact(
-            f"release {lock_key}",
-            [
-                self._never_closing(object_id),
-                {
-                    "Delete": {
-                        "TableName": self._table,
-                        "Key": {"pk": {"S": lock_key}},
-                        "ConditionExpression": "#owner = :me",
-                        "ExpressionAttributeNames": {"#owner": "owner"},
-                        "ExpressionAttributeValues": {":me": {"S": object_id}},
-                    }
-                },
-            ],
-        )
-
-    def hand_back(self, lock_key: str, object_id: str) -> bool:
-        """Give ``lock_key`` back to the owner ``object_id`` took it over from (it ends without importing,
-        so the month is that owner's again); a lock it took fresh stays its own. True when handed back."""
-        item = self._call("get_item", TableName=self._table, Key={"pk": {"S": lock_key}}, ConsistentRead=True).get(
-            "Item", {}
-        )
-        if item.get("owner", {}).get("S") != object_id or "previous_owner" not in item:
+            self._fenced(object_id, epoch, "renew the lease of", "SET epoch = epoch", {})
+        except ImportSupersededError:
             return False
-        return self._transact(
-            f"hand {lock_key} back",
-            [
-                self._never_closing(object_id),
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": {"pk": {"S": lock_key}},
-                        "UpdateExpression": (
-                            "SET #owner = previous_owner, sha256 = previous_sha256 "
-                            "REMOVE previous_owner, previous_sha256"
-                        ),
-                        "ConditionExpression": "#owner = :me AND attribute_exists(previous_sha256)",
-                        "ExpressionAttributeNames": {"#owner": "owner"},
-                        "ExpressionAttributeValues": {":me": {"S": object_id}},
-                    }
-                },
-            ],
-        )
+        return True
 
-    def mark_closing(
-        self, object_id: str, session_id: int, lock_key: str, *, bytes_key: str | None = None, sha256: str = ""
-    ) -> bool:
-        """Record that ``session_id`` is about to be closed, if ``object_id`` still owns ``lock_key``
-        and no other object closed a session with the same bytes (``bytes_key``, which it then owns).
-
-        One transaction with :meth:`take_over`'s check: either the owner marks its session closing
-        (and no one can take the month over any more), or the month was taken over first, or the
-        bytes were closed by another object (False: the owner must stop and never close its session).
-        """
-        now = self._clock()
-        claim_bytes = (
-            [
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": {"pk": {"S": bytes_key}},
-                        "UpdateExpression": "SET #owner = :me, sha256 = :sha, #at = :now",
-                        "ConditionExpression": "attribute_not_exists(pk) OR #owner = :me",
-                        "ExpressionAttributeNames": {"#owner": "owner", "#at": "at"},
-                        "ExpressionAttributeValues": {
-                            ":me": {"S": object_id},
-                            ":sha": {"S": sha256},
-                            ":now": {"N": repr(now)},
-                        },
-                    }
-                }
-            ]
-            if bytes_key
-            else []
-        )
-        return self._transact(
-            f"mark {object_id} closing",
-            [
-                *claim_bytes,
-                {
-                    "ConditionCheck": {
-                        "TableName": self._table,
-                        "Key": {"pk": {"S": lock_key}},
-                        "ConditionExpression": "#owner = :me",
-                        "ExpressionAttributeNames": {"#owner": "owner"},
-                        "ExpressionAttributeValues": {":me": {"S": object_id}},
-                    }
-                },
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": _key(object_id),
-                        "UpdateExpression": ("SET closing_session = :session, lease_until = :lease, updated_at = :now"),
-                        "ConditionExpression": "#status = :importing AND session_id = :session",
-                        "ExpressionAttributeNames": {"#status": "status"},
-                        "ExpressionAttributeValues": {
-                            ":session": {"N": str(session_id)},
-                            ":importing": {"S": "IMPORTING"},
-                            ":lease": {"N": repr(now + self._lease_seconds)},
-                            ":now": {"N": repr(now)},
-                        },
-                    }
-                },
-            ],
-        )
-
-    def _transact(self, what: str, items: list[Any]) -> bool:
-        """Write ``items`` all or none: True when written, False when a condition did not hold."""
-        try:
-            self._db.transact_write_items(TransactItems=items)
-            return True
-        except ClientError as exc:
-            if _code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
-                return False
-            raise StorageError(f"ledger {self._table}: cannot {what}: {_reason(exc)}") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"ledger {self._table}: cannot {what}: {exc}") from exc
-
-    # -- progress (each write renews the lease) ---------------------------------------------------
-
-    def record_session(
-        self, object_id: str, session_id: int, *, packets: int, fingerprint: str, report_key: str, lock_key: str
-    ) -> None:
-        self._update(
-            object_id,
-            "SET session_id = :session, packets = :packets, fingerprint = :fingerprint, report_key = :report, "
-            "lock_key = :lock",
-            {
-                ":session": {"N": str(session_id)},
-                ":packets": {"N": str(packets)},
-                ":fingerprint": {"S": fingerprint},
-                ":report": {"S": report_key},
-                ":lock": {"S": lock_key},
+    def release(self, object_id: str, epoch: int) -> None:
+        """Give the lease up at once (after a handled failure), so a retry can claim without waiting."""
+        self._call(
+            "update_item",
+            allow_condition_failure=True,
+            TableName=self._table,
+            Key=_key(object_id),
+            UpdateExpression="SET lease_until = :zero",
+            ConditionExpression="epoch = :epoch AND #status = :importing",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":zero": {"N": "0"},
+                ":epoch": {"N": str(epoch)},
+                ":importing": {"S": "IMPORTING"},
             },
-            condition="attribute_not_exists(session_id)",
         )
 
-    def pin(self, object_id: str, *, coverage: str, currency: str) -> LedgerEntry:
-        """Keep the coverage and currency the first attempt settled; return the entry with the pinned ones."""
-        item = self._update(
+    # -- an attempt's progress (every write fenced by its epoch; each renews the lease) ----------------
+
+    def pin(self, object_id: str, epoch: int, pins: Pins) -> LedgerEntry:
+        """Keep what the first attempt settled (a value pinned before stays); return the entry as pinned."""
+        item = self._fenced(
             object_id,
-            "SET #coverage = if_not_exists(#coverage, :coverage), #currency = if_not_exists(#currency, :currency)",
-            {":coverage": {"S": coverage}, ":currency": {"S": currency}},
-            names={"#coverage": "coverage", "#currency": "currency"},
+            epoch,
+            "pin",
+            "SET #coverage = if_not_exists(#coverage, :coverage), #currency = if_not_exists(#currency, :currency), "
+            "#mapping = if_not_exists(#mapping, :mapping)",
+            {":coverage": {"S": pins.coverage}, ":currency": {"S": pins.currency}, ":mapping": {"S": pins.mapping}},
+            names={"#coverage": "coverage", "#currency": "currency", "#mapping": "mapping"},
             returning=True,
         )
         return _entry(object_id, item)
 
-    def abandon_session(self, object_id: str, session_id: int) -> None:
-        """Give a session up (it is never closed, so CloudBlue never rates it): start over in a new one.
-
-        Never one marked closing: an attempt may be closing it right now (a ``StorageError`` says so).
-        """
-        self._update(
+    def open_session(self, object_id: str, epoch: int, session_id: int, *, packets: int, fingerprint: str) -> None:
+        """Record the session the attempt sends into, and what it sends (the plan's fingerprint)."""
+        self._fenced(
             object_id,
-            "REMOVE session_id, accepted, in_flight SET abandoned = list_append(if_not_exists(abandoned, :empty), :s)",
-            {":s": {"L": [{"N": str(session_id)}]}, ":empty": {"L": []}, ":current": {"N": str(session_id)}},
-            condition="session_id = :current AND attribute_not_exists(closing_session)",
+            epoch,
+            "record the session of",
+            "SET session_id = :session, packets = :packets, fingerprint = :fingerprint",
+            {":session": {"N": str(session_id)}, ":packets": {"N": str(packets)}, ":fingerprint": {"S": fingerprint}},
+            condition="attribute_not_exists(session_id)",
         )
 
-    def mark_in_flight(self, object_id: str, index: int) -> None:
-        self._update(object_id, "ADD in_flight :index", {":index": {"NS": [str(index)]}})
+    def give_up(self, object_id: str, epoch: int, session_id: int) -> None:
+        """Give a session up: it is never closed, so CloudBlue never rates it (never one marked closing)."""
+        self._fenced(
+            object_id,
+            epoch,
+            "give up the session of",
+            "REMOVE session_id, accepted, in_flight, packets, fingerprint "
+            "SET abandoned = list_append(if_not_exists(abandoned, :empty), :given_up)",
+            {":given_up": {"L": [{"N": str(session_id)}]}, ":empty": {"L": []}, ":session": {"N": str(session_id)}},
+            condition="session_id = :session AND attribute_not_exists(closing_session)",
+        )
 
-    def record_packet(self, object_id: str, index: int) -> None:
-        self._update(object_id, "ADD accepted :index", {":index": {"NS": [str(index)]}})
+    def mark_in_flight(self, object_id: str, epoch: int, session_id: int, index: int) -> None:
+        """Before packet ``index`` is sent: the one write that allows the send (fenced)."""
+        self._packet(object_id, epoch, session_id, "ADD in_flight :index", index)
 
-    def unmark_in_flight(self, object_id: str, index: int) -> None:
+    def unmark_in_flight(self, object_id: str, epoch: int, session_id: int, index: int) -> None:
         """CloudBlue answered that it did not take the packet: its outcome is known after all."""
-        self._update(object_id, "DELETE in_flight :index", {":index": {"NS": [str(index)]}})
+        self._packet(object_id, epoch, session_id, "DELETE in_flight :index", index)
 
-    def end_without_import(self, object_id: str, status: LedgerStatus, **fields: str | int) -> bool:
-        """:meth:`set_status` for an end that imported nothing (REJECTED, HELD, ...), unless a session of
-        the object was marked closing meanwhile (by a stale attempt): False, and nothing written."""
-        return self._write_status(object_id, status, fields, condition="attribute_not_exists(closing_session)")
+    def record_packet(self, object_id: str, epoch: int, session_id: int, index: int) -> None:
+        """CloudBlue took packet ``index``."""
+        self._packet(object_id, epoch, session_id, "ADD accepted :index", index)
 
-    def set_status(self, object_id: str, status: LedgerStatus, **fields: str | int) -> None:
-        self._write_status(object_id, status, fields)
+    def _packet(self, object_id: str, epoch: int, session_id: int, expression: str, index: int) -> None:
+        self._fenced(
+            object_id,
+            epoch,
+            f"{expression.split()[0].lower()} a packet of",
+            expression,
+            {":index": {"NS": [str(index)]}, ":session": {"N": str(session_id)}},
+            condition="session_id = :session",
+        )
 
-    def _write_status(
-        self, object_id: str, status: LedgerStatus, fields: dict[str, str | int], condition: str | None = None
+    def mark_closing(
+        self,
+        object_id: str,
+        epoch: int,
+        session_id: int,
+        *,
+        bill: str | None,
+        bytes_key: str,
+        sha256: str,
+        take_from: tuple[str, str] | None = None,
     ) -> bool:
-        names = {"#status": "status"}
-        values: dict[str, Any] = {":status": {"S": status}, ":now": {"N": repr(self._clock())}, ":zero": {"N": "0"}}
-        assignments = ["#status = :status", "updated_at = :now", "lease_until = :zero"]
+        """The closing transaction: mark ``session_id`` closing, and take the month's ``bill`` (a plain file)
+        and ``bytes_key``, all or none. True when taken: the caller may close the session.
+
+        It holds only while this attempt holds the fence, the session is the object's with every packet
+        accepted, and no other object closed a session for the bill or the bytes. ``take_from``
+        ``(object_id, coverage)`` lets an additional file take the bytes from an object whose session
+        CloudBlue failed to rate, or which imported them as another coverage's bill (the runbook's
+        re-imports), checked in the same transaction. False: the caller must never close the session
+        (:meth:`get` and :meth:`holder` tell why: superseded, or beaten to the bill or the bytes).
+        """
+        now = self._clock()
+        me = {
+            ":me": {"S": object_id},
+            ":sha": {"S": sha256},
+            ":now": {"N": repr(now)},
+            ":session": {"N": str(session_id)},
+        }
+
+        def take(key: str, condition: str, values: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": {"pk": {"S": key}},
+                    "UpdateExpression": "SET #owner = :me, sha256 = :sha, session_id = :session, #at = :now",
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {"#owner": "owner", "#at": "at"},
+                    "ExpressionAttributeValues": {**me, **values},
+                }
+            }
+
+        mine = "attribute_not_exists(pk) OR #owner = :me"
+        items: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _key(object_id),
+                    "UpdateExpression": "SET closing_session = :session, lease_until = :lease, updated_at = :now",
+                    "ConditionExpression": (
+                        "epoch = :epoch AND #status = :importing AND session_id = :session "
+                        "AND attribute_not_exists(closing_session) AND (packets = :zero OR size(accepted) = packets)"
+                    ),
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": {
+                        ":epoch": {"N": str(epoch)},
+                        ":importing": {"S": "IMPORTING"},
+                        ":session": {"N": str(session_id)},
+                        ":zero": {"N": "0"},
+                        ":lease": {"N": repr(now + self._lease_seconds)},
+                        ":now": {"N": repr(now)},
+                    },
+                }
+            }
+        ]
+        if bill is not None:
+            items.append(take(bill, mine, {}))
+        if take_from is None:
+            items.append(take(bytes_key, mine, {}))
+        else:
+            other, coverage = take_from
+            items.append(take(bytes_key, f"{mine} OR #owner = :other", {":other": {"S": other}}))
+            items.append(
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": _key(other),
+                        "ConditionExpression": "#status = :failed OR #coverage <> :coverage",
+                        "ExpressionAttributeNames": {"#status": "status", "#coverage": "coverage"},
+                        "ExpressionAttributeValues": {
+                            ":failed": {"S": "FAILED_PROCESSED"},
+                            ":coverage": {"S": coverage},
+                        },
+                    }
+                }
+            )
+        try:
+            self._db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+            return True
+        except ClientError as exc:
+            if _code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+                return False
+            raise StorageError(f"ledger {self._table}: cannot mark {object_id} closing: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"ledger {self._table}: cannot mark {object_id} closing: {exc}") from exc
+
+    def holder(self, key: str) -> Holder | None:
+        """Who holds a ``bill#`` or ``bytes#`` record, or None (a read: nothing is taken)."""
+        item = self._call("get_item", TableName=self._table, Key={"pk": {"S": key}}, ConsistentRead=True).get("Item")
+        return Holder(str(item["owner"]["S"]), str(item["sha256"]["S"])) if item else None
+
+    def end(self, object_id: str, epoch: int, status: LedgerStatus, *, report_key: str, **fields: str) -> None:
+        """How the attempt ended: CLOSED (its session marked closing), or an end that imported nothing
+        (REJECTED, HELD, DUPLICATE: its session, if any, given up and left open)."""
+        names = {"#status": "status", "#report": "report_key"}
+        values: dict[str, Any] = {":status": {"S": status}, ":report": {"S": report_key}}
+        assignments = ["#status = :status", "#report = :report"]
         for name, value in fields.items():
             names[f"#{name}"] = name
-            values[f":{name}"] = {"N": str(value)} if isinstance(value, int) else {"S": value}
+            values[f":{name}"] = {"S": value}
             assignments.append(f"#{name} = :{name}")
-        extra = {"ConditionExpression": condition} if condition else {}
-        written = self._call(
-            "update_item",
-            allow_condition_failure=condition is not None,
-            TableName=self._table,
-            Key=_key(object_id),
-            UpdateExpression="SET " + ", ".join(assignments),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-            ReturnValues="UPDATED_NEW",
-            **extra,
+        if status == "CLOSED":
+            condition = "closing_session = session_id"
+            expression = "SET " + ", ".join(assignments)
+        else:
+            condition = "attribute_not_exists(closing_session)"
+            values[":empty"] = {"L": []}
+            assignments.append("abandoned = list_append(if_not_exists(abandoned, :empty), :left_open)")
+            current = self.get(object_id)
+            left_open = [{"N": str(current.session_id)}] if current and current.session_id is not None else []
+            values[":left_open"] = {"L": left_open}
+            expression = "SET " + ", ".join(assignments) + " REMOVE session_id, in_flight, accepted"
+        self._fenced(
+            object_id, epoch, f"record {status} for", expression, values, condition=condition, names=names, lease=0.0
         )
-        return bool(written)
 
-    def release(self, object_id: str) -> None:
-        """Give the lease up at once (after a handled failure), so a retry can resume without waiting."""
+    def record_rating(self, object_id: str, status: LedgerStatus) -> None:
+        """How CloudBlue's rating of the object's closed session ended (the follow-session state machine)."""
         self._call(
             "update_item",
             TableName=self._table,
             Key=_key(object_id),
-            UpdateExpression="SET lease_until = :zero",
-            ConditionExpression="#status = :importing",
+            UpdateExpression="SET #status = :status, updated_at = :now",
+            ConditionExpression="#status IN (:closed, :processed, :failed, :not_rated)",
             ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={":zero": {"N": "0"}, ":importing": {"S": "IMPORTING"}},
-            allow_condition_failure=True,
+            ExpressionAttributeValues={
+                ":status": {"S": status},
+                ":now": {"N": repr(self._clock())},
+                **{f":{name}": {"S": value} for name, value in _RATING_FROM.items()},
+            },
         )
 
-    # -- plumbing --------------------------------------------------------------------------------
+    # -- the records of the protocol before fences, migrated once --------------------------------------
 
-    def _update(
+    def migrate(self, coverages_of: Callable[[str], Iterable[str]]) -> int:
+        """Turn the records of the protocol before fences into this one's, once per table; return how many.
+
+        A month lock (``lock#<yyyyMM>#<coverage>``, or ``lock#<yyyyMM>`` from before coverages, whose
+        owner's coverages ``coverages_of`` tells: both when it cannot be told) becomes the month's
+        ``bill#`` if its owner closed a session (a lock taken by a file that never closed one held
+        nothing that was sent). An additional file's lock (``lock#<yyyyMM>#<sha256>``) becomes its
+        ``bytes#`` record, unless a file whose session was rated holds them. Object records keep their
+        format (their ``epoch`` starts at the first claim after the change).
+        """
+        if self._migrated:
+            return 0
+        marker = {"pk": {"S": "schema"}}
+        found = self._call("get_item", TableName=self._table, Key=marker, ConsistentRead=True).get("Item")
+        if found and int(found["version"]["N"]) >= SCHEMA_VERSION:
+            self._migrated = True
+            return 0
+        migrated = 0
+        for item in self._legacy_locks():
+            key, owner, sha = item["pk"]["S"], item["owner"]["S"], item.get("sha256", {}).get("S", "")
+            entry = self.get(owner)
+            if entry is not None and entry.closed_a_session:
+                _, month, *rest = key.split("#")
+                if rest and len(rest[0]) == 64:  # an additional file's bytes
+                    holder = self.holder(f"bytes#{month}#{rest[0]}")
+                    held = self.get(holder.object_id) if holder else None
+                    if held is None or held.status == "FAILED_PROCESSED":
+                        self._put_holder(f"bytes#{month}#{rest[0]}", owner, sha)
+                else:
+                    for coverage in rest or list(coverages_of(owner)):
+                        self._put_holder(f"bill#{month}#{coverage}", owner, sha, keep=True)
+            self._call("delete_item", TableName=self._table, Key={"pk": item["pk"]})
+            migrated += 1
+        self._call(
+            "put_item",
+            TableName=self._table,
+            Item={**marker, "version": {"N": str(SCHEMA_VERSION)}, "at": {"N": repr(self._clock())}},
+        )
+        self._migrated = True
+        return migrated
+
+    def _legacy_locks(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        start: dict[str, Any] | None = None
+        while True:
+            paging: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
+            page = self._call(
+                "scan",
+                TableName=self._table,
+                FilterExpression="begins_with(pk, :lock)",
+                ExpressionAttributeValues={":lock": {"S": "lock#"}},
+                ConsistentRead=True,
+                **paging,
+            )
+            items += page.get("Items", [])
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return items
+
+    def _put_holder(self, key: str, owner: str, sha256: str, *, keep: bool = False) -> None:
+        self._call(
+            "put_item",
+            allow_condition_failure=keep,
+            TableName=self._table,
+            Item={"pk": {"S": key}, "owner": {"S": owner}, "sha256": {"S": sha256}, "at": {"N": repr(self._clock())}},
+            **({"ConditionExpression": "attribute_not_exists(pk)"} if keep else {}),
+        )
+
+    # -- plumbing ------------------------------------------------------------------------------------
+
+    def _fenced(
         self,
         object_id: str,
+        epoch: int,
+        what: str,
         expression: str,
         values: dict[str, Any],
         *,
         condition: str | None = None,
         names: dict[str, str] | None = None,
         returning: bool = False,
+        lease: float | None = None,
     ) -> dict[str, Any]:
-        """An update of an importing object that also renews its lease; the claim must still be ours.
-        With ``returning``, the item as it is after the update (else ``{}``: a packet's write stays small)."""
+        """An update of the object by the attempt holding ``epoch``, which renews its lease (or sets it to
+        ``lease``); the item after it with ``returning``. :class:`ImportSupersededError` when a later attempt
+        holds the object now."""
         now = self._clock()
         renew = "lease_until = :lease, updated_at = :now"
-        expression = f"{expression}, {renew}" if "SET " in expression else f"{expression} SET {renew}"
-        conditions = ["#status = :importing"] + ([condition] if condition else [])
-        updated = self._call(
-            "update_item",
-            TableName=self._table,
-            Key=_key(object_id),
-            UpdateExpression=expression,
-            ConditionExpression=" AND ".join(f"({c})" for c in conditions),
-            ExpressionAttributeNames={"#status": "status", **(names or {})},
-            ExpressionAttributeValues={
-                **values,
-                ":importing": {"S": "IMPORTING"},
-                ":lease": {"N": repr(now + self._lease_seconds)},
-                ":now": {"N": repr(now)},
-            },
-            ReturnValues="ALL_NEW" if returning else "NONE",
-        )
+        if "SET " in expression:
+            expression = expression.replace("SET ", f"SET {renew}, ", 1)
+        else:
+            expression = f"{expression} SET {renew}"
+        conditions = ["epoch = :epoch AND #status = :importing"] + ([condition] if condition else [])
+        try:
+            updated = self._db.update_item(
+                TableName=self._table,
+                Key=_key(object_id),
+                UpdateExpression=expression,
+                ConditionExpression=" AND ".join(f"({c})" for c in conditions),
+                ExpressionAttributeNames={"#status": "status", **(names or {})},
+                ExpressionAttributeValues={
+                    **values,
+                    ":epoch": {"N": str(epoch)},
+                    ":importing": {"S": "IMPORTING"},
+                    ":lease": {"N": repr(now + self._lease_seconds if lease is None else lease)},
+                    ":now": {"N": repr(now)},
+                },
+                ReturnValues="ALL_NEW" if returning else "NONE",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise StorageError(f"ledger {self._table}: cannot {what} {object_id}: {_reason(exc)}") from exc
+            current = self.get(object_id)
+            if current is None or current.epoch != epoch or current.status != "IMPORTING":
+                raise ImportSupersededError(
+                    f"{object_id}: a later attempt took the import over while this one was slow (epoch "
+                    f"{current.epoch if current else '-'}, this one's {epoch}): this one stops, writing and sending "
+                    "nothing more"
+                ) from None
+            raise StorageError(f"ledger {self._table}: cannot {what} {object_id}: {condition} does not hold") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"ledger {self._table}: cannot {what} {object_id}: {exc}") from exc
         return dict(updated.get("Attributes", {}))
-
-    def _never_closing(self, object_id: str) -> dict[str, Any]:
-        """A transaction's check that ``object_id`` never marked a session closing (nothing of it may be rated)."""
-        return {
-            "ConditionCheck": {
-                "TableName": self._table,
-                "Key": _key(object_id),
-                "ConditionExpression": "attribute_not_exists(closing_session)",
-            }
-        }
 
     def _call(self, operation: str, *, allow_condition_failure: bool = False, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -519,36 +559,44 @@ class DynamoDbLedger:
             raise StorageError(f"ledger {self._table}: {operation} failed: {exc}") from exc
 
 
+_RATING_FROM = {"closed": "CLOSED", "processed": "PROCESSED", "failed": "FAILED_PROCESSED", "not_rated": "NOT_RATED"}
+
+
 def _key(object_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"object#{object_id}"}}
 
 
 def _entry(object_id: str, item: dict[str, Any]) -> LedgerEntry:
-    def number(name: str) -> float | None:
-        return float(item[name]["N"]) if name in item else None
+    def text(name: str) -> str | None:
+        value = item.get(name, {}).get("S")
+        return str(value) if value is not None else None
+
+    def number(name: str) -> int | None:
+        return int(float(item[name]["N"])) if name in item else None
 
     def numbers(name: str) -> frozenset[int]:
         return frozenset(int(i) for i in item.get(name, {}).get("NS", []))
 
-    session = number("session_id")
-    packets = number("packets")
+    coverage, currency, mapping = text("coverage"), text("currency"), text("mapping")
     return LedgerEntry(
         object_id=object_id,
         status=item["status"]["S"],
-        session_id=int(session) if session is not None else None,
-        packets=int(packets) if packets is not None else None,
-        fingerprint=item.get("fingerprint", {}).get("S"),
+        epoch=number("epoch") or 0,
+        pins=Pins(coverage, currency, mapping) if coverage and currency and mapping else None,
+        coverage=coverage,
+        currency=currency,
+        session_id=number("session_id"),
+        packets=number("packets"),
+        fingerprint=text("fingerprint"),
         accepted=numbers("accepted"),
         in_flight=numbers("in_flight"),
         abandoned_sessions=tuple(int(s["N"]) for s in item.get("abandoned", {}).get("L", [])),
-        closing_session=int(item["closing_session"]["N"]) if "closing_session" in item else None,
-        report_key=item.get("report_key", {}).get("S"),
-        lock_key=item.get("lock_key", {}).get("S"),
-        duplicate_of=item.get("duplicate_of", {}).get("S"),
-        coverage=item.get("coverage", {}).get("S"),
-        currency=item.get("currency", {}).get("S"),
-        attempts=int(number("attempts") or 0),
-        lease_until=number("lease_until") or 0.0,
+        closing_session=number("closing_session"),
+        report_key=text("report_key"),
+        duplicate_of=text("duplicate_of"),
+        reason=text("reason"),
+        attempts=number("attempts") or 0,
+        lease_until=float(item["lease_until"]["N"]) if "lease_until" in item else 0.0,
     )
 
 

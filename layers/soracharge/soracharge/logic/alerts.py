@@ -30,12 +30,11 @@ from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
 from soracharge.models.coverage import COVERAGES, CURRENCIES, coverage_label
 from soracharge.models.export_flow import ExportRequest
 from soracharge.models.imports import (
-    HELD_BY_DUPLICATE,
-    HELD_FAILED_RATING,
     IMPORTABLE_KEY,
-    SAME_BYTES_OTHER_COVERAGE,
+    EndReason,
     FollowSessionRequest,
     ImportReport,
+    Reconciliation,
     SessionProgress,
 )
 from soracharge.models.runbook import RUNBOOK_LINE, Remedy
@@ -355,184 +354,279 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
 # -- reports a person must act on -------------------------------------------------------------------
 
 
-def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: str | None = None) -> Alert | None:
-    """The alert an import report calls for, or None (imported and balanced, duplicate, dry run...)."""
-    coverage = report.coverage
-    where = [
-        ("Month", report.month or "unknown"),
-        *_coverage_fact(coverage),
-        ("File", f"{report.object.uri} (version {report.object.version_id or '-'})"),
-        ("Report", f"s3://{report.object.bucket}/{report_key} (and .html beside it)"),
-    ]
-    month = report.month or "unknown month"
-    bill = f"{month}{_of(coverage)}"  # the subject's month, and its coverage when known
-    # Where a person uploads the file again: the coverage's folder, so the import needs no guess.
-    uploads = f"uploads/{month}/{coverage}/" if coverage else f"uploads/{month}/"
-    if report.status == "REJECTED":
-        shown = [
-            f"line {p.line if p.line is not None else '-'}, column {p.column or '-'}"
-            + (f", value {p.value!r}" if p.value is not None else "")
-            + f": {p.message}"
-            for p in report.problems[:PROBLEMS_SHOWN]
+@dataclass(frozen=True)
+class _Reported:
+    """What every report alert says of its file: where it is, its month and coverage, where to upload it."""
+
+    report: ImportReport
+    key: str
+
+    @property
+    def bill(self) -> str:
+        """The subject's month, and its coverage when known."""
+        return f"{self.report.month or 'unknown month'}{_of(self.report.coverage)}"
+
+    @property
+    def where(self) -> list[tuple[str, str]]:
+        report = self.report
+        return [
+            ("Month", report.month or "unknown"),
+            *_coverage_fact(report.coverage),
+            ("File", f"{report.object.uri} (version {report.object.version_id or '-'})"),
+            ("Report", f"s3://{report.object.bucket}/{self.key} (and .html beside it)"),
         ]
-        more = len(report.problems) + report.problems_not_listed - len(shown)
-        if more > 0:
-            shown.append(f"... and {more} more in the report")
-        return Alert(
-            subject=f"soracharge {bill}: file rejected, nothing imported",
-            headline=f"{report.summary}.",
-            facts=[*where, *(("Problem", line) for line in shown)],
-            action=(
-                "Fix the mapping (a bill item or customer it does not know) or the file (each problem names its line, "
-                "column and value). Check the fix with `soracharge import FILE --month MONTH --mapping MAPPING "
-                "--dry-run`, upload a new mapping to config/mapping.yaml if it changed, then upload the file again: "
-                "a new object version is a new import. For a file of the export flow, copy it to "
-                f"{uploads} with its currency (--metadata currency={_currency(report)})."
-            )
-            if report.month
-            else (
-                "Upload the file again where files go: uploads/<yyyyMM>/<name>.csv, in the folder of the month it "
-                "bills, with --metadata currency=JPY|USD|EUR. Nothing was imported from here."
-            ),
-            remedy=Remedy.UPLOAD_AGAIN,
-        )
-    if report.status == "HELD" and report.source == "exports" and f"/exports/{month}/" in (report.duplicate_of or ""):
-        return Alert(
-            subject=f"soracharge {bill}: the month was exported twice, imported once",
-            headline=(
-                f"{report.summary}. Two exports of the same month ran (two executions at once): the first "
-                "file was imported, this one was not."
-            ),
-            facts=[*where, ("Imported", report.duplicate_of or "-")],
-            action="Nothing: do not import this file too, it would bill the month twice.",
-            remedy=Remedy.NOTHING,
-        )
-    if report.status == "DUPLICATE" and report.summary.startswith(SAME_BYTES_OTHER_COVERAGE):
-        return Alert(
-            subject=f"soracharge {bill}: the same file was imported as the other coverage's bill",
-            headline=f"{report.summary}.",
-            facts=[*where, ("Imported before", report.duplicate_of or "-")],
-            action=(
-                "Nothing was sent again. Tell which coverage the CSV is (Global bill items are in English, such as "
-                "'Basic fee (plan01s)'; Japan's in Japanese). If the file imported before named the wrong coverage, "
-                "its charges went to CloudBlue in that coverage's currency: undo them with a correction (README, "
-                "Corrections: the differences between that file and one with its header only), then upload this "
-                f"file to {uploads} with --metadata import=additional. Otherwise, nothing."
-            ),
-            remedy=Remedy.IMPORT_DIFFERENCES,
-        )
-    if report.status == "HELD" and report.summary.startswith(HELD_BY_DUPLICATE):
-        return Alert(
-            subject=f"soracharge {bill}: file held, the month's lock is a duplicate's",
-            headline=f"{report.summary}.",
-            facts=[*where, ("Lock held by", report.duplicate_of or "-")],
-            action=(
-                "Look at the month's reports first: if this coverage's bill was imported since (a file uploaded with "
-                "import=additional after the duplicate's alert), nothing is to be done, and importing this file "
-                f"would bill the month twice. If not, upload this file to {uploads} with --metadata "
-                f"import=additional,currency={_currency(report)}."
-            ),
-            remedy=Remedy.NOTHING,
-        )
-    if report.status == "HELD" and report.summary.startswith(HELD_FAILED_RATING):
-        return Alert(
-            subject=f"soracharge {bill}: file held, the month's session failed to rate",
-            headline=f"{report.summary}.",
-            facts=[*where, ("Failed to rate", report.duplicate_of or "-")],
-            action=(
-                "Fix the cause in CloudBlue (the errorDesc of the failed session's alert and report), then upload "
-                f"the file again to {uploads} with --metadata import=additional,currency="
-                f"{_currency(report)}: it is imported with charge ids of its own. Once one file is imported so, "
-                "the month's later files stay held: do not import them too."
-            ),
-            remedy=Remedy.UPLOAD_ADDITIONAL,
-        )
-    if report.status == "HELD":
-        return Alert(
-            subject=f"soracharge {bill}: second file for the month held, nothing imported",
-            headline=f"{report.summary}.",
-            facts=[*where, ("Imported before", report.duplicate_of or "-")],
-            action=(
-                "If this file corrects the one imported, import only the differences: `soracharge correction "
-                "IMPORTED.csv CORRECTED.csv --month MONTH` writes them (add --also-imported for each differences "
-                "file imported for the month since), then upload that file to "
-                f"{uploads} with --metadata import=additional,currency={_currency(report)} "
-                "(README, Corrections). If it is a second bill for the month, upload it again with the metadata "
-                "import=additional. Otherwise, nothing: no charge was sent."
-            ),
-            remedy=Remedy.IMPORT_DIFFERENCES,
-        )
+
+    @property
+    def uploads(self) -> str:
+        """Where a person uploads the file again: its coverage's folder, so the import needs no guess."""
+        month, coverage = self.report.month or "unknown month", self.report.coverage
+        return f"uploads/{month}/{coverage}/" if coverage else f"uploads/{month}/"
+
+    @property
+    def additional(self) -> str:
+        return f"--metadata import=additional,currency={_currency(self.report)}"
+
+
+def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: str | None = None) -> Alert | None:
+    """The alert an import report calls for, or None (imported and balanced, dry run...).
+
+    Every file that ended without importing (REJECTED, HELD, DUPLICATE) is alerted, with the action its
+    ``reason`` calls for: the text is chosen from the report's status and reason, never from its summary.
+    """
+    reported = _Reported(report, report_key)
+    if report.status in _DEFAULT_REASONS:
+        return _NOT_IMPORTED[report.reason or _DEFAULT_REASONS[report.status]](reported)
     if report.status == "FAILED_PROCESSED":
-        return Alert(
-            subject=f"soracharge {bill}: CloudBlue failed to rate session {report.import_session_id}",
-            headline=f"{report.summary}.",
-            facts=[
-                *where,
-                ("Import session", str(report.import_session_id)),
-                ("errorDesc", report.error_desc or "-"),
-            ],
-            action=(
-                "Read errorDesc and fix the cause in CloudBlue (often a subscription or resource the mapping names). "
-                "The session's charges were not rated: import the file again as an additional file (upload it to "
-                f"{uploads} with --metadata import=additional,currency={_currency(report)})."
-            ),
-            remedy=Remedy.UPLOAD_ADDITIONAL,
-        )
+        return _failed_rating(reported)
     if report.status == "NOT_RATED":
-        command = None
-        if report.month and report.import_session_id is not None:
-            # The input the import started the follow state machine with (defaults left out: short to paste).
-            request = FollowSessionRequest(
-                object_id=report.object.object_id,
-                month=report.month,
-                coverage=report.coverage,
-                report_key=report_key,
-                session=SessionProgress(import_session_id=report.import_session_id, status="NEW"),
-            )
-            follow_input = request.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
-            command = (
-                "aws stepfunctions start-execution --state-machine-arn "
-                f"{follow_state_machine_arn or '<FollowImportSessionStateMachineArn>'} "
-                f"--name follow-{report.import_session_id}-again-$(date +%s) "
-                f"--input {shlex.quote(json.dumps(follow_input, ensure_ascii=False))}"
-            )
-        return Alert(
-            subject=f"soracharge {bill}: session {report.import_session_id} not rated",
-            headline=f"{report.summary}.",
-            facts=[*where, ("Import session", str(report.import_session_id))],
-            action=(
-                f"Check session {report.import_session_id} in CloudBlue's rating engine: its charges are in it "
-                "already, closed. Do not import the file again. Once CloudBlue has rated it (or failed to), follow "
-                "it again with the command below: it records the outcome in the report (and alerts on a failure)."
-            ),
-            remedy=Remedy.FOLLOW_AGAIN,
-            command=command,
-        )
+        return _not_rated(reported, follow_state_machine_arn)
     reconciliation = report.reconciliation
     if report.status == "CLOSED" and reconciliation is not None and not reconciliation.balanced:
-        return Alert(
-            subject=f"soracharge {bill}: reconciliation does not balance",
-            headline=f"The {bill} import does not reconcile: {reconciliation.note}.",
-            facts=[
-                *where,
-                *((step.label, _money(step.amount, report.currency)) for step in reconciliation.steps),
-                ("The bill these steps make", _money(reconciliation.expected_bill, report.currency)),
-                ("Soracom bill", _money(reconciliation.bill_amount, report.currency)),
-                ("Difference (bill less steps)", _money(reconciliation.difference, report.currency)),
-                ("Imported", _money(reconciliation.imported_sum, report.currency)),
-                ("Import session", str(report.import_session_id)),
-            ],
-            action=(
-                "Compare the bill in the Soracom console with the CSV (rounding up, the coupon and any tax are "
-                "already accounted for above). If the CSV is incomplete, get a complete one and import only the "
-                f"differences (`soracharge correction`, README, Corrections: upload them to {uploads} with "
-                f"--metadata import=additional,currency={_currency(report)}); the charges imported so far are "
-                "correct for the rows the CSV has. If the explanation names a mapping setting (tax), set it: the "
-                "next month reconciles with it."
-            ),
-            remedy=Remedy.IMPORT_DIFFERENCES,
-        )
+        return _unbalanced(reported, reconciliation)
     return None
+
+
+def _rejected(reported: _Reported) -> Alert:
+    report = reported.report
+    shown = [
+        f"line {p.line if p.line is not None else '-'}, column {p.column or '-'}"
+        + (f", value {p.value!r}" if p.value is not None else "")
+        + f": {p.message}"
+        for p in report.problems[:PROBLEMS_SHOWN]
+    ]
+    more = len(report.problems) + report.problems_not_listed - len(shown)
+    if more > 0:
+        shown.append(f"... and {more} more in the report")
+    return Alert(
+        subject=f"soracharge {reported.bill}: file rejected, nothing imported",
+        headline=f"{report.summary}.",
+        facts=[*reported.where, *(("Problem", line) for line in shown)],
+        action=(
+            "Fix the mapping (a bill item or customer it does not know) or the file (each problem names its line, "
+            "column and value). Check the fix with `soracharge import FILE --month MONTH --mapping MAPPING "
+            "--dry-run`, upload a new mapping to config/mapping.yaml if it changed, then upload the file again: "
+            "a new object version is a new import. For a file of the export flow, copy it to "
+            f"{reported.uploads} with its currency (--metadata currency={_currency(report)})."
+        )
+        if report.month
+        else (
+            "Upload the file again where files go: uploads/<yyyyMM>/<name>.csv, in the folder of the month it "
+            "bills, with --metadata currency=JPY|USD|EUR. Nothing was imported from here."
+        ),
+        remedy=Remedy.UPLOAD_AGAIN,
+    )
+
+
+def _same_bytes(reported: _Reported) -> Alert:
+    return Alert(
+        subject=f"soracharge {reported.bill}: the same file again, nothing imported",
+        headline=f"{reported.report.summary}.",
+        facts=[*reported.where, ("Imported before", reported.report.duplicate_of or "-")],
+        action=(
+            "Nothing: these bytes were imported for the month already (an export run twice, a file uploaded twice, "
+            "an object copied onto itself). No charge was sent twice, and none is missing."
+        ),
+        remedy=Remedy.NOTHING,
+    )
+
+
+def _same_bytes_other_coverage(reported: _Reported) -> Alert:
+    report = reported.report
+    this, other = report.source, _source(report.duplicate_of)
+    facts = [*reported.where, ("Imported before", report.duplicate_of or "-")]
+    subject = f"soracharge {reported.bill}: the same file was imported as the other coverage's bill"
+    if this == "uploads" and other == "exports":
+        return Alert(
+            subject=subject,
+            headline=f"{report.summary}.",
+            facts=facts,
+            action=(
+                "Nothing: the file imported before is Soracom's own export of that coverage's bill (its coverage is "
+                "Soracom's), so this upload names the wrong coverage. No charge was sent twice."
+            ),
+            remedy=Remedy.NOTHING,
+        )
+    told = (
+        "This file is Soracom's own export of this coverage's bill (its coverage is Soracom's), so the file "
+        "imported before was uploaded under the wrong coverage: import this one"
+        if this == "exports"
+        else "Tell which coverage the CSV is by its bill items (Global's are in English, such as 'Basic fee "
+        "(plan01s)'; Japan's in Japanese). If this file names the right one (the file imported before was "
+        "uploaded under the wrong coverage), import this one"
+    )
+    return Alert(
+        subject=subject,
+        headline=f"{report.summary}.",
+        facts=facts,
+        action=(
+            f"{told}: upload it to {reported.uploads} with {reported.additional} (nothing else to add). The file "
+            "imported before stays imported as its coverage's bill until that coverage's own bill comes: that file "
+            "is then held, and its "
+            "alert's differences (soracharge correction) replace the wrong import. If that coverage has no bill this "
+            "month, undo the wrong import with a correction (README, Corrections: its differences against a file "
+            "with its header only). If the file imported before names the right coverage, nothing."
+        ),
+        remedy=Remedy.UPLOAD_ADDITIONAL,
+    )
+
+
+def _second_file(reported: _Reported) -> Alert:
+    report = reported.report
+    return Alert(
+        subject=f"soracharge {reported.bill}: second file for the month held, nothing imported",
+        headline=f"{report.summary}.",
+        facts=[*reported.where, ("Imported before", report.duplicate_of or "-")],
+        action=(
+            "If this file corrects the one imported (or the one imported was the wrong file), import only the "
+            "differences: `soracharge correction IMPORTED.csv CORRECTED.csv --month MONTH` writes them (add "
+            "--also-imported for each differences file imported for the month since), then upload that file to "
+            f"{reported.uploads} with {reported.additional} (README, Corrections). If it is a second bill for the "
+            "month, upload it again with the metadata import=additional. Otherwise, nothing: no charge was sent."
+        ),
+        remedy=Remedy.IMPORT_DIFFERENCES,
+    )
+
+
+def _exported_twice(reported: _Reported) -> Alert:
+    return Alert(
+        subject=f"soracharge {reported.bill}: the month was exported twice, imported once",
+        headline=(
+            f"{reported.report.summary}. Two exports of the same month ran (two executions at once): the first "
+            "file was imported, this one was not."
+        ),
+        facts=[*reported.where, ("Imported", reported.report.duplicate_of or "-")],
+        action="Nothing: do not import this file too, it would bill the month twice.",
+        remedy=Remedy.NOTHING,
+    )
+
+
+def _held_failed_rating(reported: _Reported) -> Alert:
+    return Alert(
+        subject=f"soracharge {reported.bill}: file held, the month's session failed to rate",
+        headline=f"{reported.report.summary}.",
+        facts=[*reported.where, ("Failed to rate", reported.report.duplicate_of or "-")],
+        action=(
+            "Fix the cause in CloudBlue (the errorDesc of the failed session's alert and report), then upload "
+            f"the file again to {reported.uploads} with {reported.additional}: it is imported with charge ids of its "
+            "own. Once one file is imported so, the month's later files stay held: do not import them too."
+        ),
+        remedy=Remedy.UPLOAD_ADDITIONAL,
+    )
+
+
+_NOT_IMPORTED = {
+    EndReason.PROBLEMS: _rejected,
+    EndReason.SAME_BYTES: _same_bytes,
+    EndReason.SAME_BYTES_OTHER_COVERAGE: _same_bytes_other_coverage,
+    EndReason.SECOND_FILE: _second_file,
+    EndReason.EXPORTED_TWICE: _exported_twice,
+    EndReason.FAILED_RATING: _held_failed_rating,
+}
+#: The reason of a report written before reasons were recorded.
+_DEFAULT_REASONS = {"REJECTED": EndReason.PROBLEMS, "DUPLICATE": EndReason.SAME_BYTES, "HELD": EndReason.SECOND_FILE}
+
+
+def _failed_rating(reported: _Reported) -> Alert:
+    report = reported.report
+    return Alert(
+        subject=f"soracharge {reported.bill}: CloudBlue failed to rate session {report.import_session_id}",
+        headline=f"{report.summary}.",
+        facts=[
+            *reported.where,
+            ("Import session", str(report.import_session_id)),
+            ("errorDesc", report.error_desc or "-"),
+        ],
+        action=(
+            "Read errorDesc and fix the cause in CloudBlue (often a subscription or resource the mapping names). "
+            "The session's charges were not rated: import the file again as an additional file (upload it to "
+            f"{reported.uploads} with {reported.additional})."
+        ),
+        remedy=Remedy.UPLOAD_ADDITIONAL,
+    )
+
+
+def _not_rated(reported: _Reported, follow_state_machine_arn: str | None) -> Alert:
+    report = reported.report
+    command = None
+    if report.month and report.import_session_id is not None:
+        # The input the import started the follow state machine with (defaults left out: short to paste).
+        request = FollowSessionRequest(
+            object_id=report.object.object_id,
+            month=report.month,
+            coverage=report.coverage,
+            report_key=reported.key,
+            session=SessionProgress(import_session_id=report.import_session_id, status="NEW"),
+        )
+        follow_input = request.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+        command = (
+            "aws stepfunctions start-execution --state-machine-arn "
+            f"{follow_state_machine_arn or '<FollowImportSessionStateMachineArn>'} "
+            f"--name follow-{report.import_session_id}-again-$(date +%s) "
+            f"--input {shlex.quote(json.dumps(follow_input, ensure_ascii=False))}"
+        )
+    return Alert(
+        subject=f"soracharge {reported.bill}: session {report.import_session_id} not rated",
+        headline=f"{report.summary}.",
+        facts=[*reported.where, ("Import session", str(report.import_session_id))],
+        action=(
+            f"Check session {report.import_session_id} in CloudBlue's rating engine: its charges are in it "
+            "already, closed. Do not import the file again. Once CloudBlue has rated it (or failed to), follow "
+            "it again with the command below: it records the outcome in the report (and alerts on a failure)."
+        ),
+        remedy=Remedy.FOLLOW_AGAIN,
+        command=command,
+    )
+
+
+def _unbalanced(reported: _Reported, reconciliation: Reconciliation) -> Alert:
+    report = reported.report
+    return Alert(
+        subject=f"soracharge {reported.bill}: reconciliation does not balance",
+        headline=f"The {reported.bill} import does not reconcile: {reconciliation.note}.",
+        facts=[
+            *reported.where,
+            *((step.label, _money(step.amount, report.currency)) for step in reconciliation.steps),
+            ("The bill these steps make", _money(reconciliation.expected_bill, report.currency)),
+            ("Soracom bill", _money(reconciliation.bill_amount, report.currency)),
+            ("Difference (bill less steps)", _money(reconciliation.difference, report.currency)),
+            ("Imported", _money(reconciliation.imported_sum, report.currency)),
+            ("Import session", str(report.import_session_id)),
+        ],
+        action=(
+            "Compare the bill in the Soracom console with the CSV (rounding up, the coupon and any tax are "
+            "already accounted for above). If the CSV is incomplete, get a complete one and import only the "
+            f"differences (`soracharge correction`, README, Corrections: upload them to {reported.uploads} with "
+            f"{reported.additional}); the charges imported so far are correct for the rows the CSV has. If the "
+            "explanation names a mapping setting (tax), set it: the next month reconciles with it."
+        ),
+        remedy=Remedy.IMPORT_DIFFERENCES,
+    )
+
+
+def _source(object_id: str | None) -> str | None:
+    """``exports`` or ``uploads``: the folder of an object id (``bucket/key#version``)."""
+    match = IMPORTABLE_KEY.fullmatch((object_id or "").rpartition("#")[0].partition("/")[2])
+    return match["source"] if match else None
 
 
 def _money(amount: Decimal | None, currency: str | None) -> str:

@@ -1,24 +1,40 @@
 """The import use case: one S3 object version becomes charges in one rated CloudBlue session, exactly once.
 
-The CloudBlue session is the unit of atomicity: a session that is never closed is never rated, so
-a session whose content is in doubt is given up (left open, never closed) and every charge is sent
-again in a new one. Step by step:
+The protocol (the README's "Exactly once: the protocol" is the same page). CloudBlue rates a session
+only once it is closed, so the session is the unit of atomicity: a session whose content is in doubt
+is given up (never closed) and everything is sent again in a new one. The ledger's records are
+described in ``adapters/ledger.py``.
 
-1. claim the object version in the ledger; a duplicate S3 event finds it claimed (and fails, to be
-   retried) or finished (and returns its report);
-2. settle the file's coverage and currency and pin them in the ledger (a retry keeps them, whatever
-   the stack's settings became); read and validate the whole file; any bad or unmapped row rejects
-   it: nothing is sent and the report lists every problem;
-3. take the month's lock, one per coverage (``month_lock_key``): a second file for a month's bill
-   already imported is a DUPLICATE (same bytes) or HELD (different bytes: importing it too would
-   double the month), unless marked additional; the same bytes closed under the other coverage are
-   a DUPLICATE too (``bytes#<yyyyMM>#<sha256>``, taken with the session's closing);
-4. open a session (or resume the recorded one), mark each packet in flight, send it, record it
-   accepted; a packet whose outcome is unknown (sent, no answer), a plan that changed since the
-   session was opened, or packets left in flight by a crashed attempt make the session given up and
-   everything sent again in a new one (at most ``MAX_SESSIONS``);
-5. close the session, write the report, mark the ledger CLOSED and start the follow-session state
-   machine, which records how CloudBlue's rating ends.
+1. **Claim.** A conditional write takes the object version for this attempt and gives it a new epoch,
+   its fence. Every later ledger write of the attempt holds only while that epoch is still the
+   object's, and a packet is sent only after such a write, so an attempt that a later claim superseded
+   (slow, not dead) can neither record nor send again, however late its answers arrive. What people
+   read (the report, an alert) is published only after the attempt's last fenced write. A finished
+   object answers with its report; one that a live attempt holds fails, to be retried. The lease is for
+   liveness only: a crashed attempt's retry claims the object once it lapsed.
+   *Invariant: at most one attempt at a time can write, send or publish for an object.*
+2. **Pin and plan.** The first attempt settles the file's coverage and currency and pins them with a
+   copy of the mapping; its retries read the pins. The whole file is read and checked before anything
+   is sent: any problem rejects it. *Invariant: every attempt of an object plans the same packets.*
+3. **Look** (a read; nothing is taken). When another object already closed a session for the month's
+   bill (a plain file) or for these bytes, this file ends HELD or DUPLICATE now, before anything is sent.
+4. **Session.** The recorded session is resumed when its packets are the plan's and none is in doubt
+   (every packet marked in flight was recorded accepted); otherwise it is given up and a new one is
+   opened and recorded. *Invariant: a session given up is never closed.*
+5. **Packets.** Each packet not yet accepted is marked in flight, sent, and recorded accepted. When
+   CloudBlue says it did not take it (429, 503, a 4xx) the mark is removed; when its outcome is unknown
+   (a 500, 502 or 504, a timeout or a dropped connection once it was sent) the session is given up:
+   step 4 again, ``MAX_SESSIONS`` at most. *Invariant: whatever a session may hold is in the ledger.*
+6. **Close.** One transaction: the fence holds, every packet is accepted, the session is marked
+   closing, and the month's bill (a plain file) and the bytes are taken for this object, unless another
+   object took them first. Only then is closeSession called. The loser's session is given up and left
+   open, and the loser ends HELD or DUPLICATE. *Invariant: at most one session is ever closed for a
+   month's bill, and for the same bytes; a session marked closing is never given up.*
+7. **Record and publish.** The report is staged under ``ledger/``, the end recorded in the ledger (CLOSED,
+   or REJECTED, HELD, DUPLICATE with the reason), then the report published to ``reports/``, its alert
+   sent when something is off, and the follow-session state machine started. A retry that finds a
+   session marked closing closes it (closeSession again is harmless) and records it; one that finds an
+   end whose report was never published publishes it.
 """
 
 from __future__ import annotations
@@ -26,10 +42,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import math
 import threading
-from collections.abc import Callable
-from collections.abc import Mapping as Mapping_
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,17 +54,19 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any, BinaryIO
 
 from soracharge.adapters.cloudblue import ChargesImportManager
-from soracharge.adapters.ledger import Ledger, LedgerEntry
+from soracharge.adapters.ledger import LEASE_SECONDS, Ledger, LedgerEntry, Pins
 from soracharge.adapters.notifier import Notifier
 from soracharge.adapters.storage import ReportStore, StoredObject
 from soracharge.adapters.workflows import WorkflowStarter
 from soracharge.errors import (
-    CloudBlueApiError,
+    CloudBlueError,
     CloudBlueUnavailableError,
     ImportInProgressError,
     ImportResumeError,
+    ImportSupersededError,
     ImportTimeBudgetError,
     InvalidInputError,
+    StorageError,
 )
 from soracharge.logic import alerts
 from soracharge.logic.charges import charge_id_suffix, plan_import
@@ -64,10 +83,9 @@ from soracharge.models.coverage import (
     parse_coverage,
 )
 from soracharge.models.imports import (
-    HELD_BY_DUPLICATE,
-    HELD_FAILED_RATING,
-    SAME_BYTES_OTHER_COVERAGE,
+    IMPORTABLE_KEY,
     Amount,
+    EndReason,
     FollowSessionRequest,
     ImportReport,
     ObjectRef,
@@ -80,12 +98,17 @@ from soracharge.models.imports import (
 from soracharge.models.mapping import Mapping
 from soracharge.observability import Metric, add_amount, count, logger
 
-#: Sessions one file may use before the import gives up (each after an unknown outcome).
+#: Sessions one attempt may open before it gives up (each after an outcome that could not be known).
 MAX_SESSIONS = 3
 #: The import stops sending when the function has less time left than this, and its retry resumes.
 DEADLINE_MARGIN_SECONDS = 60.0
 #: Object metadata (``x-amz-meta-import: additional``) that imports a second file for a month on purpose.
 ADDITIONAL_FILE = "additional"
+#: Where the import keeps what it needs across attempts in the data bucket (never read by people).
+PINNED_MAPPINGS = "ledger/mappings/"
+STAGED_REPORTS = "ledger/reports/"
+#: While it reads a file, an attempt renews its claim this often (its writes renew it too).
+HEARTBEAT_SECONDS = LEASE_SECONDS / 3
 
 
 @dataclass
@@ -105,13 +128,14 @@ class ImportDependencies:
     remaining_seconds: Callable[[], float] = field(default=lambda: math.inf)
 
 
-def import_object(obj: ObjectRef, deps: ImportDependencies, *, lease_seconds: float) -> ImportReport:
+def import_object(obj: ObjectRef, deps: ImportDependencies) -> ImportReport:
     """Import one object version; return its report (the existing one when it was done before)."""
     logger.append_keys(objectKey=obj.key, objectVersion=obj.version_id)
     try:
         source, month = obj.layout()
     except InvalidInputError as exc:
         report = _report(deps, obj, "REJECTED", str(exc), problems=[Problem(message=str(exc))])
+        report = report.model_copy(update={"reason": EndReason.PROBLEMS})
         unsorted_key = report_key(None, obj.version_id, obj.key)
         save_report(deps.store, unsorted_key, report)
         _alert(report, unsorted_key, deps)
@@ -121,203 +145,482 @@ def import_object(obj: ObjectRef, deps: ImportDependencies, *, lease_seconds: fl
     if head is None:
         raise InvalidInputError(f"{obj.uri} (version {obj.version_id}) does not exist")
     obj = obj.model_copy(update={"version_id": head.version_id or obj.version_id})
-    key = report_key(month, obj.version_id, obj.key)
+    deps.ledger.migrate(lambda owner: _coverages_of(owner, deps))
 
-    claim = deps.ledger.claim(obj.object_id, month=month, lease_seconds=lease_seconds)
+    claim = deps.ledger.claim(obj.object_id, month=month)
     if not claim.granted:
-        return _already_claimed(obj, claim.entry, key, deps)
+        return _already_claimed(obj, claim.entry, deps)
+    attempt = _Attempt(obj, source, month, head, claim.entry, deps)
     try:
-        return _import_claimed(obj, source, month, head, claim.entry, key, deps)
+        return attempt.run()
+    except ImportSupersededError:
+        count(Metric.IMPORTS_SUPERSEDED)
+        raise
     except BaseException:
-        with contextlib.suppress(Exception):  # a retry may resume at once; a lapsed lease allows it anyway
-            deps.ledger.release(obj.object_id)
+        with contextlib.suppress(Exception):  # a retry may claim at once (a lapsed lease allows it anyway)
+            deps.ledger.release(obj.object_id, claim.entry.epoch)
         raise
 
 
-def _already_claimed(obj: ObjectRef, entry: LedgerEntry, key: str, deps: ImportDependencies) -> ImportReport:
+def _already_claimed(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencies) -> ImportReport:
+    """A delivery of an object another attempt holds (fail, to be retried) or that ended (its report)."""
     logger.info("Object version already claimed", extra={"ledgerStatus": entry.status})
     count(Metric.DUPLICATE_IMPORT_EVENTS)
     if entry.status == "IMPORTING":
         raise ImportInProgressError(
             f"{obj.uri} version {obj.version_id} is being imported by another invocation: this one will be retried"
         )
-    if entry.status == "CLOSED" and entry.session_id is not None:
-        _follow(obj, entry.session_id, key, deps)  # in case the first run closed the session but died before this
-    existing = deps.store.get_json(entry.report_key or key)
-    if existing is None:
-        raise ImportInProgressError(f"{obj.uri} is {entry.status} in the ledger but its report is not written yet")
-    return ImportReport.model_validate(existing)
-
-
-def _import_claimed(
-    obj: ObjectRef,
-    source: str,
-    month: str,
-    head: StoredObject,
-    entry: LedgerEntry,
-    key: str,
-    deps: ImportDependencies,
-) -> ImportReport:
-    # Everything that can reject the file is checked before anything is sent. A retry keeps the
-    # coverage and currency its first attempt settled: the stack's settings may have changed since.
-    pinned = entry.coverage is not None and entry.currency is not None
-    coverage, problems = (
-        (parse_coverage(entry.coverage or ""), []) if pinned else file_coverage(obj, head.metadata, deps.coverages)
-    )
-    base: dict[str, Any] = {"month": month, "source": source, "coverage": coverage}
-    if coverage is None:
-        return _reject(obj, entry, key, deps, base, problems, len(problems))
-    logger.append_keys(coverage=coverage)
-    mapping, mapping_source = deps.mapping(coverage)
-    base["mapping"] = mapping_source
-    currency, problems = (
-        (entry.currency or "", []) if pinned else file_currency(coverage, head.metadata, mapping.currency)
-    )
-    base["currency"] = currency or None
-    if not problems:
-        problems = _metadata_problems(currency, head.metadata)
-    if problems:
-        return _reject(obj, entry, key, deps, base, problems, len(problems))
-    if not pinned:
-        entry = deps.ledger.pin(obj.object_id, coverage=coverage, currency=currency)
-    bill = bill_facts(head.metadata)
-    additional = head.metadata.get("import", "").lower() == ADDITIONAL_FILE
-    # An additional file's charges get ids of their own (from its bytes), apart from the first file's;
-    # a Global bill's charges are marked apart from a Japan bill's.
-    own = additional_id_suffix(_sha256_of(deps.store, obj), obj.version_id) if additional else ""
-    id_suffix = charge_id_suffix(coverage, own)
-    with deps.store.open(obj.key, obj.version_id) as body:
-        hashing = _HashingReader(body)
-        plan = plan_import(
-            io.BufferedReader(hashing),
-            month=month,
-            currency=currency,
-            mapping=mapping,
-            source=obj.uri,
-            id_suffix=id_suffix,
-            reopen=lambda: deps.store.open(obj.key, obj.version_id),  # a file with a problem is read again
-        )
-        sha256 = hashing.hexdigest()
-    base["sha256"] = sha256
-    if plan.problems:
-        problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
-        return _reject(obj, entry, key, deps, base, problems, plan.problem_count, plan)
-
-    # An additional file's lock is its bytes; a bill's are its coverage's month lock and its bytes.
-    bytes_key = None if additional else f"bytes#{month}#{sha256}"
-    lock_key, certain = (f"lock#{month}#{sha256}", True) if additional else month_lock_key(month, coverage, entry, deps)
-    # The bytes first (a read): a file that ends DUPLICATE never takes a month over from another file.
-    if bytes_key is not None and (
-        blocked := _bytes_closed_before(obj, entry, bytes_key, lock_key, sha256, key, deps, base)
-    ):
-        return blocked
-    blocked = _take_month(obj, lock_key, sha256, entry, key, deps, base, additional=additional, certain=certain)
-    if blocked is not None:
-        return blocked
-
-    fingerprint = _fingerprint(plan)
-    packets_count = len(plan.packets(0))
-    warnings: list[str] = []
-    session_id, closed = _resume(obj, entry, fingerprint, packets_count, deps, warnings)
-    sessions_used = 1 if session_id is not None else 0  # sessions this invocation works with
-    sent_this_run = 0
-    while not closed:
-        if session_id is None:
-            if sessions_used >= MAX_SESSIONS:
-                raise CloudBlueUnavailableError(
-                    f"gave {MAX_SESSIONS} sessions up in this attempt after outcomes that could not be known: "
-                    "stopping; nothing was rated, and Lambda's retry (or a re-delivered event) starts a new session"
-                )
-            session_id = deps.cloudblue.open_session().import_session_id
-            sessions_used += 1
-            deps.ledger.record_session(
-                obj.object_id,
-                session_id,
-                packets=packets_count,
-                fingerprint=fingerprint,
-                report_key=key,
-                lock_key=lock_key,
-            )
-            accepted: frozenset[int] = frozenset()
-        else:
-            current = deps.ledger.get(obj.object_id)
-            accepted = current.accepted if current else frozenset()
-        logger.append_keys(importSessionId=session_id)
-        packets = plan.packets(session_id)
-        to_send = [index for index in range(len(packets)) if index not in accepted]
-        logger.info("Sending packets", extra={"packets": len(to_send), "alreadyAccepted": len(accepted)})
-        if _send(obj, packets, to_send, deps):
-            deps.ledger.abandon_session(obj.object_id, session_id)
-            warnings.append(
-                _abandoned(session_id, "a packet was sent and no answer came back (its outcome is unknown)")
-            )
-            session_id = None
-            continue
-        sent_this_run += len(to_send)
-        if not deps.ledger.mark_closing(obj.object_id, session_id, lock_key, bytes_key=bytes_key, sha256=sha256):
-            owner = deps.ledger.owner(lock_key)
-            if owner is not None and owner.object_id != obj.object_id:
-                # The month was taken over while this import was stuck: its session stays open, never rated.
-                return _superseded(obj, key, deps, base, owner.object_id)
-            holder = deps.ledger.owner(bytes_key) if bytes_key else None
-            if holder is not None and holder.object_id != obj.object_id:
-                # Another object closed a session with these bytes (under the other coverage) first: this
-                # one gives its session up, and a month it took over from a stuck file back to that file.
-                deps.ledger.hand_back(lock_key, obj.object_id)
-                of = _owner_coverage(holder.object_id, deps)
-                return _same_bytes(obj, key, deps, base, holder.object_id, of, left_open=session_id)
-            raise ImportInProgressError(
-                f"{obj.uri}: session {session_id} is no longer this attempt's (a later attempt of the same file "
-                "took it over): this one stops, never closing it"
-            )
-        deps.cloudblue.close_session(session_id)
-        closed = True
-    assert session_id is not None
-
-    final = deps.ledger.get(obj.object_id)
-    abandoned = list(final.abandoned_sessions) if final else []
-    packets = plan.packets(session_id)
-    accepted_final = final.accepted if final else frozenset()
-    with localcontext(Context(prec=80, traps=[Inexact])):
-        imported = sum((packets.total(i) for i in range(len(packets)) if i in accepted_final), Decimal(0))
-    counts = ReportCounts(
-        rows=plan.rows,
-        charges=len(plan.charges),
-        packets=len(packets),
-        packets_sent_this_run=sent_this_run,
-        packets_already_accepted=len(packets) - sent_this_run,
-    )
-    summary = (
-        f"{len(plan.charges)} charges ({plan.charges_sum} {currency}, {coverage_label(coverage)}) imported in "
-        f"CloudBlue session {session_id}, closed and waiting for rating"
-    )
-    report = _report(
-        deps,
-        obj,
-        "CLOSED",
-        summary,
-        import_session_id=session_id,
-        session_status="NEW",
-        abandoned_sessions=abandoned,
-        counts=counts,
-        reconciliation=_reconcile(plan, currency, bill, mapping, imported=imported),
-        warnings=warnings,
-        **base,
-        **_totals(plan),
-    )
-    save_report(deps.store, key, report)  # before CLOSED: a crash here resumes and writes it
-    _alert(report, key, deps)  # before CLOSED too: a failed publish is retried with the rest
-    deps.ledger.set_status(obj.object_id, "CLOSED", report_key=key)
-    count(Metric.IMPORTS_CLOSED)
-    count(Metric.ROWS_READ, plan.rows)
-    count(Metric.CHARGES_SENT, len(plan.charges))
-    count(Metric.PACKETS_SENT, sent_this_run)
-    count(Metric.SESSIONS_ABANDONED, len(warnings))  # every warning is a session given up
-    add_amount(Metric.AMOUNT_IMPORTED, imported, currency, coverage)
-    if report.reconciliation is not None and not report.reconciliation.balanced:
-        count(Metric.RECONCILIATION_IMBALANCED)
-    _follow(obj, session_id, key, deps, coverage)
+    key = public_report_key(obj)
+    existing = deps.store.get_json(key)
+    if existing is None:  # the attempt that ended it stopped before publishing its report
+        return _publish(obj, entry, deps)
+    report = ImportReport.model_validate(existing)
+    if entry.status == "CLOSED" and report.import_session_id is not None:
+        _follow(obj, report.import_session_id, key, deps, report.coverage)  # in case it stopped before this
     return report
+
+
+def public_report_key(obj: ObjectRef) -> str:
+    """``reports/<yyyyMM>/<object-version>.json``: where people (and the CLI) read an object's report."""
+    _, month = obj.layout()
+    return report_key(month, obj.version_id, obj.key)
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """What decides the packets of a file, as its first attempt settled and pinned it."""
+
+    coverage: Coverage
+    currency: str
+    mapping: Mapping
+    mapping_source: str
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """Another object closed a session for this file's bill or bytes: how this file ends."""
+
+    status: str
+    reason: EndReason
+    other: str
+    other_coverage: Coverage | None
+
+
+class _Attempt:
+    """One attempt at one object version, holding the fence (``epoch``) its claim gave it."""
+
+    def __init__(
+        self, obj: ObjectRef, source: str, month: str, head: StoredObject, entry: LedgerEntry, deps: ImportDependencies
+    ) -> None:
+        self.obj = obj
+        self.month = month
+        self.head = head
+        self.entry = entry
+        self.epoch = entry.epoch
+        self.deps = deps
+        self.ledger = deps.ledger
+        self.additional = head.metadata.get("import", "").lower() == ADDITIONAL_FILE
+        self.base: dict[str, Any] = {"month": month, "source": source}
+        self.given_up: list[int] = list(entry.abandoned_sessions)
+        #: The session the ledger records for the object now (given up or closing aside).
+        self.session: int | None = entry.session_id if entry.closing_session is None else None
+        self.warnings: list[str] = []
+        self._renewed = time.monotonic()
+
+    # -- the protocol, step by step ---------------------------------------------------------------
+
+    def run(self) -> ImportReport:
+        settled = self.settle()
+        if isinstance(settled, list):
+            return self.reject(settled, len(settled))
+        plan, sha256 = self.plan(settled)
+        self.base["sha256"] = sha256
+        closing = self.entry.closing_session
+        if plan.problems:
+            if closing is not None:
+                raise ImportResumeError(
+                    f"{self.obj.uri}: session {closing} was marked closing by the last attempt, and this attempt "
+                    f"reads {plan.problem_count} problem(s) in the file with the same pinned mapping (first: "
+                    f"{plan.problems[0].message}): was the code changed in between? Nothing was sent again"
+                )
+            problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
+            return self.reject(problems, plan.problem_count, plan)
+        bill = None if self.additional else f"bill#{self.month}#{settled.coverage}"
+        bytes_key = f"bytes#{self.month}#{sha256}"
+        if closing is None:
+            taken, take_from = self.look(bill, bytes_key, settled.coverage)
+            if taken is not None:
+                return self.not_imported(taken)
+            session, sent = self.send(plan)
+            if not self.ledger.mark_closing(
+                self.obj.object_id, self.epoch, session, bill=bill, bytes_key=bytes_key, sha256=sha256,
+                take_from=take_from,
+            ):  # fmt: skip
+                return self.lost(bill, bytes_key, settled.coverage)
+            closing = session
+        else:
+            sent = 0
+        self.deps.cloudblue.close_session(closing)
+        return self.closed(plan, settled, closing, sent)
+
+    def settle(self) -> _Settled | list[Problem]:
+        """Step 2: the coverage, currency and mapping pinned by the first attempt, or settled and pinned now."""
+        settled = self._pinned() if self.entry.pins is not None else self._settle_and_pin()
+        if isinstance(settled, _Settled):
+            self.base.update(coverage=settled.coverage, currency=settled.currency, mapping=settled.mapping_source)
+            logger.append_keys(coverage=settled.coverage)
+        return settled
+
+    def _pinned(self) -> _Settled:
+        pins = self.entry.pins
+        assert pins is not None
+        document = self.deps.store.get_json(pins.mapping)
+        if document is None:
+            raise StorageError(f"the mapping {self.obj.uri} was first imported with ({pins.mapping}) is gone")
+        return _Settled(
+            coverage=parse_coverage(pins.coverage),
+            currency=pins.currency,
+            mapping=Mapping.model_validate(document["mapping"]),
+            mapping_source=str(document["source"]),
+        )
+
+    def _settle_and_pin(self) -> _Settled | list[Problem]:
+        coverage: Coverage | None
+        problems: list[Problem] = []
+        if self.entry.coverage is not None:  # settled by a version that pinned no mapping yet
+            coverage = parse_coverage(self.entry.coverage)
+        else:
+            coverage, problems = file_coverage(self.obj, self.head.metadata, self.deps.coverages)
+        self.base["coverage"] = coverage
+        if coverage is None:
+            return problems
+        mapping, source = self.deps.mapping(coverage)
+        self.base["mapping"] = source
+        if self.entry.currency is not None:
+            currency = self.entry.currency
+        else:
+            currency, problems = file_currency(coverage, self.head.metadata, mapping.currency)
+        self.base["currency"] = currency or None
+        problems = problems or _metadata_problems(currency, self.head.metadata)
+        if problems:
+            return problems
+        document = {"source": source, "mapping": mapping.model_dump(mode="json", by_alias=True)}
+        text = json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        pinned = f"{PINNED_MAPPINGS}{hashlib.sha256(text.encode()).hexdigest()}.json"
+        self.deps.store.put_json(pinned, document)  # the same mapping, the same key: written again harmlessly
+        self.entry = self.ledger.pin(self.obj.object_id, self.epoch, Pins(coverage, currency, pinned))
+        return _Settled(coverage=coverage, currency=currency, mapping=mapping, mapping_source=source)
+
+    def plan(self, settled: _Settled) -> tuple[ImportPlan, str]:
+        """Step 2: the whole file read and checked; the plan and the file's SHA-256."""
+        store, obj = self.deps.store, self.obj
+        # An additional file's charges get ids of their own (from its bytes), apart from the first file's;
+        # a Global bill's charges are marked apart from a Japan bill's.
+        own = additional_id_suffix(_sha256_of(store, obj), obj.version_id) if self.additional else ""
+        with store.open(obj.key, obj.version_id) as body:
+            hashing = _HashingReader(body, self.heartbeat)
+            plan = plan_import(
+                io.BufferedReader(hashing),
+                month=self.month,
+                currency=settled.currency,
+                mapping=settled.mapping,
+                source=obj.uri,
+                id_suffix=charge_id_suffix(settled.coverage, own),
+                reopen=lambda: store.open(obj.key, obj.version_id),  # a file with a problem is read again
+            )
+            return plan, hashing.hexdigest()
+
+    def look(
+        self, bill: str | None, bytes_key: str, coverage: Coverage
+    ) -> tuple[_Taken | None, tuple[str, str] | None]:
+        """Step 3 (and after a lost closing): whether another object closed a session for this file's bill
+        or bytes, so this file must not be imported; and, for an additional file, the object it may take
+        the bytes from (CloudBlue failed to rate its session, or it imported them as another coverage's)."""
+        holder = self.ledger.holder(bytes_key)
+        take_from = None
+        if holder is not None and holder.object_id != self.obj.object_id:
+            other = self.ledger.get(holder.object_id)
+            failed = other is not None and other.status == "FAILED_PROCESSED"
+            of = _coverage(other)
+            if self.additional and (failed or (of is not None and of != coverage)):
+                take_from = (holder.object_id, coverage)
+            elif failed:
+                return _Taken("HELD", EndReason.FAILED_RATING, holder.object_id, of), None
+            elif of in (None, coverage):
+                return _Taken("DUPLICATE", EndReason.SAME_BYTES, holder.object_id, of), None
+            else:
+                return _Taken("DUPLICATE", EndReason.SAME_BYTES_OTHER_COVERAGE, holder.object_id, of), None
+        holder = self.ledger.holder(bill) if bill is not None else None
+        if holder is not None and holder.object_id != self.obj.object_id:
+            other = self.ledger.get(holder.object_id)
+            if other is not None and other.status == "FAILED_PROCESSED":
+                return _Taken("HELD", EndReason.FAILED_RATING, holder.object_id, coverage), None
+            exports = self.base["source"] == "exports" and _source_of(holder.object_id) == "exports"
+            reason = EndReason.EXPORTED_TWICE if exports else EndReason.SECOND_FILE
+            return _Taken("HELD", reason, holder.object_id, coverage), None
+        return None, take_from
+
+    def send(self, plan: ImportPlan) -> tuple[int, int]:
+        """Steps 4 and 5: every packet accepted in one session; the session and the packets sent now."""
+        fingerprint = _fingerprint(plan)
+        count_ = len(plan.packets(0))
+        entry = self.entry
+        session = entry.session_id
+        accepted = entry.accepted
+        if session is not None:
+            reason = None
+            if entry.fingerprint != fingerprint:
+                reason = "its packets are not this file's plan (it was planned by another version of soracharge)"
+            elif entry.unconfirmed:
+                reason = f"packets {sorted(i + 1 for i in entry.unconfirmed)} were being sent when its attempt stopped"
+            if reason is not None:
+                self.give_up(session, reason)
+                session = None
+        opened = 0
+        while True:
+            if session is None:
+                if opened >= MAX_SESSIONS:
+                    raise CloudBlueUnavailableError(
+                        f"gave {MAX_SESSIONS} sessions up in this attempt after outcomes that could not be known: "
+                        "stopping; nothing was rated, and Lambda's retry (or a re-delivered event) starts a new session"
+                    )
+                session = self.deps.cloudblue.open_session().import_session_id
+                opened += 1
+                self.ledger.open_session(
+                    self.obj.object_id, self.epoch, session, packets=count_, fingerprint=fingerprint
+                )
+                self.session = session
+                accepted = frozenset()
+            logger.append_keys(importSessionId=session)
+            to_send = [index for index in range(count_) if index not in accepted]
+            logger.info("Sending packets", extra={"packets": len(to_send), "alreadyAccepted": len(accepted)})
+            if self.send_packets(plan.packets(session), to_send, session):
+                self.give_up(session, "a packet was sent and no answer came back (its outcome is unknown)")
+                session = None
+                continue
+            return session, len(to_send)
+
+    def send_packets(self, packets: Packets, indexes: list[int], session: int) -> bool:
+        """Send packets with bounded concurrency; True when an outcome was unknown (the session must be given up).
+
+        Each packet is marked in flight (the fenced write that allows the send), sent, and recorded
+        accepted. Sending stops at the first failure, and before the function runs out of time. Each
+        packet is built by the thread that sends it, so only ``concurrency`` packets are ever in memory.
+        """
+        stop, unknown = threading.Event(), threading.Event()
+        object_id, epoch, deps = self.obj.object_id, self.epoch, self.deps
+
+        def send(index: int) -> None:
+            if stop.is_set():
+                return
+            try:
+                if deps.remaining_seconds() < DEADLINE_MARGIN_SECONDS:
+                    raise ImportTimeBudgetError(f"stopped sending {self.obj.uri} with too little time left")
+                body = packets[index].to_json_bytes()
+                self.ledger.mark_in_flight(object_id, epoch, session, index)
+                try:
+                    deps.cloudblue.import_charges(body)
+                except CloudBlueError as exc:
+                    if getattr(exc, "outcome_unknown", False):
+                        unknown.set()
+                        stop.set()
+                        return
+                    self.ledger.unmark_in_flight(object_id, epoch, session, index)  # CloudBlue did not take it
+                    raise
+                # Anything failing from here on leaves the packet in flight: the next attempt gives the session up.
+                self.ledger.record_packet(object_id, epoch, session, index)
+            except BaseException:
+                stop.set()  # the first failure stops every packet not yet started
+                raise
+
+        with ThreadPoolExecutor(max_workers=max(1, deps.concurrency), thread_name_prefix="import-charges") as pool:
+            futures = [pool.submit(send, index) for index in indexes]
+            wait(futures, return_when=FIRST_EXCEPTION)
+        if unknown.is_set():
+            return True
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+        return False
+
+    def give_up(self, session: int, reason: str) -> None:
+        self.ledger.give_up(self.obj.object_id, self.epoch, session)
+        self.given_up.append(session)
+        self.session = None
+        self.warnings.append(
+            f"session {session} was given up and left open, never closed (CloudBlue does not rate an open "
+            f"session): {reason}. Every charge was sent again in a new session. Do not close session {session}."
+        )
+        count(Metric.SESSIONS_ABANDONED)
+
+    def lost(self, bill: str | None, bytes_key: str, coverage: Coverage) -> ImportReport:
+        """Step 6 refused: superseded (stop), or another object closed a session for the bill or bytes first."""
+        current = self.ledger.get(self.obj.object_id)
+        if current is None or current.epoch != self.epoch:
+            raise ImportSupersededError(f"{self.obj.uri}: a later attempt took the import over before it closed")
+        taken, _ = self.look(bill, bytes_key, coverage)
+        if taken is None:
+            raise StorageError(
+                f"{self.obj.uri}: the closing transaction was refused, and no other file holds the month"
+            )
+        return self.not_imported(taken)
+
+    def closed(self, plan: ImportPlan, settled: _Settled, session: int, sent: int) -> ImportReport:
+        """Step 7 for a closed session: staged report, CLOSED, then the report, an alert if needed, the follow."""
+        packets = plan.packets(session)
+        with localcontext(Context(prec=80, traps=[Inexact])):
+            imported = sum((packets.total(i) for i in range(len(packets))), Decimal(0))
+        counts = ReportCounts(
+            rows=plan.rows,
+            charges=len(plan.charges),
+            packets=len(packets),
+            packets_sent_this_run=sent,
+            packets_already_accepted=len(packets) - sent,
+        )
+        summary = (
+            f"{len(plan.charges)} charges ({plan.charges_sum} {settled.currency}, {coverage_label(settled.coverage)}) "
+            f"imported in CloudBlue session {session}, closed and waiting for rating"
+        )
+        report = self.report(
+            "CLOSED",
+            summary,
+            import_session_id=session,
+            session_status="NEW",
+            counts=counts,
+            reconciliation=_reconcile(plan, settled, bill_facts(self.head.metadata), imported=imported),
+            warnings=self.warnings,
+            **_totals(plan),
+        )
+        self.end(report)
+        count(Metric.IMPORTS_CLOSED)
+        count(Metric.ROWS_READ, plan.rows)
+        count(Metric.CHARGES_SENT, len(plan.charges))
+        count(Metric.PACKETS_SENT, sent)
+        add_amount(Metric.AMOUNT_IMPORTED, imported, settled.currency, settled.coverage)
+        if report.reconciliation is not None and not report.reconciliation.balanced:
+            count(Metric.RECONCILIATION_IMBALANCED)
+        return report
+
+    def not_imported(self, taken: _Taken) -> ImportReport:
+        """HELD or DUPLICATE: another object closed a session for the month's bill or these bytes."""
+        report = self.report(
+            taken.status,
+            _held_summary(taken, self.base, self.session),
+            duplicate_of=taken.other,
+            reason=taken.reason,
+            warnings=self.warnings,
+        )
+        self.end(report)
+        count(_NOT_IMPORTED_METRICS[taken.status])
+        logger.warning("File not imported", extra={"status": taken.status, "reason": taken.reason})
+        return report
+
+    def reject(self, problems: list[Problem], problem_count: int, plan: ImportPlan | None = None) -> ImportReport:
+        summary = (
+            f"{problem_count} problem(s) in {self.obj.uri}: nothing was imported; fix the file and upload it again"
+        )
+        extra = (
+            {"counts": ReportCounts(rows=plan.rows, problems=problem_count, unmapped_rows=plan.unmapped_rows)}
+            if plan
+            else {}
+        )
+        report = self.report(
+            "REJECTED",
+            summary,
+            reason=EndReason.PROBLEMS,
+            problems=problems,
+            problems_not_listed=max(problem_count - len(problems), 0),
+            **extra,
+        )
+        self.end(report)
+        count(Metric.IMPORTS_REJECTED)
+        if plan is not None:
+            count(Metric.ROWS_READ, plan.rows)
+            count(Metric.UNMAPPED_ROWS, plan.unmapped_rows)
+        logger.warning("Import rejected", extra={"problems": problem_count})
+        return report
+
+    # -- step 7: staged, recorded (fenced), then published ------------------------------------------
+
+    def report(self, status: str, summary: str, **fields: Any) -> ImportReport:
+        left_open = [self.session] if status != "CLOSED" and self.session is not None else []
+        given_up = [*self.given_up, *left_open]
+        return _report(self.deps, self.obj, status, summary, abandoned_sessions=given_up, **self.base, **fields)
+
+    def end(self, report: ImportReport) -> None:
+        """Stage the report, record the end in the ledger (fenced: a superseded attempt stops here), publish."""
+        staged = f"{STAGED_REPORTS}{self.month}/{self.obj.version_id}/{self.epoch}.json"
+        self.deps.store.put_json(staged, report.to_event())
+        extra = {"duplicate_of": report.duplicate_of} if report.duplicate_of else {}
+        if report.reason is not None:
+            extra["reason"] = report.reason.value
+        self.ledger.end(self.obj.object_id, self.epoch, report.status, report_key=staged, **extra)  # type: ignore[arg-type]
+        _publish_report(self.obj, report, self.deps)
+
+    def heartbeat(self) -> None:
+        """While the file is read: the claim's lease runs on (best effort: the writes that matter are fenced)."""
+        if time.monotonic() - self._renewed < HEARTBEAT_SECONDS:
+            return
+        self._renewed = time.monotonic()
+        with contextlib.suppress(StorageError):
+            self.ledger.renew(self.obj.object_id, self.epoch)
+
+
+def _publish(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencies) -> ImportReport:
+    """Publish the report an attempt staged before it recorded its end (it stopped before publishing it)."""
+    staged = deps.store.get_json(entry.report_key) if entry.report_key else None
+    if staged is None:
+        raise ImportInProgressError(f"{obj.uri} is {entry.status} in the ledger but its report is not written yet")
+    report = ImportReport.model_validate(staged)
+    _publish_report(obj, report, deps)
+    return report
+
+
+def _publish_report(obj: ObjectRef, report: ImportReport, deps: ImportDependencies) -> None:
+    key = public_report_key(obj)
+    save_report(deps.store, key, report)
+    _alert(report, key, deps)
+    if report.status == "CLOSED" and report.import_session_id is not None:
+        _follow(obj, report.import_session_id, key, deps, report.coverage)
+
+
+def _held_summary(taken: _Taken, base: dict[str, Any], left_open: int | None) -> str:
+    other, month = taken.other, base["month"]
+    summary = {
+        EndReason.SAME_BYTES: (
+            f"the same bytes were already imported for the month from {other}: nothing imported again"
+        ),
+        EndReason.SAME_BYTES_OTHER_COVERAGE: (
+            f"the same bytes were already imported for the month as the {coverage_label(taken.other_coverage or 'jp')} "
+            f"bill, from {other}: nothing imported again. One of the two names the wrong coverage"
+        ),
+        EndReason.SECOND_FILE: (
+            f"a different file for {month} was already imported from {other}; importing this one too would bill "
+            f"the month twice, so nothing was imported. If it replaces the first file, import only the "
+            f"differences (see the README's runbook); if it is a second bill for the month, upload it again with "
+            f"the metadata import={ADDITIONAL_FILE}"
+        ),
+        EndReason.EXPORTED_TWICE: (
+            f"the month was exported twice and the other export, {other}, was imported: nothing was imported "
+            "from this one"
+        ),
+        EndReason.FAILED_RATING: (
+            f"CloudBlue failed to rate the session of {other} (FAILED_PROCESSED), which holds this month's bill "
+            f"(or these bytes): nothing was imported. Once the cause is fixed in CloudBlue, upload the file again "
+            f"with the metadata import={ADDITIONAL_FILE}, unless the month was imported again since (a file "
+            f"uploaded with import={ADDITIONAL_FILE} after the failure: see the month's reports)"
+        ),
+    }[taken.reason]
+    if left_open is not None:
+        summary += (
+            f". Session {left_open}, opened by an earlier attempt, was given up and left open, never closed "
+            f"(CloudBlue does not rate an open session). Do not close session {left_open}."
+        )
+    return summary
+
+
+_NOT_IMPORTED_METRICS = {"DUPLICATE": Metric.IMPORTS_DUPLICATE, "HELD": Metric.IMPORTS_HELD}
 
 
 def save_report(store: ReportStore, key: str, report: ImportReport) -> None:
@@ -447,54 +750,6 @@ def file_currency(coverage: Coverage, metadata: dict[str, str], mapped: str | No
     ]
 
 
-def month_lock_key(month: str, coverage: Coverage, entry: LedgerEntry, deps: ImportDependencies) -> tuple[str, bool]:
-    """``lock#<yyyyMM>#<coverage>``, or the ``lock#<yyyyMM>`` a month imported before coverages holds;
-    and whether the lock is this coverage's for certain.
-
-    Such a lock is the lock of its owner's coverage (its key's folder, its object's metadata, else
-    its report's currency); one whose coverage cannot be told is taken as this coverage's, not for
-    certain: a file held (which a person then imports on purpose) is better than a month billed
-    twice, and an uncertain lock is never taken over from a stuck owner (which may be the other
-    coverage's bill). An object that recorded a lock already keeps it (its retry must find the lock
-    it wrote).
-    """
-    if entry.lock_key is not None:
-        return entry.lock_key, True
-    legacy = f"lock#{month}"
-    owner = deps.ledger.owner(legacy)
-    if owner is None:
-        return f"lock#{month}#{coverage}", True
-    if owner.object_id == entry.object_id:
-        return legacy, True
-    of = _owner_coverage(owner.object_id, deps)
-    if of is None:
-        return legacy, False
-    return (legacy, True) if of == coverage else (f"lock#{month}#{coverage}", True)
-
-
-def _owner_coverage(object_id: str, deps: ImportDependencies) -> Coverage | None:
-    location, _, version = object_id.rpartition("#")
-    bucket, _, owner_key = location.partition("/")
-    entry = deps.ledger.get(object_id)
-    if entry is not None and entry.coverage is not None:
-        return parse_coverage(entry.coverage)
-    with contextlib.suppress(ValueError):
-        if (folder := ObjectRef(bucket=bucket, key=owner_key, version_id=version).key_coverage()) is not None:
-            return folder
-    head = deps.store.head(owner_key, None if version == "null" else version)
-    if head is not None and (of := _named_coverage(head.metadata)) is not None:
-        return of
-    report = deps.store.get_json(entry.report_key) if entry is not None and entry.report_key else None
-    return _named_coverage(report) if report is not None else None
-
-
-def _named_coverage(facts: Mapping_[str, Any]) -> Coverage | None:
-    """The coverage object metadata or a report names: its ``coverage``, else its ``currency``'s."""
-    with contextlib.suppress(InvalidInputError):
-        return parse_coverage(str(facts.get("coverage") or ""))
-    return coverage_of_currency(facts.get("currency"))
-
-
 def _metadata_problems(currency: str, metadata: dict[str, str]) -> list[Problem]:
     problems = []
     if currency not in {c for currencies in CURRENCIES.values() for c in currencies}:
@@ -514,265 +769,82 @@ def _metadata_problems(currency: str, metadata: dict[str, str]) -> list[Problem]
     return problems
 
 
-def _take_month(
-    obj: ObjectRef,
-    lock_key: str,
-    sha256: str,
-    entry: LedgerEntry,
-    key: str,
-    deps: ImportDependencies,
-    base: dict[str, Any],
+def _coverage(entry: LedgerEntry | None) -> Coverage | None:
+    """The coverage an object's import settled, when it is known."""
+    text = entry.pins.coverage if entry is not None and entry.pins is not None else entry.coverage if entry else None
+    return parse_coverage(text) if text in COVERAGES else None
+
+
+def _source_of(object_id: str) -> str | None:
+    """``exports`` or ``uploads``: where the object of an id (``bucket/key#version``) lies."""
+    key = object_id.rpartition("#")[0].partition("/")[2]
+    match = IMPORTABLE_KEY.fullmatch(key)
+    return match["source"] if match else None
+
+
+def _coverages_of(object_id: str, deps: ImportDependencies) -> Iterable[str]:
+    """The coverage of a month lock's owner from before coverages (the migration asks, once): its folder,
+    its object's metadata, or its report's currency; both when none tells (a month held, never doubled)."""
+    location, _, version = object_id.rpartition("#")
+    bucket, _, key = location.partition("/")
+    with contextlib.suppress(ValueError):
+        if (folder := ObjectRef(bucket=bucket, key=key, version_id=version).key_coverage()) is not None:
+            return [folder]
+    head = deps.store.head(key, None if version == "null" else version)
+    for facts in (head.metadata if head else {}, deps.store.get_json(report_key(None, version, key)) or {}):
+        with contextlib.suppress(InvalidInputError):
+            return [parse_coverage(str(facts.get("coverage") or ""))]
+        if (of := coverage_of_currency(facts.get("currency"))) is not None:
+            return [of]
+    return list(COVERAGES)
+
+
+def dry_run_report(
+    stream: BinaryIO,
     *,
-    additional: bool,
-    certain: bool = True,
-) -> ImportReport | None:
-    """Own the month's bill (or this file's bytes, for an additional file), or say why this file must not be sent."""
-    owner = deps.ledger.lock(lock_key, obj.object_id, sha256)
-    if owner.object_id == obj.object_id:
-        return None
-    if entry.lock_key == lock_key:
-        # This object owned the month, and a later file took it over while this one was stuck: its
-        # session was never closed, so nothing of it is rated. Stop here.
-        return _superseded(obj, key, deps, base, owner.object_id)
-    previous = deps.ledger.get(owner.object_id)
-    if previous is not None and previous.status == "FAILED_PROCESSED":
-        # CloudBlue failed to rate the owner's session: none of it is rated. The runbook imports the
-        # file again as an additional file, which may take the lock over (its charge ids are its own).
-        if additional and deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):
-            logger.warning("Took over from a session CloudBlue failed to rate", extra={"previous": owner.object_id})
-            return None
-        summary = (
-            f"{HELD_FAILED_RATING} {owner.object_id} (FAILED_PROCESSED), which has this "
-            f"month's lock: nothing was imported. Once the cause is fixed in CloudBlue, upload the file again "
-            f"with the metadata import={ADDITIONAL_FILE}, unless the month was imported again since (a file "
-            f"uploaded with import={ADDITIONAL_FILE} after the failure: see the month's reports)"
-        )
-        return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
-    if previous is not None and previous.status == "IMPORTING":
-        if previous.closing_session is None:
-            if not certain:
-                raise ImportInProgressError(
-                    f"{obj.uri}: {owner.object_id} holds {lock_key}, written before coverages, and is still importing "
-                    "(or stuck); its coverage cannot be told, so its month is not taken over: re-deliver its own "
-                    "event first (its alert gives the command), then this file's"
-                )
-            if deps.ledger.take_over(lock_key, owner.object_id, obj.object_id, sha256):
-                logger.warning("Took the month over from a stuck import", extra={"previousOwner": owner.object_id})
-                return None
-            raise ImportInProgressError(f"{obj.uri}: {owner.object_id} is importing the same month right now")
-        # The owner began closing its session: if CloudBlue has it closed, the month is imported
-        # (whatever the owner's ledger says); if not, the owner's own retry will close it.
-        if deps.cloudblue.get_session(previous.closing_session).status == "OPEN":
-            raise ImportInProgressError(
-                f"{obj.uri}: {owner.object_id} was closing session {previous.closing_session} for the same month: "
-                "its own retry finishes it; this file will be retried"
-            )
-    if owner.sha256 == sha256:
-        return _same_bytes(obj, key, deps, base, owner.object_id, _owner_coverage(owner.object_id, deps))
-    if previous is not None and previous.status == "DUPLICATE":
-        summary = (
-            f"{HELD_BY_DUPLICATE} {owner.object_id}, a DUPLICATE of a file imported as another coverage's bill: "
-            "nothing was imported. Look at the month's reports: if this coverage's bill was imported since (with "
-            f"import={ADDITIONAL_FILE}, as that file's alert says), nothing is to be done; if not, upload this file "
-            f"again with the metadata import={ADDITIONAL_FILE}"
-        )
-        return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
-    summary = (
-        f"a different file for {base['month']} was already imported from {owner.object_id}; importing this one "
-        "too would bill the month twice, so nothing was imported. If it replaces the first file, import only "
-        "the differences (see the README's runbook); if it is a second bill for the month, upload it again with "
-        f"the metadata import={ADDITIONAL_FILE}"
-    )
-    return _finish_without_import(obj, key, deps, base, "HELD", summary, owner.object_id)
+    month: str,
+    currency: str,
+    mapping: Mapping,
+    source: str,
+    now: datetime | None = None,
+    coverage: Coverage = "jp",
+    additional_suffix: str = "",
+) -> tuple[ImportPlan, ImportReport]:
+    """Plan a file without sending anything: the charges it would import and the report it would get.
 
-
-def _bytes_closed_before(
-    obj: ObjectRef,
-    entry: LedgerEntry,
-    bytes_key: str,
-    lock_key: str,
-    sha256: str,
-    key: str,
-    deps: ImportDependencies,
-    base: dict[str, Any],
-) -> ImportReport | None:
-    """DUPLICATE when these bytes were imported for the month already, under either coverage (the
-    ``bytes#`` record of a closed session, or a month lock of the same bytes, from before the record)."""
-    if entry.closing_session is not None:
-        return None  # this file's own session was marked closing by its last attempt: it finishes it
-    month = base["month"]
-    locks = [bytes_key, f"lock#{month}", *(f"lock#{month}#{c}" for c in COVERAGES)]
-    for closed in (deps.ledger.owner(lock) for lock in locks):
-        if closed is None or closed.object_id == obj.object_id or closed.sha256 != sha256:
-            continue
-        other = deps.ledger.get(closed.object_id)
-        if not _closed_a_session(other):
-            continue  # not closed (still importing, or it imported nothing): the month's lock settles it
-        failed = other is not None and other.status == "FAILED_PROCESSED"
-        of = _owner_coverage(closed.object_id, deps)
-        if failed and of in (None, base["coverage"]):
-            continue  # CloudBlue rated none of it: this coverage's lock says how to import it again
-        if failed:
-            summary = (
-                f"{HELD_FAILED_RATING} {closed.object_id} (FAILED_PROCESSED), the same bytes imported as the "
-                f"{coverage_label(of or 'jp')} bill: nothing was imported. Once the cause is fixed in CloudBlue, "
-                f"upload the file again, to its coverage's folder, with the metadata import={ADDITIONAL_FILE}"
-            )
-            if entry.session_id is not None:  # opened by a previous attempt of this file: never closed
-                summary += f". {_given_up(obj, entry.session_id, deps, 'the last attempt opened it')}"
-            return _finish_without_import(
-                obj, key, deps, base, "HELD", summary, closed.object_id, abandoned=entry.session_id is not None
-            )
-        deps.ledger.hand_back(lock_key, obj.object_id)  # a month an earlier attempt took over goes back
-        if of not in (None, base["coverage"]):
-            # Imported as the other coverage's bill: this file keeps its own coverage's month if no file
-            # has it (never taken over), so that coverage's bill is held, not imported beside the runbook's.
-            deps.ledger.lock(lock_key, obj.object_id, sha256)
-        return _same_bytes(obj, key, deps, base, closed.object_id, of, left_open=entry.session_id)
-    return None
-
-
-def _closed_a_session(entry: LedgerEntry | None) -> bool:
-    """Whether an object closed (or is closing) a CloudBlue session: rated, or being rated. An entry
-    that cannot be read counts as closed: better a file not imported (and said so) than a month twice."""
-    if entry is None or entry.closing_session is not None:
-        return True
-    return entry.status in ("CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED")
-
-
-def _same_bytes(
-    obj: ObjectRef,
-    key: str,
-    deps: ImportDependencies,
-    base: dict[str, Any],
-    other: str,
-    of: Coverage | None,
-    left_open: int | None = None,
-) -> ImportReport:
-    """DUPLICATE of ``other`` (whose coverage is ``of``, when it can be told), giving ``left_open`` up."""
-    summary = f"the same bytes were already imported for the month from {other}: nothing imported again"
-    if of is not None and of != base["coverage"]:
-        summary = (
-            f"{SAME_BYTES_OTHER_COVERAGE} {coverage_label(of)} bill, from {other}: nothing imported again. One of "
-            "the two names the wrong coverage"
-        )
-    if left_open is not None:
-        summary += f". {_given_up(obj, left_open, deps, 'that file closed its session first')}"
-    return _finish_without_import(obj, key, deps, base, "DUPLICATE", summary, other, abandoned=left_open is not None)
-
-
-def _resume(
-    obj: ObjectRef,
-    entry: LedgerEntry,
-    fingerprint: str,
-    packets_count: int,
-    deps: ImportDependencies,
-    warnings: list[str],
-) -> tuple[int | None, bool]:
-    """The session to go on with (None: open a new one) and whether it is closed already."""
-    session_id = entry.session_id
-    if session_id is None:
-        return None, False
-    if entry.closing_session == session_id and deps.cloudblue.get_session(session_id).status == "OPEN":
-        # The last attempt sent every packet and marked the session closing: finish that, never send
-        # into it again nor give it up (its own close may still be on its way to CloudBlue).
-        if entry.fingerprint != fingerprint:
-            warnings.append(
-                f"session {session_id} was marked closing by the last attempt with the packets planned then; the "
-                "file now plans other packets (was the mapping changed?): it was closed as it was sent"
-            )
-        deps.cloudblue.close_session(session_id)
-        return session_id, True
-    # CloudBlue first: a session closed already is rated (or being rated) whatever this attempt plans,
-    # so it is never given up and sent again, even when the plan now differs (another mapping, or
-    # the other reader of the file): that would bill the month twice.
-    status = deps.cloudblue.get_session(session_id).status
-    if status != "OPEN":
-        sent = entry.packets if entry.packets is not None else packets_count
-        if len(entry.accepted) >= sent and not entry.unconfirmed:
-            if entry.fingerprint != fingerprint:
-                warnings.append(
-                    f"session {session_id} was closed by the last attempt with the packets planned then; the file "
-                    "now plans other packets (was the mapping changed?): CloudBlue rates what was sent, and this "
-                    "report's sums are of the plan as it is now"
-                )
-            return session_id, True  # closed by the last attempt just before it stopped
-        missing = sorted(i + 1 for i in set(range(sent)) - entry.accepted)
-        raise CloudBlueApiError(
-            f"session {session_id} is {status}, but packets {missing} of {obj.uri} were never sent to it: "
-            "CloudBlue will rate it without them; import the missing charges as a correction"
-        )
-    reason = None
-    if entry.fingerprint != fingerprint:
-        reason = "the file's packets are not the ones planned when it was opened (was the mapping changed?)"
-    elif entry.unconfirmed:
-        reason = f"packets {sorted(i + 1 for i in entry.unconfirmed)} were being sent when the last attempt stopped"
-    if reason is not None:
-        deps.ledger.abandon_session(obj.object_id, session_id)
-        warnings.append(_abandoned(session_id, reason))
-        return None, False
-    return session_id, False
-
-
-def _send(obj: ObjectRef, packets: Packets, indexes: list[int], deps: ImportDependencies) -> bool:
-    """Send packets with bounded concurrency; True when an outcome was unknown (the session must be given up).
-
-    Each packet is marked in flight in the ledger before it is sent and recorded accepted after,
-    so an attempt that dies in between leaves a trace the next attempt sees. Sending stops at the
-    first failure, and before the function runs out of time. Each packet is built by the thread
-    that sends it, so only ``concurrency`` packets are ever in memory.
-    """
-    stop, unknown = threading.Event(), threading.Event()
-
-    def send(index: int) -> None:
-        if stop.is_set():
-            return
-        try:
-            if deps.remaining_seconds() < DEADLINE_MARGIN_SECONDS:
-                raise ImportTimeBudgetError(f"stopped sending {obj.uri} with too little time left; the retry resumes")
-            body = packets[index].to_json_bytes()
-            deps.ledger.mark_in_flight(obj.object_id, index)
-            try:
-                deps.cloudblue.import_charges(body)
-            except (CloudBlueUnavailableError, CloudBlueApiError) as exc:
-                if getattr(exc, "outcome_unknown", False):
-                    unknown.set()
-                    stop.set()
-                    return
-                deps.ledger.unmark_in_flight(obj.object_id, index)  # CloudBlue answered: it did not take it
-                raise
-            # Anything failing from here on leaves the packet in flight: the next attempt gives the session up.
-            deps.ledger.record_packet(obj.object_id, index)
-        except BaseException:
-            stop.set()  # the first failure stops every packet not yet started
-            raise
-
-    with ThreadPoolExecutor(max_workers=max(1, deps.concurrency), thread_name_prefix="import-charges") as pool:
-        futures = [pool.submit(send, index) for index in indexes]
-        wait(futures, return_when=FIRST_EXCEPTION)
-    if unknown.is_set():
-        return True
-    for future in futures:
-        error = future.exception()
-        if error is not None:
-            raise error
-    return False
-
-
-def _given_up(obj: ObjectRef, session_id: int, deps: ImportDependencies, reason: str) -> str:
-    """Give a session up for a file that ends without importing: it is never closed, so never rated."""
-    deps.ledger.abandon_session(obj.object_id, session_id)
-    return (
-        f"session {session_id} was given up and left open, never closed (CloudBlue does not rate an open "
-        f"session): {reason}. Do not close session {session_id}."
-    )
-
-
-def _abandoned(session_id: int, reason: str) -> str:
-    return (
-        f"session {session_id} was given up and left open, never closed (CloudBlue does not rate an open "
-        f"session): {reason}. Every charge was sent again in a new session. Do not close session {session_id}."
-    )
+    The charges' ids are the ones the import would give them: the coverage's mark, then an
+    additional file's ``additional_suffix`` (:func:`additional_id_suffix`)."""
+    id_suffix = charge_id_suffix(coverage, additional_suffix)
+    plan = plan_import(stream, month=month, currency=currency, mapping=mapping, source=source, id_suffix=id_suffix)
+    moment = now or datetime.now(UTC)
+    base: dict[str, Any] = {
+        "month": month,
+        "coverage": coverage,
+        "currency": currency,
+        "object": ObjectRef(bucket="-", key=source),
+        "created_at": moment,
+        "updated_at": moment,
+    }
+    if plan.problems:
+        problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
+        fields: dict[str, Any] = {
+            "status": "REJECTED",
+            "reason": EndReason.PROBLEMS,
+            "summary": f"{plan.problem_count} problem(s) in {source}: it would be rejected and nothing imported",
+            "problems": problems,
+            "problems_not_listed": max(plan.problem_count - len(problems), 0),
+            "counts": ReportCounts(rows=plan.rows, problems=plan.problem_count, unmapped_rows=plan.unmapped_rows),
+        }
+    else:
+        settled = _Settled(coverage=coverage, currency=currency, mapping=mapping, mapping_source=source)
+        fields = {
+            "status": "DRY_RUN",
+            "summary": f"dry run: {len(plan.charges)} charges ({plan.charges_sum} {currency}) would be imported",
+            "counts": ReportCounts(rows=plan.rows, charges=len(plan.charges), packets=len(plan.packets(0))),
+            "reconciliation": _reconcile(plan, settled, None, imported=plan.charges_sum),
+            **_totals(plan),
+        }
+    return plan, ImportReport.model_validate({**base, **fields})
 
 
 def _fingerprint(plan: ImportPlan) -> str:
@@ -808,176 +880,6 @@ def follow_execution_name(object_id: str, session_id: int) -> str:
     return f"import-{session_id}-{hashlib.sha256(object_id.encode()).hexdigest()[:16]}"
 
 
-def _superseded(obj: ObjectRef, key: str, deps: ImportDependencies, base: dict[str, Any], owner: str) -> ImportReport:
-    summary = f"superseded by {owner}, which took the month over while this import was stuck"
-    return _finish_without_import(obj, key, deps, base, "SUPERSEDED", summary, owner)
-
-
-def _finish_without_import(
-    obj: ObjectRef,
-    key: str,
-    deps: ImportDependencies,
-    base: dict[str, Any],
-    status: str,
-    summary: str,
-    other: str,
-    *,
-    abandoned: bool = False,
-) -> ImportReport:
-    current = _not_closing_meanwhile(obj, deps, status)
-    sessions = list(current.abandoned_sessions) if abandoned and current else []
-    report = _report(deps, obj, status, summary, duplicate_of=other, abandoned_sessions=sessions, **base)
-    save_report(deps.store, key, report)
-    _alert(report, key, deps)
-    count(_NOT_IMPORTED_METRICS[status])
-    _end(obj, deps, status, duplicate_of=other, report_key=key)
-    logger.warning("File not imported", extra={"status": status, "other": other})
-    return report
-
-
-def _not_closing_meanwhile(obj: ObjectRef, deps: ImportDependencies, status: str) -> LedgerEntry | None:
-    """The object's entry, read before a report that says nothing was imported: a stale attempt of this
-    file may have marked a session closing meanwhile (then it is being imported, and its retry records it)."""
-    current = deps.ledger.get(obj.object_id)
-    if current is not None and current.closing_session is not None:
-        raise _closing_meanwhile(obj, status)
-    return current
-
-
-def _end(obj: ObjectRef, deps: ImportDependencies, status: str, **fields: str) -> None:
-    """Record an end that imported nothing, unless another attempt marked a session closing meanwhile."""
-    if not deps.ledger.end_without_import(obj.object_id, status, **fields):  # type: ignore[arg-type]
-        raise _closing_meanwhile(obj, status)
-
-
-def _closing_meanwhile(obj: ObjectRef, status: str) -> ImportInProgressError:
-    return ImportInProgressError(
-        f"{obj.uri}: another attempt of this file marked its session closing meanwhile: it is not recorded "
-        f"{status}; its retry finishes the import"
-    )
-
-
-def _locks_held(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencies, base: dict[str, Any]) -> set[str]:
-    """The locks an earlier attempt of this file may have taken: the one it recorded, else the ones it would take."""
-    locks = {entry.lock_key} if entry.lock_key else set()
-    if base.get("coverage") and base.get("sha256"):
-        locks.add(f"lock#{base['month']}#{base['sha256']}")
-        locks.add(month_lock_key(base["month"], base["coverage"], entry, deps)[0])
-    return locks
-
-
-def _reject(
-    obj: ObjectRef,
-    entry: LedgerEntry,
-    key: str,
-    deps: ImportDependencies,
-    base: dict[str, Any],
-    problems: list[Problem],
-    problem_count: int,
-    plan: ImportPlan | None = None,
-) -> ImportReport:
-    summary = f"{problem_count} problem(s) in {obj.uri}: nothing was imported; fix the file and upload it again"
-    if entry.session_id is not None:
-        # A retry that finds problems the first attempt did not (the mapping changed in between).
-        status: str = deps.cloudblue.get_session(entry.session_id).status
-        if status == "OPEN" and entry.closing_session == entry.session_id:
-            # Its last attempt sent every packet and marked it closing: close it as it was sent.
-            deps.cloudblue.close_session(entry.session_id)
-            status = "closed now, as the last attempt marked it"
-        if status != "OPEN":
-            first = problems[0].message if problems else "?"
-            raise ImportResumeError(
-                f"{obj.uri}: CloudBlue session {entry.session_id} was closed by the last attempt (it is {status}: "
-                f"CloudBlue rates it), but this attempt reads {problem_count} problem(s) in the file (first: {first}), "
-                "most likely because the mapping changed since: nothing was sent again. Put back the mapping the "
-                "session was imported with, then re-deliver the event, so the report records the session"
-            )
-        summary += f". {_given_up(obj, entry.session_id, deps, 'the last attempt opened it; the file is rejected now')}"
-    if entry.attempts > 1:  # a retry: hand back the month it may hold (it imported nothing)
-        for lock in _locks_held(obj, entry, deps, base):
-            deps.ledger.release_lock(lock, obj.object_id)
-    current = _not_closing_meanwhile(obj, deps, "REJECTED") if entry.attempts > 1 or entry.session_id else None
-    abandoned = list(current.abandoned_sessions) if current and entry.session_id is not None else []
-    extra = (
-        {"counts": ReportCounts(rows=plan.rows, problems=problem_count, unmapped_rows=plan.unmapped_rows)}
-        if plan
-        else {}
-    )
-    report = _report(
-        deps,
-        obj,
-        "REJECTED",
-        summary,
-        abandoned_sessions=abandoned,
-        problems=problems,
-        problems_not_listed=max(problem_count - len(problems), 0),
-        **base,
-        **extra,
-    )
-    save_report(deps.store, key, report)
-    _alert(report, key, deps)
-    _end(obj, deps, "REJECTED", report_key=key)
-    count(Metric.IMPORTS_REJECTED)
-    if plan is not None:
-        count(Metric.ROWS_READ, plan.rows)
-        count(Metric.UNMAPPED_ROWS, plan.unmapped_rows)
-    logger.warning("Import rejected", extra={"problems": problem_count})
-    return report
-
-
-def dry_run_report(
-    stream: BinaryIO,
-    *,
-    month: str,
-    currency: str,
-    mapping: Mapping,
-    source: str,
-    now: datetime | None = None,
-    coverage: Coverage = "jp",
-    additional_suffix: str = "",
-) -> tuple[ImportPlan, ImportReport]:
-    """Plan a file without sending anything: the charges it would import and the report it would get.
-
-    The charges' ids are the ones the import would give them: the coverage's mark, then an
-    additional file's ``additional_suffix`` (:func:`additional_id_suffix`)."""
-    id_suffix = charge_id_suffix(coverage, additional_suffix)
-    plan = plan_import(stream, month=month, currency=currency, mapping=mapping, source=source, id_suffix=id_suffix)
-    moment = now or datetime.now(UTC)
-    base: dict[str, Any] = {
-        "month": month,
-        "coverage": coverage,
-        "currency": currency,
-        "object": ObjectRef(bucket="-", key=source),
-        "created_at": moment,
-        "updated_at": moment,
-    }
-    if plan.problems:
-        problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
-        fields: dict[str, Any] = {
-            "status": "REJECTED",
-            "summary": f"{plan.problem_count} problem(s) in {source}: it would be rejected and nothing imported",
-            "problems": problems,
-            "problems_not_listed": max(plan.problem_count - len(problems), 0),
-            "counts": ReportCounts(rows=plan.rows, problems=plan.problem_count, unmapped_rows=plan.unmapped_rows),
-        }
-    else:
-        fields = {
-            "status": "DRY_RUN",
-            "summary": f"dry run: {len(plan.charges)} charges ({plan.charges_sum} {currency}) would be imported",
-            "counts": ReportCounts(rows=plan.rows, charges=len(plan.charges), packets=len(plan.packets(0))),
-            "reconciliation": _reconcile(plan, currency, None, mapping, imported=plan.charges_sum),
-            **_totals(plan),
-        }
-    return plan, ImportReport.model_validate({**base, **fields})
-
-
-_NOT_IMPORTED_METRICS = {
-    "DUPLICATE": Metric.IMPORTS_DUPLICATE,
-    "HELD": Metric.IMPORTS_HELD,
-    "SUPERSEDED": Metric.IMPORTS_SUPERSEDED,
-}
-
-
 def _alert(report: ImportReport, key: str, deps: ImportDependencies) -> None:
     alert = alerts.for_report(report, key)
     if alert is not None:
@@ -991,12 +893,14 @@ def _report(deps: ImportDependencies, obj: ObjectRef, status: str, summary: str,
     )
 
 
-def _reconcile(
-    plan: ImportPlan, currency: str, bill: BillFacts | None, mapping: Mapping, *, imported: Decimal
-) -> Reconciliation:
+def _reconcile(plan: ImportPlan, settled: _Settled, bill: BillFacts | None, *, imported: Decimal) -> Reconciliation:
     """The CSV's sum made into the bill step by step, next to the sum of the charges CloudBlue accepted."""
     return reconcile(
-        csv_sum=plan.csv_sum, imported=imported, currency=currency, bill=bill, tax=mapping.reconciliation.tax
+        csv_sum=plan.csv_sum,
+        imported=imported,
+        currency=settled.currency,
+        bill=bill,
+        tax=settled.mapping.reconciliation.tax,
     )
 
 
@@ -1012,16 +916,19 @@ def _totals(plan: ImportPlan) -> dict[str, list[Amount]]:
 
 
 class _HashingReader(io.RawIOBase):
-    """A raw stream over ``source`` that computes the SHA-256 of everything read through it."""
+    """A raw stream over ``source`` that computes the SHA-256 of everything read through it, calling
+    ``tick`` at each read (the attempt's heartbeat)."""
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: BinaryIO, tick: Callable[[], None] = lambda: None) -> None:
         self._source = source
         self._digest = hashlib.sha256()
+        self._tick = tick
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        self._tick()
         data = self._source.read(len(buffer))
         self._digest.update(data)
         buffer[: len(data)] = data

@@ -103,7 +103,7 @@ def finish_import(
     if alert is not None:  # before the ledger's final status: a retry after a failed publish alerts again
         alerts.publish(notifier, alert)
         logger.warning("Import session did not end rated", extra={"status": status, "errorDesc": session.error_desc})
-    ledger.set_status(request.object_id, status)
+    ledger.record_rating(request.object_id, status)
     count(Metric.SESSION_POLLS_NEEDED, session.polls)
     count(_OUTCOME_METRICS[status])
     return ImportOutcome(

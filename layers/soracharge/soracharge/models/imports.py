@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 from urllib.parse import unquote_plus
 
@@ -21,18 +22,29 @@ IMPORTABLE_KEY = re.compile(
     r"(?P<source>exports|uploads)/(?P<month>\d{4}(0[1-9]|1[0-2]))/(?:(?P<coverage>jp|g)/)?[^/]+\.csv"
 )
 
+#: SUPERSEDED is read from reports written before the attempts' fence; nothing writes it any more.
 ReportStatus = Literal[
     "REJECTED", "DUPLICATE", "HELD", "SUPERSEDED", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED", "DRY_RUN"
 ]
 SessionStatus = Literal["OPEN", "NEW", "PROCESSING", "FAILED_PROCESSED", "PROCESSED", "REPORTED"]
 
 
-#: How the report of a file held because CloudBlue failed to rate the month's session begins.
-HELD_FAILED_RATING = "CloudBlue failed to rate the session of"
-#: How the report of a file held because a DUPLICATE of another coverage's bill has its month's lock begins.
-HELD_BY_DUPLICATE = "the month's lock is held by"
-#: How the report of a file whose bytes were imported as the other coverage's bill begins (a DUPLICATE).
-SAME_BYTES_OTHER_COVERAGE = "the same bytes were already imported for the month as the"
+class EndReason(StrEnum):
+    """Why an import ended without importing: with the report's status, what its alert says and which
+    runbook action it names (``logic/alerts.py``), never read from the summary's words."""
+
+    #: REJECTED: the file has bad or unmapped rows, bad metadata, or a coverage or currency that cannot be told.
+    PROBLEMS = "problems"
+    #: DUPLICATE: these bytes were imported for the month already (an export run twice, a file uploaded twice).
+    SAME_BYTES = "same-bytes"
+    #: DUPLICATE: these bytes were imported for the month as the other coverage's bill (one names the wrong one).
+    SAME_BYTES_OTHER_COVERAGE = "same-bytes-other-coverage"
+    #: HELD: another file is the month's bill of this coverage; importing this one too would bill it twice.
+    SECOND_FILE = "second-file"
+    #: HELD: two exports of the month ran at once; the other's file was imported.
+    EXPORTED_TWICE = "exported-twice"
+    #: HELD: CloudBlue failed to rate the month's bill (or these bytes): import it again as an additional file.
+    FAILED_RATING = "failed-rating"
 
 
 class ObjectRef(Payload):
@@ -161,7 +173,10 @@ class ImportReport(Payload):
     problems: list[Problem] = Field(default_factory=list)
     problems_not_listed: int = 0
     warnings: list[str] = Field(default_factory=list)
+    #: The other file: the one whose bytes this file repeats (DUPLICATE), or the month's bill (HELD).
     duplicate_of: str | None = None
+    #: Why it ended without importing (with ``status``); absent when it imported, and in reports before reasons.
+    reason: EndReason | None = None
     created_at: datetime
     updated_at: datetime
 
