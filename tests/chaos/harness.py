@@ -144,7 +144,8 @@ class CycleResult:
     index: int
     month: str = ""
     concurrency: int = 0
-    ignores_repeated_ext_hash: bool = True
+    #: Always False: CloudBlue keeps a repeated extHash (nothing it publishes promises otherwise), so a double shows.
+    ignores_repeated_ext_hash: bool = False
     faults: list[Fault] = field(default_factory=list)
     fired: set[str] = field(default_factory=set)
     first_run_ok: bool = False
@@ -284,8 +285,8 @@ class Injector:
         original_release = DynamoDbLedger.release
         original_close = CloudBlueClient.close_session
 
-        def mark_in_flight(ledger: DynamoDbLedger, object_id: str, index: int) -> None:
-            original_mark(ledger, object_id, index)
+        def mark_in_flight(ledger: DynamoDbLedger, object_id: str, epoch: int, session: int, index: int) -> None:
+            original_mark(ledger, object_id, epoch, session, index)
             with injector._lock:
                 injector.mark_calls += 1
                 kill = injector.kill
@@ -294,7 +295,7 @@ class Injector:
                     injector.lapse_on_next_import = kill.lapse_before_retry
                     injector._die(f"after marking packet {index + 1} in flight, before sending it")
 
-        def record_packet(ledger: DynamoDbLedger, object_id: str, index: int) -> None:
+        def record_packet(ledger: DynamoDbLedger, object_id: str, epoch: int, session: int, index: int) -> None:
             with injector._lock:
                 injector.record_calls += 1
                 calls = injector.record_calls
@@ -304,16 +305,16 @@ class Injector:
                     injector.lapse_on_next_import = kill.lapse_before_retry
                     injector._die(f"after CloudBlue accepted packet {index + 1}, before the ledger recorded it")
                 actions = injector.after_packet.pop(calls, [])
-            original_record(ledger, object_id, index)
+            original_record(ledger, object_id, epoch, session, index)
             for action in actions:
                 action()
 
-        def release(ledger: DynamoDbLedger, object_id: str) -> None:
+        def release(ledger: DynamoDbLedger, object_id: str, epoch: int) -> None:
             with injector._lock:
                 if injector.skip_release:
                     injector.skip_release = False  # a killed process cleans nothing up
                     return
-            original_release(ledger, object_id)
+            original_release(ledger, object_id, epoch)
 
         def close_session(client: CloudBlueClient, session_id: int) -> None:
             original_close(client, session_id)
@@ -505,7 +506,7 @@ class ChaosWorld:
         for page in db.get_paginator("scan").paginate(TableName=table):
             for item in page["Items"]:
                 pk = item["pk"]["S"]
-                if pk.startswith((f"lock#{month}", f"bytes#{month}#")) or item.get("month", {}).get("S") == month:
+                if pk.startswith((f"bill#{month}#", f"bytes#{month}#")) or item.get("month", {}).get("S") == month:
                     db.delete_item(TableName=table, Key={"pk": {"S": pk}})
 
     def clock(self) -> float:
@@ -768,7 +769,6 @@ class Cycle:
         rng, result, world = self.rng, self.result, self.world
         result.month = month = rng.choice(world.months)
         result.concurrency = rng.choice([1, 2, 4, 8])
-        result.ignores_repeated_ext_hash = rng.random() < 0.5
         fault_names = self.pick_faults()
         watermark = world.begin_cycle(month, result.concurrency, result.ignores_repeated_ext_hash)
         expected = world.expected(month)

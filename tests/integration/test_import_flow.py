@@ -162,12 +162,14 @@ def test_the_same_bytes_uploaded_again_for_the_month_are_a_recorded_duplicate(im
 def test_a_crash_after_some_packets_resumes_in_the_same_session_without_resending(
     importing, soracom, cloudblue, tmp_path
 ):
-    # Given packets of 5 charges sent one at a time, and CloudBlue failing every attempt at packets 3 and on
+    # Given packets of 5 charges sent one at a time, and CloudBlue refusing every attempt at packets 3 and on
+    # (503: it says it did not take them)
     month = shift_month(LAST_MONTH, -4)
     body = soracom.csv_bytes(month)
     use_mapping(importing, tmp_path, packetSize=5)
     importing.runner.environment_overrides["IMPORT_CONCURRENCY"] = "1"
     already = cloudblue.count("importCharges")
+    cloudblue.faults.server_error_status = 503
     cloudblue.faults.server_error_on_packets = list(range(already + 3, already + 9))  # 2 attempts x 3 invocations
 
     failed = upload(importing, f"uploads/{month}/crash.csv", body)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -144,6 +146,24 @@ class Topic:
         return [alert for alert in self.published if alert.file()[1:] == (obj.key, obj.version_id)]
 
 
+class AtomicCalls:
+    """A boto3 client whose calls are atomic, as DynamoDB's are (moto's in-memory tables are not thread-safe:
+    a read can see an item half written). Between calls, threads interleave freely."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def atomic(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return atomic
+
+
 class AnswerLost(httpx.BaseTransport):
     """CloudBlue's transport, which can lose the answer of a request CloudBlue handled: a timeout after the
     request was sent (``lose_next``: the next N requests of ``operation`` get their effect, then time out)."""
@@ -194,8 +214,9 @@ class ProtocolWorld:
         self,
         cloudblue: CloudBlueSimulator,
         *,
-        mapping: Mapping | None = None,
+        mapping: Mapping | dict[str, Mapping] | None = None,
         coverages: tuple[Coverage, ...] = ("jp",),
+        concurrency: int = 1,
     ) -> None:
         self.cloudblue = cloudblue
         self.clock = Clock()
@@ -209,7 +230,7 @@ class ProtocolWorld:
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        self.ledger = DynamoDbLedger(self.dynamodb, TABLE, clock=self.clock)
+        self.ledger = DynamoDbLedger(AtomicCalls(self.dynamodb), TABLE, clock=self.clock)  # type: ignore[arg-type]
         self.transport = AnswerLost()
         self.client = CloudBlueClient(
             endpoint=cloudblue.base_url,
@@ -218,8 +239,13 @@ class ProtocolWorld:
             max_wait_seconds=0.001,
             transport=self.transport,
         )
-        self.mapping = (mapping or MAPPING).model_copy(update={"packet_size": PACKET_SIZE})
+        chosen = mapping if isinstance(mapping, dict) else dict.fromkeys(("jp", "g"), mapping or MAPPING)
+        #: The mapping each coverage's bills are read with (a test may change it between attempts).
+        self.mappings = {c: m.model_copy(update={"packet_size": PACKET_SIZE}) for c, m in chosen.items()}
         self.coverages = coverages
+        self.concurrency = concurrency
+        #: The function's time left, as the import asks it (Lambda's context).
+        self.remaining: Callable[[], float] = lambda: math.inf
         self.performed: set[int] = set()
         self.sessions_before = {s.importSessionId for s in cloudblue.sessions()}
         self.files: list[ObjectRef] = []
@@ -227,9 +253,10 @@ class ProtocolWorld:
 
     # -- files and attempts ------------------------------------------------------------------------
 
-    def upload(self, key: str, body: bytes = CSV, **metadata: str) -> ObjectRef:
-        """A file put in the bucket (JPY unless ``metadata`` says otherwise; ``currency=""`` names none)."""
-        metadata = {"currency": "JPY", **metadata}
+    def upload(self, key: str, body: bytes = CSV, *, additional: bool = False, **metadata: str) -> ObjectRef:
+        """A file put in the bucket (JPY unless ``metadata`` says otherwise; ``currency=""`` names none), with
+        ``import=additional`` when ``additional``."""
+        metadata = {"currency": "JPY", **metadata, **({"import": "additional"} if additional else {})}
         obj = self.store.put(key, body, **{name: value for name, value in metadata.items() if value})
         self.files.append(obj)
         return obj
@@ -237,16 +264,17 @@ class ProtocolWorld:
     def dependencies(self, attempt: Attempt) -> ImportDependencies:
         """The import's adapters, each gated by ``attempt``."""
         return ImportDependencies(
-            store=Gated("store", self.store, attempt),  # type: ignore[arg-type]
-            ledger=Gated("ledger", self.ledger, attempt),  # type: ignore[arg-type]
-            cloudblue=Gated("cloudblue", self.client, attempt),  # type: ignore[arg-type]
-            workflows=Gated("workflows", self.workflows, attempt),  # type: ignore[arg-type]
-            mapping=lambda coverage: (self.mapping, "mapping.yaml"),
+            store=Gated("store", self.store, attempt),
+            ledger=Gated("ledger", self.ledger, attempt),
+            cloudblue=Gated("cloudblue", self.client, attempt),
+            workflows=Gated("workflows", self.workflows, attempt),
+            mapping=lambda coverage: (self.mappings[coverage], f"mapping.{coverage}.yaml"),
             follow_state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:follow",
-            notifier=Gated("notifier", self.topic, attempt),  # type: ignore[arg-type]
-            concurrency=1,
+            notifier=Gated("notifier", self.topic, attempt),
+            concurrency=self.concurrency,
             coverages=self.coverages,
             clock=lambda: datetime.fromtimestamp(self.clock(), UTC),
+            remaining_seconds=lambda: self.remaining(),
         )
 
     def attempt(self, obj: ObjectRef, name: str, *, pause: Stop | None = None, kill: Stop | None = None) -> Attempt:
@@ -298,7 +326,7 @@ class ProtocolWorld:
             progress = poll_session(request.session, self.client)
             finish_import(
                 request.model_copy(update={"session": progress}),
-                self.store,  # type: ignore[arg-type]
+                self.store,
                 self.ledger,
                 self.topic,
                 clock=lambda: datetime.fromtimestamp(self.clock(), UTC),
@@ -328,8 +356,8 @@ class ProtocolWorld:
                     return
                 body = sink.getvalue().encode("utf-8")
             metadata = alert.metadata()
-            assert metadata.get("import") == "additional", alert.message
-            self.upload(f"{alert.upload_folder()}runbook-{len(self.files)}.csv", body, **metadata)
+            assert metadata.pop("import", None) == "additional", alert.message
+            self.upload(f"{alert.upload_folder()}runbook-{len(self.files)}.csv", body, additional=True, **metadata)
         elif alert.remedy is Remedy.REDELIVER_EVENT:
             self.deliver(ObjectRef(bucket=self.store.bucket, key=key, version_id=version), "runbook")
 
@@ -347,7 +375,8 @@ class ProtocolWorld:
 
     def _ended(self, obj: ObjectRef) -> bool:
         report = self.store.report(obj)
-        return report is not None and report.status in ENDED and self.ledger.get(obj.object_id).status != "IMPORTING"
+        entry = self.ledger.get(obj.object_id)
+        return report is not None and report.status in ENDED and entry is not None and entry.status != "IMPORTING"
 
     # -- what CloudBlue holds ----------------------------------------------------------------------
 
@@ -362,8 +391,19 @@ class ProtocolWorld:
                 charges.extend(self.cloudblue.charges(view.importSessionId))
         return charges
 
-    def expected(self, body: bytes = CSV) -> dict[str, Decimal]:
-        plan = plan_import(io.BytesIO(body), month=MONTH, currency="JPY", mapping=self.mapping)
+    @property
+    def mapping(self) -> Mapping:
+        """Japan's mapping (the one every coverage uses unless the world was given one each)."""
+        return self.mappings["jp"]
+
+    def expected(
+        self, body: bytes = CSV, *, currency: str = "JPY", coverage: Coverage = "jp", id_suffix: str = ""
+    ) -> dict[str, Decimal]:
+        """The charges a file holds, by extChargeId (``id_suffix``: an additional file's)."""
+        suffix = "-".join(part for part in ("g" if coverage == "g" else "", id_suffix) if part)
+        plan = plan_import(
+            io.BytesIO(body), month=MONTH, currency=currency, mapping=self.mappings[coverage], id_suffix=suffix
+        )
         return {charge.ext_charge_id or "": charge.total_price for charge in plan.charges}
 
     def verdict(self, expected: dict[str, Decimal] | None = None) -> Verdict:

@@ -17,7 +17,8 @@ from soracharge import errors
 from soracharge.logic import alerts
 from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.models.alerts import ExecutionStatusChange, FailedInvocation
-from soracharge.models.imports import ImportReport, ObjectRef, Problem, Reconciliation
+from soracharge.models.imports import EndReason, ImportReport, ObjectRef, Problem, Reconciliation
+from soracharge.models.runbook import Remedy
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 EXPORT_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:soracharge-export-billing"
@@ -221,9 +222,71 @@ def test_reports_that_need_nobody_do_not_alert():
     balanced = Reconciliation(
         bill_amount=Decimal(1), csv_sum=Decimal(1), imported_sum=Decimal(1), balanced=True, note="ok"
     )
-    for status in ("DUPLICATE", "SUPERSEDED", "PROCESSED", "DRY_RUN"):
+    for status in ("SUPERSEDED", "PROCESSED", "DRY_RUN"):  # SUPERSEDED: a report from before the fence
         assert alerts.for_report(report(status), "k") is None, status
     assert alerts.for_report(report("CLOSED", reconciliation=balanced), "k") is None
+
+
+EXPORT = ObjectRef(bucket="data", key="exports/202610/g/fe_2.csv", version_id="v2")
+UPLOAD = ObjectRef(bucket="data", key="uploads/202610/g/bill.csv", version_id="v2")
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "fields", "remedy", "subject"),
+    [
+        ("REJECTED", EndReason.PROBLEMS, {}, Remedy.UPLOAD_AGAIN, "file rejected, nothing imported"),
+        ("DUPLICATE", EndReason.SAME_BYTES, {}, Remedy.NOTHING, "the same file again, nothing imported"),
+        (
+            "DUPLICATE",
+            EndReason.SAME_BYTES_OTHER_COVERAGE,
+            {"source": "exports", "object": EXPORT, "duplicate_of": "data/uploads/202610/jp/bill.csv#v1"},
+            Remedy.UPLOAD_ADDITIONAL,
+            "the same file was imported as the other coverage's bill",
+        ),
+        (
+            "DUPLICATE",
+            EndReason.SAME_BYTES_OTHER_COVERAGE,
+            {"source": "uploads", "object": UPLOAD, "duplicate_of": "data/exports/202610/jp/fe_1.csv#v1"},
+            Remedy.NOTHING,
+            "the same file was imported as the other coverage's bill",
+        ),
+        (
+            "DUPLICATE",
+            EndReason.SAME_BYTES_OTHER_COVERAGE,
+            {"source": "uploads", "object": UPLOAD, "duplicate_of": "data/uploads/202610/jp/bill.csv#v1"},
+            Remedy.UPLOAD_ADDITIONAL,
+            "the same file was imported as the other coverage's bill",
+        ),
+        ("HELD", EndReason.SECOND_FILE, {}, Remedy.IMPORT_DIFFERENCES, "second file for the month held"),
+        ("HELD", EndReason.EXPORTED_TWICE, {}, Remedy.NOTHING, "the month was exported twice, imported once"),
+        ("HELD", EndReason.FAILED_RATING, {}, Remedy.UPLOAD_ADDITIONAL, "file held, the month's session failed"),
+    ],
+)
+def test_every_end_without_an_import_is_alerted_with_the_action_its_reason_calls_for(
+    status, reason, fields, remedy, subject
+):
+    # Whatever the summary says: the alert is chosen from the status and the reason
+    alert = alerts.for_report(report(status, reason=reason, summary="words that mean nothing here", **fields), "k")
+    assert alert is not None
+    assert alert.remedy is remedy
+    assert subject in alert.subject
+    assert alert.message().splitlines()[-1] == f"Runbook action: {remedy}"
+
+
+def test_every_reason_has_an_alert():
+    for reason in EndReason:
+        assert alerts.for_report(report("HELD", reason=reason), "k") is not None, reason
+
+
+def test_the_misfiled_copy_s_alert_says_whose_coverage_is_soracom_s_and_never_leaves_a_period_in_the_metadata():
+    alert = alerts.for_report(
+        report("DUPLICATE", reason=EndReason.SAME_BYTES_OTHER_COVERAGE, coverage="g", currency="USD", source="exports",
+               object=EXPORT, duplicate_of="data/uploads/202610/jp/bill.csv#v1"),
+        "k",
+    )  # fmt: skip
+    assert alert is not None
+    assert "Soracom's own export" in alert.action
+    assert "upload it to uploads/202610/g/ with --metadata import=additional,currency=USD " in alert.action
 
 
 def test_failed_processed_and_not_rated_sessions_say_what_to_do():
@@ -294,7 +357,8 @@ def test_a_file_under_a_key_that_names_no_month_is_alerted_with_where_files_go()
 
 def test_two_exports_of_one_month_say_nothing_is_to_be_done():
     alert = alerts.for_report(
-        report("HELD", source="exports", object=ObjectRef(bucket="data", key="exports/202610/fe_2.csv", version_id="v"),
+        report("HELD", reason=EndReason.EXPORTED_TWICE, source="exports",
+               object=ObjectRef(bucket="data", key="exports/202610/fe_2.csv", version_id="v"),
                duplicate_of="data/exports/202610/fe_1.csv#v1"),
         "k",
     )  # fmt: skip
@@ -317,8 +381,6 @@ def test_a_session_not_rated_comes_with_the_command_that_follows_it_again():
 
 
 def test_every_alert_ends_with_the_runbook_action_to_take_and_a_reader_finds_the_facts_and_command_again():
-    from soracharge.models.runbook import Remedy
-
     from tests.chaos.runbook import ReceivedAlert
 
     follow_input = json.dumps(
@@ -343,9 +405,7 @@ def test_every_alert_ends_with_the_runbook_action_to_take_and_a_reader_finds_the
         ),
         Remedy.NOTHING: alerts.for_execution(execution(error="BillNotFoundError"), export_state_machine_arn=EXPORT_ARN),
     }
-    held_after_failure = alerts.for_report(
-        report("HELD", summary="CloudBlue failed to rate the session of d/k#v (FAILED_PROCESSED), which has ..."), "k"
-    )
+    held_after_failure = alerts.for_report(report("HELD", reason=EndReason.FAILED_RATING), "k")
     assert held_after_failure is not None
     assert held_after_failure.remedy is Remedy.UPLOAD_ADDITIONAL
     assert "import=additional" in held_after_failure.action

@@ -103,16 +103,33 @@ def test_server_errors_are_retried_a_bounded_number_of_times(cloudblue):
     assert cloudblue.count("openSession") - before == 3
 
 
-def test_a_packet_retried_after_a_failure_is_byte_identical(cloudblue):
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_packet_cloudblue_said_it_did_not_take_is_sent_again_byte_for_byte(cloudblue, status):
     client = oauth(cloudblue, resource_id=cloudblue.resource_id)
     session = client.open_session().import_session_id
     body = packet(session).to_json_bytes()
     cloudblue.faults.server_error_next = 1
+    cloudblue.faults.server_error_status = status
     cloudblue.faults.only_operation = "importCharges"
     assert client.import_charges(body).attempts == 2
     sent = [r.body for r in cloudblue.requests if r.operation == "importCharges"][-2:]
     assert sent == [body, body]
     assert len(cloudblue.charges(session)) == 1
+
+
+def test_a_packet_answered_500_after_cloudblue_stored_it_is_never_sent_again(cloudblue):
+    # CloudBlue stored it, then answered 500: a 500 does not say it was not taken, so the client stops.
+    client = oauth(cloudblue, resource_id=cloudblue.resource_id)
+    session = client.open_session().import_session_id
+    cloudblue.faults.server_error_next = 1
+    cloudblue.faults.server_error_after_processing = True
+    cloudblue.faults.only_operation = "importCharges"
+    before = cloudblue.count("importCharges")
+    with pytest.raises(CloudBlueUnavailableError, match=r"HTTP 500") as raised:
+        client.import_charges(packet(session).to_json_bytes())
+    assert raised.value.outcome_unknown is True
+    assert cloudblue.count("importCharges") - before == 1
+    assert len(cloudblue.charges(session)) == 1  # held once: never doubled by a retry
 
 
 def test_a_packet_whose_outcome_is_unknown_is_not_resent(cloudblue):
@@ -128,8 +145,10 @@ def test_a_packet_whose_outcome_is_unknown_is_not_resent(cloudblue):
     assert len(cloudblue.charges(session)) == 1
 
 
-@pytest.mark.parametrize(("status", "unknown"), [(500, False), (503, False), (502, True), (504, True)])
-def test_a_gateway_error_leaves_the_outcome_unknown(status, unknown):
+@pytest.mark.parametrize(
+    ("status", "unknown"), [(429, False), (503, False), (500, True), (501, True), (502, True), (504, True)]
+)
+def test_only_a_429_or_a_503_says_the_packet_was_not_taken(status, unknown):
     client = CloudBlueClient(
         endpoint="https://cb.test", auth=ApsTokenAuth(lambda: SecretStr("t")), resource_id="r", max_attempts=1,
         transport=httpx.MockTransport(lambda request: httpx.Response(status, text="gateway")),

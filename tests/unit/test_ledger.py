@@ -1,17 +1,21 @@
-"""The DynamoDB import ledger on moto: claims, leases, resuming, content duplicates."""
+"""The DynamoDB import ledger on moto: claims and their fence, the closing transaction, the migration."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import boto3
 import pytest
 from moto import mock_aws
-from soracharge.adapters.ledger import DynamoDbLedger
-from soracharge.errors import StorageError
+from soracharge.adapters.ledger import LEASE_SECONDS, DynamoDbLedger, Pins
+from soracharge.errors import ImportSupersededError, StorageError
 
 TABLE = "ledger"
 OBJECT = "bucket/uploads/202610/a.csv#v1"
+OTHER = "bucket/uploads/202610/b.csv#v1"
+MONTH = "202610"
+SHA = "a" * 64
+PINS = Pins("jp", "JPY", "ledger/mappings/x.json")
 
 
 class Clock:
@@ -41,152 +45,237 @@ def ledger(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoDbLe
         yield DynamoDbLedger(client, TABLE, clock=clock)
 
 
-def test_the_first_claim_is_granted_and_a_second_one_is_not_while_the_lease_runs(ledger, clock):
-    first = ledger.claim(OBJECT, month="202610", lease_seconds=900)
-    assert first.granted
-    assert first.entry.status == "IMPORTING"
-    clock.now += 179  # the lease is at most LEASE_SECONDS, renewed by every write
-    second = ledger.claim(OBJECT, month="202610", lease_seconds=900)
-    assert not second.granted
-    assert second.entry.status == "IMPORTING"
+def sent_and_accepted(ledger: DynamoDbLedger, object_id: str, epoch: int, session: int, packets: int) -> None:
+    ledger.open_session(object_id, epoch, session, packets=packets, fingerprint="f")
+    for index in range(packets):
+        ledger.mark_in_flight(object_id, epoch, session, index)
+        ledger.record_packet(object_id, epoch, session, index)
 
 
-def test_every_write_renews_the_lease_and_a_lapsed_one_lets_a_retry_resume(ledger, clock):
-    ledger.claim(OBJECT, month="202610", lease_seconds=900)
-    ledger.record_session(OBJECT, 42, packets=5, fingerprint="f", report_key="reports/202610/v1.json", lock_key="l")
-    for index in (0, 1, 2):
-        clock.now += 100
-        ledger.mark_in_flight(OBJECT, index)
-        if index < 2:
-            ledger.record_packet(OBJECT, index)
-    clock.now += 179
-    assert not ledger.claim(OBJECT, month="202610", lease_seconds=900).granted  # renewed 179 s ago
-    clock.now += 2  # the invocation died: nobody renewed it
-    resumed = ledger.claim(OBJECT, month="202610", lease_seconds=900)
-    assert resumed.granted
-    assert resumed.entry.session_id == 42
-    assert resumed.entry.fingerprint == "f"
-    assert resumed.entry.accepted == frozenset({0, 1})
-    assert resumed.entry.unconfirmed == frozenset({2})  # sent, outcome unknown
-    assert resumed.entry.attempts == 2
+def test_each_claim_is_a_new_epoch_granted_only_when_no_live_attempt_holds_the_object(ledger, clock):
+    first = ledger.claim(OBJECT, month=MONTH)
+    assert (first.granted, first.entry.status, first.entry.epoch) == (True, "IMPORTING", 1)
+    clock.now += LEASE_SECONDS - 1
+    assert not ledger.claim(OBJECT, month=MONTH).granted  # the first attempt's lease runs
+    clock.now += 2
+    second = ledger.claim(OBJECT, month=MONTH)
+    assert (second.granted, second.entry.epoch, second.entry.attempts) == (True, 2, 2)
+
+
+def test_a_superseded_attempt_can_write_nothing_more_however_late(ledger, clock):
+    # Given attempt 1 opened a session and marked a packet, then was slow past its lease
+    one = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    ledger.open_session(OBJECT, one, 7, packets=3, fingerprint="f")
+    ledger.mark_in_flight(OBJECT, one, 7, 0)
+    clock.now += LEASE_SECONDS + 1
+    two = ledger.claim(OBJECT, month=MONTH).entry
+    # Then attempt 2 sees exactly what attempt 1 recorded before it
+    assert (two.epoch, two.session_id, two.in_flight, two.unconfirmed) == (2, 7, frozenset({0}), frozenset({0}))
+    # And every write attempt 1 still tries is refused, naming why
+    late_writes: list[Callable[[], object]] = [
+        lambda: ledger.record_packet(OBJECT, one, 7, 0),
+        lambda: ledger.mark_in_flight(OBJECT, one, 7, 1),
+        lambda: ledger.unmark_in_flight(OBJECT, one, 7, 0),
+        lambda: ledger.give_up(OBJECT, one, 7),
+        lambda: ledger.pin(OBJECT, one, PINS),
+        lambda: ledger.end(OBJECT, one, "HELD", report_key="k"),
+    ]
+    for write in late_writes:
+        with pytest.raises(ImportSupersededError, match=r"a later attempt took the import over"):
+            write()
+    assert not ledger.mark_closing(
+        OBJECT, one, 7, bill=f"bill#{MONTH}#jp", bytes_key=f"bytes#{MONTH}#{SHA}", sha256=SHA
+    )
+    assert not ledger.renew(OBJECT, one)
+    ledger.release(OBJECT, one)  # a superseded attempt's release changes nothing
+    assert ledger.get(OBJECT) == ledger.get(OBJECT)
+    current = ledger.get(OBJECT)
+    assert current is not None
+    assert (current.accepted, current.closing_session, current.lease_until > clock.now) == (frozenset(), None, True)
+    assert ledger.holder(f"bill#{MONTH}#jp") is None
+
+
+def test_writes_and_renewals_keep_a_live_attempt_s_claim(ledger, clock):
+    epoch = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    for _ in range(3):
+        clock.now += LEASE_SECONDS - 10
+        assert ledger.renew(OBJECT, epoch)
+    assert not ledger.claim(OBJECT, month=MONTH).granted
+    ledger.release(OBJECT, epoch)  # a handled failure: a retry may claim at once
+    assert ledger.claim(OBJECT, month=MONTH).granted
+
+
+def test_the_pins_of_the_first_attempt_stay(ledger, clock):
+    one = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    assert ledger.pin(OBJECT, one, PINS).pins == PINS
+    clock.now += LEASE_SECONDS + 1
+    two = ledger.claim(OBJECT, month=MONTH).entry
+    assert two.pins == PINS
+    assert ledger.pin(OBJECT, two.epoch, Pins("g", "USD", "ledger/mappings/y.json")).pins == PINS
 
 
 def test_a_given_up_session_is_remembered_and_the_next_one_starts_clean(ledger):
-    ledger.claim(OBJECT, month="202610", lease_seconds=60)
-    ledger.record_session(OBJECT, 42, packets=2, fingerprint="f", report_key="r", lock_key="l")
-    ledger.mark_in_flight(OBJECT, 0)
-    ledger.abandon_session(OBJECT, 42)
-    ledger.record_session(OBJECT, 43, packets=2, fingerprint="f", report_key="r", lock_key="l")
+    epoch = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    ledger.open_session(OBJECT, epoch, 7, packets=2, fingerprint="f")
+    ledger.mark_in_flight(OBJECT, epoch, 7, 0)
+    ledger.give_up(OBJECT, epoch, 7)
+    with pytest.raises(StorageError, match="does not hold"):  # not its session any more
+        ledger.record_packet(OBJECT, epoch, 7, 0)
+    ledger.open_session(OBJECT, epoch, 8, packets=2, fingerprint="f")
     entry = ledger.get(OBJECT)
-    assert entry.session_id == 43
-    assert entry.abandoned_sessions == (42,)
-    assert entry.accepted == entry.in_flight == frozenset()
+    assert entry is not None
+    assert (entry.session_id, entry.in_flight, entry.accepted, entry.abandoned_sessions) == (8, set(), set(), (7,))
+    with pytest.raises(StorageError, match="does not hold"):  # one session at a time
+        ledger.open_session(OBJECT, epoch, 9, packets=2, fingerprint="f")
 
 
-def test_a_released_claim_can_be_taken_again_at_once(ledger):
-    ledger.claim(OBJECT, month="202610", lease_seconds=900)
-    ledger.release(OBJECT)
-    assert ledger.claim(OBJECT, month="202610", lease_seconds=900).granted
+def test_a_session_is_marked_closing_only_with_every_packet_accepted(ledger):
+    epoch = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    ledger.open_session(OBJECT, epoch, 7, packets=2, fingerprint="f")
+    ledger.mark_in_flight(OBJECT, epoch, 7, 0)
+    ledger.record_packet(OBJECT, epoch, 7, 0)
+    closing = {"bill": f"bill#{MONTH}#jp", "bytes_key": f"bytes#{MONTH}#{SHA}", "sha256": SHA}
+    assert not ledger.mark_closing(OBJECT, epoch, 7, **closing)
+    ledger.mark_in_flight(OBJECT, epoch, 7, 1)
+    ledger.record_packet(OBJECT, epoch, 7, 1)
+    assert ledger.mark_closing(OBJECT, epoch, 7, **closing)
+    entry = ledger.get(OBJECT)
+    assert entry is not None
+    assert entry.closing_session == 7
+    assert ledger.holder(f"bill#{MONTH}#jp").object_id == OBJECT
+    assert ledger.holder(f"bytes#{MONTH}#{SHA}").object_id == OBJECT
+    # And a session marked closing is never given up, nor recorded as an end that imported nothing
+    with pytest.raises(StorageError):
+        ledger.give_up(OBJECT, epoch, 7)
+    with pytest.raises(StorageError):
+        ledger.end(OBJECT, epoch, "HELD", report_key="k")
+    ledger.end(OBJECT, epoch, "CLOSED", report_key="k")
+    assert ledger.get(OBJECT).status == "CLOSED"
 
 
-def test_a_finished_object_is_never_claimed_again_nor_written_to(ledger, clock):
-    ledger.claim(OBJECT, month="202610", lease_seconds=60)
-    ledger.set_status(OBJECT, "CLOSED", report_key="reports/202610/v1.json")
-    clock.now += 10_000
-    again = ledger.claim(OBJECT, month="202610", lease_seconds=60)
-    assert not again.granted
-    assert again.entry.status == "CLOSED"
-    assert again.entry.report_key == "reports/202610/v1.json"
-    with pytest.raises(Exception, match=r"ConditionalCheckFailed"):
-        ledger.record_packet(OBJECT, 0)  # a late attempt of a finished import cannot change it
+def test_the_month_s_bill_and_the_same_bytes_are_closed_by_one_object_only(ledger):
+    # Given two objects that both sent every packet, racing for the month (their bytes differ)
+    one = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    two = ledger.claim(OTHER, month=MONTH).entry.epoch
+    sent_and_accepted(ledger, OBJECT, one, 1, packets=2)
+    sent_and_accepted(ledger, OTHER, two, 2, packets=2)
+    bill = f"bill#{MONTH}#jp"
+    # Then the first to close takes the bill, and the other is refused, so never closes its session
+    assert ledger.mark_closing(OTHER, two, 2, bill=bill, bytes_key=f"bytes#{MONTH}#{'b' * 64}", sha256="b" * 64)
+    assert not ledger.mark_closing(OBJECT, one, 1, bill=bill, bytes_key=f"bytes#{MONTH}#{SHA}", sha256=SHA)
+    assert ledger.get(OBJECT).closing_session is None
+    assert ledger.holder(f"bytes#{MONTH}#{SHA}") is None  # all or none
+    # And the same bytes under another coverage's bill are refused too
+    third = "bucket/uploads/202610/g/c.csv#v1"
+    epoch = ledger.claim(third, month=MONTH).entry.epoch
+    sent_and_accepted(ledger, third, epoch, 3, packets=1)
+    assert not ledger.mark_closing(
+        third, epoch, 3, bill=f"bill#{MONTH}#g", bytes_key=f"bytes#{MONTH}#{'b' * 64}", sha256="b" * 64
+    )
+    assert ledger.holder(f"bill#{MONTH}#g") is None
 
 
-def test_a_session_is_recorded_once(ledger):
-    ledger.claim(OBJECT, month="202610", lease_seconds=60)
-    ledger.record_session(OBJECT, 42, packets=5, fingerprint="f", report_key="r", lock_key="l")
-    with pytest.raises(Exception, match=r"ConditionalCheckFailed"):
-        ledger.record_session(OBJECT, 43, packets=5, fingerprint="f", report_key="r", lock_key="l")
+@pytest.mark.parametrize(("status", "coverage", "taken"), [
+    ("FAILED_PROCESSED", "jp", True),  # CloudBlue rated none of it
+    ("PROCESSED", "g", True),  # imported as the other coverage's bill
+    ("PROCESSED", "jp", False),  # rated: the same bytes again would double it
+])  # fmt: skip
+def test_an_additional_file_takes_the_bytes_only_from_a_failed_rating_or_another_coverage(
+    ledger, status, coverage, taken
+):
+    # Given the bytes closed by a file whose import settled ``coverage`` and ended ``status``
+    owner = ledger.claim(OTHER, month=MONTH).entry.epoch
+    ledger.pin(OTHER, owner, Pins(coverage, "JPY", "m"))
+    sent_and_accepted(ledger, OTHER, owner, 1, packets=1)
+    assert ledger.mark_closing(
+        OTHER, owner, 1, bill=f"bill#{MONTH}#{coverage}", bytes_key=f"bytes#{MONTH}#{SHA}", sha256=SHA
+    )
+    ledger.end(OTHER, owner, "CLOSED", report_key="k")
+    ledger.record_rating(OTHER, status)
+    # When an additional Japan file of the same bytes closes, naming the holder it may take them from
+    epoch = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    sent_and_accepted(ledger, OBJECT, epoch, 2, packets=1)
+    closed = ledger.mark_closing(
+        OBJECT, epoch, 2, bill=None, bytes_key=f"bytes#{MONTH}#{SHA}", sha256=SHA, take_from=(OTHER, "jp")
+    )
+    # Then it takes them exactly when the holder's session rated nothing, or was the other coverage's
+    assert closed is taken
+    assert ledger.holder(f"bytes#{MONTH}#{SHA}").object_id == (OBJECT if taken else OTHER)
+    assert ledger.holder(f"bill#{MONTH}#{coverage}").object_id == OTHER
 
 
-def test_the_month_belongs_to_the_first_object_that_locks_it(ledger):
-    assert ledger.lock("lock#202610", OBJECT, "aa").object_id == OBJECT
-    owner = ledger.lock("lock#202610", "bucket/uploads/202610/copy.csv#v9", "bb")
-    assert (owner.object_id, owner.sha256) == (OBJECT, "aa")
-    assert ledger.lock("lock#202610", OBJECT, "aa").object_id == OBJECT  # the owner resuming
+def test_the_rating_is_recorded_only_for_an_object_that_closed_a_session(ledger):
+    epoch = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    with pytest.raises(StorageError):
+        ledger.record_rating(OBJECT, "PROCESSED")
+    sent_and_accepted(ledger, OBJECT, epoch, 1, packets=1)
+    assert ledger.mark_closing(OBJECT, epoch, 1, bill=None, bytes_key=f"bytes#{MONTH}#{SHA}", sha256=SHA)
+    ledger.end(OBJECT, epoch, "CLOSED", report_key="k")
+    for status in ("NOT_RATED", "PROCESSED"):
+        ledger.record_rating(OBJECT, status)
+        assert ledger.get(OBJECT).status == status
 
 
-def test_a_stuck_owner_can_be_taken_over_but_not_a_live_or_finished_one(ledger, clock):
-    newcomer = "bucket/uploads/202610/fixed.csv#v2"
-    ledger.claim(OBJECT, month="202610", lease_seconds=60)
-    ledger.lock("lock#202610", OBJECT, "aa")
-    assert not ledger.take_over("lock#202610", OBJECT, newcomer, "bb")  # its lease runs
-    clock.now += 61
-    assert ledger.take_over("lock#202610", OBJECT, newcomer, "bb")
-    assert ledger.lock("lock#202610", OBJECT, "aa").object_id == newcomer
-    other = "bucket/exports/202609/fe.csv#v1"
-    ledger.claim(other, month="202609", lease_seconds=60)
-    ledger.lock("lock#202609", other, "cc")
-    ledger.set_status(other, "CLOSED")
-    clock.now += 1000
-    assert not ledger.take_over("lock#202609", other, newcomer, "dd")
+def test_an_ended_object_is_never_claimed_again(ledger, clock):
+    epoch = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    ledger.end(OBJECT, epoch, "REJECTED", report_key="k", reason="problems")
+    clock.now += 10 * LEASE_SECONDS
+    again = ledger.claim(OBJECT, month=MONTH)
+    assert (again.granted, again.entry.status, again.entry.reason) == (False, "REJECTED", "problems")
 
 
-def test_the_coverage_and_currency_a_first_attempt_settled_are_kept_by_its_retries(ledger, clock):
-    ledger.claim(OBJECT, month="202610", lease_seconds=60)
-    assert (ledger.pin(OBJECT, coverage="jp", currency="JPY").coverage, ledger.get(OBJECT).currency) == ("jp", "JPY")
-    clock.now += 61
-    ledger.claim(OBJECT, month="202610", lease_seconds=60)
-    again = ledger.pin(OBJECT, coverage="g", currency="USD")  # what a retry would settle on other settings
-    assert (again.coverage, again.currency) == ("jp", "JPY")
+def test_a_held_end_gives_the_session_it_recorded_up(ledger):
+    epoch = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    ledger.open_session(OBJECT, epoch, 7, packets=2, fingerprint="f")
+    ledger.end(OBJECT, epoch, "HELD", report_key="k", duplicate_of=OTHER, reason="second-file")
+    entry = ledger.get(OBJECT)
+    assert entry is not None
+    assert (entry.status, entry.session_id, entry.abandoned_sessions, entry.duplicate_of) == ("HELD", None, (7,), OTHER)
 
 
-def test_a_lock_is_handed_back_only_by_its_owner_and_never_once_a_session_was_marked_closing(ledger):
-    other = "bucket/uploads/202610/fixed.csv#v2"
-    ledger.claim(OBJECT, month="202610", lease_seconds=900)
-    ledger.lock("lock#202610#jp", OBJECT, "aa")
-    assert not ledger.release_lock("lock#202610#jp", other)
-    assert ledger.release_lock("lock#202610#jp", OBJECT)
-    assert ledger.owner("lock#202610#jp") is None
-
-    ledger.lock("lock#202610#jp", OBJECT, "aa")
-    ledger.record_session(OBJECT, 7, packets=1, fingerprint="f", report_key="r", lock_key="lock#202610#jp")
-    assert ledger.mark_closing(OBJECT, 7, "lock#202610#jp")
-    assert not ledger.release_lock("lock#202610#jp", OBJECT)
-    assert not ledger.end_without_import(OBJECT, "REJECTED")  # a stale attempt's "nothing imported"
-    assert ledger.get(OBJECT).status == "IMPORTING"
+# -- the records of the protocol before fences, migrated once ---------------------------------------
 
 
-def test_the_same_bytes_are_marked_closing_by_one_object_only(ledger):
-    japan, global_ = "bucket/uploads/202610/jp/a.csv#v1", "bucket/uploads/202610/g/a.csv#v2"
-    for obj, coverage, session in ((japan, "jp", 1), (global_, "g", 2)):
-        ledger.claim(obj, month="202610", lease_seconds=900)
-        ledger.lock(f"lock#202610#{coverage}", obj, "aa")
-        ledger.record_session(
-            obj, session, packets=1, fingerprint="f", report_key="r", lock_key=f"lock#202610#{coverage}"
-        )
-
-    assert ledger.mark_closing(global_, 2, "lock#202610#g", bytes_key="bytes#202610#aa", sha256="aa")
-    assert ledger.mark_closing(global_, 2, "lock#202610#g", bytes_key="bytes#202610#aa", sha256="aa")  # its retry
-    assert not ledger.mark_closing(japan, 1, "lock#202610#jp", bytes_key="bytes#202610#aa", sha256="aa")
-    assert ledger.owner("bytes#202610#aa").object_id == global_
-    assert ledger.get(japan).closing_session is None  # all or nothing: the loser is not marked closing
+def put(ledger: DynamoDbLedger, pk: str, **attributes: str) -> None:
+    item = {"pk": {"S": pk}, **{name: {"S": value} for name, value in attributes.items()}}
+    ledger._db.put_item(TableName=TABLE, Item=item)
 
 
-@pytest.mark.parametrize("status", ["REJECTED", "SUPERSEDED", "HELD", "DUPLICATE", "CLOSED", "PROCESSED"])
-def test_an_owner_that_is_not_stuck_nor_failed_keeps_its_lock(ledger, status):
-    ledger.claim(OBJECT, month="202610", lease_seconds=900)
-    ledger.lock("lock#202610#jp", OBJECT, "aa")
-    ledger.set_status(OBJECT, status)
-    assert not ledger.take_over("lock#202610#jp", OBJECT, "bucket/uploads/202610/fixed.csv#v2", "bb")
+def old_object(ledger: DynamoDbLedger, object_id: str, status: str, **attributes: str) -> None:
+    put(ledger, f"object#{object_id}", status=status, **attributes)
 
 
-def test_a_session_marked_closing_is_never_given_up_and_stays_marked(ledger):
-    ledger.claim(OBJECT, month="202610", lease_seconds=900)
-    ledger.lock("lock#202610#jp", OBJECT, "aa")
-    ledger.record_session(OBJECT, 7, packets=1, fingerprint="f", report_key="r", lock_key="lock#202610#jp")
-    assert ledger.mark_closing(OBJECT, 7, "lock#202610#jp")
-    with pytest.raises(StorageError, match=r"ConditionalCheckFailed"):
-        ledger.abandon_session(OBJECT, 7)
-    ledger.set_status(OBJECT, "CLOSED")
-    assert ledger.get(OBJECT).closing_session == 7
-    assert not ledger.take_over("lock#202610#jp", OBJECT, "bucket/uploads/202610/fixed.csv#v2", "bb")
+def test_old_month_locks_become_bills_only_where_their_owner_closed_a_session_once(ledger):
+    # Given locks the protocol before fences took before sending: closed, stuck, rejected, from before coverages
+    closed, stuck, legacy = "b/exports/202607/fe.csv#v1", "b/uploads/202608/x.csv#v1", "b/exports/202609/fe.csv#v1"
+    additional = "b/uploads/202607/extra.csv#v2"
+    old_object(ledger, closed, "PROCESSED")
+    old_object(ledger, stuck, "IMPORTING")
+    old_object(ledger, legacy, "CLOSED")
+    old_object(ledger, additional, "PROCESSED")
+    put(ledger, "lock#202607#jp", owner=closed, sha256=SHA)
+    put(ledger, "lock#202608#jp", owner=stuck, sha256=SHA)
+    put(ledger, "lock#202609", owner=legacy, sha256=SHA)
+    put(ledger, f"lock#202607#{'c' * 64}", owner=additional, sha256="c" * 64)
+    asked: list[str] = []
+
+    def coverages_of(owner: str) -> list[str]:
+        asked.append(owner)
+        return ["jp", "g"]  # its coverage cannot be told: it holds both
+
+    # When the table is migrated (the first import after the update does it)
+    assert ledger.migrate(coverages_of) == 4
+
+    # Then each closed owner holds its bill (both coverages for the one whose coverage cannot be told),
+    # an additional file holds its bytes, the stuck owner holds nothing, and no old lock is left
+    assert ledger.holder("bill#202607#jp").object_id == closed
+    assert ledger.holder("bill#202608#jp") is None
+    assert {ledger.holder(f"bill#202609#{c}").object_id for c in ("jp", "g")} == {legacy}
+    assert ledger.holder(f"bytes#202607#{'c' * 64}").object_id == additional
+    assert asked == [legacy]
+    keys = {item["pk"]["S"] for item in ledger._db.scan(TableName=TABLE)["Items"]}
+    assert not {key for key in keys if key.startswith("lock#")}
+    # And once migrated, it is not done again
+    put(ledger, "lock#202610#jp", owner=closed, sha256=SHA)
+    assert DynamoDbLedger(ledger._db, TABLE).migrate(coverages_of) == 0
+    assert ledger.holder("bill#202610#jp") is None

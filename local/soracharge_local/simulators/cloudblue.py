@@ -165,7 +165,7 @@ class CloudBlueFaults:
       session opened or closed): the client cannot tell the two apart, so a 500 is an outcome unknown.
     - ``server_error_on_packets``: the k-th importCharges requests (1-based, every importCharges
       request the simulator ever received, whatever its outcome, one the gateway answered too;
-      ``clear_requests`` does not reset the count) answer 500 without storing anything.
+      ``clear_requests`` does not reset the count) answer ``server_error_status`` without storing anything.
     - ``drop_after_processing_next``: the next N importCharges requests that succeed are stored,
       then their connection is closed with no HTTP response at all.
     - ``slow_seconds``: answer every API request (of ``only_operation`` when set) this much later.
@@ -607,9 +607,9 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
             if targeted:
                 server_error_after = self._maybe_server_error(operation)
             if packet and packet in faults.server_error_on_packets:
-                _log.info("importCharges request #%d: 500 (server_error_on_packets)", packet)
+                _log.info("importCharges request #%d: %d (server_error_on_packets)", packet, faults.server_error_status)
                 self._fire("server_error_on_packets")
-                raise Reply(self._error(500, _INTERNAL_ERROR, "Internal error while importing charges"))
+                raise Reply(self._server_error(faults.server_error_status))
             auth = self._authenticate(request, raw_target, body)
             if operation == "discover":
                 response = self._discover(raw_target)
@@ -1155,7 +1155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--ignore-repeated-ext-hash",
         action="store_true",
-        help="drop a charge whose extHash the session holds (kinder than CloudBlue promises: repeats are kept by default)",
+        help="drop a charge whose extHash the session holds (kinder than CloudBlue promises: it keeps them by default)",
     )
     parser.add_argument("--no-require-uuids", action="store_true", help="accept ids of charges that are not UUIDs")
     args = parser.parse_args(argv)

@@ -638,35 +638,36 @@ def test_money_is_stored_as_exact_decimals(aps: Aps, sim: CloudBlueSimulator) ->
     assert stored[2]["amount"] == Decimal(3)
 
 
-def test_a_repeated_ext_hash_is_ignored_within_a_session(aps: Aps, sim: CloudBlueSimulator) -> None:
+def test_a_repeated_ext_hash_is_stored_again_as_cloudblue_may(aps: Aps, sim: CloudBlueSimulator) -> None:
     # Given a packet accepted once
     session_id = aps.open_session()
-    packet = [charge(extHash="h1"), charge(extHash="h2"), charge(extHash="")]
+    packet = [charge(extHash="h1"), charge(extHash="h2")]
     aps.import_charges(session_id, packet)
 
-    # When the same packet is sent again (a retry), plus a charge repeating a hash within its packet
-    again = aps.import_charges(session_id, [*packet, charge(extHash="h3"), charge(extHash="h3")])
+    # When the same packet is sent again (a retry)
+    again = aps.import_charges(session_id, packet)
 
-    # Then only the new charge and the charges without a hash are stored again
+    # Then CloudBlue holds it twice: nothing it publishes promises to drop a repeat
     assert again.status_code == 200
     view = sim.session(session_id)
-    assert [c["extHash"] for c in view.charges] == ["h1", "h2", "", "", "h3"]
-    assert view.duplicates_ignored == 3
-    assert view.packets_accepted == 2
-    # And another session does not share the hashes
-    other = aps.open_session()
-    aps.import_charges(other, [charge(extHash="h1")])
-    assert len(sim.charges(other)) == 1
+    assert [c["extHash"] for c in view.charges] == ["h1", "h2", "h1", "h2"]
+    assert view.duplicates_ignored == 0
 
 
-def test_with_ignore_repeated_ext_hash_off_a_retry_doubles_the_charges() -> None:
-    with CloudBlueSimulator(ignore_repeated_ext_hash=False) as sim:
+def test_asked_to_be_kinder_it_ignores_a_repeated_ext_hash_within_a_session() -> None:
+    with CloudBlueSimulator(ignore_repeated_ext_hash=True) as sim:
         aps = Aps(sim)
         session_id = aps.open_session()
-        aps.import_charges(session_id, [charge(extHash="h1")])
-        aps.import_charges(session_id, [charge(extHash="h1")])
-        assert [c["extHash"] for c in sim.charges()] == ["h1", "h1"]
-        assert sim.session(session_id).duplicates_ignored == 0
+        packet = [charge(extHash="h1"), charge(extHash="h2"), charge(extHash="")]
+        aps.import_charges(session_id, packet)
+        aps.import_charges(session_id, [*packet, charge(extHash="h3"), charge(extHash="h3")])
+        view = sim.session(session_id)
+        assert [c["extHash"] for c in view.charges] == ["h1", "h2", "", "", "h3"]
+        assert view.duplicates_ignored == 3
+        # And another session does not share the hashes
+        other = aps.open_session()
+        aps.import_charges(other, [charge(extHash="h1")])
+        assert len(sim.charges(other)) == 1
 
 
 def test_views_are_copies(aps: Aps, sim: CloudBlueSimulator) -> None:
@@ -819,12 +820,44 @@ def test_a_gateway_error_after_processing_stores_the_packet_but_loses_the_answer
     stored_after_first = [c["extHash"] for c in sim.charges(session_id)]
     retry = aps.import_charges(session_id, [charge(extHash="g1")])
 
-    # Then the client saw the gateway's error, but the packet was stored; the retry is a repeated extHash
+    # Then the client saw the gateway's error, but the packet was stored; the retry stores it again (a double)
     assert_gateway_error(first, status)
     assert stored_after_first == ["g1"]
     assert retry.status_code == 200
     view = sim.session(session_id)
-    assert ([c["extHash"] for c in view.charges], view.packets_accepted, view.duplicates_ignored) == (["g1"], 2, 1)
+    assert ([c["extHash"] for c in view.charges], view.packets_accepted) == (["g1", "g1"], 2)
+
+
+@pytest.mark.parametrize(("after_processing", "stored"), [(False, []), (True, ["s1"])])
+def test_a_server_error_before_or_after_processing_answers_the_same_500(
+    aps: Aps, sim: CloudBlueSimulator, after_processing: bool, stored: list[str]
+) -> None:
+    session_id = aps.open_session()
+    sim.faults.server_error_next = 1
+    sim.faults.server_error_after_processing = after_processing
+
+    answer = aps.import_charges(session_id, [charge(extHash="s1")])
+
+    assert answer.status_code == 500
+    assert answer.json()["type"] == "com.parallels.rating.exception.RatingEngineException"
+    assert [c["extHash"] for c in sim.charges(session_id)] == stored
+    assert sim.fired["server_error_next"] == 1
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_503_or_a_429_says_it_did_not_take_the_request_even_after_processing_was_asked(
+    aps: Aps, sim: CloudBlueSimulator, status: int
+) -> None:
+    session_id = aps.open_session()
+    sim.faults.server_error_next = 1
+    sim.faults.server_error_status = status
+    sim.faults.server_error_after_processing = True
+
+    answer = aps.import_charges(session_id, [charge(extHash="s1")])
+
+    assert answer.status_code == status
+    assert answer.headers["Retry-After"] == "1"
+    assert sim.charges(session_id) == []
 
 
 @pytest.mark.parametrize(("after_processing", "status_seen"), [(False, "OPEN"), (True, "NEW")])
@@ -1112,6 +1145,8 @@ def test_faults_can_be_read_merged_and_reset_over_http(sim: CloudBlueSimulator) 
         for bad in (
             {"no_such_fault": 1},
             {"server_error_next": -1},
+            {"server_error_status": 502},
+            {"server_error_after_processing": "yes"},
             {"server_error_on_packets": [0]},
             {"only_operation": "deleteEverything"},
             {"error_field_name": ""},

@@ -221,7 +221,9 @@ class _Attempt:
         self.ledger = deps.ledger
         self.additional = head.metadata.get("import", "").lower() == ADDITIONAL_FILE
         self.base: dict[str, Any] = {"month": month, "source": source}
+        #: Every session of the object given up: by earlier attempts, then by this one.
         self.given_up: list[int] = list(entry.abandoned_sessions)
+        self._given_up_before = len(self.given_up)
         #: The session the ledger records for the object now (given up or closing aside).
         self.session: int | None = entry.session_id if entry.closing_session is None else None
         self.warnings: list[str] = []
@@ -452,7 +454,6 @@ class _Attempt:
             f"session {session} was given up and left open, never closed (CloudBlue does not rate an open "
             f"session): {reason}. Every charge was sent again in a new session. Do not close session {session}."
         )
-        count(Metric.SESSIONS_ABANDONED)
 
     def lost(self, bill: str | None, bytes_key: str, coverage: Coverage) -> ImportReport:
         """Step 6 refused: superseded (stop), or another object closed a session for the bill or bytes first."""
@@ -497,6 +498,7 @@ class _Attempt:
         count(Metric.ROWS_READ, plan.rows)
         count(Metric.CHARGES_SENT, len(plan.charges))
         count(Metric.PACKETS_SENT, sent)
+        count(Metric.SESSIONS_ABANDONED, len(self.given_up) - self._given_up_before)
         add_amount(Metric.AMOUNT_IMPORTED, imported, settled.currency, settled.coverage)
         if report.reconciliation is not None and not report.reconciliation.balanced:
             count(Metric.RECONCILIATION_IMBALANCED)
@@ -614,8 +616,8 @@ def _held_summary(taken: _Taken, base: dict[str, Any], left_open: int | None) ->
     }[taken.reason]
     if left_open is not None:
         summary += (
-            f". Session {left_open}, opened by an earlier attempt, was given up and left open, never closed "
-            f"(CloudBlue does not rate an open session). Do not close session {left_open}."
+            f". Its session {left_open} was given up and left open, never closed (CloudBlue does not rate an open "
+            f"session). Do not close session {left_open}."
         )
     return summary
 
