@@ -38,6 +38,7 @@ from soracharge.models.coverage import Coverage
 from soracharge.models.imports import FollowSessionRequest, ImportReport, ObjectRef
 from soracharge.models.mapping import Mapping, parse_mapping
 from soracharge.models.runbook import Remedy
+from soracharge.observability import metrics
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
 
 from tests.chaos.runbook import ReceivedAlert
@@ -457,6 +458,7 @@ def protocol_world(cloudblue: CloudBlueSimulator, **options: Any) -> Iterator[Pr
             yield world
         finally:
             world.client.close()
+            metrics.clear_metrics()  # no Lambda runtime flushes them here: a long run would overflow them
 
 
 def sha256(body: bytes) -> str:

@@ -300,7 +300,7 @@ def test_a_kill_after_the_session_closed_then_a_copy_onto_itself_never_bills_the
 
 def test_a_report_staged_by_an_attempt_that_died_before_publishing_it_is_published_by_the_retry(world):
     obj = world.upload(f"uploads/{MONTH}/g.csv", **{"bill-amount": "1"})  # a bill that does not balance
-    assert world.deliver(obj, kill=Stop("store.put_json", 3, "before")).killed  # after the ledger's CLOSED
+    assert world.deliver(obj, kill=Stop("notifier.publish", 1, "before")).killed  # after the ledger's CLOSED
     assert world.store.report(obj) is None
     assert world.topic.published == []
 
@@ -311,6 +311,20 @@ def test_a_report_staged_by_an_attempt_that_died_before_publishing_it_is_publish
     (alert,) = world.topic.published
     assert "reconciliation does not balance" in alert.subject
     assert len(world.workflows.started) == 1
+
+
+def test_an_attempt_that_died_between_its_alert_and_its_report_is_alerted_again_never_lost(world):
+    obj = world.upload(f"uploads/{MONTH}/held.csv", OTHER_CSV)
+    run(world, world.upload(f"exports/{MONTH}/fe_1.csv"))
+    assert world.deliver(obj, kill=Stop("store.put_json", 3, "before")).killed  # the report's JSON, last
+    assert len(world.topic.about(obj)) == 1
+
+    report = run(world, obj)
+
+    assert (report.status, world.store.report(obj)) == ("HELD", report)
+    assert len(world.topic.about(obj)) == 2  # at least once
+    assert run(world, obj) == report  # published: nothing is sent again
+    assert len(world.topic.about(obj)) == 2
 
 
 def test_a_superseded_attempt_publishes_nothing_a_person_would_read(world):

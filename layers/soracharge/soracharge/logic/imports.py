@@ -31,10 +31,11 @@ described in ``adapters/ledger.py``.
    open, and the loser ends HELD or DUPLICATE. *Invariant: at most one session is ever closed for a
    month's bill, and for the same bytes; a session marked closing is never given up.*
 7. **Record and publish.** The report is staged under ``ledger/``, the end recorded in the ledger (CLOSED,
-   or REJECTED, HELD, DUPLICATE with the reason), then the report published to ``reports/``, its alert
-   sent when something is off, and the follow-session state machine started. A retry that finds a
-   session marked closing closes it (closeSession again is harmless) and records it; one that finds an
-   end whose report was never published publishes it.
+   or REJECTED, HELD, DUPLICATE with the reason), then published: its alert sent when something is off,
+   the report written to ``reports/`` (its JSON last), the follow-session state machine started. A
+   retry that finds a session marked closing closes it (closeSession again is harmless) and records
+   it; a delivery that finds an end whose report is not in ``reports/`` publishes it (an alert may so
+   be sent twice, never lost).
 """
 
 from __future__ import annotations
@@ -580,9 +581,11 @@ def _publish(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencies) -> Im
 
 
 def _publish_report(obj: ObjectRef, report: ImportReport, deps: ImportDependencies) -> None:
+    """The alert, then the report where people read it (its JSON last: once it is there, publishing is
+    done, and a delivery that finds it publishes nothing again), then the rating followed."""
     key = public_report_key(obj)
-    save_report(deps.store, key, report)
     _alert(report, key, deps)
+    save_report(deps.store, key, report)
     if report.status == "CLOSED" and report.import_session_id is not None:
         _follow(obj, report.import_session_id, key, deps, report.coverage)
 
@@ -626,18 +629,18 @@ _NOT_IMPORTED_METRICS = {"DUPLICATE": Metric.IMPORTS_DUPLICATE, "HELD": Metric.I
 
 
 def save_report(store: ReportStore, key: str, report: ImportReport) -> None:
-    """The report's JSON at ``key``, and the page people read beside it (``.html``).
+    """The page people read (``.html``), then the report's JSON at ``key``, written last: the record.
 
     The page is best effort: the JSON is the record, and a page that cannot be rendered or written
     must never fail an import whose session may be closed already (it is logged and counted).
     """
-    store.put_json(key, report.to_event())
     page = key.removesuffix(".json") + ".html"
     try:
         store.put_text(page, render_report_html(report), "text/html; charset=utf-8")
-    except Exception:  # noqa: BLE001 - presentation only: the JSON report above holds everything
+    except Exception:  # noqa: BLE001 - presentation only: the JSON report below holds everything
         logger.exception("The HTML report was not written", extra={"reportKey": page})
         count(Metric.HTML_REPORTS_FAILED)
+    store.put_json(key, report.to_event())
 
 
 def additional_id_suffix(sha256: str, version_id: str | None = None) -> str:
