@@ -71,7 +71,7 @@ def main() -> int:
 
         lost = [n for n, case in enumerate(cases) if isinstance(case, LostAnswer)]
         rest = [n for n, case in enumerate(cases) if not isinstance(case, LostAnswer)]
-        numbers = lost + random.Random(args.seed).sample(rest, min(args.sample, len(rest)))
+        numbers = lost + random.Random(args.seed).sample(rest, min(args.sample, len(rest)))  # noqa: S311 - a sample
     else:
         numbers = list(range(len(cases)))
     print(f"{len(cases)} cases in all; running {len(numbers)} on {args.workers} processes", flush=True)

@@ -39,6 +39,7 @@ from soracharge.models.months import ensure_billable, month_index, months_betwee
 
 from soracharge_local import console
 from soracharge_local.engine import LocalCloud, SoracomAccess
+from soracharge_local.ledger_state import kept_ledger
 from soracharge_local.peers import SIMULATOR_AUTH_KEY, SIMULATOR_AUTH_KEY_ID, cloudblue_access, soracom_access
 
 app = typer.Typer(
@@ -495,6 +496,11 @@ def _local_cloud(
             )
         )
         typer.echo(f"Local stack deployed from template.yaml into moto (bucket {cloud.bucket}).")
+        if import_on_upload:
+            try:
+                stack.enter_context(kept_ledger(cloud, cloudblue))
+            except SorachargeError as exc:
+                _fail_input(str(exc))
         yield cloud
 
 
@@ -526,8 +532,10 @@ def _run_month(cloud: LocalCloud, month: str, coverage: Coverage, out: Path, lab
         _save_object(cloud, stored["key"], stored["versionId"], out / Path(stored["key"]).name)
         report = _follow_import(cloud, printer, since)
     ok = _finish(report, out, cloud)
-    again = " (a re-run: nothing done again)" if output.get("alreadyExported") else ""
-    return label, f"{report['status']}{again}: {report['summary']}", ok
+    again = output.get("alreadyExported") or report["status"] == "DUPLICATE"
+    if again:
+        typer.secho("\nNothing done: this month's bill is imported into this CloudBlue already.", bold=True)
+    return label, f"{report['status']}{' (a re-run: nothing done again)' if again else ''}: {report['summary']}", ok
 
 
 def _stored_report(cloud: LocalCloud, month: str, stored: dict[str, Any]) -> dict[str, Any] | None:

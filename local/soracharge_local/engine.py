@@ -78,6 +78,8 @@ class CloudBlueAccess:
     consumer_secret: str | None = None
     aps_token: str | None = None
     resource_id: str | None = None
+    #: The built-in simulator, started for this command: a fresh CloudBlue, so a fresh ledger too.
+    simulated: bool = False
 
     def secret(self) -> dict[str, str]:
         """The CloudBlueCredentialsSecret's JSON, as a person puts it in AWS."""

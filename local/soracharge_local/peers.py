@@ -75,5 +75,8 @@ def cloudblue_access(stack: ExitStack) -> CloudBlueAccess:
     base_url = simulator.start()
     stack.callback(simulator.stop)
     return CloudBlueAccess(
-        endpoint=base_url, consumer_key=simulator.consumer_key, consumer_secret=simulator.consumer_secret
+        endpoint=base_url,
+        consumer_key=simulator.consumer_key,
+        consumer_secret=simulator.consumer_secret,
+        simulated=True,
     )

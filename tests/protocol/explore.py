@@ -53,7 +53,13 @@ class Interleaving:
     then: Then
 
     def __str__(self) -> str:
-        end = "to its end" if self.other_end is None else "refused" if self.other_end == REFUSED else f"dies@{self.other_end}"
+        end = (
+            "to its end"
+            if self.other_end is None
+            else "refused"
+            if self.other_end == REFUSED
+            else f"dies@{self.other_end}"
+        )
         return f"{self.start}: A stops at step {self.pause}; {self.other} runs {end}; A {self.then}"
 
 
@@ -164,7 +170,10 @@ def _lose_next_answer(world: ProtocolWorld, case: LostAnswer) -> None:
         )
     else:
         world.cloudblue.faults = CloudBlueFaults(
-            gateway_error_next=1, gateway_status=int(case.answer), gateway_after_processing=True, only_operation=operation
+            gateway_error_next=1,
+            gateway_status=int(case.answer),
+            gateway_after_processing=True,
+            only_operation=operation,
         )
 
 
