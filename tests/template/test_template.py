@@ -220,9 +220,9 @@ def test_each_role_reaches_only_its_own_prefixes_of_the_data_bucket(translated):
             "s3:ListBucket": {BUCKET_ARN},
         },
         "ImportChargesFunctionRole": {
-            "s3:GetObject": {f"{BUCKET_ARN}/{p}/*" for p in ("exports", "uploads", "config", "reports")},
+            "s3:GetObject": {f"{BUCKET_ARN}/{p}/*" for p in ("exports", "uploads", "config", "reports", "ledger")},
             "s3:GetObjectVersion": {f"{BUCKET_ARN}/{p}/*" for p in ("exports", "uploads", "config")},
-            "s3:PutObject": {f"{BUCKET_ARN}/reports/*"},
+            "s3:PutObject": {f"{BUCKET_ARN}/reports/*", f"{BUCKET_ARN}/ledger/*"},
             "s3:ListBucket": {BUCKET_ARN},
         },
         "FinishImportFunctionRole": {
@@ -237,7 +237,7 @@ def test_each_role_reaches_only_its_own_prefixes_of_the_data_bucket(translated):
     }
     prefixes = {
         "StoreExportFunctionRole": "exports/*",
-        "ImportChargesFunctionRole": ["exports/*", "uploads/*", "config/*", "reports/*"],
+        "ImportChargesFunctionRole": ["exports/*", "uploads/*", "config/*", "reports/*", "ledger/*"],
         "FinishImportFunctionRole": "reports/*",
         "FindExportFunctionRole": ["exports/*", "reports/*"],
     }

@@ -46,7 +46,7 @@ class Metric(StrEnum):
     IMPORTS_REJECTED = "ImportsRejected"
     IMPORTS_HELD = "ImportsHeld"
     IMPORTS_DUPLICATE = "ImportsDuplicate"
-    IMPORTS_SUPERSEDED = "ImportsSuperseded"
+    IMPORTS_SUPERSEDED = "ImportsSuperseded"  # an attempt stopped by its fence: a later attempt took over
     SESSIONS_ABANDONED = "SessionsAbandoned"
     RECONCILIATION_IMBALANCED = "ReconciliationImbalanced"
     DUPLICATE_IMPORT_EVENTS = "DuplicateImportEvents"
