@@ -44,7 +44,7 @@ def recorded_calls(cloud: LocalCloud) -> Iterator[list[tuple[str, str, str, dict
     """(function, service, operation, parameters) of every AWS call made inside an invocation."""
     calls: list[tuple[str, str, str, dict[str, Any]]] = []
     running: list[str] = []
-    original = botocore.client.BaseClient._make_api_call
+    original = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]
 
     def recording(client: Any, operation: str, params: dict[str, Any]) -> Any:
         # A function's call (its code on the stack), not the engine's or the test's on another thread.
@@ -53,7 +53,12 @@ def recorded_calls(cloud: LocalCloud) -> Iterator[list[tuple[str, str, str, dict
         return original(client, operation, params)
 
     cloud.runner.before_invoke.append(lambda logical_id, event: running.append(logical_id))
-    cloud.runner.after_invoke.append(lambda: running.pop() if running else None)
+
+    def ended() -> None:
+        if running:
+            running.pop()
+
+    cloud.runner.after_invoke.append(ended)
     with mock.patch.object(botocore.client.BaseClient, "_make_api_call", recording):
         yield calls
 
