@@ -96,11 +96,8 @@ def begin(world: ProtocolWorld, start: Start) -> None:
     obj = world.upload(f"exports/{MONTH}/fe_1.csv")
     if start == "resume":
         first = world.attempt(obj, "first", pause=Stop("cloudblue.import_charges", 2, "before"))
-        world.cloudblue.faults = CloudBlueFaults(
-            server_error_next=100, server_error_status=503, only_operation="importCharges"
-        )
-        first.resume()
-        world.cloudblue.faults = CloudBlueFaults()
+        with world.refusing():
+            first.resume()
         assert first.error is not None, "the first attempt stops on CloudBlue's refusal"
         world.lapse()
 
@@ -150,7 +147,7 @@ def run(case: Case, cloudblue: CloudBlueSimulator) -> Outcome:
 def _other(world: ProtocolWorld, other: object, end: int | None) -> Attempt:
     assert hasattr(other, "object_id")
     if end == REFUSED:
-        with world.refusing(server_error_next=100, server_error_status=503, only_operation="importCharges"):
+        with world.refusing():
             return world.deliver(other, "B")  # type: ignore[arg-type]
     return world.deliver(other, "B", kill=Stop(index=end) if end is not None else None)  # type: ignore[arg-type]
 

@@ -23,7 +23,7 @@ def test_a_slow_attempt_whose_answers_come_back_after_a_retry_took_over_loses_no
         assert a.is_paused
         # When A's lease lapses, the event is delivered again, and that attempt stops on CloudBlue refusing packets
         world.lapse()
-        with world.refusing(server_error_next=100, server_error_status=503, only_operation="importCharges"):
+        with world.refusing():
             b = world.deliver(obj, "B")
         assert b.error is not None
         # and then A's late answer arrives, and A goes on as if nothing happened
@@ -39,7 +39,7 @@ def test_two_attempts_that_both_resume_the_same_session_never_send_its_packets_t
     with protocol_world(cloudblue) as world:
         obj = world.upload(f"exports/{MONTH}/fe_1.csv")
         # Given a first attempt that opened a session and stopped: CloudBlue refused its packets
-        with world.refusing(server_error_next=100, server_error_status=503, only_operation="importCharges"):
+        with world.refusing():
             assert world.deliver(obj, "first").error is not None
         world.lapse()
         # And a retry A, slow between reading the ledger and its first write (reading a big file from S3)
@@ -89,7 +89,7 @@ def test_a_second_file_that_closes_first_leaves_the_slow_file_held_and_alerted(c
     with protocol_world(cloudblue) as world:
         bill = world.upload(f"exports/{MONTH}/fe_1.csv")
         # Given the month's bill import, failing on a CloudBlue outage
-        with world.refusing(server_error_next=100, server_error_status=503, only_operation="importCharges"):
+        with world.refusing():
             assert world.deliver(bill, "bill").error is not None
         # When another file of the month is uploaded meanwhile, without import=additional, and is imported
         other = world.upload(f"uploads/{MONTH}/corrected.csv", OTHER_CSV)
@@ -109,7 +109,7 @@ def test_a_copy_of_the_global_bill_misfiled_as_japan_s_leaves_both_bills_importe
     with protocol_world(cloudblue, coverages=("jp", "g"), mapping=BOTH_MAPPING) as world:
         japan = world.upload(f"exports/{MONTH}/jp/fe_1.csv", CSV, currency="JPY", coverage="jp")
         # Given Japan's bill, whose import fails once (a CloudBlue outage)
-        with world.refusing(server_error_next=100, server_error_status=503, only_operation="importCharges"):
+        with world.refusing():
             assert world.deliver(japan, "japan").error is not None
         # When a copy of the Global bill is uploaded under jp/ by mistake, and imported first
         misfiled = world.upload(f"uploads/{MONTH}/jp/global.csv", GLOBAL_CSV)

@@ -298,8 +298,11 @@ class ProtocolWorld:
 
     @contextmanager
     def refusing(self, **faults: Any) -> Iterator[None]:
-        """CloudBlue with these faults (for example refusing every packet) for the time of the block."""
-        self.cloudblue.faults = CloudBlueFaults(**faults)
+        """CloudBlue with these faults for the time of the block; by default it refuses every packet with a
+        503 (it says it did not take them)."""
+        self.cloudblue.faults = CloudBlueFaults(
+            **(faults or {"server_error_next": 100, "server_error_status": 503, "only_operation": "importCharges"})
+        )
         try:
             yield
         finally:
