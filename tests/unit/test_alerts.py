@@ -461,3 +461,17 @@ def test_an_alert_about_a_file_of_no_known_currency_says_which_ones_to_choose_fr
     alert = alerts.for_report(report("HELD", currency=None, coverage=coverage), "reports/202610/v1.json")
     assert alert is not None
     assert f"--metadata import=additional,{currency} " in alert.message()
+
+
+def test_every_error_an_import_can_end_with_has_its_own_advice():
+    import_errors = {
+        "CloudBlueUnavailableError", "CloudBlueAuthError", "CloudBlueApiError", "ImportInProgressError",
+        "ImportSupersededError", "ImportResumeError", "ImportTimeBudgetError", "StorageError", "MappingError",
+        "ConfigurationError", "InvalidInputError",
+    }  # fmt: skip
+    assert import_errors <= set(alerts.IMPORT_ACTIONS)
+    event = sample("alert_import_failed.json")
+    event["responsePayload"] = {"errorType": "ImportSupersededError", "errorMessage": "a later attempt took over"}
+    alert = alerts.for_failed_import(FailedInvocation.model_validate(event))
+    assert "another delivery of the same event took the import over" in alert.action
+    assert alert.remedy is Remedy.REDELIVER_EVENT

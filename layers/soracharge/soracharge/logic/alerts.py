@@ -120,11 +120,16 @@ IMPORT_ACTIONS = {
         "reports; once that import has ended, re-deliver this file if it is still needed (the command below): if "
         "the month is imported by then, it is recorded as DUPLICATE or HELD and nothing is sent."
     ),
+    "ImportSupersededError": (
+        "Each attempt was slow enough that another delivery of the same event took the import over (the ledger "
+        "refused the slow attempt's writes, so it sent nothing more). Re-deliver the file (the command below): "
+        "it returns the import's report once the attempt that took over has ended, and finishes it otherwise."
+    ),
     "ImportResumeError": (
-        "The last attempt closed the file's CloudBlue session (CloudBlue rates it), and the retry reads problems in "
-        "the file that the last attempt did not: the mapping changed between them. Nothing was sent again. Put back "
-        "the mapping the session was imported with (s3://{bucket}/config/), then re-deliver the file (the command "
-        "below): the report then records the session as it was closed."
+        "The last attempt marked the file's CloudBlue session closing (it is the month's bill), and the retry reads "
+        "problems in the file with the same pinned mapping: another version of soracharge reads it otherwise. "
+        "Nothing was sent again. Deploy the version the file was first imported with, then re-deliver the file "
+        "(the command below): the report then records the session as it was closed."
     ),
     "MappingError": (
         "The mapping file is invalid (the error names the line and the field). Fix it and upload it to "
