@@ -969,7 +969,7 @@ class Cycle:
             self._extra_outcome("second export", self.world.settle(delivery))
 
     def _extra_outcome(self, what: str, outcome: Outcome) -> None:
-        if outcome.ok or outcome.status in ("DUPLICATE", "SUPERSEDED", "HELD"):
+        if outcome.ok or outcome.status in ("DUPLICATE", "HELD"):
             self.result.notes.append(f"{what}: {outcome.status}")
             return
         if outcome.stage == "import" and outcome.status == "ERROR":

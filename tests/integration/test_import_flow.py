@@ -41,7 +41,7 @@ def _fresh(request: pytest.FixtureRequest) -> None:
         cloudblue: CloudBlueSimulator = request.getfixturevalue("cloudblue")
         cloud: LocalCloud = request.getfixturevalue("importing")
         cloudblue.faults = CloudBlueFaults()
-        cloudblue.ignore_repeated_ext_hash = True
+        cloudblue.ignore_repeated_ext_hash = False  # as CloudBlue may: a double shows as one
         cloud.put_mapping(EXAMPLE_MAPPING)
         cloud.runner.environment_overrides.pop("IMPORT_CONCURRENCY", None)
 

@@ -27,7 +27,6 @@ def simulator() -> Iterator[CloudBlueSimulator]:
 @pytest.fixture
 def cloudblue(simulator: CloudBlueSimulator) -> CloudBlueSimulator:
     simulator.faults = CloudBlueFaults()
-    simulator.ignore_repeated_ext_hash = True
     return simulator
 
 

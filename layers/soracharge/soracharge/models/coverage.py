@@ -7,8 +7,7 @@ bills a month. Everything that names a month names its coverage too where the tw
 - the export's S3 key: ``exports/<yyyyMM>/<id>.csv`` on a stack that exports one coverage (the
   layout every stack had before coverages), ``exports/<yyyyMM>/<coverage>/<id>.csv`` on one that
   exports both; either is read as the coverage its metadata (``coverage``, else ``currency``) says;
-- the ledger's month lock ``lock#<yyyyMM>#<coverage>`` (a ``lock#<yyyyMM>`` written before is the
-  lock of the coverage its owner's currency names);
+- the ledger's record of the month's bill ``bill#<yyyyMM>#<coverage>``, taken when its session closes;
 - a Global charge's ``extChargeId`` ends with ``-g`` (a Japan charge's is as it always was), so the
   two bills' charges never share an id, even with one mapping for both;
 - the report, the alerts' subjects and the ``AmountImported`` metric's ``Coverage`` dimension.
