@@ -37,9 +37,10 @@ def _run_numbers(numbers: list[int]) -> list[tuple[int, str, str | None, dict[st
     from soracharge_local.simulators import CloudBlueSimulator
 
     from tests.protocol.explore import every_case, run
+    from tests.protocol.world import shared_aws
 
     results = []
-    with CloudBlueSimulator() as cloudblue:
+    with CloudBlueSimulator() as cloudblue, shared_aws():
         cases = list(every_case(cloudblue))
         for number in numbers:
             outcome = run(cases[number], cloudblue)
@@ -76,7 +77,7 @@ def main() -> int:
         numbers = list(range(len(cases)))
     print(f"{len(cases)} cases in all; running {len(numbers)} on {args.workers} processes", flush=True)
     started = time.monotonic()
-    chunks = [numbers[i :: args.workers * 8] for i in range(args.workers * 8)]
+    chunks = [numbers[i :: args.workers * 32] for i in range(args.workers * 32)]
     totals: Counter[str] = Counter()
     failures: list[tuple[int, str, str]] = []
     # spawn, not fork: polars' threads do not survive a fork (the child hangs in its first scan)
@@ -87,6 +88,12 @@ def main() -> int:
                 totals["cases"] += 1
                 if failed is not None:
                     failures.append((number, case, failed))
+                    print(f"  FAILED case {number}: {case}: {failed}", flush=True)
+            print(
+                f"  {totals['cases']} of {len(numbers)} cases, {len(failures)} failing, "
+                f"{time.monotonic() - started:.0f} s",
+                flush=True,
+            )
     ran = totals["cases"] - totals["n/a"]
     print(f"cases run:                     {ran}   (and {totals['n/a']} that do not arise: an attempt ended first)")
     print(f"charges lost:                  {totals['lost']}")

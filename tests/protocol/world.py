@@ -10,8 +10,10 @@ CloudBlue rates the month exactly once and whether every file that ended without
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import itertools
 import math
 import threading
 from collections import Counter, defaultdict
@@ -218,20 +220,23 @@ class ProtocolWorld:
         mapping: Mapping | dict[str, Mapping] | None = None,
         coverages: tuple[Coverage, ...] = ("jp",),
         concurrency: int = 1,
+        dynamodb: Any = None,
+        table: str = TABLE,
     ) -> None:
         self.cloudblue = cloudblue
         self.clock = Clock()
         self.store = MemoryStore()
         self.workflows = Workflows()
         self.topic = Topic()
-        self.dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        self.dynamodb = dynamodb or boto3.client("dynamodb", region_name="us-east-1")
+        self.table = table
         self.dynamodb.create_table(
-            TableName=TABLE,
+            TableName=table,
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        self.ledger = DynamoDbLedger(AtomicCalls(self.dynamodb), TABLE, clock=self.clock)  # type: ignore[arg-type]
+        self.ledger = DynamoDbLedger(AtomicCalls(self.dynamodb), table, clock=self.clock)  # type: ignore[arg-type]
         self.transport = AnswerLost()
         self.client = CloudBlueClient(
             endpoint=cloudblue.base_url,
@@ -453,15 +458,37 @@ def _net(charges: list[dict[str, Any]]) -> dict[tuple[str, ...], Decimal]:
 
 @contextmanager
 def protocol_world(cloudblue: CloudBlueSimulator, **options: Any) -> Iterator[ProtocolWorld]:
-    """A fresh world (ledger, store, clock) around the long-lived CloudBlue simulator."""
+    """A fresh world (ledger, store, clock) around the long-lived CloudBlue simulator: in a moto of its own,
+    or, inside :func:`shared_aws`, in a table of its own of that moto (faster for a long run of cases)."""
     cloudblue.faults = CloudBlueFaults()
-    with mock_aws():
+    with contextlib.ExitStack() as stack:
+        if _SHARED:
+            options |= {"dynamodb": _SHARED[0], "table": f"{TABLE}-{next(_TABLES)}"}
+        else:
+            stack.enter_context(mock_aws())
         world = ProtocolWorld(cloudblue, **options)
         try:
             yield world
         finally:
             world.client.close()
             metrics.clear_metrics()  # no Lambda runtime flushes them here: a long run would overflow them
+            if _SHARED:
+                world.dynamodb.delete_table(TableName=world.table)
+
+
+_SHARED: list[Any] = []
+_TABLES = itertools.count(1)
+
+
+@contextmanager
+def shared_aws() -> Iterator[None]:
+    """One moto and one DynamoDB client for every world made inside (each world gets a table of its own)."""
+    with mock_aws():
+        _SHARED.append(boto3.client("dynamodb", region_name="us-east-1"))
+        try:
+            yield
+        finally:
+            _SHARED.clear()
 
 
 def sha256(body: bytes) -> str:
