@@ -112,6 +112,7 @@ def run(
     months = _billable_months(month, from_, to)
     coverages = _coverages(coverage)
     mappings = _mappings(mapping, coverages)
+    _folder(out)
     outcomes: list[tuple[str, str, bool]] = []
     with _local_cloud(verbose, mapping=mappings, coverages=coverages) as cloud:
         for chosen in months:
@@ -149,6 +150,8 @@ def export(
     bills = [(chosen, each) for chosen in months for each in coverages]
     if out is not None and out.suffix == ".csv" and len(bills) > 1:
         _fail_input(f"--out {out} is one file, but {len(bills)} bills are exported: give a folder")
+    if out is not None:
+        _file(out) if out.suffix == ".csv" else _folder(out)
     outcomes: list[tuple[str, str, bool]] = []
     with _local_cloud(verbose, import_on_upload=False, coverages=coverages) as cloud:
         for chosen, each in bills:
@@ -220,6 +223,7 @@ def import_file(
     except InvalidInputError as exc:
         _fail_input(str(exc))
     mapping_path = _mapping_path(mapping)
+    _folder(out)
     # The dry run and the upload settle the coverage alike: named, else the currency's (given or the mapping's).
     settled = named or coverage_of_currency(currency) or _mapping_coverage(mapping_path)
     if dry_run:
@@ -470,6 +474,7 @@ def _local_cloud(
 ) -> Iterator[LocalCloud]:
     _quiet_libraries(verbose)
     environment = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+    environment |= _tuning_from_shell()
     with ExitStack() as stack:
         try:
             soracom = soracom or soracom_access(stack, coverages)
@@ -502,6 +507,29 @@ def _local_cloud(
             except SorachargeError as exc:
                 _fail_input(str(exc))
         yield cloud
+
+
+#: Settings a local run takes from the shell for its functions (validated first; the others are the stack's own).
+_PASSED_TO_FUNCTIONS = (
+    "SORACOM_TIMEOUT_SECONDS",
+    "SORACOM_DOWNLOAD_TIMEOUT_SECONDS",
+    "SORACOM_TOKEN_TIMEOUT_SECONDS",
+    "APS_TIMEOUT_SECONDS",
+    "APS_MAX_ATTEMPTS",
+    "IMPORT_CONCURRENCY",
+)
+
+
+def _tuning_from_shell() -> dict[str, str]:
+    """Every setting the shell gives a local run, checked before anything starts (a bad one exits 2, naming
+    the variable and its value); the ones the functions take, as given."""
+    from soracharge.settings import LocalSettings, load_settings
+
+    try:
+        load_settings(LocalSettings)
+    except SorachargeError as exc:
+        _fail_input(str(exc))
+    return {name: os.environ[name] for name in _PASSED_TO_FUNCTIONS if name in os.environ}
 
 
 def _run_month(cloud: LocalCloud, month: str, coverage: Coverage, out: Path, label: str) -> tuple[str, str, bool]:
@@ -715,7 +743,7 @@ def _coverages(given: list[str] | None) -> tuple[Coverage, ...]:
     try:
         return parse_coverages(given or os.environ.get("SORACOM_COVERAGE_TYPE") or "jp")
     except InvalidInputError as exc:
-        _fail_input(f"--coverage: {exc}")
+        _fail_input(f"{'--coverage' if given else 'SORACOM_COVERAGE_TYPE'}: {exc}")
 
 
 def _mappings(given: list[str] | None, coverages: tuple[Coverage, ...]) -> Path | dict[str, Path]:
@@ -762,6 +790,27 @@ def _save_object(cloud: LocalCloud, key: str, version_id: str, destination: Path
 def _execution_name(kind: str, month: str, coverage: str) -> str:
     """A readable execution name that never repeats: a re-run in the same second is another execution."""
     return f"{kind}-{month}-{coverage}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def _folder(path: Path, option: str = "--out") -> Path:
+    """``path`` as a folder the command can write in (made if missing), or exit 2 saying why it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        _fail_input(f"{option} {path} is a file, not a folder: give a folder (it is made if missing)")
+    except OSError as exc:
+        _fail_input(f"{option} {path} cannot be made or written: {exc.strerror}")
+    if not os.access(path, os.W_OK):
+        _fail_input(f"{option} {path} cannot be written by this user")
+    return path
+
+
+def _file(path: Path, option: str = "--out") -> Path:
+    """``path`` as a file the command can write (its folder made if missing), or exit 2 saying why not."""
+    if path.is_dir():
+        _fail_input(f"{option} {path} is a folder, not a file: give the file's name")
+    _folder(path.parent, option)
+    return path
 
 
 def _fail_input(message: str) -> NoReturn:

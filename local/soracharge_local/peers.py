@@ -21,10 +21,18 @@ SIMULATOR_AUTH_KEY_ID = "keyId-simulator"
 SIMULATOR_AUTH_KEY = "secret-simulator"
 
 
+def _url(name: str) -> str | None:
+    """The http(s) URL the variable ``name`` holds, if set; a value that is not one is a ConfigurationError."""
+    value = os.environ.get(name)
+    if value and not value.startswith(("https://", "http://")):
+        raise ConfigurationError(f"invalid configuration: {name}: must be an http(s) URL, got {value!r}")
+    return value or None
+
+
 def soracom_access(stack: ExitStack, coverages: tuple[Coverage, ...] = ("jp",)) -> SoracomAccess:
     """Soracom for ``coverages``: the servers the environment names, else a simulator each."""
-    shared = os.environ.get("SORACOM_ENDPOINT")
-    own: dict[str, str] = {c: url for c in coverages if (url := os.environ.get(f"SORACOM_ENDPOINT_{c.upper()}"))}
+    shared = _url("SORACOM_ENDPOINT")
+    own: dict[str, str] = {c: url for c in coverages if (url := _url(f"SORACOM_ENDPOINT_{c.upper()}"))}
     if shared or own:
         named = "SORACOM_ENDPOINT" if shared else " and ".join(f"SORACOM_ENDPOINT_{c.upper()}" for c in own)
         missing = [c for c in coverages if c not in own]
@@ -53,7 +61,7 @@ def soracom_access(stack: ExitStack, coverages: tuple[Coverage, ...] = ("jp",)) 
 
 
 def cloudblue_access(stack: ExitStack) -> CloudBlueAccess:
-    endpoint = os.environ.get("APS_ENDPOINT")
+    endpoint = _url("APS_ENDPOINT")
     if endpoint:
         key, secret = os.environ.get("APS_OAUTH_CONSUMER_KEY"), os.environ.get("APS_OAUTH_CONSUMER_SECRET")
         token = os.environ.get("APS_TOKEN")

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from soracharge_local.cli import INSTANT_WAITS
 from soracharge_local.simulators import SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH
 
 SORACHARGE = str(Path(sys.executable).parent / "soracharge")
+MAPPING = str(Path(__file__).resolve().parents[2] / "examples" / "mapping.example.yaml")
 #: The environment as the shell gave it, read at collection: the in-process Lambdas of other tests set
 #: their functions' variables (APS_ENDPOINT, ...) in os.environ while they run, on threads of their own.
 SHELL_ENVIRONMENT = {k: v for k, v in os.environ.items() if not k.startswith(("SORACOM_", "APS_"))}
@@ -71,3 +73,33 @@ def test_a_malformed_or_unbillable_month_is_refused_with_a_clear_message():
     too_old = run_cli("export", "--month", "202208")
     assert too_old.returncode == 2
     assert "202208 is older than the 18 months Soracom keeps bills for" in too_old.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("SORACOM_TIMEOUT_SECONDS", "abc", "SORACOM_TIMEOUT_SECONDS: Input should be a valid number"),
+        ("IMPORT_CONCURRENCY", "0", "IMPORT_CONCURRENCY: Input should be greater than or equal to 1, got '0'"),
+        ("APS_MAX_ATTEMPTS", "99", "APS_MAX_ATTEMPTS: Input should be less than or equal to 10, got '99'"),
+        ("SORACOM_COVERAGE_TYPE", "eu", "SORACOM_COVERAGE_TYPE"),
+        ("APS_ENDPOINT", "cloudblue.example.com", "APS_ENDPOINT: must be an http(s) URL, got 'cloudblue.example.com'"),
+        ("SORACOM_ENDPOINT", "api.soracom.io", "SORACOM_ENDPOINT: must be an http(s) URL, got 'api.soracom.io'"),
+    ],
+)
+def test_a_bad_setting_exits_2_naming_the_variable_and_its_value_before_anything_runs(variable, value, said):
+    done = run_cli(
+        "run", "--month", LAST_MONTH, "--mapping", MAPPING, env={variable: value, "APS_TOKEN": "t"}, timeout=60
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Local stack deployed" not in done.stdout
+
+
+def test_an_output_folder_that_is_a_file_exits_2_saying_so(tmp_path):
+    taken = tmp_path / "out"
+    taken.write_text("a file")
+    done = run_cli("run", "--month", LAST_MONTH, "--mapping", MAPPING, "--out", str(taken))
+    assert done.returncode == 2
+    assert f"--out {taken} is a file, not a folder" in done.stderr
+    assert "Traceback" not in done.stderr

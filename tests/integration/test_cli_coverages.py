@@ -71,7 +71,7 @@ def test_run_takes_the_stacks_coverages_from_soracom_coverage_type_and_needs_a_m
     assert "--mapping names no mapping for Global coverage (g=FILE)" in done.stderr
     wrong = run_cli("run", "--month", LAST_MONTH, "--mapping", JAPAN, "--coverage", "eu")
     assert wrong.returncode == 2
-    assert "--coverage: coverage must be 'jp' (Japan, JPY) or 'g' (Global, USD), got 'eu'" in wrong.stderr
+    assert "--coverage: coverage must be 'jp' (Japan, JPY) or 'g' (Global, USD or EUR), got 'eu'" in wrong.stderr
 
 
 def test_a_dry_run_on_a_stack_of_both_settles_the_coverage_as_the_import_does(tmp_path):

@@ -182,7 +182,7 @@ def test_an_execution_without_a_coverage_on_a_stack_of_both_fails_naming_it_and_
     assert result.status == "FAILED"
     assert result.error == "InvalidInputError"
     message = json.loads(result.cause or "{}")["errorMessage"]
-    assert 'this stack exports jp and g: give "coverage": "jp" (Japan, JPY) or "g" (Global, USD)' in message
+    assert 'this stack exports jp and g: give "coverage": "jp" (Japan, JPY) or "g" (Global, USD or EUR)' in message
     (alert,) = both.alerts()
     assert alert["subject"] == f"soracharge {LAST_MONTH}: export failed (InvalidInputError)"
     # The command to start it again leaves the coverage to choose, as it leaves the month

@@ -91,7 +91,7 @@ def test_an_unknown_coverage_type_names_the_variable(monkeypatch):
     monkeypatch.setenv("SORACOM_AUTH_SECRET_ID", "soracom-auth")
     with pytest.raises(
         ConfigurationError,
-        match=r"SORACOM_COVERAGE_TYPE: coverage must be 'jp' \(Japan, JPY\) or 'g' \(Global, USD\), got 'eu'",
+        match=r"SORACOM_COVERAGE_TYPE: coverage must be 'jp' \(Japan, JPY\) or 'g' \(Global, USD or EUR\), got 'eu'",
     ):
         load_settings(SoracomSettings)
 

@@ -7,6 +7,7 @@ locally ``SORACOM_AUTH_KEY_ID`` / ``SORACOM_AUTH_KEY`` may be set instead.
 
 from __future__ import annotations
 
+import re
 from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -34,8 +35,15 @@ def load_settings(model: type[SettingsT]) -> SettingsT:
         for error in exc.errors(include_url=False):
             variable = "_".join(str(part) for part in error["loc"]).upper()
             message = error["msg"].removeprefix("Value error, ")
+            given = error.get("input")
+            if variable and isinstance(given, str) and not _SECRET.search(variable):
+                message = f"{message}, got {given!r}"  # a secret's value is never repeated
             problems.append(f"{variable}: {message}" if variable else message)
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+
+#: Variables whose values are never shown, not even in an error.
+_SECRET = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
 
 
 class CoverageSettings(_Settings):
@@ -56,7 +64,36 @@ class CoverageSettings(_Settings):
         return parse_coverages(self.soracom_coverage_type)
 
 
-class SoracomSettings(CoverageSettings):
+class SoracomTuning(_Settings):
+    """How patient the Soracom client is, and where it may download from."""
+
+    soracom_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="timeout of each API call")
+    soracom_download_timeout_seconds: float = Field(default=60.0, gt=0, le=900, description="timeout of the download")
+    soracom_token_timeout_seconds: int = Field(default=3600, ge=180, le=172800, description="API token lifetime asked")
+    soracom_download_url_patterns: str = Field(
+        default="https://*.amazonaws.com",
+        description="Comma-separated scheme://host globs the export's download URL (and each redirect) must match",
+    )
+
+    @property
+    def download_url_patterns(self) -> tuple[str, ...]:
+        return tuple(p.strip().lower() for p in self.soracom_download_url_patterns.split(",") if p.strip())
+
+
+class CloudBlueTuning(_Settings):
+    """How patient the CloudBlue client is."""
+
+    aps_timeout_seconds: float = Field(default=30.0, gt=0, le=300, description="timeout of each CloudBlue call")
+    aps_max_attempts: int = Field(default=4, ge=1, le=10, description="attempts of a call CloudBlue did not take")
+
+
+class ImportTuning(_Settings):
+    """How many packets one import sends at once."""
+
+    import_concurrency: int = Field(default=8, ge=1, le=64, description="importCharges calls in flight for one file")
+
+
+class SoracomSettings(CoverageSettings, SoracomTuning):
     """How to reach and authenticate to the Soracom API (one AuthKey serves every coverage)."""
 
     soracom_endpoint: str | None = Field(
@@ -68,17 +105,6 @@ class SoracomSettings(CoverageSettings):
     soracom_auth_key_id: str | None = None
     soracom_auth_key: SecretStr | None = None
     soracom_auth_secret_id: str | None = None
-    soracom_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    soracom_download_timeout_seconds: float = Field(default=60.0, gt=0, le=900)
-    soracom_token_timeout_seconds: int = Field(default=3600, ge=180, le=172800)
-    soracom_download_url_patterns: str = Field(
-        default="https://*.amazonaws.com",
-        description="Comma-separated scheme://host globs the export's download URL (and each redirect) must match",
-    )
-
-    @property
-    def download_url_patterns(self) -> tuple[str, ...]:
-        return tuple(p.strip().lower() for p in self.soracom_download_url_patterns.split(",") if p.strip())
 
     @model_validator(mode="after")
     def _credentials_from_somewhere(self) -> SoracomSettings:
@@ -107,7 +133,7 @@ class StorageSettings(_Settings):
     soracharge_bucket: str = Field(min_length=3, max_length=63)
 
 
-class CloudBlueSettings(_Settings):
+class CloudBlueSettings(CloudBlueTuning):
     """How to reach and authenticate to CloudBlue's ChargesImportManager.
 
     Credentials: ``APS_TOKEN``, or ``APS_OAUTH_CONSUMER_KEY`` + ``APS_OAUTH_CONSUMER_SECRET``
@@ -121,8 +147,6 @@ class CloudBlueSettings(_Settings):
     aps_oauth_consumer_key: str | None = None
     aps_oauth_consumer_secret: SecretStr | None = None
     aps_credentials_secret_id: str | None = None
-    aps_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
-    aps_max_attempts: int = Field(default=4, ge=1, le=10)
 
     @model_validator(mode="after")
     def _credentials_from_somewhere(self) -> CloudBlueSettings:
@@ -137,7 +161,7 @@ class CloudBlueSettings(_Settings):
         return self
 
 
-class ImportSettings(CoverageSettings):
+class ImportSettings(CoverageSettings, ImportTuning):
     """What the import function needs besides CloudBlue (the template sets every one)."""
 
     soracharge_bucket: str = Field(min_length=3, max_length=63)
@@ -148,7 +172,10 @@ class ImportSettings(CoverageSettings):
     )
     soracharge_follow_session_state_machine_arn: str = Field(min_length=1)
     soracharge_alerts_topic_arn: str = Field(min_length=1)
-    import_concurrency: int = Field(default=8, ge=1, le=64)
+
+
+class LocalSettings(CoverageSettings, SoracomTuning, CloudBlueTuning, ImportTuning):
+    """What a local run takes from the shell besides endpoints and credentials: checked before anything starts."""
 
 
 class FollowSettings(_Settings):

@@ -33,7 +33,7 @@ def parse_coverage(value: str) -> Coverage:
     """``jp`` or ``g`` (any case, spaces ignored); :class:`InvalidInputError` naming the value otherwise."""
     text = value.strip().lower()
     if text not in COVERAGES:
-        raise InvalidInputError(f"coverage must be 'jp' (Japan, JPY) or 'g' (Global, USD), got {value!r}")
+        raise InvalidInputError(f"coverage must be 'jp' (Japan, JPY) or 'g' (Global, USD or EUR), got {value!r}")
     return text
 
 
@@ -69,5 +69,5 @@ def only_coverage(coverages: tuple[Coverage, ...], what: str) -> Coverage:
         return coverages[0]
     raise InvalidInputError(
         f"{what} names no coverage, and this stack exports {' and '.join(coverages)}: "
-        'give "coverage": "jp" (Japan, JPY) or "g" (Global, USD)'
+        'give "coverage": "jp" (Japan, JPY) or "g" (Global, USD or EUR)'
     )
