@@ -224,8 +224,9 @@ def import_file(
         _fail_input(str(exc))
     mapping_path = _mapping_path(mapping)
     _folder(out)
-    # The dry run and the upload settle the coverage alike: named, else the currency's (given or the mapping's).
-    settled = named or coverage_of_currency(currency) or _mapping_coverage(mapping_path)
+    # The dry run and the upload settle the coverage alike: named, else the currency's. Never the mapping's
+    # currency: that is one of the sources the import checks against the coverage (a typo there is refused).
+    settled = named or coverage_of_currency(currency)
     if dry_run:
         _dry_run(file, chosen, mapping_path, currency, out / chosen, additional=additional, coverage=settled)
         return
@@ -725,17 +726,6 @@ def _import_stack(named: Coverage | None, settled: Coverage | None) -> tuple[tup
     if settled is None:
         return stack, None
     return (stack, settled) if len(stack) > 1 and settled in stack else ((settled,), None)
-
-
-def _mapping_coverage(path: Path) -> Coverage | None:
-    """The coverage of the mapping's ``currency``, when it sets one."""
-    from soracharge.adapters.mapping_source import load_mapping
-
-    try:
-        mapping, _ = load_mapping(str(path))
-    except SorachargeError as exc:
-        _fail_input(str(exc))
-    return coverage_of_currency(mapping.currency)
 
 
 def _coverages(given: list[str] | None) -> tuple[Coverage, ...]:

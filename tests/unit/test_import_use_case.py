@@ -419,6 +419,34 @@ def test_a_file_whose_coverage_cannot_be_told_is_rejected_and_says_how_to_name_i
     assert message in alert.message
 
 
+@pytest.mark.parametrize(
+    ("metadata", "mapped", "said"),
+    [
+        (
+            {"currency": "USD", "coverage": "jp"},
+            "JPY",
+            "the metadata coverage says Japan coverage, the metadata currency USD says Global coverage",
+        ),
+        (
+            {"currency": "USD"},
+            "JPY",
+            "the metadata currency USD says Global coverage, and this stack imports Japan coverage bills only",
+        ),
+        ({"currency": ""}, "USD", "the mapping's currency is USD, and Japan coverage bills in JPY"),
+        ({"currency": "JPY"}, "USD", "the file's metadata currency is JPY, the mapping's currency is USD"),
+    ],
+)
+def test_a_currency_told_otherwise_by_any_source_rejects_the_file_naming_each(cloudblue, metadata, mapped, said):
+    # Given a Japan bill, with a metadata currency, a mapping currency and a coverage that do not all agree
+    with protocol_world(cloudblue, mapping=MAPPING.model_copy(update={"currency": mapped})) as world:
+        sessions = len(world.cloudblue.sessions())
+        report = run(world, world.upload(f"uploads/{MONTH}/bill.csv", **metadata))
+        # Then nothing is imported, and the first problem names each source and its value
+        assert (report.status, report.reason) == ("REJECTED", EndReason.PROBLEMS)
+        assert said in report.problems[0].message
+        assert len(world.cloudblue.sessions()) == sessions
+
+
 def test_a_file_of_a_coverage_the_stack_does_not_import_is_rejected_by_name(world):
     report = run(world, world.upload(f"uploads/{MONTH}/g/bill.csv", GLOBAL_CSV, currency="USD"))
     assert report.status == "REJECTED"
@@ -429,7 +457,10 @@ def test_a_mapping_currency_of_the_other_coverage_rejects_the_upload_by_name(clo
     with protocol_world(cloudblue, coverages=("jp", "g"), mapping=MAPPING) as world:  # Japan's (JPY) for both
         report = run(world, world.upload(f"uploads/{MONTH}/g/bill.csv", GLOBAL_CSV, currency=""))
         assert report.status == "REJECTED"
-        assert "the mapping's currency JPY is not Global coverage's (USD, EUR)" in report.problems[0].message
+        assert report.problems[0].message.startswith(
+            "the bill's currency is not the same everywhere: the mapping's currency is JPY, and Global coverage "
+            "bills in USD or EUR: nothing is imported on a guess"
+        )
 
 
 def test_a_retry_imports_the_file_as_its_first_attempt_settled_after_the_stack_became_jp_and_g(world):

@@ -304,7 +304,7 @@ class _Attempt:
         else:
             currency, problems = file_currency(coverage, self.head.metadata, mapping.currency)
         self.base["currency"] = currency or None
-        problems = problems or _metadata_problems(currency, self.head.metadata)
+        problems = problems or _metadata_problems(self.head.metadata)
         if problems:
             return problems
         document = {"source": source, "mapping": mapping.model_dump(mode="json", by_alias=True)}
@@ -718,36 +718,45 @@ def file_coverage(
 
 
 def file_currency(coverage: Coverage, metadata: dict[str, str], mapped: str | None) -> tuple[str, list[Problem]]:
-    """The bill's currency: the file's metadata, else the mapping's, else the coverage's when it has one
-    (Japan: JPY). A Global bill is in USD or EUR, so one named nowhere is a problem, never a guess; so is
-    a mapping's currency that is not one of the coverage's: a Japan bill is never USD.
+    """The bill's currency, which has one truth: the file's metadata (the export flow's is the bill's own, an
+    upload's is a person's), the mapping's ``currency`` and the coverage must all agree. Any two that differ
+    reject the file, naming each source and its value; a Global bill's currency named nowhere is a problem,
+    never a guess (Global bills are in USD or EUR); a Japan bill named nowhere is JPY.
     """
-    given = metadata.get("currency", "").strip().upper()
-    if given:
-        return given, []
+    told = {}
+    if given := metadata.get("currency", "").strip().upper():
+        told["the file's metadata currency"] = given
     if mapped:
-        mapped = mapped.upper()
-        if mapped not in CURRENCIES[coverage]:
-            return mapped, [
-                Problem(
-                    column="currency",
-                    value=mapped,
-                    message=(
-                        f"the mapping's currency {mapped} is not {coverage_label(coverage)}'s "
-                        f"({', '.join(CURRENCIES[coverage])}): upload the file with the metadata currency=... and "
-                        "coverage=..., or use a mapping for this coverage"
-                    ),
-                )
-            ]
-        return mapped, []
-    if len(CURRENCIES[coverage]) == 1:
+        told["the mapping's currency"] = mapped.upper()
+    known = {c for currencies in CURRENCIES.values() for c in currencies}
+    for where, value in told.items():
+        if value not in known:
+            return "", [Problem(column="currency", value=value, message=f"currency must be JPY, USD or EUR ({where})")]
+    allowed = CURRENCIES[coverage]
+    values = set(told.values())
+    if len(values) > 1 or not values <= set(allowed):
+        said = ", ".join(f"{where} is {value}" for where, value in told.items())
+        return "", [
+            Problem(
+                column="currency",
+                value=",".join(told.values()),
+                message=(
+                    f"the bill's currency is not the same everywhere: {said}, and {coverage_label(coverage)} bills "
+                    f"in {' or '.join(allowed)}: nothing is imported on a guess. Correct the one that is wrong (the "
+                    "upload's metadata currency=..., the mapping's currency, or the coverage the file is uploaded as)"
+                ),
+            )
+        ]
+    if values:
+        return values.pop(), []
+    if len(allowed) == 1:
         return default_currency(coverage), []
-    options = "|".join(CURRENCIES[coverage])
+    options = "|".join(allowed)
     return "", [
         Problem(
             column="currency",
             message=(
-                f"no currency for this file: {coverage_label(coverage)} bills in {' or '.join(CURRENCIES[coverage])}; "
+                f"no currency for this file: {coverage_label(coverage)} bills in {' or '.join(allowed)}; "
                 f"the export flow sets it as object metadata; for an upload, set 'currency' in the mapping or upload "
                 f"with the metadata currency={options}"
             ),
@@ -755,10 +764,8 @@ def file_currency(coverage: Coverage, metadata: dict[str, str], mapped: str | No
     ]
 
 
-def _metadata_problems(currency: str, metadata: dict[str, str]) -> list[Problem]:
+def _metadata_problems(metadata: dict[str, str]) -> list[Problem]:
     problems = []
-    if currency not in {c for currencies in CURRENCIES.values() for c in currencies}:
-        problems.append(Problem(column="currency", value=currency, message="currency must be JPY, USD or EUR"))
     for name, what in (("bill-amount", "the bill amount"), ("coupon-amount", "the coupon amount")):
         value = metadata.get(name)
         if not value:
