@@ -8,7 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import typer
+from soracharge.logic import guards
 from soracharge.models.coverage import coverage_label
+from soracharge.models.imports import ImportReport
 
 from soracharge_local.engine import ExecutionResult
 
@@ -101,7 +103,7 @@ def print_report(report: dict[str, Any]) -> None:
     """The import report as a person reads it: status, reconciliation, totals, problems, warnings."""
     status = report["status"]
     colour = {"PROCESSED": "green", "CLOSED": "green", "DUPLICATE": "yellow"}.get(status, "red")
-    typer.secho(f"Import {status}: {report['summary']}", fg=colour, bold=True)
+    typer.secho(guards.printable(f"Import {status}: {report['summary']}"), fg=colour, bold=True)
     reconciliation = report.get("reconciliation")
     if reconciliation:
         currency = report.get("currency") or ""
@@ -133,13 +135,18 @@ def print_report(report: dict[str, Any]) -> None:
         typer.echo("\nPer customer:")
         for entry in report["perCustomer"]:
             typer.echo(f"  {entry['name'] or '(no customer tag)':28} {entry['amount']:>14}")
-    for problem in report.get("problems", []):
-        where = f"line {problem.get('line')}" if problem.get("line") else "file"
-        column = f", column {problem['column']}" if problem.get("column") else ""
-        value = f", value {problem['value']!r}" if problem.get("value") is not None else ""
-        typer.secho(f"  problem: {where}{column}{value}: {problem['message']}", fg="red")
-    if report.get("problemsNotListed"):
-        typer.secho(f"  ... and {report['problemsNotListed']} more problems", fg="red")
+    if report.get("defaulted"):
+        typer.echo("\nSent to the mapping's default subscription (customer values the mapping does not list):")
+        for entry in report["defaulted"]:
+            sims = f"{entry.get('sims', 0)} SIMs" if entry.get("sims") is not None else ""
+            typer.echo(guards.printable(f"  {entry['name'] or '(no customer tag)':28} {entry['amount']:>14}  {sims}"))
+    problems = report.get("problems", [])
+    if problems:
+        read = ImportReport.model_validate(report)
+        total = len(read.problems) + read.problems_not_listed
+        typer.secho(f"\n{total} problem(s), by kind (every one is in the report's JSON and HTML):", fg="red")
+        for line in guards.summary(read.problems, read.problem_counts, total):
+            typer.secho(f"  {line}", fg="red")
     for warning in report.get("warnings", []):
         typer.secho(f"  warning: {warning}", fg="yellow")
     if report.get("errorDesc"):

@@ -17,6 +17,7 @@ from soracharge import errors
 from soracharge.logic import alerts
 from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.models.alerts import ExecutionStatusChange, FailedInvocation
+from soracharge.models.charges import ProblemKind
 from soracharge.models.imports import EndReason, ImportReport, ObjectRef, Problem, Reconciliation
 from soracharge.models.runbook import Remedy
 
@@ -164,19 +165,30 @@ def report(status: str, **fields: Any) -> ImportReport:
     )
 
 
-def test_a_rejected_file_alert_lists_its_problems_with_their_lines_and_how_to_check_the_fix():
+def test_a_rejected_file_alert_sums_its_problems_up_by_kind_with_the_first_lines_and_how_to_check_the_fix():
+    # Given 42 problems: 40 unmapped items (12 listed in the report, 30 more counted) and 2 dates of another month
+    unmapped = ProblemKind.UNMAPPED_ITEM
     problems = [
-        Problem(line=12 + i, column="billItemName", value=f"Item {i}", message=f"no resource for bill item 'Item {i}'")
-        for i in range(12)
-    ]
-    alert = alerts.for_report(report("REJECTED", problems=problems, problems_not_listed=30), "reports/202610/v1.json")
+        Problem(
+            line=12 + i, column="billItemName", value=f"Item {i}", message=f"no resource for 'Item {i}'", kind=unmapped
+        )
+        for i in range(10)
+    ] + [Problem(line=90 + i, column="date", message=f"date {i} is outside", kind=ProblemKind.MONTH) for i in range(2)]
+    counts = {unmapped: 40, ProblemKind.MONTH: 2}
+    alert = alerts.for_report(
+        report("REJECTED", problems=problems, problems_not_listed=30, problem_counts=counts), "reports/202610/v1.json"
+    )
     assert alert is not None
     assert alert.subject == "soracharge 202610: file rejected, nothing imported"
     message = alert.message()
-    assert "line 12, column billItemName, value 'Item 0': no resource for bill item 'Item 0'" in message
-    assert "line 21," in message
-    assert "line 22," not in message  # ten shown; the report has them all
-    assert "... and 32 more in the report" in message
+    # Then a line per kind, the telling kinds first, each with its count and its first three lines
+    assert re.search(r"Problems: +2 × month: line 90: date 0 is outside; line 91: date 1 is outside\n", message)
+    assert re.search(
+        r"Problems: +40 × unmapped-item: line 12: no resource for 'Item 0'; line 13: .*; line 14: .*; and 37 more\n",
+        message,
+    )
+    assert "line 15" not in message  # the report has every one
+    assert "Every problem: in the report" in message
     assert "Report:" in message
     assert "s3://data/reports/202610/v1.json" in message
     assert "--dry-run" in alert.action

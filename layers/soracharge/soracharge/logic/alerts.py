@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from soracharge.adapters.notifier import Notifier
+from soracharge.logic import guards
 from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
 from soracharge.models.coverage import COVERAGES, CURRENCIES, coverage_label
 from soracharge.models.export_flow import ExportRequest
@@ -413,19 +414,12 @@ def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: 
 
 def _rejected(reported: _Reported) -> Alert:
     report = reported.report
-    shown = [
-        f"line {p.line if p.line is not None else '-'}, column {p.column or '-'}"
-        + (f", value {p.value!r}" if p.value is not None else "")
-        + f": {p.message}"
-        for p in report.problems[:PROBLEMS_SHOWN]
-    ]
-    more = len(report.problems) + report.problems_not_listed - len(shown)
-    if more > 0:
-        shown.append(f"... and {more} more in the report")
+    total = len(report.problems) + report.problems_not_listed
+    shown = guards.summary(report.problems, report.problem_counts, total)[:PROBLEMS_SHOWN]
     return Alert(
         subject=f"soracharge {reported.bill}: file rejected, nothing imported",
-        headline=f"{report.summary}.",
-        facts=[*reported.where, *(("Problem", line) for line in shown)],
+        headline=guards.printable(f"{report.summary}."),
+        facts=[*reported.where, *(("Problems", line) for line in shown), ("Every problem", "in the report")],
         action=(
             "Fix the mapping (a bill item or customer it does not know) or the file (each problem names its line, "
             "column and value). Check the fix with `soracharge import FILE --month MONTH --mapping MAPPING "

@@ -53,7 +53,7 @@ from decimal import Decimal
 from operator import itemgetter
 from typing import BinaryIO, Final
 
-from soracharge.models.charges import ImportProblem
+from soracharge.models.charges import ImportProblem, ProblemKind
 from soracharge.models.mapping import Mapping
 from soracharge.models.months import parse_month
 
@@ -161,11 +161,20 @@ class BillingRows:
     csv_sum: Decimal = Decimal(0)
     per_customer: dict[str, Decimal] = field(default_factory=dict)
     per_item: dict[str, Decimal] = field(default_factory=dict)
+    #: Every problem counted by kind (stored or not).
+    kinds: dict[ProblemKind, int] = field(default_factory=dict)
+    #: Rows dated in another month than the billed one, by that month.
+    other_months: dict[str, int] = field(default_factory=dict)
+    #: The SIMs (imsi) of each customer value.
+    sims: dict[str, set[str]] = field(default_factory=dict)
 
-    def add_problem(self, line: int | None, column: str | None, value: str | None, message: str) -> None:
+    def add_problem(
+        self, line: int | None, column: str | None, value: str | None, message: str, kind: ProblemKind
+    ) -> None:
         self.problem_count += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
         if len(self.problems) < MAX_STORED_PROBLEMS:
-            self.problems.append(ImportProblem(line=line, column=column, value=value, message=message))
+            self.problems.append(ImportProblem(line=line, column=column, value=value, message=message, kind=kind))
 
 
 def read_billing_csv(stream: BinaryIO, *, month: str, mapping: Mapping) -> BillingRows:
@@ -249,10 +258,10 @@ def _read(text: Iterator[str], result: BillingRows, mapping: Mapping) -> None:
         first = next(lines, None)
         header, header_lines = quoted.record(first) if first is not None and '"' in first else (_split(first), 1)
     except csv.Error as exc:
-        result.add_problem(1, None, None, f"the header line is not valid CSV: {exc}")
+        result.add_problem(1, None, None, f"the header line is not valid CSV: {exc}", ProblemKind.HEADER)
         return
     if not header:
-        result.add_problem(1, None, None, "the file is empty: no header line")
+        result.add_problem(1, None, None, "the file is empty: no header line", ProblemKind.HEADER)
         return
     columns = _Columns.of(header, mapping.customer.column, result)
     if columns is None:
@@ -263,7 +272,7 @@ def _read(text: Iterator[str], result: BillingRows, mapping: Mapping) -> None:
     else:
         result.rows = _read_generic(lines, header_lines, columns, check)
     if result.rows == 0 and result.problem_count == 0:
-        result.add_problem(None, None, None, "the file has a header but no data rows")
+        result.add_problem(None, None, None, "the file has a header but no data rows", ProblemKind.HEADER)
     _add_totals(result)
 
 
@@ -413,11 +422,13 @@ class _Columns:
         for name in [*required, QUANTITY, UNIT_PRICE]:
             found = [index for index, header_name in enumerate(names) if header_name == name]
             if len(found) > 1:
-                result.add_problem(1, name, name, f"column {name!r} appears {len(found)} times in the header")
+                message = f"column {name!r} appears {len(found)} times in the header"
+                result.add_problem(1, name, name, message, ProblemKind.HEADER)
             elif not found and name in required:
                 what = "the mapping's customer column" if name == customer_column else "a required column"
                 listed = ", ".join(shown(name) for name in names)
-                result.add_problem(1, name, None, f"missing column {name!r} ({what}); the header has: {listed}")
+                message = f"missing column {name!r} ({what}); the header has: {listed}"
+                result.add_problem(1, name, None, message, ProblemKind.HEADER)
             positions[name] = found[0] if found else None
         if result.problem_count:
             return None
@@ -492,11 +503,13 @@ class _RowCheck:
             None,
             None,
             f"the row has {len(row)} fields but the header has {self.columns.width} (an unquoted comma or quote?)",
+            ProblemKind.ROW,
         )
 
     def unreadable(self, line: int, error: csv.Error) -> None:
         """The CSV cannot be read on from ``line`` (a quoted field that never ends, bigger than csv allows)."""
-        self.result.add_problem(line, None, None, f"the CSV cannot be read from this line on: {error}")
+        message = f"the CSV cannot be read from this line on: {error}"
+        self.result.add_problem(line, None, None, message, ProblemKind.ROW)
 
     def admit(self, line: int, row: list[str], key: RawKey) -> tuple[int, Tally] | None:
         """The numbers and tally of a row the fast path could not take, or None (its problems recorded)."""
@@ -524,6 +537,8 @@ class _RowCheck:
                 and (unit_price is not None or not unit_price_text)
             ):
                 tally = tallies[key] = Tally(unit_price)
+                if imsi:
+                    self.result.sims.setdefault(customer, set()).add(imsi)
                 return numbers, tally
         elif tally is not None and numbers is not None and row[columns.date] in self.days:
             return numbers, tally
@@ -583,41 +598,45 @@ class _RowCheck:
             (AMOUNT, amount_text),
             (customer_column, customer),
         )
-        problems: list[tuple[str, str, str]] = []  # column, value, message
+        problems: list[tuple[str, str, str, ProblemKind]] = []  # column, value, message, kind
         unmapped = False  # the bill item or the customer maps to nothing
         readable: dict[str, bool] = {}
         for column, value in fields:
             readable[column] = _is_utf8(value)
             if not readable[column]:
-                problems.append((column, value, f"bytes that are not UTF-8 in column {column}"))
+                problems.append((column, value, f"bytes that are not UTF-8 in column {column}", ProblemKind.ENCODING))
 
         if readable[IMSI] and imsi and not (imsi.isascii() and imsi.isdigit()):
-            problems.append((IMSI, imsi, f"imsi {imsi!r} is not digits (it is empty for charges not tied to a SIM)"))
+            message = f"imsi {imsi!r} is not digits (it is empty for charges not tied to a SIM)"
+            problems.append((IMSI, imsi, message, ProblemKind.VALUE))
         if readable[DATE] and day not in self.days:
-            problems.append((DATE, day, self._date_problem(day)))
+            problems.append((DATE, day, *self._date_problem(day)))
         if readable[BILL_ITEM]:
             if not item:
-                problems.append((BILL_ITEM, item, f"{BILL_ITEM} is empty"))
+                problems.append((BILL_ITEM, item, f"{BILL_ITEM} is empty", ProblemKind.VALUE))
             elif self.mapping.item_for(item) is None:
                 unmapped = True
-                problems.append((BILL_ITEM, item, f"no resource for bill item {item!r} (column {BILL_ITEM})"))
+                message = f"no resource for bill item {item!r} (column {BILL_ITEM})"
+                problems.append((BILL_ITEM, item, message, ProblemKind.UNMAPPED_ITEM))
         for column, text in ((UNIT_PRICE, unit_price_text), (QUANTITY, quantity_text), (AMOUNT, amount_text)):
             if readable[column] and (text or column == AMOUNT):
                 problem = number_problem(column, text)
                 if problem:
-                    problems.append((column, text, problem))
+                    problems.append((column, text, problem, ProblemKind.VALUE))
         if readable[customer_column] and self.mapping.customer_for(customer) is None:
             unmapped = True
             hint = "" if customer else ": give the mapping a customer default for rows without one"
             message = f"no subscription for customer {customer!r} (column {customer_column}){hint}"
-            problems.append((customer_column, customer, message))
+            problems.append((customer_column, customer, message, ProblemKind.UNMAPPED_CUSTOMER))
         assert problems, "a rejected row has a problem"
 
         result = self.result
         if unmapped:
             result.unmapped_rows += 1
-        for column, value, message in problems:
-            result.add_problem(line, column, shown(value), message)
+        for column, value, message, kind in problems:
+            result.add_problem(line, column, shown(value), message, kind)
+        if imsi:
+            result.sims.setdefault(shown(customer), set()).add(shown(imsi))
         scaled = _scaled(amount_text) if readable[AMOUNT] else None
         if scaled is not None:
             amount = unscaled(scaled)
@@ -626,18 +645,20 @@ class _RowCheck:
             result.per_customer[customer] = result.per_customer.get(customer, Decimal(0)) + amount
             result.per_item[item] = result.per_item.get(item, Decimal(0)) + amount
 
-    def _date_problem(self, day: str) -> str:
+    def _date_problem(self, day: str) -> tuple[str, ProblemKind]:
         if _DAY.fullmatch(day):
             try:
                 date(int(day[:4]), int(day[4:6]), int(day[6:]))
             except ValueError:
-                return f"date {day!r} is not a real day"
+                return f"date {day!r} is not a real day", ProblemKind.VALUE
         elif _MONTH.fullmatch(day):
             if not 1 <= int(day[4:]) <= 12:
-                return f"date {day!r} is not a real month"
+                return f"date {day!r} is not a real month", ProblemKind.VALUE
         else:
-            return f"date {day!r} is not yyyyMMdd or yyyyMM"
-        return f"date {day!r} is outside the billed month {self.month}"
+            return f"date {day!r} is not yyyyMMdd or yyyyMM", ProblemKind.VALUE
+        months = self.result.other_months
+        months[day[:6]] = months.get(day[:6], 0) + 1
+        return f"date {day!r} is outside the billed month {self.month}", ProblemKind.MONTH
 
 
 def _scaled(text: str) -> int | None:

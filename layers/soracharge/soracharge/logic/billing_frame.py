@@ -72,6 +72,7 @@ class FrameRead:
     per_customer: dict[str, Decimal]
     per_item: dict[str, Decimal]
     per_subscription: dict[str, Decimal]
+    sims_per_customer: dict[str, int]
     #: One row per charge, in the order of their extChargeId (computed again with each packet).
     charges: pl.DataFrame
 
@@ -466,6 +467,8 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
     )
     per_customer = _sums(keyed, "customer")
     per_item = _sums(keyed, BILL_ITEM)
+    sims = keyed.filter(pl.col(IMSI) != "").group_by("customer").agg(pl.col(IMSI).n_unique())
+    sims_per_customer = {str(customer): int(count) for customer, count in sims.iter_rows()}
     per_subscription = _sums(keyed, "subscription")
     prices = pl.col("unit_price")
     charge_key = ["subscription", "account", "resource", IMSI]
@@ -505,6 +508,7 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
         per_customer=per_customer,
         per_item=per_item,
         per_subscription=per_subscription,
+        sims_per_customer=sims_per_customer,
         charges=charges,
     )
 

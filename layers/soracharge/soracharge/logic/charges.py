@@ -53,8 +53,9 @@ from json.encoder import encode_basestring
 from typing import Any, BinaryIO, NamedTuple
 
 from soracharge.errors import InvalidInputError
+from soracharge.logic import guards
 from soracharge.logic.billing_csv import BillingRows, Tally, days_in_month, read_billing_csv
-from soracharge.models.charges import Charge, ImportPlan, canonical_decimal_text
+from soracharge.models.charges import Charge, ImportPlan, ProblemKind, canonical_decimal_text
 from soracharge.models.coverage import ID_SUFFIXES, Coverage
 from soracharge.models.mapping import ItemTarget, Mapping
 from soracharge.models.months import parse_month
@@ -100,6 +101,22 @@ def plan_import(
         raise InvalidInputError(
             f"id_suffix must be 1-16 lower-case letters or digits (two such parts joined by '-'), got {id_suffix!r}"
         )
+    encoding = guards.encoding_problem(_head(stream))
+    if encoding is not None:  # nothing in it can be read as it is: one problem, not one per row
+        return _plan(**_EMPTY, month=month, currency=currency, source=source, packet_size=mapping.packet_size,
+                     problems=[encoding], problem_count=1, kinds={encoding.kind: 1})  # fmt: skip
+    return _checked(_read_plan(stream, month, currency, mapping, source, id_suffix, reopen), mapping)
+
+
+def _read_plan(
+    stream: BinaryIO,
+    month: str,
+    currency: str,
+    mapping: Mapping,
+    source: str,
+    id_suffix: str,
+    reopen: Callable[[], AbstractContextManager[BinaryIO]] | None,
+) -> ImportPlan:
     start = stream.tell() if reopen is None and stream.seekable() else None
     if reopen is not None or start is not None:
         plan = _fast_plan(stream, month=month, currency=currency, mapping=mapping, source=source, id_suffix=id_suffix)
@@ -110,6 +127,51 @@ def plan_import(
                 return _python_plan(again, month, currency, mapping, source, id_suffix)
         stream.seek(start)  # type: ignore[arg-type]
     return _python_plan(stream, month, currency, mapping, source, id_suffix)
+
+
+def _checked(plan: ImportPlan, mapping: Mapping) -> ImportPlan:
+    """The plan with the mistakes only the whole file shows (``logic/guards.py``) first among its problems:
+    a plan with any problem has no charges."""
+    found = guards.near_misses(plan, mapping)
+    if not found:
+        return plan
+    kinds = dict(plan.kinds)
+    kinds[ProblemKind.NEAR_MISS] = len(found)
+    return plan.model_copy(
+        update={
+            "problems": [*found, *plan.problems],
+            "problem_count": plan.problem_count + len(found),
+            "kinds": kinds,
+            "charges": [],
+            "charges_sum": Decimal(0),
+        }
+    )
+
+
+def _head(stream: BinaryIO) -> bytes:
+    """The file's first bytes, left to be read again (a buffered stream's peek, else read and seek back)."""
+    peek = getattr(stream, "peek", None)
+    if peek is not None:
+        return bytes(peek(guards.SNIFF_BYTES)[: guards.SNIFF_BYTES])
+    if stream.seekable():
+        start = stream.tell()
+        head = stream.read(guards.SNIFF_BYTES)
+        stream.seek(start)
+        return head
+    return b""
+
+
+#: The fields of a plan of a file nothing was read of.
+_EMPTY: dict[str, Any] = {
+    "rows": 0,
+    "charges": [],
+    "unmapped_rows": 0,
+    "csv_sum": Decimal(0),
+    "charges_sum": Decimal(0),
+    "per_customer": {},
+    "per_subscription": {},
+    "per_item": {},
+}
 
 
 def _fast_plan(
@@ -145,6 +207,7 @@ def _fast_plan(
         per_customer=read.per_customer,
         per_subscription=read.per_subscription,
         per_item=read.per_item,
+        sims_per_customer=read.sims_per_customer,
     )
 
 
@@ -175,6 +238,9 @@ def _python_plan(
         per_customer=read.per_customer,
         per_subscription=per_subscription,
         per_item=read.per_item,
+        sims_per_customer={customer: len(imsis) for customer, imsis in read.sims.items()},
+        kinds=read.kinds,
+        other_months=read.other_months,
     )
 
 

@@ -69,11 +69,11 @@ from soracharge.errors import (
     InvalidInputError,
     StorageError,
 )
-from soracharge.logic import alerts
+from soracharge.logic import alerts, guards
 from soracharge.logic.charges import charge_id_suffix, plan_import
 from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.logic.report_html import render_report_html
-from soracharge.models.charges import ImportPlan, Packets
+from soracharge.models.charges import ImportPlan, Packets, ProblemKind
 from soracharge.models.coverage import (
     COVERAGES,
     CURRENCIES,
@@ -323,7 +323,7 @@ class _Attempt:
         with store.open(obj.key, obj.version_id) as body:
             hashing = _HashingReader(body, self.heartbeat)
             plan = plan_import(
-                io.BufferedReader(hashing),
+                io.BufferedReader(hashing, buffer_size=guards.SNIFF_BYTES),  # its start tells the encoding
                 month=self.month,
                 currency=settled.currency,
                 mapping=settled.mapping,
@@ -492,7 +492,7 @@ class _Attempt:
             counts=counts,
             reconciliation=_reconcile(plan, settled, bill_facts(self.head.metadata), imported=imported),
             warnings=self.warnings,
-            **_totals(plan),
+            **_totals(plan, settled.mapping),
         )
         self.end(report)
         count(Metric.IMPORTS_CLOSED)
@@ -520,18 +520,23 @@ class _Attempt:
         return report
 
     def reject(self, problems: list[Problem], problem_count: int, plan: ImportPlan | None = None) -> ImportReport:
+        said = guards.diagnosis(plan) if plan is not None else (problems[0].message if len(problems) == 1 else None)
         summary = (
             f"{problem_count} problem(s) in {self.obj.uri}: nothing was imported; fix the file and upload it again"
         )
-        extra = (
-            {"counts": ReportCounts(rows=plan.rows, problems=problem_count, unmapped_rows=plan.unmapped_rows)}
+        extra: dict[str, Any] = (
+            {
+                "counts": ReportCounts(rows=plan.rows, problems=problem_count, unmapped_rows=plan.unmapped_rows),
+                "problem_counts": plan.kinds,
+            }
             if plan
-            else {}
+            else {"problem_counts": {ProblemKind.SETTING: problem_count}}
         )
         report = self.report(
             "REJECTED",
-            summary,
+            f"{said}. {summary}" if said else summary,
             reason=EndReason.PROBLEMS,
+            diagnosis=said,
             problems=problems,
             problems_not_listed=max(problem_count - len(problems), 0),
             **extra,
@@ -681,19 +686,23 @@ def file_coverage(
         try:
             named["the metadata coverage"] = parse_coverage(given)
         except InvalidInputError:
-            return None, [Problem(column="coverage", value=given, message="coverage must be jp or g")]
+            return None, [_setting(column="coverage", value=given, message="coverage must be jp or g")]
     if (of_currency := coverage_of_currency(metadata.get("currency"))) is not None:
         named[f"the metadata currency {metadata['currency'].upper()}"] = of_currency
     if len(set(named.values())) > 1:
         said = ", ".join(f"{where} says {coverage_label(coverage)}" for where, coverage in named.items())
-        return None, [Problem(column="coverage", value=",".join(sorted(set(named.values()))), message=said)]
+        return None, [
+            Problem(
+                kind=ProblemKind.SETTING, column="coverage", value=",".join(sorted(set(named.values()))), message=said
+            )
+        ]
     if named:
         (where, coverage), *_ = named.items()
         if coverage in coverages:
             return coverage, []
         exported = " and ".join(coverage_label(c) for c in coverages)
         return None, [
-            Problem(
+            _setting(
                 column="coverage",
                 value=coverage,
                 message=(
@@ -706,7 +715,7 @@ def file_coverage(
     if len(coverages) == 1:
         return coverages[0], []
     return None, [
-        Problem(
+        _setting(
             column="coverage",
             message=(
                 f"this stack imports {' and '.join(coverage_label(c) for c in coverages)} bills and the file names "
@@ -731,13 +740,20 @@ def file_currency(coverage: Coverage, metadata: dict[str, str], mapped: str | No
     known = {c for currencies in CURRENCIES.values() for c in currencies}
     for where, value in told.items():
         if value not in known:
-            return "", [Problem(column="currency", value=value, message=f"currency must be JPY, USD or EUR ({where})")]
+            return "", [
+                Problem(
+                    kind=ProblemKind.SETTING,
+                    column="currency",
+                    value=value,
+                    message=f"currency must be JPY, USD or EUR ({where})",
+                )
+            ]
     allowed = CURRENCIES[coverage]
     values = set(told.values())
     if len(values) > 1 or not values <= set(allowed):
         said = ", ".join(f"{where} is {value}" for where, value in told.items())
         return "", [
-            Problem(
+            _setting(
                 column="currency",
                 value=",".join(told.values()),
                 message=(
@@ -753,7 +769,7 @@ def file_currency(coverage: Coverage, metadata: dict[str, str], mapped: str | No
         return default_currency(coverage), []
     options = "|".join(allowed)
     return "", [
-        Problem(
+        _setting(
             column="currency",
             message=(
                 f"no currency for this file: {coverage_label(coverage)} bills in {' or '.join(allowed)}; "
@@ -774,11 +790,22 @@ def _metadata_problems(metadata: dict[str, str]) -> list[Problem]:
             if not Decimal(value).is_finite():
                 raise InvalidOperation
         except InvalidOperation:
-            problems.append(Problem(column=name, value=value, message=f"{what} is not a number"))
+            problems.append(_setting(column=name, value=value, message=f"{what} is not a number"))
     if metadata.get("coupon-amount") and not metadata.get("bill-amount"):
         coupon = metadata["coupon-amount"]
-        problems.append(Problem(column="coupon-amount", value=coupon, message="a coupon amount needs a bill-amount"))
+        problems.append(
+            _setting(
+                column="coupon-amount",
+                value=coupon,
+                message="a coupon amount needs a bill-amount",
+            )
+        )
     return problems
+
+
+def _setting(*, column: str, message: str, value: str | None = None) -> Problem:
+    """A problem of the file's coverage, currency or metadata (not of its rows)."""
+    return Problem(column=column, value=value, message=message, kind=ProblemKind.SETTING)
 
 
 def _coverage(entry: LedgerEntry | None) -> Coverage | None:
@@ -839,10 +866,14 @@ def dry_run_report(
     }
     if plan.problems:
         problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
+        said = guards.diagnosis(plan)
+        summary = f"{plan.problem_count} problem(s) in {source}: it would be rejected and nothing imported"
         fields: dict[str, Any] = {
             "status": "REJECTED",
             "reason": EndReason.PROBLEMS,
-            "summary": f"{plan.problem_count} problem(s) in {source}: it would be rejected and nothing imported",
+            "summary": f"{said}. {summary}" if said else summary,
+            "diagnosis": said,
+            "problem_counts": plan.kinds,
             "problems": problems,
             "problems_not_listed": max(plan.problem_count - len(problems), 0),
             "counts": ReportCounts(rows=plan.rows, problems=plan.problem_count, unmapped_rows=plan.unmapped_rows),
@@ -854,7 +885,7 @@ def dry_run_report(
             "summary": f"dry run: {len(plan.charges)} charges ({plan.charges_sum} {currency}) would be imported",
             "counts": ReportCounts(rows=plan.rows, charges=len(plan.charges), packets=len(plan.packets(0))),
             "reconciliation": _reconcile(plan, settled, None, imported=plan.charges_sum),
-            **_totals(plan),
+            **_totals(plan, mapping),
         }
     return plan, ImportReport.model_validate({**base, **fields})
 
@@ -916,14 +947,18 @@ def _reconcile(plan: ImportPlan, settled: _Settled, bill: BillFacts | None, *, i
     )
 
 
-def _totals(plan: ImportPlan) -> dict[str, list[Amount]]:
-    def amounts(values: dict[str, Decimal]) -> list[Amount]:
-        return [Amount(name=name, amount=amount) for name, amount in sorted(values.items())]
+def _totals(plan: ImportPlan, mapping: Mapping) -> dict[str, list[Amount]]:
+    def amounts(values: dict[str, Decimal], sims: dict[str, int] | None = None) -> list[Amount]:
+        return [
+            Amount(name=name, amount=amount, sims=sims.get(name, 0) if sims is not None else None)
+            for name, amount in sorted(values.items())
+        ]
 
     return {
-        "per_customer": amounts(plan.per_customer),
+        "per_customer": amounts(plan.per_customer, plan.sims_per_customer),
         "per_subscription": amounts(plan.per_subscription),
         "per_item": amounts(plan.per_item),
+        "defaulted": [Amount(name=d.value, amount=d.amount, sims=d.sims) for d in guards.defaulted(plan, mapping)],
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from decimal import Context, Decimal, localcontext
+from enum import StrEnum
 from typing import Annotated, Any, Literal, overload
 
 import simplejson
@@ -144,6 +145,31 @@ class ImportSessionInfo(_ApsModel):
     last_update_time: str | None = None
 
 
+class ProblemKind(StrEnum):
+    """What kind of mistake a problem is: problems are summed up by kind, the telling ones first."""
+
+    #: The file is not UTF-8 (Shift_JIS, UTF-16...): nothing in it can be read as it is.
+    ENCODING = "encoding"
+    #: The header lacks a column, repeats one, or the file is empty.
+    HEADER = "header"
+    #: A mapping value that matches nothing, while a CSV value differs from it only by spaces, case or width.
+    NEAR_MISS = "near-miss"
+    #: A row dated outside the billed month.
+    MONTH = "month"
+    #: A bill item no mapping item matches.
+    UNMAPPED_ITEM = "unmapped-item"
+    #: A customer value with no subscription (and no default).
+    UNMAPPED_CUSTOMER = "unmapped-customer"
+    #: An amount that is not unitPrice × quantity, or beyond the bound a row may reach.
+    ARITHMETIC = "arithmetic"
+    #: A number that is not a plain decimal, a date that is not a day, an imsi that is not digits.
+    VALUE = "value"
+    #: A row that is not valid CSV (fields counted wrong, a quote that never ends).
+    ROW = "row"
+    #: The file's coverage, currency or metadata cannot be told or disagree.
+    SETTING = "setting"
+
+
 class ImportProblem(BaseModel):
     """One bad thing in a billing CSV: where it is (file line, 1 being the header; column), what, and why."""
 
@@ -153,6 +179,7 @@ class ImportProblem(BaseModel):
     column: str | None
     value: str | None
     message: str
+    kind: ProblemKind = ProblemKind.VALUE
 
 
 class ImportPlan(BaseModel):
@@ -182,6 +209,12 @@ class ImportPlan(BaseModel):
     per_customer: dict[str, Decimal]
     per_subscription: dict[str, Decimal]
     per_item: dict[str, Decimal]
+    #: How many SIMs (distinct imsi) each customer value has.
+    sims_per_customer: dict[str, int] = Field(default_factory=dict)
+    #: Every problem counted by kind (``problems`` keeps the first ones only).
+    kinds: dict[ProblemKind, int] = Field(default_factory=dict)
+    #: Rows dated in another month than the billed one, by that month.
+    other_months: dict[str, int] = Field(default_factory=dict)
 
     @property
     def accepted(self) -> bool:

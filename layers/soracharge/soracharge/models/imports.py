@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.parser.models import S3RecordModel
 from pydantic import ConfigDict, Field
 
 from soracharge.errors import InvalidInputError
+from soracharge.models.charges import ProblemKind
 from soracharge.models.coverage import Coverage
 from soracharge.models.export_flow import ExactDecimal, Payload
 from soracharge.models.months import YearMonth
@@ -100,11 +101,15 @@ class Problem(Payload):
     column: str | None = None
     value: str | None = None
     message: str
+    #: What kind of mistake it is (absent in reports written before kinds).
+    kind: ProblemKind | None = None
 
 
 class Amount(Payload):
     name: str
     amount: ExactDecimal
+    #: The SIMs of a customer value, where counted.
+    sims: int | None = None
 
 
 ReconciliationStepKind = Literal["csv-sum", "rounding", "coupon", "tax"]
@@ -170,8 +175,14 @@ class ImportReport(Payload):
     per_customer: list[Amount] = Field(default_factory=list)
     per_subscription: list[Amount] = Field(default_factory=list)
     per_item: list[Amount] = Field(default_factory=list)
+    #: The one line that says why the file cannot be imported, when one kind of problem explains the others.
+    diagnosis: str | None = None
     problems: list[Problem] = Field(default_factory=list)
     problems_not_listed: int = 0
+    #: Every problem counted by kind (``problems`` lists the first ones).
+    problem_counts: dict[ProblemKind, int] = Field(default_factory=dict)
+    #: Customer values the mapping does not list, so their rows went to the default subscription.
+    defaulted: list[Amount] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     #: The other file: the one whose bytes this file repeats (DUPLICATE), or the month's bill (HELD).
     duplicate_of: str | None = None

@@ -1,0 +1,232 @@
+"""A person's mistakes caught before money moves: what the readers cannot see row by row.
+
+- **Near misses.** A customer value or an item ``match`` of the mapping that matches no row of the file,
+  while a value of the file differs from it only by spaces, case, width (full or half) or Unicode
+  normalisation: ``"Acme Logistics "`` in the mapping, ``Acme Logistics`` in the CSV. Its rows would go
+  to the default subscription (or to another item's resource) without a word: it is a problem, naming
+  both values, and the file is not imported.
+- **The default's catch.** Every customer value that goes to the mapping's default subscription, with
+  its amount and SIMs, so a person sees what the default caught (:func:`defaulted`).
+- **One diagnosis before the details.** :func:`diagnosis` says in one line why a file cannot be read or
+  imported (its encoding, the month its rows carry, the header it lacks, a near miss), and
+  :func:`summary` sums its problems up by kind with the first examples of each; the report keeps
+  every problem.
+- **The encoding**, told from the file's first bytes before any row is read (:func:`encoding_problem`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import fnmatch
+import unicodedata
+from collections.abc import Iterable
+from collections.abc import Mapping as Mapping_
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from soracharge.models.charges import ImportPlan, ImportProblem, ProblemKind
+from soracharge.models.mapping import Mapping
+
+#: The kinds that explain the others, in the order a diagnosis names them.
+TELLING = (
+    ProblemKind.ENCODING,
+    ProblemKind.HEADER,
+    ProblemKind.SETTING,
+    ProblemKind.NEAR_MISS,
+    ProblemKind.MONTH,
+    ProblemKind.UNMAPPED_ITEM,
+    ProblemKind.UNMAPPED_CUSTOMER,
+    ProblemKind.ARITHMETIC,
+    ProblemKind.VALUE,
+    ProblemKind.ROW,
+)
+#: Examples of each kind a summary shows (the report lists every problem).
+EXAMPLES = 3
+#: How much of a file's start tells its encoding.
+SNIFF_BYTES = 64 * 1024
+
+
+def normal(text: str) -> str:
+    """``text`` as a person would read it the same: NFKC (full-width to half-width), case folded, without
+    white space (``"Acme Logistics "``, ``"ACME  Logistics"`` and ``"AcmeLogistics"`` are one)."""
+    return "".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def near_misses(plan: ImportPlan, mapping: Mapping) -> list[ImportProblem]:
+    """The mapping's customer values and item matches that match no row while a row's value nearly does."""
+    problems: list[ImportProblem] = []
+    customers = plan.per_customer
+    by_normal: dict[str, list[str]] = {}
+    for value in customers:
+        by_normal.setdefault(normal(value), []).append(value)
+    default = mapping.customer.default
+    for listed in mapping.customer.subscriptions:
+        if listed in customers:
+            continue
+        for value in by_normal.get(normal(listed), []):
+            if value in mapping.customer.subscriptions:
+                continue
+            where = "to the default subscription" if default is not None else "nowhere (no subscription, no default)"
+            problems.append(
+                ImportProblem(
+                    line=None,
+                    column=mapping.customer.column,
+                    value=value,
+                    kind=ProblemKind.NEAR_MISS,
+                    message=(
+                        f"the mapping says {listed!r}, the CSV has {value!r} "
+                        f"({_money(customers[value], plan.currency)}, {plan.sims_per_customer.get(value, 0)} SIMs): "
+                        f"it would go {where}. Write the value as the CSV has it"
+                    ),
+                )
+            )
+    items = plan.per_item
+    for item in mapping.items:
+        if any(item.matches(name) for name in items):
+            continue
+        pattern = normal(item.match)
+        for name in items:
+            if normal(name) != pattern and not fnmatch.fnmatchcase(normal(name), pattern):
+                continue
+            other = mapping.item_for(name)
+            goes = f"to the resource of item {other.match!r}" if other is not None else "to no resource"
+            problems.append(
+                ImportProblem(
+                    line=None,
+                    column="billItemName",
+                    value=name,
+                    kind=ProblemKind.NEAR_MISS,
+                    message=(
+                        f"the mapping's item {item.match!r} matches no bill item, and the CSV has {name!r} "
+                        f"({_money(items[name], plan.currency)}): it would go {goes}. Write the item as the CSV has it"
+                    ),
+                )
+            )
+    return problems
+
+
+@dataclass(frozen=True)
+class Defaulted:
+    """A customer value the mapping does not list, so its rows go to the default subscription."""
+
+    value: str
+    amount: Decimal
+    sims: int
+
+
+def defaulted(plan: ImportPlan, mapping: Mapping) -> list[Defaulted]:
+    """Every customer value of the file that goes to the default subscription, largest amount first."""
+    if mapping.customer.default is None:
+        return []
+    listed = mapping.customer.subscriptions
+    found = [
+        Defaulted(value, amount, plan.sims_per_customer.get(value, 0))
+        for value, amount in plan.per_customer.items()
+        if value not in listed
+    ]
+    return sorted(found, key=lambda d: (-abs(d.amount), d.value))
+
+
+def encoding_problem(head: bytes) -> ImportProblem | None:
+    """Why a file is not UTF-8, told from its first bytes (``head``), or None when it reads as UTF-8."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+        len(head) >= 4 and head[:200].count(b"\x00") * 3 > len(head[:200])
+    ):
+        said, source = "UTF-16 (what Excel's 'Unicode Text' saves)", "UTF-16"
+    else:
+        sample = head[:-4] if len(head) >= SNIFF_BYTES else head  # a character may be cut at the end
+        decoded = sample.decode("utf-8", errors="replace")
+        if "\ufffd" not in decoded or any(c > "\x7f" and c != "\ufffd" for c in decoded):
+            return None  # UTF-8 (stray bytes in a UTF-8 file are the rows' own problems, by line)
+        try:
+            sample.decode("cp932")
+            said, source = "Shift_JIS (CP932, what Excel in Japan saves as CSV)", "CP932"
+        except UnicodeDecodeError:
+            said, source = "in an encoding that cannot be told", "<ITS ENCODING>"
+    return ImportProblem(
+        line=None,
+        column=None,
+        value=None,
+        kind=ProblemKind.ENCODING,
+        message=(
+            f"this file is {said}, not UTF-8: nothing in it was read. Export it again from Soracom, save it as "
+            f"'CSV UTF-8' (in Excel: Save As, CSV UTF-8), or convert it: iconv -f {source} -t UTF-8 FILE.csv > "
+            "FILE-utf8.csv"
+        ),
+    )
+
+
+def diagnosis(plan: ImportPlan) -> str | None:
+    """The one line that says why the file cannot be imported, in words a person acts on; None when no
+    kind of problem explains the others (the summary by kind says what is wrong then)."""
+    kinds = plan.kinds
+    first = {kind: next((p for p in plan.problems if p.kind == kind), None) for kind in TELLING}
+    for kind in (ProblemKind.ENCODING, ProblemKind.HEADER, ProblemKind.SETTING, ProblemKind.NEAR_MISS):
+        if kinds.get(kind) and first[kind] is not None:
+            return first[kind].message  # type: ignore[union-attr]
+    months = plan.other_months
+    if months and kinds.get(ProblemKind.MONTH, 0) >= plan.rows > 0 and len(months) == 1:
+        (month, rows), *_ = months.items()
+        return (
+            f"every row of the file is dated in {month} ({rows} rows), none in {plan.month}: it is {month}'s bill; "
+            f"did you mean the month {month}? (--month {month}, or uploads/{month}/)"
+        )
+    if months and kinds.get(ProblemKind.MONTH, 0) >= plan.rows > 0:
+        listed = ", ".join(f"{m} ({n} rows)" for m, n in sorted(months.items()))
+        return f"no row of the file is dated in {plan.month}: its rows are dated in {listed}"
+    return None
+
+
+class Listed(Protocol):
+    """A problem as a report or a plan lists it."""
+
+    @property
+    def line(self) -> int | None: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def kind(self) -> ProblemKind | None: ...
+
+
+def summary(problems: Iterable[Listed], counts: Mapping_[ProblemKind, int], total: int) -> list[str]:
+    """The problems summed up by kind (the telling kinds first): a line per kind with its count and its
+    first examples, each line printable (no control character reaches a terminal or an alert). ``counts``
+    are every problem's kinds (the list may hold the first ones only); ``total`` every problem."""
+    examples: dict[ProblemKind | None, list[Listed]] = {}
+    for problem in problems:
+        listed = examples.setdefault(problem.kind, [])
+        if len(listed) < EXAMPLES:
+            listed.append(problem)
+    lines = []
+    for kind in (*TELLING, None):
+        count = counts.get(kind, 0) if kind is not None else 0
+        count = max(count, len(examples.get(kind, [])))
+        if not count:
+            continue
+        shown = "; ".join(_where(p) for p in examples.get(kind, []))
+        more = count - len(examples.get(kind, []))
+        name = kind.value if kind is not None else "problem"
+        lines.append(printable(f"{count} × {name}: {shown}" + (f"; and {more} more" if more > 0 else "")))
+    counted = sum(max(counts.get(k, 0), len(examples.get(k, []))) for k in TELLING) + len(examples.get(None, []))
+    if total > counted:
+        lines.append(f"{total - counted} more problem(s)")
+    return lines
+
+
+def _where(problem: Listed) -> str:
+    place = f"line {problem.line}" if problem.line is not None else "the file"
+    return f"{place}: {problem.message}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would not show as itself escaped (``\\x00``, ``\\u202e``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    return f"{amount:,f} {currency}"
