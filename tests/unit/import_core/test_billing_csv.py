@@ -435,3 +435,61 @@ def test_lf_and_cr_line_breaks_read_like_crlf(line_break):
     content = billing_csv([row(), row(amount="x")]).replace(b"\r\n", line_break)
     result = plan(content)
     assert (result.rows, problems(result)) == (2, [(3, "amount", "x")])
+
+
+# --- a row's arithmetic ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("unit_price", "quantity", "amount"),
+    [
+        ("0.0000002", "12345678", "2.4691356"),  # exact
+        ("0.0000002", "12345679", "2.47"),  # the product 2.4691358 rounded to the 2 decimals shown
+        ("0.0000002", "12345679", "2"),  # ... to none
+        ("-1000", "1", "-1000"),  # a discount
+        ("", "12", "7"),  # no unit price: nothing to check
+        ("5", "", "7"),  # no quantity: nothing to check
+    ],
+)
+def test_an_amount_that_is_unit_price_times_quantity_as_shown_is_good_on_either_path(unit_price, quantity, amount):
+    data = billing_csv([row(item=DATA, unit_price=unit_price, quantity=quantity, amount=amount)])
+    fast, reference = plan(data), plan(data, fast=False)
+    assert reference.problems == []
+    assert fast.charges_sum == reference.charges_sum == Decimal(amount)
+    assert isinstance(fast.charges, FrameCharges) or not (unit_price and quantity)
+
+
+@pytest.mark.parametrize(
+    ("unit_price", "quantity", "amount", "said"),
+    [
+        ("10", "1", "100", "amount 100 is not unitPrice × quantity (10 × 1 = 10): off by more than the rounding its 0"),
+        ("0.0000002", "12345679", "2.46", "(0.0000002 × 12345679 = 2.4691358): off by more than the rounding its 2"),
+        ("10", "3", "30.01", "(10 × 3 = 30): off by more than the rounding its 2 decimal(s) allow"),
+    ],
+)
+def test_an_amount_that_is_not_unit_price_times_quantity_is_a_problem_naming_the_row(
+    unit_price, quantity, amount, said
+):
+    data = billing_csv([TWO_DAYS[0], row(item=DATA, unit_price=unit_price, quantity=quantity, amount=amount)])
+    # On either path: the fast path leaves such a file to the pure-Python reader, which names the row
+    for result in (plan(data), plan(data, fast=False)):
+        [problem] = result.problems
+        assert (problem.line, problem.column, problem.value, problem.kind) == (3, "amount", amount, "arithmetic")
+        assert said in problem.message
+        assert result.charges == []
+
+
+def test_an_amount_beyond_the_bound_a_row_may_reach_is_a_problem_which_the_mapping_can_move():
+    typo = row(item=DATA, unit_price="", quantity="", amount="1000000000000")
+    [problem] = plan(billing_csv([typo])).problems
+    assert "amount 1000000000000 is beyond what one row may reach (100,000,000 either way" in problem.message
+    assert "checks.rowAmountLimit" in problem.message
+    raised = mapping(checks={"rowAmountLimit": "1e13"})
+    assert plan(billing_csv([typo]), the_mapping=raised).problems == []
+
+
+def test_the_mapping_sets_the_tolerance_or_turns_the_arithmetic_off():
+    off_by_a_cent = [row(item=DATA, unit_price="0.2", quantity="12.5", amount="2.51")]
+    assert plan(billing_csv(off_by_a_cent)).problems != []
+    assert plan(billing_csv(off_by_a_cent), the_mapping=mapping(checks={"amountTolerance": "0.01"})).problems == []
+    assert plan(billing_csv(off_by_a_cent), the_mapping=mapping(checks={"arithmetic": False})).problems == []

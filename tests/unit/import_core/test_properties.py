@@ -12,6 +12,7 @@ from soracharge.logic.billing_csv import iter_records, pack, unpack
 from soracharge.logic.charges import plan_import
 from soracharge.models.mapping import parse_mapping
 
+from tests.fuzz.test_fuzz_csv import consistent
 from tests.unit.import_core.builders import BASIC, DATA, DISCOUNT, IMSI_1, IMSI_2, SUPPORT, billing_csv
 
 CUSTOMERS = {
@@ -60,7 +61,9 @@ COLUMNS = ["imsi", "date", "billItemName", "unitPrice", "quantity", "amount", "c
 @settings(max_examples=150, deadline=None)
 @given(rows=st.lists(ROW, min_size=1, max_size=40), order=st.permutations(COLUMNS), bom=st.booleans())
 def test_no_amount_is_lost_or_made_up_in_either_aggregation(rows, order, bom):
-    # Given any file of mapped rows (any column order, extra columns, quoted fields, both date forms)
+    # Given any file of mapped rows (any column order, extra columns, quoted fields, both date forms), each
+    # amount its unitPrice × quantity where it has both
+    rows = [consistent(dict(row)) for row in rows]
     content = billing_csv(rows, header=order, bom=bom)
     csv_total = sum((Decimal(r["amount"]) for r in rows), Decimal(0))
     by_customer: dict[str, Decimal] = {}

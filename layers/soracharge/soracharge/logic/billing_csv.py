@@ -450,7 +450,7 @@ class _Columns:
             customer=customer,
             customer_name=customer_column,
             key=_picker([customer, item, imsi, unit_price]),
-            numbers=_picker([amount, quantity]),
+            numbers=_picker([amount, quantity, unit_price]),
         )
 
 
@@ -490,8 +490,9 @@ class _RowCheck:
         self.columns = columns
         self.month = month
         self.days = frozenset([month, *(f"{month}{day:02d}" for day in range(1, days_in_month(month) + 1))])
-        #: ``(amount, quantity)`` texts -> their numbers, once known good.
+        #: ``(amount, quantity, unitPrice)`` texts -> the amount and quantity, once known good.
         self.numbers: dict[tuple[str, ...], int] = {}
+        self.arithmetic = RowArithmetic(mapping)
         #: Customer values, bill item names and unit price texts -> whether they are good.
         self.known_customers: dict[str, bool] = {}
         self.known_items: dict[str, bool] = {}
@@ -517,7 +518,7 @@ class _RowCheck:
         texts = columns.numbers(row)
         numbers = self.numbers.get(texts)
         if numbers is None:
-            numbers = self._good_numbers(texts[0], texts[1])
+            numbers = self._good_numbers(*texts)
         customer, item, imsi, unit_price_text = key[:4]
         tallies = self.result.tallies
         tally = tallies.get(key)
@@ -545,12 +546,14 @@ class _RowCheck:
         self.reject(line, row)
         return None
 
-    def _good_numbers(self, amount_text: str, quantity_text: str) -> int | None:
+    def _good_numbers(self, amount_text: str, quantity_text: str, unit_price_text: str) -> int | None:
         amount = _scaled(amount_text)
         if amount is None:
             return None
         quantity = _scaled(quantity_text) if quantity_text else 0
         if quantity is None:
+            return None
+        if self.arithmetic.problem(amount_text, quantity_text, unit_price_text) is not None:
             return None
         cache = self.numbers
         if len(cache) >= _CACHE_LIMIT:
@@ -587,7 +590,7 @@ class _RowCheck:
         columns = self.columns
         customer_column = columns.customer_name
         customer, item, imsi, unit_price_text = columns.key(row)
-        amount_text, quantity_text = columns.numbers(row)
+        amount_text, quantity_text, _ = columns.numbers(row)
         day = row[columns.date]
         fields = (
             (IMSI, imsi),
@@ -618,11 +621,17 @@ class _RowCheck:
                 unmapped = True
                 message = f"no resource for bill item {item!r} (column {BILL_ITEM})"
                 problems.append((BILL_ITEM, item, message, ProblemKind.UNMAPPED_ITEM))
+        numbers_good = True
         for column, text in ((UNIT_PRICE, unit_price_text), (QUANTITY, quantity_text), (AMOUNT, amount_text)):
             if readable[column] and (text or column == AMOUNT):
                 problem = number_problem(column, text)
                 if problem:
+                    numbers_good = False
                     problems.append((column, text, problem, ProblemKind.VALUE))
+        if numbers_good and all(readable[c] for c in (UNIT_PRICE, QUANTITY, AMOUNT)):
+            problem = self.arithmetic.problem(amount_text, quantity_text, unit_price_text)
+            if problem:
+                problems.append((AMOUNT, amount_text, problem, ProblemKind.ARITHMETIC))
         if readable[customer_column] and self.mapping.customer_for(customer) is None:
             unmapped = True
             hint = "" if customer else ": give the mapping a customer default for rows without one"
@@ -659,6 +668,57 @@ class _RowCheck:
         months = self.result.other_months
         months[day[:6]] = months.get(day[:6], 0) + 1
         return f"date {day!r} is outside the billed month {self.month}", ProblemKind.MONTH
+
+
+class RowArithmetic:
+    """A row's amount against its unitPrice × quantity and against the bound a row may reach (the mapping's
+    ``checks``), in exact integers: scaled by 10**18, a product by 10**36."""
+
+    def __init__(self, mapping: Mapping) -> None:
+        checks = mapping.checks
+        self.on = checks.arithmetic
+        tolerance = checks.amount_tolerance
+        self.tolerance = None if tolerance is None else int(tolerance.scaleb(2 * SCALE_DIGITS))
+        self.limit = checks.row_amount_limit
+        self.limit_scaled = int(checks.row_amount_limit.scaleb(SCALE_DIGITS))
+
+    def problem(self, amount_text: str, quantity_text: str, unit_price_text: str) -> str | None:
+        """Why the row's numbers do not add up (texts already known plain numbers), or None."""
+        amount = _scaled(amount_text)
+        if amount is None:
+            return None
+        if abs(amount) > self.limit_scaled:
+            return (
+                f"amount {amount_text} is beyond what one row may reach ({self.limit:,f} either way: the mapping's "
+                "checks.rowAmountLimit); a typo? (if it is right, raise the limit)"
+            )
+        if not (self.on and quantity_text and unit_price_text):
+            return None
+        quantity, unit_price = _scaled(quantity_text), _scaled(unit_price_text)
+        if quantity is None or unit_price is None:
+            return None
+        product = quantity * unit_price
+        off = abs(amount * 10**SCALE_DIGITS - product)
+        decimals = len(amount_text.partition(".")[2])
+        tolerance = self.tolerance if self.tolerance is not None else 5 * 10 ** (2 * SCALE_DIGITS - 1 - decimals)
+        if off <= tolerance:
+            return None
+        expected = unscaled_product(product)
+        return (
+            f"amount {amount_text} is not unitPrice × quantity ({unit_price_text} × {quantity_text} = {expected}): "
+            f"off by more than the rounding its {decimals} decimal(s) allow"
+            if self.tolerance is None
+            else f"amount {amount_text} is not unitPrice × quantity ({unit_price_text} × {quantity_text} = "
+            f"{expected}): off by more than the mapping's checks.amountTolerance"
+        )
+
+
+def unscaled_product(value: int) -> str:
+    """A product of two scaled numbers (10**36 units) as plain decimal text without trailing zeros."""
+    sign, digits = ("-", str(-value)) if value < 0 else ("", str(value))
+    digits = digits.rjust(2 * SCALE_DIGITS + 1, "0")
+    whole, fraction = digits[: -2 * SCALE_DIGITS], digits[-2 * SCALE_DIGITS :].rstrip("0")
+    return f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}"
 
 
 def _scaled(text: str) -> int | None:

@@ -33,7 +33,16 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from pathlib import Path
 from typing import BinaryIO, Final, overload
 
-from soracharge.logic.billing_csv import AMOUNT, BILL_ITEM, DATE, IMSI, QUANTITY, UNIT_PRICE, days_in_month
+from soracharge.logic.billing_csv import (
+    AMOUNT,
+    BILL_ITEM,
+    DATE,
+    IMSI,
+    QUANTITY,
+    UNIT_PRICE,
+    RowArithmetic,
+    days_in_month,
+)
 from soracharge.logic.charges import ChargeBuilder
 from soracharge.logic.polars_engine import pl
 from soracharge.models.charges import Charge, canonical_decimal_text
@@ -61,6 +70,8 @@ DECIMAL: Final = pl.Decimal(38, 18)
 #: What the fast path accepts as a number: plain decimal text that fits Decimal(38, 18) exactly.
 PLAIN_NUMBER: Final = r"^-?[0-9]{1,20}(?:\.[0-9]{1,18})?$"
 _KEY: Final = ("customer", BILL_ITEM, IMSI, UNIT_PRICE)
+#: A relative bound of the rounding errors of a float product and difference, thirty times what they can be.
+_FLOAT_SLACK: Final = 1e-14
 
 
 @dataclass(frozen=True)
@@ -353,6 +364,7 @@ class _Checks:
             & pl.col(AMOUNT).str.contains(number)
             & ((quantity == "") | quantity.str.contains(number))
         )
+        suspect = good & self._arithmetic_in_doubt()
         others = [name for name in self.names if name not in self.needed]
         commas = pl.sum_horizontal(
             pl.lit(0, pl.UInt32), *(pl.col(name).str.count_matches(",", literal=True) for name in others)
@@ -363,7 +375,7 @@ class _Checks:
             pl.lit(False), *(pl.col(name).str.contains("\r", literal=True) for name in others)
         )
         query = (
-            frame.with_columns(good=good, commas=commas, cr=carriage_returns)
+            frame.with_columns(good=good, commas=commas, cr=carriage_returns, suspect=suspect)
             .group_by([customer, BILL_ITEM, IMSI, UNIT_PRICE])
             .agg(
                 amount=pl.when(pl.col("good")).then(pl.col(AMOUNT)).cast(DECIMAL).sum(),
@@ -371,6 +383,7 @@ class _Checks:
                 rows=pl.len().cast(pl.Int64),
                 quantity_rows=(quantity != "").sum().cast(pl.Int64),
                 bad=(~pl.col("good")).sum().cast(pl.Int64),
+                suspect=pl.col("suspect").sum().cast(pl.Int64),
                 commas=pl.col("commas").sum().cast(pl.Int64),
                 cr=pl.col("cr").sum().cast(pl.Int64),
             )
@@ -383,21 +396,56 @@ class _Checks:
         keys = pl.col("customer", BILL_ITEM, IMSI, UNIT_PRICE)
         key_commas = pl.sum_horizontal(keys.str.count_matches(",", literal=True)) * pl.col("rows")
         totals = tallied.select(
-            pl.col("rows", "bad").sum(),
+            pl.col("rows", "bad", "suspect").sum(),
             (pl.col("commas") + key_commas).sum().alias("commas"),
             (pl.col("cr") + pl.any_horizontal(keys.str.contains("\r", literal=True))).sum().alias("cr"),
             pl.any_horizontal(keys.is_null()).any().alias("null_keys"),
         ).row(0)
-        rows, bad, value_commas, carried = (int(value or 0) for value in totals[:4])
+        rows, bad, suspects, value_commas, carried = (int(value or 0) for value in totals[:5])
         if carried and self._lone_carriage_return(frame):
             return None
         header_commas = len(self.names) - 1
         raw_commas, marks = segment.counts()
-        if marks or bad or totals[4] or rows == 0 or raw_commas != rows * header_commas + value_commas:
+        if marks or bad or totals[5] or rows == 0 or raw_commas != rows * header_commas + value_commas:
+            return None
+        if suspects and self._arithmetic_fails(frame, suspect):
             return None
         # The customer values and bill items repeat: as categoricals, a key holds 4 bytes of each, not its text.
-        sums = tallied.drop("bad", "commas", "cr").with_columns(pl.col("customer", BILL_ITEM).cast(pl.Categorical))
+        sums = tallied.drop("bad", "suspect", "commas", "cr").with_columns(
+            pl.col("customer", BILL_ITEM).cast(pl.Categorical)
+        )
         return _Tallied(frame=sums, rows=rows)
+
+    def _arithmetic_in_doubt(self) -> pl.Expr:
+        """Rows whose amount might not be unitPrice × quantity, or might pass the bound a row may reach
+        (``RowArithmetic``), by a float test that errs one way only: a row it passes is good exactly (its
+        rounding error is bounded and allowed for); the rows it doubts are checked exactly in Python."""
+        checks = self.mapping.checks
+        amount = pl.col(AMOUNT).cast(pl.Float64, strict=False)
+        error = amount.abs() * _FLOAT_SLACK
+        doubt = amount.abs() + error >= float(checks.row_amount_limit) * (1 - _FLOAT_SLACK)
+        if not checks.arithmetic:
+            return doubt
+        price, quantity = pl.col(UNIT_PRICE), pl.col(QUANTITY)
+        product = price.cast(pl.Float64, strict=False) * quantity.cast(pl.Float64, strict=False)
+        error = (amount.abs() + product.abs()) * _FLOAT_SLACK
+        if checks.amount_tolerance is not None:
+            tolerance = pl.lit(float(checks.amount_tolerance))
+        else:
+            dot = pl.col(AMOUNT).str.find(".", literal=True)
+            decimals = pl.when(dot.is_null()).then(0).otherwise(pl.col(AMOUNT).str.len_bytes() - dot - 1)
+            tolerance = pl.lit(0.5) * pl.lit(10.0).pow(-decimals.cast(pl.Float64))
+        both = (price != "") & (quantity != "")
+        return doubt | (both & ((amount - product).abs() + error > tolerance * (1 - _FLOAT_SLACK)))
+
+    def _arithmetic_fails(self, frame: pl.LazyFrame, suspect: pl.Expr) -> bool:
+        """Whether a doubted row is bad exactly (the pure-Python reader then names it)."""
+        arithmetic = RowArithmetic(self.mapping)
+        try:
+            doubted = frame.filter(suspect).select(AMOUNT, QUANTITY, UNIT_PRICE).collect()
+        except (pl.exceptions.PolarsError, ValueError):
+            return True
+        return any(arithmetic.problem(*texts) is not None for texts in doubted.iter_rows())
 
     def _lone_carriage_return(self, frame: pl.LazyFrame) -> bool:
         """A CR not followed by LF in a value (a quoted CRLF is data to both readers; this is not)."""

@@ -118,6 +118,18 @@ class ReconciliationSettings(_MappingPart):
     tax: TaxSettings | None = None
 
 
+class ChecksSettings(_MappingPart):
+    """What each row of the CSV must hold besides plain numbers (logic/billing_csv.py, logic/billing_frame.py)."""
+
+    #: A row's amount must be unitPrice × quantity (when it has both), within ``amount_tolerance``.
+    arithmetic: bool = True
+    #: How far an amount may be from unitPrice × quantity; none: half a unit of the amount's last decimal
+    #: (the amount is the product rounded to the decimals it shows).
+    amount_tolerance: Decimal | None = Field(default=None, ge=0)
+    #: The largest amount one row may have, either sign, in the bill's currency (a typo of 1e12 is refused).
+    row_amount_limit: Decimal = Field(default=Decimal(100_000_000), gt=0)
+
+
 class Mapping(_MappingPart):
     """A provider's mapping file, validated."""
 
@@ -129,6 +141,7 @@ class Mapping(_MappingPart):
     aggregation: Literal["imsi-month", "none"] = "imsi-month"
     packet_size: int = Field(default=500, ge=1, le=5000)
     reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
+    checks: ChecksSettings = Field(default_factory=ChecksSettings)
 
     # Lookup caches, called once per CSV row: read through ``__pydantic_private__`` (a slot), as the
     # attribute route goes through ``BaseModel.__getattr__``, some twenty times slower.
