@@ -353,7 +353,7 @@ def render_report(
     if mismatch:
         typer.secho(f"warning: {mismatch}", fg="yellow", err=True)
     typer.echo(f"HTML report written to {written}")
-    typer.secho(f"Import {loaded.status}: {loaded.summary}", fg=reports.status_colour(loaded.status), bold=True)
+    typer.secho(f"Import {loaded.status}: {loaded.summary}", fg=reports.status_colour(loaded), bold=True)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from soracharge.models.coverage import coverage_label
 from soracharge.models.imports import ImportReport
 
 from soracharge_local.engine import ExecutionResult
+from soracharge_local.reports import status_colour
 
 #: What each state's exit says, from its output.
 _SUMMARIES = {
@@ -102,7 +103,7 @@ def print_export_outputs(result: ExecutionResult) -> None:
 def print_report(report: dict[str, Any]) -> None:
     """The import report as a person reads it: status, reconciliation, totals, problems, warnings."""
     status = report["status"]
-    colour = {"PROCESSED": "green", "CLOSED": "green", "DUPLICATE": "yellow"}.get(status, "red")
+    colour = status_colour(ImportReport.model_validate(report))
     typer.secho(guards.printable(f"Import {status}: {report['summary']}"), fg=colour, bold=True)
     reconciliation = report.get("reconciliation")
     if reconciliation:

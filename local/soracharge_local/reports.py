@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from soracharge.errors import InvalidInputError
-from soracharge.logic.report_html import STATUS_KINDS, render_report_html
+from soracharge.logic.report_html import banner, render_report_html
 from soracharge.models.imports import ImportReport
 
 #: Validation errors listed in a message before "and N more".
@@ -88,6 +88,6 @@ def month_mismatch(report: ImportReport, month: str, source: Path) -> str | None
     return None
 
 
-def status_colour(status: str) -> str:
-    """The terminal colour the CLI shows a status in, as the page colours it."""
-    return _COLOURS[STATUS_KINDS.get(status, ("error", ""))[0]]
+def status_colour(report: ImportReport) -> str:
+    """The terminal colour the CLI shows a report in, as the page colours its banner."""
+    return _COLOURS[banner(report)[0]]

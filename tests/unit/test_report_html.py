@@ -561,3 +561,25 @@ def test_the_report_command_refuses_bad_input_with_exit_code_2(tmp_path: Path, a
     assert done.exit_code == 2
     assert message in done.output
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_a_processed_month_that_does_not_balance_is_not_green_and_says_why_at_the_top():
+    # Given CloudBlue rated the month, but the CSV falls short of Soracom's bill by 798 JPY
+    unbalanced = processed_report(
+        reconciliation={
+            "billAmount": "9069",
+            "csvSum": CUSTOMERS_TOTAL,
+            "importedSum": CUSTOMERS_TOTAL,
+            "expectedBill": "8272",
+            "difference": "797",
+            "balanced": False,
+            "note": "short by 797 JPY: the CSV may be incomplete",
+        }
+    )
+    page = render_report_html(unbalanced)
+    # Then the banner at the top is the error colour and names the imbalance, next to the rating's outcome
+    banner = page[page.index('<div class="banner') : page.index("</div>", page.index('<div class="banner'))]
+    assert 'class="banner status-error"' in banner
+    assert "CloudBlue rated the imported charges; but it does not reconcile with Soracom&#39;s bill: short by 797" in banner
+    # And a balanced one stays green
+    assert 'class="banner status-ok"' in render_report_html(processed_report())

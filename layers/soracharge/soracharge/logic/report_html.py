@@ -100,9 +100,28 @@ class Chart:
     bars: list[Bar]
 
 
+#: How bad each kind of banner is: the page shows the worst of its status and what else it found.
+_SEVERITY = {"ok": 0, "info": 1, "pending": 2, "warn": 3, "error": 4}
+
+
+def banner(report: ImportReport) -> tuple[str, str]:
+    """The report's colour kind and its words: the worst of its status (the rating's outcome), its
+    reconciliation and anything else a person must look at, so a month that does not balance is never green."""
+    kind, meaning = STATUS_KINDS.get(report.status, ("error", ""))
+    findings: list[tuple[str, str]] = []
+    reconciliation = report.reconciliation
+    if reconciliation is not None and not reconciliation.balanced and report.status != "DRY_RUN":
+        findings.append(("error", f"but it does not reconcile with Soracom's bill: {reconciliation.note}"))
+    for found_kind, words in findings:
+        if _SEVERITY[found_kind] > _SEVERITY[kind]:
+            kind = found_kind
+        meaning = f"{meaning}; {words}"
+    return kind, meaning
+
+
 def render_report_html(report: ImportReport) -> str:
     """The report as a self-contained HTML page (UTF-8, inline CSS and SVG, no script)."""
-    kind, meaning = STATUS_KINDS.get(report.status, ("error", ""))
+    kind, meaning = banner(report)
     local_file = report.object.bucket == "-"  # a dry run of a file on a person's machine
     return _template().render(
         report=report,
