@@ -580,6 +580,9 @@ def test_a_processed_month_that_does_not_balance_is_not_green_and_says_why_at_th
     # Then the banner at the top is the error colour and names the imbalance, next to the rating's outcome
     banner = page[page.index('<div class="banner') : page.index("</div>", page.index('<div class="banner'))]
     assert 'class="banner status-error"' in banner
-    assert "CloudBlue rated the imported charges; but it does not reconcile with Soracom&#39;s bill: short by 797" in banner
+    assert (
+        "CloudBlue rated the imported charges; but it does not reconcile with Soracom&#39;s bill: short by 797"
+        in banner
+    )
     # And a balanced one stays green
     assert 'class="banner status-ok"' in render_report_html(processed_report())
