@@ -6,14 +6,25 @@ import copy
 import os
 from typing import Any
 
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+#: Deterministic (CI sees the same examples every run), no deadline: applied by each test through
+#: :func:`fuzz` (``settings(parent=...)``) rather than loaded globally, so the other suites keep their own.
+#: Registered here, where :func:`fuzz` reads it, so a test importing a fuzz module from another suite has it.
+settings.register_profile(
+    "soracharge-fuzz",
+    derandomize=os.environ.get("SORACHARGE_FUZZ_RANDOM", "") != "1",
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 _SCALE = max(1, int(os.environ.get("SORACHARGE_FUZZ_SCALE", "1") or "1"))
 
 
 def fuzz(max_examples: int) -> settings:
-    """The ``soracharge-fuzz`` profile (tests/fuzz/conftest.py) with this test's example count."""
+    """The ``soracharge-fuzz`` profile with this test's example count."""
     return settings(parent=settings.get_profile("soracharge-fuzz"), max_examples=max_examples * _SCALE)
 
 

@@ -119,6 +119,9 @@ class MemoryStore:
     def get_json(self, key: str) -> dict[str, Any] | None:
         return self.documents.get(key)
 
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(key for key in {*self.documents, *self.pages} if key.startswith(prefix))
+
     def report(self, obj: ObjectRef) -> ImportReport | None:
         document = self.documents.get(f"reports/{MONTH}/{obj.version_id}.json")
         return ImportReport.model_validate(document) if document else None

@@ -31,8 +31,8 @@ PLACEHOLDER = re.compile(r'"FILL-IN:(?:[^"\\]|\\.)*"')
 
 HAND_WRITTEN = (
     "\ufeffimsi,vpgId,date,billItemName,unitPrice,quantity,amount,name,customer,groupName\r\n"
-    '440103000000001,,20261001,基本料金 (plan-D),10,1,0.1,s1,"Acme, Inc.","Sensors, Tokyo"\r\n'
-    '440103000000001,,20261002,基本料金 (plan-D),10,1,0.2,s1,"Acme, Inc.","Sensors, Tokyo"\r\n'
+    '440103000000001,,20261001,基本料金 (plan-D),0.1,1,0.1,s1,"Acme, Inc.","Sensors, Tokyo"\r\n'
+    '440103000000001,,20261002,基本料金 (plan-D),0.2,1,0.2,s1,"Acme, Inc.","Sensors, Tokyo"\r\n'
     '440103000000002,,20261001,基本料金 (plan-K),10,1,10,s2,東京ガス,"Sensors, Tokyo"\r\n'
     '440103000000002,,202610,"ボリュームディスカウント ""IoT スターター, 10%""",-1,1,-1,s2,東京ガス,'
     '"Sensors, Tokyo"\r\n'

@@ -110,6 +110,30 @@ def rejected_report(**overrides: Any) -> ImportReport:
     return ImportReport.model_validate(data)
 
 
+#: The month against 202608 and 202609: one customer moved past the thresholds, one appeared.
+VARIANCE: dict[str, Any] = {
+    "months": ["202608", "202609", "202610"],
+    "comparedWith": "202609",
+    "change": "0.5",
+    "floor": "1000",
+    "flags": [
+        {
+            "kind": "moved",
+            "name": "Acme",
+            "previous": "1000.00",
+            "amount": "5000.00",
+            "message": 'customer "Acme" moved from 1,000.00 JPY in 202609 to 5,000.00 JPY (+400%)',
+        },
+        {"kind": "appeared", "name": "Initech", "amount": "12.00", "message": 'customer "Initech" appeared'},
+    ],
+    "perCustomer": [
+        {"name": "Acme", "amounts": ["900.00", "1000.00", "5000.00"]},
+        {"name": "Globex", "amounts": ["300", None, "310"]},
+        {"name": "Initech", "amounts": [None, None, "12.00"]},
+    ],
+}
+
+
 def report_for(status: str) -> ImportReport:
     """A report as the import leaves it in ``status`` (what each status carries, and nothing more)."""
     if status == "REJECTED":
@@ -137,6 +161,14 @@ def report_for(status: str) -> ImportReport:
         "DUPLICATE": {**without_import, "summary": "the same bytes were already imported", "duplicateOf": other},
         "HELD": {**without_import, "summary": "a different file for 202610 was already imported", "duplicateOf": other},
         "SUPERSEDED": {**without_import, "summary": "superseded", "duplicateOf": other},
+        "AWAITING_APPROVAL": {
+            "importSessionId": None,
+            "sessionStatus": None,
+            "reason": "review",
+            "summary": "held for approval: the month is unusual against 202609",
+            "variance": VARIANCE,
+            "approval": {"askedBecause": "unusual", "plan": "ab" * 32, "decision": "pending"},
+        },
     }
     return processed_report(status=status, **variants[status])
 
@@ -458,6 +490,7 @@ def test_every_status_renders_with_its_colour_and_what_it_carries(status: str):
         "CLOSED": "pending",
         "DRY_RUN": "info",
         "DUPLICATE": "warn",
+        "AWAITING_APPROVAL": "warn",
     }.get(status, "error")
     assert f"status-{expected_kind}" in badge.classes
     assert page.by_id("summary").text == report.summary
@@ -586,3 +619,46 @@ def test_a_processed_month_that_does_not_balance_is_not_green_and_says_why_at_th
     )
     # And a balanced one stays green
     assert 'class="banner status-ok"' in render_report_html(processed_report())
+
+
+def test_a_month_held_for_approval_shows_why_the_decision_pending_and_each_customer_over_the_months():
+    # Given the preview of a month held because a customer moved past the thresholds
+    page = render(report_for("AWAITING_APPROVAL"))
+    # Then the banner is the warning colour, the approval says it waits, and the plan approved is named
+    assert "status-warn" in page.by_id("status-banner").classes
+    assert page.by_id("approval-decision").attrs["data-decision"] == "pending"
+    assert page.by_id("approval-plan").text == "ab" * 32
+    # And the variance lists each flag, and shows each customer's amount per month with a column per month
+    flags = [li.text for li in page.by_id("variance-flags").all("li")]
+    assert flags[0].startswith('customer "Acme" moved from 1,000.00 JPY')
+    rows = {row.attrs["data-customer"]: row for row in page.by_id("variance").all("tr", "variance-row")}
+    assert set(rows) == {"Acme", "Globex", "Initech"}
+    assert "flagged" in rows["Acme"].classes
+    assert "flagged" not in rows["Globex"].classes
+    assert [td.text for td in rows["Globex"].all("td", "amount")] == ["300", "—", "310"]
+    # The chart draws a column for each month with an amount, the latest one apart, scaled to the customer's own
+    acme = rows["Acme"].all("rect")
+    assert [r.attrs["class"] for r in acme] == ["past", "past", "now"]
+    assert acme[2].attrs["height"] == "22.00"
+    assert len(rows["Globex"].all("rect")) == 2
+
+
+def test_an_approved_unusual_month_says_who_approved_it_at_the_top():
+    report = processed_report(
+        variance=VARIANCE,
+        approval={"askedBecause": "unusual", "plan": "ab" * 32, "decision": "approved", "by": "Hanako"},
+    )
+    page = render(report)
+    banner = page.by_id("status-banner").text
+    # Not plain green: unusual, but a person looked (info); the words say both
+    assert "status-info" in page.by_id("status-banner").classes
+    assert "unusual against 202609 (2 change(s)" in banner
+    assert "approved by Hanako" in banner
+    assert page.by_id("approval-by").text == "Hanako"
+
+
+def test_an_unusual_month_imported_without_approval_is_not_green():
+    # review.approval: off imports an unusual month at once; the page still says it at the top
+    page = render(processed_report(variance=VARIANCE))
+    assert "status-warn" in page.by_id("status-banner").classes
+    assert "unusual against 202609" in page.by_id("status-banner").text

@@ -164,7 +164,9 @@ def _sfn_client() -> SFNClient:
     return boto3.client("stepfunctions")
 
 
-def import_dependencies(remaining_seconds: Callable[[], float] = lambda: math.inf) -> ImportDependencies:
+def import_dependencies(
+    remaining_seconds: Callable[[], float] = lambda: math.inf, function_name: str | None = None
+) -> ImportDependencies:
     """Everything the import use case talks to, from the import function's settings."""
     from soracharge.logic.imports import ImportDependencies  # only the import function pays for it
 
@@ -181,6 +183,7 @@ def import_dependencies(remaining_seconds: Callable[[], float] = lambda: math.in
         concurrency=settings.import_concurrency,
         coverages=settings.coverages,
         remaining_seconds=remaining_seconds,
+        function_name=function_name or "<ImportChargesFunction>",
     )
 
 

@@ -45,6 +45,7 @@ class Metric(StrEnum):
     IMPORTS_CLOSED = "ImportsClosed"
     IMPORTS_REJECTED = "ImportsRejected"
     IMPORTS_HELD = "ImportsHeld"
+    IMPORTS_AWAITING_APPROVAL = "ImportsAwaitingApproval"
     IMPORTS_DUPLICATE = "ImportsDuplicate"
     IMPORTS_SUPERSEDED = "ImportsSuperseded"  # an attempt stopped by its fence: a later attempt took over
     SESSIONS_ABANDONED = "SessionsAbandoned"

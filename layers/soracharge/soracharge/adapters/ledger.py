@@ -8,7 +8,9 @@ Three kinds of record, in one table keyed by ``pk`` (the protocol is ``logic/imp
   only after a fenced write, :meth:`DynamoDbLedger.mark_in_flight`); the ``lease_until``, for liveness
   only (a claim may be taken over once it lapsed: a crashed attempt's retry resumes within minutes);
   the pins (coverage, currency, the mapping's pinned copy); the session, its packets in flight and
-  accepted, the sessions given up, the one marked closing; the report and how the import ended.
+  accepted, the sessions given up, the one marked closing; the report and how the import ended; a
+  person's review: the plan (packets' fingerprint) a preview showed (``AWAITING_APPROVAL``), and who
+  approved it (``APPROVED``, claimable: the next attempt sends exactly that plan) or rejected it.
 - ``bill#<yyyyMM>#<coverage>``: the month's bill of a coverage, and the object that closed a session
   for it. Written only in the closing transaction (:meth:`DynamoDbLedger.mark_closing`).
 - ``bytes#<yyyyMM>#<sha256>``: these bytes, closed for the month (under any coverage) by that object.
@@ -33,7 +35,16 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 LedgerStatus = Literal[
-    "IMPORTING", "REJECTED", "DUPLICATE", "HELD", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED"
+    "IMPORTING",
+    "REJECTED",
+    "DUPLICATE",
+    "HELD",
+    "AWAITING_APPROVAL",
+    "APPROVED",
+    "CLOSED",
+    "PROCESSED",
+    "FAILED_PROCESSED",
+    "NOT_RATED",
 ]
 #: How long a claim holds without a write (the attempt renews it while it works): liveness only.
 LEASE_SECONDS = 180.0
@@ -72,6 +83,12 @@ class LedgerEntry:
     report_key: str | None = None
     duplicate_of: str | None = None
     reason: str | None = None
+    #: The plan a preview showed a person (``AWAITING_APPROVAL``), why it was asked, and their decision.
+    review_plan: str | None = None
+    review_asked: str | None = None
+    decision: str | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
     attempts: int = 0
     lease_until: float = 0.0
 
@@ -131,6 +148,8 @@ class Ledger(Protocol):
 
     def end(self, object_id: str, epoch: int, status: LedgerStatus, *, report_key: str, **fields: str) -> None: ...
 
+    def decide(self, object_id: str, *, plan: str, decision: str, by: str, report_key: str | None = None) -> bool: ...
+
     def record_rating(self, object_id: str, status: LedgerStatus) -> None: ...
 
     def release(self, object_id: str, epoch: int) -> None: ...
@@ -163,14 +182,17 @@ class DynamoDbLedger:
                 TableName=self._table,
                 Key=_key(object_id),
                 UpdateExpression=(
-                    "SET #status = if_not_exists(#status, :importing), epoch = if_not_exists(epoch, :zero) + :one, "
+                    "SET #status = :importing, epoch = if_not_exists(epoch, :zero) + :one, "
                     "lease_until = :lease, #month = :month, attempts = if_not_exists(attempts, :zero) + :one, "
                     "updated_at = :now"
                 ),
-                ConditionExpression="attribute_not_exists(pk) OR (#status = :importing AND lease_until < :now)",
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR (#status = :importing AND lease_until < :now) OR #status = :approved"
+                ),
                 ExpressionAttributeNames={"#status": "status", "#month": "month"},
                 ExpressionAttributeValues={
                     ":importing": {"S": "IMPORTING"},
+                    ":approved": {"S": "APPROVED"},
                     ":lease": {"N": repr(now + self._lease_seconds)},
                     ":month": {"S": month},
                     ":zero": {"N": "0"},
@@ -405,6 +427,41 @@ class DynamoDbLedger:
             object_id, epoch, f"record {status} for", expression, values, condition=condition, names=names, lease=0.0
         )
 
+    def decide(self, object_id: str, *, plan: str, decision: str, by: str, report_key: str | None = None) -> bool:
+        """A person's decision on the preview of ``plan``: ``approved`` (the object becomes claimable, and its
+        next attempt sends exactly that plan) or ``rejected`` (it ends REJECTED, with ``report_key``). Only an
+        object awaiting approval of that same plan is decided, once: False otherwise (see :meth:`get`)."""
+        now = self._clock()
+        values: dict[str, Any] = {
+            ":awaiting": {"S": "AWAITING_APPROVAL"},
+            ":plan": {"S": plan},
+            ":decision": {"S": decision},
+            ":by": {"S": by},
+            ":now": {"N": repr(now)},
+            ":zero": {"N": "0"},
+            ":status": {"S": "APPROVED" if decision == "approved" else "REJECTED"},
+        }
+        expression = (
+            "SET #status = :status, decision = :decision, decided_by = :by, decided_at = :now, lease_until = :zero, "
+            "updated_at = :now"
+        )
+        if decision != "approved":
+            values[":report"] = {"S": report_key or ""}
+            values[":reason"] = {"S": "review-rejected"}
+            expression += ", report_key = :report, reason = :reason"
+        result = self._call(
+            "update_item",
+            allow_condition_failure=True,
+            TableName=self._table,
+            Key=_key(object_id),
+            UpdateExpression=expression,
+            ConditionExpression="#status = :awaiting AND review_plan = :plan",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values,
+            ReturnValues="UPDATED_NEW",
+        )
+        return bool(result)
+
     def record_rating(self, object_id: str, status: LedgerStatus) -> None:
         """How CloudBlue's rating of the object's closed session ended (the follow-session state machine)."""
         self._call(
@@ -595,6 +652,11 @@ def _entry(object_id: str, item: dict[str, Any]) -> LedgerEntry:
         report_key=text("report_key"),
         duplicate_of=text("duplicate_of"),
         reason=text("reason"),
+        review_plan=text("review_plan"),
+        review_asked=text("review_asked"),
+        decision=text("decision"),
+        decided_by=text("decided_by"),
+        decided_at=float(item["decided_at"]["N"]) if "decided_at" in item else None,
         attempts=number("attempts") or 0,
         lease_until=float(item["lease_until"]["N"]) if "lease_until" in item else 0.0,
     )

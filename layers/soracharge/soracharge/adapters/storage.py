@@ -80,6 +80,8 @@ class ReportStore(Protocol):
 
     def get_json(self, key: str) -> dict[str, Any] | None: ...
 
+    def keys(self, prefix: str) -> list[str]: ...
+
 
 class S3ObjectStore:
     def __init__(self, client: S3Client, bucket: str) -> None:
@@ -130,6 +132,18 @@ class S3ObjectStore:
             raise StorageError(f"cannot list s3://{self.bucket}/{prefix}: {_reason(exc)}") from exc
         heads = (self.head(key) for key in keys)
         return [head for head in heads if head is not None]
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (sub-folders included), in key order, page after page."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        try:
+            return [
+                item["Key"]
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                for item in page.get("Contents", [])
+            ]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot list s3://{self.bucket}/{prefix}: {_reason(exc)}") from exc
 
     def open(self, key: str, version_id: str | None = None) -> BinaryIO:
         """A stream of the object's bytes, read as it is consumed (never the whole object in memory)."""

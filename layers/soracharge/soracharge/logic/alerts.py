@@ -316,10 +316,15 @@ def _export_month(execution_input: dict[str, Any]) -> str:
 
 def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None = None) -> Alert:
     """The alert for an S3 event the import function failed to import three times."""
-    s3 = ((record.request_payload.get("Records") or [{}])[0] or {}).get("s3", {})
-    bucket = str(s3.get("bucket", {}).get("name", "?"))
-    key = unquote_plus(str(s3.get("object", {}).get("key", "?")))  # S3 events carry the key URL-encoded
-    version = s3.get("object", {}).get("versionId")
+    review = record.request_payload.get("review")
+    if isinstance(review, dict):  # a person's approval: its object named by id
+        location, _, version = str(review.get("objectId", "?/?#")).rpartition("#")
+        bucket, _, key = location.partition("/")
+    else:
+        s3 = ((record.request_payload.get("Records") or [{}])[0] or {}).get("s3", {})
+        bucket = str(s3.get("bucket", {}).get("name", "?"))
+        key = unquote_plus(str(s3.get("object", {}).get("key", "?")))  # S3 events carry the key URL-encoded
+        version = s3.get("object", {}).get("versionId")
     match = IMPORTABLE_KEY.fullmatch(key)
     month = match["month"] if match else "unknown month"
     coverage = _named_coverage(match["coverage"] if match else None)
@@ -366,6 +371,7 @@ class _Reported:
 
     report: ImportReport
     key: str
+    import_function: str = "<ImportChargesFunction>"
 
     @property
     def bill(self) -> str:
@@ -393,13 +399,19 @@ class _Reported:
         return f"--metadata import=additional,currency={_currency(self.report)}"
 
 
-def for_report(report: ImportReport, report_key: str, follow_state_machine_arn: str | None = None) -> Alert | None:
+def for_report(
+    report: ImportReport,
+    report_key: str,
+    follow_state_machine_arn: str | None = None,
+    *,
+    import_function: str = "<ImportChargesFunction>",
+) -> Alert | None:
     """The alert an import report calls for, or None (imported and balanced, dry run...).
 
     Every file that ended without importing (REJECTED, HELD, DUPLICATE) is alerted, with the action its
     ``reason`` calls for: the text is chosen from the report's status and reason, never from its summary.
     """
-    reported = _Reported(report, report_key)
+    reported = _Reported(report, report_key, import_function)
     if report.status in _DEFAULT_REASONS:
         return _NOT_IMPORTED[report.reason or _DEFAULT_REASONS[report.status]](reported)
     if report.status == "FAILED_PROCESSED":
@@ -533,6 +545,68 @@ def _held_failed_rating(reported: _Reported) -> Alert:
     )
 
 
+def review_command(function_name: str, object_id: str, plan: str, decision: str) -> str:
+    """The command that approves or rejects an import held for approval (``YOUR NAME``: who decides)."""
+    payload = json.dumps(
+        {"review": {"objectId": object_id, "plan": plan, "decision": decision, "by": "YOUR NAME"}},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return (
+        f"aws lambda invoke --invocation-type Event --cli-binary-format raw-in-base64-out --function-name "
+        f"{function_name} --payload {shlex.quote(payload)} /dev/null"
+    )
+
+
+def _awaiting_approval(reported: _Reported) -> Alert:
+    report = reported.report
+    approval, variance = report.approval, report.variance
+    plan = approval.plan if approval else "-"
+    flags = [flag.message for flag in variance.flags] if variance else []
+    commands = {
+        decision: review_command(reported.import_function, report.object.object_id, plan, decision)
+        for decision in ("approve", "reject")
+    }
+    return Alert(
+        subject=f"soracharge {reported.bill}: held for approval, nothing sent",
+        headline=guards.printable(f"{report.summary}."),
+        facts=[
+            *reported.where,
+            ("Charges", f"{report.counts.charges} ({_money(_charges_sum(report), report.currency)})"),
+            *(("Unusual", guards.printable(line)) for line in flags[:PROBLEMS_SHOWN]),
+            ("Plan", plan),
+        ],
+        action=(
+            "Read the preview (the report: every charge per customer, the reconciliation, the month against the "
+            "months before). If it is right, approve it with the first command below (put your name for YOUR "
+            "NAME): exactly the charges previewed are sent, once. If it is not, reject it with the second; "
+            "nothing is sent, then fix the file or the mapping and upload it again. Locally: `soracharge approve "
+            "--month MONTH --by NAME` (or `reject`)."
+        ),
+        remedy=Remedy.APPROVE,
+        command=f"{commands['approve']}\n\n{commands['reject']}",
+    )
+
+
+def _review_rejected(reported: _Reported) -> Alert:
+    report = reported.report
+    by = report.approval.by if report.approval and report.approval.by else "a person"
+    return Alert(
+        subject=f"soracharge {reported.bill}: rejected after review, nothing sent",
+        headline=guards.printable(f"{report.summary}."),
+        facts=[*reported.where, ("Rejected by", guards.printable(by))],
+        action=(
+            "Fix what the review found (the file or the mapping), then upload the file again to "
+            f"{reported.uploads}: a new object version is a new import, previewed again."
+        ),
+        remedy=Remedy.UPLOAD_AGAIN,
+    )
+
+
+def _charges_sum(report: ImportReport) -> Decimal | None:
+    return report.reconciliation.csv_sum if report.reconciliation else None
+
+
 _NOT_IMPORTED = {
     EndReason.PROBLEMS: _rejected,
     EndReason.SAME_BYTES: _same_bytes,
@@ -540,9 +614,16 @@ _NOT_IMPORTED = {
     EndReason.SECOND_FILE: _second_file,
     EndReason.EXPORTED_TWICE: _exported_twice,
     EndReason.FAILED_RATING: _held_failed_rating,
+    EndReason.REVIEW: _awaiting_approval,
+    EndReason.REVIEW_REJECTED: _review_rejected,
 }
 #: The reason of a report written before reasons were recorded.
-_DEFAULT_REASONS = {"REJECTED": EndReason.PROBLEMS, "DUPLICATE": EndReason.SAME_BYTES, "HELD": EndReason.SECOND_FILE}
+_DEFAULT_REASONS = {
+    "REJECTED": EndReason.PROBLEMS,
+    "DUPLICATE": EndReason.SAME_BYTES,
+    "HELD": EndReason.SECOND_FILE,
+    "AWAITING_APPROVAL": EndReason.REVIEW,
+}
 
 
 def _failed_rating(reported: _Reported) -> Alert:

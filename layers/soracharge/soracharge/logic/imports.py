@@ -69,7 +69,7 @@ from soracharge.errors import (
     InvalidInputError,
     StorageError,
 )
-from soracharge.logic import alerts, guards
+from soracharge.logic import alerts, guards, variance
 from soracharge.logic.charges import charge_id_suffix, plan_import
 from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.logic.report_html import render_report_html
@@ -86,6 +86,7 @@ from soracharge.models.coverage import (
 from soracharge.models.imports import (
     IMPORTABLE_KEY,
     Amount,
+    Approval,
     EndReason,
     FollowSessionRequest,
     ImportReport,
@@ -93,7 +94,9 @@ from soracharge.models.imports import (
     Problem,
     Reconciliation,
     ReportCounts,
+    ReviewRequest,
     SessionProgress,
+    Variance,
     report_key,
 )
 from soracharge.models.mapping import Mapping
@@ -127,6 +130,8 @@ class ImportDependencies:
     coverages: tuple[Coverage, ...] = ("jp",)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     remaining_seconds: Callable[[], float] = field(default=lambda: math.inf)
+    #: The import function's name, for the commands an alert gives (approve, reject).
+    function_name: str = "<ImportChargesFunction>"
 
 
 def import_object(obj: ObjectRef, deps: ImportDependencies) -> ImportReport:
@@ -176,9 +181,63 @@ def _already_claimed(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencie
     if existing is None:  # the attempt that ended it stopped before publishing its report
         return _publish(obj, entry, deps)
     report = ImportReport.model_validate(existing)
+    if report.status == "AWAITING_APPROVAL" and entry.status != "AWAITING_APPROVAL" and entry.report_key:
+        return _publish(obj, entry, deps)  # decided, and stopped before its report was published
     if entry.status == "CLOSED" and report.import_session_id is not None:
         _follow(obj, report.import_session_id, key, deps, report.coverage)  # in case it stopped before this
     return report
+
+
+def review_object(request: ReviewRequest, deps: ImportDependencies) -> ImportReport:
+    """A person's decision on an import held for approval: ``approve`` sends exactly the plan previewed (the
+    same packets, by the import's own protocol: the object becomes claimable with that plan recorded);
+    ``reject`` ends it REJECTED with nothing sent. Deciding again the same way answers with the report."""
+    obj = ObjectRef.from_object_id(request.object_id)
+    logger.append_keys(objectKey=obj.key, objectVersion=obj.version_id, decision=request.decision)
+    entry = deps.ledger.get(obj.object_id)
+    if entry is None or entry.review_plan is None:
+        raise InvalidInputError(
+            f"{obj.uri} (version {obj.version_id}) was never held for approval: there is nothing to "
+            f"{request.decision} (check the objectId in the alert)"
+        )
+    if entry.review_plan != request.plan:
+        raise InvalidInputError(
+            f"the plan {request.plan[:12]}... is not the one the preview of {obj.uri} showed "
+            f"({entry.review_plan[:12]}...): nothing was decided. Read the preview and use its alert's command"
+        )
+    decided = "approved" if request.decision == "approve" else "rejected"
+    if entry.decision is not None and entry.decision != decided:
+        raise InvalidInputError(f"{obj.uri} was {entry.decision} by {entry.decided_by} already: nothing was changed")
+    if entry.status == "AWAITING_APPROVAL":
+        if decided == "approved":
+            deps.ledger.decide(obj.object_id, plan=request.plan, decision=decided, by=request.by)
+        else:
+            preview = deps.store.get_json(entry.report_key or "") or deps.store.get_json(public_report_key(obj))
+            if preview is None:
+                raise ImportInProgressError(f"the preview of {obj.uri} is not written yet: decide again in a minute")
+            report = _rejected_by(ImportReport.model_validate(preview), request.by, deps.clock())
+            staged = f"{STAGED_REPORTS}{report.month}/{obj.version_id}/review.json"
+            deps.store.put_json(staged, report.to_event())
+            if deps.ledger.decide(obj.object_id, plan=request.plan, decision=decided, by=request.by, report_key=staged):
+                logger.warning("Import rejected by a person", extra={"by": request.by})
+                _publish_report(obj, report, deps)
+                return report
+    return import_object(obj, deps)  # approved: the import claims it; decided before: its report
+
+
+def _rejected_by(preview: ImportReport, by: str, now: datetime) -> ImportReport:
+    approval = (
+        preview.approval.model_copy(update={"decision": "rejected", "by": by, "at": now}) if preview.approval else None
+    )
+    return preview.model_copy(
+        update={
+            "status": "REJECTED",
+            "reason": EndReason.REVIEW_REJECTED,
+            "summary": f"rejected by {by} after the preview: nothing was sent. {preview.summary}",
+            "approval": approval,
+            "updated_at": now,
+        }
+    )
 
 
 def public_report_key(obj: ObjectRef) -> str:
@@ -228,6 +287,8 @@ class _Attempt:
         #: The session the ledger records for the object now (given up or closing aside).
         self.session: int | None = entry.session_id if entry.closing_session is None else None
         self.warnings: list[str] = []
+        self.variance: Variance | None = None
+        self.approval: Approval | None = None
         self._renewed = time.monotonic()
 
     # -- the protocol, step by step ---------------------------------------------------------------
@@ -254,6 +315,9 @@ class _Attempt:
             taken, take_from = self.look(bill, bytes_key, settled.coverage)
             if taken is not None:
                 return self.not_imported(taken)
+            self.review(plan, settled)
+            if self.approval is not None and self.approval.decision == "pending":
+                return self.await_approval(plan, settled)
             session, sent = self.send(plan)
             if not self.ledger.mark_closing(
                 self.obj.object_id, self.epoch, session, bill=bill, bytes_key=bytes_key, sha256=sha256,
@@ -362,6 +426,68 @@ class _Attempt:
             reason = EndReason.EXPORTED_TWICE if exports else EndReason.SECOND_FILE
             return _Taken("HELD", reason, holder.object_id, coverage), None
         return None, take_from
+
+    def review(self, plan: ImportPlan, settled: _Settled) -> None:
+        """Step 3b: the month against the months before it, and whether a person must approve the plan first.
+
+        Asked once per object, before its first packet: an attempt that finds an approval sends exactly the
+        plan approved (or nothing); one that finds a session already used was past the question."""
+        earlier = variance.history(
+            variance.imported_reports(self.deps.store, variance.earlier_months(self.month)),
+            settled.coverage,
+            self.month,
+        )
+        self.variance = variance.compare(
+            self.month, plan.per_customer, plan.per_item, earlier, settled.mapping.review.variance, settled.currency
+        )
+        fingerprint = _fingerprint(plan)
+        entry = self.entry
+        if entry.decision == "approved" and entry.review_plan is not None:
+            if entry.review_plan != fingerprint:
+                raise ImportResumeError(
+                    f"{self.obj.uri}: the plan {entry.decided_by} approved ({entry.review_plan[:12]}) is not the plan "
+                    f"this attempt reads ({fingerprint[:12]}) with the same pinned file and mapping: was the code "
+                    "changed in between? Nothing was sent"
+                )
+            at = datetime.fromtimestamp(entry.decided_at, UTC) if entry.decided_at is not None else None
+            asked = "always" if entry.review_asked == "always" else "unusual"
+            self.approval = Approval(
+                asked_because=asked, plan=fingerprint, decision="approved", by=entry.decided_by, at=at
+            )
+            return
+        if entry.session_id is not None or self.given_up:
+            return  # an earlier attempt was past the question (it sent packets)
+        mode = settled.mapping.review.approval
+        if mode == "always" or (mode == "unusual" and self.variance.unusual):
+            self.approval = Approval(asked_because="always" if mode == "always" else "unusual", plan=fingerprint)
+
+    def await_approval(self, plan: ImportPlan, settled: _Settled) -> ImportReport:
+        """AWAITING_APPROVAL: the preview (every charge, the reconciliation, the variance) published, nothing sent."""
+        assert self.approval is not None
+        assert self.variance is not None
+        why = (
+            f"the month is unusual against {self.variance.compared_with}: {self.variance.flags[0].message}"
+            + (f" (and {len(self.variance.flags) - 1} more)" if len(self.variance.flags) > 1 else "")
+            if self.approval.asked_because == "unusual"
+            else "the mapping asks for every month to be approved (review.approval: always)"
+        )
+        summary = (
+            f"held for approval: {why}. Nothing was sent: {len(plan.charges)} charges ({plan.charges_sum} "
+            f"{settled.currency}) are sent exactly as previewed once a person approves them"
+        )
+        report = self.report(
+            "AWAITING_APPROVAL",
+            summary,
+            reason=EndReason.REVIEW,
+            counts=ReportCounts(rows=plan.rows, charges=len(plan.charges), packets=len(plan.packets(0))),
+            reconciliation=_reconcile(plan, settled, bill_facts(self.head.metadata), imported=plan.charges_sum),
+            warnings=self.warnings,
+            **_totals(plan, settled.mapping),
+        )
+        self.end(report, review_plan=self.approval.plan, review_asked=self.approval.asked_because)
+        count(Metric.IMPORTS_AWAITING_APPROVAL)
+        logger.warning("Import held for approval", extra={"asked": self.approval.asked_because})
+        return report
 
     def send(self, plan: ImportPlan) -> tuple[int, int]:
         """Steps 4 and 5: every packet accepted in one session; the session and the packets sent now."""
@@ -554,13 +680,17 @@ class _Attempt:
     def report(self, status: str, summary: str, **fields: Any) -> ImportReport:
         left_open = [self.session] if status != "CLOSED" and self.session is not None else []
         given_up = [*self.given_up, *left_open]
-        return _report(self.deps, self.obj, status, summary, abandoned_sessions=given_up, **self.base, **fields)
+        review = {"variance": self.variance, "approval": self.approval}
+        return _report(
+            self.deps, self.obj, status, summary, abandoned_sessions=given_up, **self.base, **review, **fields
+        )
 
-    def end(self, report: ImportReport) -> None:
+    def end(self, report: ImportReport, **recorded: str) -> None:
         """Stage the report, record the end in the ledger (fenced: a superseded attempt stops here), publish."""
         staged = f"{STAGED_REPORTS}{self.month}/{self.obj.version_id}/{self.epoch}.json"
         self.deps.store.put_json(staged, report.to_event())
         extra = {"duplicate_of": report.duplicate_of} if report.duplicate_of else {}
+        extra |= recorded
         if report.reason is not None:
             extra["reason"] = report.reason.value
         self.ledger.end(self.obj.object_id, self.epoch, report.status, report_key=staged, **extra)  # type: ignore[arg-type]
@@ -924,7 +1054,7 @@ def follow_execution_name(object_id: str, session_id: int) -> str:
 
 
 def _alert(report: ImportReport, key: str, deps: ImportDependencies) -> None:
-    alert = alerts.for_report(report, key)
+    alert = alerts.for_report(report, key, import_function=deps.function_name)
     if alert is not None:
         alerts.publish(deps.notifier, alert)
 

@@ -32,6 +32,7 @@ STATUS_KINDS: dict[str, tuple[str, str]] = {
     "DRY_RUN": ("info", "dry run: nothing was sent to CloudBlue"),
     "DUPLICATE": ("warn", "the same bytes were imported before: nothing was imported again"),
     "HELD": ("error", "held: nothing was imported, a person has to decide what to do with this file"),
+    "AWAITING_APPROVAL": ("warn", "held for approval: nothing was sent; a person approves or rejects the preview"),
     "SUPERSEDED": ("error", "superseded: another file took the month over, nothing of this one is rated"),
     "REJECTED": ("error", "rejected: nothing was imported; fix the file and upload it again"),
     "FAILED_PROCESSED": ("error", "CloudBlue failed to rate the session"),
@@ -112,6 +113,18 @@ def banner(report: ImportReport) -> tuple[str, str]:
     reconciliation = report.reconciliation
     if reconciliation is not None and not reconciliation.balanced and report.status != "DRY_RUN":
         findings.append(("error", f"but it does not reconcile with Soracom's bill: {reconciliation.note}"))
+    variance, approval = report.variance, report.approval
+    if variance is not None and variance.unusual and report.status not in ("AWAITING_APPROVAL", "REJECTED"):
+        approved = approval is not None and approval.decision == "approved"
+        findings.append(
+            (
+                "info" if approved else "warn",
+                f"the month is unusual against {variance.compared_with} ({len(variance.flags)} change(s) past the "
+                "review thresholds)",
+            )
+        )
+    if approval is not None and approval.decision == "approved":
+        findings.append(("ok", f"approved by {approval.by}"))
     for found_kind, words in findings:
         if _SEVERITY[found_kind] > _SEVERITY[kind]:
             kind = found_kind
@@ -140,6 +153,7 @@ def render_report_html(report: ImportReport) -> str:
             _table("totals-per-item", "Totals per bill item", "Bill item", report.per_item),
         ],
         chart=_chart(report.per_customer),
+        trends=_trends(report),
         has_totals=bool(report.per_customer or report.per_subscription or report.per_item),
     )
 
@@ -225,6 +239,76 @@ def _chart(amounts: list[Amount]) -> Chart:
             bar_height=CHART_BAR_HEIGHT,
             bars=bars,
         )
+
+
+@dataclass(frozen=True)
+class SparkBar:
+    css: str
+    x: int
+    y: str
+    width: int
+    height: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Trend:
+    """One customer's row of the month-over-month table: its amounts and a small column chart of them."""
+
+    key: str
+    name: str
+    unnamed: bool
+    flagged: bool
+    amounts: list[str | None]
+    bars: list[SparkBar]
+    width: int
+    height: int
+
+
+SPARK_COLUMN = 14
+SPARK_HEIGHT = 24
+
+
+def _trends(report: ImportReport) -> list[Trend]:
+    """Each customer's amounts over the variance's months, with columns scaled to its own largest amount."""
+    variance = report.variance
+    if variance is None:
+        return []
+    flagged = {flag.name for flag in variance.flags if flag.kind != "new-item"}
+    last = len(variance.months) - 1
+    trends = []
+    for series in variance.per_customer:
+        with localcontext(_EXACT):
+            top = max((abs(a) for a in series.amounts if a is not None), default=Decimal(0))
+            bars = []
+            for index, amount in enumerate(series.amounts):
+                if amount is None or top == 0:
+                    continue
+                height = (abs(amount) / top * (SPARK_HEIGHT - 2)).quantize(_PIXEL)
+                css = "negative" if amount < 0 else "now" if index == last else "past"
+                bars.append(
+                    SparkBar(
+                        css=css,
+                        x=index * SPARK_COLUMN,
+                        y=decimal_text(Decimal(SPARK_HEIGHT) - height),
+                        width=SPARK_COLUMN - 3,
+                        height=decimal_text(height),
+                        title=f"{variance.months[index]}: {decimal_text(amount)}",
+                    )
+                )
+        trends.append(
+            Trend(
+                key=series.name,
+                name=series.name or NO_CUSTOMER,
+                unnamed=not series.name,
+                flagged=series.name in flagged,
+                amounts=[None if a is None else decimal_text(a) for a in series.amounts],
+                bars=bars,
+                width=SPARK_COLUMN * len(variance.months),
+                height=SPARK_HEIGHT,
+            )
+        )
+    return trends
 
 
 def _fit(text: str, columns: int) -> str:

@@ -25,7 +25,16 @@ IMPORTABLE_KEY = re.compile(
 
 #: SUPERSEDED is read from reports written before the attempts' fence; nothing writes it any more.
 ReportStatus = Literal[
-    "REJECTED", "DUPLICATE", "HELD", "SUPERSEDED", "CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED", "DRY_RUN"
+    "REJECTED",
+    "DUPLICATE",
+    "HELD",
+    "SUPERSEDED",
+    "AWAITING_APPROVAL",
+    "CLOSED",
+    "PROCESSED",
+    "FAILED_PROCESSED",
+    "NOT_RATED",
+    "DRY_RUN",
 ]
 SessionStatus = Literal["OPEN", "NEW", "PROCESSING", "FAILED_PROCESSED", "PROCESSED", "REPORTED"]
 
@@ -46,6 +55,11 @@ class EndReason(StrEnum):
     EXPORTED_TWICE = "exported-twice"
     #: HELD: CloudBlue failed to rate the month's bill (or these bytes): import it again as an additional file.
     FAILED_RATING = "failed-rating"
+    #: AWAITING_APPROVAL: the month is unusual against the months before it (or the mapping asks for
+    #: approval always): nothing is sent until a person approves the preview.
+    REVIEW = "review"
+    #: REJECTED: a person rejected the preview: nothing was sent.
+    REVIEW_REJECTED = "review-rejected"
 
 
 class ObjectRef(Payload):
@@ -65,6 +79,15 @@ class ObjectRef(Payload):
             key=unquote_plus(record.s3.object.key),
             version_id=record.s3.object.versionId,
         )
+
+    @classmethod
+    def from_object_id(cls, object_id: str) -> ObjectRef:
+        """From ``<bucket>/<key>#<version>`` (:attr:`object_id`), or :class:`InvalidInputError` naming it."""
+        location, hash_, version = object_id.rpartition("#")
+        bucket, slash, key = location.partition("/")
+        if not (hash_ and slash and bucket and key and version):
+            raise InvalidInputError(f"objectId {object_id!r} is not <bucket>/<key>#<version> (the alert names it)")
+        return cls(bucket=bucket, key=key, version_id=None if version == "null" else version)
 
     @property
     def object_id(self) -> str:
@@ -143,6 +166,57 @@ class Reconciliation(Payload):
     steps: list[ReconciliationStep] = Field(default_factory=list)
 
 
+VarianceKind = Literal["moved", "appeared", "vanished", "new-item"]
+
+
+class VarianceFlag(Payload):
+    """One way the month differs from the month imported before it, past the mapping's ``review`` settings."""
+
+    kind: VarianceKind
+    #: The customer value (``moved``, ``appeared``, ``vanished``) or the bill item (``new-item``).
+    name: str
+    previous: ExactDecimal | None = None
+    amount: ExactDecimal | None = None
+    message: str
+
+
+class Series(Payload):
+    """One customer's amount in each month of :attr:`Variance.months` (None: nothing billed that month)."""
+
+    name: str
+    amounts: list[ExactDecimal | None]
+
+
+class Variance(Payload):
+    """The month against the months imported before it (``logic/variance.py``)."""
+
+    #: The earlier months found, oldest first, then this month (the chart's columns).
+    months: list[YearMonth]
+    #: The month compared with (the latest earlier one), None when none was imported before.
+    compared_with: YearMonth | None = None
+    flags: list[VarianceFlag] = Field(default_factory=list)
+    per_customer: list[Series] = Field(default_factory=list)
+    #: The thresholds used (the mapping's ``review.variance``).
+    change: ExactDecimal
+    floor: ExactDecimal
+
+    @property
+    def unusual(self) -> bool:
+        return bool(self.flags)
+
+
+class Approval(Payload):
+    """A person's review of the month before anything is sent (the mapping's ``review.approval``)."""
+
+    #: ``unusual``: asked because the variance flagged the month; ``always``: the mapping asks every month.
+    asked_because: Literal["unusual", "always"]
+    #: What is approved: the packets' fingerprint (the same packets are sent once approved, or nothing).
+    plan: str
+    decision: Literal["pending", "approved", "rejected"] = "pending"
+    by: str | None = None
+    at: datetime | None = None
+
+
 class ReportCounts(Payload):
     rows: int = 0
     charges: int = 0
@@ -188,8 +262,24 @@ class ImportReport(Payload):
     duplicate_of: str | None = None
     #: Why it ended without importing (with ``status``); absent when it imported, and in reports before reasons.
     reason: EndReason | None = None
+    #: The month against the months before it (absent for a file rejected before, and in older reports).
+    variance: Variance | None = None
+    #: The person's review, when the mapping asked for one.
+    approval: Approval | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class ReviewRequest(Payload):
+    """A person's decision on an import held for approval (the import function's ``{"review": ...}`` event)."""
+
+    #: ``<bucket>/<key>#<version>``, as the alert names it.
+    object_id: str = Field(min_length=3)
+    #: The plan the preview showed (its ``approval.plan``): a decision on anything else is refused.
+    plan: str = Field(pattern=r"^[0-9a-f]{16,64}$")
+    decision: Literal["approve", "reject"]
+    #: Who decides: recorded in the ledger and the report.
+    by: str = Field(min_length=1, max_length=200, pattern=r"\S")
 
 
 class SessionProgress(Payload):

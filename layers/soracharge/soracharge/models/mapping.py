@@ -130,6 +130,26 @@ class ChecksSettings(_MappingPart):
     row_amount_limit: Decimal = Field(default=Decimal(100_000_000), gt=0)
 
 
+class VarianceSettings(_MappingPart):
+    """When a month is unusual against the months imported before it (logic/variance.py)."""
+
+    #: A customer's amount that moves by more than this fraction of the month before (0.5: 50 %) ...
+    change: Decimal = Field(default=Decimal("0.5"), gt=0)
+    #: ... and by at least this much, in the bill's currency (small amounts move a lot and matter little).
+    floor: Decimal = Field(default=Decimal(1000), ge=0)
+
+
+#: ``off``: never wait; ``unusual``: wait for a person when the variance flags the month; ``always``: every month.
+Approval = Literal["off", "unusual", "always"]
+
+
+class ReviewSettings(_MappingPart):
+    """The month compared with the months before it, and when a person must approve it before it is sent."""
+
+    variance: VarianceSettings = Field(default_factory=VarianceSettings)
+    approval: Approval = "unusual"
+
+
 class Mapping(_MappingPart):
     """A provider's mapping file, validated."""
 
@@ -142,6 +162,7 @@ class Mapping(_MappingPart):
     packet_size: int = Field(default=500, ge=1, le=5000)
     reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     # Lookup caches, called once per CSV row: read through ``__pydantic_private__`` (a slot), as the
     # attribute route goes through ``BaseModel.__getattr__``, some twenty times slower.

@@ -25,6 +25,8 @@ class Remedy(StrEnum):
     IMPORT_DIFFERENCES = "import-differences"
     #: Follow the CloudBlue session again: the alert's ``start-execution`` command.
     FOLLOW_AGAIN = "follow-again"
+    #: Read the preview of a month held for approval, then approve or reject it: the alert's two commands.
+    APPROVE = "approve"
     #: Nothing: the alert says why (no charge was sent twice, and none is missing).
     NOTHING = "nothing"
 

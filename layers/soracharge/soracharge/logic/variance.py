@@ -1,0 +1,167 @@
+"""The month against the months imported before it, as a billing team checks a month before invoicing.
+
+The history is the reports of earlier months in ``reports/`` (what was imported, per customer value
+and per bill item), of the same coverage. A month is *unusual* when, against the latest earlier month
+imported:
+
+- a customer's amount moved by more than ``review.variance.change`` of what it was (50 % by default)
+  and by at least ``review.variance.floor`` in the bill's currency (1,000 by default);
+- a customer appeared (billed now, not then) or vanished (billed then, not now);
+- a bill item is billed that no earlier month had.
+
+The first month imported has nothing to be compared with, so it is never unusual. What an unusual
+month does is the mapping's ``review.approval`` (logic/imports.py): wait for a person (``unusual``,
+the default), always wait (``always``), or go on and only show it (``off``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from pydantic import ValidationError
+
+from soracharge.adapters.storage import ReportStore
+from soracharge.models.coverage import Coverage
+from soracharge.models.imports import ImportReport, Series, Variance, VarianceFlag
+from soracharge.models.mapping import VarianceSettings
+from soracharge.models.months import shift_month
+
+#: How far back the import looks for earlier months, and how many of them it shows.
+LOOK_BACK_MONTHS = 12
+SHOWN_MONTHS = 6
+#: The report statuses of a file whose charges were imported (closed in a session, rated or being rated).
+IMPORTED = frozenset({"CLOSED", "PROCESSED"})
+
+
+@dataclass
+class MonthTotals:
+    """What one month imported for one coverage: every imported file of it summed."""
+
+    month: str
+    per_customer: dict[str, Decimal] = field(default_factory=dict)
+    per_item: dict[str, Decimal] = field(default_factory=dict)
+
+    def add(self, report: ImportReport) -> None:
+        for amount in report.per_customer:
+            self.per_customer[amount.name] = self.per_customer.get(amount.name, Decimal(0)) + amount.amount
+        for amount in report.per_item:
+            self.per_item[amount.name] = self.per_item.get(amount.name, Decimal(0)) + amount.amount
+
+
+def imported_reports(store: ReportStore, months: Iterable[str]) -> list[ImportReport]:
+    """The reports in ``reports/<yyyyMM>/`` of ``months`` (a report that cannot be read is skipped)."""
+    found = []
+    for month in months:
+        for key in store.keys(f"reports/{month}/"):
+            if not key.endswith(".json"):
+                continue
+            document = store.get_json(key)
+            if document is None:
+                continue
+            with contextlib.suppress(ValidationError):
+                found.append(ImportReport.model_validate(document))
+    return found
+
+
+def history(reports: Iterable[ImportReport], coverage: Coverage, before: str) -> list[MonthTotals]:
+    """The months before ``before`` that imported charges of ``coverage``, oldest first, at most
+    :data:`SHOWN_MONTHS` (a report of before coverages counts as Japan's)."""
+    months: dict[str, MonthTotals] = {}
+    for report in reports:
+        month = str(report.month or "")
+        if report.status not in IMPORTED or not month or month >= before or (report.coverage or "jp") != coverage:
+            continue
+        months.setdefault(month, MonthTotals(month)).add(report)
+    return [months[m] for m in sorted(months)][-SHOWN_MONTHS:]
+
+
+def earlier_months(month: str) -> list[str]:
+    """The months the import looks into for history, newest first."""
+    return [shift_month(month, -n) for n in range(1, LOOK_BACK_MONTHS + 1)]
+
+
+def compare(
+    month: str,
+    per_customer: Mapping[str, Decimal],
+    per_item: Mapping[str, Decimal],
+    earlier: list[MonthTotals],
+    settings: VarianceSettings,
+    currency: str,
+) -> Variance:
+    """The month (its amounts per customer value and per bill item) against ``earlier`` (oldest first)."""
+    flags: list[VarianceFlag] = []
+    previous = earlier[-1] if earlier else None
+    if previous is not None:
+        then = previous.per_customer
+        for name in sorted(set(then) | set(per_customer)):
+            flag = _customer_flag(name, then.get(name), per_customer.get(name), previous.month, settings, currency)
+            if flag is not None:
+                flags.append(flag)
+        seen = {item for totals in earlier for item in totals.per_item}
+        for item in sorted(set(per_item) - seen):
+            flags.append(
+                VarianceFlag(
+                    kind="new-item",
+                    name=item,
+                    amount=per_item[item],
+                    message=(
+                        f'bill item "{item}" ({_money(per_item[item], currency)}) was in none of the months before '
+                        f"({', '.join(t.month for t in earlier)})"
+                    ),
+                )
+            )
+    names = sorted(set(per_customer).union(*(t.per_customer for t in earlier)))
+    return Variance(
+        months=[*(t.month for t in earlier), month],
+        compared_with=previous.month if previous else None,
+        flags=flags,
+        per_customer=[
+            Series(name=name, amounts=[*(t.per_customer.get(name) for t in earlier), per_customer.get(name)])
+            for name in names
+        ],
+        change=settings.change,
+        floor=settings.floor,
+    )
+
+
+def _customer_flag(
+    name: str, then: Decimal | None, now: Decimal | None, month: str, settings: VarianceSettings, currency: str
+) -> VarianceFlag | None:
+    shown = f'customer "{name}"' if name else "rows with no customer value"
+    if then is None and now is not None:
+        return VarianceFlag(
+            kind="appeared",
+            name=name,
+            amount=now,
+            message=f"{shown} appeared: {_money(now, currency)} this month, nothing in {month}",
+        )
+    if now is None and then is not None:
+        return VarianceFlag(
+            kind="vanished",
+            name=name,
+            previous=then,
+            message=f"{shown} vanished: {_money(then, currency)} in {month}, nothing this month",
+        )
+    assert then is not None
+    assert now is not None
+    moved = now - then
+    if abs(moved) < settings.floor or (then != 0 and abs(moved) <= settings.change * abs(then)):
+        return None
+    share = f" ({moved / abs(then):+.0%})" if then != 0 else ""
+    return VarianceFlag(
+        kind="moved",
+        name=name,
+        previous=then,
+        amount=now,
+        message=(
+            f"{shown} moved from {_money(then, currency)} in {month} to {_money(now, currency)}{share}, past the "
+            f"mapping's review.variance (change {settings.change:%}, floor {_money(settings.floor, currency)})"
+        ),
+    )
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    return f"{amount:,f} {currency}"
