@@ -39,6 +39,8 @@ class ReceivedAlert:
     facts: dict[str, str] = field(default_factory=dict)
     action: str = ""
     command: str | None = None
+    #: Every command it gives, in order (``command`` is the first).
+    commands: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, subject: str, message: str) -> ReceivedAlert:
@@ -50,16 +52,36 @@ class ReceivedAlert:
             except ValueError:
                 remedy = None
         facts: dict[str, str] = {}
-        action, command = "", None
+        action, commands = "", []
         for line in lines[1:]:
             if line.startswith("What to do: "):
                 action = line.removeprefix("What to do: ")
             elif line.startswith("aws "):
-                command = line
+                commands.append(line)
             elif not action and ":" in line and not line.startswith(" "):
                 name, _, value = line.partition(":")
                 facts.setdefault(name.strip(), value.strip())
-        return cls(subject=subject, message=message, remedy=remedy, facts=facts, action=action, command=command)
+        return cls(
+            subject=subject,
+            message=message,
+            remedy=remedy,
+            facts=facts,
+            action=action,
+            command=commands[0] if commands else None,
+            commands=tuple(commands),
+        )
+
+    def review_payload(self, decision: str, by: str) -> dict[str, Any] | None:
+        """The payload of its ``lambda invoke`` command that decides ``decision``, with ``by`` for YOUR NAME."""
+        for command in self.commands:
+            words = shlex.split(command)
+            if "--payload" not in words:
+                continue
+            payload: dict[str, Any] = json.loads(option(words, "--payload"))
+            review = payload.get("review") or {}
+            if review.get("decision") == decision and review.get("by") == "YOUR NAME":
+                return {"review": {**review, "by": by}}
+        return None
 
     @property
     def month(self) -> str:
@@ -168,6 +190,15 @@ def import_differences(cycle: Cycle, alert: ReceivedAlert) -> bool:
     return cycle.settle_all(deliveries)
 
 
+def approve(cycle: Cycle, alert: ReceivedAlert) -> bool:
+    """A month held for approval: the preview read, the alert's approve command run with a name for YOUR NAME."""
+    payload = alert.review_payload("approve", "runbook")
+    if payload is None or alert.command is None:
+        return cycle.unperformable(alert, "the alert has no approve command")
+    function = option(shell_words(alert.command, cycle.world.clock), "--function-name").rsplit(":", 1)[-1]
+    return cycle.settle_all([cycle.world.invoke_async(function, payload)])
+
+
 def nothing(cycle: Cycle, alert: ReceivedAlert) -> bool:
     """The alert says nothing is to be done (and why)."""
     return True
@@ -180,6 +211,7 @@ PERFORMERS: dict[Remedy, Callable[[Cycle, ReceivedAlert], bool]] = {
     Remedy.UPLOAD_ADDITIONAL: upload_additional,
     Remedy.IMPORT_DIFFERENCES: import_differences,
     Remedy.FOLLOW_AGAIN: follow_again,
+    Remedy.APPROVE: approve,
     Remedy.NOTHING: nothing,
 }
 

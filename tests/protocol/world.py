@@ -34,10 +34,10 @@ from soracharge.adapters.ledger import DynamoDbLedger
 from soracharge.adapters.storage import StoredObject
 from soracharge.logic.charges import plan_import
 from soracharge.logic.corrections import write_differences
-from soracharge.logic.imports import ImportDependencies, import_object
+from soracharge.logic.imports import ImportDependencies, import_object, review_object
 from soracharge.logic.sessions import finish_import, poll_session
 from soracharge.models.coverage import Coverage
-from soracharge.models.imports import FollowSessionRequest, ImportReport, ObjectRef
+from soracharge.models.imports import FollowSessionRequest, ImportReport, ObjectRef, ReviewRequest
 from soracharge.models.mapping import Mapping, parse_mapping
 from soracharge.models.runbook import Remedy
 from soracharge.observability import metrics
@@ -66,9 +66,11 @@ LAPSE_SECONDS = 3600.0
 #: Deliveries of a file's event after a case before it counts as stuck (Lambda's retries and the runbook's).
 MAX_DELIVERIES = 6
 #: The statuses a file's report ends in (anything else is still being imported).
-ENDED = frozenset({"CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED", "REJECTED", "HELD", "DUPLICATE"})
+ENDED = frozenset(
+    {"CLOSED", "PROCESSED", "FAILED_PROCESSED", "NOT_RATED", "REJECTED", "HELD", "DUPLICATE", "AWAITING_APPROVAL"}
+)
 #: Ends that import nothing: a person must hear of each.
-NOT_IMPORTED = frozenset({"REJECTED", "HELD", "DUPLICATE", "SUPERSEDED"})
+NOT_IMPORTED = frozenset({"REJECTED", "HELD", "DUPLICATE", "SUPERSEDED", "AWAITING_APPROVAL"})
 
 
 class Clock:
@@ -293,6 +295,45 @@ class ProtocolWorld:
         deps = self.dependencies(attempt)
         return attempt.start(lambda: import_object(obj, deps))
 
+    def decide(
+        self,
+        obj: ObjectRef,
+        decision: str = "approve",
+        *,
+        by: str = "Hanako",
+        plan: str | None = None,
+        kill: Stop | None = None,
+    ) -> Attempt:
+        """A person's decision on ``obj``'s preview (the plan its report shows, unless ``plan``), run to its end."""
+        report = self.store.report(obj)
+        shown = plan or (report.approval.plan if report is not None and report.approval is not None else "0" * 64)
+        request = ReviewRequest(object_id=obj.object_id, plan=shown, decision=decision, by=by)
+        attempt = Attempt(f"{decision} by {by}", kill=kill)
+        self.attempts.append(attempt)
+        deps = self.dependencies(attempt)
+        attempt.start(lambda: review_object(request, deps))
+        if not attempt.ended:
+            raise AssertionError("the decision paused without a pause")
+        return attempt
+
+    def history(self, month: str, per_customer: dict[str, str], *, per_item: dict[str, str] | None = None) -> None:
+        """An earlier month imported: its report in ``reports/<month>/`` as the import left it."""
+        moment = datetime.fromtimestamp(self.clock(), UTC).isoformat()
+        self.store.put_json(
+            f"reports/{month}/earlier-{month}.json",
+            {
+                "status": "PROCESSED",
+                "summary": f"{month}, imported before",
+                "month": month,
+                "coverage": "jp",
+                "object": {"bucket": self.store.bucket, "key": f"exports/{month}/earlier.csv", "versionId": "e"},
+                "perCustomer": [{"name": name, "amount": amount} for name, amount in per_customer.items()],
+                "perItem": [{"name": name, "amount": amount} for name, amount in (per_item or {}).items()],
+                "createdAt": moment,
+                "updatedAt": moment,
+            },
+        )
+
     def deliver(self, obj: ObjectRef, name: str = "delivery", *, kill: Stop | None = None) -> Attempt:
         """A delivery of ``obj``'s S3 event, run to its end."""
         attempt = self.attempt(obj, name, kill=kill)
@@ -370,6 +411,10 @@ class ProtocolWorld:
             metadata = alert.metadata()
             assert metadata.pop("import", None) == "additional", alert.message
             self.upload(f"{alert.upload_folder()}runbook-{len(self.files)}.csv", body, additional=True, **metadata)
+        elif alert.remedy is Remedy.APPROVE:
+            payload = alert.review_payload("approve", "runbook")
+            assert payload is not None, alert.message
+            self.decide(ObjectRef.from_object_id(payload["review"]["objectId"]), by="runbook")
         elif alert.remedy is Remedy.REDELIVER_EVENT:
             self.deliver(ObjectRef(bucket=self.store.bucket, key=key, version_id=version), "runbook")
 

@@ -1,0 +1,312 @@
+"""The month against the months before it, and a person's approval, as a billing team meets them.
+
+The unit world of the protocol tests (``tests/protocol/world.py``): the real ledger on moto, the real
+CloudBlue client against the simulator, reports of earlier months put where the import left them. What is
+checked is what a person checks: the report's status, variance and approval, the alert's commands, and
+what CloudBlue holds (nothing before approval; exactly the preview's charges after).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from soracharge.errors import InvalidInputError
+from soracharge.models.imports import EndReason, ImportReport, ObjectRef
+from soracharge.models.mapping import ReviewSettings, VarianceSettings
+from soracharge.models.runbook import Remedy
+from soracharge_local.simulators import CloudBlueSimulator
+
+from tests.protocol.scheduler import Stop
+from tests.protocol.world import MONTH, OTHER_CSV, ProtocolWorld, protocol_world
+
+#: The month's customers as the CSV bills them (JPY): Acme 1,190.12, Northwind 1,051.75, 東京ガス 1,651.55,
+#: rows with no customer value 5,027.16.
+ITEMS = {
+    "SMS 送信料金": "1",
+    "無料利用枠 (データ通信 500MB)": "1",
+    "サポート月額料金 (Business)": "1",
+    "データ通信料金 (plan-D)": "1",
+    'ボリュームディスカウント "IoT スターター, 10%"': "1",
+    "SORACOM Harvest Data 書き込みリクエスト料金": "1",
+    "基本料金 (plan-D)": "1",
+}
+#: A month before it in which every customer billed about what it bills now: nothing unusual.
+USUAL = {"Acme Logistics": "1100", "Northwind Traders": "1000", "東京ガス": "1600", "": "5000"}
+
+
+@pytest.fixture(scope="module")
+def cloudblue() -> Iterator[CloudBlueSimulator]:
+    with CloudBlueSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture(autouse=True)
+def _region(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+def world(cloudblue: CloudBlueSimulator) -> Iterator[ProtocolWorld]:
+    with protocol_world(cloudblue) as made:
+        yield made
+
+
+def run(world: ProtocolWorld, obj: ObjectRef) -> ImportReport:
+    attempt = world.deliver(obj)
+    if attempt.error is not None:
+        raise attempt.error
+    assert isinstance(attempt.result, ImportReport)
+    return attempt.result
+
+
+def decided(
+    world: ProtocolWorld, obj: ObjectRef, decision: str = "approve", *, by: str = "Hanako", plan: str | None = None
+) -> ImportReport:
+    attempt = world.decide(obj, decision, by=by, plan=plan)
+    if attempt.error is not None:
+        raise attempt.error
+    assert isinstance(attempt.result, ImportReport)
+    return attempt.result
+
+
+def unusual(world: ProtocolWorld) -> None:
+    """202609 billed Acme 300 JPY: it moves to 1,190.12 (+297 %, 890 JPY) and Northwind was not billed at all."""
+    world.history("202608", USUAL, per_item=ITEMS)
+    world.history(
+        "202609", {**USUAL, "Acme Logistics": "100", "Northwind Traders": "0"} | {"Initech": "2500"}, per_item=ITEMS
+    )
+    del world.store.documents["reports/202609/earlier-202609.json"]["perCustomer"][1]  # Northwind: not billed
+
+
+def with_review(world: ProtocolWorld, **review: object) -> None:
+    world.mappings = {c: m.model_copy(update={"review": ReviewSettings(**review)}) for c, m in world.mappings.items()}
+
+
+# -- the variance --------------------------------------------------------------------------------
+
+
+def test_the_first_month_is_imported_at_once_with_nothing_to_compare(world):
+    report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
+    assert report.status == "CLOSED"
+    assert report.variance is not None
+    assert report.variance.months == [MONTH]
+    assert report.variance.flags == []
+    assert report.approval is None
+
+
+def test_a_usual_month_is_imported_at_once_and_its_report_shows_each_customer_over_the_months(world):
+    world.history("202608", USUAL, per_item=ITEMS)
+    world.history("202609", USUAL, per_item=ITEMS)
+    report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
+    assert report.status == "CLOSED"
+    assert report.variance is not None
+    assert report.variance.compared_with == "202609"
+    assert report.variance.flags == []
+    acme = next(s for s in report.variance.per_customer if s.name == "Acme Logistics")
+    assert acme.amounts == [Decimal(1100), Decimal(1100), Decimal("1190.1247874")]
+    world.follow()
+    assert world.verdict().ok
+
+
+def test_an_unusual_month_is_held_for_approval_and_nothing_is_sent(world):
+    # Given a month before in which Acme billed 100, Northwind nothing, and Initech 2,500
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    report = run(world, obj)
+    # Then the month waits for a person, and says why in its first line
+    assert report.status == "AWAITING_APPROVAL"
+    assert report.reason is EndReason.REVIEW
+    assert report.summary.startswith(
+        'held for approval: the month is unusual against 202609: customer "Acme Logistics" moved from 100 JPY in '
+        "202609 to 1,190.1247874 JPY (+1090%)"
+    )
+    assert report.variance is not None
+    kinds = {(flag.kind, flag.name) for flag in report.variance.flags}
+    assert kinds == {
+        ("moved", "Acme Logistics"),
+        ("appeared", "Northwind Traders"),
+        ("vanished", "Initech"),
+    }
+    # And the preview holds every charge, and CloudBlue holds nothing
+    assert report.counts.charges == 28
+    assert report.reconciliation is not None
+    assert report.reconciliation.csv_sum == Decimal("8920.5777384")
+    assert world.rated() == []
+    assert world.cloudblue.sessions() == [
+        s for s in world.cloudblue.sessions() if s.importSessionId in world.sessions_before
+    ]
+    # And the alert asks for a decision, with a command each to approve or reject exactly this plan
+    (alert,) = world.topic.about(obj)
+    assert alert.remedy is Remedy.APPROVE
+    assert alert.subject == f"soracharge {MONTH} (Japan coverage): held for approval, nothing sent"
+    assert report.approval is not None
+    for decision, command in zip(("approve", "reject"), alert.commands, strict=True):
+        words = shlex.split(command)
+        payload = json.loads(words[words.index("--payload") + 1])
+        assert payload == {
+            "review": {"objectId": obj.object_id, "plan": report.approval.plan, "decision": decision, "by": "YOUR NAME"}
+        }
+
+
+def test_moves_below_the_floor_or_the_change_are_not_unusual(world):
+    # Acme moves from 1,000 to 1,190 (+19 %): under 50 %; a floor of 2,000 hides every move of the month
+    world.history("202609", {**USUAL, "Acme Logistics": "1000"}, per_item=ITEMS)
+    report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
+    assert report.status == "CLOSED"
+    with_review(world, variance=VarianceSettings(change=Decimal("0.05"), floor=Decimal(2000)))
+    second = run(world, world.upload(f"uploads/{MONTH}/b.csv", OTHER_CSV, additional=True))
+    assert second.variance is not None
+    assert second.variance.flags == []
+
+
+def test_a_bill_item_never_seen_before_is_unusual(world):
+    world.history("202609", USUAL, per_item={k: v for k, v in ITEMS.items() if not k.startswith("SMS")})
+    report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
+    assert report.status == "AWAITING_APPROVAL"
+    assert report.variance is not None
+    assert [(f.kind, f.name) for f in report.variance.flags] == [("new-item", "SMS 送信料金")]
+
+
+# -- approval -------------------------------------------------------------------------------------
+
+
+def test_approving_sends_exactly_the_charges_previewed_once_and_records_who(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    preview = run(world, obj)
+    # A mapping changed while the month waited changes nothing: the preview's pinned mapping is sent
+    with_review(world, approval="off")
+    world.mappings = {c: m.model_copy(update={"packet_size": 3}) for c, m in world.mappings.items()}
+    report = decided(world, obj, by="Hanako Billing")
+    assert report.status == "CLOSED"
+    assert report.approval is not None
+    assert (report.approval.decision, report.approval.by) == ("approved", "Hanako Billing")
+    assert report.approval.plan == preview.approval.plan  # type: ignore[union-attr]
+    assert report.counts.packets == preview.counts.packets
+    entry = world.ledger.get(obj.object_id)
+    assert entry is not None
+    assert (entry.decision, entry.decided_by) == ("approved", "Hanako Billing")
+    world.follow()
+    assert world.verdict().ok  # every charge of the file rated once
+    # Approving again, or the S3 event delivered again, sends nothing more
+    assert decided(world, obj, by="Hanako Billing").status in ("CLOSED", "PROCESSED")
+    assert run(world, obj).status in ("CLOSED", "PROCESSED")
+    assert world.verdict().ok
+
+
+def test_rejecting_ends_the_file_with_nothing_sent_and_says_who(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    run(world, obj)
+    report = decided(world, obj, "reject", by="Taro")
+    assert report.status == "REJECTED"
+    assert report.reason is EndReason.REVIEW_REJECTED
+    assert report.summary.startswith("rejected by Taro after the preview: nothing was sent.")
+    assert world.store.report(obj) == report
+    assert world.rated() == []
+    alerts = world.topic.about(obj)
+    assert alerts[-1].subject.endswith("rejected after review, nothing sent")
+    assert alerts[-1].remedy is Remedy.UPLOAD_AGAIN
+    # The same decision again answers with the report; the other one is refused, naming the first
+    assert decided(world, obj, "reject", by="Taro").status == "REJECTED"
+    with pytest.raises(InvalidInputError, match="was rejected by Taro already"):
+        decided(world, obj, "approve")
+    assert run(world, obj).status == "REJECTED"
+    assert world.rated() == []
+
+
+def test_a_decision_on_another_plan_or_a_file_never_held_is_refused(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    run(world, obj)
+    with pytest.raises(InvalidInputError, match=r"is not the one the preview of .* showed"):
+        decided(world, obj, plan="f" * 64)
+    other = world.upload(f"uploads/{MONTH}/never.csv")
+    with pytest.raises(InvalidInputError, match="was never held for approval"):
+        decided(world, other)
+    assert world.rated() == []
+    assert world.ledger.get(obj.object_id).status == "AWAITING_APPROVAL"
+
+
+def test_the_same_event_delivered_again_while_it_waits_sends_nothing(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    run(world, obj)
+    world.lapse()
+    assert run(world, obj).status == "AWAITING_APPROVAL"
+    assert world.rated() == []
+
+
+def test_an_approval_that_stops_after_the_decision_is_finished_by_the_same_command_again(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    run(world, obj)
+    first = world.decide(obj, kill=Stop("ledger.claim", 1, "before"))
+    assert first.killed
+    assert world.ledger.get(obj.object_id).status == "APPROVED"
+    assert decided(world, obj).status == "CLOSED"
+    world.follow()
+    assert world.verdict().ok
+
+
+def test_an_approved_import_killed_mid_send_resumes_with_the_approved_plan(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    run(world, obj)
+    first = world.decide(obj, kill=Stop("ledger.record_packet", 2, "before"))
+    assert first.killed
+    world.lapse()
+    report = run(world, obj)  # Lambda's retry of the approval: the S3 event's delivery works the same
+    assert report.status == "CLOSED"
+    assert report.approval is not None
+    assert report.approval.decision == "approved"
+    world.follow()
+    assert world.verdict().ok
+
+
+def test_a_rejection_that_stops_before_its_report_is_published_is_published_by_the_next_delivery(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    run(world, obj)
+    first = world.decide(obj, "reject", kill=Stop("notifier.publish", 1, "before"))
+    assert first.killed
+    assert world.store.report(obj).status == "AWAITING_APPROVAL"
+    assert run(world, obj).status == "REJECTED"
+    assert world.store.report(obj).status == "REJECTED"
+
+
+def test_a_month_imported_by_another_file_while_one_waited_holds_the_waiting_one_when_approved(world):
+    unusual(world)
+    waiting = world.upload(f"uploads/{MONTH}/a.csv")
+    run(world, waiting)
+    with_review(world, approval="off")
+    assert run(world, world.upload(f"uploads/{MONTH}/b.csv", OTHER_CSV)).status == "CLOSED"
+    report = decided(world, waiting)
+    assert report.status == "HELD"
+    assert report.reason is EndReason.SECOND_FILE
+    world.follow()
+    assert world.verdict().ok
+
+
+def test_approval_always_holds_even_the_first_month_and_off_never_holds(world):
+    with_review(world, approval="always")
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    report = run(world, obj)
+    assert report.status == "AWAITING_APPROVAL"
+    assert report.summary.startswith("held for approval: the mapping asks for every month to be approved")
+    assert report.approval is not None
+    assert report.approval.asked_because == "always"
+    assert decided(world, obj).status == "CLOSED"
+
+
+def test_an_unusual_month_with_approval_off_is_imported_and_its_report_says_it_is_unusual(world):
+    unusual(world)
+    with_review(world, approval="off")
+    report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
+    assert report.status == "CLOSED"
+    assert report.variance is not None
+    assert report.variance.unusual
