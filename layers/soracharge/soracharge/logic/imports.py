@@ -69,7 +69,7 @@ from soracharge.errors import (
     InvalidInputError,
     StorageError,
 )
-from soracharge.logic import alerts, guards, variance
+from soracharge.logic import alerts, guards, history, variance
 from soracharge.logic.charges import charge_id_suffix, plan_import
 from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.logic.report_html import render_report_html
@@ -776,6 +776,22 @@ def save_report(store: ReportStore, key: str, report: ImportReport) -> None:
         logger.exception("The HTML report was not written", extra={"reportKey": page})
         count(Metric.HTML_REPORTS_FAILED)
     store.put_json(key, report.to_event())
+    write_history(store)
+
+
+def write_history(store: ReportStore) -> None:
+    """``reports/history.html``: every report in ``reports/``, on one page (best effort, as the page above)."""
+    try:
+        found = []
+        for key in store.keys("reports/"):
+            if key.endswith(".json") and not key.startswith("reports/unsorted/"):
+                document = store.get_json(key)
+                with contextlib.suppress(ValueError):
+                    found.append((ImportReport.model_validate(document), key.removeprefix("reports/")[:-5] + ".html"))
+        store.put_text(history.HISTORY_KEY, history.render_history_html(found), "text/html; charset=utf-8")
+    except Exception:  # noqa: BLE001 - presentation only: every report it lists is in reports/
+        logger.exception("The history page was not written", extra={"reportKey": history.HISTORY_KEY})
+        count(Metric.HTML_REPORTS_FAILED)
 
 
 def additional_id_suffix(sha256: str, version_id: str | None = None) -> str:

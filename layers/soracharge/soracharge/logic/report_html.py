@@ -19,7 +19,7 @@ from functools import cache
 import jinja2
 
 from soracharge.models.coverage import coverage_label
-from soracharge.models.imports import Amount, ImportReport
+from soracharge.models.imports import Amount, ImportReport, Variance
 
 #: How the console and the page name the rows whose customer column is empty.
 NO_CUSTOMER = "(no customer tag)"
@@ -153,7 +153,7 @@ def render_report_html(report: ImportReport) -> str:
             _table("totals-per-item", "Totals per bill item", "Bill item", report.per_item),
         ],
         chart=_chart(report.per_customer),
-        trends=_trends(report),
+        trends=trends(report.variance) if report.variance is not None else [],
         has_totals=bool(report.per_customer or report.per_subscription or report.per_item),
     )
 
@@ -269,11 +269,8 @@ SPARK_COLUMN = 14
 SPARK_HEIGHT = 24
 
 
-def _trends(report: ImportReport) -> list[Trend]:
+def trends(variance: Variance) -> list[Trend]:
     """Each customer's amounts over the variance's months, with columns scaled to its own largest amount."""
-    variance = report.variance
-    if variance is None:
-        return []
     flagged = {flag.name for flag in variance.flags if flag.kind != "new-item"}
     last = len(variance.months) - 1
     trends = []

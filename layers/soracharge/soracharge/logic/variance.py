@@ -66,16 +66,19 @@ def imported_reports(store: ReportStore, months: Iterable[str]) -> list[ImportRe
     return found
 
 
-def history(reports: Iterable[ImportReport], coverage: Coverage, before: str) -> list[MonthTotals]:
-    """The months before ``before`` that imported charges of ``coverage``, oldest first, at most
-    :data:`SHOWN_MONTHS` (a report of before coverages counts as Japan's)."""
+def history(
+    reports: Iterable[ImportReport], coverage: Coverage, before: str, *, shown: int | None = SHOWN_MONTHS
+) -> list[MonthTotals]:
+    """The months before ``before`` that imported charges of ``coverage``, oldest first, the last ``shown``
+    of them (all with None; a report of before coverages counts as Japan's)."""
     months: dict[str, MonthTotals] = {}
     for report in reports:
         month = str(report.month or "")
         if report.status not in IMPORTED or not month or month >= before or (report.coverage or "jp") != coverage:
             continue
         months.setdefault(month, MonthTotals(month)).add(report)
-    return [months[m] for m in sorted(months)][-SHOWN_MONTHS:]
+    ordered = [months[m] for m in sorted(months)]
+    return ordered[-shown:] if shown is not None else ordered
 
 
 def earlier_months(month: str) -> list[str]:

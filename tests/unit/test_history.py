@@ -1,0 +1,64 @@
+"""The history page: every month imported, as a billing team reads it (``reports/history.html``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from soracharge.logic.history import HISTORY_KEY
+from soracharge_local.simulators import CloudBlueSimulator
+
+from tests.protocol.world import MONTH, ProtocolWorld, protocol_world
+from tests.unit.test_report_html import parse
+from tests.unit.test_review import ITEMS, USUAL, run, unusual
+
+
+@pytest.fixture(scope="module")
+def cloudblue() -> Iterator[CloudBlueSimulator]:
+    with CloudBlueSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture(autouse=True)
+def _region(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+def world(cloudblue: CloudBlueSimulator) -> Iterator[ProtocolWorld]:
+    with protocol_world(cloudblue) as made:
+        yield made
+
+
+def test_each_report_published_rewrites_the_page_with_every_month_and_each_customer_over_them(world):
+    world.history("202608", USUAL, per_item=ITEMS)
+    world.history("202609", USUAL, per_item=ITEMS)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    run(world, obj)
+    page = parse(world.store.pages[HISTORY_KEY])
+    rows = page.by_id("months").all("tr", "month-row")
+    # Newest month first, each with its status and a link to its report, beside the history page
+    assert [(row.attrs["data-month"], row.attrs["data-status"]) for row in rows] == [
+        (MONTH, "CLOSED"),
+        ("202609", "PROCESSED"),
+        ("202608", "PROCESSED"),
+    ]
+    assert rows[0].all("a")[0].attrs["href"] == f"{MONTH}/{obj.version_id}.html"
+    assert rows[0].all("td", "csv-sum")[0].text == "8920.5777384 JPY"
+    # And each customer over the three months
+    customers = {row.attrs["data-customer"]: row for row in page.all("tr", "customer-row")}
+    assert [td.text for td in customers["Acme Logistics"].all("td", "amount")] == ["1100", "1100", "1190.1247874"]
+    assert len(customers["Acme Logistics"].all("rect")) == 3
+    # The rating recorded rewrites it too
+    world.follow()
+    rows = parse(world.store.pages[HISTORY_KEY]).by_id("months").all("tr", "month-row")
+    assert rows[0].attrs["data-status"] == "PROCESSED"
+
+
+def test_a_month_waiting_for_approval_is_listed_as_waiting(world):
+    unusual(world)
+    run(world, world.upload(f"uploads/{MONTH}/a.csv"))
+    row = parse(world.store.pages[HISTORY_KEY]).by_id("months").all("tr", "month-row")[0]
+    assert row.attrs["data-status"] == "AWAITING_APPROVAL"
+    assert row.all("td", "approval")[0].text == "waiting"
+    assert row.all("td", "imported")[0].text == "—"
