@@ -7,6 +7,8 @@
 - ``soracharge import FILE.csv --month 202610 [--mapping FILE] [--currency JPY] [--coverage g] [--dry-run]``:
   a file a person has, imported as if uploaded under ``uploads/``; ``--dry-run`` sends nothing and
   writes the charges (JSON lines) and the report.
+- ``soracharge approve --month 202610 --by NAME`` (or ``reject``): a month held for approval, decided.
+- ``soracharge report 202610`` (or ``--history``): a report (or every month kept in ``out``) as a page.
 - ``soracharge simulate``: the Soracom and CloudBlue simulators on their own, for people to poke at.
 
 The coverages are ``--coverage``'s, else ``SORACOM_COVERAGE_TYPE``'s (``jp``, ``g`` or ``jp,g``, as the
@@ -115,14 +117,154 @@ def run(
     _folder(out)
     outcomes: list[tuple[str, str, bool]] = []
     with _local_cloud(verbose, mapping=mappings, coverages=coverages) as cloud:
+        _seed_history(cloud, out, months)
         for chosen in months:
             for each in coverages:
                 folder = out / chosen / each if len(coverages) > 1 else out / chosen
                 outcomes.append(_run_month(cloud, chosen, each, folder, label=_label(chosen, each, coverages)))
+    _write_history(out)
     if len(outcomes) > 1:
         _print_outcomes(outcomes)
     if not all(ok for _, _, ok in outcomes):
         raise typer.Exit(1)
+
+
+ByOption = Annotated[
+    str, typer.Option("--by", help="Who decides (recorded in the report and the ledger).", show_default=False)
+]
+OneMonthOption = Annotated[str, typer.Option("--month", help="The billing month held for approval, yyyyMM.")]
+FileForReviewOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--file", exists=True, dir_okay=False, help="For a file imported with 'soracharge import': that same file."
+    ),
+]
+
+
+@app.command()
+def approve(
+    by: ByOption,
+    month: OneMonthOption,
+    coverage: Annotated[str | None, typer.Option(help="With a run of two coverages: which bill, jp or g.")] = None,
+    file: FileForReviewOption = None,
+    mapping: MappingsOption = None,
+    out: Annotated[Path, typer.Option(help="The folder run and import saved the preview in.")] = Path("out"),
+    verbose: VerboseOption = False,
+) -> None:
+    """Approve a month held for approval: exactly the charges previewed are sent (the same packets), once.
+
+    The month's file is imported again into a fresh local stack with the same mapping; it must plan
+    exactly the packets the saved preview shows (else nothing is sent, and the new preview is saved),
+    and the import function is then given the decision, as the alert's command gives it on AWS.
+    """
+    _decide("approve", by, month, coverage, file, mapping, out, verbose)
+
+
+@app.command()
+def reject(
+    by: ByOption,
+    month: OneMonthOption,
+    coverage: Annotated[str | None, typer.Option(help="With a run of two coverages: which bill, jp or g.")] = None,
+    file: FileForReviewOption = None,
+    mapping: MappingsOption = None,
+    out: Annotated[Path, typer.Option(help="The folder run and import saved the preview in.")] = Path("out"),
+    verbose: VerboseOption = False,
+) -> None:
+    """Reject a month held for approval: nothing is sent, and its report says who rejected it."""
+    _decide("reject", by, month, coverage, file, mapping, out, verbose)
+
+
+def _decide(
+    decision: str,
+    by: str,
+    month: str,
+    coverage: str | None,
+    file: Path | None,
+    mapping: list[str] | None,
+    out: Path,
+    verbose: bool,
+) -> None:
+    from soracharge_local import reports
+
+    try:
+        chosen = parse_month(month)
+        named = parse_coverage(coverage) if coverage else None
+    except InvalidInputError as exc:
+        _fail_input(str(exc))
+    if not by.strip():
+        _fail_input("--by must name who decides: it is recorded in the report and the ledger")
+    folder = out / chosen / named if named and (out / chosen / named).is_dir() else out / chosen
+    try:
+        preview = reports.load_report(folder / "report.json")
+    except InvalidInputError as exc:
+        _fail_input(f"no preview to {decision}: {exc}")
+    if preview.status != "AWAITING_APPROVAL" or preview.approval is None:
+        _fail_input(f"{folder / 'report.json'} is {preview.status}, not held for approval: nothing to {decision}")
+    settled = preview.coverage or named or "jp"
+    review = (decision, by.strip(), preview.approval.plan)
+    if preview.source == "uploads":
+        if file is None:
+            _fail_input(f"{preview.object.key} was imported from a file: give that file with --file")
+        if hashlib.sha256(file.read_bytes()).hexdigest() != preview.sha256:
+            _fail_input(f"{file} is not the file previewed ({preview.object.key}): its bytes differ")
+    mappings = _mappings(mapping, (settled,))
+    soracom = NO_SORACOM if preview.source == "uploads" else None
+    with _local_cloud(verbose, mapping=mappings, soracom=soracom, coverages=(settled,)) as cloud:
+        _seed_history(cloud, out, [chosen])
+        if file is not None:
+            key = preview.object.key
+            metadata = {"currency": preview.currency} if preview.currency else {}
+            cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=file.read_bytes(), Metadata=metadata)
+            printer = console.EventPrinter()
+            report = _reviewed(cloud, _follow_import(cloud, printer), review, printer)
+            ok = _finish(report, folder, cloud)
+        else:
+            _, _, ok = _run_month(cloud, chosen, settled, folder, label=chosen, review=review)
+    _write_history(out)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _reviewed(
+    cloud: LocalCloud, report: dict[str, Any], review: tuple[str, str, str] | None, printer: console.EventPrinter
+) -> dict[str, Any]:
+    """The import held for approval again, given the person's decision on the plan they previewed."""
+    if review is None or report["status"] != "AWAITING_APPROVAL":
+        return report
+    decision, by, plan = review
+    if report.get("approval", {}).get("plan") != plan:
+        typer.secho(
+            "\nThe month's file no longer plans the charges previewed (the bill or the mapping changed): nothing "
+            f"was {decision}d and nothing sent. Its new preview is saved below: read it, then decide again.",
+            fg="red",
+            bold=True,
+        )
+        return report
+    typer.echo(f"\nThe plan previewed ({plan[:12]}...) is the plan: {decision} by {by}\n")
+    since = len(cloud.async_invocations.deliveries)
+    function = cloud.import_deliveries()[-1].function_name
+    obj = report["object"]
+    object_id = f"{obj['bucket']}/{obj['key']}#{obj.get('versionId') or 'null'}"
+    cloud.async_invocations.invoke(
+        function, {"review": {"objectId": object_id, "plan": plan, "decision": decision, "by": by}}
+    )
+    return _follow_import(cloud, printer, since)
+
+
+def _seed_history(cloud: LocalCloud, out: Path, months: list[str]) -> None:
+    from soracharge_local import history
+
+    if put := history.seed(cloud, out, months):
+        typer.echo(f"History:   {put} report(s) of other months from {out}/, for the comparison with the months before")
+
+
+def _write_history(out: Path) -> None:
+    from soracharge_local import history
+
+    try:
+        typer.echo(f"\nEvery month imported: {history.write_history(out)}")
+    except InvalidInputError as exc:
+        typer.secho(f"warning: {exc}", fg="yellow", err=True)
 
 
 @app.command()
@@ -232,6 +374,7 @@ def import_file(
         return
     stack, folder = _import_stack(named, settled)
     with _local_cloud(verbose, mapping=mapping_path, soracom=NO_SORACOM, coverages=stack) as cloud:
+        _seed_history(cloud, out, [chosen])
         key = f"uploads/{chosen}/{folder}/{file.name}" if folder else f"uploads/{chosen}/{file.name}"
         metadata = {"currency": currency.upper()} if currency else {}
         if additional:
@@ -240,6 +383,7 @@ def import_file(
         typer.echo(f"Uploaded {file} to s3://{cloud.bucket}/{key}; its S3 notification runs the import:\n")
         report = _follow_import(cloud, console.EventPrinter())
         ok = _finish(report, out / chosen, cloud)
+    _write_history(out)
     if not ok:
         raise typer.Exit(1)
 
@@ -321,7 +465,13 @@ def simulate(
 
 @app.command("report")
 def render_report(
-    month: Annotated[str, typer.Argument(help="The billing month, yyyyMM: reads <out>/<month>/report.json.")],
+    month: Annotated[
+        str | None, typer.Argument(help="The billing month, yyyyMM: reads <out>/<month>/report.json.")
+    ] = None,
+    every_month: Annotated[
+        bool,
+        typer.Option("--history", help="Write <out>/history.html instead: every month kept in <out>, on one page."),
+    ] = False,
     coverage: Annotated[
         str | None, typer.Option(help="With a run of two coverages: reads <out>/<month>/<coverage>/report.json.")
     ] = None,
@@ -338,9 +488,20 @@ def render_report(
     ] = None,
     out: Annotated[Path, typer.Option(help="The folder run and import save reports in.")] = Path("out"),
 ) -> None:
-    """Write an import report as a self-contained HTML page (totals, reconciliation, chart, problems)."""
-    from soracharge_local import reports
+    """Write an import report as a self-contained HTML page (totals, reconciliation, chart, problems), or with
+    --history every month kept in --out on one page."""
+    from soracharge_local import history, reports
 
+    if every_month:
+        _folder(out)
+        try:
+            page = history.write_history(out)
+        except InvalidInputError as exc:
+            _fail_input(str(exc))
+        typer.echo(f"History page written to {page} ({len(history.kept_reports(out))} reports of {out}/)")
+        return
+    if month is None:
+        _fail_input("give the month (soracharge report 202610), or --history for every month")
     try:
         chosen = parse_month(month)
         folder = out / chosen / parse_coverage(coverage) if coverage else None
@@ -533,7 +694,14 @@ def _tuning_from_shell() -> dict[str, str]:
     return {name: os.environ[name] for name in _PASSED_TO_FUNCTIONS if name in os.environ}
 
 
-def _run_month(cloud: LocalCloud, month: str, coverage: Coverage, out: Path, label: str) -> tuple[str, str, bool]:
+def _run_month(
+    cloud: LocalCloud,
+    month: str,
+    coverage: Coverage,
+    out: Path,
+    label: str,
+    review: tuple[str, str, str] | None = None,
+) -> tuple[str, str, bool]:
     """One month's bill of one coverage through the whole chain; (label, outcome, whether rated and balanced)."""
     typer.echo(f"\nExporting {month} ({coverage_label(coverage)}):\n")
     printer = console.EventPrinter()
@@ -559,7 +727,7 @@ def _run_month(cloud: LocalCloud, month: str, coverage: Coverage, out: Path, lab
     else:
         typer.echo(f"\nThe CSV landed at {stored['uri']}; its S3 notification runs the import:\n")
         _save_object(cloud, stored["key"], stored["versionId"], out / Path(stored["key"]).name)
-        report = _follow_import(cloud, printer, since)
+        report = _reviewed(cloud, _follow_import(cloud, printer, since), review, printer)
     ok = _finish(report, out, cloud)
     again = output.get("alreadyExported") or report["status"] == "DUPLICATE"
     if again:
@@ -630,6 +798,16 @@ def _finish(report: dict[str, Any], out: Path, cloud: LocalCloud) -> bool:
     page = reports.write_report_html(reports.load_report(saved), out / "report.html")
     typer.echo(f"\nReport saved to {saved} and {page}")
     _print_alerts(cloud)
+    if report["status"] == "AWAITING_APPROVAL":
+        month, coverage = report.get("month"), report.get("coverage")
+        which = f" --coverage {coverage}" if out.name == coverage else ""
+        typer.secho(
+            f"\nHeld for approval: nothing was sent. Read the preview ({page}), then either\n"
+            f"  soracharge approve --month {month}{which} --by YOUR-NAME   (sends exactly the charges previewed)\n"
+            f"  soracharge reject --month {month}{which} --by YOUR-NAME    (sends nothing)",
+            fg="yellow",
+            bold=True,
+        )
     reconciliation = report.get("reconciliation") or {}
     return report["status"] in ("PROCESSED", "DUPLICATE") and bool(reconciliation.get("balanced", True))
 
