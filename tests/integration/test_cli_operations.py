@@ -70,9 +70,14 @@ def test_a_correction_is_written_as_differences_and_imports_as_an_additional_fil
     imported = tmp_path / "imported.csv"
     imported.write_bytes(SIMULATOR.csv_bytes(month))
     rows = list(csv.reader(io.StringIO(imported.read_bytes().decode("utf-8-sig"))))
-    amount_at = rows[0].index("amount")
-    rows[1][amount_at] = str(Decimal(rows[1][amount_at]) + Decimal("100"))  # one row corrected upwards
-    del rows[2]  # one row that should not have been billed
+    amount_at, quantity_at, unit_at = (rows[0].index(c) for c in ("amount", "quantity", "unitPrice"))
+    raised = next(i for i, row in enumerate(rows[1:], 1) if Decimal(row[unit_at]) > 0)
+    extra = Decimal(rows[raised][unit_at]) * 10  # one row corrected upwards: 10 more units at its price
+    rows[raised][quantity_at] = str(Decimal(rows[raised][quantity_at]) + 10)
+    rows[raised][amount_at] = str(Decimal(rows[raised][amount_at]) + extra)
+    removed_at = 2 if raised != 2 else 3
+    removed_amount = Decimal(rows[removed_at][amount_at])
+    del rows[removed_at]  # one row that should not have been billed
     corrected = tmp_path / "corrected.csv"
     text = io.StringIO()
     csv.writer(text, lineterminator="\r\n").writerows(rows)
@@ -96,10 +101,25 @@ def test_a_correction_is_written_as_differences_and_imports_as_an_additional_fil
     charges = [json.loads(line) for line in (tmp_path / month / "differences.charges.jsonl").read_text().splitlines()]
     assert charges
     assert all(re.fullmatch(r"sc-\d{6}-[0-9a-f]{32}-a[0-9a-f]{12}", c["extChargeId"]) for c in charges)
-    removed_amount = Decimal(
-        list(csv.reader(io.StringIO(SIMULATOR.csv_bytes(month).decode("utf-8-sig"))))[2][amount_at]
-    )
-    assert sum(Decimal(str(c["totalPrice"])) for c in charges) == Decimal("100") - removed_amount
+    assert sum(Decimal(str(c["totalPrice"])) for c in charges) == extra - removed_amount
+
+
+def test_a_corrected_file_whose_row_does_not_add_up_is_refused_naming_the_line(tmp_path):
+    imported = tmp_path / "imported.csv"
+    imported.write_bytes(SIMULATOR.csv_bytes(LAST_MONTH))
+    rows = list(csv.reader(io.StringIO(imported.read_bytes().decode("utf-8-sig"))))
+    amount_at, unit_at = rows[0].index("amount"), rows[0].index("unitPrice")
+    typo = next(i for i, row in enumerate(rows[1:], 1) if Decimal(row[unit_at]) > 0)
+    rows[typo][amount_at] = str(Decimal(rows[typo][amount_at]) + 100)  # the amount alone changed: a typo
+    corrected = tmp_path / "corrected.csv"
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\r\n").writerows(rows)
+    corrected.write_bytes(("\ufeff" + text.getvalue()).encode())
+    done = run_cli("correction", str(imported), str(corrected), "--month", LAST_MONTH, "--out", str(tmp_path / "d.csv"))
+    assert done.returncode == 2
+    assert f"corrected.csv, line {typo + 1}, column amount: amount " in done.stderr
+    assert "is not unitPrice × quantity" in done.stderr
+    assert not (tmp_path / "d.csv").exists()
 
 
 def test_the_same_file_twice_has_no_differences(tmp_path):

@@ -228,9 +228,11 @@ def test_a_corrected_file_is_held_and_its_differences_bring_cloudblue_to_the_cor
     # and a corrected CSV: one amount raised, one row gone, one row added
     lines = original.decode("utf-8-sig").splitlines()
     header = lines[0].split(",")
-    amount_at = header.index("amount")
+    amount_at, quantity_at, unit_at = (header.index(c) for c in ("amount", "quantity", "unitPrice"))
     raised = lines[3].split(",")
-    raised[amount_at] = str(Decimal(raised[amount_at]) + Decimal("12.5"))
+    raised[quantity_at] = str(Decimal(raised[quantity_at]) + 5)  # 5 more units at its price
+    raised[amount_at] = str(Decimal(raised[amount_at]) + Decimal(raised[unit_at]) * 5)
+    assert Decimal(raised[unit_at]) > 0
     corrected_lines = [lines[0], *lines[1:3], ",".join(raised), *lines[5:], lines[7]]
     corrected = ("\ufeff" + "\r\n".join(corrected_lines) + "\r\n").encode()
 

@@ -152,15 +152,34 @@ def test_an_unusual_month_is_held_for_approval_and_nothing_is_sent(world):
         }
 
 
-def test_moves_below_the_floor_or_the_change_are_not_unusual(world):
-    # Acme moves from 1,000 to 1,190 (+19 %): under 50 %; a floor of 2,000 hides every move of the month
+def test_a_move_under_the_change_is_not_unusual(world):
+    # Acme moves from 1,000 to 1,190 (+19 %): under the default 50 %
     world.history("202609", {**USUAL, "Acme Logistics": "1000"}, per_item=ITEMS)
     report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
     assert report.status == "CLOSED"
+    assert report.variance is not None
+    assert report.variance.flags == []
+
+
+def test_a_move_under_the_floor_is_not_unusual_however_large_its_share(world):
+    # Acme moves from 100 to 1,190 (+1090 %), by 1,090 JPY: under a floor of 2,000 (and every other move too)
+    world.history("202609", {**USUAL, "Acme Logistics": "100"}, per_item=ITEMS)
     with_review(world, variance=VarianceSettings(change=Decimal("0.05"), floor=Decimal(2000)))
+    report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
+    assert report.status == "CLOSED"
+    assert report.variance is not None
+    assert report.variance.flags == []
+
+
+def test_an_additional_file_is_judged_with_the_month_s_files_imported_before_it(world):
+    world.history("202609", USUAL, per_item=ITEMS)
+    assert run(world, world.upload(f"uploads/{MONTH}/a.csv")).status == "CLOSED"
+    # A second bill of the same rows doubles every customer of the month: that is unusual, and held
     second = run(world, world.upload(f"uploads/{MONTH}/b.csv", OTHER_CSV, additional=True))
+    assert second.status == "AWAITING_APPROVAL"
     assert second.variance is not None
-    assert second.variance.flags == []
+    acme = next(s for s in second.variance.per_customer if s.name == "Acme Logistics")
+    assert acme.amounts == [Decimal(1100), 2 * Decimal("1190.1247874")]
 
 
 def test_a_bill_item_never_seen_before_is_unusual(world):

@@ -54,7 +54,7 @@ from operator import itemgetter
 from typing import BinaryIO, Final
 
 from soracharge.models.charges import ImportProblem, ProblemKind
-from soracharge.models.mapping import Mapping
+from soracharge.models.mapping import ChecksSettings, Mapping
 from soracharge.models.months import parse_month
 
 MAX_STORED_PROBLEMS: Final = 1000
@@ -492,7 +492,7 @@ class _RowCheck:
         self.days = frozenset([month, *(f"{month}{day:02d}" for day in range(1, days_in_month(month) + 1))])
         #: ``(amount, quantity, unitPrice)`` texts -> the amount and quantity, once known good.
         self.numbers: dict[tuple[str, ...], int] = {}
-        self.arithmetic = RowArithmetic(mapping)
+        self.arithmetic = RowArithmetic(mapping.checks)
         #: Customer values, bill item names and unit price texts -> whether they are good.
         self.known_customers: dict[str, bool] = {}
         self.known_items: dict[str, bool] = {}
@@ -674,8 +674,7 @@ class RowArithmetic:
     """A row's amount against its unitPrice × quantity and against the bound a row may reach (the mapping's
     ``checks``), in exact integers: scaled by 10**18, a product by 10**36."""
 
-    def __init__(self, mapping: Mapping) -> None:
-        checks = mapping.checks
+    def __init__(self, checks: ChecksSettings) -> None:
         self.on = checks.arithmetic
         tolerance = checks.amount_tolerance
         self.tolerance = None if tolerance is None else int(tolerance.scaleb(2 * SCALE_DIGITS))

@@ -440,7 +440,7 @@ class _Checks:
 
     def _arithmetic_fails(self, frame: pl.LazyFrame, suspect: pl.Expr) -> bool:
         """Whether a doubted row is bad exactly (the pure-Python reader then names it)."""
-        arithmetic = RowArithmetic(self.mapping)
+        arithmetic = RowArithmetic(self.mapping.checks)
         try:
             doubted = frame.filter(suspect).select(AMOUNT, QUANTITY, UNIT_PRICE).collect()
         except (pl.exceptions.PolarsError, ValueError):

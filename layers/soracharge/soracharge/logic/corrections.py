@@ -9,7 +9,9 @@ imported as an additional file for the month (object metadata ``import=additiona
   unit price, tags, group...); rows with the same identity are summed, in each file;
 - for each identity, the difference row carries corrected minus imported ``quantity`` and
   ``amount``: a row only in the corrected file is positive, a row only in the imported one is
-  negated, and a row whose numbers did not change is left out;
+  negated, and a row whose numbers did not change is left out; its ``unitPrice`` stays only when the
+  amount is exactly that many units at that price (an amount corrected alone, or rows whose rounding
+  differs, is an adjustment with no unit price, which the import's row arithmetic does not check);
 - the sum of the differences' amounts equals the corrected file's sum minus the imported files',
   exactly (checked), so imported + differences = corrected, charge by charge;
 - a second correction is made against everything imported for the month: the first file and the
@@ -29,8 +31,9 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import BinaryIO, TextIO
 
 from soracharge.errors import InvalidInputError
-from soracharge.logic.billing_csv import AMOUNT, QUANTITY
+from soracharge.logic.billing_csv import AMOUNT, QUANTITY, UNIT_PRICE, RowArithmetic
 from soracharge.models.charges import canonical_decimal_text
+from soracharge.models.mapping import ChecksSettings
 
 _NUMBERS = (QUANTITY, AMOUNT)
 
@@ -68,20 +71,35 @@ class Differences:
         return self.rows_written == 0
 
 
+def _priced(unit_price: str, quantity: Decimal | None, amount: Decimal) -> bool:
+    """Whether a difference is ``quantity`` units at ``unit_price`` exactly (then it keeps its unit price)."""
+    if not unit_price or quantity is None:
+        return False
+    try:
+        return Decimal(unit_price) * quantity == amount
+    except InvalidOperation:
+        return False
+
+
 def write_differences(
-    imported: Sequence[tuple[str, BinaryIO]], corrected: tuple[str, BinaryIO], sink: TextIO
+    imported: Sequence[tuple[str, BinaryIO]],
+    corrected: tuple[str, BinaryIO],
+    sink: TextIO,
+    checks: ChecksSettings | None = None,
 ) -> Differences:
     """Write to ``sink`` the billing CSV of the corrected file minus everything imported for the month.
 
     ``imported`` is every file the month was imported from, each ``(name, stream)``: the first file,
     then any differences imported since (a second correction is made against the first file plus
     the first correction's differences, never against the first file alone). Names are for messages.
+    The corrected file is a bill a person vouches for: each of its rows must add up as the import checks a
+    bill's rows (``checks``, the mapping's; the defaults without one), or nothing is written.
     """
     with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
         if not imported:
             raise InvalidInputError("no imported file to compare the corrected file with")
         befores = [_read(stream, name) for name, stream in imported]
-        after = _read(corrected[1], corrected[0])
+        after = _read(corrected[1], corrected[0], RowArithmetic(checks or ChecksSettings()))
         columns = list(after.columns)
         for before_file in befores:
             columns += [c for c in before_file.columns if c not in columns]
@@ -112,6 +130,8 @@ def write_differences(
             values = dict(zip(identity_columns, identity, strict=True))
             values[AMOUNT] = canonical_decimal_text(amount)
             values[QUANTITY] = canonical_decimal_text(quantity) if quantity is not None else ""
+            if not _priced(values.get(UNIT_PRICE, ""), quantity, amount):
+                values[UNIT_PRICE] = ""  # an adjustment, not units at a price: the import's arithmetic skips it
             writer.writerow([values.get(column, "") for column in columns])
             written += 1
             added += old is None
@@ -152,7 +172,7 @@ def _aligned(read: _Read, identity_columns: list[str]) -> dict[tuple[str, ...], 
     return aligned
 
 
-def _read(stream: BinaryIO, name: str) -> _Read:
+def _read(stream: BinaryIO, name: str, arithmetic: RowArithmetic | None = None) -> _Read:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
         records = csv.reader(text, strict=True)
@@ -170,11 +190,23 @@ def _read(stream: BinaryIO, name: str) -> _Read:
         identity_at = [i for i, c in enumerate(header) if c not in _NUMBERS]
         amount_at = header.index(AMOUNT)
         quantity_at = header.index(QUANTITY) if QUANTITY in header else None
+        unit_at = header.index(UNIT_PRICE) if UNIT_PRICE in header else None
         for row in _rows(records, name, len(header)):
             line, values = row
             amount = _number(values[amount_at], name, line, AMOUNT)
             if amount is None:
                 raise InvalidInputError(f"{name}, line {line}, column {AMOUNT}: empty amount")
+            if arithmetic is not None:
+                said = arithmetic.problem(
+                    values[amount_at].strip(),
+                    values[quantity_at].strip() if quantity_at is not None else "",
+                    values[unit_at].strip() if unit_at is not None else "",
+                )
+                if said is not None:
+                    raise InvalidInputError(
+                        f"{name}, line {line}, column {AMOUNT}: {said}. A corrected bill must add up as any bill "
+                        "does: nothing was written"
+                    )
             quantity = _number(values[quantity_at], name, line, QUANTITY) if quantity_at is not None else None
             totals = read.by_identity.setdefault(tuple(values[i] for i in identity_at), _Totals())
             totals.amount += amount

@@ -190,6 +190,12 @@ class Listed(Protocol):
     @property
     def kind(self) -> ProblemKind | None: ...
 
+    @property
+    def column(self) -> str | None: ...
+
+    @property
+    def value(self) -> str | None: ...
+
 
 def summary(problems: Iterable[Listed], counts: Mapping_[ProblemKind, int], total: int) -> list[str]:
     """The problems summed up by kind (the telling kinds first): a line per kind with its count and its
@@ -217,7 +223,12 @@ def summary(problems: Iterable[Listed], counts: Mapping_[ProblemKind, int], tota
 
 
 def _where(problem: Listed) -> str:
+    """``line 6, column billItemName, value 'Mystery fee': <message>``: where a person finds it, then why."""
     place = f"line {problem.line}" if problem.line is not None else "the file"
+    if problem.column:
+        place += f", column {problem.column}"
+    if problem.value is not None:
+        place += f", value {problem.value!r}"
     return f"{place}: {problem.message}"
 
 

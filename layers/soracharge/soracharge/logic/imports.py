@@ -432,13 +432,13 @@ class _Attempt:
 
         Asked once per object, before its first packet: an attempt that finds an approval sends exactly the
         plan approved (or nothing); one that finds a session already used was past the question."""
-        earlier = variance.history(
-            variance.imported_reports(self.deps.store, variance.earlier_months(self.month)),
-            settled.coverage,
-            self.month,
-        )
+        reports = variance.imported_reports(self.deps.store, [self.month, *variance.earlier_months(self.month)])
+        earlier = variance.history(reports, settled.coverage, self.month)
+        # The month as it stands once this file is imported too: a second bill or a correction is judged with
+        # the month's files imported before it, never alone against a whole month
+        month = variance.month_with(reports, settled.coverage, self.month, self.obj.object_id, plan)
         self.variance = variance.compare(
-            self.month, plan.per_customer, plan.per_item, earlier, settled.mapping.review.variance, settled.currency
+            self.month, month.per_customer, month.per_item, earlier, settled.mapping.review.variance, settled.currency
         )
         fingerprint = _fingerprint(plan)
         entry = self.entry

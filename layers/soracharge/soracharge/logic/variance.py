@@ -9,7 +9,9 @@ imported:
 - a customer appeared (billed now, not then) or vanished (billed then, not now);
 - a bill item is billed that no earlier month had.
 
-The first month imported has nothing to be compared with, so it is never unusual. What an unusual
+The month is judged as it stands once the file is imported: an additional file (a second bill, a
+correction's differences) with the month's files imported before it, never alone against a whole
+month. The first month imported has nothing to be compared with, so it is never unusual. What an unusual
 month does is the mapping's ``review.approval`` (logic/imports.py): wait for a person (``unusual``,
 the default), always wait (``always``), or go on and only show it (``off``).
 """
@@ -24,6 +26,7 @@ from decimal import Decimal
 from pydantic import ValidationError
 
 from soracharge.adapters.storage import ReportStore
+from soracharge.models.charges import ImportPlan
 from soracharge.models.coverage import Coverage
 from soracharge.models.imports import ImportReport, Series, Variance, VarianceFlag
 from soracharge.models.mapping import VarianceSettings
@@ -79,6 +82,27 @@ def history(
         months.setdefault(month, MonthTotals(month)).add(report)
     ordered = [months[m] for m in sorted(months)]
     return ordered[-shown:] if shown is not None else ordered
+
+
+def month_with(
+    reports: Iterable[ImportReport], coverage: Coverage, month: str, object_id: str, plan: ImportPlan
+) -> MonthTotals:
+    """The month as it stands with ``plan`` imported too: the month's other files of ``coverage`` imported
+    before it (an additional file is judged with them, never alone), plus the plan's amounts."""
+    totals = MonthTotals(month)
+    for report in reports:
+        if (
+            report.month == month
+            and report.status in IMPORTED
+            and (report.coverage or "jp") == coverage
+            and report.object.object_id != object_id
+        ):
+            totals.add(report)
+    for name, amount in plan.per_customer.items():
+        totals.per_customer[name] = totals.per_customer.get(name, Decimal(0)) + amount
+    for name, amount in plan.per_item.items():
+        totals.per_item[name] = totals.per_item.get(name, Decimal(0)) + amount
+    return totals
 
 
 def earlier_months(month: str) -> list[str]:
