@@ -41,6 +41,9 @@ How each fault is injected (names are the keys of :data:`FAULTS`):
 - ``s3.out_of_order``: the object is copied onto itself (a new version, a new event), then the older
   version's event is delivered after the newer one was handled.
 - ``month.run_twice``: the export state machine runs again for the month once the cycle is done.
+- ``review.approval``: the mapping asks for every month to be approved (``review.approval: always``): the
+  import stops after planning and alerts; the runbook approves it with the alert's command (fired: the
+  alert came and its command was run).
 
 The client-side retry sleeps of the CloudBlue client (tenacity) return at once, as the engine's
 ``instant_waits`` does for Step Functions' Wait states and Retry intervals: only time is skipped.
@@ -414,10 +417,18 @@ class ChaosWorld:
     def __exit__(self, *exc_info: object) -> None:
         self._stack.close()
 
-    def _start(self) -> None:
+    def use_approval(self, approval: str) -> None:
+        """The mapping's ``review.approval`` for the cycle (``always``: every month waits for a person)."""
         mapping = yaml.safe_load(EXAMPLE_MAPPING.read_text())
         mapping["packetSize"] = PACKET_SIZE
+        mapping["review"] = {"approval": approval}
         self.mapping_path.write_text(yaml.safe_dump(mapping, allow_unicode=True))
+        if hasattr(self, "cloud"):
+            self.cloud.put_mapping(self.mapping_path)
+        self.approval = approval
+
+    def _start(self) -> None:
+        self.use_approval("unusual")
         self.mapping = parse_mapping(self.mapping_path.read_text(), "chaos")
         self.soracom: SoracomSimulator = self._stack.enter_context(
             SoracomSimulator(auth_key_id=AUTH_KEY_ID, auth_key=AUTH_KEY, polls_until_ready=1)
@@ -481,6 +492,8 @@ class ChaosWorld:
         overrides = self.cloud.runner.environment_overrides
         overrides["IMPORT_CONCURRENCY"] = str(concurrency)
         overrides.pop("APS_TOKEN", None)
+        if self.approval != "unusual":
+            self.use_approval("unusual")
         if month in self._used_months:
             self._wipe(month)
         self._used_months.add(month)
@@ -1202,6 +1215,11 @@ def _s3_out_of_order(cycle: Cycle) -> None:
     cycle.add("s3.out_of_order", "a newer version's event is handled before the older one's")
 
 
+def _review_approval(cycle: Cycle) -> None:
+    cycle.world.use_approval("always")
+    cycle.add("review.approval", "the mapping asks for every month to be approved: the runbook approves it")
+
+
 def _month_run_twice(cycle: Cycle) -> None:
     cycle.flags.add("month.run_twice")
     cycle.add("month.run_twice", "the export runs again for the month")
@@ -1227,6 +1245,7 @@ FAULTS: dict[str, Callable[[Cycle], None]] = {
     "s3.duplicate_event": _s3_duplicate_event,
     "s3.out_of_order": _s3_out_of_order,
     "month.run_twice": _month_run_twice,
+    "review.approval": _review_approval,
 }
 
 

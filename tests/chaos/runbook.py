@@ -196,6 +196,7 @@ def approve(cycle: Cycle, alert: ReceivedAlert) -> bool:
     if payload is None or alert.command is None:
         return cycle.unperformable(alert, "the alert has no approve command")
     function = option(shell_words(alert.command, cycle.world.clock), "--function-name").rsplit(":", 1)[-1]
+    cycle.fired_here.add("review.approval")
     return cycle.settle_all([cycle.world.invoke_async(function, payload)])
 
 

@@ -182,9 +182,13 @@ def test_a_rejected_file_alert_sums_its_problems_up_by_kind_with_the_first_lines
     assert alert.subject == "soracharge 202610: file rejected, nothing imported"
     message = alert.message()
     # Then a line per kind, the telling kinds first, each with its count and its first three lines
-    assert re.search(r"Problems: +2 × month: line 90: date 0 is outside; line 91: date 1 is outside\n", message)
     assert re.search(
-        r"Problems: +40 × unmapped-item: line 12: no resource for 'Item 0'; line 13: .*; line 14: .*; and 37 more\n",
+        r"Problems: +2 × month: line 90, column date: date 0 is outside; line 91, column date: date 1 is outside\n",
+        message,
+    )
+    assert re.search(
+        r"Problems: +40 × unmapped-item: line 12, column billItemName, value 'Item 0': no resource for 'Item 0'; "
+        r"line 13, .*; line 14, .*; and 37 more\n",
         message,
     )
     assert "line 15" not in message  # the report has every one
