@@ -27,9 +27,10 @@ $(VENV)/.installed: pyproject.toml uv.lock $(UV)
 	$(UV) sync --frozen --extra local --python $(PYTHON)
 	touch $@
 
-## The main job, end to end on the built-in simulators and moto: last month's bill becomes charges.
+## The main job, end to end on the built-in simulators and moto: last month's bill becomes charges
+## (MONTH=yyyyMM for another month; out/history.html lists every month run so far).
 demo: install
-	$(BIN)/soracharge run --mapping examples/mapping.example.yaml --out out
+	$(BIN)/soracharge run --mapping examples/mapping.example.yaml --out out $(if $(MONTH),--month $(MONTH),)
 
 ## The benchmarks of the import (figures in bench/README.md and the README).
 bench: install

@@ -1048,11 +1048,17 @@ def _cause(cause: str | None) -> str:
 
 
 def _event_key(delivery: Delivery) -> str:
-    """The object key of an S3 event (URL-encoded in the event, as S3 sends it)."""
+    """The object key of an S3 event (URL-encoded in the event, as S3 sends it), or of a review's objectId."""
+    if "review" in delivery.event:
+        return str(delivery.event["review"]["objectId"]).rpartition("#")[0].partition("/")[2]
     return unquote_plus(str(delivery.event["Records"][0]["s3"]["object"]["key"]))
 
 
 def _version_of(delivery: Delivery) -> str:
+    """``<key>#<version>`` of the object an S3 event or a review names."""
+    if "review" in delivery.event:
+        version = str(delivery.event["review"]["objectId"]).rpartition("#")[2]
+        return f"{_event_key(delivery)}#{None if version == 'null' else version}"
     obj = delivery.event["Records"][0]["s3"]["object"]
     return f"{_event_key(delivery)}#{obj.get('versionId')}"
 
