@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from soracharge.logic.history import HISTORY_KEY
-from soracharge_local.simulators import CloudBlueSimulator
 
-from tests.protocol.world import MONTH, ProtocolWorld, protocol_world
+from tests.protocol.world import MONTH
 from tests.unit.test_report_html import parse
 from tests.unit.test_review import ITEMS, USUAL, run, unusual
-
-
-@pytest.fixture(scope="module")
-def cloudblue() -> Iterator[CloudBlueSimulator]:
-    with CloudBlueSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture(autouse=True)
-def _region(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-
-
-@pytest.fixture
-def world(cloudblue: CloudBlueSimulator) -> Iterator[ProtocolWorld]:
-    with protocol_world(cloudblue) as made:
-        yield made
 
 
 def test_each_report_published_rewrites_the_page_with_every_month_and_each_customer_over_them(world):

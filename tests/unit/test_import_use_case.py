@@ -31,23 +31,6 @@ from tests.protocol.world import (
 )
 
 
-@pytest.fixture(scope="module")
-def cloudblue() -> Iterator[CloudBlueSimulator]:
-    with CloudBlueSimulator() as simulator:  # it keeps repeated extHash: a double shows as one
-        yield simulator
-
-
-@pytest.fixture(autouse=True)
-def _region(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-
-
-@pytest.fixture
-def world(cloudblue: CloudBlueSimulator) -> Iterator[ProtocolWorld]:
-    with protocol_world(cloudblue) as made:
-        yield made
-
-
 @pytest.fixture
 def both(cloudblue: CloudBlueSimulator) -> Iterator[ProtocolWorld]:
     """A stack exporting both coverages, with a mapping each."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -18,10 +17,9 @@ from soracharge.errors import InvalidInputError
 from soracharge.models.imports import EndReason, ImportReport, ObjectRef
 from soracharge.models.mapping import ReviewSettings, VarianceSettings
 from soracharge.models.runbook import Remedy
-from soracharge_local.simulators import CloudBlueSimulator
 
 from tests.protocol.scheduler import Stop
-from tests.protocol.world import MONTH, OTHER_CSV, ProtocolWorld, protocol_world
+from tests.protocol.world import MONTH, OTHER_CSV, ProtocolWorld
 
 #: The month's customers as the CSV bills them (JPY): Acme 1,190.12, Northwind 1,051.75, 東京ガス 1,651.55,
 #: rows with no customer value 5,027.16.
@@ -36,23 +34,6 @@ ITEMS = {
 }
 #: A month before it in which every customer billed about what it bills now: nothing unusual.
 USUAL = {"Acme Logistics": "1100", "Northwind Traders": "1000", "東京ガス": "1600", "": "5000"}
-
-
-@pytest.fixture(scope="module")
-def cloudblue() -> Iterator[CloudBlueSimulator]:
-    with CloudBlueSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture(autouse=True)
-def _region(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-
-
-@pytest.fixture
-def world(cloudblue: CloudBlueSimulator) -> Iterator[ProtocolWorld]:
-    with protocol_world(cloudblue) as made:
-        yield made
 
 
 def run(world: ProtocolWorld, obj: ObjectRef) -> ImportReport:

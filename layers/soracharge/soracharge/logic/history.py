@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
-
-import jinja2
 
 from soracharge.logic import variance
-from soracharge.logic.report_html import NO_CUSTOMER, Trend, banner, decimal_text, trends
+from soracharge.logic.report_html import Trend, banner, decimal_text, page_template, trends
 from soracharge.models.coverage import coverage_label
 from soracharge.models.imports import ImportReport, Variance
 from soracharge.models.mapping import VarianceSettings
@@ -53,7 +50,7 @@ def render_history_html(reports: Iterable[tuple[ImportReport, str]]) -> str:
         over = variance.compare(last.month, last.per_customer, last.per_item, months[:-1], VarianceSettings(), "")
         currency = next((r.currency or "" for r, _ in listed if (r.coverage or "jp") == coverage), "")
         charts.append((coverage_label(coverage), currency, over, _trends(over)))
-    return _template().render(rows=rows, charts=charts)
+    return page_template("history.html.jinja").render(rows=rows, charts=charts)
 
 
 def _trends(over: Variance) -> list[Trend]:
@@ -84,16 +81,3 @@ def _row(report: ImportReport, link: str) -> HistoryRow:
         balanced=rec.balanced if rec is not None and report.status not in ("AWAITING_APPROVAL", "REJECTED") else None,
         approval=said,
     )
-
-
-@cache
-def _template() -> jinja2.Template:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("soracharge", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.globals["NO_CUSTOMER"] = NO_CUSTOMER
-    return environment.get_template("history.html.jinja")

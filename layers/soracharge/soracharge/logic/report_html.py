@@ -159,7 +159,8 @@ def render_report_html(report: ImportReport) -> str:
 
 
 @cache
-def _template() -> jinja2.Template:
+def page_template(name: str) -> jinja2.Template:
+    """A page of ``soracharge/templates`` (autoescaped: names and values come from CSV files)."""
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("soracharge", "templates"),
         autoescape=True,
@@ -169,7 +170,11 @@ def _template() -> jinja2.Template:
         keep_trailing_newline=True,
     )
     environment.filters["decimal"] = decimal_text
-    return environment.get_template("report.html.jinja")
+    return environment.get_template(name)
+
+
+def _template() -> jinja2.Template:
+    return page_template("report.html.jinja")
 
 
 def decimal_text(value: Decimal) -> str:
