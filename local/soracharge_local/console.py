@@ -120,7 +120,10 @@ def print_report(report: dict[str, Any]) -> None:
             difference = reconciliation.get("difference", "0")
             if Decimal(difference):
                 typer.secho(f"  {'difference (bill - steps)':34} {'':>14} {difference:>16}", fg="red")
-        typer.echo(f"  {'imported to CloudBlue':34} {'':>14} {reconciliation['importedSum']:>16}")
+        sent = {"DRY_RUN": "would be imported", "AWAITING_APPROVAL": "sent once approved"}.get(
+            status, "imported to CloudBlue"
+        )
+        typer.echo(f"  {sent:34} {'':>14} {reconciliation['importedSum']:>16}")
         balanced = reconciliation["balanced"]
         typer.secho(
             f"  {'balanced':34} {'yes' if balanced else 'NO'} ({reconciliation['note']})",

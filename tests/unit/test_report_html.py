@@ -662,3 +662,10 @@ def test_an_unusual_month_imported_without_approval_is_not_green():
     page = render(processed_report(variance=VARIANCE))
     assert "status-warn" in page.by_id("status-banner").classes
     assert "unusual against 202609" in page.by_id("status-banner").text
+
+
+def test_a_preview_never_says_its_charges_were_imported():
+    page = render(
+        report_for("AWAITING_APPROVAL").model_copy(update={"reconciliation": processed_report().reconciliation})
+    )
+    assert page.by_id("reconciliation-imported").text.startswith("Sent once approved ")
