@@ -302,17 +302,19 @@ class ProtocolWorld:
         *,
         by: str = "Hanako",
         plan: str | None = None,
+        pause: Stop | None = None,
         kill: Stop | None = None,
     ) -> Attempt:
-        """A person's decision on ``obj``'s preview (the plan its report shows, unless ``plan``), run to its end."""
+        """A person's decision on ``obj``'s preview (the plan its report shows, unless ``plan``), run to its end
+        (or to ``pause``)."""
         report = self.store.report(obj)
         shown = plan or (report.approval.plan if report is not None and report.approval is not None else "0" * 64)
         request = ReviewRequest(object_id=obj.object_id, plan=shown, decision=decision, by=by)
-        attempt = Attempt(f"{decision} by {by}", kill=kill)
+        attempt = Attempt(f"{decision} by {by}", pause=pause, kill=kill)
         self.attempts.append(attempt)
         deps = self.dependencies(attempt)
         attempt.start(lambda: review_object(request, deps))
-        if not attempt.ended:
+        if pause is None and not attempt.ended:
             raise AssertionError("the decision paused without a pause")
         return attempt
 

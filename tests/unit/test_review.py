@@ -310,3 +310,74 @@ def test_an_unusual_month_with_approval_off_is_imported_and_its_report_says_it_i
     assert report.status == "CLOSED"
     assert report.variance is not None
     assert report.variance.unusual
+
+
+# -- what people read follows the ledger, whatever order slow writers wake up in ---------------------------
+
+
+def test_a_preview_published_late_never_hides_the_month_approved_sent_and_rated_since(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    # The first delivery records AWAITING_APPROVAL in the ledger, then is slow before it publishes
+    slow = world.attempt(obj, "slow", pause=Stop("ledger.end", 1, "after"))
+    assert slow.is_paused
+    # S3 delivers the event again (it publishes the preview); a person approves; it is sent and rated
+    assert run(world, obj).status == "AWAITING_APPROVAL"
+    assert decided(world, obj).status == "CLOSED"
+    world.follow()
+    slow.resume()
+    # reports/ shows what the ledger says: PROCESSED, not the late preview; no alert after the approval says held
+    assert world.store.report(obj).status == "PROCESSED"
+    subjects = [alert.subject for alert in world.topic.about(obj)]
+    assert subjects == [f"soracharge {MONTH} (Japan coverage): held for approval, nothing sent"]
+    assert 'data-status="PROCESSED"' in world.store.pages["reports/history.html"]
+    assert world.verdict().ok
+
+
+def test_a_preview_published_late_before_the_rating_is_followed_leaves_the_rating_right(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    slow = world.attempt(obj, "slow", pause=Stop("ledger.end", 1, "after"))
+    run(world, obj)
+    decided(world, obj)
+    slow.resume()
+    world.follow()  # it reads the report the ledger names, not the one reports/ shows
+    report = world.store.report(obj)
+    assert report is not None
+    assert (report.status, report.reason) == ("PROCESSED", None)
+    assert report.import_session_id is not None
+    assert report.approval is not None
+    assert report.approval.decision == "approved"
+
+
+def test_a_reject_that_loses_to_an_approve_is_refused_naming_it_and_sends_nothing_itself(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    run(world, obj)
+    taro = world.decide(obj, "reject", by="Taro", pause=Stop("ledger.decide", 1, "before"))  # read AWAITING
+    hanako = world.decide(obj, "approve", by="Hanako", kill=Stop("ledger.claim", 1, "before"))  # dies after deciding
+    assert hanako.killed
+    taro.resume()
+    assert isinstance(taro.error, InvalidInputError)
+    assert "was approved by Hanako meanwhile: your decision was not recorded" in str(taro.error)
+    assert world.rated() == []  # Hanako's approval is sent by its own retry, not by Taro's rejection
+    assert decided(world, obj, by="Hanako").status == "CLOSED"
+
+
+def test_two_rejections_racing_publish_the_one_the_ledger_recorded(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    run(world, obj)
+    taro = world.decide(
+        obj, "reject", by="Taro", pause=Stop("ledger.decide", 1, "before"), kill=Stop("notifier.publish", 1, "before")
+    )
+    jiro = world.decide(obj, "reject", by="Jiro", pause=Stop("ledger.decide", 1, "before"))
+    taro.resume()  # recorded, then dies before it publishes
+    jiro.resume()  # refused (the same decision: it answers with the report the ledger names)
+    entry = world.ledger.get(obj.object_id)
+    report = world.store.report(obj)
+    assert entry is not None
+    assert report is not None
+    assert report.approval is not None
+    assert (entry.decided_by, report.approval.by) == ("Taro", "Taro")
+    assert world.topic.about(obj)[-1].facts["Rejected by"] == "Taro"

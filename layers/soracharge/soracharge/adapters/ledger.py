@@ -150,7 +150,7 @@ class Ledger(Protocol):
 
     def decide(self, object_id: str, *, plan: str, decision: str, by: str, report_key: str | None = None) -> bool: ...
 
-    def record_rating(self, object_id: str, status: LedgerStatus) -> None: ...
+    def record_rating(self, object_id: str, status: LedgerStatus, *, report_key: str | None = None) -> None: ...
 
     def release(self, object_id: str, epoch: int) -> None: ...
 
@@ -462,18 +462,21 @@ class DynamoDbLedger:
         )
         return bool(result)
 
-    def record_rating(self, object_id: str, status: LedgerStatus) -> None:
-        """How CloudBlue's rating of the object's closed session ended (the follow-session state machine)."""
+    def record_rating(self, object_id: str, status: LedgerStatus, *, report_key: str | None = None) -> None:
+        """How CloudBlue's rating of the object's closed session ended (the follow-session state machine), with
+        the report that says it (``report_key``, staged)."""
+        report = {":report": {"S": report_key}} if report_key else {}
         self._call(
             "update_item",
             TableName=self._table,
             Key=_key(object_id),
-            UpdateExpression="SET #status = :status, updated_at = :now",
+            UpdateExpression="SET #status = :status, updated_at = :now" + (", report_key = :report" if report else ""),
             ConditionExpression="#status IN (:closed, :processed, :failed, :not_rated)",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={
                 ":status": {"S": status},
                 ":now": {"N": repr(self._clock())},
+                **report,
                 **{f":{name}": {"S": value} for name, value in _RATING_FROM.items()},
             },
         )

@@ -47,6 +47,7 @@ import json
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -69,10 +70,10 @@ from soracharge.errors import (
     InvalidInputError,
     StorageError,
 )
-from soracharge.logic import alerts, guards, history, variance
+from soracharge.logic import alerts, guards, publishing, variance
 from soracharge.logic.charges import charge_id_suffix, plan_import
+from soracharge.logic.publishing import STAGED_REPORTS, public_report_key, save_report
 from soracharge.logic.reconciliation import BillFacts, reconcile
-from soracharge.logic.report_html import render_report_html
 from soracharge.models.charges import ImportPlan, Packets, ProblemKind
 from soracharge.models.coverage import (
     COVERAGES,
@@ -110,7 +111,6 @@ DEADLINE_MARGIN_SECONDS = 60.0
 ADDITIONAL_FILE = "additional"
 #: Where the import keeps what it needs across attempts in the data bucket (never read by people).
 PINNED_MAPPINGS = "ledger/mappings/"
-STAGED_REPORTS = "ledger/reports/"
 #: While it reads a file, an attempt renews its claim this often (its writes renew it too).
 HEARTBEAT_SECONDS = LEASE_SECONDS / 3
 
@@ -176,13 +176,13 @@ def _already_claimed(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencie
         raise ImportInProgressError(
             f"{obj.uri} version {obj.version_id} is being imported by another invocation: this one will be retried"
         )
+    if publishing.behind(obj, deps.store, entry.report_key):  # its last end's writer stopped before publishing
+        return _publish(obj, deps, mine=None)
     key = public_report_key(obj)
     existing = deps.store.get_json(key)
-    if existing is None:  # the attempt that ended it stopped before publishing its report
-        return _publish(obj, entry, deps)
+    if existing is None:
+        raise ImportInProgressError(f"{obj.uri} is {entry.status} in the ledger but its report is not written yet")
     report = ImportReport.model_validate(existing)
-    if report.status == "AWAITING_APPROVAL" and entry.status != "AWAITING_APPROVAL" and entry.report_key:
-        return _publish(obj, entry, deps)  # decided, and stopped before its report was published
     if entry.status == "CLOSED" and report.import_session_id is not None:
         _follow(obj, report.import_session_id, key, deps, report.coverage)  # in case it stopped before this
     return report
@@ -209,20 +209,28 @@ def review_object(request: ReviewRequest, deps: ImportDependencies) -> ImportRep
     if entry.decision is not None and entry.decision != decided:
         raise InvalidInputError(f"{obj.uri} was {entry.decision} by {entry.decided_by} already: nothing was changed")
     if entry.status == "AWAITING_APPROVAL":
-        if decided == "approved":
-            deps.ledger.decide(obj.object_id, plan=request.plan, decision=decided, by=request.by)
-        else:
-            preview = deps.store.get_json(entry.report_key or "") or deps.store.get_json(public_report_key(obj))
+        # One conditional write decides, carrying its own report: the answer is whether this write won
+        staged = None
+        if decided == "rejected":
+            preview = deps.store.get_json(entry.report_key or "")
             if preview is None:
                 raise ImportInProgressError(f"the preview of {obj.uri} is not written yet: decide again in a minute")
             report = _rejected_by(ImportReport.model_validate(preview), request.by, deps.clock())
-            staged = f"{STAGED_REPORTS}{report.month}/{obj.version_id}/review.json"
+            staged = f"{STAGED_REPORTS}{report.month}/{obj.version_id}/decision-{uuid.uuid4().hex}.json"
             deps.store.put_json(staged, report.to_event())
-            if deps.ledger.decide(obj.object_id, plan=request.plan, decision=decided, by=request.by, report_key=staged):
-                logger.warning("Import rejected by a person", extra={"by": request.by})
-                _publish_report(obj, report, deps)
-                return report
-    return import_object(obj, deps)  # approved: the import claims it; decided before: its report
+        won = deps.ledger.decide(obj.object_id, plan=request.plan, decision=decided, by=request.by, report_key=staged)
+        if won and staged is not None:
+            logger.warning("Import rejected by a person", extra={"by": request.by})
+            return _publish(obj, deps, mine=staged)
+        if not won:
+            entry = deps.ledger.get(obj.object_id) or entry
+            if entry.decision != decided:
+                raise InvalidInputError(
+                    f"{obj.uri} was {entry.decision} by {entry.decided_by} meanwhile: your decision was not recorded"
+                )
+    if decided == "rejected":
+        return _already_claimed(obj, entry, deps)  # rejected before: its report (published if it was not)
+    return import_object(obj, deps)  # approved: the import claims it and sends the plan approved, once
 
 
 def _rejected_by(preview: ImportReport, by: str, now: datetime) -> ImportReport:
@@ -238,12 +246,6 @@ def _rejected_by(preview: ImportReport, by: str, now: datetime) -> ImportReport:
             "updated_at": now,
         }
     )
-
-
-def public_report_key(obj: ObjectRef) -> str:
-    """``reports/<yyyyMM>/<object-version>.json``: where people (and the CLI) read an object's report."""
-    _, month = obj.layout()
-    return report_key(month, obj.version_id, obj.key)
 
 
 @dataclass(frozen=True)
@@ -694,7 +696,7 @@ class _Attempt:
         if report.reason is not None:
             extra["reason"] = report.reason.value
         self.ledger.end(self.obj.object_id, self.epoch, report.status, report_key=staged, **extra)  # type: ignore[arg-type]
-        _publish_report(self.obj, report, self.deps)
+        _publish(self.obj, self.deps, mine=staged)
 
     def heartbeat(self) -> None:
         """While the file is read: the claim's lease runs on (best effort: the writes that matter are fenced)."""
@@ -705,24 +707,23 @@ class _Attempt:
             self.ledger.renew(self.obj.object_id, self.epoch)
 
 
-def _publish(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencies) -> ImportReport:
-    """Publish the report an attempt staged before it recorded its end (it stopped before publishing it)."""
-    staged = deps.store.get_json(entry.report_key) if entry.report_key else None
-    if staged is None:
-        raise ImportInProgressError(f"{obj.uri} is {entry.status} in the ledger but its report is not written yet")
-    report = ImportReport.model_validate(staged)
-    _publish_report(obj, report, deps)
-    return report
+def _publish(obj: ObjectRef, deps: ImportDependencies, *, mine: str | None) -> ImportReport:
+    """The report the ledger names now, published (``logic/publishing.py``): its alert, the report, then the
+    rating followed when it is CLOSED. ``mine``: the staged report of the end this writer recorded."""
 
+    def follow(report: ImportReport, key: str) -> None:
+        if report.status == "CLOSED" and report.import_session_id is not None:
+            _follow(obj, report.import_session_id, key, deps, report.coverage)
 
-def _publish_report(obj: ObjectRef, report: ImportReport, deps: ImportDependencies) -> None:
-    """The alert, then the report where people read it (its JSON last: once it is there, publishing is
-    done, and a delivery that finds it publishes nothing again), then the rating followed."""
-    key = public_report_key(obj)
-    _alert(report, key, deps)
-    save_report(deps.store, key, report)
-    if report.status == "CLOSED" and report.import_session_id is not None:
-        _follow(obj, report.import_session_id, key, deps, report.coverage)
+    return publishing.publish(
+        obj,
+        deps.store,
+        deps.ledger,
+        deps.notifier,
+        mine=mine,
+        alert=lambda report, key: alerts.for_report(report, key, import_function=deps.function_name),
+        after=follow,
+    )
 
 
 def _held_summary(taken: _Taken, base: dict[str, Any], left_open: int | None) -> str:
@@ -761,37 +762,6 @@ def _held_summary(taken: _Taken, base: dict[str, Any], left_open: int | None) ->
 
 
 _NOT_IMPORTED_METRICS = {"DUPLICATE": Metric.IMPORTS_DUPLICATE, "HELD": Metric.IMPORTS_HELD}
-
-
-def save_report(store: ReportStore, key: str, report: ImportReport) -> None:
-    """The page people read (``.html``), then the report's JSON at ``key``, written last: the record.
-
-    The page is best effort: the JSON is the record, and a page that cannot be rendered or written
-    must never fail an import whose session may be closed already (it is logged and counted).
-    """
-    page = key.removesuffix(".json") + ".html"
-    try:
-        store.put_text(page, render_report_html(report), "text/html; charset=utf-8")
-    except Exception:  # noqa: BLE001 - presentation only: the JSON report below holds everything
-        logger.exception("The HTML report was not written", extra={"reportKey": page})
-        count(Metric.HTML_REPORTS_FAILED)
-    store.put_json(key, report.to_event())
-    write_history(store)
-
-
-def write_history(store: ReportStore) -> None:
-    """``reports/history.html``: every report in ``reports/``, on one page (best effort, as the page above)."""
-    try:
-        found = []
-        for key in store.keys("reports/"):
-            if key.endswith(".json") and not key.startswith("reports/unsorted/"):
-                document = store.get_json(key)
-                with contextlib.suppress(ValueError):
-                    found.append((ImportReport.model_validate(document), key.removeprefix("reports/")[:-5] + ".html"))
-        store.put_text(history.HISTORY_KEY, history.render_history_html(found), "text/html; charset=utf-8")
-    except Exception:  # noqa: BLE001 - presentation only: every report it lists is in reports/
-        logger.exception("The history page was not written", extra={"reportKey": history.HISTORY_KEY})
-        count(Metric.HTML_REPORTS_FAILED)
 
 
 def additional_id_suffix(sha256: str, version_id: str | None = None) -> str:

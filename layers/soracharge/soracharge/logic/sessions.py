@@ -18,9 +18,8 @@ from soracharge.adapters.ledger import Ledger
 from soracharge.adapters.notifier import Notifier
 from soracharge.adapters.storage import ReportStore
 from soracharge.errors import InvalidInputError
-from soracharge.logic import alerts
-from soracharge.logic.imports import save_report
-from soracharge.models.imports import FollowSessionRequest, ImportOutcome, ImportReport, SessionProgress
+from soracharge.logic import alerts, publishing
+from soracharge.models.imports import FollowSessionRequest, ImportOutcome, ImportReport, ObjectRef, SessionProgress
 from soracharge.observability import Metric, count, logger
 
 RATED = frozenset({"PROCESSED", "REPORTED"})
@@ -71,7 +70,10 @@ def finish_import(
         status = "FAILED_PROCESSED"
     else:
         status = "NOT_RATED"
-    existing = store.get_json(request.report_key)
+    # The report the ledger names (reports/ is its projection, and may lag it); one from before staged reports
+    entry = ledger.get(request.object_id)
+    named = entry.report_key if entry is not None else None
+    existing = (store.get_json(named) if named else None) or store.get_json(request.report_key)
     if existing is None:
         raise InvalidInputError(f"no report at {request.report_key} for import session {session.import_session_id}")
     report = ImportReport.model_validate(existing)
@@ -98,12 +100,17 @@ def finish_import(
             "updated_at": clock(),
         }
     )
-    save_report(store, request.report_key, updated)
+    obj = ObjectRef.from_object_id(request.object_id)
+    staged = (
+        f"{publishing.STAGED_REPORTS}{request.month}/{obj.version_id}/rating-{session.import_session_id}-{status}.json"
+    )
+    store.put_json(staged, updated.to_event())
     alert = alerts.for_report(updated, request.report_key, follow_state_machine_arn)
     if alert is not None:  # before the ledger's final status: a retry after a failed publish alerts again
         alerts.publish(notifier, alert)
         logger.warning("Import session did not end rated", extra={"status": status, "errorDesc": session.error_desc})
-    ledger.record_rating(request.object_id, status)
+    ledger.record_rating(request.object_id, status, report_key=staged)
+    publishing.publish(obj, store, ledger, notifier, mine=staged, alert=lambda report, key: None)  # alerted above
     count(Metric.SESSION_POLLS_NEEDED, session.polls)
     count(_OUTCOME_METRICS[status])
     return ImportOutcome(
