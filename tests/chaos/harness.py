@@ -523,7 +523,10 @@ class ChaosWorld:
         for page in db.get_paginator("scan").paginate(TableName=table):
             for item in page["Items"]:
                 pk = item["pk"]["S"]
-                if pk.startswith((f"bill#{month}#", f"bytes#{month}#")) or item.get("month", {}).get("S") == month:
+                if (
+                    pk.startswith((f"bill#{month}#", f"bytes#{month}#", f"month#{month}#"))
+                    or item.get("month", {}).get("S") == month
+                ):
                     db.delete_item(TableName=table, Key={"pk": {"S": pk}})
 
     def clock(self) -> float:

@@ -8,6 +8,7 @@ what CloudBlue holds (nothing before approval; exactly the preview's charges aft
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from decimal import Decimal
@@ -381,3 +382,34 @@ def test_two_rejections_racing_publish_the_one_the_ledger_recorded(world):
     assert report.approval is not None
     assert (entry.decided_by, report.approval.by) == ("Taro", "Taro")
     assert world.topic.about(obj)[-1].facts["Rejected by"] == "Taro"
+
+
+def test_two_additional_files_judged_on_the_same_month_cannot_both_close_into_it_unseen(world):
+    # Given a month before that billed twice the usual: the month's bill and one more copy of it are usual
+    world.history("202609", {k: str(2 * Decimal(v)) for k, v in USUAL.items()}, per_item=ITEMS)
+    assert run(world, world.upload(f"uploads/{MONTH}/a.csv")).status == "CLOSED"
+    first = world.upload(f"uploads/{MONTH}/b1.csv", OTHER_CSV, additional=True)
+    second = world.upload(f"uploads/{MONTH}/b2.csv", OTHER_CSV + b"\n", additional=True)
+    # When the first is judged (usual: the month's bill and itself) and sends its packets, slowly ...
+    slow = world.attempt(first, "b1", pause=Stop("ledger.mark_closing", 1, "before"))
+    # ... while the second is judged on the same month and closes first
+    assert run(world, second).status == "CLOSED"
+    # Then the first's closing is refused (the month changed since it was judged), it is judged again with the
+    # second, found unusual, and held: its session is left open, never closed, and nothing of it is rated
+    slow.resume()
+    report = slow.result
+    assert isinstance(report, ImportReport)
+    assert report.status == "AWAITING_APPROVAL"
+    assert report.variance is not None
+    assert {flag.kind for flag in report.variance.flags} == {"moved"}
+    assert len(report.abandoned_sessions) == 1
+    world.follow()
+    assert world.verdict(world.expected() | world.expected(OTHER_CSV + b"\n", id_suffix=_suffix(world, second))).ok
+    # Once approved, it is sent again in a new session and closed into the month as it now stands
+    assert decided(world, first).status == "CLOSED"
+
+
+def _suffix(world: ProtocolWorld, obj: ObjectRef) -> str:
+    from soracharge.logic.imports import additional_id_suffix
+
+    return additional_id_suffix(hashlib.sha256(world.store.body(obj)).hexdigest(), obj.version_id)

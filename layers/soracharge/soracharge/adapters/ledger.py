@@ -15,6 +15,10 @@ Three kinds of record, in one table keyed by ``pk`` (the protocol is ``logic/imp
   for it. Written only in the closing transaction (:meth:`DynamoDbLedger.mark_closing`).
 - ``bytes#<yyyyMM>#<sha256>``: these bytes, closed for the month (under any coverage) by that object.
   Written only in the closing transaction too.
+- ``month#<yyyyMM>#<coverage>``: the month as closed so far: a ``version`` counting its closings and the
+  staged totals of each file closed (``files``). A file's review judges the month at one version, and its
+  closing transaction holds only while the month is still at that version (and moves it on), so no
+  file is closed into a month other than the one it was judged with.
 
 And one marker, ``schema``: the format the table holds. The records of the protocol before fences
 (``lock#...``, taken before anything was sent) are migrated once, by :meth:`DynamoDbLedger.migrate`.
@@ -86,6 +90,8 @@ class LedgerEntry:
     #: The plan a preview showed a person (``AWAITING_APPROVAL``), why it was asked, and their decision.
     review_plan: str | None = None
     review_asked: str | None = None
+    #: The version of the month's record (``month#``) the preview judged: an approval holds for it only.
+    review_version: int | None = None
     decision: str | None = None
     decided_by: str | None = None
     decided_at: float | None = None
@@ -101,6 +107,23 @@ class LedgerEntry:
     def closed_a_session(self) -> bool:
         """Whether the object closed (or is closing) a CloudBlue session."""
         return self.closing_session is not None or self.status in CLOSED_STATUSES
+
+
+@dataclass(frozen=True)
+class MonthMark:
+    """The month a closing joins: its record, the version the file's review judged, the file's staged totals."""
+
+    key: str
+    judged: int
+    totals: str
+
+
+@dataclass(frozen=True)
+class MonthState:
+    """``month#<yyyyMM>#<coverage>``: how many closings it has seen, and the staged totals of each file closed."""
+
+    version: int = 0
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,10 +164,12 @@ class Ledger(Protocol):
 
     def mark_closing(
         self, object_id: str, epoch: int, session_id: int, *, bill: str | None, bytes_key: str, sha256: str,
-        take_from: tuple[str, str] | None = None,
+        take_from: tuple[str, str] | None = None, month: MonthMark | None = None,
     ) -> bool: ...  # fmt: skip
 
     def holder(self, key: str) -> Holder | None: ...
+
+    def month_state(self, key: str) -> MonthState: ...
 
     def end(self, object_id: str, epoch: int, status: LedgerStatus, *, report_key: str, **fields: str) -> None: ...
 
@@ -312,6 +337,7 @@ class DynamoDbLedger:
         bytes_key: str,
         sha256: str,
         take_from: tuple[str, str] | None = None,
+        month: MonthMark | None = None,
     ) -> bool:
         """The closing transaction: mark ``session_id`` closing, and take the month's ``bill`` (a plain file)
         and ``bytes_key``, all or none. True when taken: the caller may close the session.
@@ -320,8 +346,10 @@ class DynamoDbLedger:
         accepted, and no other object closed a session for the bill or the bytes. ``take_from``
         ``(object_id, coverage)`` lets an additional file take the bytes from an object whose session
         CloudBlue failed to rate, or which imported them as another coverage's bill (the runbook's
-        re-imports), checked in the same transaction. False: the caller must never close the session
-        (:meth:`get` and :meth:`holder` tell why: superseded, or beaten to the bill or the bytes).
+        re-imports), checked in the same transaction. ``month``: the month's record must still be at the
+        version the file was judged at; it moves on and lists the file's totals. False: the caller must never
+        close the session (:meth:`get`, :meth:`holder` and :meth:`month_state` tell why: superseded, beaten to the
+        bill or the bytes, or the month changed since it was judged).
         """
         now = self._clock()
         me = {
@@ -387,6 +415,29 @@ class DynamoDbLedger:
                     }
                 }
             )
+        if month is not None:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": month.key}},
+                        "UpdateExpression": (
+                            "SET version = if_not_exists(version, :zero) + :one, "
+                            "files = list_append(if_not_exists(files, :empty), :totals), #at = :now"
+                        ),
+                        "ConditionExpression": "attribute_not_exists(version)" if month.judged == 0 else "version = :v",
+                        "ExpressionAttributeNames": {"#at": "at"},
+                        "ExpressionAttributeValues": {
+                            ":zero": {"N": "0"},
+                            ":one": {"N": "1"},
+                            ":empty": {"L": []},
+                            ":totals": {"L": [{"S": month.totals}]},
+                            ":now": {"N": repr(now)},
+                            **({":v": {"N": str(month.judged)}} if month.judged else {}),
+                        },
+                    }
+                }
+            )
         try:
             self._db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
             return True
@@ -401,6 +452,13 @@ class DynamoDbLedger:
         """Who holds a ``bill#`` or ``bytes#`` record, or None (a read: nothing is taken)."""
         item = self._call("get_item", TableName=self._table, Key={"pk": {"S": key}}, ConsistentRead=True).get("Item")
         return Holder(str(item["owner"]["S"]), str(item["sha256"]["S"])) if item else None
+
+    def month_state(self, key: str) -> MonthState:
+        """The month's record ``month#<yyyyMM>#<coverage>`` (a read: version 0 and no file when none closed)."""
+        item = self._call("get_item", TableName=self._table, Key={"pk": {"S": key}}, ConsistentRead=True).get("Item")
+        if not item:
+            return MonthState()
+        return MonthState(int(item["version"]["N"]), tuple(str(f["S"]) for f in item.get("files", {}).get("L", [])))
 
     def end(self, object_id: str, epoch: int, status: LedgerStatus, *, report_key: str, **fields: str) -> None:
         """How the attempt ended: CLOSED (its session marked closing), or an end that imported nothing
@@ -423,6 +481,8 @@ class DynamoDbLedger:
             left_open = [{"N": str(current.session_id)}] if current and current.session_id is not None else []
             values[":left_open"] = {"L": left_open}
             expression = "SET " + ", ".join(assignments) + " REMOVE session_id, in_flight, accepted"
+            if status == "AWAITING_APPROVAL":  # a new preview: any earlier decision was of another one
+                expression += ", decision, decided_by, decided_at"
         self._fenced(
             object_id, epoch, f"record {status} for", expression, values, condition=condition, names=names, lease=0.0
         )
@@ -657,6 +717,7 @@ def _entry(object_id: str, item: dict[str, Any]) -> LedgerEntry:
         reason=text("reason"),
         review_plan=text("review_plan"),
         review_asked=text("review_asked"),
+        review_version=int(text("review_version") or 0) if text("review_version") is not None else None,
         decision=text("decision"),
         decided_by=text("decided_by"),
         decided_at=float(item["decided_at"]["N"]) if "decided_at" in item else None,

@@ -18,6 +18,11 @@ described in ``adapters/ledger.py``.
    is sent: any problem rejects it. *Invariant: every attempt of an object plans the same packets.*
 3. **Look** (a read; nothing is taken). When another object already closed a session for the month's
    bill (a plain file) or for these bytes, this file ends HELD or DUPLICATE now, before anything is sent.
+   **Review** (reads): the month as it stands with this file (the ledger's ``month#`` record: the files
+   closed, at a version) against the months before it (``logic/variance.py``). When the mapping asks for
+   a person's approval (always, or for an unusual month), the file ends AWAITING_APPROVAL with its
+   preview; a person's decision (:func:`review_object`) makes it claimable with that plan and month
+   version approved, or ends it REJECTED. *Invariant: nothing is sent that needed an approval it lacks.*
 4. **Session.** The recorded session is resumed when its packets are the plan's and none is in doubt
    (every packet marked in flight was recorded accepted); otherwise it is given up and a new one is
    opened and recorded. *Invariant: a session given up is never closed.*
@@ -26,16 +31,20 @@ described in ``adapters/ledger.py``.
    (a 500, 502 or 504, a timeout or a dropped connection once it was sent) the session is given up:
    step 4 again, ``MAX_SESSIONS`` at most. *Invariant: whatever a session may hold is in the ledger.*
 6. **Close.** One transaction: the fence holds, every packet is accepted, the session is marked
-   closing, and the month's bill (a plain file) and the bytes are taken for this object, unless another
-   object took them first. Only then is closeSession called. The loser's session is given up and left
-   open, and the loser ends HELD or DUPLICATE. *Invariant: at most one session is ever closed for a
-   month's bill, and for the same bytes; a session marked closing is never given up.*
+   closing, the month's bill (a plain file) and the bytes are taken for this object unless another
+   object took them first, and the month's record is still at the version reviewed (it moves on, listing
+   this file's totals). Only then is closeSession called. The loser's session is given up and left
+   open, and the loser ends HELD or DUPLICATE; a file whose month changed is reviewed again (and held
+   if it now needs an approval). *Invariant: at most one session is ever closed for a month's bill, and
+   for the same bytes, each into the month it was reviewed with; a session marked closing is never
+   given up.*
 7. **Record and publish.** The report is staged under ``ledger/``, the end recorded in the ledger (CLOSED,
-   or REJECTED, HELD, DUPLICATE with the reason), then published: its alert sent when something is off,
-   the report written to ``reports/`` (its JSON last), the follow-session state machine started. A
-   retry that finds a session marked closing closes it (closeSession again is harmless) and records
-   it; a delivery that finds an end whose report is not in ``reports/`` publishes it (an alert may so
-   be sent twice, never lost).
+   or REJECTED, HELD, DUPLICATE, AWAITING_APPROVAL with the reason) naming it, then published as a
+   projection of the ledger (``logic/publishing.py``): its alert sent when something is off, the report
+   the ledger names written to ``reports/`` (its JSON last) and the ledger read again, the
+   follow-session state machine started. A retry that finds a session marked closing closes it
+   (closeSession again is harmless) and records it; a delivery that finds ``reports/`` behind the
+   ledger publishes what the ledger names (an alert may so be sent twice, never lost).
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any, BinaryIO
 
 from soracharge.adapters.cloudblue import ChargesImportManager
-from soracharge.adapters.ledger import LEASE_SECONDS, Ledger, LedgerEntry, Pins
+from soracharge.adapters.ledger import LEASE_SECONDS, Ledger, LedgerEntry, MonthMark, Pins
 from soracharge.adapters.notifier import Notifier
 from soracharge.adapters.storage import ReportStore, StoredObject
 from soracharge.adapters.workflows import WorkflowStarter
@@ -111,6 +120,9 @@ DEADLINE_MARGIN_SECONDS = 60.0
 ADDITIONAL_FILE = "additional"
 #: Where the import keeps what it needs across attempts in the data bucket (never read by people).
 PINNED_MAPPINGS = "ledger/mappings/"
+PINNED_TOTALS = "ledger/totals/"
+#: Closing transactions an attempt tries while other files of the month keep closing (each judged again).
+CLOSING_ROUNDS = 3
 #: While it reads a file, an attempt renews its claim this often (its writes renew it too).
 HEARTBEAT_SECONDS = LEASE_SECONDS / 3
 
@@ -291,6 +303,9 @@ class _Attempt:
         self.warnings: list[str] = []
         self.variance: Variance | None = None
         self.approval: Approval | None = None
+        #: The month's record and the version of it this attempt judged (step 3b), which its closing requires.
+        self.month_key = ""
+        self.judged = 0
         self._renewed = time.monotonic()
 
     # -- the protocol, step by step ---------------------------------------------------------------
@@ -321,11 +336,24 @@ class _Attempt:
             if self.approval is not None and self.approval.decision == "pending":
                 return self.await_approval(plan, settled)
             session, sent = self.send(plan)
-            if not self.ledger.mark_closing(
-                self.obj.object_id, self.epoch, session, bill=bill, bytes_key=bytes_key, sha256=sha256,
-                take_from=take_from,
-            ):  # fmt: skip
-                return self.lost(bill, bytes_key, settled.coverage)
+            totals = self.stage_totals(plan)
+            for _ in range(CLOSING_ROUNDS):
+                month = MonthMark(self.month_key, self.judged, totals)
+                if self.ledger.mark_closing(
+                    self.obj.object_id, self.epoch, session, bill=bill, bytes_key=bytes_key, sha256=sha256,
+                    take_from=take_from, month=month,
+                ):  # fmt: skip
+                    break
+                ended = self.lost(bill, bytes_key, settled.coverage)
+                if ended is not None:
+                    return ended
+                self.review(plan, settled)  # the month changed since it was judged: judged again
+                if self.approval is not None and self.approval.decision == "pending":
+                    return self.await_approval(plan, settled)
+            else:
+                raise ImportInProgressError(
+                    f"{self.obj.uri}: other files of {self.month} kept closing while this one closed: it is retried"
+                )
             closing = session
         else:
             sent = 0
@@ -430,26 +458,36 @@ class _Attempt:
         return None, take_from
 
     def review(self, plan: ImportPlan, settled: _Settled) -> None:
-        """Step 3b: the month against the months before it, and whether a person must approve the plan first.
+        """Step 3b: the month, as it stands with this file, against the months before it; and whether a person
+        must approve the plan first.
 
-        Asked once per object, before its first packet: an attempt that finds an approval sends exactly the
-        plan approved (or nothing); one that finds a session already used was past the question."""
-        reports = variance.imported_reports(self.deps.store, [self.month, *variance.earlier_months(self.month)])
-        earlier = variance.history(reports, settled.coverage, self.month)
-        # The month as it stands once this file is imported too: a second bill or a correction is judged with
-        # the month's files imported before it, never alone against a whole month
-        month = variance.month_with(reports, settled.coverage, self.month, self.obj.object_id, plan)
+        The month as it stands is the ledger's record of it (``month#``: the totals of each file closed, at a
+        version), plus this file: the closing (step 6) holds only while the month is still at the version
+        judged here, so no file is closed into a month other than the one it was judged (and approved) with.
+        An approval holds for the plan and the month version it was given for."""
+        self.month_key = f"month#{self.month}#{settled.coverage}"
+        state = self.ledger.month_state(self.month_key)
+        self.judged = state.version
+        earlier = variance.history(
+            variance.imported_reports(self.deps.store, variance.earlier_months(self.month)),
+            settled.coverage,
+            self.month,
+        )
+        month = variance.month_with(
+            [self.deps.store.get_json(key) or {} for key in state.files], self.month, plan.per_customer, plan.per_item
+        )
         self.variance = variance.compare(
             self.month, month.per_customer, month.per_item, earlier, settled.mapping.review.variance, settled.currency
         )
         fingerprint = _fingerprint(plan)
         entry = self.entry
-        if entry.decision == "approved" and entry.review_plan is not None:
+        approved = entry.decision == "approved" and entry.review_plan is not None
+        if approved and entry.review_version == self.judged:
             if entry.review_plan != fingerprint:
                 raise ImportResumeError(
-                    f"{self.obj.uri}: the plan {entry.decided_by} approved ({entry.review_plan[:12]}) is not the plan "
-                    f"this attempt reads ({fingerprint[:12]}) with the same pinned file and mapping: was the code "
-                    "changed in between? Nothing was sent"
+                    f"{self.obj.uri}: the plan {entry.decided_by} approved ({(entry.review_plan or '')[:12]}) is not "
+                    f"the plan this attempt reads ({fingerprint[:12]}) with the same pinned file and mapping: was the "
+                    "code changed in between? Nothing was sent"
                 )
             at = datetime.fromtimestamp(entry.decided_at, UTC) if entry.decided_at is not None else None
             asked = "always" if entry.review_asked == "always" else "unusual"
@@ -457,11 +495,27 @@ class _Attempt:
                 asked_because=asked, plan=fingerprint, decision="approved", by=entry.decided_by, at=at
             )
             return
-        if entry.session_id is not None or self.given_up:
-            return  # an earlier attempt was past the question (it sent packets)
+        if approved:
+            self.warnings.append(
+                f"{entry.decided_by} approved this file against the month as it stood then; another file of the month "
+                "was imported since, so it is previewed again"
+            )
         mode = settled.mapping.review.approval
+        self.approval = None
         if mode == "always" or (mode == "unusual" and self.variance.unusual):
             self.approval = Approval(asked_because="always" if mode == "always" else "unusual", plan=fingerprint)
+
+    def stage_totals(self, plan: ImportPlan) -> str:
+        """The file's totals, staged for the month's record (``month#``: listed there once it closes)."""
+        key = f"{PINNED_TOTALS}{self.month}/{self.obj.version_id}/{self.epoch}.json"
+        self.deps.store.put_json(
+            key,
+            {
+                "perCustomer": {name: str(amount) for name, amount in plan.per_customer.items()},
+                "perItem": {name: str(amount) for name, amount in plan.per_item.items()},
+            },
+        )
+        return key
 
     def await_approval(self, plan: ImportPlan, settled: _Settled) -> ImportReport:
         """AWAITING_APPROVAL: the preview (every charge, the reconciliation, the variance) published, nothing sent."""
@@ -486,7 +540,12 @@ class _Attempt:
             warnings=self.warnings,
             **_totals(plan, settled.mapping),
         )
-        self.end(report, review_plan=self.approval.plan, review_asked=self.approval.asked_because)
+        self.end(
+            report,
+            review_plan=self.approval.plan,
+            review_asked=self.approval.asked_because,
+            review_version=str(self.judged),
+        )
         count(Metric.IMPORTS_AWAITING_APPROVAL)
         logger.warning("Import held for approval", extra={"asked": self.approval.asked_because})
         return report
@@ -584,17 +643,18 @@ class _Attempt:
             f"session): {reason}. Every charge was sent again in a new session. Do not close session {session}."
         )
 
-    def lost(self, bill: str | None, bytes_key: str, coverage: Coverage) -> ImportReport:
-        """Step 6 refused: superseded (stop), or another object closed a session for the bill or bytes first."""
+    def lost(self, bill: str | None, bytes_key: str, coverage: Coverage) -> ImportReport | None:
+        """Step 6 refused: superseded (stop), another object closed a session for the bill or bytes first (its
+        end), or the month changed since it was judged (None: judge it again)."""
         current = self.ledger.get(self.obj.object_id)
         if current is None or current.epoch != self.epoch:
             raise ImportSupersededError(f"{self.obj.uri}: a later attempt took the import over before it closed")
         taken, _ = self.look(bill, bytes_key, coverage)
-        if taken is None:
-            raise StorageError(
-                f"{self.obj.uri}: the closing transaction was refused, and no other file holds the month"
-            )
-        return self.not_imported(taken)
+        if taken is not None:
+            return self.not_imported(taken)
+        if self.ledger.month_state(self.month_key).version != self.judged:
+            return None
+        raise StorageError(f"{self.obj.uri}: the closing transaction was refused, and no other file holds the month")
 
     def closed(self, plan: ImportPlan, settled: _Settled, session: int, sent: int) -> ImportReport:
         """Step 7 for a closed session: staged report, CLOSED, then the report, an alert if needed, the follow."""

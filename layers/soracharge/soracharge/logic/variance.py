@@ -10,10 +10,11 @@ imported:
 - a bill item is billed that no earlier month had.
 
 The month is judged as it stands once the file is imported: an additional file (a second bill, a
-correction's differences) with the month's files imported before it, never alone against a whole
-month. The first month imported has nothing to be compared with, so it is never unusual. What an unusual
-month does is the mapping's ``review.approval`` (logic/imports.py): wait for a person (``unusual``,
-the default), always wait (``always``), or go on and only show it (``off``).
+correction's differences) with the month's files closed before it (the ledger's record of the month,
+whose version the file's closing requires unchanged), never alone against a whole month. The first
+month imported has nothing to be compared with, so it is never unusual. What an unusual month does is
+the mapping's ``review.approval`` (logic/imports.py): wait for a person (``unusual``, the default),
+always wait (``always``), or go on and only show it (``off``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from pydantic import ValidationError
 
 from soracharge.adapters.storage import ReportStore
-from soracharge.models.charges import ImportPlan
 from soracharge.models.coverage import Coverage
 from soracharge.models.imports import ImportReport, Series, Variance, VarianceFlag
 from soracharge.models.mapping import VarianceSettings
@@ -85,23 +86,20 @@ def history(
 
 
 def month_with(
-    reports: Iterable[ImportReport], coverage: Coverage, month: str, object_id: str, plan: ImportPlan
+    closed: Iterable[Mapping[str, Any]],
+    month: str,
+    per_customer: Mapping[str, Decimal],
+    per_item: Mapping[str, Decimal],
 ) -> MonthTotals:
-    """The month as it stands with ``plan`` imported too: the month's other files of ``coverage`` imported
-    before it (an additional file is judged with them, never alone), plus the plan's amounts."""
+    """The month as it stands with a file imported too: the staged totals of the files of the month closed
+    before it (the ledger's ``month#`` record lists them: an additional file is judged with them, never
+    alone), plus the file's own amounts."""
     totals = MonthTotals(month)
-    for report in reports:
-        if (
-            report.month == month
-            and report.status in IMPORTED
-            and (report.coverage or "jp") == coverage
-            and report.object.object_id != object_id
-        ):
-            totals.add(report)
-    for name, amount in plan.per_customer.items():
-        totals.per_customer[name] = totals.per_customer.get(name, Decimal(0)) + amount
-    for name, amount in plan.per_item.items():
-        totals.per_item[name] = totals.per_item.get(name, Decimal(0)) + amount
+    for document in [*closed, {"perCustomer": per_customer, "perItem": per_item}]:
+        for name, amount in dict(document.get("perCustomer") or {}).items():
+            totals.per_customer[name] = totals.per_customer.get(name, Decimal(0)) + Decimal(str(amount))
+        for name, amount in dict(document.get("perItem") or {}).items():
+            totals.per_item[name] = totals.per_item.get(name, Decimal(0)) + Decimal(str(amount))
     return totals
 
 
