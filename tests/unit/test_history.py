@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from soracharge.logic.history import HISTORY_KEY
+from soracharge.models.months import shift_month
 
 from tests.protocol.world import MONTH
 from tests.unit.test_report_html import parse
@@ -41,3 +42,13 @@ def test_a_month_waiting_for_approval_is_listed_as_waiting(world):
     assert row.attrs["data-status"] == "AWAITING_APPROVAL"
     assert row.all("td", "approval")[0].text == "waiting"
     assert row.all("td", "imported")[0].text == "—"
+
+
+def test_the_page_shows_the_last_24_months_whatever_the_bucket_s_age(world):
+    # Reports of 30 months before this one: the page reads and lists the latest 24 months only
+    for back in range(1, 31):
+        world.history(shift_month(MONTH, -back), USUAL, per_item=ITEMS)
+    run(world, world.upload(f"uploads/{MONTH}/a.csv"))
+    rows = parse(world.store.pages[HISTORY_KEY]).by_id("months").all("tr", "month-row")
+    months = [row.attrs["data-month"] for row in rows]
+    assert months == [shift_month(MONTH, -back) for back in range(24)]

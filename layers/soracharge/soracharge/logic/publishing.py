@@ -27,6 +27,8 @@ from soracharge.observability import Metric, count, logger
 
 #: Where the ends' reports are staged in the data bucket, before the ledger records them (never read by people).
 STAGED_REPORTS = "ledger/reports/"
+#: The months the history page shows (older reports stay in reports/, each with its page).
+HISTORY_MONTHS = 24
 #: Rounds a writer follows a ledger that keeps moving before it leaves the rest to the next end's writer.
 ROUNDS = 3
 
@@ -99,11 +101,15 @@ def save_report(store: ReportStore, key: str, report: ImportReport) -> None:
 
 
 def write_history(store: ReportStore) -> None:
-    """``reports/history.html``: every report in ``reports/``, on one page (best effort, as the page above)."""
+    """``reports/history.html``: every report of the last :data:`HISTORY_MONTHS` months in ``reports/``, on one
+    page (best effort, as the page above). Its cost is bounded by those months' reports, whatever the
+    bucket's age: one listing, then a read of each report shown."""
     try:
+        keys = [k for k in store.keys("reports/") if k.endswith(".json") and k[8:14].isdigit()]
+        shown = sorted({k[8:14] for k in keys})[-HISTORY_MONTHS:]
         found = []
-        for key in store.keys("reports/"):
-            if key.endswith(".json") and not key.startswith("reports/unsorted/"):
+        for key in keys:
+            if key[8:14] in shown:
                 document = store.get_json(key)
                 with contextlib.suppress(ValueError):
                     found.append((ImportReport.model_validate(document), key.removeprefix("reports/")[:-5] + ".html"))
