@@ -468,11 +468,8 @@ class _Attempt:
         self.month_key = f"month#{self.month}#{settled.coverage}"
         state = self.ledger.month_state(self.month_key)
         self.judged = state.version
-        earlier = variance.history(
-            variance.imported_reports(self.deps.store, variance.earlier_months(self.month)),
-            settled.coverage,
-            self.month,
-        )
+        reports = variance.imported_reports(self.deps.store, variance.earlier_months(self.month))
+        earlier = variance.history(reports, settled.coverage, self.month, currency=settled.currency)
         month = variance.month_with(
             [self.deps.store.get_json(key) or {} for key in state.files], self.month, plan.per_customer, plan.per_item
         )

@@ -6,7 +6,7 @@ imported:
 
 - a customer's amount moved by more than ``review.variance.change`` of what it was (50 % by default)
   and by at least ``review.variance.floor`` in the bill's currency (1,000 by default);
-- a customer appeared (billed now, not then) or vanished (billed then, not now);
+- a customer appeared (billed now, not then) or vanished (billed then, not now), by at least the floor;
 - a bill item is billed that no earlier month had.
 
 The month is judged as it stands once the file is imported: an additional file (a second bill, a
@@ -71,14 +71,22 @@ def imported_reports(store: ReportStore, months: Iterable[str]) -> list[ImportRe
 
 
 def history(
-    reports: Iterable[ImportReport], coverage: Coverage, before: str, *, shown: int | None = SHOWN_MONTHS
+    reports: Iterable[ImportReport],
+    coverage: Coverage,
+    before: str,
+    *,
+    shown: int | None = SHOWN_MONTHS,
+    currency: str | None = None,
 ) -> list[MonthTotals]:
-    """The months before ``before`` that imported charges of ``coverage``, oldest first, the last ``shown``
-    of them (all with None; a report of before coverages counts as Japan's)."""
+    """The months before ``before`` that imported charges of ``coverage`` (in ``currency``, when given: a
+    Global month in EUR is never compared with one in USD), oldest first, the last ``shown`` of them (all
+    with None; a report of before coverages counts as Japan's)."""
     months: dict[str, MonthTotals] = {}
     for report in reports:
         month = str(report.month or "")
         if report.status not in IMPORTED or not month or month >= before or (report.coverage or "jp") != coverage:
+            continue
+        if currency is not None and report.currency not in (None, currency):
             continue
         months.setdefault(month, MonthTotals(month)).add(report)
     ordered = [months[m] for m in sorted(months)]
@@ -156,6 +164,8 @@ def _customer_flag(
     name: str, then: Decimal | None, now: Decimal | None, month: str, settings: VarianceSettings, currency: str
 ) -> VarianceFlag | None:
     shown = f'customer "{name}"' if name else "rows with no customer value"
+    if abs((now or Decimal(0)) - (then or Decimal(0))) < settings.floor or now == then:
+        return None  # small amounts move a lot and matter little, an appearance or a vanishing included
     if then is None and now is not None:
         return VarianceFlag(
             kind="appeared",
@@ -173,7 +183,7 @@ def _customer_flag(
     assert then is not None
     assert now is not None
     moved = now - then
-    if abs(moved) < settings.floor or (then != 0 and abs(moved) <= settings.change * abs(then)):
+    if then != 0 and abs(moved) <= settings.change * abs(then):
         return None
     share = f" ({moved / abs(then):+.0%})" if then != 0 else ""
     return VarianceFlag(
