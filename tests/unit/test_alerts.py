@@ -491,3 +491,30 @@ def test_every_error_an_import_can_end_with_has_its_own_advice():
     alert = alerts.for_failed_import(FailedInvocation.model_validate(event))
     assert "another delivery of the same event took the import over" in alert.action
     assert alert.remedy is Remedy.REDELIVER_EVENT
+
+
+def test_a_decision_that_failed_is_told_apart_from_an_import_that_failed():
+    review = {
+        "objectId": "data/uploads/202610/jp/a.csv#v1",
+        "plan": "ab" * 32,
+        "decision": "approve",
+        "by": "Hanako",
+    }
+    # Refused (another plan, never held, decided already): nothing to re-deliver, and no upload to make
+    refused = sample("alert_import_failed.json")
+    refused["requestPayload"] = {"review": review}
+    refused["responsePayload"] = {"errorType": "InvalidInputError", "errorMessage": "the plan abab... is not the one"}
+    alert = alerts.for_failed_import(FailedInvocation.model_validate(refused))
+    assert alert.subject == "soracharge 202610 (Japan coverage): decision refused, nothing decided"
+    assert alert.remedy is Remedy.NOTHING
+    assert alert.command is None
+    assert "approve by Hanako" in alert.message()
+    # Failed while the approved import ran (CloudBlue down): the same decision is re-delivered, and resumes
+    failed = sample("alert_import_failed.json")
+    failed["requestPayload"] = {"review": review}
+    alert = alerts.for_failed_import(FailedInvocation.model_validate(failed))
+    assert alert.remedy is Remedy.REDELIVER_EVENT
+    command = shlex.split(alert.command or "")
+    assert json.loads(command[command.index("--payload") + 1]) == {"review": review}
+    assert "File:" in alert.message()
+    assert "s3://data/uploads/202610/jp/a.csv" in alert.message()

@@ -334,6 +334,24 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
     template = IMPORT_ACTIONS.get(
         error_type, "Read the error and fix its cause, then re-deliver the file (the command below)."
     )
+    if isinstance(review, dict) and error_type == "InvalidInputError":
+        return Alert(
+            subject=f"soracharge {month}{_of(coverage)}: decision refused, nothing decided",
+            headline=guards.printable(f"The decision on s3://{bucket}/{key} was refused: {error_message}."),
+            facts=[
+                ("Month", month),
+                *_coverage_fact(coverage),
+                ("File", f"s3://{bucket}/{key}"),
+                ("Version", str(version or "-")),
+                ("Decision", guards.printable(f"{review.get('decision', '?')} by {review.get('by', '?')}")),
+            ],
+            action=(
+                "Nothing was decided and nothing was sent by it. The error says why (another plan than the "
+                "preview's, a file never held, or a decision recorded already): read the file's latest report, and "
+                "decide with the command of its latest alert, if it is still waiting."
+            ),
+            remedy=Remedy.NOTHING,
+        )
     payload = json.dumps(record.request_payload, separators=(",", ":"), ensure_ascii=False)
     return Alert(
         subject=f"soracharge {month}{_of(coverage)}: import failed ({error_type})",
