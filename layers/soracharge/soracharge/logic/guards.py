@@ -137,8 +137,10 @@ def encoding_problem(head: bytes) -> ImportProblem | None:
     else:
         sample = head[:-4] if len(head) >= SNIFF_BYTES else head  # a character may be cut at the end
         decoded = sample.decode("utf-8", errors="replace")
-        if "\ufffd" not in decoded or any(c > "\x7f" and c != "\ufffd" for c in decoded):
-            return None  # UTF-8 (stray bytes in a UTF-8 file are the rows' own problems, by line)
+        bad = decoded.count("\ufffd")
+        good = sum(1 for c in decoded if c > "\x7f") - bad
+        if bad <= good:
+            return None  # UTF-8 (a few stray bytes in a UTF-8 file are the rows' own problems, by line)
         try:
             sample.decode("cp932")
             said, source = "Shift_JIS (CP932, what Excel in Japan saves as CSV)", "CP932"
@@ -175,6 +177,8 @@ def diagnosis(plan: ImportPlan) -> str | None:
     if months and kinds.get(ProblemKind.MONTH, 0) >= plan.rows > 0:
         listed = ", ".join(f"{m} ({n} rows)" for m, n in sorted(months.items()))
         return f"no row of the file is dated in {plan.month}: its rows are dated in {listed}"
+    if plan.problem_count == 1 and plan.problems:  # one problem says it all itself
+        return _where(plan.problems[0])
     return None
 
 
