@@ -225,9 +225,9 @@ def test_each_role_reaches_only_its_own_prefixes_of_the_data_bucket(translated):
             "s3:PutObject": {f"{BUCKET_ARN}/reports/*", f"{BUCKET_ARN}/ledger/*"},
             "s3:ListBucket": {BUCKET_ARN},
         },
-        "FinishImportFunctionRole": {
-            "s3:GetObject": {f"{BUCKET_ARN}/reports/*"},
-            "s3:PutObject": {f"{BUCKET_ARN}/reports/*"},
+        "FinishImportFunctionRole": {  # the report the ledger names, and the rating's staged beside it
+            "s3:GetObject": {f"{BUCKET_ARN}/reports/*", f"{BUCKET_ARN}/ledger/reports/*"},
+            "s3:PutObject": {f"{BUCKET_ARN}/reports/*", f"{BUCKET_ARN}/ledger/reports/*"},
             "s3:ListBucket": {BUCKET_ARN},
         },
         "FindExportFunctionRole": {
@@ -238,7 +238,7 @@ def test_each_role_reaches_only_its_own_prefixes_of_the_data_bucket(translated):
     prefixes = {
         "StoreExportFunctionRole": "exports/*",
         "ImportChargesFunctionRole": ["exports/*", "uploads/*", "config/*", "reports/*", "ledger/*"],
-        "FinishImportFunctionRole": "reports/*",
+        "FinishImportFunctionRole": ["reports/*", "ledger/reports/*"],
         "FindExportFunctionRole": ["exports/*", "reports/*"],
     }
     for role, prefix in prefixes.items():
