@@ -403,6 +403,8 @@ def test_two_additional_files_judged_on_the_same_month_cannot_both_close_into_it
     assert report.variance is not None
     assert {flag.kind for flag in report.variance.flags} == {"moved"}
     assert len(report.abandoned_sessions) == 1
+    assert "Nothing was rated: " in report.summary
+    assert any("Do not close session" in warning for warning in report.warnings)
     world.follow()
     assert world.verdict(world.expected() | world.expected(OTHER_CSV + b"\n", id_suffix=_suffix(world, second))).ok
     # Once approved, it is sent again in a new session and closed into the month as it now stands

@@ -524,8 +524,16 @@ class _Attempt:
             if self.approval.asked_because == "unusual"
             else "the mapping asks for every month to be approved (review.approval: always)"
         )
+        nothing = "Nothing was sent"
+        if self.session is not None:  # packets were sent before the month changed: never closed, never rated
+            nothing = "Nothing was rated"
+            self.warnings.append(
+                f"session {self.session} was given up and left open, never closed (CloudBlue does not rate an open "
+                "session): the month changed after this file's packets were sent, and it needs an approval now. Do "
+                f"not close session {self.session}."
+            )
         summary = (
-            f"held for approval: {why}. Nothing was sent: {len(plan.charges)} charges ({plan.charges_sum} "
+            f"held for approval: {why}. {nothing}: {len(plan.charges)} charges ({plan.charges_sum} "
             f"{settled.currency}) are sent exactly as previewed once a person approves them"
         )
         report = self.report(
