@@ -201,7 +201,7 @@ def _decide(
     if preview.status != "AWAITING_APPROVAL" or preview.approval is None:
         _fail_input(f"{folder / 'report.json'} is {preview.status}, not held for approval: nothing to {decision}")
     settled = preview.coverage or named or "jp"
-    review = (decision, by.strip(), preview.approval.plan)
+    review = (decision, by.strip(), preview.approval.plan, preview.approval.month_version)
     if preview.source == "uploads":
         if file is None:
             _fail_input(f"{preview.object.key} was imported from a file: give that file with --file")
@@ -226,13 +226,14 @@ def _decide(
 
 
 def _reviewed(
-    cloud: LocalCloud, report: dict[str, Any], review: tuple[str, str, str] | None, printer: console.EventPrinter
+    cloud: LocalCloud, report: dict[str, Any], review: tuple[str, str, str, int] | None, printer: console.EventPrinter
 ) -> dict[str, Any]:
     """The import held for approval again, given the person's decision on the plan they previewed."""
     if review is None or report["status"] != "AWAITING_APPROVAL":
         return report
-    decision, by, plan = review
-    if report.get("approval", {}).get("plan") != plan:
+    decision, by, plan, _ = review
+    approval = report.get("approval", {})
+    if approval.get("plan") != plan:
         typer.secho(
             "\nThe month's file no longer plans the charges previewed (the bill or the mapping changed): nothing "
             f"was {decision}d and nothing sent. Its new preview is saved below: read it, then decide again.",
@@ -246,7 +247,16 @@ def _reviewed(
     obj = report["object"]
     object_id = f"{obj['bucket']}/{obj['key']}#{obj.get('versionId') or 'null'}"
     cloud.async_invocations.invoke(
-        function, {"review": {"objectId": object_id, "plan": plan, "decision": decision, "by": by}}
+        function,
+        {
+            "review": {
+                "objectId": object_id,
+                "plan": plan,
+                "version": approval.get("monthVersion", 0),
+                "decision": decision,
+                "by": by,
+            }
+        },
     )
     return _follow_import(cloud, printer, since)
 
@@ -700,7 +710,7 @@ def _run_month(
     coverage: Coverage,
     out: Path,
     label: str,
-    review: tuple[str, str, str] | None = None,
+    review: tuple[str, str, str, int] | None = None,
 ) -> tuple[str, str, bool]:
     """One month's bill of one coverage through the whole chain; (label, outcome, whether rated and balanced)."""
     typer.echo(f"\nExporting {month} ({coverage_label(coverage)}):\n")

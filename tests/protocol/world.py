@@ -308,8 +308,10 @@ class ProtocolWorld:
         """A person's decision on ``obj``'s preview (the plan its report shows, unless ``plan``), run to its end
         (or to ``pause``)."""
         report = self.store.report(obj)
-        shown = plan or (report.approval.plan if report is not None and report.approval is not None else "0" * 64)
-        request = ReviewRequest(object_id=obj.object_id, plan=shown, decision=decision, by=by)
+        approval = report.approval if report is not None else None
+        shown = plan or (approval.plan if approval is not None else "0" * 64)
+        version = approval.month_version if approval is not None else 0
+        request = ReviewRequest(object_id=obj.object_id, plan=shown, version=version, decision=decision, by=by)
         attempt = Attempt(f"{decision} by {by}", pause=pause, kill=kill)
         self.attempts.append(attempt)
         deps = self.dependencies(attempt)

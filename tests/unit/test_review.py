@@ -15,11 +15,12 @@ from decimal import Decimal
 
 import pytest
 from soracharge.errors import InvalidInputError
-from soracharge.models.imports import EndReason, ImportReport, ObjectRef
+from soracharge.logic.imports import review_object
+from soracharge.models.imports import EndReason, ImportReport, ObjectRef, ReviewRequest
 from soracharge.models.mapping import ReviewSettings, VarianceSettings
 from soracharge.models.runbook import Remedy
 
-from tests.protocol.scheduler import Stop
+from tests.protocol.scheduler import Attempt, Stop
 from tests.protocol.world import MONTH, OTHER_CSV, ProtocolWorld
 
 #: The month's customers as the CSV bills them (JPY): Acme 1,190.12, Northwind 1,051.75, 東京ガス 1,651.55,
@@ -130,7 +131,13 @@ def test_an_unusual_month_is_held_for_approval_and_nothing_is_sent(world):
         words = shlex.split(command)
         payload = json.loads(words[words.index("--payload") + 1])
         assert payload == {
-            "review": {"objectId": obj.object_id, "plan": report.approval.plan, "decision": decision, "by": "YOUR NAME"}
+            "review": {
+                "objectId": obj.object_id,
+                "plan": report.approval.plan,
+                "version": report.approval.month_version,
+                "decision": decision,
+                "by": "YOUR NAME",
+            }
         }
 
 
@@ -224,7 +231,7 @@ def test_a_decision_on_another_plan_or_a_file_never_held_is_refused(world):
     unusual(world)
     obj = world.upload(f"uploads/{MONTH}/a.csv")
     run(world, obj)
-    with pytest.raises(InvalidInputError, match=r"is not the one the preview of .* showed"):
+    with pytest.raises(InvalidInputError, match=r"is not the latest preview of .*: nothing was decided"):
         decided(world, obj, plan="f" * 64)
     other = world.upload(f"uploads/{MONTH}/never.csv")
     with pytest.raises(InvalidInputError, match="was never held for approval"):
@@ -415,3 +422,30 @@ def _suffix(world: ProtocolWorld, obj: ObjectRef) -> str:
     from soracharge.logic.imports import additional_id_suffix
 
     return additional_id_suffix(hashlib.sha256(world.store.body(obj)).hexdigest(), obj.version_id)
+
+
+def test_a_decision_on_an_older_preview_of_the_same_plan_is_refused(world):
+    # Given a file held, its packets sent, then held again because the month changed (the same plan, a new
+    # preview at another month version): the older preview's alert command no longer decides anything
+    world.history("202609", {k: str(2 * Decimal(v)) for k, v in USUAL.items()}, per_item=ITEMS)
+    with_review(world, approval="always")
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    first = run(world, obj)
+    assert first.approval is not None
+    assert first.approval.month_version == 0
+    with_review(world, approval="off")
+    assert run(world, world.upload(f"uploads/{MONTH}/b.csv", OTHER_CSV, additional=True)).status == "CLOSED"
+    stale = world.decide(obj, plan=first.approval.plan)  # the version the older preview showed: 0
+    assert stale.error is None  # approved: the import runs, finds the month changed, and previews again
+    again = world.store.report(obj)
+    assert again is not None
+    assert again.status == "AWAITING_APPROVAL"
+    assert again.approval is not None
+    assert again.approval.month_version == 1
+    assert any("previewed again" in warning for warning in again.warnings)
+    request_old = ReviewRequest(
+        object_id=obj.object_id, plan=first.approval.plan, version=0, decision="approve", by="Hanako"
+    )
+    with pytest.raises(InvalidInputError, match="is not the latest preview"):
+        review_object(request_old, world.dependencies(Attempt("old alert")))
+    assert decided(world, obj).status == "CLOSED"

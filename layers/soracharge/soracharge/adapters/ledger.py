@@ -173,7 +173,9 @@ class Ledger(Protocol):
 
     def end(self, object_id: str, epoch: int, status: LedgerStatus, *, report_key: str, **fields: str) -> None: ...
 
-    def decide(self, object_id: str, *, plan: str, decision: str, by: str, report_key: str | None = None) -> bool: ...
+    def decide(
+        self, object_id: str, *, plan: str, version: int, decision: str, by: str, report_key: str | None = None
+    ) -> bool: ...
 
     def record_rating(self, object_id: str, status: LedgerStatus, *, report_key: str | None = None) -> None: ...
 
@@ -487,14 +489,18 @@ class DynamoDbLedger:
             object_id, epoch, f"record {status} for", expression, values, condition=condition, names=names, lease=0.0
         )
 
-    def decide(self, object_id: str, *, plan: str, decision: str, by: str, report_key: str | None = None) -> bool:
-        """A person's decision on the preview of ``plan``: ``approved`` (the object becomes claimable, and its
-        next attempt sends exactly that plan) or ``rejected`` (it ends REJECTED, with ``report_key``). Only an
-        object awaiting approval of that same plan is decided, once: False otherwise (see :meth:`get`)."""
+    def decide(
+        self, object_id: str, *, plan: str, version: int, decision: str, by: str, report_key: str | None = None
+    ) -> bool:
+        """A person's decision on the preview of ``plan`` at the month's ``version``: ``approved`` (the object
+        becomes claimable, and its next attempt sends exactly that plan) or ``rejected`` (it ends REJECTED, with
+        ``report_key``). Only an object awaiting approval of that same preview is decided, once: False otherwise
+        (see :meth:`get`)."""
         now = self._clock()
         values: dict[str, Any] = {
             ":awaiting": {"S": "AWAITING_APPROVAL"},
             ":plan": {"S": plan},
+            ":version": {"S": str(version)},
             ":decision": {"S": decision},
             ":by": {"S": by},
             ":now": {"N": repr(now)},
@@ -515,7 +521,7 @@ class DynamoDbLedger:
             TableName=self._table,
             Key=_key(object_id),
             UpdateExpression=expression,
-            ConditionExpression="#status = :awaiting AND review_plan = :plan",
+            ConditionExpression="#status = :awaiting AND review_plan = :plan AND review_version = :version",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=values,
             ReturnValues="UPDATED_NEW",

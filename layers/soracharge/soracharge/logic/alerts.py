@@ -563,10 +563,10 @@ def _held_failed_rating(reported: _Reported) -> Alert:
     )
 
 
-def review_command(function_name: str, object_id: str, plan: str, decision: str) -> str:
+def review_command(function_name: str, object_id: str, plan: str, version: int, decision: str) -> str:
     """The command that approves or rejects an import held for approval (``YOUR NAME``: who decides)."""
     payload = json.dumps(
-        {"review": {"objectId": object_id, "plan": plan, "decision": decision, "by": "YOUR NAME"}},
+        {"review": {"objectId": object_id, "plan": plan, "version": version, "decision": decision, "by": "YOUR NAME"}},
         separators=(",", ":"),
         ensure_ascii=False,
     )
@@ -580,9 +580,10 @@ def _awaiting_approval(reported: _Reported) -> Alert:
     report = reported.report
     approval, variance = report.approval, report.variance
     plan = approval.plan if approval else "-"
+    version = approval.month_version if approval else 0
     flags = [flag.message for flag in variance.flags] if variance else []
     commands = {
-        decision: review_command(reported.import_function, report.object.object_id, plan, decision)
+        decision: review_command(reported.import_function, report.object.object_id, plan, version, decision)
         for decision in ("approve", "reject")
     }
     return Alert(

@@ -212,10 +212,11 @@ def review_object(request: ReviewRequest, deps: ImportDependencies) -> ImportRep
             f"{obj.uri} (version {obj.version_id}) was never held for approval: there is nothing to "
             f"{request.decision} (check the objectId in the alert)"
         )
-    if entry.review_plan != request.plan:
+    if entry.review_plan != request.plan or (entry.review_version or 0) != request.version:
         raise InvalidInputError(
-            f"the plan {request.plan[:12]}... is not the one the preview of {obj.uri} showed "
-            f"({entry.review_plan[:12]}...): nothing was decided. Read the preview and use its alert's command"
+            f"the preview decided on (plan {request.plan[:12]}..., month version {request.version}) is not the latest "
+            f"preview of {obj.uri} (plan {entry.review_plan[:12]}..., month version {entry.review_version or 0}): "
+            "nothing was decided. Read the latest preview and use its alert's command"
         )
     decided = "approved" if request.decision == "approve" else "rejected"
     if entry.decision is not None and entry.decision != decided:
@@ -230,7 +231,14 @@ def review_object(request: ReviewRequest, deps: ImportDependencies) -> ImportRep
             report = _rejected_by(ImportReport.model_validate(preview), request.by, deps.clock())
             staged = f"{STAGED_REPORTS}{report.month}/{obj.version_id}/decision-{uuid.uuid4().hex}.json"
             deps.store.put_json(staged, report.to_event())
-        won = deps.ledger.decide(obj.object_id, plan=request.plan, decision=decided, by=request.by, report_key=staged)
+        won = deps.ledger.decide(
+            obj.object_id,
+            plan=request.plan,
+            version=request.version,
+            decision=decided,
+            by=request.by,
+            report_key=staged,
+        )
         if won and staged is not None:
             logger.warning("Import rejected by a person", extra={"by": request.by})
             return _publish(obj, deps, mine=staged)
@@ -489,7 +497,12 @@ class _Attempt:
             at = datetime.fromtimestamp(entry.decided_at, UTC) if entry.decided_at is not None else None
             asked = "always" if entry.review_asked == "always" else "unusual"
             self.approval = Approval(
-                asked_because=asked, plan=fingerprint, decision="approved", by=entry.decided_by, at=at
+                asked_because=asked,
+                plan=fingerprint,
+                month_version=self.judged,
+                decision="approved",
+                by=entry.decided_by,
+                at=at,
             )
             return
         if approved:
@@ -500,7 +513,9 @@ class _Attempt:
         mode = settled.mapping.review.approval
         self.approval = None
         if mode == "always" or (mode == "unusual" and self.variance.unusual):
-            self.approval = Approval(asked_because="always" if mode == "always" else "unusual", plan=fingerprint)
+            self.approval = Approval(
+                asked_because="always" if mode == "always" else "unusual", plan=fingerprint, month_version=self.judged
+            )
 
     def stage_totals(self, plan: ImportPlan) -> str:
         """The file's totals, staged for the month's record (``month#``: listed there once it closes)."""

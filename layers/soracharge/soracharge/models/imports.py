@@ -212,6 +212,8 @@ class Approval(Payload):
     asked_because: Literal["unusual", "always"]
     #: What is approved: the packets' fingerprint (the same packets are sent once approved, or nothing).
     plan: str
+    #: The version of the month's record (``month#``) the preview judged: a decision holds for it only.
+    month_version: int = 0
     decision: Literal["pending", "approved", "rejected"] = "pending"
     by: str | None = None
     at: datetime | None = None
@@ -277,6 +279,9 @@ class ReviewRequest(Payload):
     object_id: str = Field(min_length=3)
     #: The plan the preview showed (its ``approval.plan``): a decision on anything else is refused.
     plan: str = Field(pattern=r"^[0-9a-f]{16,64}$")
+    #: The month's version the preview judged (its ``approval.monthVersion``): a decision on an older preview
+    #: of the same plan (the month changed since) is refused.
+    version: int = Field(ge=0)
     decision: Literal["approve", "reject"]
     #: Who decides: recorded in the ledger and the report.
     by: str = Field(min_length=1, max_length=200, pattern=r"\S")
