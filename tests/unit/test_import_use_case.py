@@ -296,17 +296,28 @@ def test_a_report_staged_by_an_attempt_that_died_before_publishing_it_is_publish
     assert len(world.workflows.started) == 1
 
 
-def test_an_attempt_that_died_between_its_alert_and_its_report_is_alerted_again_never_lost(world):
+def test_an_attempt_that_died_between_its_alert_and_its_report_is_published_by_the_next_delivery(world):
     obj = world.upload(f"uploads/{MONTH}/held.csv", OTHER_CSV)
     run(world, world.upload(f"exports/{MONTH}/fe_1.csv"))
     assert world.deliver(obj, kill=Stop("store.put_json", 3, "before")).killed  # the report's JSON, last
-    assert len(world.topic.about(obj)) == 1
+    assert len(world.topic.about(obj)) == 1  # sent, and marked sent in the ledger (its outbox)
 
     report = run(world, obj)
 
     assert (report.status, world.store.report(obj)) == ("HELD", report)
-    assert len(world.topic.about(obj)) == 2  # at least once
+    assert len(world.topic.about(obj)) == 1  # the ledger knew it was sent
     assert run(world, obj) == report  # published: nothing is sent again
+    assert len(world.topic.about(obj)) == 1
+
+
+def test_an_attempt_that_died_before_its_alert_was_marked_sent_is_alerted_again_never_lost(world):
+    obj = world.upload(f"uploads/{MONTH}/held.csv", OTHER_CSV)
+    run(world, world.upload(f"exports/{MONTH}/fe_1.csv"))
+    assert world.deliver(obj, kill=Stop("ledger.mark_alerted", 1, "before")).killed
+    assert len(world.topic.about(obj)) == 1
+    assert run(world, obj).status == "HELD"
+    assert len(world.topic.about(obj)) == 2  # at least once
+    assert run(world, obj).status == "HELD"
     assert len(world.topic.about(obj)) == 2
 
 

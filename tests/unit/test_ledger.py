@@ -191,7 +191,7 @@ def test_an_additional_file_takes_the_bytes_only_from_a_failed_rating_or_another
         OTHER, owner, 1, bill=f"bill#{MONTH}#{coverage}", bytes_key=f"bytes#{MONTH}#{SHA}", sha256=SHA
     )
     ledger.end(OTHER, owner, "CLOSED", report_key="k")
-    ledger.record_rating(OTHER, status)
+    assert ledger.record_rating(OTHER, status, report_key="rated", read="k")
     # When an additional Japan file of the same bytes closes, naming the holder it may take them from
     epoch = ledger.claim(OBJECT, month=MONTH).entry.epoch
     sent_and_accepted(ledger, OBJECT, epoch, 2, packets=1)
@@ -204,16 +204,35 @@ def test_an_additional_file_takes_the_bytes_only_from_a_failed_rating_or_another
     assert ledger.holder(f"bill#{MONTH}#{coverage}").object_id == OTHER
 
 
-def test_the_rating_is_recorded_only_for_an_object_that_closed_a_session(ledger):
+def test_the_rating_is_recorded_only_for_an_object_that_closed_a_session_and_only_moves_forward(ledger):
     epoch = ledger.claim(OBJECT, month=MONTH).entry.epoch
-    with pytest.raises(StorageError):
-        ledger.record_rating(OBJECT, "PROCESSED")
+    assert not ledger.record_rating(OBJECT, "PROCESSED", report_key="r0", read=None)
     sent_and_accepted(ledger, OBJECT, epoch, 1, packets=1)
     assert ledger.mark_closing(OBJECT, epoch, 1, bill=None, bytes_key=f"bytes#{MONTH}#{SHA}", sha256=SHA)
     ledger.end(OBJECT, epoch, "CLOSED", report_key="k")
-    for status in ("NOT_RATED", "PROCESSED"):
-        ledger.record_rating(OBJECT, status)
-        assert ledger.get(OBJECT).status == status
+    # A finish that read an older report than the ledger names now records nothing (compare-and-set)
+    assert not ledger.record_rating(OBJECT, "NOT_RATED", report_key="r1", read="older")
+    assert ledger.record_rating(OBJECT, "NOT_RATED", report_key="r1", read="k")
+    assert ledger.record_rating(OBJECT, "FAILED_PROCESSED", report_key="r2", read="r1")
+    # A late finish (it read the report before the final rating) never writes over the final rating
+    assert not ledger.record_rating(OBJECT, "NOT_RATED", report_key="r3", read="r1")
+    assert not ledger.record_rating(OBJECT, "PROCESSED", report_key="r4", read="r2")
+    entry = ledger.get(OBJECT)
+    assert (entry.status, entry.report_key) == ("FAILED_PROCESSED", "r2")
+
+
+def test_a_session_cloudblue_failed_to_rate_leaves_the_month_s_record(ledger):
+    from soracharge.adapters.ledger import MonthMark
+
+    epoch = ledger.claim(OBJECT, month=MONTH).entry.epoch
+    sent_and_accepted(ledger, OBJECT, epoch, 1, packets=1)
+    month = MonthMark(f"month#{MONTH}#jp", 0, "ledger/totals/a.json")
+    assert ledger.mark_closing(OBJECT, epoch, 1, bill=None, bytes_key=f"bytes#{MONTH}#{SHA}", sha256=SHA, month=month)
+    ledger.end(OBJECT, epoch, "CLOSED", report_key="k")
+    assert ledger.month_state(f"month#{MONTH}#jp").files == ("ledger/totals/a.json",)
+    assert ledger.record_rating(OBJECT, "FAILED_PROCESSED", report_key="r", read="k", month_key=f"month#{MONTH}#jp")
+    state = ledger.month_state(f"month#{MONTH}#jp")
+    assert (state.version, state.files) == (2, ())
 
 
 def test_an_ended_object_is_never_claimed_again(ledger, clock):

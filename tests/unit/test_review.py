@@ -11,17 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from soracharge.errors import InvalidInputError
 from soracharge.logic.imports import review_object
-from soracharge.models.imports import EndReason, ImportReport, ObjectRef, ReviewRequest
+from soracharge.logic.sessions import finish_import
+from soracharge.models.imports import EndReason, FollowSessionRequest, ImportReport, ObjectRef, ReviewRequest
 from soracharge.models.mapping import ReviewSettings, VarianceSettings
 from soracharge.models.runbook import Remedy
 
 from tests.protocol.scheduler import Attempt, Stop
-from tests.protocol.world import MONTH, OTHER_CSV, ProtocolWorld
+from tests.protocol.world import CSV, MONTH, OTHER_CSV, ProtocolWorld
 
 #: The month's customers as the CSV bills them (JPY): Acme 1,190.12, Northwind 1,051.75, 東京ガス 1,651.55,
 #: rows with no customer value 5,027.16.
@@ -449,3 +451,69 @@ def test_a_decision_on_an_older_preview_of_the_same_plan_is_refused(world):
     with pytest.raises(InvalidInputError, match="is not the latest preview"):
         review_object(request_old, world.dependencies(Attempt("old alert")))
     assert decided(world, obj).status == "CLOSED"
+
+
+# -- the ledger is the one writer's record: ratings move forward only, alerts are owed until sent ----------
+
+
+def _finish(world: ProtocolWorld, request: FollowSessionRequest, name: str, pause: Stop | None = None) -> Attempt:
+    attempt = Attempt(name, pause=pause)
+    world.attempts.append(attempt)
+    deps = world.dependencies(attempt)
+    return attempt.start(
+        lambda: finish_import(
+            request, deps.store, deps.ledger, deps.notifier, clock=lambda: datetime.fromtimestamp(world.clock(), UTC)
+        )
+    )
+
+
+def test_a_late_not_rated_never_writes_over_a_failed_rating_so_the_runbook_s_re_import_still_imports(world):
+    obj = world.upload(f"uploads/{MONTH}/bill.csv")
+    world.cloudblue.faults.fail_processing = "Subscription x is not active"
+    assert run(world, obj).status == "CLOSED"
+    (payload,) = world.workflows.started.values()
+    request = FollowSessionRequest.model_validate(payload)
+    # The first follow gave up polling (NOT_RATED) and is slow before it records so
+    polled = request.session.model_copy(update={"status": "PROCESSING", "polls": 120})
+    late = _finish(world, request.model_copy(update={"session": polled}), "F1", Stop("ledger.record_rating", 1))
+    assert late.is_paused
+    # A follow run again records CloudBlue's answer: FAILED_PROCESSED
+    world.follow()
+    late.resume()
+    world.cloudblue.faults.fail_processing = None
+    entry = world.ledger.get(obj.object_id)
+    assert entry is not None
+    assert entry.status == "FAILED_PROCESSED"
+    assert world.store.report(obj).status == "FAILED_PROCESSED"
+    # So the failed rating's runbook (an additional file) imports the month: the bytes are free to take
+    again = run(world, world.upload(f"uploads/{MONTH}/bill-again.csv", additional=True))
+    assert again.status == "CLOSED"
+
+
+def test_a_rejection_whose_decider_died_before_alerting_is_alerted_by_whoever_publishes_next(world):
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    slow = world.attempt(obj, "slow", pause=Stop("ledger.end", 1, "after"))  # AWAITING recorded, not published
+    assert run(world, obj).status == "AWAITING_APPROVAL"
+    taro = world.decide(obj, "reject", by="Taro", kill=Stop("notifier.publish", 1, "before"))  # recorded, dies
+    assert taro.killed
+    slow.resume()  # it publishes what the ledger names, with the alert the ledger says is owed
+    subjects = [alert.subject for alert in world.topic.about(obj)]
+    assert subjects[-1] == f"soracharge {MONTH} (Japan coverage): rejected after review, nothing sent"
+
+
+def test_a_file_cloudblue_failed_to_rate_leaves_the_month_its_re_import_is_judged_with(world):
+    # 202609 billed twice this CSV's amounts: the month's bill is usual; the re-import drops Northwind
+    world.history("202609", {k: str(2 * Decimal(v)) for k, v in USUAL.items()}, per_item=ITEMS)
+    without_northwind = b"\r\n".join(line for line in CSV.split(b"\r\n") if b"Northwind" not in line)
+    first = world.upload(f"uploads/{MONTH}/bill.csv")
+    world.cloudblue.faults.fail_processing = "Subscription x is not active"
+    assert run(world, first).status == "CLOSED"
+    world.follow()
+    world.cloudblue.faults.fail_processing = None
+    assert world.store.report(first).status == "FAILED_PROCESSED"
+    # The re-import is judged as the month CloudBlue bills: without the failed file, Northwind vanished
+    again = run(world, world.upload(f"uploads/{MONTH}/fixed.csv", without_northwind, additional=True))
+    assert again.status == "AWAITING_APPROVAL"
+    assert again.variance is not None
+    assert ("vanished", "Northwind Traders") in {(flag.kind, flag.name) for flag in again.variance.flags}

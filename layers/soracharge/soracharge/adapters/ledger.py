@@ -15,8 +15,9 @@ Three kinds of record, in one table keyed by ``pk`` (the protocol is ``logic/imp
   for it. Written only in the closing transaction (:meth:`DynamoDbLedger.mark_closing`).
 - ``bytes#<yyyyMM>#<sha256>``: these bytes, closed for the month (under any coverage) by that object.
   Written only in the closing transaction too.
-- ``month#<yyyyMM>#<coverage>``: the month as closed so far: a ``version`` counting its closings and the
-  staged totals of each file closed (``files``). A file's review judges the month at one version, and its
+- ``month#<yyyyMM>#<coverage>``: the month as billed so far: a ``version`` counting its changes and the
+  staged totals of each file closed (``file#<hash>``; a file CloudBlue failed to rate is dropped). A
+  file's review judges the month at one version, and its
   closing transaction holds only while the month is still at that version (and moves it on), so no
   file is closed into a month other than the one it was judged with.
 
@@ -26,6 +27,7 @@ And one marker, ``schema``: the format the table holds. The records of the proto
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -85,6 +87,8 @@ class LedgerEntry:
     abandoned_sessions: tuple[int, ...] = ()
     closing_session: int | None = None
     report_key: str | None = None
+    #: The report whose alert was sent (the outbox: an end not marked alerted is owed its alert).
+    alerted: str | None = None
     duplicate_of: str | None = None
     reason: str | None = None
     #: The plan a preview showed a person (``AWAITING_APPROVAL``), why it was asked, and their decision.
@@ -120,7 +124,7 @@ class MonthMark:
 
 @dataclass(frozen=True)
 class MonthState:
-    """``month#<yyyyMM>#<coverage>``: how many closings it has seen, and the staged totals of each file closed."""
+    """``month#<yyyyMM>#<coverage>``: how many changes it has seen, and the staged totals of each file billed."""
 
     version: int = 0
     files: tuple[str, ...] = ()
@@ -177,7 +181,11 @@ class Ledger(Protocol):
         self, object_id: str, *, plan: str, version: int, decision: str, by: str, report_key: str | None = None
     ) -> bool: ...
 
-    def record_rating(self, object_id: str, status: LedgerStatus, *, report_key: str | None = None) -> None: ...
+    def record_rating(
+        self, object_id: str, status: LedgerStatus, *, report_key: str, read: str | None, month_key: str | None = None
+    ) -> bool: ...
+
+    def mark_alerted(self, object_id: str, report_key: str) -> None: ...
 
     def release(self, object_id: str, epoch: int) -> None: ...
 
@@ -424,16 +432,14 @@ class DynamoDbLedger:
                         "TableName": self._table,
                         "Key": {"pk": {"S": month.key}},
                         "UpdateExpression": (
-                            "SET version = if_not_exists(version, :zero) + :one, "
-                            "files = list_append(if_not_exists(files, :empty), :totals), #at = :now"
+                            "SET version = if_not_exists(version, :zero) + :one, #file = :totals, #at = :now"
                         ),
                         "ConditionExpression": "attribute_not_exists(version)" if month.judged == 0 else "version = :v",
-                        "ExpressionAttributeNames": {"#at": "at"},
+                        "ExpressionAttributeNames": {"#at": "at", "#file": _month_file(object_id)},
                         "ExpressionAttributeValues": {
                             ":zero": {"N": "0"},
                             ":one": {"N": "1"},
-                            ":empty": {"L": []},
-                            ":totals": {"L": [{"S": month.totals}]},
+                            ":totals": {"S": month.totals},
                             ":now": {"N": repr(now)},
                             **({":v": {"N": str(month.judged)}} if month.judged else {}),
                         },
@@ -460,7 +466,8 @@ class DynamoDbLedger:
         item = self._call("get_item", TableName=self._table, Key={"pk": {"S": key}}, ConsistentRead=True).get("Item")
         if not item:
             return MonthState()
-        return MonthState(int(item["version"]["N"]), tuple(str(f["S"]) for f in item.get("files", {}).get("L", [])))
+        files = tuple(str(value["S"]) for name, value in sorted(item.items()) if name.startswith(_MONTH_FILE))
+        return MonthState(int(item["version"]["N"]), files)
 
     def end(self, object_id: str, epoch: int, status: LedgerStatus, *, report_key: str, **fields: str) -> None:
         """How the attempt ended: CLOSED (its session marked closing), or an end that imported nothing
@@ -528,23 +535,71 @@ class DynamoDbLedger:
         )
         return bool(result)
 
-    def record_rating(self, object_id: str, status: LedgerStatus, *, report_key: str | None = None) -> None:
+    def record_rating(
+        self, object_id: str, status: LedgerStatus, *, report_key: str, read: str | None, month_key: str | None = None
+    ) -> bool:
         """How CloudBlue's rating of the object's closed session ended (the follow-session state machine), with
-        the report that says it (``report_key``, staged)."""
-        report = {":report": {"S": report_key}} if report_key else {}
+        the report that says it (``report_key``, staged). A compare-and-set: it holds only while the ledger still
+        names the report this finish ``read`` and the rating is not final yet (CLOSED, or NOT_RATED: a final
+        rating may follow that, never the reverse). A session CloudBlue failed to rate billed nothing, so the
+        month's record (``month_key``) drops the file's totals and moves on, in the same transaction. False
+        when another finish recorded first (:meth:`get` tells what)."""
+        now = self._clock()
+        items: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _key(object_id),
+                    "UpdateExpression": "SET #status = :status, report_key = :report, updated_at = :now",
+                    "ConditionExpression": "#status IN (:closed, :not_rated) AND "
+                    + ("report_key = :read" if read else "attribute_not_exists(report_key)"),
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": {
+                        ":status": {"S": status},
+                        ":report": {"S": report_key},
+                        ":now": {"N": repr(now)},
+                        ":closed": {"S": "CLOSED"},
+                        ":not_rated": {"S": "NOT_RATED"},
+                        **({":read": {"S": read}} if read else {}),
+                    },
+                }
+            }
+        ]
+        if status == "FAILED_PROCESSED" and month_key is not None:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": month_key}},
+                        "UpdateExpression": "REMOVE #file SET version = if_not_exists(version, :zero) + :one",
+                        "ExpressionAttributeNames": {"#file": _month_file(object_id)},
+                        "ExpressionAttributeValues": {":zero": {"N": "0"}, ":one": {"N": "1"}},
+                    }
+                }
+            )
+        try:
+            self._db.transact_write_items(TransactItems=items)  # type: ignore[arg-type]
+            return True
+        except ClientError as exc:
+            if _code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+                return False
+            raise StorageError(
+                f"ledger {self._table}: cannot record the rating of {object_id}: {_reason(exc)}"
+            ) from None
+        except BotoCoreError as exc:
+            raise StorageError(f"ledger {self._table}: cannot record the rating of {object_id}: {exc}") from None
+
+    def mark_alerted(self, object_id: str, report_key: str) -> None:
+        """The alert the end named by ``report_key`` owes was sent (the ledger's outbox: an end whose report is
+        not marked alerted is alerted by whoever publishes it next). A no-op once a newer end is recorded."""
         self._call(
             "update_item",
+            allow_condition_failure=True,
             TableName=self._table,
             Key=_key(object_id),
-            UpdateExpression="SET #status = :status, updated_at = :now" + (", report_key = :report" if report else ""),
-            ConditionExpression="#status IN (:closed, :processed, :failed, :not_rated)",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={
-                ":status": {"S": status},
-                ":now": {"N": repr(self._clock())},
-                **report,
-                **{f":{name}": {"S": value} for name, value in _RATING_FROM.items()},
-            },
+            UpdateExpression="SET alerted = :report",
+            ConditionExpression="report_key = :report",
+            ExpressionAttributeValues={":report": {"S": report_key}},
         )
 
     # -- the records of the protocol before fences, migrated once --------------------------------------
@@ -688,6 +743,15 @@ class DynamoDbLedger:
 _RATING_FROM = {"closed": "CLOSED", "processed": "PROCESSED", "failed": "FAILED_PROCESSED", "not_rated": "NOT_RATED"}
 
 
+#: How a month's record names each closed file's totals: one attribute per file (removed when CloudBlue fails to
+#: rate its session), ``file#`` and a hash of the object's id.
+_MONTH_FILE = "file#"
+
+
+def _month_file(object_id: str) -> str:
+    return _MONTH_FILE + hashlib.sha256(object_id.encode()).hexdigest()[:24]
+
+
 def _key(object_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"object#{object_id}"}}
 
@@ -719,6 +783,7 @@ def _entry(object_id: str, item: dict[str, Any]) -> LedgerEntry:
         abandoned_sessions=tuple(int(s["N"]) for s in item.get("abandoned", {}).get("L", [])),
         closing_session=number("closing_session"),
         report_key=text("report_key"),
+        alerted=text("alerted"),
         duplicate_of=text("duplicate_of"),
         reason=text("reason"),
         review_plan=text("review_plan"),

@@ -188,8 +188,8 @@ def _already_claimed(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencie
         raise ImportInProgressError(
             f"{obj.uri} version {obj.version_id} is being imported by another invocation: this one will be retried"
         )
-    if publishing.behind(obj, deps.store, entry.report_key):  # its last end's writer stopped before publishing
-        return _publish(obj, deps, mine=None)
+    if publishing.behind(obj, deps.store, entry):  # its last end's writer stopped before publishing it
+        return _publish(obj, deps)
     key = public_report_key(obj)
     existing = deps.store.get_json(key)
     if existing is None:
@@ -241,7 +241,7 @@ def review_object(request: ReviewRequest, deps: ImportDependencies) -> ImportRep
         )
         if won and staged is not None:
             logger.warning("Import rejected by a person", extra={"by": request.by})
-            return _publish(obj, deps, mine=staged)
+            return _publish(obj, deps)
         if not won:
             entry = deps.ledger.get(obj.object_id) or entry
             if entry.decision != decided:
@@ -776,7 +776,7 @@ class _Attempt:
         if report.reason is not None:
             extra["reason"] = report.reason.value
         self.ledger.end(self.obj.object_id, self.epoch, report.status, report_key=staged, **extra)  # type: ignore[arg-type]
-        _publish(self.obj, self.deps, mine=staged)
+        _publish(self.obj, self.deps)
 
     def heartbeat(self) -> None:
         """While the file is read: the claim's lease runs on (best effort: the writes that matter are fenced)."""
@@ -787,9 +787,9 @@ class _Attempt:
             self.ledger.renew(self.obj.object_id, self.epoch)
 
 
-def _publish(obj: ObjectRef, deps: ImportDependencies, *, mine: str | None) -> ImportReport:
-    """The report the ledger names now, published (``logic/publishing.py``): its alert, the report, then the
-    rating followed when it is CLOSED. ``mine``: the staged report of the end this writer recorded."""
+def _publish(obj: ObjectRef, deps: ImportDependencies) -> ImportReport:
+    """The report the ledger names now, published (``logic/publishing.py``): the alert it owes, the report,
+    then the rating followed when it is CLOSED."""
 
     def follow(report: ImportReport, key: str) -> None:
         if report.status == "CLOSED" and report.import_session_id is not None:
@@ -800,7 +800,6 @@ def _publish(obj: ObjectRef, deps: ImportDependencies, *, mine: str | None) -> I
         deps.store,
         deps.ledger,
         deps.notifier,
-        mine=mine,
         alert=lambda report, key: alerts.for_report(report, key, import_function=deps.function_name),
         after=follow,
     )

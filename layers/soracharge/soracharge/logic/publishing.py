@@ -6,9 +6,10 @@ an attempt's end, a person's decision, CloudBlue's rating. The public report
 ledger names *at the time*, and the writer reads the ledger again after writing: if the ledger moved on
 meanwhile (a later end recorded), it writes the newer one. So whatever the order in which slow writers
 wake up, the last write is followed by a check that corrects it, and ``reports/`` ends equal to the ledger.
-An alert is sent only by the writer whose end is the ledger's current one (or by a repair that finds
-``reports/`` behind the ledger): an alert may be sent twice, never lost, and a superseded end is never
-alerted after a newer one.
+The ledger is also the alerts' outbox: an end whose report is not marked ``alerted`` is owed its alert,
+and whoever publishes it (its writer, a late writer, a repair) sends it and marks it: an alert may be
+sent twice, never lost. An alert about an older end can still be sent after a newer end was recorded, by
+a writer that read the ledger just before (its text names its end; acting on it does no harm).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from soracharge.adapters.ledger import Ledger
+from soracharge.adapters.ledger import Ledger, LedgerEntry
 from soracharge.adapters.notifier import Notifier
 from soracharge.adapters.storage import ReportStore
 from soracharge.errors import ImportInProgressError
@@ -45,14 +46,13 @@ def publish(
     ledger: Ledger,
     notifier: Notifier,
     *,
-    mine: str | None,
     alert: Callable[[ImportReport, str], alerts.Alert | None],
     after: Callable[[ImportReport, str], None] = lambda report, key: None,
 ) -> ImportReport:
-    """Publish the report the ledger names for ``obj`` now; return it.
+    """Publish the report the ledger names for ``obj`` now, with the alert it owes; return it.
 
-    ``mine``: the staged key of the end this writer recorded (its alert is sent only while that end is the
-    ledger's current one); None for a repair, which alerts whatever is current. ``after`` runs once the
+    The ledger is the outbox: an end whose report is not marked ``alerted`` is owed its alert, and whoever
+    publishes it sends it, then marks it (an alert may so be sent twice, never lost). ``after`` runs once the
     report is public (the import starts the follow-session state machine for a CLOSED one).
     """
     key = public_report_key(obj)
@@ -60,28 +60,31 @@ def publish(
         entry = ledger.get(obj.object_id)
         staged_key = entry.report_key if entry is not None else None
         staged = store.get_json(staged_key) if staged_key else None
-        if staged_key is None or staged is None:
+        if entry is None or staged_key is None or staged is None:
             raise ImportInProgressError(f"{obj.uri}: its end is not recorded with its report yet")
         report = ImportReport.model_validate(staged)
-        if mine is None or staged_key == mine:
+        if entry.alerted != staged_key:
             said = alert(report, key)
             if said is not None:
                 alerts.publish(notifier, said)
+            ledger.mark_alerted(obj.object_id, staged_key)
         save_report(store, key, report)
         after(report, key)
         again = ledger.get(obj.object_id)
         if again is not None and again.report_key == staged_key:
             return report
-        mine = ""  # the ledger moved on: its newer end's writer alerts it; this one only keeps reports/ in step
     raise ImportInProgressError(f"{obj.uri}: its end kept changing while it was published: the next one publishes")
 
 
-def behind(obj: ObjectRef, store: ReportStore, staged_key: str | None) -> bool:
-    """Whether ``reports/`` does not show the report the ledger names (missing, or another one)."""
-    if not staged_key:
+def behind(obj: ObjectRef, store: ReportStore, entry: LedgerEntry) -> bool:
+    """Whether what people read lags the ledger: the end's alert not sent yet, or ``reports/`` not showing the
+    report the ledger names."""
+    if not entry.report_key:
         return False
+    if entry.alerted != entry.report_key:
+        return True
     public = store.get_json(public_report_key(obj))
-    return public is None or public != store.get_json(staged_key)
+    return public is None or public != store.get_json(entry.report_key)
 
 
 def save_report(store: ReportStore, key: str, report: ImportReport) -> None:

@@ -105,12 +105,19 @@ def finish_import(
         f"{publishing.STAGED_REPORTS}{request.month}/{obj.version_id}/rating-{session.import_session_id}-{status}.json"
     )
     store.put_json(staged, updated.to_event())
-    alert = alerts.for_report(updated, request.report_key, follow_state_machine_arn)
-    if alert is not None:  # before the ledger's final status: a retry after a failed publish alerts again
-        alerts.publish(notifier, alert)
+    coverage = (entry.pins.coverage if entry is not None and entry.pins is not None else None) or request.coverage
+    recorded = ledger.record_rating(
+        request.object_id, status, report_key=staged, read=named, month_key=f"month#{request.month}#{coverage or 'jp'}"
+    )
+    if not recorded:  # another finish recorded first (a follow run again, a retry): what the ledger says stands
+        logger.warning("A rating was recorded by another finish first", extra={"status": status})
+    elif status != "PROCESSED":
         logger.warning("Import session did not end rated", extra={"status": status, "errorDesc": session.error_desc})
-    ledger.record_rating(request.object_id, status, report_key=staged)
-    publishing.publish(obj, store, ledger, notifier, mine=staged, alert=lambda report, key: None)  # alerted above
+    published = publishing.publish(
+        obj, store, ledger, notifier, alert=lambda report, key: alerts.for_report(report, key, follow_state_machine_arn)
+    )
+    if published.status in ("PROCESSED", "FAILED_PROCESSED", "NOT_RATED"):
+        status = published.status
     count(Metric.SESSION_POLLS_NEEDED, session.polls)
     count(_OUTCOME_METRICS[status])
     return ImportOutcome(
