@@ -139,7 +139,7 @@ def encoding_problem(head: bytes) -> ImportProblem | None:
         decoded = sample.decode("utf-8", errors="replace")
         bad = decoded.count("\ufffd")
         good = sum(1 for c in decoded if c > "\x7f") - bad
-        if bad <= good:
+        if bad <= 4 * good:  # a Shift_JIS export has some 30 undecodable bytes for each pair that happens to decode
             return None  # UTF-8 (a few stray bytes in a UTF-8 file are the rows' own problems, by line)
         try:
             sample.decode("cp932")
