@@ -6,8 +6,9 @@ from soracharge.logic.history import HISTORY_KEY
 from soracharge.models.months import shift_month
 
 from tests.protocol.world import MONTH
+from tests.unit.test_import_use_case import run
 from tests.unit.test_report_html import parse
-from tests.unit.test_review import ITEMS, USUAL, run, unusual
+from tests.unit.test_review import ITEMS, USUAL, unusual
 
 
 def test_each_report_published_rewrites_the_page_with_every_month_and_each_customer_over_them(world):

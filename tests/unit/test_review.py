@@ -24,6 +24,7 @@ from soracharge.models.runbook import Remedy
 
 from tests.protocol.scheduler import Attempt, Stop
 from tests.protocol.world import CSV, MONTH, OTHER_CSV, ProtocolWorld
+from tests.unit.test_import_use_case import run
 
 #: The month's customers as the CSV bills them (JPY): Acme 1,190.12, Northwind 1,051.75, 東京ガス 1,651.55,
 #: rows with no customer value 5,027.16.
@@ -38,14 +39,6 @@ ITEMS = {
 }
 #: A month before it in which every customer billed about what it bills now: nothing unusual.
 USUAL = {"Acme Logistics": "1100", "Northwind Traders": "1000", "東京ガス": "1600", "": "5000"}
-
-
-def run(world: ProtocolWorld, obj: ObjectRef) -> ImportReport:
-    attempt = world.deliver(obj)
-    if attempt.error is not None:
-        raise attempt.error
-    assert isinstance(attempt.result, ImportReport)
-    return attempt.result
 
 
 def decided(

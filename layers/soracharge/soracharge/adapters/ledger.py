@@ -740,9 +740,6 @@ class DynamoDbLedger:
             raise StorageError(f"ledger {self._table}: {operation} failed: {exc}") from exc
 
 
-_RATING_FROM = {"closed": "CLOSED", "processed": "PROCESSED", "failed": "FAILED_PROCESSED", "not_rated": "NOT_RATED"}
-
-
 #: How a month's record names each closed file's totals: one attribute per file (removed when CloudBlue fails to
 #: rate its session), ``file#`` and a hash of the object's id.
 _MONTH_FILE = "file#"

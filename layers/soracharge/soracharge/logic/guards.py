@@ -76,7 +76,7 @@ def near_misses(plan: ImportPlan, mapping: Mapping) -> list[ImportProblem]:
                     kind=ProblemKind.NEAR_MISS,
                     message=(
                         f"the mapping says {listed!r}, the CSV has {value!r} "
-                        f"({_money(customers[value], plan.currency)}, {plan.sims_per_customer.get(value, 0)} SIMs): "
+                        f"({money(customers[value], plan.currency)}, {plan.sims_per_customer.get(value, 0)} SIMs): "
                         f"it would go {where}. Write the value as the CSV has it"
                     ),
                 )
@@ -99,7 +99,7 @@ def near_misses(plan: ImportPlan, mapping: Mapping) -> list[ImportProblem]:
                     kind=ProblemKind.NEAR_MISS,
                     message=(
                         f"the mapping's item {item.match!r} matches no bill item, and the CSV has {name!r} "
-                        f"({_money(items[name], plan.currency)}): it would go {goes}. Write the item as the CSV has it"
+                        f"({money(items[name], plan.currency)}): it would go {goes}. Write the item as the CSV has it"
                     ),
                 )
             )
@@ -243,5 +243,6 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def _money(amount: Decimal, currency: str) -> str:
+def money(amount: Decimal, currency: str) -> str:
+    """An amount as people read it: thousands separated, every decimal kept (``1,190.1247874 JPY``)."""
     return f"{amount:,f} {currency}"

@@ -314,6 +314,8 @@ class _Attempt:
         #: The month's record and the version of it this attempt judged (step 3b), which its closing requires.
         self.month_key = ""
         self.judged = 0
+        #: The months before this one, as their reports say (read at the first review).
+        self.earlier: list[variance.MonthTotals] | None = None
         self._renewed = time.monotonic()
 
     # -- the protocol, step by step ---------------------------------------------------------------
@@ -476,8 +478,10 @@ class _Attempt:
         self.month_key = f"month#{self.month}#{settled.coverage}"
         state = self.ledger.month_state(self.month_key)
         self.judged = state.version
-        reports = variance.imported_reports(self.deps.store, variance.earlier_months(self.month))
-        earlier = variance.history(reports, settled.coverage, self.month, currency=settled.currency)
+        if self.earlier is None:  # read once an attempt: a review again after a refused closing reuses them
+            reports = variance.imported_reports(self.deps.store, variance.earlier_months(self.month))
+            self.earlier = variance.history(reports, settled.coverage, self.month, currency=settled.currency)
+        earlier = self.earlier
         month = variance.month_with(
             [self.deps.store.get_json(key) or {} for key in state.files], self.month, plan.per_customer, plan.per_item
         )

@@ -136,7 +136,7 @@ def render_report_html(report: ImportReport) -> str:
     """The report as a self-contained HTML page (UTF-8, inline CSS and SVG, no script)."""
     kind, meaning = banner(report)
     local_file = report.object.bucket == "-"  # a dry run of a file on a person's machine
-    return _template().render(
+    return page_template("report.html.jinja").render(
         report=report,
         status_kind=kind,
         status_meaning=meaning,
@@ -171,10 +171,6 @@ def page_template(name: str) -> jinja2.Template:
     )
     environment.filters["decimal"] = decimal_text
     return environment.get_template(name)
-
-
-def _template() -> jinja2.Template:
-    return page_template("report.html.jinja")
 
 
 def decimal_text(value: Decimal) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from soracharge.adapters.storage import ReportStore
+from soracharge.logic.guards import money
 from soracharge.models.coverage import Coverage
 from soracharge.models.imports import ImportReport, Series, Variance, VarianceFlag
 from soracharge.models.mapping import VarianceSettings
@@ -141,7 +142,7 @@ def compare(
                     name=item,
                     amount=per_item[item],
                     message=(
-                        f'bill item "{item}" ({_money(per_item[item], currency)}) was in none of the months before '
+                        f'bill item "{item}" ({money(per_item[item], currency)}) was in none of the months before '
                         f"({', '.join(t.month for t in earlier)})"
                     ),
                 )
@@ -171,14 +172,14 @@ def _customer_flag(
             kind="appeared",
             name=name,
             amount=now,
-            message=f"{shown} appeared: {_money(now, currency)} this month, nothing in {month}",
+            message=f"{shown} appeared: {money(now, currency)} this month, nothing in {month}",
         )
     if now is None and then is not None:
         return VarianceFlag(
             kind="vanished",
             name=name,
             previous=then,
-            message=f"{shown} vanished: {_money(then, currency)} in {month}, nothing this month",
+            message=f"{shown} vanished: {money(then, currency)} in {month}, nothing this month",
         )
     assert then is not None
     assert now is not None
@@ -192,11 +193,7 @@ def _customer_flag(
         previous=then,
         amount=now,
         message=(
-            f"{shown} moved from {_money(then, currency)} in {month} to {_money(now, currency)}{share}, past the "
-            f"mapping's review.variance (change {settings.change:%}, floor {_money(settings.floor, currency)})"
+            f"{shown} moved from {money(then, currency)} in {month} to {money(now, currency)}{share}, past the "
+            f"mapping's review.variance (change {settings.change:%}, floor {money(settings.floor, currency)})"
         ),
     )
-
-
-def _money(amount: Decimal, currency: str) -> str:
-    return f"{amount:,f} {currency}"
