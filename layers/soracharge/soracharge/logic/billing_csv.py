@@ -8,6 +8,9 @@ by header name, never by position. The columns used:
 column          required  accepted values
 ==============  ========  =====================================================================
 imsi            yes       digits, or empty for charges not tied to a SIM
+<device ids>    no        ``deviceId``, ``gadgetId``, ``loraDeviceId``, ``loraGatewayId``, ``sigfoxDeviceId``,
+                          ``soraCamDeviceId`` (``models/devices.py``): empty, or a device id; a row
+                          names at most one SIM or device
 date            yes       ``yyyyMMdd`` (a real day) or ``yyyyMM``, inside the billed month
 billItemName    yes       a name that one of the mapping's ``items`` matches
 amount          yes       a plain decimal number (``-12.5``): no exponent, no NaN or Infinity,
@@ -15,6 +18,8 @@ amount          yes       a plain decimal number (``-12.5``): no exponent, no Na
 unitPrice       no        empty, or such a number
 quantity        no        empty, or such a number
 <customer>      yes       the mapping's ``customer.column``: a listed value, or any with a default
+                          (a device listed in the mapping's ``customer.devices`` belongs to its
+                          customer; its row's value must then be empty or that customer)
 ==============  ========  =====================================================================
 
 Every other column is ignored, and so are bytes that are not UTF-8 in them. Every problem is
@@ -29,7 +34,7 @@ keys, and calls nothing in Python:
 - a line without a double quote is split on commas (what ``csv.reader`` would do with it, faster);
   any other goes to ``csv.reader`` (:func:`iter_records` is the reference of this split);
 - a row is folded into the :class:`Tally` of its raw key ``(customer value, billItemName, imsi,
-  unitPrice)``, found with one dict lookup; the unit price is part of the key, so that a charge's
+  unitPrice, device ids...)``, found with one dict lookup; the unit price is part of the key, so that a charge's
   common unit price needs no check per row;
 - ``(amount, quantity)`` texts are parsed once per distinct pair, into integers scaled by 10**18,
   packed with a row count into ONE integer (:func:`pack`): a row costs one exact integer addition;
@@ -54,6 +59,7 @@ from operator import itemgetter
 from typing import BinaryIO, Final
 
 from soracharge.models.charges import ImportProblem, ProblemKind
+from soracharge.models.devices import DEVICE_COLUMNS, DEVICE_ID, describe_thing, device_thing
 from soracharge.models.mapping import ChecksSettings, Mapping
 from soracharge.models.months import parse_month
 
@@ -73,7 +79,8 @@ _MONTH = re.compile(r"[0-9]{6}", re.ASCII)
 #: Bound of each lookup cache (cleared when full), so memory stays flat even if every row is different.
 _CACHE_LIMIT = 100_000
 
-#: A raw key: ``(customer value, billItemName, imsi, unitPrice)``, plus ``(date, line)`` with aggregation none.
+#: A raw key: ``(customer value, billItemName, imsi, unitPrice, *device ids)`` (one per device column the
+#: file has), plus ``(date, line)`` with aggregation none.
 RawKey = tuple[str, ...]
 
 # Packed sums. A row adds ONE integer to its tally: its amount, its quantity, 1 (a row) and 1 or 0
@@ -106,23 +113,28 @@ def unpack(total: int) -> tuple[int, int, int, int]:
 
 
 class Tally:
-    """What the rows of one raw key add up to.
+    """What the rows of one raw key add up to, and whose they are.
 
-    While the file is read, ``packed`` sums its rows' :func:`pack`; at the end of the file
-    :meth:`finish` unpacks it into ``amount``, ``quantity``, ``rows`` and ``missing_quantity``. Every
-    Decimal here is in canonical form (:func:`unscaled`: no trailing zeros, no positive exponent).
+    ``customer`` is the customer value the rows belong to (their customer column's, or the customer the
+    mapping lists their device for), ``thing`` what they bill: the imsi, ``<device column>:<id>`` for a
+    device (``models/devices.py``), or "" for neither. While the file is read, ``packed`` sums its rows'
+    :func:`pack`; at the end of the file :meth:`finish` unpacks it into ``amount``, ``quantity``,
+    ``rows`` and ``missing_quantity``. Every Decimal here is in canonical form (:func:`unscaled`: no
+    trailing zeros, no positive exponent).
     """
 
-    __slots__ = ("amount", "missing_quantity", "packed", "quantity", "rows", "unit_price")
+    __slots__ = ("amount", "customer", "missing_quantity", "packed", "quantity", "rows", "thing", "unit_price")
 
     amount: Decimal
     quantity: Decimal
     rows: int
     missing_quantity: int
 
-    def __init__(self, unit_price: Decimal | None) -> None:  # the rest is set by finish()
+    def __init__(self, unit_price: Decimal | None, customer: str = "", thing: str = "") -> None:
         self.unit_price = unit_price
-        self.packed = 0
+        self.customer = customer
+        self.thing = thing
+        self.packed = 0  # the rest is set by finish()
 
     @property
     def quantity_rows(self) -> int:
@@ -167,6 +179,8 @@ class BillingRows:
     other_months: dict[str, int] = field(default_factory=dict)
     #: The SIMs (imsi) of each customer value.
     sims: dict[str, set[str]] = field(default_factory=dict)
+    #: The devices (``<column>:<id>``) of each customer value.
+    devices: dict[str, set[str]] = field(default_factory=dict)
 
     def add_problem(
         self, line: int | None, column: str | None, value: str | None, message: str, kind: ProblemKind
@@ -384,7 +398,7 @@ def _add_totals(result: BillingRows) -> None:
         tally.finish()
         amount = tally.amount
         total += amount
-        per_customer[key[0]] = per_customer.get(key[0], Decimal(0)) + amount
+        per_customer[tally.customer] = per_customer.get(tally.customer, Decimal(0)) + amount
         per_item[key[1]] = per_item.get(key[1], Decimal(0)) + amount
     result.csv_sum = total
 
@@ -402,6 +416,8 @@ class _Columns:
     unit_price: int | None
     customer: int
     customer_name: str
+    #: ``(column name, index)`` of each device column the file has, in the raw key's order.
+    devices: tuple[tuple[str, int], ...]
     key: Callable[[list[str]], RawKey]
     numbers: Callable[[list[str]], tuple[str, ...]]
 
@@ -412,14 +428,15 @@ class _Columns:
     @property
     def uses_last(self) -> bool:
         last = self.width - 1
-        return last in (self.imsi, self.date, self.item, self.amount, self.quantity, self.unit_price, self.customer)
+        used = (self.imsi, self.date, self.item, self.amount, self.quantity, self.unit_price, self.customer)
+        return last in used or any(index == last for _, index in self.devices)
 
     @classmethod
     def of(cls, header: list[str], customer_column: str, result: BillingRows) -> _Columns | None:
         names = [name.strip() for name in header]
         required = [IMSI, DATE, BILL_ITEM, AMOUNT, customer_column]
         positions: dict[str, int | None] = {}
-        for name in [*required, QUANTITY, UNIT_PRICE]:
+        for name in [*required, QUANTITY, UNIT_PRICE, *DEVICE_COLUMNS]:
             found = [index for index, header_name in enumerate(names) if header_name == name]
             if len(found) > 1:
                 message = f"column {name!r} appears {len(found)} times in the header"
@@ -439,6 +456,7 @@ class _Columns:
         assert amount is not None, "required columns are present"
         assert customer is not None, "required columns are present"
         quantity, unit_price = positions[QUANTITY], positions[UNIT_PRICE]
+        devices = tuple((name, index) for name in DEVICE_COLUMNS if (index := positions[name]) is not None)
         return cls(
             width=len(header),
             imsi=imsi,
@@ -449,7 +467,8 @@ class _Columns:
             unit_price=unit_price,
             customer=customer,
             customer_name=customer_column,
-            key=_picker([customer, item, imsi, unit_price]),
+            devices=devices,
+            key=_picker([customer, item, imsi, unit_price, *(index for _, index in devices)]),
             numbers=_picker([amount, quantity, unit_price]),
         )
 
@@ -523,28 +542,58 @@ class _RowCheck:
         tallies = self.result.tallies
         tally = tallies.get(key)
         if tally is None and numbers is not None and row[columns.date] in self.days:
-            # A new key (a SIM's first row of an item): check its parts once.
-            known_customer = self.known_customers.get(customer)
-            if known_customer is None:
-                known_customer = self._known(self.known_customers, customer, self._customer_is_known)
+            # A new key (a SIM's or device's first row of an item): check its parts once.
+            thing = self.thing(imsi, key[4 : 4 + len(columns.devices)])
+            owner = self.owner(customer, thing) if thing is not None else None
+            known_customer = self.known_customers.get(owner) if owner is not None else False
+            if known_customer is None and owner is not None:
+                known_customer = self._known(self.known_customers, owner, self._customer_is_known)
             known_item = self.known_items.get(item)
             if known_item is None:
                 known_item = self._known(self.known_items, item, self._item_is_known)
             unit_price = self._unit_price(unit_price_text) if unit_price_text else None
             if (
-                known_customer
+                thing is not None
+                and owner is not None
+                and known_customer
                 and known_item
-                and (not imsi or (imsi.isascii() and imsi.isdigit()))
                 and (unit_price is not None or not unit_price_text)
             ):
-                tally = tallies[key] = Tally(unit_price)
+                tally = tallies[key] = Tally(unit_price, owner, thing)
                 if imsi:
-                    self.result.sims.setdefault(customer, set()).add(imsi)
+                    self.result.sims.setdefault(owner, set()).add(imsi)
+                elif thing:
+                    self.result.devices.setdefault(owner, set()).add(thing)
                 return numbers, tally
         elif tally is not None and numbers is not None and row[columns.date] in self.days:
             return numbers, tally
         self.reject(line, row)
         return None
+
+    def thing(self, imsi: str, devices: Sequence[str]) -> str | None:
+        """What a row bills (its imsi, ``<column>:<id>`` of its device, or "" for neither); None when that
+        cannot be told: an imsi not digits, a device id not one, or more than one SIM or device named."""
+        named = [(IMSI, imsi)] if imsi else []
+        named += [(column, device) for (column, _), device in zip(self.columns.devices, devices, strict=True) if device]
+        if len(named) > 1:
+            return None
+        if not named:
+            return ""
+        column, value = named[0]
+        if column == IMSI:
+            return imsi if imsi.isascii() and imsi.isdigit() else None
+        return device_thing(column, value) if DEVICE_ID.fullmatch(value) else None
+
+    def owner(self, customer: str, thing: str) -> str | None:
+        """The customer value a row belongs to: the one the mapping lists its device for, else its customer
+        column's; None when the mapping lists its device for a customer other than the one its column names."""
+        devices = self.mapping.customer.devices
+        if not devices or not thing or thing[0].isdigit():
+            return customer
+        listed = devices.get(thing.partition(":")[2])
+        if listed is None:
+            return customer
+        return listed if customer in ("", listed) else None
 
     def _good_numbers(self, amount_text: str, quantity_text: str, unit_price_text: str) -> int | None:
         amount = _scaled(amount_text)
@@ -589,7 +638,9 @@ class _RowCheck:
         """Record every problem of a row (its amount, when a number, still counts in the file's totals)."""
         columns = self.columns
         customer_column = columns.customer_name
-        customer, item, imsi, unit_price_text = columns.key(row)
+        key = columns.key(row)
+        customer, item, imsi, unit_price_text = key[:4]
+        device_values = key[4 : 4 + len(columns.devices)]
         amount_text, quantity_text, _ = columns.numbers(row)
         day = row[columns.date]
         fields = (
@@ -612,6 +663,7 @@ class _RowCheck:
         if readable[IMSI] and imsi and not (imsi.isascii() and imsi.isdigit()):
             message = f"imsi {imsi!r} is not digits (it is empty for charges not tied to a SIM)"
             problems.append((IMSI, imsi, message, ProblemKind.VALUE))
+        problems += self._device_problems(imsi, device_values)
         if readable[DATE] and day not in self.days:
             problems.append((DATE, day, *self._date_problem(day)))
         if readable[BILL_ITEM]:
@@ -632,7 +684,17 @@ class _RowCheck:
             problem = self.arithmetic.problem(amount_text, quantity_text, unit_price_text)
             if problem:
                 problems.append((AMOUNT, amount_text, problem, ProblemKind.ARITHMETIC))
-        if readable[customer_column] and self.mapping.customer_for(customer) is None:
+        thing = self.thing(imsi, device_values)
+        owner = self.owner(customer, thing) if thing is not None else customer
+        if owner is None:
+            unmapped = True
+            listed = self.mapping.customer.devices[(thing or "").partition(":")[2]]
+            message = (
+                f"the mapping's customer.devices lists {describe_thing(thing or '')} for customer {listed!r}, "
+                f"but column {customer_column} names {customer!r}: which customer pays is a guess"
+            )
+            problems.append((customer_column, customer, message, ProblemKind.UNMAPPED_CUSTOMER))
+        elif owner == customer and readable[customer_column] and self.mapping.customer_for(customer) is None:
             unmapped = True
             hint = "" if customer else ": give the mapping a customer default for rows without one"
             message = f"no subscription for customer {customer!r} (column {customer_column}){hint}"
@@ -644,15 +706,38 @@ class _RowCheck:
             result.unmapped_rows += 1
         for column, value, message, kind in problems:
             result.add_problem(line, column, shown(value), message, kind)
+        customer = shown(owner or customer)
         if imsi:
-            result.sims.setdefault(shown(customer), set()).add(shown(imsi))
+            result.sims.setdefault(customer, set()).add(shown(imsi))
+        elif thing:
+            result.devices.setdefault(customer, set()).add(thing)
         scaled = _scaled(amount_text) if readable[AMOUNT] else None
         if scaled is not None:
             amount = unscaled(scaled)
-            customer, item = shown(customer), shown(item)
+            item = shown(item)
             result.csv_sum += amount
             result.per_customer[customer] = result.per_customer.get(customer, Decimal(0)) + amount
             result.per_item[item] = result.per_item.get(item, Decimal(0)) + amount
+
+    def _device_problems(self, imsi: str, devices: Sequence[str]) -> list[tuple[str, str, str, ProblemKind]]:
+        """A device id that is not one, and a row that names more than one SIM or device."""
+        problems = []
+        named = [(IMSI, imsi)] if imsi else []
+        for (column, _), device in zip(self.columns.devices, devices, strict=True):
+            if not device:
+                continue
+            named.append((column, device))
+            if not DEVICE_ID.fullmatch(device):
+                message = (
+                    f"{column} {shown(device)!r} is not a device id (letters, digits and . _ : @ / + -; "
+                    "no space, quote or comma)"
+                )
+                problems.append((column, device, message, ProblemKind.VALUE))
+        if len(named) > 1:
+            listed = ", ".join(f"{column} {shown(value)!r}" for column, value in named)
+            message = f"the row names more than one SIM or device ({listed}): which one it bills is a guess"
+            problems.append((named[1][0], named[1][1], message, ProblemKind.VALUE))
+        return problems
 
     def _date_problem(self, day: str) -> tuple[str, ProblemKind]:
         if _DAY.fullmatch(day):

@@ -46,6 +46,7 @@ from soracharge.logic.billing_csv import (
 from soracharge.logic.charges import ChargeBuilder
 from soracharge.logic.polars_engine import pl
 from soracharge.models.charges import Charge, canonical_decimal_text
+from soracharge.models.devices import DEVICE_COLUMNS, DEVICE_ID_PATTERN
 from soracharge.models.mapping import Mapping
 
 #: Bytes read from the stream at a time (then cut after its last whole record). 4 MiB, not more: larger
@@ -97,10 +98,11 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping) -> FrameRead |
     header = records.header()
     names = _header_names(header) if header is not None else None
     customer = mapping.customer.column
-    needed = [IMSI, DATE, BILL_ITEM, UNIT_PRICE, QUANTITY, AMOUNT, customer]
+    devices = [name for name in DEVICE_COLUMNS if names is not None and name in names]
+    needed = [IMSI, DATE, BILL_ITEM, UNIT_PRICE, QUANTITY, AMOUNT, customer, *devices]
     if header is None or names is None or any(names.count(name) != 1 for name in needed):
         return None  # missing or repeated columns, a quoted header: the pure-Python reader says what is wrong
-    check = _Checks(month, mapping, names=names, needed=needed)
+    check = _Checks(month, mapping, names=names, needed=needed, devices=devices)
     partials: list[pl.DataFrame] = []
     rows = 0
     with tempfile.TemporaryDirectory(prefix="soracharge-csv-") as workdir, contextlib.ExitStack() as stack:
@@ -113,14 +115,15 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping) -> FrameRead |
             partials.append(tallied.frame)
             rows += tallied.rows
             if len(partials) >= _FOLD_EVERY:
-                partials = [_fold(partials)]
+                partials = [_fold(partials, devices)]
     if records.broken or rows == 0:
         return None
-    tallies = _fold(partials)
+    tallies = _fold(partials, devices)
     del partials  # the sums of each segment: held no longer than needed
-    if not check.mapped(tallies):
+    owned = _owned(tallies, devices, mapping)
+    if not check.mapped(owned):
         return None
-    return _charges_of(tallies, rows, month=month, mapping=mapping)
+    return _charges_of(owned, rows, month=month, mapping=mapping)
 
 
 @dataclass(frozen=True)
@@ -332,10 +335,13 @@ class _Tallied:
 class _Checks:
     """Whether a file's rows are all good, by the pure-Python reader's rules (or stricter), and their sums."""
 
-    def __init__(self, month: str, mapping: Mapping, *, names: list[str], needed: list[str]) -> None:
+    def __init__(
+        self, month: str, mapping: Mapping, *, names: list[str], needed: list[str], devices: list[str]
+    ) -> None:
         self.mapping = mapping
         self.names = names
         self.needed = needed
+        self.key = ["customer", BILL_ITEM, IMSI, UNIT_PRICE, *devices]
         self.days = [month, *(f"{month}{day:02d}" for day in range(1, days_in_month(month) + 1))]
 
     def segment(self, segment: _Segment) -> _Tallied | None:
@@ -376,7 +382,7 @@ class _Checks:
         )
         query = (
             frame.with_columns(good=good, commas=commas, cr=carriage_returns, suspect=suspect)
-            .group_by([customer, BILL_ITEM, IMSI, UNIT_PRICE])
+            .group_by([customer, *self.key[1:]])
             .agg(
                 amount=pl.when(pl.col("good")).then(pl.col(AMOUNT)).cast(DECIMAL).sum(),
                 quantity=pl.when(quantity != "").then(quantity).cast(DECIMAL).sum(),
@@ -393,7 +399,7 @@ class _Checks:
             tallied = query.collect()
         except (pl.exceptions.PolarsError, ValueError):
             return None  # not UTF-8, a stray quote, more fields than the header...: the pure-Python reader says
-        keys = pl.col("customer", BILL_ITEM, IMSI, UNIT_PRICE)
+        keys = pl.col(*self.key)
         key_commas = pl.sum_horizontal(keys.str.count_matches(",", literal=True)) * pl.col("rows")
         totals = tallied.select(
             pl.col("rows", "bad", "suspect").sum(),
@@ -455,30 +461,70 @@ class _Checks:
         except (pl.exceptions.PolarsError, ValueError):
             return True
 
-    def mapped(self, tallies: pl.DataFrame) -> bool:
-        """Every raw key maps: a known customer and bill item, an imsi of digits, a unit price of plain text."""
+    def mapped(self, owned: pl.DataFrame) -> bool:
+        """Every raw key maps: one thing at most (an imsi of digits, or a device id), a customer known (no
+        device listed for another), a known bill item, a unit price of plain text (see :func:`_owned`)."""
         mapping = self.mapping
-        items = [name for name in tallies[BILL_ITEM].unique().to_list() if name and mapping.item_for(name)]
-        customers = [value for value in tallies["customer"].unique().to_list() if mapping.customer_for(value)]
+        items = [name for name in owned[BILL_ITEM].unique().to_list() if name and mapping.item_for(name)]
+        customers = [
+            value for value in owned["customer"].unique().to_list() if value is not None and mapping.customer_for(value)
+        ]
         price = pl.col(UNIT_PRICE)
         return bool(
-            tallies.select(
+            owned.select(
                 (
                     pl.col(IMSI).str.contains(r"^[0-9]*$")
+                    & pl.col("one_thing")
                     & ((price == "") | price.str.contains(PLAIN_NUMBER))
                     & pl.col(BILL_ITEM).is_in(items)
+                    & pl.col("customer").is_not_null()
                     & pl.col("customer").is_in(customers)
-                ).all()
+                ).all(ignore_nulls=False)
             ).item()
         )
 
 
-def _fold(partials: list[pl.DataFrame]) -> pl.DataFrame:
+def _owned(tallies: pl.DataFrame, devices: list[str], mapping: Mapping) -> pl.DataFrame:
+    """The raw keys' sums with what each bills and whose it is, as ``billing_csv._RowCheck.thing`` and ``owner``:
+
+    - ``thing``: the imsi, ``<device column>:<id>``, or "" (``models/devices.py``);
+    - ``one_thing``: the key names at most one SIM or device, and each device id is one;
+    - ``customer``: the customer the mapping lists its device for, else its customer column's value; null
+      when the mapping lists its device for a customer other than the one its column names.
+    """
+    named = [pl.col(IMSI) != "", *(pl.col(name) != "" for name in devices)]
+    good_ids = [(pl.col(name) == "") | pl.col(name).str.contains(DEVICE_ID_PATTERN) for name in devices]
+    thing: pl.Expr = pl.lit("")
+    for name in reversed(devices):
+        thing = pl.when(pl.col(name) != "").then(pl.lit(f"{name}:") + pl.col(name)).otherwise(thing)
+    thing = pl.when(pl.col(IMSI) != "").then(pl.col(IMSI)).otherwise(thing)
+    customer = pl.col("customer").cast(pl.String)
+    listed_devices = mapping.customer.devices
+    if listed_devices and devices:
+        old, new = list(listed_devices), list(listed_devices.values())
+        listed = pl.coalesce(
+            *(pl.col(name).replace_strict(old, new, default=None, return_dtype=pl.String) for name in devices)
+        )
+        customer = (
+            pl.when(listed.is_null())
+            .then(customer)
+            .when((customer == "") | (customer == listed))
+            .then(listed)
+            .otherwise(pl.lit(None, pl.String))
+        )
+    return tallies.with_columns(
+        customer=customer,
+        thing=thing,
+        one_thing=pl.sum_horizontal(*named) <= 1 if devices else pl.lit(True),
+    ).with_columns(one_thing=pl.col("one_thing") & pl.all_horizontal(pl.lit(True), *good_ids))
+
+
+def _fold(partials: list[pl.DataFrame], devices: list[str]) -> pl.DataFrame:
     if len(partials) == 1:
         return partials[0]  # a segment's sums are per raw key already
     return (
         pl.concat(partials)
-        .group_by(_KEY)
+        .group_by([*_KEY, *devices])
         .agg(pl.col("amount").sum(), pl.col("quantity").sum(), pl.col("rows").sum(), pl.col("quantity_rows").sum())
     )
 
@@ -519,7 +565,7 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
     sims_per_customer = {str(customer): int(count) for customer, count in sims.iter_rows()}
     per_subscription = _sums(keyed, "subscription")
     prices = pl.col("unit_price")
-    charge_key = ["subscription", "account", "resource", IMSI]
+    charge_key = ["subscription", "account", "resource", "thing"]
     charges = (
         keyed.group_by(charge_key)
         .agg(
@@ -586,8 +632,8 @@ def _sums(frame: pl.DataFrame, by: str) -> dict[str, Decimal]:
 
 
 def _ext_ids(charges: pl.DataFrame, month: str) -> pl.Series:
-    """``sc-<month>-<32 hex>`` of each charge's identity JSON (a batch at a time; its UUIDs, month and imsi
-    need no escape in JSON)."""
+    """``sc-<month>-<32 hex>`` of each charge's identity JSON (a batch at a time; its UUIDs, month, imsi and
+    device ids need no escape in JSON)."""
     sha256 = hashlib.sha256
     prefix = f"sc-{month}-"
     identity = pl.concat_str(
@@ -599,7 +645,7 @@ def _ext_ids(charges: pl.DataFrame, month: str) -> pl.Series:
             pl.lit('","'),
             pl.col("resource").cast(pl.String),
             pl.lit('","'),
-            pl.col(IMSI),
+            pl.col("thing"),
             pl.lit('"]'),
         ]
     )
@@ -690,17 +736,17 @@ class FrameCharges(Sequence[Charge]):
         month = self._month
         items = self._mapping.items
         build = self._builder.build
-        columns = ("subscription", "account", "resource", IMSI, "name", "rank", "total", "amount", "unit_price")
+        columns = ("subscription", "account", "resource", "thing", "name", "rank", "total", "amount", "unit_price")
         return [
             build(
-                (month, subscription, account, resource, imsi),
+                (month, subscription, account, resource, thing),
                 name,
                 items[rank],
                 canonical(total),
                 canonical(amount),
                 None if unit_price is None else canonical(unit_price),
             )
-            for subscription, account, resource, imsi, name, rank, total, amount, unit_price in (
+            for subscription, account, resource, thing, name, rank, total, amount, unit_price in (
                 self._frame.slice(start, length).select(columns).iter_rows()
             )
         ]

@@ -2,7 +2,8 @@
 
 Aggregation (the mapping's ``aggregation``):
 
-- ``imsi-month`` (default): one charge per (subscriptionId, accountId, resourceId, imsi, month).
+- ``imsi-month`` (default): one charge per (subscriptionId, accountId, resourceId, thing, month), the
+  thing being the row's SIM (its imsi), its device (``models/devices.py``), or nothing.
   ``amount`` is Σ quantity over the rows that have one (the number of rows when none has),
   ``totalPrice`` Σ amount, ``unitPrice`` the rows' common unit price (omitted when they differ or
   some row has none). The period is the billed month: ``chargeStartDate`` its first day,
@@ -13,24 +14,27 @@ Aggregation (the mapping's ``aggregation``):
 
 ``uom``, ``sku`` and ``description`` come from the mapping's item (the first matching ``items`` entry
 when several items share a charge); the description is the item's, else the billItemName, followed
-by `` (IMSI <imsi>)`` for a SIM's charge. ``attributes`` are ``{"billItemName", "month"}``, plus
-``"imsi"`` for a SIM's charge. ``type`` is the mapping's ``chargeType``, ``currencyCode`` the caller's.
+by `` (IMSI <imsi>)`` for a SIM's charge, `` (SoraCam camera <id>)`` (the device's kind and id) for a
+device's. ``attributes`` are ``{"billItemName", "month"}``, plus ``"imsi"`` for a SIM's charge, or the
+device column and its id (``"soraCamDeviceId": "7CDDE9000001"``) for a device's. ``type`` is the
+mapping's ``chargeType``, ``currencyCode`` the caller's.
 Numbers are exact and in canonical form: no trailing zeros, no exponent (``310``, ``0.3``).
 
 Keys that make every retry and re-run safe (APS has no idempotency header):
 
-- ``extChargeId = "sc-" + yyyyMM + "-" + hex(sha256(identity))[:32]``, where ``identity`` is the
-  UTF-8 of the compact JSON array of strings ``[month, subscriptionId, accountId or "", resourceId,
-  imsi]`` (``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``), followed with
-  ``aggregation: none`` by ``date, billItemName, occurrence``: the row's date text, its item name, and
-  how many earlier rows of the file had the same identity (``"0"``, ``"1"``...), so duplicate rows stay
-  distinct but stable. A charge keeps its id when its amounts change (a corrected bill). A file
-  imported on purpose beside the month's first one (object metadata ``import=additional``: a
-  second bill, or a correction's differences) passes ``id_suffix="a" + 12 hex digits of the SHA-256
-  of its own SHA-256 and object version`` (``logic/imports.additional_id_suffix``), appended as
-  ``-a…``: its charges never share an id with the first file's, nor with an earlier upload's.
-  A Global coverage bill's charges end with ``-g`` before that (:func:`charge_id_suffix`), so the
-  two coverages' bills of a month never share an id; a Japan coverage charge's id has no mark.
+- ``extChargeId = "sc-" + yyyyMM + "-" + hex(sha256(identity))[:32]``, where ``identity`` is the UTF-8
+  of the compact JSON array of strings ``[month, subscriptionId, accountId or "", resourceId, thing]``
+  (the imsi, ``<device column>:<id>``, or ""; ``json.dumps(..., ensure_ascii=False, separators=(",",
+  ":"))``), followed with ``aggregation: none`` by ``date, billItemName, occurrence``: the row's date
+  text, its item name, and how many earlier rows of the file had the same identity (``"0"``,
+  ``"1"``...), so duplicate rows stay distinct but stable. A charge keeps its id when its amounts
+  change (a corrected bill). A file imported on purpose beside the month's first one (object metadata
+  ``import=additional``: a second bill, or a correction's differences) passes ``id_suffix="a" + 12 hex
+  digits of the SHA-256 of its own SHA-256 and object version``
+  (``logic/imports.additional_id_suffix``), appended as ``-a…``: its charges never share an id with
+  the first file's, nor with an earlier upload's. A Global coverage bill's charges end with ``-g``
+  before that (:func:`charge_id_suffix`), so the two coverages' bills of a month never share an id; a
+  Japan coverage charge's id has no mark.
 - ``extHash = hex(sha256(canonical JSON))`` of every other field of the charge: the wire names
   (camelCase) of the fields that are set (``extChargeId`` included), sorted, compact separators,
   non-ASCII kept, UTF-8, every number as the JSON *string* of its canonical text (``"10.2"``,
@@ -57,6 +61,7 @@ from soracharge.logic import guards
 from soracharge.logic.billing_csv import BillingRows, Tally, days_in_month, read_billing_csv
 from soracharge.models.charges import Charge, ImportPlan, ProblemKind, canonical_decimal_text
 from soracharge.models.coverage import ID_SUFFIXES, Coverage
+from soracharge.models.devices import describe_thing, split_thing
 from soracharge.models.mapping import ItemTarget, Mapping
 from soracharge.models.months import parse_month
 
@@ -272,8 +277,8 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 def _per_subscription(read: BillingRows, mapping: Mapping) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = {}
-    for key, tally in read.tallies.items():
-        target = mapping.customer_for(key[0])
+    for tally in read.tallies.values():
+        target = mapping.customer_for(tally.customer)
         assert target is not None  # only rows that mapped are tallied
         totals[target.subscription] = totals.get(target.subscription, Decimal(0)) + tally.amount
     return totals
@@ -292,13 +297,13 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suff
     occurrences: dict[tuple[str, ...], int] = {}
     for key, tally in read.tallies.items():
         name = key[1]
-        customer = customer_for(key[0])
+        customer = customer_for(tally.customer)
         item = item_for(name)
         assert customer is not None, "only rows that mapped are tallied"
         assert item is not None, "only rows that mapped are tallied"
-        identity: tuple[str, ...] = (month, customer.subscription, customer.account or "", item.resource, key[2])
-        if not read.aggregated:  # key: customer, item, imsi, unitPrice, date, line
-            identity = (*identity, key[4], name)
+        identity: tuple[str, ...] = (month, customer.subscription, customer.account or "", item.resource, tally.thing)
+        if not read.aggregated:  # key: customer, item, imsi, unitPrice, device ids..., date, line
+            identity = (*identity, key[-2], name)
             occurrence = occurrences.get(identity, 0)
             occurrences[identity] = occurrence + 1
             identity = (*identity, str(occurrence))
@@ -327,7 +332,7 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suff
 class ChargeBuilder:
     """Builds one charge (its extChargeId, extHash and JSON pieces) at a time: the same bytes from either reader.
 
-    ``identity`` is ``(month, subscriptionId, accountId or "", resourceId, imsi)``, followed with
+    ``identity`` is ``(month, subscriptionId, accountId or "", resourceId, thing)``, followed with
     ``aggregation: none`` by ``(date, billItemName, occurrence)`` (see the module docstring).
     """
 
@@ -358,7 +363,7 @@ class ChargeBuilder:
     ) -> Charge:
         """The charge of ``identity``: ``total`` its totalPrice, ``amount`` its quantity, all Decimals canonical."""
         month, currency = self._month, self._currency
-        _, subscription, account, resource, imsi = identity[:5]
+        _, subscription, account, resource, thing = identity[:5]
         if unit_price is not None and unit_price * amount != total:
             unit_price = None  # e.g. a discount row priced per unit but billed as a lump: no misleading unitPrice
         if len(identity) > 5 and len(identity[5]) == 8:  # aggregation none, a daily row: that day
@@ -376,11 +381,21 @@ class ChargeBuilder:
                 identity, name, item, unit_price, start, end, currency, self._charge_type
             )
         description = item.description or name
-        if imsi:
-            description = f"{description} (IMSI {imsi})"
+        # The thing's attribute, before or after "month" in the attributes' sorted keys.
+        before_month = after_month = ""
+        attributes = {"billItemName": name, "month": month}
+        if thing:
+            description = f"{description} ({describe_thing(thing)})"
+            device = split_thing(thing)
+            key, value = device if device is not None else ("imsi", thing)
+            attributes[key] = value
+            if key < "month":
+                before_month = f"{_json_string(key)}:{_json_string(value)},"
+            else:
+                after_month = f",{_json_string(key)}:{_json_string(value)}"
         # extChargeId, as ext_charge_id() computes it.
         if len(identity) == 5:
-            identity_json = f"{shape.identity_head}{_json_string(imsi)}]"
+            identity_json = f"{shape.identity_head}{_json_string(thing)}]"
         else:
             identity_json = "[" + ",".join(map(_json_string, identity)) + "]"
         ext_id = f"sc-{month}-{hashlib.sha256(identity_json.encode()).hexdigest()[:32]}{self._suffix}"
@@ -390,15 +405,12 @@ class ChargeBuilder:
             amount_text = canonical_decimal_text(amount)
         if "E" in total_text:
             total_text = canonical_decimal_text(total)
-        imsi_json = f'"imsi":{_json_string(imsi)},' if imsi else ""
         # The canonical JSON of every field but extHash (keys sorted), as charge_hash() computes it.
         canonical = (
-            f"{shape.head}{amount_text}{shape.after_amount}{imsi_json}{shape.after_imsi}"
+            f"{shape.head}{amount_text}{shape.after_amount}{before_month}{shape.month}{after_month}"
+            f"{shape.after_attributes}"
             f'{_json_string(description)},"extChargeId":"{ext_id}{shape.after_ext_id}{total_text}{shape.tail}'
         )
-        attributes = {"billItemName": name, "month": month}
-        if imsi:
-            attributes["imsi"] = imsi
         return Charge.from_trusted(
             {
                 "type": self._charge_type,
@@ -428,14 +440,16 @@ class ChargeBuilder:
 class _Shape(NamedTuple):
     """Pieces of the canonical JSON (and of the identity JSON) that many charges share.
 
-    A charge's canonical JSON is ``head amount after_amount ["imsi":..,] after_imsi description
-    ,"extChargeId":"id after_ext_id totalPrice tail``: keys in sorted order, as :func:`charge_hash`.
+    A charge's canonical JSON is ``head amount after_amount [thing,] month [,thing] after_attributes
+    description ,"extChargeId":"id after_ext_id totalPrice tail``: keys in sorted order, as
+    :func:`charge_hash` (the thing's attribute, ``imsi`` or a device column, sorts before or after ``month``).
     """
 
     identity_head: str
     head: str
     after_amount: str
-    after_imsi: str
+    month: str
+    after_attributes: str
     after_ext_id: str
     tail: str
 
@@ -460,8 +474,9 @@ class _Shape(NamedTuple):
             identity_head=f"[{js(month)},{js(subscription)},{js(account)},{js(resource)},",
             head=f'{{{account_json}"amount":"',
             after_amount=f'","attributes":{{"billItemName":{js(name)},',
-            after_imsi=(
-                f'"month":{js(month)}}},"chargeEndDate":{js(end)},"chargeStartDate":{js(start)},'
+            month=f'"month":{js(month)}',
+            after_attributes=(
+                f'}},"chargeEndDate":{js(end)},"chargeStartDate":{js(start)},'
                 f'"currencyCode":{js(currency)},"description":'
             ),
             after_ext_id=f'","resourceId":{js(resource)},{sku_json}"subscriptionId":{js(subscription)},"totalPrice":"',

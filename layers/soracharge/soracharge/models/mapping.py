@@ -22,11 +22,12 @@ from decimal import Decimal
 from typing import Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from soracharge.errors import MappingError
 from soracharge.models.charges import ApsId, ChargeType
+from soracharge.models.devices import DEVICE_ID
 
 #: Bigger than any real set of customers or bill items: the lookup caches never grow past it.
 _CACHE_LIMIT = 50_000
@@ -51,6 +52,28 @@ class CustomerMapping(_MappingPart):
     column: str = Field(min_length=1, description="the CSV column that names the customer (a SIM tag or groupName)")
     subscriptions: dict[str, CustomerTarget] = Field(default_factory=dict)
     default: CustomerTarget | None = None
+    #: A device's id -> the customer (a key of ``subscriptions``) its rows belong to, whatever their customer
+    #: column says (a row whose customer column names another customer is refused: which one is a guess).
+    devices: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("devices")
+    @classmethod
+    def _device_ids(cls, devices: dict[str, str]) -> dict[str, str]:
+        for device in devices:
+            if not DEVICE_ID.fullmatch(device):
+                raise ValueError(
+                    f"{device!r} is not a device id (letters, digits and . _ : @ / + -, no space or quote)"
+                )
+        return devices
+
+    @model_validator(mode="after")
+    def _devices_name_customers(self) -> CustomerMapping:
+        unknown = {device: name for device, name in self.devices.items() if name not in self.subscriptions}
+        if unknown:
+            listed = ", ".join(repr(name) for name in self.subscriptions) or "none"
+            wrong = "; ".join(f"device {device!r} names customer {name!r}" for device, name in unknown.items())
+            raise ValueError(f"{wrong}, not one of customer.subscriptions (they are: {listed})")
+        return self
 
 
 def _check_glob(pattern: str) -> str:

@@ -1,0 +1,190 @@
+"""Devices billed as SIMs are (models/devices.py): one charge per device, the device named where CloudBlue shows it,
+its customer from its row or from the mapping's ``customer.devices``; a row naming two things, a device id that
+is not one, or a device the mapping gives to another customer than its row names, is refused before money moves.
+Both readers (the fast path and the pure-Python one) plan the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import pytest
+from soracharge.errors import MappingError
+from soracharge.logic.billing_frame import FrameCharges
+from soracharge.logic.charges import _python_plan, charge_hash, plan_import
+from soracharge.models.charges import ImportPlan, ProblemKind
+from soracharge.models.mapping import Mapping, parse_mapping
+
+MONTH = "202610"
+SUB_TOKYO = "6513270e-269e-4d37-b2a7-4de452e6b438"
+SUB_ACME = "9531985d-5d9d-49f8-9818-e811892f902b"
+SUB_DEFAULT = "8d116ece-1738-47d9-bd9c-172411e20b8f"
+RES_BASIC = "90c192cf-d3ac-44af-8f21-ddb66cad4a26"
+RES_CAMERA = "a170b338-3926-4059-b28c-105d1fb17c23"
+RES_LORA = "0cb1e29c-658c-4a14-95e6-0af593bd04cf"
+RES_SUPPORT = "6b4cb242-4a23-4596-a217-beaddbc496cb"
+
+
+def mapping() -> Mapping:
+    return parse_mapping(
+        f"""\
+customer:
+  column: customer
+  subscriptions:
+    "東京ガス": {{subscription: "{SUB_TOKYO}"}}
+    "Acme Logistics": {{subscription: "{SUB_ACME}"}}
+  default: {{subscription: "{SUB_DEFAULT}"}}
+items:
+  - {{match: "basicCharge*", resource: "{RES_BASIC}", uom: days}}
+  - {{match: "soraCamLicenseCharge*", resource: "{RES_CAMERA}", description: SoraCam cloud recording}}
+  - {{match: "loraDeviceCharge", resource: "{RES_LORA}"}}
+  - {{match: "supportCharge", resource: "{RES_SUPPORT}"}}
+""",
+        "mapping.yaml",
+    )
+
+
+def _devices(devices: dict[str, str]) -> Mapping:
+    data = mapping().model_dump(by_alias=True, exclude_none=True, mode="json")
+    data["customer"]["devices"] = devices
+    return parse_mapping(data, "mapping.yaml")
+
+
+HEADER = "imsi,soraCamDeviceId,loraDeviceId,date,billItemName,unitPrice,quantity,amount,customer\r\n"
+ROWS = [
+    "440101,,,20261001,basicCharge-plan01s-active,10,1,10,東京ガス",
+    "440101,,,20261002,basicCharge-plan01s-active,10,1,10,東京ガス",
+    ",7CDDE9000001,,202610,soraCamLicenseCharge-cloudRecording7,990,1,990,Acme Logistics",
+    ",7CDDE9000001,,202610,soraCamLicenseCharge-cloudRecording7Extra,110,1,110,Acme Logistics",
+    ",7CDDE9000002,,202610,soraCamLicenseCharge-cloudRecording7,990,1,990,東京ガス",
+    ",,d000000000000001,202610,loraDeviceCharge,400,1,400,",
+    ",,,202610,supportCharge,3000,1,3000,",
+]
+
+
+def csv_of(*rows: str) -> bytes:
+    return (HEADER + "".join(f"{row}\r\n" for row in rows)).encode()
+
+
+def both(data: bytes, chosen: Mapping) -> tuple[ImportPlan, ImportPlan]:
+    fast = plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=chosen)
+    reference = _python_plan(io.BytesIO(data), MONTH, "JPY", chosen, "", "")
+    return fast, reference
+
+
+def by_description(plan: ImportPlan) -> dict[str, tuple[str, Decimal, dict[str, str]]]:
+    return {c.description: (c.subscription_id, c.total_price, c.attributes) for c in plan.charges}  # type: ignore[misc]
+
+
+def test_each_device_is_its_own_charge_named_in_its_description_and_attributes_on_both_paths():
+    fast, reference = both(csv_of(*ROWS), mapping())
+    assert isinstance(fast.charges, FrameCharges), "device columns stay on the fast path"
+    assert [c.model_dump() for c in fast.charges] == [c.model_dump() for c in reference.charges]
+    charges = by_description(reference)
+    assert charges == {
+        "basicCharge-plan01s-active (IMSI 440101)": (
+            SUB_TOKYO,
+            Decimal(20),
+            {"billItemName": "basicCharge-plan01s-active", "month": MONTH, "imsi": "440101"},
+        ),
+        # two items of one camera mapped to one resource: one charge, the items' names joined
+        "SoraCam cloud recording (SoraCam camera 7CDDE9000001)": (
+            SUB_ACME,
+            Decimal(1100),
+            {
+                "billItemName": "soraCamLicenseCharge-cloudRecording7 | soraCamLicenseCharge-cloudRecording7Extra",
+                "month": MONTH,
+                "soraCamDeviceId": "7CDDE9000001",
+            },
+        ),
+        "SoraCam cloud recording (SoraCam camera 7CDDE9000002)": (
+            SUB_TOKYO,
+            Decimal(990),
+            {"billItemName": "soraCamLicenseCharge-cloudRecording7", "month": MONTH, "soraCamDeviceId": "7CDDE9000002"},
+        ),
+        "loraDeviceCharge (LoRa device d000000000000001)": (
+            SUB_DEFAULT,
+            Decimal(400),
+            {"billItemName": "loraDeviceCharge", "month": MONTH, "loraDeviceId": "d000000000000001"},
+        ),
+        "supportCharge": (SUB_DEFAULT, Decimal(3000), {"billItemName": "supportCharge", "month": MONTH}),
+    }
+    # the fast builder's extHash is the canonical one, whichever side of "month" the device's attribute sorts
+    assert all(charge.ext_hash == charge_hash(charge) for charge in reference.charges)
+    assert reference.charges_sum == reference.csv_sum == Decimal(5510)
+
+
+def test_a_sims_charge_keeps_the_id_it_had_before_devices_were_read():
+    sim_only = (
+        "imsi,date,billItemName,unitPrice,quantity,amount,customer\r\n"
+        "440101,20261001,basicCharge-plan01s-active,10,1,10,東京ガス\r\n"
+    )
+    with_devices = csv_of(ROWS[0])
+    (before,) = both(sim_only.encode(), mapping())[1].charges
+    (after,) = both(with_devices, mapping())[1].charges
+    assert (after.ext_charge_id, after.ext_hash) == (before.ext_charge_id, before.ext_hash)
+
+
+def test_the_mapping_gives_a_device_to_its_customer_whatever_its_empty_customer_column():
+    listed = _devices({"d000000000000001": "Acme Logistics", "7CDDE9000002": "東京ガス"})
+    fast, reference = both(csv_of(*ROWS), listed)
+    assert isinstance(fast.charges, FrameCharges)
+    assert [c.model_dump() for c in fast.charges] == [c.model_dump() for c in reference.charges]
+    assert by_description(reference)["loraDeviceCharge (LoRa device d000000000000001)"][0] == SUB_ACME
+    assert reference.per_customer["Acme Logistics"] == Decimal(1500)
+    assert reference.per_customer[""] == Decimal(3000)
+    assert reference.per_subscription == fast.per_subscription
+
+
+def test_a_device_the_mapping_gives_to_another_customer_than_its_row_names_is_refused_naming_both():
+    listed = _devices({"7CDDE9000002": "Acme Logistics"})
+    fast, reference = both(csv_of(*ROWS), listed)
+    assert not isinstance(fast.charges, FrameCharges)
+    assert fast.problems == reference.problems
+    (problem,) = reference.problems
+    assert (problem.line, problem.column, problem.value, problem.kind) == (
+        6,
+        "customer",
+        "東京ガス",
+        ProblemKind.UNMAPPED_CUSTOMER,
+    )
+    assert "SoraCam camera 7CDDE9000002" in problem.message
+    assert "'Acme Logistics'" in problem.message
+    assert len(fast.charges) == 0
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "words"),
+    [
+        ("440101,7CDDE9000001,,202610,soraCamLicenseCharge-x,1,1,1,東京ガス", "soraCamDeviceId", "more than one"),
+        (",7CDDE9000001,d01,202610,soraCamLicenseCharge-x,1,1,1,東京ガス", "soraCamDeviceId", "more than one"),
+        (",7CDDE9000001 ,,202610,soraCamLicenseCharge-x,1,1,1,東京ガス", "soraCamDeviceId", "not a device id"),
+        (',"7CDDE9""01",,202610,soraCamLicenseCharge-x,1,1,1,東京ガス', "soraCamDeviceId", "not a device id"),
+    ],
+)
+def test_a_row_whose_thing_cannot_be_told_is_refused_on_both_paths(row, column, words):
+    fast, reference = both(csv_of(ROWS[0], row), mapping())
+    assert not isinstance(fast.charges, FrameCharges)
+    assert fast.problems == reference.problems
+    (problem,) = reference.problems
+    assert (problem.line, problem.column, problem.kind) == (3, column, ProblemKind.VALUE)
+    assert words in problem.message
+    assert len(fast.charges) == 0
+
+
+def test_a_mapping_listing_a_device_for_a_customer_it_does_not_have_is_refused_naming_it():
+    with pytest.raises(
+        MappingError, match=r"device '7CDDE9000002' names customer 'Acme'.*not one of customer.subscriptions"
+    ):
+        _devices({"7CDDE9000002": "Acme"})
+    with pytest.raises(MappingError, match=r"'7CDDE9000002 ' is not a device id"):
+        _devices({"7CDDE9000002 ": "Acme Logistics"})
+
+
+def test_without_aggregation_each_device_row_is_its_own_charge_and_still_names_its_device():
+    per_row = mapping().model_copy(update={"aggregation": "none"})
+    plan = plan_import(io.BytesIO(csv_of(*ROWS)), month=MONTH, currency="JPY", mapping=per_row)
+    cameras = [c for c in plan.charges if "soraCamDeviceId" in c.attributes]  # type: ignore[operator]
+    assert len(cameras) == 3
+    assert plan.charges_sum == plan.csv_sum
