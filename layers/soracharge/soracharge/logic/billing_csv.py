@@ -552,6 +552,8 @@ class _RowCheck:
             if known_item is None:
                 known_item = self._known(self.known_items, item, self._item_is_known)
             unit_price = self._unit_price(unit_price_text) if unit_price_text else None
+            if not known_customer and owner == "" and self.mapping.shared_for(item) is not None:
+                known_customer = True  # a row no customer owns that the mapping's `shared` sends somewhere
             if (
                 thing is not None
                 and owner is not None
@@ -694,7 +696,12 @@ class _RowCheck:
                 f"but column {customer_column} names {customer!r}: which customer pays is a guess"
             )
             problems.append((customer_column, customer, message, ProblemKind.UNMAPPED_CUSTOMER))
-        elif owner == customer and readable[customer_column] and self.mapping.customer_for(customer) is None:
+        elif (
+            owner == customer
+            and readable[customer_column]
+            and self.mapping.customer_for(customer) is None
+            and not (customer == "" and readable[BILL_ITEM] and self.mapping.shared_for(item) is not None)
+        ):
             unmapped = True
             hint = "" if customer else ": give the mapping a customer default for rows without one"
             message = f"no subscription for customer {customer!r} (column {customer_column}){hint}"

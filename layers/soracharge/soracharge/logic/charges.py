@@ -57,12 +57,12 @@ from json.encoder import encode_basestring
 from typing import Any, BinaryIO, NamedTuple
 
 from soracharge.errors import InvalidInputError
-from soracharge.logic import guards
+from soracharge.logic import guards, shares
 from soracharge.logic.billing_csv import BillingRows, Tally, days_in_month, read_billing_csv
-from soracharge.models.charges import Charge, ImportPlan, ProblemKind, canonical_decimal_text
+from soracharge.models.charges import Charge, ImportPlan, ProblemKind, SharedSplit, canonical_decimal_text
 from soracharge.models.coverage import ID_SUFFIXES, Coverage
-from soracharge.models.devices import describe_thing, split_thing
-from soracharge.models.mapping import ItemTarget, Mapping
+from soracharge.models.devices import SHARE, describe_thing, split_thing
+from soracharge.models.mapping import CustomerTarget, ItemTarget, Mapping
 from soracharge.models.months import parse_month
 
 _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
@@ -186,6 +186,9 @@ def _fast_plan(
     from soracharge.logic.billing_frame import FrameCharges, canonical, read_frame
     from soracharge.logic.polars_engine import pl
 
+    if mapping.shared:
+        return None  # shared costs are routed and split by the pure-Python reader (logic/shares.py)
+
     try:
         with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
             read = read_frame(stream, month=month, mapping=mapping)
@@ -223,10 +226,13 @@ def _python_plan(
     # default context's 28 significant digits; an inexact result would raise instead of rounding.
     with _cyclic_gc_paused(), localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
         read = read_billing_csv(stream, month=month, mapping=mapping)
-        per_subscription = _per_subscription(read, mapping)
+        splits = shares.split_shared(read, mapping, currency) if mapping.shared and not read.problem_count else []
         charges = (
-            [] if read.problem_count else build_charges(read, mapping=mapping, currency=currency, id_suffix=id_suffix)
+            []
+            if read.problem_count
+            else build_charges(read, mapping=mapping, currency=currency, id_suffix=id_suffix, splits=splits)
         )
+        per_subscription = _per_subscription(read, mapping, charges)
         charges_sum = sum((charge.total_price for charge in charges), Decimal(0))
     return _plan(
         month=month,
@@ -246,6 +252,7 @@ def _python_plan(
         sims_per_customer={customer: len(imsis) for customer, imsis in read.sims.items()},
         kinds=read.kinds,
         other_months=read.other_months,
+        shares=splits,
     )
 
 
@@ -275,29 +282,39 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _per_subscription(read: BillingRows, mapping: Mapping) -> dict[str, Decimal]:
+def _per_subscription(read: BillingRows, mapping: Mapping, charges: list[Charge]) -> dict[str, Decimal]:
+    """Σ totalPrice per subscription: of the charges, or (a file with problems, no charges) of the rows that mapped."""
     totals: dict[str, Decimal] = {}
-    for tally in read.tallies.values():
-        target = mapping.customer_for(tally.customer)
-        assert target is not None  # only rows that mapped are tallied
-        totals[target.subscription] = totals.get(target.subscription, Decimal(0)) + tally.amount
+    if charges:
+        for charge in charges:
+            totals[charge.subscription_id] = totals.get(charge.subscription_id, Decimal(0)) + charge.total_price
+        return totals
+    for key, tally in read.tallies.items():
+        target = mapping.target_of(tally.customer, key[1])
+        if target is not None:  # None: a row a `shared` rule shares out
+            totals[target.subscription] = totals.get(target.subscription, Decimal(0)) + tally.amount
     return totals
 
 
-def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suffix: str = "") -> list[Charge]:
-    """The charges of a file read without problems, sorted by ``extChargeId``.
+def build_charges(
+    read: BillingRows, *, mapping: Mapping, currency: str, id_suffix: str = "", splits: Iterable[SharedSplit] = ()
+) -> list[Charge]:
+    """The charges of a file read without problems, sorted by ``extChargeId``: the rows' own, and the
+    ``splits`` of the costs shared out (``logic/shares.py``), one charge per customer's share.
 
     One loop per charge with local names only: a 1,000,000-row file has tens of thousands of charges.
     """
     month = read.month
-    customer_for = mapping.customer_for
+    customer_for = mapping.target_of if mapping.shared else _ignoring_item(mapping.customer_for)
     item_for = mapping.item_for
     # identity -> the (billItemName, item, tally) that make the charge, in file order.
     groups: dict[tuple[str, ...], list[tuple[str, ItemTarget, Tally]]] = {}
     occurrences: dict[tuple[str, ...], int] = {}
     for key, tally in read.tallies.items():
         name = key[1]
-        customer = customer_for(tally.customer)
+        if splits and shares.is_shared(tally.customer, name, mapping):
+            continue  # shared out: its charges are the shares
+        customer = customer_for(tally.customer, name)
         item = item_for(name)
         assert customer is not None, "only rows that mapped are tallied"
         assert item is not None, "only rows that mapped are tallied"
@@ -325,7 +342,40 @@ def build_charges(read: BillingRows, *, mapping: Mapping, currency: str, id_suff
         else:
             name, item, total, amount, unit_price = _merged(members, rank)
         charges.append(builder.build(identity, name, item, total, amount, unit_price))
+    for split in splits:
+        charges += _share_charges(split, builder, mapping, rank)
     charges.sort(key=_by_ext_charge_id)
+    return charges
+
+
+def _ignoring_item(customer_for: Callable[[str], CustomerTarget | None]) -> Callable[[str, str], CustomerTarget | None]:
+    def target(customer: str, _: str) -> CustomerTarget | None:
+        return customer_for(customer)
+
+    return target
+
+
+def _share_charges(split: SharedSplit, builder: ChargeBuilder, mapping: Mapping, rank: dict[int, int]) -> list[Charge]:
+    """One charge per customer's share (none for a share of 0): quantity 1, the share its price, and its basis
+    in its description (``Acme Logistics's share by amount: 1100 of 2090``)."""
+    name = " | ".join(split.items)
+    items = [item for item in map(mapping.item_for, split.items) if item is not None]
+    item = min(items, key=lambda item: rank[id(item)])
+    charges = []
+    for line in split.lines:
+        if not line.amount:
+            continue
+        target = mapping.customer_for(line.customer)
+        assert target is not None, "a share goes to a customer that maps"
+        identity = (
+            builder.month,
+            target.subscription,
+            target.account or "",
+            split.resource,
+            f"{SHARE}:{line.customer}",
+        )
+        note = f"{line.customer}'s share by {split.basis}: {line.basis} of {split.basis_total}"
+        charges.append(builder.build(identity, name, item, line.amount, Decimal(1), line.amount, note=note))
     return charges
 
 
@@ -352,6 +402,10 @@ class ChargeBuilder:
         # The JSON texts shared by the charges of one subscription, resource, item, unit price and period.
         self._shapes: dict[tuple[object, ...], _Shape] = {}
 
+    @property
+    def month(self) -> str:
+        return self._month
+
     def build(
         self,
         identity: tuple[str, ...],
@@ -360,8 +414,11 @@ class ChargeBuilder:
         total: Decimal,
         amount: Decimal,
         unit_price: Decimal | None,
+        *,
+        note: str | None = None,
     ) -> Charge:
-        """The charge of ``identity``: ``total`` its totalPrice, ``amount`` its quantity, all Decimals canonical."""
+        """The charge of ``identity``: ``total`` its totalPrice, ``amount`` its quantity, all Decimals canonical;
+        ``note`` says in its description what its thing is (else :func:`describe_thing` does)."""
         month, currency = self._month, self._currency
         _, subscription, account, resource, thing = identity[:5]
         if unit_price is not None and unit_price * amount != total:
@@ -385,7 +442,7 @@ class ChargeBuilder:
         before_month = after_month = ""
         attributes = {"billItemName": name, "month": month}
         if thing:
-            description = f"{description} ({describe_thing(thing)})"
+            description = f"{description} ({note or describe_thing(thing)})"
             device = split_thing(thing)
             key, value = device if device is not None else ("imsi", thing)
             attributes[key] = value

@@ -182,6 +182,33 @@ class ImportProblem(BaseModel):
     kind: ProblemKind = ProblemKind.VALUE
 
 
+class ShareLine(BaseModel):
+    """One customer's share of a shared cost: its basis (its amount of what the cost is shared by) and its share."""
+
+    model_config = ConfigDict(frozen=True)
+
+    customer: str
+    subscription: str
+    basis: Decimal
+    amount: Decimal
+
+
+class SharedSplit(BaseModel):
+    """A cost no customer owns (the rows of one resource), shared out: the shares add up to ``total`` exactly."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: list[str]
+    resource: str
+    total: Decimal
+    #: ``amount``, or the bill items (globs) whose amounts each customer's basis sums.
+    basis: str
+    basis_total: Decimal
+    #: Decimals of the shares (the currency's, or the shared total's when it shows more).
+    decimals: int
+    lines: list[ShareLine]
+
+
 class ImportPlan(BaseModel):
     """A billing CSV read, validated and turned into charges: what an import sends, or why it sends nothing.
 
@@ -215,6 +242,8 @@ class ImportPlan(BaseModel):
     kinds: dict[ProblemKind, int] = Field(default_factory=dict)
     #: Rows dated in another month than the billed one, by that month.
     other_months: dict[str, int] = Field(default_factory=dict)
+    #: How each shared cost was shared out (the mapping's ``shared`` rules with ``by``).
+    shares: list[SharedSplit] = Field(default_factory=list)
 
     @property
     def accepted(self) -> bool:

@@ -46,6 +46,10 @@ def split_thing(thing: str) -> tuple[str, str] | None:
     return column, device
 
 
+#: The identity part of a customer's share of a shared cost (``logic/shares.py``) begins so.
+SHARE = "share"
+
+
 def describe_thing(thing: str) -> str:
     """How a charge's description names its thing: ``IMSI 4401…``, ``SoraCam camera 7CDDE9000001``, or ""."""
     if not thing:
@@ -53,4 +57,6 @@ def describe_thing(thing: str) -> str:
     device = split_thing(thing)
     if device is None:
         return f"IMSI {thing}"
+    if device[0] == SHARE:
+        return f"{device[1]}'s share"
     return f"{DEVICE_COLUMNS[device[0]]} {device[1]}"

@@ -119,10 +119,66 @@ class ItemTarget(_MappingPart):
 
     def matches(self, bill_item_name: str) -> bool:
         """The name equals ``match`` exactly, or ``match`` is a glob (``*``, ``?``, ``[..]``) that it matches."""
-        if bill_item_name == self.match:
+        return _glob_matches(self.match, bill_item_name)
+
+
+class SharedCost(_MappingPart):
+    """Rows no customer owns (an empty customer value, no device listed) whose bill item is ``match`` or matches
+    it as a glob: sent to one subscription (``to``), or shared out over the customers (``by``).
+
+    ``by: amount`` shares in proportion to each customer's amount in the file; ``by: [globs]`` to each
+    customer's amount of the bill items those globs match (their usage of what the shared cost serves).
+    The shares add up to the shared amount exactly (``logic/shares.py``).
+    """
+
+    match: str = Field(min_length=1)
+    to: CustomerTarget | None = None
+    by: Literal["amount"] | list[str] | None = None
+
+    @field_validator("match")
+    @classmethod
+    def _valid_glob(cls, value: str) -> str:
+        return _check_glob(value) if _GLOB_CHARS.intersection(value) else value
+
+    @field_validator("by")
+    @classmethod
+    def _valid_basis(cls, value: Literal["amount"] | list[str] | None) -> Literal["amount"] | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("list the bill items (names or globs) whose amounts the cost is shared by")
+            for pattern in value:
+                if _GLOB_CHARS.intersection(pattern):
+                    _check_glob(pattern)
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SharedCost:
+        if (self.to is None) == (self.by is None):
+            raise ValueError(
+                "give either `to` (one subscription) or `by` (amount, or a list of bill items), not both, not neither"
+            )
+        return self
+
+    def matches(self, bill_item_name: str) -> bool:
+        return _glob_matches(self.match, bill_item_name)
+
+    def basis_matches(self, bill_item_name: str) -> bool:
+        """Whether a customer's row of this bill item counts in its basis."""
+        if self.by == "amount":
             return True
-        glob = _compiled_glob(self.match)
-        return glob is not None and glob.match(bill_item_name) is not None
+        return any(_glob_matches(pattern, bill_item_name) for pattern in self.by or [])
+
+    @property
+    def basis(self) -> str:
+        """The basis as the charges' descriptions and the report name it: ``amount``, or the items listed."""
+        return "amount" if self.by == "amount" or self.by is None else ", ".join(self.by)
+
+
+def _glob_matches(pattern: str, name: str) -> bool:
+    if name == pattern:
+        return True
+    glob = _compiled_glob(pattern)
+    return glob is not None and glob.match(name) is not None
 
 
 TaxRounding = Literal["down", "up", "half-up"]
@@ -179,6 +235,8 @@ class Mapping(_MappingPart):
     currency: Literal["JPY", "USD", "EUR"] | None = None
     customer: CustomerMapping
     items: list[ItemTarget] = Field(min_length=1)
+    #: Rows no customer owns, by bill item: to one subscription, or shared out over the customers.
+    shared: list[SharedCost] = Field(default_factory=list)
     charge_type: ChargeType = "COS"
     date_format: Literal["date-time", "date"] = "date-time"
     aggregation: Literal["imsi-month", "none"] = "imsi-month"
@@ -221,6 +279,20 @@ class Mapping(_MappingPart):
             cache.clear()
         cache[value] = target
         return target
+
+    def shared_for(self, bill_item_name: str) -> SharedCost | None:
+        """The first ``shared`` rule (in file order) whose ``match`` is the name or a glob matching it, else None."""
+        return next((rule for rule in self.shared if rule.matches(bill_item_name)), None)
+
+    def target_of(self, customer: str, bill_item_name: str) -> CustomerTarget | None:
+        """Where a row's charge goes: a row no customer owns that a ``shared`` rule sends ``to`` a subscription goes
+        there; any other row to its customer's subscription (:meth:`customer_for`). (Rows a rule shares out
+        ``by`` a basis become shares: ``logic/shares.py``.)"""
+        if not customer and self.shared:
+            rule = self.shared_for(bill_item_name)
+            if rule is not None and rule.to is not None:
+                return rule.to
+        return self.customer_for(customer)
 
     def item_for(self, bill_item_name: str) -> ItemTarget | None:
         """The first item (in file order) whose ``match`` is the name or a glob matching it, else None."""

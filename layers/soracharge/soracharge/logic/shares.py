@@ -1,0 +1,139 @@
+"""Costs no customer owns, shared out over the customers: the mapping's ``shared`` rules with ``by``.
+
+A row no customer owns has an empty customer value (and no device the mapping lists): a VPG, the free
+tier, a discount bought for the whole operator, a support fee. A ``shared`` rule matching its bill item
+sends it to one subscription (``to``) or shares it out (``by``). The shared rows of one resource are
+pooled (as one charge would sum them) and their total is split over the customers in proportion to
+each one's *basis*: its amount in the file (``by: amount``) or its amount of the bill items listed
+(``by: [...]``). Customers with no positive basis get no share.
+
+The split is exact, by the largest remainder method: in units of ``10**-d`` (``d`` the currency's
+decimals, 0 for JPY and 2 for USD and EUR, or the pooled total's own decimals when it shows more),
+each customer first gets the whole units of its exact quota ``units × basis / Σ basis``, then the
+units left over go one each to the customers with the largest fractions left, ties to the customer
+value that sorts first. The shares add up to the total exactly, and the same file and mapping give
+the same shares on every run. A negative total (a discount) is split as its absolute value, then negated.
+
+A pool no customer has a positive basis for cannot be shared: the file is refused, naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping as Mapping_
+from decimal import Decimal
+from fractions import Fraction
+
+from soracharge.logic.billing_csv import BillingRows
+from soracharge.models.charges import ProblemKind, SharedSplit, ShareLine, canonical_decimal_text
+from soracharge.models.mapping import Mapping, SharedCost
+
+#: Decimals of each currency's smallest unit (ISO 4217).
+CURRENCY_DECIMALS = {"JPY": 0, "USD": 2, "EUR": 2}
+
+
+def split(total: Decimal, weights: Mapping_[str, Decimal], decimals: int) -> dict[str, Decimal]:
+    """``total`` shared over ``weights`` (all positive), in units of ``10**-decimals``, adding up to it exactly."""
+    if not weights or any(weight <= 0 for weight in weights.values()):
+        raise ValueError("every weight must be positive, and there must be one")
+    scaled = total.scaleb(decimals)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{total} has more than {decimals} decimals")
+    units = abs(int(scaled))
+    whole = sum((Fraction(weight) for weight in weights.values()), Fraction(0))
+    quotas = {customer: units * Fraction(weight) / whole for customer, weight in weights.items()}
+    shares = {customer: quota.numerator // quota.denominator for customer, quota in quotas.items()}
+    left = units - sum(shares.values())
+    for customer in sorted(quotas, key=lambda c: (-(quotas[c] - shares[c]), c))[:left]:
+        shares[customer] += 1
+    sign = -1 if total < 0 else 1
+    return {
+        customer: Decimal(canonical_decimal_text(Decimal(sign * n).scaleb(-decimals))) for customer, n in shares.items()
+    }
+
+
+def decimals_of(total: Decimal, currency: str) -> int:
+    exponent = total.as_tuple().exponent
+    shown = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    return max(CURRENCY_DECIMALS.get(currency, 2), shown)
+
+
+def is_shared(customer: str, bill_item_name: str, mapping: Mapping) -> bool:
+    """Whether a row is a shared cost that ``by`` shares out (its charges are the shares, not its own)."""
+    if customer:
+        return False
+    rule = mapping.shared_for(bill_item_name)
+    return rule is not None and rule.by is not None
+
+
+def split_shared(read: BillingRows, mapping: Mapping, currency: str) -> list[SharedSplit]:
+    """The shared costs of a file read without problems, split; a pool that cannot be shared is a problem of
+    ``read`` (and the result then has no split)."""
+    pools: dict[str, dict[str, Decimal]] = {}  # resource -> bill item -> amount
+    rules: dict[str, dict[int, SharedCost]] = {}  # resource -> the rules of its rows, by identity
+    for key, tally in read.tallies.items():
+        name = key[1]
+        if not is_shared(tally.customer, name, mapping):
+            continue
+        item = mapping.item_for(name)
+        rule = mapping.shared_for(name)
+        assert item is not None and rule is not None, "only rows that mapped are tallied"  # noqa: PT018
+        pool = pools.setdefault(item.resource, {})
+        pool[name] = pool.get(name, Decimal(0)) + tally.amount
+        rules.setdefault(item.resource, {})[id(rule)] = rule
+    splits = []
+    for resource, pool in sorted(pools.items()):
+        names = sorted(pool)
+        pooled_rules = list(rules[resource].values())
+        if len(pooled_rules) > 1:
+            read.add_problem(
+                None,
+                None,
+                None,
+                f"bill items {', '.join(repr(n) for n in names)} go to one resource ({resource}) but are shared by "
+                "different rules of the mapping's `shared`: give them one rule, or resources of their own",
+                ProblemKind.SETTING,
+            )
+            continue
+        (rule,) = pooled_rules
+        total = Decimal(canonical_decimal_text(sum(pool.values(), Decimal(0))))
+        bases: dict[str, Decimal] = {}
+        for key, tally in read.tallies.items():
+            if tally.customer and rule.basis_matches(key[1]):
+                bases[tally.customer] = bases.get(tally.customer, Decimal(0)) + tally.amount
+        weights = {customer: basis for customer, basis in bases.items() if basis > 0}
+        if not weights:
+            read.add_problem(
+                None,
+                None,
+                None,
+                f"cannot share {', '.join(repr(n) for n in names)} ({total} {currency}) by {rule.basis}: no customer "
+                "has a positive amount of it in this file (send them `to` a subscription instead)",
+                ProblemKind.SETTING,
+            )
+            continue
+        decimals = decimals_of(total, currency)
+        shares = split(total, weights, decimals)
+        lines = []
+        for customer in sorted(weights):
+            target = mapping.customer_for(customer)
+            assert target is not None, "a customer with rows that mapped has a subscription"
+            lines.append(
+                ShareLine(
+                    customer=customer,
+                    subscription=target.subscription,
+                    basis=weights[customer],
+                    amount=shares[customer],
+                )
+            )
+        splits.append(
+            SharedSplit(
+                items=names,
+                resource=resource,
+                total=total,
+                basis=rule.basis,
+                basis_total=Decimal(canonical_decimal_text(sum(weights.values(), Decimal(0)))),
+                decimals=decimals,
+                lines=lines,
+            )
+        )
+    return splits if not read.problem_count else []

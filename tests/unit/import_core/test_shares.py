@@ -1,0 +1,180 @@
+"""Costs no customer owns, shared out (logic/shares.py, the mapping's ``shared``): the shares add up to the shared
+amount exactly, each share is a charge of its customer's subscription that says its basis, the report's plan
+lists the split, and a cost that cannot be shared is refused before money moves."""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from soracharge.errors import MappingError
+from soracharge.logic.charges import charge_hash, plan_import
+from soracharge.logic.shares import split
+from soracharge.models.charges import ImportPlan, ProblemKind
+from soracharge.models.mapping import Mapping, parse_mapping
+
+MONTH = "202610"
+SUB_TOKYO = "6513270e-269e-4d37-b2a7-4de452e6b438"
+SUB_ACME = "9531985d-5d9d-49f8-9818-e811892f902b"
+SUB_NORTH = "6b0d549b-6f03-475a-9600-a35a099950d8"
+SUB_PROVIDER = "8d116ece-1738-47d9-bd9c-172411e20b8f"
+RES_BASIC = "90c192cf-d3ac-44af-8f21-ddb66cad4a26"
+RES_DATA = "a170b338-3926-4059-b28c-105d1fb17c23"
+RES_VPG = "0cb1e29c-658c-4a14-95e6-0af593bd04cf"
+RES_FREE = "92276658-1e27-41c0-8a6a-63ec24ede6a4"
+RES_SUPPORT = "6b4cb242-4a23-4596-a217-beaddbc496cb"
+
+
+def mapping(shared: str, default: bool = False) -> Mapping:
+    return parse_mapping(
+        f"""\
+customer:
+  column: customer
+  subscriptions:
+    "東京ガス": {{subscription: "{SUB_TOKYO}"}}
+    "Acme Logistics": {{subscription: "{SUB_ACME}"}}
+    "Northwind Traders": {{subscription: "{SUB_NORTH}"}}
+{f'  default: {{subscription: "{SUB_PROVIDER}"}}' if default else ""}
+items:
+  - {{match: "basicCharge*", resource: "{RES_BASIC}"}}
+  - {{match: "*DataCharge", resource: "{RES_DATA}", uom: bytes}}
+  - {{match: "vpgBasicCharge*", resource: "{RES_VPG}", description: Soracom VPG}}
+  - {{match: "freeTier*", resource: "{RES_FREE}"}}
+  - {{match: "supportCharge", resource: "{RES_SUPPORT}"}}
+shared:
+{shared}
+""",
+        "mapping.yaml",
+    )
+
+
+HEADER = "imsi,vpgId,date,billItemName,unitPrice,quantity,amount,customer\r\n"
+ROWS = [
+    "440101,,202610,basicCharge-plan01s,330,1,330,東京ガス",
+    "440101,,20261003,uploadDataCharge,0.0002,1000000,200,東京ガス",
+    "440102,,202610,basicCharge-plan01s,330,1,330,Acme Logistics",
+    "440102,,20261003,downloadDataCharge,0.0002,3000000,600,Acme Logistics",
+    "440103,,202610,basicCharge-plan01s,330,1,330,Northwind Traders",
+    ",vpg-0001,202610,vpgBasicCharge-typeE,1000,1,1000,",
+    ",,202610,freeTierCharge,-0.0002,500000,-100,",
+    ",,202610,supportCharge,3000,1,3000,",
+]
+
+
+def plan_of(chosen: Mapping, *rows: str) -> ImportPlan:
+    data = (HEADER + "".join(f"{row}\r\n" for row in (rows or ROWS))).encode()
+    return plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=chosen)
+
+
+BY_AMOUNT = """\
+  - {match: "vpgBasicCharge*", by: amount}
+  - {match: "freeTier*", by: ["*DataCharge"]}
+  - {match: "supportCharge", to: {subscription: "8d116ece-1738-47d9-bd9c-172411e20b8f"}}
+"""
+
+
+def test_the_vpg_and_the_free_tier_are_shared_out_exactly_and_support_goes_to_the_provider():
+    plan = plan_of(mapping(BY_AMOUNT))
+    assert plan.accepted, plan.problems
+    assert plan.charges_sum == plan.csv_sum == Decimal(5690)
+    vpg = {c.subscription_id: c for c in plan.charges if c.resource_id == RES_VPG}
+    # basis: each customer's amount, 530 + 930 + 330 = 1790; 1000 JPY split in whole yen (largest remainder)
+    assert {sub: c.total_price for sub, c in vpg.items()} == {
+        SUB_TOKYO: Decimal(296),  # 296.09
+        SUB_ACME: Decimal(520),  # 519.55 -> gets the unit left over (largest fraction .55)
+        SUB_NORTH: Decimal(184),  # 184.36
+    }
+    assert vpg[SUB_ACME].description == "Soracom VPG (Acme Logistics's share by amount: 930 of 1790)"
+    assert vpg[SUB_ACME].attributes == {
+        "billItemName": "vpgBasicCharge-typeE",
+        "month": MONTH,
+        "share": "Acme Logistics",
+    }
+    assert all(c.ext_hash == charge_hash(c) for c in plan.charges)
+    # the free tier by data usage only: Northwind used no data, so it gets no share of it
+    free = {c.subscription_id: c.total_price for c in plan.charges if c.resource_id == RES_FREE}
+    assert free == {SUB_TOKYO: Decimal(-25), SUB_ACME: Decimal(-75)}
+    support = [c for c in plan.charges if c.resource_id == RES_SUPPORT]
+    assert [(c.subscription_id, c.total_price) for c in support] == [(SUB_PROVIDER, Decimal(3000))]
+    # the report's plan shows the split
+    vpg_split, free_split = plan.shares
+    assert (vpg_split.items, vpg_split.total, vpg_split.basis, vpg_split.basis_total) == (
+        ["vpgBasicCharge-typeE"],
+        Decimal(1000),
+        "amount",
+        Decimal(1790),
+    )
+    assert sum(line.amount for line in vpg_split.lines) == vpg_split.total
+    assert free_split.basis == "*DataCharge"
+    assert [(line.customer, line.basis, line.amount) for line in free_split.lines] == [
+        ("Acme Logistics", Decimal(600), Decimal(-75)),
+        ("東京ガス", Decimal(200), Decimal(-25)),
+    ]
+    assert plan.per_subscription == {
+        SUB_TOKYO: Decimal(530 + 296 - 25),
+        SUB_ACME: Decimal(930 + 520 - 75),
+        SUB_NORTH: Decimal(330 + 184),
+        SUB_PROVIDER: Decimal(3000),
+    }
+
+
+def test_the_same_file_and_mapping_give_the_same_shares_and_ids_every_time():
+    first, again = plan_of(mapping(BY_AMOUNT)), plan_of(mapping(BY_AMOUNT))
+    assert [c.model_dump() for c in first.charges] == [c.model_dump() for c in again.charges]
+    assert len({c.ext_charge_id for c in first.charges}) == len(first.charges)
+
+
+def test_a_cost_nobody_has_a_basis_for_is_refused_naming_it_and_nothing_is_sent():
+    only_vpg = mapping('  - {match: "vpgBasicCharge*", by: ["uploadDataCharge"]}', default=True)
+    plan = plan_of(only_vpg, ROWS[0], ROWS[5])
+    assert not plan.accepted
+    (problem,) = plan.problems
+    assert problem.kind is ProblemKind.SETTING
+    assert "cannot share 'vpgBasicCharge-typeE' (1000 JPY) by uploadDataCharge" in problem.message
+    assert len(plan.charges) == 0
+
+
+def test_a_row_no_customer_owns_without_a_rule_or_default_is_still_refused():
+    plan = plan_of(mapping('  - {match: "vpgBasicCharge*", by: amount}'))
+    assert not plan.accepted
+    assert {p.value for p in plan.problems if p.kind is ProblemKind.UNMAPPED_CUSTOMER} == {""}
+    assert {p.line for p in plan.problems} == {8, 9}  # the free tier and support rows, not the VPG's
+
+
+@pytest.mark.parametrize(
+    ("rule", "words"),
+    [
+        ('  - {match: "vpg*"}', "either `to`"),
+        (f'  - {{match: "vpg*", by: amount, to: {{subscription: "{SUB_PROVIDER}"}}}}', "either `to`"),
+        ('  - {match: "vpg*", by: []}', "list the bill items"),
+        ('  - {match: "vpg*", by: total}', "by"),
+    ],
+)
+def test_a_shared_rule_that_says_neither_or_both_ways_is_refused_naming_its_line(rule, words):
+    with pytest.raises(MappingError, match=r"line \d+: shared\[0\]") as raised:
+        mapping(rule)
+    assert words in str(raised.value)
+
+
+@given(
+    total=st.decimals(min_value=-(10**9), max_value=10**9, places=2, allow_nan=False, allow_infinity=False),
+    weights=st.lists(
+        st.decimals(min_value="0.01", max_value=10**6, places=3, allow_nan=False, allow_infinity=False),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_shares_add_up_exactly_and_each_is_within_one_unit_of_its_exact_quota(total, weights):
+    named = {f"c{index:02d}": weight for index, weight in enumerate(weights)}
+    shares = split(total, named, 2)
+    assert sum(shares.values()) == total
+    whole = sum(named.values())
+    for customer, share in shares.items():
+        quota = Fraction(total) * Fraction(named[customer]) / Fraction(whole)
+        assert abs(Fraction(share) - quota) < Fraction(1, 100)
+        assert share == share.quantize(Decimal("0.01"))
+    assert shares == split(total, dict(reversed(named.items())), 2), "the order customers come in changes nothing"
