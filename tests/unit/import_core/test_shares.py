@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from soracharge.errors import MappingError
-from soracharge.logic.charges import charge_hash, plan_import
+from soracharge.logic.billing_frame import FrameCharges
+from soracharge.logic.charges import _python_plan, charge_hash, plan_import
 from soracharge.logic.shares import split
 from soracharge.models.charges import ImportPlan, ProblemKind
 from soracharge.models.mapping import Mapping, parse_mapping
@@ -120,6 +121,26 @@ def test_the_vpg_and_the_free_tier_are_shared_out_exactly_and_support_goes_to_th
         SUB_NORTH: Decimal(330 + 184),
         SUB_PROVIDER: Decimal(3000),
     }
+
+
+QUOTED = '440104,,202610,basicCharge-plan01s,330,1,330,"Acme ""Ltd"" \\ Co"'
+
+
+@pytest.mark.parametrize(("rows", "default"), [(ROWS, False), ([*ROWS, QUOTED], True)])
+def test_the_fast_path_shares_and_routes_exactly_as_the_python_reader(rows, default):
+    chosen = mapping(BY_AMOUNT, default=default)
+    data = (HEADER + "".join(f"{row}\r\n" for row in rows)).encode()
+    fast = plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=chosen)
+    reference = _python_plan(io.BytesIO(data), MONTH, "JPY", chosen, "", "")
+    assert isinstance(fast.charges, FrameCharges), "shared costs stay on the fast path"
+    assert reference.accepted, reference.problems
+    assert [c.model_dump() for c in fast.charges] == [c.model_dump() for c in reference.charges]
+    assert (fast.shares, fast.per_subscription, fast.per_customer) == (
+        reference.shares,
+        reference.per_subscription,
+        reference.per_customer,
+    )
+    assert len(reference.shares[0].lines) == 3 + default  # a customer that maps to the default shares too
 
 
 def test_the_same_file_and_mapping_give_the_same_shares_and_ids_every_time():

@@ -33,6 +33,7 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from pathlib import Path
 from typing import BinaryIO, Final, overload
 
+from soracharge.logic import shares
 from soracharge.logic.billing_csv import (
     AMOUNT,
     BILL_ITEM,
@@ -43,9 +44,9 @@ from soracharge.logic.billing_csv import (
     RowArithmetic,
     days_in_month,
 )
-from soracharge.logic.charges import ChargeBuilder
+from soracharge.logic.charges import ChargeBuilder, ext_charge_id, share_rows
 from soracharge.logic.polars_engine import pl
-from soracharge.models.charges import Charge, canonical_decimal_text
+from soracharge.models.charges import Charge, SharedSplit, canonical_decimal_text
 from soracharge.models.devices import DEVICE_COLUMNS, DEVICE_ID_PATTERN
 from soracharge.models.mapping import Mapping
 
@@ -85,11 +86,14 @@ class FrameRead:
     per_item: dict[str, Decimal]
     per_subscription: dict[str, Decimal]
     sims_per_customer: dict[str, int]
+    devices_per_customer: dict[str, int]
+    #: The shared costs, split (``logic/shares.py``): their charges are rows of ``charges``.
+    shares: list[SharedSplit]
     #: One row per charge, in the order of their extChargeId (computed again with each packet).
     charges: pl.DataFrame
 
 
-def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping) -> FrameRead | None:
+def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping, currency: str = "JPY") -> FrameRead | None:
     """Read ``stream`` to its end on the fast path; None when the file needs the pure-Python reader."""
     if mapping.aggregation != "imsi-month":
         return None  # one charge per row: the pure-Python reader's own path
@@ -123,7 +127,14 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping) -> FrameRead |
     owned = _owned(tallies, devices, mapping)
     if not check.mapped(owned):
         return None
-    return _charges_of(owned, rows, month=month, mapping=mapping)
+    splits: list[SharedSplit] = []
+    if mapping.shared:
+        by_item = owned.group_by("customer", BILL_ITEM).agg(pl.col("amount").sum())
+        amounts = ((customer, name, canonical(amount)) for customer, name, amount in by_item.iter_rows())
+        splits, problems = shares.split_shared(amounts, mapping, currency)
+        if problems:
+            return None  # the pure-Python reader names them
+    return _charges_of(owned, rows, month=month, mapping=mapping, splits=splits)
 
 
 @dataclass(frozen=True)
@@ -469,6 +480,7 @@ class _Checks:
         customers = [
             value for value in owned["customer"].unique().to_list() if value is not None and mapping.customer_for(value)
         ]
+        shared = [name for name in items if mapping.shared_for(name) is not None]
         price = pl.col(UNIT_PRICE)
         return bool(
             owned.select(
@@ -478,7 +490,10 @@ class _Checks:
                     & ((price == "") | price.str.contains(PLAIN_NUMBER))
                     & pl.col(BILL_ITEM).is_in(items)
                     & pl.col("customer").is_not_null()
-                    & pl.col("customer").is_in(customers)
+                    & (
+                        pl.col("customer").is_in(customers)
+                        | ((pl.col("customer") == "") & pl.col(BILL_ITEM).is_in(shared))
+                    )
                 ).all(ignore_nulls=False)
             ).item()
         )
@@ -529,15 +544,18 @@ def _fold(partials: list[pl.DataFrame], devices: list[str]) -> pl.DataFrame:
     )
 
 
-def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mapping) -> FrameRead:
-    """The charges of the summed raw keys, as ``billing_csv`` + ``charges.build_charges`` make them."""
+def _charges_of(
+    tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mapping, splits: list[SharedSplit]
+) -> FrameRead:
+    """The charges of the summed raw keys, as ``billing_csv`` + ``charges.build_charges`` make them, and the
+    shares of ``splits`` (the shared rows' own charges are theirs)."""
     customers = tallies["customer"].unique().to_list()
-    targets = [mapping.customer_for(value) for value in customers]
+    targets = {value: target for value in customers if (target := mapping.customer_for(value)) is not None}
     customer_table = pl.DataFrame(
         {
-            "customer": customers,
-            "subscription": [t.subscription for t in targets if t is not None],
-            "account": [t.account or "" for t in targets if t is not None],
+            "customer": list(targets),
+            "subscription": [t.subscription for t in targets.values()],
+            "account": [t.account or "" for t in targets.values()],
         },
         schema={"customer": pl.Categorical, "subscription": pl.Categorical, "account": pl.Categorical},
     )
@@ -563,11 +581,17 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
     per_item = _sums(keyed, BILL_ITEM)
     sims = keyed.filter(pl.col(IMSI) != "").group_by("customer").agg(pl.col(IMSI).n_unique())
     sims_per_customer = {str(customer): int(count) for customer, count in sims.iter_rows()}
-    per_subscription = _sums(keyed, "subscription")
+    devices = (
+        keyed.filter((pl.col(IMSI) == "") & (pl.col("thing") != ""))
+        .group_by("customer")
+        .agg(pl.col("thing").n_unique())
+    )
+    devices_per_customer = {str(customer): int(count) for customer, count in devices.iter_rows()}
     prices = pl.col("unit_price")
     charge_key = ["subscription", "account", "resource", "thing"]
+    routed = _routed(keyed, names, mapping) if mapping.shared else keyed
     charges = (
-        keyed.group_by(charge_key)
+        routed.group_by(charge_key)
         .agg(
             name=pl.col(BILL_ITEM).first().cast(pl.String),
             names=pl.col(BILL_ITEM).n_unique(),
@@ -586,15 +610,17 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
         )
         .drop("quantity", "rows", "quantity_rows")
     )
-    charges = _joined_names(charges, keyed, charge_key)
+    charges = _joined_names(charges, routed, charge_key)
     # Sorted by extChargeId, as the pure-Python path sorts; the id itself is computed again with each packet.
     # Repeated texts as categoricals: a charge costs a few hundred bytes of this frame, not its Python objects.
-    charges = (
-        charges.with_columns(ext_id=_ext_ids(charges, month))
-        .sort("ext_id")
-        .drop("ext_id")
-        .with_columns(pl.col("name").cast(pl.Categorical))
-    )
+    charges = charges.with_columns(ext_id=_ext_ids(charges, month))
+    if splits:
+        charges = pl.concat([charges, _share_frame(splits, mapping, month, charges.schema)])
+    charges = charges.sort("ext_id").drop("ext_id").with_columns(pl.col("name").cast(pl.Categorical))
+    per_subscription = {
+        str(subscription): canonical(total)
+        for subscription, total in charges.group_by("subscription").agg(pl.col("total").sum()).iter_rows()
+    }
     csv_sum = sum(per_customer.values(), Decimal(0))
     return FrameRead(
         rows=rows,
@@ -603,8 +629,53 @@ def _charges_of(tallies: pl.DataFrame, rows: int, *, month: str, mapping: Mappin
         per_item=per_item,
         per_subscription=per_subscription,
         sims_per_customer=sims_per_customer,
+        devices_per_customer=devices_per_customer,
+        shares=splits,
         charges=charges,
     )
+
+
+def _routed(keyed: pl.DataFrame, names: list[str], mapping: Mapping) -> pl.DataFrame:
+    """The rows no customer owns that a ``shared`` rule sends ``to`` a subscription, sent there; those a rule
+    shares out ``by`` a basis, dropped (their charges are the shares)."""
+    sent = {name: rule.to for name in names if (rule := mapping.shared_for(name)) is not None and rule.to is not None}
+    out = [name for name in names if shares.is_shared("", name, mapping)]
+    nobody = pl.col("customer").cast(pl.String) == ""
+    item = pl.col(BILL_ITEM).cast(pl.String)
+    if sent:
+        to = {name: target.subscription for name, target in sent.items()}
+        accounts = {name: target.account or "" for name, target in sent.items()}
+        keyed = keyed.with_columns(
+            subscription=pl.when(nobody & item.is_in(list(to)))
+            .then(item.replace_strict(to, default=None, return_dtype=pl.String))
+            .otherwise(pl.col("subscription").cast(pl.String))
+            .cast(pl.Categorical),
+            account=pl.when(nobody & item.is_in(list(accounts)))
+            .then(item.replace_strict(accounts, default=None, return_dtype=pl.String))
+            .otherwise(pl.col("account").cast(pl.String))
+            .cast(pl.Categorical),
+        )
+    return keyed.filter(~(nobody & item.is_in(out))) if out else keyed
+
+
+def _share_frame(splits: list[SharedSplit], mapping: Mapping, month: str, schema: pl.Schema) -> pl.DataFrame:
+    """The shares' charges as rows of the charge frame, with their extChargeId (computed in Python: a customer
+    value may need escaping in the identity's JSON, which ``_ext_ids`` does not do)."""
+    ranks = {id(item): index for index, item in enumerate(mapping.items)}
+    rows = [row for split in splits for row in share_rows(split, mapping, ranks, month)]
+    data = {
+        "subscription": [identity[1] for identity, *_ in rows],
+        "account": [identity[2] for identity, *_ in rows],
+        "resource": [identity[3] for identity, *_ in rows],
+        "thing": [identity[4] for identity, *_ in rows],
+        "name": [name for _, name, *_ in rows],
+        "rank": [ranks[id(item)] for _, _, item, *_ in rows],
+        "total": [total for *_, total, _, _ in rows],
+        "unit_price": [price for *_, price in rows],
+        "amount": [amount for *_, amount, _ in rows],
+        "ext_id": [ext_charge_id(identity) for identity, *_ in rows],
+    }
+    return pl.DataFrame({name: data[name] for name in schema}, schema=schema)
 
 
 def _joined_names(charges: pl.DataFrame, keyed: pl.DataFrame, charge_key: list[str]) -> pl.DataFrame:
@@ -669,13 +740,24 @@ def canonical(value: object) -> Decimal:
 class FrameCharges(Sequence[Charge]):
     """The charges of a :class:`FrameRead`, built as Python objects only when asked for (a packet at a time)."""
 
-    def __init__(self, frame: pl.DataFrame, *, month: str, currency: str, mapping: Mapping, id_suffix: str) -> None:
+    def __init__(
+        self,
+        frame: pl.DataFrame,
+        *,
+        month: str,
+        currency: str,
+        mapping: Mapping,
+        id_suffix: str,
+        splits: Sequence[SharedSplit] = (),
+    ) -> None:
         self._frame = frame
         self._mapping = mapping
         self._month = month
         self._currency = currency
         self._suffix = f"-{id_suffix}" if id_suffix else ""  # as the charges' ids end
-        self._builder = ChargeBuilder(month=month, currency=currency, mapping=mapping, id_suffix=id_suffix)
+        self._builder = ChargeBuilder(
+            month=month, currency=currency, mapping=mapping, id_suffix=id_suffix, notes=shares.notes(splits)
+        )
 
     def __len__(self) -> int:
         return self._frame.height

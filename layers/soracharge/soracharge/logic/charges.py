@@ -186,12 +186,9 @@ def _fast_plan(
     from soracharge.logic.billing_frame import FrameCharges, canonical, read_frame
     from soracharge.logic.polars_engine import pl
 
-    if mapping.shared:
-        return None  # shared costs are routed and split by the pure-Python reader (logic/shares.py)
-
     try:
         with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
-            read = read_frame(stream, month=month, mapping=mapping)
+            read = read_frame(stream, month=month, mapping=mapping, currency=currency)
             if read is None:
                 return None
             charges_sum = canonical(read.charges["total"].sum())
@@ -199,7 +196,9 @@ def _fast_plan(
         # e.g. a sum beyond Decimal(38, 18) (the pure-Python reader's integers have no bound), or a fault of
         # polars itself (a panic derives from BaseException): the pure-Python reader reads the file instead.
         return None
-    charges = FrameCharges(read.charges, month=month, currency=currency, mapping=mapping, id_suffix=id_suffix)
+    charges = FrameCharges(
+        read.charges, month=month, currency=currency, mapping=mapping, id_suffix=id_suffix, splits=read.shares
+    )
     return _plan(
         month=month,
         currency=currency,
@@ -216,6 +215,8 @@ def _fast_plan(
         per_subscription=read.per_subscription,
         per_item=read.per_item,
         sims_per_customer=read.sims_per_customer,
+        devices_per_customer=read.devices_per_customer,
+        shares=read.shares,
     )
 
 
@@ -226,7 +227,7 @@ def _python_plan(
     # default context's 28 significant digits; an inexact result would raise instead of rounding.
     with _cyclic_gc_paused(), localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
         read = read_billing_csv(stream, month=month, mapping=mapping)
-        splits = shares.split_shared(read, mapping, currency) if mapping.shared and not read.problem_count else []
+        splits = _shared(read, mapping, currency) if mapping.shared and not read.problem_count else []
         charges = (
             []
             if read.problem_count
@@ -250,10 +251,20 @@ def _python_plan(
         per_subscription=per_subscription,
         per_item=read.per_item,
         sims_per_customer={customer: len(imsis) for customer, imsis in read.sims.items()},
+        devices_per_customer={customer: len(things) for customer, things in read.devices.items()},
         kinds=read.kinds,
         other_months=read.other_months,
         shares=splits,
     )
+
+
+def _shared(read: BillingRows, mapping: Mapping, currency: str) -> list[SharedSplit]:
+    """The file's shared costs split (``logic/shares.py``); a cost that cannot be shared is a problem of ``read``."""
+    amounts = ((tally.customer, key[1], tally.amount) for key, tally in read.tallies.items())
+    splits, problems = shares.split_shared(amounts, mapping, currency)
+    for problem in problems:
+        read.add_problem(None, None, None, problem, ProblemKind.SETTING)
+    return splits
 
 
 def _plan(**fields: Any) -> ImportPlan:
@@ -331,7 +342,9 @@ def build_charges(
             members.append((name, item, tally))
 
     rank = {id(item): index for index, item in enumerate(mapping.items)}
-    builder = ChargeBuilder(month=month, currency=currency, mapping=mapping, id_suffix=id_suffix)
+    builder = ChargeBuilder(
+        month=month, currency=currency, mapping=mapping, id_suffix=id_suffix, notes=shares.notes(splits)
+    )
     charges = []
     for identity, members in groups.items():
         if len(members) == 1:
@@ -343,7 +356,7 @@ def build_charges(
             name, item, total, amount, unit_price = _merged(members, rank)
         charges.append(builder.build(identity, name, item, total, amount, unit_price))
     for split in splits:
-        charges += _share_charges(split, builder, mapping, rank)
+        charges += [builder.build(*share) for share in share_rows(split, mapping, rank, month)]
     charges.sort(key=_by_ext_charge_id)
     return charges
 
@@ -355,28 +368,26 @@ def _ignoring_item(customer_for: Callable[[str], CustomerTarget | None]) -> Call
     return target
 
 
-def _share_charges(split: SharedSplit, builder: ChargeBuilder, mapping: Mapping, rank: dict[int, int]) -> list[Charge]:
-    """One charge per customer's share (none for a share of 0): quantity 1, the share its price, and its basis
-    in its description (``Acme Logistics's share by amount: 1100 of 2090``)."""
+#: What a share's charge is built of: ``ChargeBuilder.build``'s arguments (identity, name, item, total, amount, price).
+ShareRow = tuple[tuple[str, ...], str, ItemTarget, Decimal, Decimal, Decimal]
+
+
+def share_rows(split: SharedSplit, mapping: Mapping, rank: dict[int, int], month: str) -> list[ShareRow]:
+    """What :meth:`ChargeBuilder.build` makes each share's charge of (none for a share of 0): quantity 1, the
+    share its price; its description says its basis (``shares.notes``)."""
     name = " | ".join(split.items)
     items = [item for item in map(mapping.item_for, split.items) if item is not None]
     item = min(items, key=lambda item: rank[id(item)])
-    charges = []
+    rows: list[ShareRow] = []
     for line in split.lines:
         if not line.amount:
             continue
         target = mapping.customer_for(line.customer)
         assert target is not None, "a share goes to a customer that maps"
-        identity = (
-            builder.month,
-            target.subscription,
-            target.account or "",
-            split.resource,
-            f"{SHARE}:{line.customer}",
-        )
-        note = f"{line.customer}'s share by {split.basis}: {line.basis} of {split.basis_total}"
-        charges.append(builder.build(identity, name, item, line.amount, Decimal(1), line.amount, note=note))
-    return charges
+        thing = f"{SHARE}:{line.customer}"
+        identity: tuple[str, ...] = (month, target.subscription, target.account or "", split.resource, thing)
+        rows.append((identity, name, item, line.amount, Decimal(1), line.amount))
+    return rows
 
 
 class ChargeBuilder:
@@ -386,13 +397,33 @@ class ChargeBuilder:
     ``aggregation: none`` by ``(date, billItemName, occurrence)`` (see the module docstring).
     """
 
-    __slots__ = ("_charge_type", "_currency", "_month", "_month_end", "_month_start", "_shapes", "_suffix", "_time")
+    __slots__ = (
+        "_charge_type",
+        "_currency",
+        "_month",
+        "_month_end",
+        "_month_start",
+        "_notes",
+        "_shapes",
+        "_suffix",
+        "_time",
+    )
 
     #: Distinct shapes kept at most (a shape is shared by the charges of one subscription, resource and item).
     SHAPES_KEPT = 50_000
 
-    def __init__(self, *, month: str, currency: str, mapping: Mapping, id_suffix: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        month: str,
+        currency: str,
+        mapping: Mapping,
+        id_suffix: str = "",
+        notes: dict[tuple[str, str], str] | None = None,
+    ) -> None:
         self._month = month
+        #: What a charge says of its thing, by (resource, thing), where it is not what describe_thing says.
+        self._notes = notes or {}
         self._currency = currency
         self._charge_type = mapping.charge_type
         self._suffix = f"-{id_suffix}" if id_suffix else ""  # an additional file's (plan_import checks it)
@@ -414,11 +445,10 @@ class ChargeBuilder:
         total: Decimal,
         amount: Decimal,
         unit_price: Decimal | None,
-        *,
-        note: str | None = None,
     ) -> Charge:
-        """The charge of ``identity``: ``total`` its totalPrice, ``amount`` its quantity, all Decimals canonical;
-        ``note`` says in its description what its thing is (else :func:`describe_thing` does)."""
+        """The charge of ``identity``: ``total`` its totalPrice, ``amount`` its quantity, all Decimals canonical.
+        Its description names its thing as the builder's ``notes`` say (a share's basis), else as
+        :func:`describe_thing` does."""
         month, currency = self._month, self._currency
         _, subscription, account, resource, thing = identity[:5]
         if unit_price is not None and unit_price * amount != total:
@@ -442,6 +472,7 @@ class ChargeBuilder:
         before_month = after_month = ""
         attributes = {"billItemName": name, "month": month}
         if thing:
+            note = self._notes.get((resource, thing)) if self._notes else None
             description = f"{description} ({note or describe_thing(thing)})"
             device = split_thing(thing)
             key, value = device if device is not None else ("imsi", thing)

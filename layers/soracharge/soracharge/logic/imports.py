@@ -106,6 +106,7 @@ from soracharge.models.imports import (
     ReportCounts,
     ReviewRequest,
     SessionProgress,
+    SharedCost,
     Variance,
     report_key,
 )
@@ -1146,14 +1147,21 @@ def _reconcile(plan: ImportPlan, settled: _Settled, bill: BillFacts | None, *, i
     )
 
 
-def _totals(plan: ImportPlan, mapping: Mapping) -> dict[str, list[Amount]]:
+def _totals(plan: ImportPlan, mapping: Mapping) -> dict[str, list[Amount] | list[SharedCost]]:
     def amounts(values: dict[str, Decimal], sims: dict[str, int] | None = None) -> list[Amount]:
+        devices = plan.devices_per_customer
         return [
-            Amount(name=name, amount=amount, sims=sims.get(name, 0) if sims is not None else None)
+            Amount(
+                name=name,
+                amount=amount,
+                sims=sims.get(name, 0) if sims is not None else None,
+                devices=devices.get(name) if sims is not None else None,
+            )
             for name, amount in sorted(values.items())
         ]
 
     return {
+        "shares": [SharedCost.model_validate(split.model_dump()) for split in plan.shares],
         "per_customer": amounts(plan.per_customer, plan.sims_per_customer),
         "per_subscription": amounts(plan.per_subscription),
         "per_item": amounts(plan.per_item),

@@ -19,12 +19,13 @@ A pool no customer has a positive basis for cannot be shared: the file is refuse
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from collections.abc import Mapping as Mapping_
 from decimal import Decimal
 from fractions import Fraction
 
-from soracharge.logic.billing_csv import BillingRows
-from soracharge.models.charges import ProblemKind, SharedSplit, ShareLine, canonical_decimal_text
+from soracharge.models.charges import SharedSplit, ShareLine, canonical_decimal_text
+from soracharge.models.devices import SHARE
 from soracharge.models.mapping import Mapping, SharedCost
 
 #: Decimals of each currency's smallest unit (ISO 4217).
@@ -65,50 +66,47 @@ def is_shared(customer: str, bill_item_name: str, mapping: Mapping) -> bool:
     return rule is not None and rule.by is not None
 
 
-def split_shared(read: BillingRows, mapping: Mapping, currency: str) -> list[SharedSplit]:
-    """The shared costs of a file read without problems, split; a pool that cannot be shared is a problem of
-    ``read`` (and the result then has no split)."""
+def split_shared(
+    amounts: Iterable[tuple[str, str, Decimal]], mapping: Mapping, currency: str
+) -> tuple[list[SharedSplit], list[str]]:
+    """The shared costs of a file read without problems, split, from its amounts per ``(customer value, bill
+    item)``; and why a pool cannot be shared (then there is no split: the file is refused)."""
+    totals: dict[tuple[str, str], Decimal] = {}
+    for customer, name, amount in amounts:
+        totals[customer, name] = totals.get((customer, name), Decimal(0)) + amount
     pools: dict[str, dict[str, Decimal]] = {}  # resource -> bill item -> amount
     rules: dict[str, dict[int, SharedCost]] = {}  # resource -> the rules of its rows, by identity
-    for key, tally in read.tallies.items():
-        name = key[1]
-        if not is_shared(tally.customer, name, mapping):
+    for (customer, name), amount in totals.items():
+        if not is_shared(customer, name, mapping):
             continue
         item = mapping.item_for(name)
         rule = mapping.shared_for(name)
-        assert item is not None and rule is not None, "only rows that mapped are tallied"  # noqa: PT018
-        pool = pools.setdefault(item.resource, {})
-        pool[name] = pool.get(name, Decimal(0)) + tally.amount
+        assert item is not None, "only rows that mapped are summed"
+        assert rule is not None, "a shared row has its rule"
+        pools.setdefault(item.resource, {})[name] = amount
         rules.setdefault(item.resource, {})[id(rule)] = rule
-    splits = []
+    splits, problems = [], []
     for resource, pool in sorted(pools.items()):
         names = sorted(pool)
+        quoted = ", ".join(repr(name) for name in names)
         pooled_rules = list(rules[resource].values())
         if len(pooled_rules) > 1:
-            read.add_problem(
-                None,
-                None,
-                None,
-                f"bill items {', '.join(repr(n) for n in names)} go to one resource ({resource}) but are shared by "
-                "different rules of the mapping's `shared`: give them one rule, or resources of their own",
-                ProblemKind.SETTING,
+            problems.append(
+                f"bill items {quoted} go to one resource ({resource}) but are shared by different rules of the "
+                "mapping's `shared`: give them one rule, or resources of their own"
             )
             continue
         (rule,) = pooled_rules
         total = Decimal(canonical_decimal_text(sum(pool.values(), Decimal(0))))
         bases: dict[str, Decimal] = {}
-        for key, tally in read.tallies.items():
-            if tally.customer and rule.basis_matches(key[1]):
-                bases[tally.customer] = bases.get(tally.customer, Decimal(0)) + tally.amount
+        for (customer, name), amount in totals.items():
+            if customer and rule.basis_matches(name):
+                bases[customer] = bases.get(customer, Decimal(0)) + amount
         weights = {customer: basis for customer, basis in bases.items() if basis > 0}
         if not weights:
-            read.add_problem(
-                None,
-                None,
-                None,
-                f"cannot share {', '.join(repr(n) for n in names)} ({total} {currency}) by {rule.basis}: no customer "
-                "has a positive amount of it in this file (send them `to` a subscription instead)",
-                ProblemKind.SETTING,
+            problems.append(
+                f"cannot share {quoted} ({total} {currency}) by {rule.basis}: no customer has a positive amount of "
+                "it in this file (send them `to` a subscription instead)"
             )
             continue
         decimals = decimals_of(total, currency)
@@ -117,23 +115,31 @@ def split_shared(read: BillingRows, mapping: Mapping, currency: str) -> list[Sha
         for customer in sorted(weights):
             target = mapping.customer_for(customer)
             assert target is not None, "a customer with rows that mapped has a subscription"
-            lines.append(
-                ShareLine(
-                    customer=customer,
-                    subscription=target.subscription,
-                    basis=weights[customer],
-                    amount=shares[customer],
-                )
+            line = ShareLine(
+                customer=customer, subscription=target.subscription, basis=weights[customer], amount=shares[customer]
             )
+            lines.append(line)
+        basis_total = Decimal(canonical_decimal_text(sum(weights.values(), Decimal(0))))
         splits.append(
             SharedSplit(
                 items=names,
                 resource=resource,
                 total=total,
                 basis=rule.basis,
-                basis_total=Decimal(canonical_decimal_text(sum(weights.values(), Decimal(0)))),
+                basis_total=basis_total,
                 decimals=decimals,
                 lines=lines,
             )
         )
-    return splits if not read.problem_count else []
+    return (splits, problems) if not problems else ([], problems)
+
+
+def notes(splits: Iterable[SharedSplit]) -> dict[tuple[str, str], str]:
+    """What each share's charge says of itself, by ``(resource, thing)``: ``Acme's share by amount: 930 of 1790``."""
+    return {
+        (split.resource, f"{SHARE}:{line.customer}"): (
+            f"{line.customer}'s share by {split.basis}: {line.basis} of {split.basis_total}"
+        )
+        for split in splits
+        for line in split.lines
+    }

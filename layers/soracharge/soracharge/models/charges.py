@@ -238,6 +238,8 @@ class ImportPlan(BaseModel):
     per_item: dict[str, Decimal]
     #: How many SIMs (distinct imsi) each customer value has.
     sims_per_customer: dict[str, int] = Field(default_factory=dict)
+    #: How many devices (distinct ``<device column>:<id>``) each customer value has, where any.
+    devices_per_customer: dict[str, int] = Field(default_factory=dict)
     #: Every problem counted by kind (``problems`` keeps the first ones only).
     kinds: dict[ProblemKind, int] = Field(default_factory=dict)
     #: Rows dated in another month than the billed one, by that month.

@@ -133,6 +133,30 @@ class Amount(Payload):
     amount: ExactDecimal
     #: The SIMs of a customer value, where counted.
     sims: int | None = None
+    #: The devices (cameras, LoRa and Sigfox devices...) of a customer value, where counted and any.
+    devices: int | None = None
+
+
+class ShareAmount(Payload):
+    """One customer's share of a shared cost: its basis and its share."""
+
+    customer: str
+    subscription: str
+    basis: ExactDecimal
+    amount: ExactDecimal
+
+
+class SharedCost(Payload):
+    """A cost no customer owns, shared out (``logic/shares.py``): the shares add up to ``total`` exactly."""
+
+    items: list[str]
+    resource: str
+    total: ExactDecimal
+    #: ``amount``, or the bill items (globs) whose amounts each customer's basis sums.
+    basis: str
+    basis_total: ExactDecimal
+    decimals: int
+    lines: list[ShareAmount]
 
 
 ReconciliationStepKind = Literal["csv-sum", "rounding", "coupon", "tax"]
@@ -251,6 +275,8 @@ class ImportReport(Payload):
     per_customer: list[Amount] = Field(default_factory=list)
     per_subscription: list[Amount] = Field(default_factory=list)
     per_item: list[Amount] = Field(default_factory=list)
+    #: The costs no customer owns that the mapping shares out, and how.
+    shares: list[SharedCost] = Field(default_factory=list)
     #: The one line that says why the file cannot be imported, when one kind of problem explains the others.
     diagnosis: str | None = None
     problems: list[Problem] = Field(default_factory=list)
