@@ -37,6 +37,7 @@ import typer
 from soracharge.errors import InvalidInputError, SorachargeError
 from soracharge.logic.imports import ADDITIONAL_FILE, additional_id_suffix, follow_execution_name
 from soracharge.models.coverage import Coverage, coverage_label, coverage_of_currency, parse_coverage, parse_coverages
+from soracharge.models.mapping import Mapping
 from soracharge.models.months import ensure_billable, month_index, months_between, parse_month, previous_month
 
 from soracharge_local import console
@@ -547,18 +548,33 @@ def correction(
     out: Annotated[
         Path | None, typer.Option(help="Where to write the differences. Default: out/<month>/differences-<name>.csv")
     ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            help="The mapping the month was imported with (default: $SORACHARGE_MAPPING): with it, costs it shares "
+            "out are compared as each customer's share, as their import computed it."
+        ),
+    ] = None,
+    currency: Annotated[
+        str | None, typer.Option(help="The bill's currency (default: the mapping's, else JPY).")
+    ] = None,
 ) -> None:
     """Write the differences between an imported billing CSV and its corrected version, to import as a correction.
 
     Corrections go to CloudBlue as positive or negative differences, never as edits: import the file
     this writes as an additional file for the month (--additional here, import=additional in AWS).
     """
-    from soracharge.logic.corrections import write_differences
+    from soracharge.logic.corrections import Allocation, write_differences
 
     try:
         chosen = parse_month(month)
     except InvalidInputError as exc:
         _fail_input(str(exc))
+    allocation = None
+    path = mapping or (Path(os.environ["SORACHARGE_MAPPING"]) if os.environ.get("SORACHARGE_MAPPING") else None)
+    if path is not None:
+        loaded = _parse_mapping_file(_mapping_path(path))
+        allocation = Allocation(mapping=loaded, month=chosen, currency=(currency or loaded.currency or "JPY").upper())
     target = out or Path("out") / chosen / f"differences-{corrected.stem}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
@@ -567,7 +583,7 @@ def correction(
             bases = [(str(path), files.enter_context(path.open("rb"))) for path in [imported, *(also_imported or [])]]
             after = files.enter_context(corrected.open("rb"))
             sink = files.enter_context(partial.open("w", encoding="utf-8-sig", newline=""))
-            result = write_differences(bases, (str(corrected), after), sink)
+            result = write_differences(bases, (str(corrected), after), sink, allocation=allocation)
     except InvalidInputError as exc:
         partial.unlink(missing_ok=True)
         _fail_input(str(exc))
@@ -989,6 +1005,17 @@ def _file(path: Path, option: str = "--out") -> Path:
         _fail_input(f"{option} {path} is a folder, not a file: give the file's name")
     _folder(path.parent, option)
     return path
+
+
+def _parse_mapping_file(path: Path) -> Mapping:
+    """The mapping file, or exit 2 naming its mistakes."""
+    from soracharge.errors import MappingError
+    from soracharge.models.mapping import parse_mapping
+
+    try:
+        return parse_mapping(path.read_text(encoding="utf-8"), str(path))
+    except (MappingError, UnicodeDecodeError) as exc:
+        _fail_input(str(exc))
 
 
 def _fail_input(message: str) -> NoReturn:

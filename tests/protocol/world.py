@@ -33,7 +33,7 @@ from soracharge.adapters.cloudblue import CloudBlueClient, OAuth1TwoLegged
 from soracharge.adapters.ledger import DynamoDbLedger
 from soracharge.adapters.storage import StoredObject
 from soracharge.logic.charges import plan_import
-from soracharge.logic.corrections import write_differences
+from soracharge.logic.corrections import Allocation, write_differences
 from soracharge.logic.imports import ImportDependencies, import_object, review_object
 from soracharge.logic.sessions import finish_import, poll_session
 from soracharge.models.coverage import Coverage
@@ -50,8 +50,9 @@ REPO = Path(__file__).resolve().parents[2]
 MONTH = "202610"
 TABLE = "ledger"
 MAPPING = parse_mapping((REPO / "examples" / "mapping.example.yaml").read_text(), "mapping.yaml")
-#: 28 charges in 3 packets: enough packets for a session to be half sent, few enough steps to try them all.
-PACKET_SIZE = 10
+#: 38 charges (SIMs, devices, shares) in 3 packets: enough packets for a session to be half sent, few enough
+#: steps to try them all.
+PACKET_SIZE = 13
 CSV = SoracomSimulator(auth_key_id="k", auth_key="s", today=datetime(2026, 11, 22, tzinfo=UTC).date()).csv_bytes(MONTH)
 GLOBAL_CSV = SoracomSimulator(
     coverage="g", auth_key_id="k", auth_key="s", today=datetime(2026, 11, 22, tzinfo=UTC).date()
@@ -409,7 +410,10 @@ class ProtocolWorld:
                 imported_path, _, imported_version = alert.facts["Imported before"].partition("#")
                 imported = self.store.objects[(imported_path.partition("/")[2], imported_version)][0]
                 sink = io.StringIO()
-                if write_differences([("i.csv", io.BytesIO(imported))], ("c.csv", io.BytesIO(this)), sink).empty:
+                coverage = "g" if "/g/" in key else "jp"
+                allocation = Allocation(self.mappings[coverage], MONTH, "USD" if coverage == "g" else "JPY")
+                imported_pair, corrected_pair = ("i.csv", io.BytesIO(imported)), ("c.csv", io.BytesIO(this))
+                if write_differences([imported_pair], corrected_pair, sink, allocation=allocation).empty:
                     return
                 body = sink.getvalue().encode("utf-8")
             metadata = alert.metadata()

@@ -13,6 +13,8 @@ from soracharge.logic.corrections import write_differences
 from soracharge.models.mapping import Mapping
 
 HEADER = "imsi,date,billItemName,unitPrice,quantity,amount,customer"
+#: A differences file's header: the corrected file's columns, then the mark of differences.
+DIFF_HEADER = HEADER + ",soracharge.differences"
 MAPPING = Mapping.model_validate(
     {
         "currency": "JPY",
@@ -71,12 +73,12 @@ def totals(body: bytes) -> dict[tuple[str, str, str], Decimal]:
 def test_differences_hold_only_what_changed_with_signs():
     text, result = differences(IMPORTED, CORRECTED)
     lines = text.splitlines()
-    assert lines[0] == HEADER
+    assert lines[0] == DIFF_HEADER
     assert sorted(lines[1:]) == sorted(
         [
-            "440101234567890,20261001,Data usage,0.2,20,4,Acme",
-            "440105555555555,202610,Basic charge,10,1,10,Acme",
-            "440109876543210,20261002,Data usage,0.2,-50,-10,Northwind",
+            "440101234567890,20261001,Data usage,0.2,20,4,Acme,yes",
+            "440105555555555,202610,Basic charge,10,1,10,Acme,yes",
+            "440109876543210,20261002,Data usage,0.2,-50,-10,Northwind,yes",
         ]
     )
     assert (result.added, result.removed, result.changed, result.rows_written) == (1, 1, 1, 3)
@@ -94,7 +96,7 @@ def test_imported_plus_differences_rates_exactly_like_the_corrected_file():
 
 def test_the_same_file_twice_has_no_differences():
     text, result = differences(IMPORTED, IMPORTED)
-    assert text.splitlines() == [HEADER]
+    assert text.splitlines() == [DIFF_HEADER]
     assert result.empty
 
 
@@ -105,10 +107,10 @@ def test_columns_only_one_file_has_are_kept_and_rows_match_by_every_other_column
     )
     text, result = differences(csv_bytes("440101234567890,20261001,Data usage,0.2,100,20,Acme"), tagged)
     # A new tag column makes the row another identity: the old one is taken back, the new one added.
-    assert text.splitlines()[0] == HEADER + ",color"
+    assert text.splitlines()[0] == HEADER + ",color,soracharge.differences"
     assert sorted(text.splitlines()[1:]) == [
-        "440101234567890,20261001,Data usage,0.2,-100,-20,Acme,",
-        "440101234567890,20261001,Data usage,0.2,100,20,Acme,blue",
+        "440101234567890,20261001,Data usage,0.2,-100,-20,Acme,,yes",
+        "440101234567890,20261001,Data usage,0.2,100,20,Acme,blue,yes",
     ]
     assert result.difference_sum == 0
 
@@ -117,7 +119,7 @@ def test_exact_decimals_and_quoted_fields_survive():
     imported = csv_bytes('440101234567890,20261001,"Data, roaming",0.000001,1,0.000001,"東京ガス"')
     corrected = csv_bytes('440101234567890,20261001,"Data, roaming",0.000001,3,0.000003,"東京ガス"')
     text, result = differences(imported, corrected)
-    assert text.splitlines()[1] == '440101234567890,20261001,"Data, roaming",0.000001,2,0.000002,東京ガス'
+    assert text.splitlines()[1] == '440101234567890,20261001,"Data, roaming",0.000001,2,0.000002,東京ガス,yes'
     assert result.difference_sum == Decimal("0.000002")
 
 
@@ -151,7 +153,7 @@ def test_a_second_correction_is_made_against_everything_imported_not_the_first_f
         "440105555555555,202610,Basic charge,10,1,10,Acme",
     )
     text, result = differences(IMPORTED, second, ("\ufeff" + first_diff).encode())
-    assert text.splitlines()[1:] == ["440101234567890,20261001,Data usage,0.2,-10,-2,Acme"]
+    assert text.splitlines()[1:] == ["440101234567890,20261001,Data usage,0.2,-10,-2,Acme,yes"]
     assert result.imported_sum == Decimal(54)  # 50 first imported + 4 of the first correction
     # Everything imported for the month now rates like the second corrected file.
     combined = totals(IMPORTED)

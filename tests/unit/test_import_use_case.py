@@ -25,6 +25,7 @@ from tests.protocol.world import (
     MAPPING,
     MONTH,
     OTHER_CSV,
+    PACKET_SIZE,
     ProtocolWorld,
     protocol_world,
     sha256,
@@ -65,7 +66,7 @@ def test_a_kill_after_cloudblue_took_a_packet_but_before_the_ledger_knew_gives_t
 
     (abandoned,) = report.abandoned_sessions
     assert world.cloudblue.session(abandoned).closed_at is None  # never closed, so never rated
-    assert len(world.cloudblue.charges(abandoned)) == 20  # packets 1 and 2, held but never rated
+    assert len(world.cloudblue.charges(abandoned)) == 2 * PACKET_SIZE  # packets 1 and 2, held but never rated
     assert session_charges(world, report.import_session_id) == world.expected()
     assert "packets [2] were being sent when its attempt stopped" in report.warnings[0]
     world.follow()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import re
 import uuid
@@ -50,8 +51,13 @@ def draft_of(data: bytes, old: Mapping | None = None, old_source: str = "old.yam
 
 
 def filled(text: str) -> str:
-    """The draft with every placeholder replaced by a fresh UUID, as a person fills it in."""
-    return PLACEHOLDER.sub(lambda _: f'"{uuid.uuid4()}"', text)
+    """The draft with every placeholder filled in as a person does: a fresh UUID for each CloudBlue id, a customer
+    of the CSV for each device with none."""
+
+    def value(found: re.Match[str]) -> str:
+        return '"Acme Logistics"' if "the customer (a key of subscriptions)" in found.group(0) else f'"{uuid.uuid4()}"'
+
+    return PLACEHOLDER.sub(value, text)
 
 
 def example(coverage: str) -> Mapping:
@@ -129,8 +135,15 @@ def test_the_draft_is_valid_yaml_listing_every_customer_value_and_item_with_plac
         'FILL-IN: CloudBlue subscription for customer "東京ガス"'
     )
     assert data["customer"]["default"]["subscription"].startswith("FILL-IN: ")
-    assert [item["match"] for item in data["items"]] == list(summary_of(billing.content).items)
+    names = list(summary_of(billing.content).items)
+    matches = [item["match"] for item in data["items"]]
+    assert all(sum(fnmatch.fnmatchcase(name, match) for match in matches) == 1 for name in names)
+    assert "basicCharge-*" in matches  # a family of identifiers (plan-D, planX2): one glob
     assert all(item["resource"].startswith("FILL-IN: CloudBlue resource for bill item") for item in data["items"])
+    assert data["customer"]["devices"] == {
+        "7CDDE9000002": "FILL-IN: the customer (a key of subscriptions) of SoraCam camera 7CDDE9000002",
+        "d000000000000001": "FILL-IN: the customer (a key of subscriptions) of LoRa device d000000000000001",
+    }
     assert {key: data[key] for key in ("chargeType", "dateFormat", "aggregation", "packetSize")} == {
         "chargeType": "COS",
         "dateFormat": "date-time",
@@ -139,7 +152,8 @@ def test_the_draft_is_valid_yaml_listing_every_customer_value_and_item_with_plac
     }
     assert "<- chosen" in draft.text
     assert "Chosen: customer" in draft.text
-    assert draft.placeholders == len(PLACEHOLDER.findall(draft.text)) == 3 + 1 + 7
+    # 3 customers, the default, 2 devices, and one resource per item entry
+    assert draft.placeholders == len(PLACEHOLDER.findall(draft.text)) == 3 + 1 + 2 + len(matches)
 
 
 def test_the_customer_column_is_the_shared_one_with_most_values_never_the_sim_name_tag():
@@ -243,7 +257,7 @@ def test_the_example_mapping_lacks_nothing_of_a_simulator_csv_of_its_coverage(co
 
 def test_an_added_customer_value_and_bill_item_are_exactly_what_is_new():
     content = generate_billing_csv(MONTH, coverage="jp", sims=10).content
-    content += "440103000000099,,202610,SMS 受信料金,1,5,5,センサー 99,Contoso,\r\n".encode()
+    content += "440103000000099,,,,202610,SMS 受信料金,1,5,5,センサー 99,Contoso,\r\n".encode()
     draft = draft_of(content, example("jp"), "mapping.example.yaml")
     assert (draft.customer_values, draft.bill_items, draft.placeholders) == (1, 1, 2)
     assert draft.text.startswith("# 1 new customer value, 1 new bill item since mapping.example.yaml\n")

@@ -1,42 +1,54 @@
 """Deterministic detailed-billing CSVs and monthly bills for the Soracom simulator.
 
 The file imitates Soracom's *Detailed billing CSV* (the one ``exportBilling`` produces) with every
-feature the importer must cope with. Same ``(month, coverage, sims, days)`` in, same bytes out.
+feature the importer must cope with. Same ``(month, coverage, sims, days, operator)`` in, same bytes out.
 
 Encoding: UTF-8 **with BOM**, a header row, CRLF line endings, RFC 4180 quoting (Python's ``csv``
 defaults). Columns, in this order (read them by name, as real files add and drop columns)::
 
-    imsi,vpgId,date,billItemName,unitPrice,quantity,amount,name,customer,groupName
+    imsi,vpgId,loraDeviceId,soraCamDeviceId,date,billItemName,unitPrice,quantity,amount,name,customer,groupName
 
-==============  ==================================================================================
-column          content
-==============  ==================================================================================
-imsi            15 digits (``44010...`` for ``jp``, ``295050...`` for ``g``); empty for charges
-                not tied to a SIM (Harvest, support, free tier)
-vpgId           a UUID for SIMs in a VPG (every 4th SIM), else empty
-date            ``yyyyMMdd`` on daily rows, ``yyyyMM`` on monthly, discount and free-tier rows
-billItemName    Japanese names for ``jp``, English for ``g``; the discount's name holds a comma and
-                double quotes (so it is quoted and its quotes doubled)
-unitPrice       plain decimal text (never an exponent), negative on the free-tier row; data usage
-                is priced per byte (``0.0000002`` JPY, ``0.000000002`` USD: 0.2 JPY or 0.002 USD a MB)
-quantity        plain decimal text; data usage in **bytes**, drawn from 0 to 60,000,000 a day, so
-                quantities (and amounts) rarely repeat from row to row, as in real usage
-amount          plain decimal text, always exactly ``unitPrice * quantity`` (up to 9 decimals;
-                trailing zeros past the second decimal dropped); negative on the discount and
-                free-tier rows
-name            SIM tag ``name``: ``センサー 1``, ``センサー 2``, ...
-customer        SIM tag ``customer``: ``東京ガス``, ``Acme Logistics``, ``Northwind Traders``;
-                empty for every 5th SIM
-groupName       ``Sensors, Tokyo`` (a comma), ``物流トラッカー`` or empty (no group)
-==============  ==================================================================================
+===============  ==================================================================================
+column           content
+===============  ==================================================================================
+imsi             15 digits (``44010...`` for ``jp``, ``295050...`` for ``g``); empty on device rows and
+                 on charges not tied to a SIM or device (VPG, Harvest, support, free tier)
+vpgId            a UUID for SIMs in a VPG (every 4th SIM) and on the VPG's own row, else empty
+loraDeviceId     ``d00000000000000N`` on a LoRa device's row, else empty
+soraCamDeviceId  ``7CDDE900000N`` on a SoraCam camera's rows, else empty
+date             ``yyyyMMdd`` on daily rows, ``yyyyMM`` on monthly, discount and operator rows
+billItemName     identifiers, as in Soracom's own material: ``basicCharge-plan-D`` (``jp``) or
+                 ``basicCharge-plan01s-active`` (``g``), ``uploadDataCharge-…`` and
+                 ``downloadDataCharge-…`` (upload and download are separate rows), ``smsCharge``,
+                 ``soraCamLicenseCharge-cloudRecording7``, ``vpgBasicCharge-typeE``...
+unitPrice        plain decimal text (never an exponent), negative on the free-tier row; data usage
+                 is priced per byte (``0.0000002`` JPY, ``0.000000002`` USD: 0.2 JPY or 0.002 USD a MB)
+quantity         plain decimal text; data usage in **bytes**, drawn from 0 to 60,000,000 a day, so
+                 quantities (and amounts) rarely repeat from row to row, as in real usage
+amount           plain decimal text, always exactly ``unitPrice * quantity`` (up to 9 decimals;
+                 trailing zeros past the second decimal dropped); negative on the discount and
+                 free-tier rows
+name             the SIM's or device's tag ``name``: ``センサー 1``, ``カメラ 1``...
+customer         tag ``customer``: ``東京ガス``, ``Acme Logistics``, ``Northwind Traders``; empty for
+                 every 5th SIM, every other camera and every LoRa device
+groupName        ``Sensors, "Tokyo"`` (a comma and quotes), ``物流トラッカー`` or empty (no group)
+===============  ==================================================================================
 
 Rows, in order:
 
-1. per SIM and per day of the month: the basic daily fee, then the data usage;
+1. per SIM (IMSI) and per day of the month: the basic daily fee, then the upload and the download;
+   every 6th SIM carries a second IMSI (a ``planX2`` subscription on the same SIM: same tags), with
+   its own basic fee;
 2. per SIM: the monthly SMS fee (``yyyyMM``);
 3. on the first SIM: a volume discount (``yyyyMM``, negative: 10 % of its basic fees);
-4. not tied to a SIM (empty ``imsi`` and tags): Harvest Data, support, and the free tier
-   (negative).
+4. per SoraCam camera (2, and one more per 20 SIMs): its cloud recording license, and the extra
+   days' recording (two items of one camera); per LoRa device (1, and one more per 30 SIMs): its fee;
+5. not tied to a SIM or device (empty ``imsi``, device ids and tags): the VPG (with its ``vpgId``),
+   Harvest Data, support, and the free tier (negative).
+
+A simulated operator (``operator``) gets its own bill: the same layout, other usage (the seed
+includes it); the customer of every row is then the operator's end customer where
+``customer_of_operator`` names one.
 
 The sum of the ``amount`` column (:attr:`BillingCsv.total`) is exact and has fractions below the
 currency's unit. The bill is made from it as Soracom makes its bills (:func:`soracom_bill_amount`):
@@ -62,6 +74,8 @@ Coverage = Literal["jp", "g"]
 COLUMNS: Final = (
     "imsi",
     "vpgId",
+    "loraDeviceId",
+    "soraCamDeviceId",
     "date",
     "billItemName",
     "unitPrice",
@@ -72,7 +86,7 @@ COLUMNS: Final = (
     "groupName",
 )
 CUSTOMERS: Final = ("東京ガス", "Acme Logistics", "Northwind Traders")
-GROUPS: Final = ("Sensors, Tokyo", "物流トラッカー", "")
+GROUPS: Final = ('Sensors, "Tokyo"', "物流トラッカー", "")
 CURRENCIES: Final[dict[str, str]] = {"jp": "JPY", "g": "USD"}
 
 _YEAR_MONTH = re.compile(r"^(\d{4})(0[1-9]|1[0-2])$")
@@ -89,9 +103,15 @@ class _BillItems:
     """The names and unit prices of one coverage's bill items."""
 
     basic: tuple[str, str]
-    data: tuple[str, str]
+    second_basic: tuple[str, str]  # a SIM's second IMSI (planX2)
+    upload: tuple[str, str]
+    download: tuple[str, str]
     sms: tuple[str, str]
     discount: str
+    camera: tuple[str, str]
+    camera_extra: tuple[str, str]
+    lora: tuple[str, str]
+    vpg: tuple[str, str, str]  # name, unit price (an hour), quantity (hours)
     harvest: tuple[str, str]
     support: tuple[str, str]
     free_tier: tuple[str, str, str]  # name, unit price (negative), quantity
@@ -99,22 +119,34 @@ class _BillItems:
 
 _ITEMS: Final[dict[str, _BillItems]] = {
     "jp": _BillItems(
-        basic=("基本料金 (plan-D)", "10"),
-        data=("データ通信料金 (plan-D)", "0.0000002"),
-        sms=("SMS 送信料金", "3"),
-        discount='ボリュームディスカウント "IoT スターター, 10%"',
-        harvest=("SORACOM Harvest Data 書き込みリクエスト料金", "0.004"),
-        support=("サポート月額料金 (Business)", "3000"),
-        free_tier=("無料利用枠 (データ通信 500MB)", "-0.0000002", "500000000"),
+        basic=("basicCharge-plan-D", "10"),
+        second_basic=("basicCharge-planX2", "8"),
+        upload=("uploadDataCharge-plan-D", "0.0000002"),
+        download=("downloadDataCharge-plan-D", "0.0000002"),
+        sms=("smsCharge", "3"),
+        discount="volumeDiscount-iotStarter",
+        camera=("soraCamLicenseCharge-cloudRecording7", "990"),
+        camera_extra=("soraCamLicenseCharge-cloudRecording7-extraDays", "33"),
+        lora=("loraDeviceCharge", "400"),
+        vpg=("vpgBasicCharge-typeE", "40", "720"),
+        harvest=("soracomHarvestWriteRequestCharge", "0.004"),
+        support=("supportCharge-business", "3000"),
+        free_tier=("freeTierDataCharge-500MB", "-0.0000002", "500000000"),
     ),
     "g": _BillItems(
-        basic=("Basic fee (plan01s)", "0.06"),
-        data=("Data usage (plan01s)", "0.000000002"),
-        sms=("SMS fee", "0.09"),
-        discount='Volume discount "IoT Starter, 10%"',
-        harvest=("Soracom Harvest Data write requests", "0.0001"),
-        support=("Support plan (Business)", "30"),
-        free_tier=("Free tier (data 500MB)", "-0.000000002", "500000000"),
+        basic=("basicCharge-plan01s-active", "0.06"),
+        second_basic=("basicCharge-planX2", "0.05"),
+        upload=("uploadDataCharge-plan01s", "0.000000002"),
+        download=("downloadDataCharge-plan01s", "0.000000002"),
+        sms=("smsCharge", "0.09"),
+        discount="volumeDiscount-iotStarter",
+        camera=("soraCamLicenseCharge-cloudRecording7", "9.9"),
+        camera_extra=("soraCamLicenseCharge-cloudRecording7-extraDays", "0.33"),
+        lora=("loraDeviceCharge", "3"),
+        vpg=("vpgBasicCharge-typeE", "0.4", "720"),
+        harvest=("soracomHarvestWriteRequestCharge", "0.0001"),
+        support=("supportCharge-business", "30"),
+        free_tier=("freeTierDataCharge-500MB", "-0.000000002", "500000000"),
     ),
 }
 
@@ -156,21 +188,51 @@ def _tidy_amount(value: Decimal) -> Decimal:
     return value.normalize()
 
 
-def _seed(coverage: Coverage, month: str, sims: int) -> str:
-    return f"soracharge-simulator:{coverage}:{month}:{sims}"
+def _seed(coverage: Coverage, month: str, sims: int, operator: str) -> str:
+    base = f"soracharge-simulator:{coverage}:{month}:{sims}"
+    return f"{base}:{operator}" if operator else base
 
 
-def _imsi(coverage: Coverage, index: int) -> str:
+def _imsi(coverage: Coverage, index: int, operator_index: int = 0) -> str:
     if coverage == "jp":
-        return f"44010{3_000_000_000 + index:010d}"
-    return f"295050{900_000_000 + index:09d}"
+        return f"44010{3_000_000_000 + operator_index * 10_000_000 + index:010d}"
+    return f"295050{900_000_000 + operator_index * 10_000_000 + index:09d}"
 
 
-def generate_billing_csv(month: str, *, coverage: Coverage, sims: int, days: int | None = None) -> BillingCsv:
+def camera_id(index: int, operator_index: int = 0) -> str:
+    """The ``soraCamDeviceId`` of the simulator's ``index``-th camera (1-based) of an operator."""
+    return f"7CDDE9{operator_index:02X}{index:04X}"
+
+
+def lora_device_id(index: int, operator_index: int = 0) -> str:
+    """The ``loraDeviceId`` of the simulator's ``index``-th LoRa device (1-based) of an operator."""
+    return f"d0000000{operator_index:04x}{index:04x}"
+
+
+def cameras_of(sims: int) -> int:
+    return 2 + sims // 20
+
+
+def lora_devices_of(sims: int) -> int:
+    return 1 + sims // 30
+
+
+def generate_billing_csv(
+    month: str,
+    *,
+    coverage: Coverage,
+    sims: int,
+    days: int | None = None,
+    operator: str = "",
+    operator_index: int = 0,
+    customer_of_operator: str | None = None,
+) -> BillingCsv:
     """Build the detailed-billing CSV of ``month`` (see the module docstring for its layout).
 
     ``days`` limits the daily rows to the first ``days`` days (the current month's bill only covers
-    the days so far); by default every day of the month is present.
+    the days so far); by default every day of the month is present. ``operator`` (and its index, which
+    keeps its SIMs' and devices' ids apart from the other operators') makes another operator's bill;
+    ``customer_of_operator`` tags every SIM and device with that one customer.
     """
     if coverage not in _ITEMS:
         raise ValueError(f"unknown coverage {coverage!r} (expected 'jp' or 'g')")
@@ -178,11 +240,11 @@ def generate_billing_csv(month: str, *, coverage: Coverage, sims: int, days: int
         raise ValueError("sims must be at least 1")
     month_days = days_in_month(month)
     covered_days = month_days if days is None else max(0, min(days, month_days))
-    rng = random.Random(_seed(coverage, month, sims))
+    rng = random.Random(_seed(coverage, month, sims, operator))
     items = _ITEMS[coverage]
 
-    data_name, data_unit_text = items.data
-    data_unit = Decimal(data_unit_text)
+    upload_name, data_unit_text = items.upload
+    download_name, _ = items.download
 
     basic_name, basic_unit_text = items.basic
     basic_amount = _tidy_amount(Decimal(basic_unit_text))
@@ -193,33 +255,47 @@ def generate_billing_csv(month: str, *, coverage: Coverage, sims: int, days: int
     total = Decimal(0)
     rows = 0
 
+    def customer(index: int, untagged: bool) -> str:
+        if customer_of_operator is not None:
+            return customer_of_operator
+        return "" if untagged else CUSTOMERS[index % 3]
+
+    def priced(unit_text: str, quantity: Decimal | int | str) -> tuple[Decimal, str]:
+        amount = _tidy_amount(Decimal(unit_text) * Decimal(quantity))
+        return amount, decimal_text(amount)
+
     def body() -> Iterator[list[str]]:
         nonlocal total, rows
         sim_total = Decimal(0)
         for index in range(sims):
-            imsi = _imsi(coverage, index)
-            tags = [
-                f"センサー {index + 1}",
-                "" if index % 5 == 4 else CUSTOMERS[index % 3],
-                GROUPS[(index // 2) % 3],
-            ]
+            tags = [f"センサー {index + 1}", customer(index, index % 5 == 4), GROUPS[(index // 2) % 3]]
             vpg = vpg_id if index % 4 == 0 else ""
-            for day in dates:
-                used = rng.randint(0, _MAX_DAILY_BYTES)  # bytes: real usage rarely repeats
-                quantity_text = str(used)
-                amount = _tidy_amount(data_unit * used)
-                amount_text = decimal_text(amount)
-                sim_total += basic_amount + amount
-                yield [imsi, vpg, day, basic_name, basic_unit_text, "1", basic_amount_text, *tags]
-                yield [imsi, vpg, day, data_name, data_unit_text, quantity_text, amount_text, *tags]
-            rows += 2 * len(dates)
+            imsis = [(_imsi(coverage, index, operator_index), basic_name, basic_unit_text, basic_amount_text)]
+            if index % 6 == 5:  # a second IMSI on the same SIM (planX2): its own basic fee, the SIM's tags
+                second_name, second_unit = items.second_basic
+                second_text = decimal_text(_tidy_amount(Decimal(second_unit)))
+                imsis.append(
+                    (_imsi(coverage, 5_000_000 + index, operator_index), second_name, second_unit, second_text)
+                )
+            for imsi, fee_name, fee_unit, fee_text in imsis:
+                for day in dates:
+                    up = rng.randint(0, _MAX_DAILY_BYTES // 3)  # bytes: real usage rarely repeats
+                    down = rng.randint(0, _MAX_DAILY_BYTES)
+                    up_amount, up_text = priced(data_unit_text, up)
+                    down_amount, down_text = priced(data_unit_text, down)
+                    sim_total += Decimal(fee_text) + up_amount + down_amount
+                    yield [imsi, vpg, "", "", day, fee_name, fee_unit, "1", fee_text, *tags]
+                    yield [imsi, vpg, "", "", day, upload_name, data_unit_text, str(up), up_text, *tags]
+                    yield [imsi, vpg, "", "", day, download_name, data_unit_text, str(down), down_text, *tags]
+                rows += 3 * len(dates)
+            imsi = imsis[0][0]
 
             sms_name, sms_unit = items.sms
-            sms_count = Decimal(rng.randint(0, 40))
-            sms_amount = _tidy_amount(Decimal(sms_unit) * sms_count)
+            sms_count = rng.randint(0, 40)
+            sms_amount, sms_text = priced(sms_unit, sms_count)
             sim_total += sms_amount
             rows += 1
-            yield [imsi, vpg, month, sms_name, sms_unit, str(sms_count), decimal_text(sms_amount), *tags]
+            yield [imsi, vpg, "", "", month, sms_name, sms_unit, str(sms_count), sms_text, *tags]
 
             if index == 0:
                 discount = -(basic_amount * len(dates) / 10).quantize(_CENT)
@@ -227,19 +303,36 @@ def generate_billing_csv(month: str, *, coverage: Coverage, sims: int, days: int
                     discount_text = decimal_text(discount)
                     sim_total += discount
                     rows += 1
-                    yield [imsi, vpg, month, items.discount, discount_text, "1", discount_text, *tags]
+                    yield [imsi, vpg, "", "", month, items.discount, discount_text, "1", discount_text, *tags]
         total += sim_total
 
-        operator_rows: list[tuple[str, str, str]] = [
-            (items.harvest[0], items.harvest[1], str(rng.randint(1, 500) * 100 * sims)),
-            (items.support[0], items.support[1], "1"),
-            items.free_tier,
-        ]
-        for name, unit_text, quantity_text in operator_rows:
-            amount = _tidy_amount(Decimal(unit_text) * Decimal(quantity_text))
+        for number in range(1, cameras_of(sims) + 1):
+            tags = [f"カメラ {number}", customer(number, number % 2 == 0), ""]
+            device = camera_id(number, operator_index)
+            for name, unit_text in (items.camera, items.camera_extra):
+                quantity = 1 if name == items.camera[0] else rng.randint(1, 30)
+                amount, amount_text = priced(unit_text, quantity)
+                total += amount
+                rows += 1
+                yield ["", "", "", device, month, name, unit_text, str(quantity), amount_text, *tags]
+        for number in range(1, lora_devices_of(sims) + 1):
+            tags = [f"LoRa {number}", customer(number, True), ""]
+            amount, amount_text = priced(items.lora[1], 1)
             total += amount
             rows += 1
-            yield ["", "", month, name, unit_text, quantity_text, decimal_text(amount), "", "", ""]
+            yield ["", "", lora_device_id(number, operator_index), "", month, *items.lora, "1", amount_text, *tags]
+
+        operator_rows: list[tuple[str, str, str, str]] = [
+            (*items.vpg, vpg_id),
+            (items.harvest[0], items.harvest[1], str(rng.randint(1, 500) * 100 * sims), ""),
+            (items.support[0], items.support[1], "1", ""),
+            (*items.free_tier, ""),
+        ]
+        for name, unit_text, quantity_text, vpg in operator_rows:
+            amount, amount_text = priced(unit_text, quantity_text)
+            total += amount
+            rows += 1
+            yield ["", vpg, "", "", month, name, unit_text, quantity_text, amount_text, "", "", ""]
 
     buffer = io.StringIO()
     buffer.write("\ufeff")

@@ -14,6 +14,8 @@ from soracharge.models.mapping import Mapping, parse_mapping
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_MAPPING = REPO / "examples" / "mapping.example.yaml"
 GLOBAL_EXAMPLE = REPO / "examples" / "mapping.global.example.yaml"
+#: The example's customers with Japanese bill item labels, for the tests that write their own rows.
+LABELS_MAPPING = REPO / "tests" / "fixtures" / "mapping.labels.yaml"
 
 MONTH = "202610"
 HEADER = ("imsi", "vpgId", "date", "billItemName", "unitPrice", "quantity", "amount", "name", "customer", "groupName")

@@ -249,9 +249,18 @@ def test_the_example_mapping_imports_the_simulators_whole_bill_to_the_yen(days):
     assert result.charges_sum == result.csv_sum == bill.total
     assert sum(result.per_customer.values()) == sum(result.per_subscription.values()) == bill.total
     assert set(result.per_customer) == {"東京ガス", "Acme Logistics", "Northwind Traders", ""}
-    # one charge per SIM and item (plus the operator's charges), the discount among them
-    assert len(result.charges) == 23 * 3 + 1 + 3
-    assert {c.sku for c in result.charges} >= {"SORACOM-DISCOUNT", "SORACOM-FREE-TIER", "SORACOM-PLAN-D-BASIC"}
+    # one charge per IMSI and resource (upload and download are one data charge), per device, the discount,
+    # Harvest and support to the provider, and one share of the VPG and of the free tier per customer
+    sims, second_imsis, cameras, lora = 23, 3, 3, 1  # every 6th SIM has a second IMSI: basic and data
+    assert len(result.charges) == sims * 3 + second_imsis * 2 + 1 + cameras + lora + 2 + 3 + 3
+    assert {c.sku for c in result.charges} >= {
+        "SORACOM-DISCOUNT",
+        "SORACOM-FREE-TIER",
+        "SORACOM-PLAN-D-BASIC",
+        "SORACOM-SORACAM-RECORDING",
+        "SORACOM-VPG",
+    }
+    assert sum(c.total_price for c in result.charges if c.sku == "SORACOM-VPG") == Decimal(28800)
     assert min(c.total_price for c in result.charges) < 0
 
 

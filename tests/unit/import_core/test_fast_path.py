@@ -15,9 +15,17 @@ from soracharge.models.charges import ImportPlan
 from soracharge.models.mapping import ChecksSettings, Mapping, parse_mapping
 from soracharge_local.simulators.soracom_data import generate_billing_csv
 
-from tests.unit.import_core.builders import EXAMPLE_MAPPING, GLOBAL_EXAMPLE
+from tests.unit.import_core.builders import EXAMPLE_MAPPING, GLOBAL_EXAMPLE, LABELS_MAPPING
 
-JP = parse_mapping(EXAMPLE_MAPPING.read_text(encoding="utf-8"), "jp")
+#: The example's items (the simulator's identifiers) and Japanese labels (the rows these tests write).
+JP = parse_mapping(EXAMPLE_MAPPING.read_text(encoding="utf-8"), "jp").model_copy(
+    update={
+        "items": [
+            *parse_mapping(EXAMPLE_MAPPING.read_text(encoding="utf-8"), "jp").items,
+            *parse_mapping(LABELS_MAPPING.read_text(encoding="utf-8"), "labels").items,
+        ]
+    }
+)
 #: A bound rows of 12 billion pass (the default's is 100 million).
 BIG_ROWS = JP.model_copy(update={"checks": ChecksSettings(row_amount_limit=Decimal("1e12"))})
 GLOBAL = parse_mapping(GLOBAL_EXAMPLE.read_text(encoding="utf-8"), "g")

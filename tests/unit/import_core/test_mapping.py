@@ -43,23 +43,30 @@ def test_the_example_mapping_loads_with_its_documented_choices():
     assert (example.date_format, example.aggregation, example.packet_size) == ("date-time", "imsi-month", 500)
 
 
+def _item_names(coverage: str) -> list[str]:
+    """Every bill item name the simulator writes for a coverage."""
+    items = _ITEMS[coverage]
+    return [value if isinstance(value, str) else value[0] for value in vars(items).values()]
+
+
 def test_the_example_mapping_maps_every_item_and_customer_of_the_jp_simulator():
     example = parse_mapping(EXAMPLE_MAPPING.read_text(encoding="utf-8"), str(EXAMPLE_MAPPING))
-    items = _ITEMS["jp"]
-    names = [items.basic[0], items.data[0], items.sms[0], items.discount, items.harvest[0], items.support[0]]
-    names.append(items.free_tier[0])
+    names = _item_names("jp")
     assert all(example.item_for(name) is not None for name in names)
-    assert len({example.item_for(name).resource for name in names}) == len(names)  # type: ignore[union-attr]
+    resources = [example.item_for(name).resource for name in names]  # type: ignore[union-attr]
+    # one resource per kind of thing billed: upload and download are one (data), the two basic fees one, the
+    # camera's two licence items one
+    assert len(set(resources)) == len(names) - 3
     assert all(value in example.customer.subscriptions for value in CUSTOMERS)
     assert example.customer_for("") == example.customer.default
+    assert set(example.customer.devices.values()) <= set(CUSTOMERS)
+    assert [rule.basis for rule in example.shared] == ["amount", "uploadDataCharge-*, downloadDataCharge-*"]
 
 
 @pytest.mark.parametrize(("example_file", "coverage"), [(EXAMPLE_MAPPING, "jp"), (GLOBAL_EXAMPLE, "g")])
 def test_each_example_mapping_maps_every_item_of_its_coverage_and_sets_no_tax(example_file, coverage):
     example = parse_mapping(example_file.read_text(encoding="utf-8"), str(example_file))
-    items = _ITEMS[coverage]
-    names = [items.basic[0], items.data[0], items.sms[0], items.discount, items.harvest[0], items.support[0]]
-    names.append(items.free_tier[0])
+    names = _item_names(coverage)
     assert all(example.item_for(name) is not None for name in names), coverage
     assert example.currency == {"jp": "JPY", "g": "USD"}[coverage]
     assert example.reconciliation.tax is None

@@ -9,7 +9,10 @@ from pathlib import Path
 from soracharge.logic.charges import plan_import
 from soracharge.models.mapping import ChecksSettings, parse_mapping
 
-EXAMPLE = parse_mapping((Path(__file__).resolve().parents[3] / "examples" / "mapping.example.yaml").read_text(), "ex")
+#: The example's customers with Japanese bill item labels (the rows below are written by hand).
+EXAMPLE = parse_mapping(
+    (Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "mapping.labels.yaml").read_text(), "ex"
+)
 #: Rows far larger than a bill's (the precision is the point here): past the bound a row may reach by default.
 MAPPING = EXAMPLE.model_copy(update={"checks": ChecksSettings(row_amount_limit=Decimal("1e21"))})
 HEADER = "imsi,date,billItemName,unitPrice,quantity,amount,customer\r\n"

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from soracharge.errors import MappingError
 from soracharge.logic.billing_frame import FrameCharges
 from soracharge.logic.charges import _python_plan, charge_hash, plan_import
+from soracharge.logic.corrections import Allocation, write_differences
 from soracharge.logic.shares import split
 from soracharge.models.charges import ImportPlan, ProblemKind
 from soracharge.models.mapping import Mapping, parse_mapping
@@ -199,3 +200,68 @@ def test_shares_add_up_exactly_and_each_is_within_one_unit_of_its_exact_quota(to
         assert abs(Fraction(share) - quota) < Fraction(1, 100)
         assert share == share.quantize(Decimal("0.01"))
     assert shares == split(total, dict(reversed(named.items())), 2), "the order customers come in changes nothing"
+
+
+# -- corrections of a month whose costs are shared ------------------------------------------------------------
+
+
+def _net(*plans: ImportPlan) -> dict[tuple[str, str], Decimal]:
+    """What CloudBlue rates per subscription and resource once every plan's charges are in."""
+    net: dict[tuple[str, str], Decimal] = {}
+    for plan in plans:
+        for charge in plan.charges:
+            key = (charge.subscription_id, charge.resource_id)
+            net[key] = net.get(key, Decimal(0)) + charge.total_price
+    return {key: amount for key, amount in net.items() if amount}
+
+
+def _differences(imported: bytes, corrected: bytes, allocation: Allocation | None) -> bytes:
+    sink = io.StringIO()
+    write_differences([("i.csv", io.BytesIO(imported))], ("c.csv", io.BytesIO(corrected)), sink, allocation=allocation)
+    return sink.getvalue().encode()
+
+
+def test_a_correction_written_with_the_mapping_rates_the_month_exactly_as_the_corrected_bill():
+    chosen = mapping(BY_AMOUNT)
+    imported = (HEADER + "".join(f"{row}\r\n" for row in ROWS)).encode()
+    # corrected: Acme's download was 1000 JPY, not 600, and the VPG cost 1200: every share moves
+    rows = [row.replace("3000000,600", "5000000,1000").replace("1000,1,1000", "1200,1,1200") for row in ROWS]
+    corrected = (HEADER + "".join(f"{row}\r\n" for row in rows)).encode()
+    differences = _differences(imported, corrected, Allocation(chosen, MONTH, "JPY"))
+
+    diff_plan = plan_import(io.BytesIO(differences), month=MONTH, currency="JPY", mapping=chosen, id_suffix="a1")
+    assert diff_plan.accepted, diff_plan.problems
+    assert diff_plan.shares == [], "differences share nothing again: each customer's share moved already"
+    assert _net(plan_of(chosen), diff_plan) == _net(plan_import(io.BytesIO(corrected), month=MONTH, currency="JPY",
+                                                                 mapping=chosen))  # fmt: skip
+
+
+def test_differences_written_without_the_mapping_are_refused_at_import_naming_the_shared_cost():
+    chosen = mapping(BY_AMOUNT)
+    imported = (HEADER + "".join(f"{row}\r\n" for row in ROWS)).encode()
+    corrected = imported.replace(b"1000,1,1000", b"1200,1,1200")
+    differences = _differences(imported, corrected, None)
+    for plan in (
+        plan_import(io.BytesIO(differences), month=MONTH, currency="JPY", mapping=chosen),
+        _python_plan(io.BytesIO(differences), MONTH, "JPY", chosen, "", ""),
+    ):
+        assert not plan.accepted
+        (problem,) = plan.problems
+        assert problem.kind is ProblemKind.SETTING
+        assert "these differences hold costs no customer owns that the mapping shares out" in problem.message
+        assert "soracharge correction --mapping" in problem.message
+        assert len(plan.charges) == 0
+
+
+def test_a_whole_bill_imported_beside_the_first_is_shared_by_its_own_customers():
+    # (a second bill for the month, or a bill whose bytes a misfiled copy took: it is no differences file)
+    plan = plan_import(
+        io.BytesIO((HEADER + "".join(f"{row}\r\n" for row in ROWS)).encode()),
+        month=MONTH,
+        currency="JPY",
+        mapping=mapping(BY_AMOUNT),
+        id_suffix="a0123456789ab",
+    )
+    assert plan.accepted
+    (vpg,) = [split for split in plan.shares if split.items == ["vpgBasicCharge-typeE"]]
+    assert sum(line.amount for line in vpg.lines) == Decimal(1000)

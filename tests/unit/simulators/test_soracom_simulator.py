@@ -545,19 +545,32 @@ def test_the_csv_has_every_feature_the_importer_must_handle(sim: SoracomSimulato
     assert len(negatives) >= 2
     assert all(row["date"] == CLOSED_MONTH for row in negatives)
     assert any(not row["imsi"] for row in rows)
-    # And a bill item name with a comma and double quotes, quoted and escaped on disk
-    discount = next(row for row in negatives if '"' in row["billItemName"])
-    assert "," in discount["billItemName"]
-    assert '""' in text
-    # And Japanese item names and tags, a group name with a comma
+    # And a tag value with a comma and double quotes, quoted and escaped on disk
+    assert any(row["groupName"] == 'Sensors, "Tokyo"' for row in rows)
+    assert '"Sensors, ""Tokyo"""' in text
+    # And Soracom's identifiers as item names, upload and download as separate rows, Japanese tags
+    assert {"uploadDataCharge-plan-D", "downloadDataCharge-plan-D"} <= {row["billItemName"] for row in daily}
+    assert all(re.fullmatch(r"[A-Za-z0-9-]+", row["billItemName"]) for row in rows)
     assert any(row["customer"] == "東京ガス" for row in rows)
     assert any(row["name"] == "センサー 1" for row in rows)
-    assert any(re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", row["billItemName"]) for row in rows)
-    assert any("," in row["groupName"] for row in rows)
     # And about three customers, plus SIMs without one
     sim_rows = [row for row in rows if row["imsi"]]
     assert len({row["customer"] for row in sim_rows} - {""}) == 3
     assert any(row["customer"] == "" for row in sim_rows)
+    # And device rows: no imsi, their device column set, some without a customer
+    cameras = [row for row in rows if row["soraCamDeviceId"]]
+    lora = [row for row in rows if row["loraDeviceId"]]
+    assert cameras
+    assert lora
+    assert all(not row["imsi"] for row in cameras + lora)
+    assert any(not row["customer"] for row in cameras)
+    # And a SIM with a second IMSI: its own rows, the same tags as its first
+    names = {row["imsi"]: row["name"] for row in sim_rows}
+    assert len(names) > len(set(names.values()))
+    # And the operator's VPG, with its vpgId and no imsi
+    (vpg,) = [row for row in rows if row["billItemName"].startswith("vpgBasicCharge")]
+    assert vpg["vpgId"]
+    assert not vpg["imsi"]
 
 
 def test_csv_money_is_plain_decimal_text_and_amount_is_unit_price_times_quantity(sim: SoracomSimulator) -> None:
@@ -597,8 +610,8 @@ def test_a_2000_sim_csv_is_over_8_mb_and_its_usage_quantities_rarely_repeat() ->
     content = sim.csv_bytes(CLOSED_MONTH)
     assert len(content) > 8 * 1024 * 1024
     assert sim.bill(CLOSED_MONTH)["amount"] == math.ceil(amount_sum(content))  # type: ignore[index]
-    usage = [row["quantity"] for row in csv_rows(content) if row["billItemName"].startswith("データ通信料金")]
-    assert len(usage) == 2000 * 31
+    usage = [row["quantity"] for row in csv_rows(content) if row["billItemName"].startswith("downloadDataCharge")]
+    assert len(usage) == (2000 + 2000 // 6) * 31  # every IMSI, every day (every 6th SIM has two IMSIs)
     assert len(set(usage)) > 0.95 * len(usage)
 
 

@@ -527,10 +527,10 @@ def _second_file(reported: _Reported) -> Alert:
         facts=[*reported.where, ("Imported before", report.duplicate_of or "-")],
         action=(
             "If this file corrects the one imported (or the one imported was the wrong file), import only the "
-            "differences: `soracharge correction IMPORTED.csv CORRECTED.csv --month MONTH` writes them (add "
-            "--also-imported for each differences file imported for the month since), then upload that file to "
-            f"{reported.uploads} with {reported.additional} (README, Corrections). If it is a second bill for the "
-            "month, upload it again with the metadata import=additional. Otherwise, nothing: no charge was sent."
+            "differences: `soracharge correction IMPORTED.csv CORRECTED.csv --month MONTH --mapping MAPPING` writes "
+            "them (add --also-imported for each differences file imported for the month since), then upload that "
+            f"file to {reported.uploads} with {reported.additional} (README, Corrections). If it is a second bill for "
+            "the month, upload it again with the metadata import=additional. Otherwise, nothing: no charge was sent."
         ),
         remedy=Remedy.IMPORT_DIFFERENCES,
     )

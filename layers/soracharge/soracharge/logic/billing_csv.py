@@ -66,6 +66,8 @@ from soracharge.models.months import parse_month
 MAX_STORED_PROBLEMS: Final = 1000
 
 IMSI, DATE, BILL_ITEM, UNIT_PRICE, QUANTITY, AMOUNT = "imsi", "date", "billItemName", "unitPrice", "quantity", "amount"
+#: The column ``soracharge correction`` adds to a differences file: such a file shares no cost out (logic/shares.py).
+DIFFERENCES = "soracharge.differences"
 
 #: Numbers are summed as integers counting 10**-18 units.
 SCALE_DIGITS: Final = 18
@@ -181,6 +183,8 @@ class BillingRows:
     sims: dict[str, set[str]] = field(default_factory=dict)
     #: The devices (``<column>:<id>``) of each customer value.
     devices: dict[str, set[str]] = field(default_factory=dict)
+    #: The file is a correction's differences (its header has :data:`DIFFERENCES`).
+    differences: bool = False
 
     def add_problem(
         self, line: int | None, column: str | None, value: str | None, message: str, kind: ProblemKind
@@ -280,6 +284,7 @@ def _read(text: Iterator[str], result: BillingRows, mapping: Mapping) -> None:
     columns = _Columns.of(header, mapping.customer.column, result)
     if columns is None:
         return
+    result.differences = DIFFERENCES in (name.strip() for name in header)
     check = _RowCheck(result, mapping, columns)
     if result.aggregated and columns.complete:
         result.rows = _read_aggregated(lines, quoted, header_lines, columns, check)

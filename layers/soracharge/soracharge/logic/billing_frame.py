@@ -38,6 +38,7 @@ from soracharge.logic.billing_csv import (
     AMOUNT,
     BILL_ITEM,
     DATE,
+    DIFFERENCES,
     IMSI,
     QUANTITY,
     UNIT_PRICE,
@@ -131,7 +132,7 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping, currency: str 
     if mapping.shared:
         by_item = owned.group_by("customer", BILL_ITEM).agg(pl.col("amount").sum())
         amounts = ((customer, name, canonical(amount)) for customer, name, amount in by_item.iter_rows())
-        splits, problems = shares.split_shared(amounts, mapping, currency)
+        splits, problems = shares.split_shared(amounts, mapping, currency, differences=DIFFERENCES in names)
         if problems:
             return None  # the pure-Python reader names them
     return _charges_of(owned, rows, month=month, mapping=mapping, splits=splits)

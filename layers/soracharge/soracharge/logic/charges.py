@@ -261,7 +261,7 @@ def _python_plan(
 def _shared(read: BillingRows, mapping: Mapping, currency: str) -> list[SharedSplit]:
     """The file's shared costs split (``logic/shares.py``); a cost that cannot be shared is a problem of ``read``."""
     amounts = ((tally.customer, key[1], tally.amount) for key, tally in read.tallies.items())
-    splits, problems = shares.split_shared(amounts, mapping, currency)
+    splits, problems = shares.split_shared(amounts, mapping, currency, differences=read.differences)
     for problem in problems:
         read.add_problem(None, None, None, problem, ProblemKind.SETTING)
     return splits

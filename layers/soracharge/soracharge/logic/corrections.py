@@ -19,23 +19,34 @@ imported as an additional file for the month (object metadata ``import=additiona
 
 The columns are the corrected file's, then any the imported file alone has. Numbers are exact
 ``Decimal`` text; a bad number names its file, line and column.
+
+Shared costs (the mapping's ``shared`` rules with ``by``: ``logic/shares.py``) are not additive: the
+shares of a sum are not the sums of the shares, and a differences file's own rows are no basis to
+share by (its import refuses to). So with an :class:`Allocation` (the mapping, month and currency the
+files were imported with), each file's rows no customer owns that the mapping shares out are replaced,
+before the comparison, by one row per customer holding that customer's share as its import computed
+it (customer column set, the cost's first bill item, the month as date). Then imported + differences
+= corrected holds per customer and resource, and the differences hold no cost to share again.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import BinaryIO, TextIO
 
 from soracharge.errors import InvalidInputError
-from soracharge.logic.billing_csv import AMOUNT, QUANTITY, UNIT_PRICE, RowArithmetic
+from soracharge.logic import shares
+from soracharge.logic.billing_csv import AMOUNT, BILL_ITEM, DATE, DIFFERENCES, QUANTITY, UNIT_PRICE, RowArithmetic
 from soracharge.models.charges import canonical_decimal_text
-from soracharge.models.mapping import ChecksSettings
+from soracharge.models.devices import DEVICE_COLUMNS
+from soracharge.models.mapping import ChecksSettings, Mapping
 
-_NUMBERS = (QUANTITY, AMOUNT)
+#: Columns that are not a row's identity: its numbers, and the mark of a differences file.
+_NUMBERS = (QUANTITY, AMOUNT, DIFFERENCES)
 
 
 @dataclass
@@ -50,6 +61,19 @@ class _Read:
     rows: int = 0
     total: Decimal = Decimal(0)
     by_identity: dict[tuple[str, ...], _Totals] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """How the month's files were imported: with this mapping, for this month, in this currency."""
+
+    mapping: Mapping
+    month: str
+    currency: str
+
+    @property
+    def needed(self) -> bool:
+        return any(rule.by is not None for rule in self.mapping.shared)
 
 
 @dataclass(frozen=True)
@@ -86,6 +110,7 @@ def write_differences(
     corrected: tuple[str, BinaryIO],
     sink: TextIO,
     checks: ChecksSettings | None = None,
+    allocation: Allocation | None = None,
 ) -> Differences:
     """Write to ``sink`` the billing CSV of the corrected file minus everything imported for the month.
 
@@ -93,16 +118,21 @@ def write_differences(
     then any differences imported since (a second correction is made against the first file plus
     the first correction's differences, never against the first file alone). Names are for messages.
     The corrected file is a bill a person vouches for: each of its rows must add up as the import checks a
-    bill's rows (``checks``, the mapping's; the defaults without one), or nothing is written.
+    bill's rows (``checks``, the mapping's; the defaults without one), or nothing is written. With an
+    ``allocation`` whose mapping shares costs out, each file's shared costs are compared as the shares its
+    import gave each customer (see the module docstring).
     """
+    if allocation is not None and not allocation.needed:
+        allocation = None
     with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
         if not imported:
             raise InvalidInputError("no imported file to compare the corrected file with")
-        befores = [_read(stream, name) for name, stream in imported]
-        after = _read(corrected[1], corrected[0], RowArithmetic(checks or ChecksSettings()))
-        columns = list(after.columns)
+        befores = [_read(stream, name, allocation=allocation) for name, stream in imported]
+        after = _read(corrected[1], corrected[0], RowArithmetic(checks or ChecksSettings()), allocation)
+        columns = [c for c in after.columns if c != DIFFERENCES]
         for before_file in befores:
-            columns += [c for c in before_file.columns if c not in columns]
+            columns += [c for c in before_file.columns if c not in columns and c != DIFFERENCES]
+        columns.append(DIFFERENCES)  # marks the file: its import shares no cost out (logic/shares.py)
         identity_columns = [c for c in columns if c not in _NUMBERS]
         before_rows: dict[tuple[str, ...], _Totals] = {}
         for before_file in befores:
@@ -129,6 +159,7 @@ def write_differences(
                 continue
             values = dict(zip(identity_columns, identity, strict=True))
             values[AMOUNT] = canonical_decimal_text(amount)
+            values[DIFFERENCES] = "yes"
             values[QUANTITY] = canonical_decimal_text(quantity) if quantity is not None else ""
             if not _priced(values.get(UNIT_PRICE, ""), quantity, amount):
                 values[UNIT_PRICE] = ""  # an adjustment, not units at a price: the import's arithmetic skips it
@@ -172,7 +203,65 @@ def _aligned(read: _Read, identity_columns: list[str]) -> dict[tuple[str, ...], 
     return aligned
 
 
-def _read(stream: BinaryIO, name: str, arithmetic: RowArithmetic | None = None) -> _Read:
+def _read(
+    stream: BinaryIO, name: str, arithmetic: RowArithmetic | None = None, allocation: Allocation | None = None
+) -> _Read:
+    if allocation is None:
+        return _read_rows(stream, name, arithmetic)
+    data = stream.read()
+    read = _read_rows(io.BytesIO(data), name, arithmetic, allocation)
+    _allocate(read, data, name, allocation)
+    return read
+
+
+def _allocate(read: _Read, data: bytes, name: str, allocation: Allocation) -> None:
+    """Add the file's shares, one row per customer and shared cost, as its import computed them."""
+    from soracharge.logic.charges import plan_import  # charges imports much: only when shares are in play
+
+    mapping = allocation.mapping
+    plan = plan_import(io.BytesIO(data), month=allocation.month, currency=allocation.currency, mapping=mapping)
+    if not plan.accepted:
+        first = plan.problems[0] if plan.problems else None
+        where = f"line {first.line}: " if first is not None and first.line else ""
+        raise InvalidInputError(
+            f"{name}: {where}{first.message if first else 'the file has problems'}: its shared costs cannot be "
+            "allocated as its import allocated them (import it, or fix it, first)"
+        )
+    column = mapping.customer.column  # in the file: a file without it has a problem, so no plan
+    identity_columns = [c for c in read.columns if c not in _NUMBERS]
+    for split in plan.shares:
+        for line in split.lines:
+            values = {DATE: allocation.month, BILL_ITEM: split.items[0], column: line.customer}
+            key = tuple(values.get(c, "") for c in identity_columns)
+            totals = read.by_identity.setdefault(key, _Totals())
+            totals.amount += line.amount
+            read.rows += 1
+            read.total += line.amount
+
+
+def _shared_row(allocation: Allocation, header: list[str]) -> Callable[[list[str]], bool]:
+    """Whether a row is a cost no customer owns that the mapping shares out (as ``shares.is_shared`` judges
+    its import's row: its customer value empty, and no device the mapping gives to a customer)."""
+    mapping = allocation.mapping
+    customer_at = header.index(mapping.customer.column) if mapping.customer.column in header else None
+    item_at = header.index(BILL_ITEM) if BILL_ITEM in header else None
+    devices_at = [header.index(c) for c in DEVICE_COLUMNS if c in header]
+    listed = mapping.customer.devices
+
+    def shared(values: list[str]) -> bool:
+        if item_at is None:
+            return False
+        customer = values[customer_at] if customer_at is not None else ""
+        if not customer and any(values[i] in listed for i in devices_at if values[i]):
+            return False
+        return shares.is_shared(customer, values[item_at], mapping)
+
+    return shared
+
+
+def _read_rows(
+    stream: BinaryIO, name: str, arithmetic: RowArithmetic | None = None, allocation: Allocation | None = None
+) -> _Read:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
         records = csv.reader(text, strict=True)
@@ -191,6 +280,7 @@ def _read(stream: BinaryIO, name: str, arithmetic: RowArithmetic | None = None) 
         amount_at = header.index(AMOUNT)
         quantity_at = header.index(QUANTITY) if QUANTITY in header else None
         unit_at = header.index(UNIT_PRICE) if UNIT_PRICE in header else None
+        shared = _shared_row(allocation, header) if allocation is not None else None
         for row in _rows(records, name, len(header)):
             line, values = row
             amount = _number(values[amount_at], name, line, AMOUNT)
@@ -208,6 +298,8 @@ def _read(stream: BinaryIO, name: str, arithmetic: RowArithmetic | None = None) 
                         "does: nothing was written"
                     )
             quantity = _number(values[quantity_at], name, line, QUANTITY) if quantity_at is not None else None
+            if shared is not None and shared(values):
+                continue  # its shares are added instead (_allocate)
             totals = read.by_identity.setdefault(tuple(values[i] for i in identity_at), _Totals())
             totals.amount += amount
             if quantity is not None:

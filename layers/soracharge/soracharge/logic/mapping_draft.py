@@ -25,12 +25,14 @@ from typing import BinaryIO, Final
 
 from soracharge.errors import InvalidInputError
 from soracharge.logic.billing_csv import AMOUNT, BILL_ITEM, DATE, IMSI, QUANTITY, UNIT_PRICE, number_problem, shown
+from soracharge.models.devices import DEVICE_COLUMNS, describe_thing, device_thing
 from soracharge.models.mapping import PLACEHOLDER_PREFIX, Mapping
 
 #: Soracom's own columns of the detailed billing CSV: never a customer. Every other column is a SIM
 #: tag (one column per tag) or the SIM group (``groupName``), so it may name the customer.
 BILLING_COLUMNS: Final = frozenset(
     {IMSI, DATE, BILL_ITEM, UNIT_PRICE, QUANTITY, AMOUNT, "iccid", "simId", "vpgId", "currency", "taxIncluded"}
+    | set(DEVICE_COLUMNS)
 )
 #: Soracom's SIM tag holding each SIM's own label: one value per SIM, not a customer.
 SIM_NAME_TAG: Final = "name"
@@ -39,6 +41,8 @@ SHOWN_VALUES: Final = 50
 #: Bill item families whose names vary (a discount per campaign, a free tier per allowance): the glob
 #: suggested when it matches two or more of the file's items.
 FAMILY_GLOBS: Final = (
+    "volumeDiscount-*",
+    "freeTierDataCharge-*",
     "ボリュームディスカウント*",
     "無料利用枠 *",
     "Volume discount*",
@@ -70,6 +74,13 @@ class ValueTally(Tally):
 
     imsi: str | None = None
     several_sims: bool = False
+
+
+@dataclass
+class DeviceTally(Tally):
+    """A device's rows, and the candidate columns that name something on any of them."""
+
+    tagged: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -107,6 +118,12 @@ class BillingSummary:
     total: Tally = field(default_factory=Tally)
     items: dict[str, Tally] = field(default_factory=dict)  # in the order first seen
     columns: list[ColumnSummary] = field(default_factory=list)
+    #: Each device (``<device column>:<id>``), in the order first seen.
+    devices: dict[str, DeviceTally] = field(default_factory=dict)
+
+    def untagged_devices(self, column: str) -> dict[str, DeviceTally]:
+        """The devices none of whose rows names anything in ``column``: their customer must come from the mapping."""
+        return {thing: tally for thing, tally in self.devices.items() if column not in tally.tagged}
 
     def column(self, name: str) -> ColumnSummary | None:
         return next((column for column in self.columns if column.name == name), None)
@@ -149,6 +166,8 @@ def _summarize(text: Iterable[str], source: str) -> BillingSummary:
         columns = [ColumnSummary(name) for _, name in candidates]
         summary.columns = columns
         picks = [(index, column.values) for (index, _), column in zip(candidates, columns, strict=True)]
+        device_columns = [(names.index(name), name) for name in DEVICE_COLUMNS if name in names]
+        devices = summary.devices
         items = summary.items
         total = summary.total
         line = reader.line_num + 1
@@ -181,6 +200,14 @@ def _summarize(text: Iterable[str], source: str) -> BillingSummary:
                     else:
                         value_tally.several_sims = True
                 value_tally.add(amount)
+            device = next(((name, row[index]) for index, name in device_columns if row[index]), None)
+            if device is not None and not imsi:
+                thing = device_thing(*device)
+                device_tally = devices.get(thing)
+                if device_tally is None:
+                    device_tally = devices[thing] = DeviceTally()
+                device_tally.add(amount)
+                device_tally.tagged.update(name for (index, name) in candidates if row[index])
     except csv.Error as exc:
         raise InvalidInputError(f"{source}: line {line}: the CSV cannot be read from this line on: {exc}") from None
     return summary
@@ -238,6 +265,9 @@ def _family_globs(name: str) -> Iterator[tuple[str, bool]]:
     prefix, paren, _ = name.partition(" (")
     if paren and prefix.strip():
         yield f"{glob_escape(prefix)} *", False
+    head, dash, _ = name.partition("-")  # an identifier's family: basicCharge-plan-D, basicCharge-planX2
+    if dash and head and " " not in head:
+        yield f"{glob_escape(head)}-*", False
 
 
 def _glob_matches(glob: str, name: str) -> bool:
@@ -395,11 +425,27 @@ class _Writer:
         rows = f" ({_rows(empty.rows)} in this file, amount {_money(empty.amount)})" if empty is not None else ""
         self.out(
             f"  # Rows whose value is empty or not listed above{rows}:",
-            "  # untagged SIMs and charges not tied to a SIM (support, Harvest, the free tier).",
-            "  # Delete the default if every row must name a customer.",
+            "  # untagged SIMs and devices, and charges not tied to a SIM or device (support, Harvest, the free",
+            "  # tier). Delete the default if every row must name a customer.",
             "  default:",
             f"    subscription: {self.fill_in('CloudBlue subscription for rows with no listed customer')}",
         )
+        if chosen is not None:
+            self._devices(self.summary.untagged_devices(chosen.name))
+
+    def _devices(self, devices: dict[str, DeviceTally], indent: str = "  ") -> None:
+        if not devices:
+            return
+        self.out(
+            f"{indent}# Devices whose rows name no customer: give each to a customer listed under subscriptions",
+            f"{indent}# (or delete its line: its rows then go to the default).",
+            f"{indent}devices:",
+        )
+        for thing, tally in devices.items():
+            _, _, device = thing.partition(":")
+            what = f"the customer (a key of subscriptions) of {_one_line(describe_thing(thing))}"
+            where = f"{_rows(tally.rows)}, amount {_money(tally.amount)}"
+            self.out(f"{indent}  {_quoted(device)}: {self.fill_in(what)}  # {where}")
 
     def _subscriptions(self, column: ColumnSummary, indent: str = "  ") -> int:
         named = column.named
@@ -474,8 +520,13 @@ def _draft_additions(summary: BillingSummary, old: Mapping, old_source: str) -> 
     empty = column.values.get("")
     needs_default = empty is not None and old.customer.default is None
     new_items = [name for name in _item_names(summary.items) if old.item_for(name) is None]
+    new_devices = {
+        thing: tally
+        for thing, tally in summary.untagged_devices(column.name).items()
+        if thing.partition(":")[2] not in old.customer.devices
+    }
     customers = len([value for value in new_values.named if _is_utf8(value)]) + (1 if needs_default else 0)
-    if customers == 0 and not new_items:
+    if customers == 0 and not new_items and not new_devices:
         line = (
             f"# nothing new in {_one_line(summary.source)} since {_one_line(old_source)}: "
             "every customer value and bill item is mapped"
@@ -484,13 +535,19 @@ def _draft_additions(summary: BillingSummary, old: Mapping, old_source: str) -> 
     entries = item_entries(new_items)
     writer.out(
         f"# {customers} new customer value{'s' if customers != 1 else ''}, {len(new_items)} new bill "
-        f"item{'s' if len(new_items) != 1 else ''} since {_one_line(old_source)}",
+        f"item{'s' if len(new_items) != 1 else ''}"
+        + (
+            f", {len(new_devices)} device{'s' if len(new_devices) != 1 else ''} without a customer"
+            if new_devices
+            else ""
+        )
+        + f" since {_one_line(old_source)}",
         f"# (in {_one_line(summary.source)}: {summary.rows:,} rows, amounts sum to {_money(summary.total.amount)}).",
         f"# Add these entries to {_one_line(old_source)}: the customer values under customer.subscriptions, the",
         f"# items at the end of its items. Replace each {PLACEHOLDER_PREFIX} value with a CloudBlue APS UUID first.",
         "",
     )
-    if customers:
+    if customers or new_devices:
         if old.customer.default is not None:
             writer.out(
                 f"# Until they are listed, the rows of these values go to {_one_line(old_source)}'s default",
@@ -508,6 +565,7 @@ def _draft_additions(summary: BillingSummary, old: Mapping, old_source: str) -> 
                 "  default:",
                 f"    subscription: {writer.fill_in('CloudBlue subscription for rows with no listed customer')}",
             )
+        writer._devices(new_devices)
         writer.out("")
     if entries:
         writer._items(entries)

@@ -67,10 +67,15 @@ def is_shared(customer: str, bill_item_name: str, mapping: Mapping) -> bool:
 
 
 def split_shared(
-    amounts: Iterable[tuple[str, str, Decimal]], mapping: Mapping, currency: str
+    amounts: Iterable[tuple[str, str, Decimal]], mapping: Mapping, currency: str, *, differences: bool = False
 ) -> tuple[list[SharedSplit], list[str]]:
     """The shared costs of a file read without problems, split, from its amounts per ``(customer value, bill
-    item)``; and why a pool cannot be shared (then there is no split: the file is refused)."""
+    item)``; and why a pool cannot be shared (then there is no split: the file is refused).
+
+    A correction's ``differences`` (``logic/corrections.py`` marks them with a column of their own) are
+    never shared out: their rows are no basis (differences, not the customers' usage), and shares are
+    not additive (the shares of a sum are not the sum of the shares). ``soracharge correction --mapping``
+    allocates each customer's share before it compares, so its differences hold none to share."""
     totals: dict[tuple[str, str], Decimal] = {}
     for customer, name, amount in amounts:
         totals[customer, name] = totals.get((customer, name), Decimal(0)) + amount
@@ -85,6 +90,13 @@ def split_shared(
         assert rule is not None, "a shared row has its rule"
         pools.setdefault(item.resource, {})[name] = amount
         rules.setdefault(item.resource, {})[id(rule)] = rule
+    if pools and differences:
+        held = ", ".join(sorted(repr(name) for pool in pools.values() for name in pool))
+        return [], [
+            f"these differences hold costs no customer owns that the mapping shares out ({held}): differences are "
+            "no basis to share them by. Write them again with `soracharge correction --mapping MAPPING` (it "
+            "compares each customer's share), or send such rows `to` a subscription"
+        ]
     splits, problems = [], []
     for resource, pool in sorted(pools.items()):
         names = sorted(pool)
@@ -102,7 +114,8 @@ def split_shared(
         for (customer, name), amount in totals.items():
             if customer and rule.basis_matches(name):
                 bases[customer] = bases.get(customer, Decimal(0)) + amount
-        weights = {customer: basis for customer, basis in bases.items() if basis > 0}
+        # canonical (no trailing zeros): the same text whichever reader summed them, in descriptions and reports
+        weights = {customer: Decimal(canonical_decimal_text(basis)) for customer, basis in bases.items() if basis > 0}
         if not weights:
             problems.append(
                 f"cannot share {quoted} ({total} {currency}) by {rule.basis}: no customer has a positive amount of "
