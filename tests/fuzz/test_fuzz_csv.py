@@ -26,8 +26,10 @@ from soracharge.models.mapping import Mapping, parse_mapping
 from tests.fuzz.strategies import fuzz
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = parse_mapping(
-    (REPO / "examples" / "mapping.example.yaml").read_text(encoding="utf-8"), "mapping.example.yaml"
+#: The example's customers with Japanese bill item labels (tests/fixtures), and a camera given to Acme.
+LABELS = parse_mapping((REPO / "tests" / "fixtures" / "mapping.labels.yaml").read_text(encoding="utf-8"), "labels")
+EXAMPLE = LABELS.model_copy(
+    update={"customer": LABELS.customer.model_copy(update={"devices": {"7CDDE9000001": "Acme Logistics"}})}
 )
 MAPPINGS = {
     "imsi-month": EXAMPLE,
@@ -35,7 +37,20 @@ MAPPINGS = {
     "date": EXAMPLE.model_copy(update={"date_format": "date", "packet_size": 1}),
 }
 MONTH = "202610"
-HEADER = ["imsi", "vpgId", "date", "billItemName", "unitPrice", "quantity", "amount", "name", "customer", "groupName"]
+HEADER = [
+    "imsi",
+    "vpgId",
+    "soraCamDeviceId",
+    "loraDeviceId",
+    "date",
+    "billItemName",
+    "unitPrice",
+    "quantity",
+    "amount",
+    "name",
+    "customer",
+    "groupName",
+]
 ITEMS = [
     "基本料金 (plan-D)",
     "データ通信料金 (plan-D)",
@@ -55,6 +70,8 @@ def money(places: int) -> st.SearchStrategy[str]:
 GOOD = {
     "imsi": st.one_of(st.just(""), st.integers(440100000000000, 440199999999999).map(str)),
     "vpgId": st.sampled_from(["", "vpg-1"]),
+    "soraCamDeviceId": st.sampled_from(["", "", "7CDDE9000001", "7CDDE9000009"]),
+    "loraDeviceId": st.sampled_from(["", "", "d000000000000001"]),
     "date": st.one_of(st.just(MONTH), st.integers(1, 31).map(lambda day: f"{MONTH}{day:02d}")),
     "billItemName": st.sampled_from(ITEMS),
     "unitPrice": st.one_of(st.just(""), st.integers(0, 6).flatmap(money)),
@@ -127,7 +144,14 @@ def encode_field(value: str | bytes, quote: bool) -> bytes:
 
 def consistent(row: dict[str, str]) -> dict[str, str]:
     """A good row's amount is its unitPrice × quantity when it has both, as Soracom's rows are (the import
-    refuses one that is not); a product past the bound a row may reach drops the quantity instead."""
+    refuses one that is not); a product past the bound a row may reach drops the quantity instead. A row
+    names one SIM or device at most, and a camera the mapping gives to Acme is Acme's or nobody's."""
+    if row["imsi"]:
+        row["soraCamDeviceId"] = row["loraDeviceId"] = ""
+    elif row["soraCamDeviceId"]:
+        row["loraDeviceId"] = ""
+    if row["soraCamDeviceId"] == "7CDDE9000001" and row["customer"] not in ("", "Acme Logistics"):
+        row["customer"] = ""
     if row["unitPrice"] and row["quantity"]:
         with localcontext(Context(prec=60)):
             product = Decimal(row["unitPrice"]) * Decimal(row["quantity"])

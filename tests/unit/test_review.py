@@ -26,19 +26,28 @@ from tests.protocol.scheduler import Attempt, Stop
 from tests.protocol.world import CSV, MONTH, OTHER_CSV, ProtocolWorld
 from tests.unit.test_import_use_case import run
 
-#: The month's customers as the CSV bills them (JPY): Acme 1,190.12, Northwind 1,051.75, 東京ガス 1,651.55,
-#: rows with no customer value 5,027.16.
-ITEMS = {
-    "SMS 送信料金": "1",
-    "無料利用枠 (データ通信 500MB)": "1",
-    "サポート月額料金 (Business)": "1",
-    "データ通信料金 (plan-D)": "1",
-    'ボリュームディスカウント "IoT スターター, 10%"': "1",
-    "SORACOM Harvest Data 書き込みリクエスト料金": "1",
-    "基本料金 (plan-D)": "1",
-}
+#: The month's customers as the CSV bills them (JPY): Acme 3,370.60 (its LoRa device included), Northwind
+#: 3,039.16 (its camera included), 東京ガス 1,764.96, rows with no customer value 33,824.63 (the VPG's 28,800 among them).
+ITEMS = dict.fromkeys(
+    [
+        "basicCharge-plan-D",
+        "basicCharge-planX2",
+        "uploadDataCharge-plan-D",
+        "downloadDataCharge-plan-D",
+        "smsCharge",
+        "volumeDiscount-iotStarter",
+        "soraCamLicenseCharge-cloudRecording7",
+        "soraCamLicenseCharge-cloudRecording7-extraDays",
+        "loraDeviceCharge",
+        "vpgBasicCharge-typeE",
+        "soracomHarvestWriteRequestCharge",
+        "supportCharge-business",
+        "freeTierDataCharge-500MB",
+    ],
+    "1",
+)
 #: A month before it in which every customer billed about what it bills now: nothing unusual.
-USUAL = {"Acme Logistics": "1100", "Northwind Traders": "1000", "東京ガス": "1600", "": "5000"}
+USUAL = {"Acme Logistics": "3300", "Northwind Traders": "3000", "東京ガス": "1700", "": "33000"}
 
 
 def decided(
@@ -52,7 +61,7 @@ def decided(
 
 
 def unusual(world: ProtocolWorld) -> None:
-    """202609 billed Acme 300 JPY: it moves to 1,190.12 (+297 %, 890 JPY) and Northwind was not billed at all."""
+    """202609 billed Acme 100 JPY: it moves to 3,370.60 (by 3,270 JPY) and Northwind was not billed at all."""
     world.history("202608", USUAL, per_item=ITEMS)
     world.history(
         "202609", {**USUAL, "Acme Logistics": "100", "Northwind Traders": "0"} | {"Initech": "2500"}, per_item=ITEMS
@@ -85,7 +94,7 @@ def test_a_usual_month_is_imported_at_once_and_its_report_shows_each_customer_ov
     assert report.variance.compared_with == "202609"
     assert report.variance.flags == []
     acme = next(s for s in report.variance.per_customer if s.name == "Acme Logistics")
-    assert acme.amounts == [Decimal(1100), Decimal(1100), Decimal("1190.1247874")]
+    assert acme.amounts == [Decimal(3300), Decimal(3300), Decimal("3370.5950508")]
     world.follow()
     assert world.verdict().ok
 
@@ -100,7 +109,7 @@ def test_an_unusual_month_is_held_for_approval_and_nothing_is_sent(world):
     assert report.reason is EndReason.REVIEW
     assert report.summary.startswith(
         'held for approval: the month is unusual against 202609: customer "Acme Logistics" moved from 100 JPY in '
-        "202609 to 1,190.1247874 JPY (+1090%)"
+        "202609 to 3,370.5950508 JPY (+3271%)"
     )
     assert report.variance is not None
     kinds = {(flag.kind, flag.name) for flag in report.variance.flags}
@@ -110,9 +119,9 @@ def test_an_unusual_month_is_held_for_approval_and_nothing_is_sent(world):
         ("vanished", "Initech"),
     }
     # And the preview holds every charge, and CloudBlue holds nothing
-    assert report.counts.charges == 28
+    assert report.counts.charges == 38
     assert report.reconciliation is not None
-    assert report.reconciliation.csv_sum == Decimal("8920.5777384")
+    assert report.reconciliation.csv_sum == Decimal("41999.3394638")
     assert world.rated() == []
     assert world.cloudblue.sessions() == [
         s for s in world.cloudblue.sessions() if s.importSessionId in world.sessions_before
@@ -137,8 +146,8 @@ def test_an_unusual_month_is_held_for_approval_and_nothing_is_sent(world):
 
 
 def test_a_move_under_the_change_is_not_unusual(world):
-    # Acme moves from 1,000 to 1,190 (+19 %): under the default 50 %
-    world.history("202609", {**USUAL, "Acme Logistics": "1000"}, per_item=ITEMS)
+    # Acme moves from 3,000 to 3,371 (+12 %): under the default 50 %
+    world.history("202609", {**USUAL, "Acme Logistics": "3000"}, per_item=ITEMS)
     report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
     assert report.status == "CLOSED"
     assert report.variance is not None
@@ -146,9 +155,9 @@ def test_a_move_under_the_change_is_not_unusual(world):
 
 
 def test_a_move_under_the_floor_is_not_unusual_however_large_its_share(world):
-    # Acme moves from 100 to 1,190 (+1090 %), by 1,090 JPY: under a floor of 2,000 (and every other move too)
+    # Acme moves from 100 to 3,371 (+3271 %), by 3,271 JPY: under a floor of 4,000 (and every other move too)
     world.history("202609", {**USUAL, "Acme Logistics": "100"}, per_item=ITEMS)
-    with_review(world, variance=VarianceSettings(change=Decimal("0.05"), floor=Decimal(2000)))
+    with_review(world, variance=VarianceSettings(change=Decimal("0.05"), floor=Decimal(4000)))
     report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
     assert report.status == "CLOSED"
     assert report.variance is not None
@@ -163,15 +172,15 @@ def test_an_additional_file_is_judged_with_the_month_s_files_imported_before_it(
     assert second.status == "AWAITING_APPROVAL"
     assert second.variance is not None
     acme = next(s for s in second.variance.per_customer if s.name == "Acme Logistics")
-    assert acme.amounts == [Decimal(1100), 2 * Decimal("1190.1247874")]
+    assert acme.amounts == [Decimal(3300), 2 * Decimal("3370.5950508")]
 
 
 def test_a_bill_item_never_seen_before_is_unusual(world):
-    world.history("202609", USUAL, per_item={k: v for k, v in ITEMS.items() if not k.startswith("SMS")})
+    world.history("202609", USUAL, per_item={k: v for k, v in ITEMS.items() if k != "smsCharge"})
     report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
     assert report.status == "AWAITING_APPROVAL"
     assert report.variance is not None
-    assert [(f.kind, f.name) for f in report.variance.flags] == [("new-item", "SMS 送信料金")]
+    assert [(f.kind, f.name) for f in report.variance.flags] == [("new-item", "smsCharge")]
 
 
 # -- approval -------------------------------------------------------------------------------------
@@ -498,7 +507,10 @@ def test_a_rejection_whose_decider_died_before_alerting_is_alerted_by_whoever_pu
 def test_a_file_cloudblue_failed_to_rate_leaves_the_month_its_re_import_is_judged_with(world):
     # 202609 billed twice this CSV's amounts: the month's bill is usual; the re-import drops Northwind
     world.history("202609", {k: str(2 * Decimal(v)) for k, v in USUAL.items()}, per_item=ITEMS)
-    without_northwind = b"\r\n".join(line for line in CSV.split(b"\r\n") if b"Northwind" not in line)
+    # (its SIMs' rows, and its camera's, which the mapping gives it)
+    without_northwind = b"\r\n".join(
+        line for line in CSV.split(b"\r\n") if b"Northwind" not in line and b"7CDDE9000002" not in line
+    )
     first = world.upload(f"uploads/{MONTH}/bill.csv")
     world.cloudblue.faults.fail_processing = "Subscription x is not active"
     assert run(world, first).status == "CLOSED"
