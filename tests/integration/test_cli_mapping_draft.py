@@ -39,12 +39,21 @@ def bill(tmp_path: Path) -> Path:
 def test_draft_to_stdout_is_a_mapping_skeleton_that_refuses_to_load_until_filled_in(bill):
     done = run_cli("mapping", "draft", str(bill))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"# soracharge mapping draft, from {bill}: 634 rows")
+    assert done.stdout.startswith(f"# soracharge mapping draft, from {bill}: 1,043 rows")
     data = yaml.safe_load(done.stdout)
     assert data["customer"]["column"] == "customer"
-    assert len(data["items"]) == 7
+    assert len(data["items"]) == 11  # 13 bill items, two families of two (basicCharge-*, soraCamLicenseCharge-*)
     with pytest.raises(MappingError, match="placeholder not filled in: FILL-IN: CloudBlue subscription for customer"):
         parse_mapping(done.stdout, "draft.yaml")
+
+
+def filled_in(draft: str) -> str:
+    """A draft filled in as a person does: a CloudBlue id for each id, a customer of the CSV for each device."""
+
+    def value(found: re.Match[str]) -> str:
+        return '"Acme Logistics"' if "the customer (a key of subscriptions)" in found.group(0) else f'"{uuid.uuid4()}"'
+
+    return re.sub(r'"FILL-IN:(?:[^"\\]|\\.)*"', value, draft)
 
 
 def test_draft_with_out_writes_the_file_and_says_what_is_in_it(bill, tmp_path):
@@ -52,15 +61,11 @@ def test_draft_with_out_writes_the_file_and_says_what_is_in_it(bill, tmp_path):
     done = run_cli("mapping", "draft", str(bill), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert done.stdout == (
-        f"Draft written to {out}: 3 customer values, 7 bill items, 11 FILL-IN placeholders to replace.\n"
+        f"Draft written to {out}: 3 customer values, 13 bill items, 17 FILL-IN placeholders to replace.\n"
     )
     text = out.read_text(encoding="utf-8")
     assert text == run_cli("mapping", "draft", str(bill)).stdout
-    filled = "\n".join(
-        line.split("FILL-IN:")[0].rstrip('"') + f'"{uuid.uuid4()}"' if "FILL-IN:" in line else line
-        for line in text.splitlines()
-    )
-    assert parse_mapping(filled, str(out)).customer.column == "customer"
+    assert parse_mapping(filled_in(text), str(out)).customer.column == "customer"
 
 
 def test_draft_against_the_mapping_in_use_says_nothing_new_in_one_line(bill, tmp_path):
@@ -75,7 +80,7 @@ def test_draft_against_the_mapping_in_use_says_nothing_new_in_one_line(bill, tmp
 
 def test_draft_against_the_mapping_in_use_lists_only_the_new_value_and_item(bill, tmp_path):
     with bill.open("ab") as csv_file:
-        csv_file.write("440103000000099,,202610,SMS 受信料金,1,5,5,センサー 99,Contoso,\r\n".encode())
+        csv_file.write("440103000000099,,,,202610,SMS 受信料金,1,5,5,センサー 99,Contoso,\r\n".encode())
     out = tmp_path / "new.yaml"
     done = run_cli("mapping", "draft", str(bill), "--mapping", str(EXAMPLE), "--out", str(out))
     assert done.returncode == 0, done.stderr
@@ -131,8 +136,7 @@ def test_a_filled_draft_imports_the_csv_it_was_drafted_from_with_no_problem_on_t
     drafted = run_cli("mapping", "draft", str(bill), "--out", str(tmp_path / "draft.yaml"))
     assert drafted.returncode == 0, drafted.stderr
     text = (tmp_path / "draft.yaml").read_text()
-    filled = re.sub(r'"FILL-IN:(?:[^"\\]|\\.)*"', lambda _: f'"{uuid.uuid4()}"', text)
-    (tmp_path / "mapping.yaml").write_text(filled)
+    (tmp_path / "mapping.yaml").write_text(filled_in(text))
     done = run_stack_cli(
         "import", str(bill), "--month", month, "--coverage", "g", "--currency", "USD",
         "--mapping", str(tmp_path / "mapping.yaml"), "--out", str(tmp_path / "out"), timeout=300,

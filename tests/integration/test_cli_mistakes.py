@@ -46,9 +46,9 @@ MISTAKES = [
     pytest.param(
         BILL,
         LAST_MONTH,
-        _mapping_with('"Acme Logistics":', '"Acme Logistics ":'),
+        _mapping_with('"東京ガス":', '"東京ガス ":'),
         [],
-        "the mapping says 'Acme Logistics ', the CSV has 'Acme Logistics' (1,040.037344 JPY, 2 SIMs): it would go to "
+        "the mapping says '東京ガス ', the CSV has '東京ガス' (1,836.3890102 JPY, 3 SIMs): it would go to "
         "the default subscription",
         id="a customer value with a trailing space",
     ),
@@ -79,10 +79,10 @@ MISTAKES = [
     pytest.param(
         BILL,
         LAST_MONTH,
-        _mapping_with('match: "基本料金 (plan-D)"', 'match: "基本料金(plan-D)"'),
+        _mapping_with('match: "smsCharge"', 'match: "SMSCharge"'),
         [],
-        "the mapping's item '基本料金(plan-D)' matches no bill item, and the CSV has '基本料金 (plan-D)'",
-        id="a match with a space missing",
+        "the mapping's item 'SMSCharge' matches no bill item, and the CSV has 'smsCharge'",
+        id="a match in the wrong case",
     ),
     pytest.param(
         _one_row_of("1000000000000"),

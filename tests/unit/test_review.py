@@ -27,7 +27,7 @@ from tests.protocol.world import CSV, MONTH, OTHER_CSV, ProtocolWorld
 from tests.unit.test_import_use_case import run
 
 #: The month's customers as the CSV bills them (JPY): Acme 3,370.60 (its LoRa device included), Northwind
-#: 3,039.16 (its camera included), 東京ガス 1,764.96, rows with no customer value 33,824.63 (the VPG's 28,800 among them).
+#: 3,039.16 (its camera included), 東京ガス 1,764.96, rows with no customer value 33,824.63 (the VPG among them).
 ITEMS = dict.fromkeys(
     [
         "basicCharge-plan-D",
