@@ -219,15 +219,15 @@ def test_a_connection_dropped_after_cloudblue_took_a_packet_never_doubles_it(
     (warning,) = report["warnings"]
     assert f"session {abandoned} was given up and left open, never closed" in warning
     assert "outcome is unknown" in warning
-    assert report["reconciliation"]["importedSum"] == str(sum(expected.values()))
+    assert Decimal(report["reconciliation"]["importedSum"]) == sum(expected.values())
 
 
 def test_a_bad_file_imports_nothing_and_the_report_lists_every_problem(importing, cloudblue):
     month = shift_month(LAST_MONTH, -7)
     body = (
         "\ufeffimsi,date,billItemName,unitPrice,quantity,amount,customer\r\n"
-        f"440103000000001,{month}01,基本料金 (plan-D),10,1,10,Acme Logistics\r\n"
-        f"440103000000001,{month}02,基本料金 (plan-D),10,1,ten,Acme Logistics\r\n"
+        f"440103000000001,{month}01,basicCharge-plan-D,10,1,10,Acme Logistics\r\n"
+        f"440103000000001,{month}02,basicCharge-plan-D,10,1,ten,Acme Logistics\r\n"
         f"440103000000001,{month}03,Unheard-of item,10,1,10,Acme Logistics\r\n"
     ).encode()
     sessions = len(cloudblue.sessions())

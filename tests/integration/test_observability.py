@@ -38,7 +38,7 @@ METRIC_NAMES = {metric.value for metric in Metric}
 WARNING_LEVELS = {"WARNING", "ERROR", "CRITICAL"}
 #: A bill item the example mapping has no resource for, and one it maps.
 UNMAPPED_ITEM = "SORACOM Arc 月額料金"
-MAPPED_ITEM = "SMS 送信料金"
+MAPPED_ITEM = "smsCharge"
 
 
 # -- what the functions print ---------------------------------------------------------------------
