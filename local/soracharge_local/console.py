@@ -139,6 +139,12 @@ def print_report(report: dict[str, Any]) -> None:
         typer.echo("\nPer customer:")
         for entry in report["perCustomer"]:
             typer.echo(f"  {entry['name'] or '(no customer tag)':28} {entry['amount']:>14}")
+    for shared in report.get("shares", []):
+        items = ", ".join(shared["items"])
+        said = f"Shared out: {items}, {shared['total']} by {shared['basis']} (of {shared['basisTotal']} in all):"
+        typer.echo("\n" + guards.printable(said))
+        for line in shared["lines"]:
+            typer.echo(guards.printable(f"  {line['customer']:28} {line['amount']:>14}  (basis {line['basis']})"))
     if report.get("defaulted"):
         typer.echo("\nSent to the mapping's default subscription (customer values the mapping does not list):")
         for entry in report["defaulted"]:

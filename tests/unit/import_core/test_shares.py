@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from soracharge.errors import MappingError
+from soracharge.logic import guards
 from soracharge.logic.billing_frame import FrameCharges
 from soracharge.logic.charges import _python_plan, charge_hash, plan_import
 from soracharge.logic.corrections import Allocation, write_differences
@@ -265,3 +266,20 @@ def test_a_whole_bill_imported_beside_the_first_is_shared_by_its_own_customers()
     assert plan.accepted
     (vpg,) = [split for split in plan.shares if split.items == ["vpgBasicCharge-typeE"]]
     assert sum(line.amount for line in vpg.lines) == Decimal(1000)
+
+
+def test_what_goes_to_the_default_is_what_no_rule_shares_or_sends():
+    rules = (
+        '  - {match: "vpgBasicCharge*", by: amount}\n'
+        + f'  - {{match: "supportCharge", to: {{subscription: "{SUB_NORTH}"}}}}'
+    )
+    chosen = mapping(rules, default=True)
+    plan = plan_of(chosen)
+    assert plan.unowned_per_item == {
+        "vpgBasicCharge-typeE": Decimal(1000),
+        "freeTierCharge": Decimal(-100),
+        "supportCharge": Decimal(3000),
+    }
+    # only the free tier (no rule) goes to the default; the report says so, not the CSV's 3,900 with no customer
+    assert [(d.value, d.amount) for d in guards.defaulted(plan, chosen)] == [("", Decimal(-100))]
+    assert plan.per_customer[""] == Decimal(3900)

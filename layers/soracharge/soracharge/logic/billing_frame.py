@@ -90,6 +90,8 @@ class FrameRead:
     devices_per_customer: dict[str, int]
     #: The shared costs, split (``logic/shares.py``): their charges are rows of ``charges``.
     shares: list[SharedSplit]
+    #: The rows no customer owns, by bill item.
+    unowned_per_item: dict[str, Decimal]
     #: One row per charge, in the order of their extChargeId (computed again with each packet).
     charges: pl.DataFrame
 
@@ -580,6 +582,7 @@ def _charges_of(
     )
     per_customer = _sums(keyed, "customer")
     per_item = _sums(keyed, BILL_ITEM)
+    unowned_per_item = _sums(keyed.filter(pl.col("customer").cast(pl.String) == ""), BILL_ITEM)
     sims = keyed.filter(pl.col(IMSI) != "").group_by("customer").agg(pl.col(IMSI).n_unique())
     sims_per_customer = {str(customer): int(count) for customer, count in sims.iter_rows()}
     devices = (
@@ -632,6 +635,7 @@ def _charges_of(
         sims_per_customer=sims_per_customer,
         devices_per_customer=devices_per_customer,
         shares=splits,
+        unowned_per_item=unowned_per_item,
         charges=charges,
     )
 

@@ -217,6 +217,7 @@ def _fast_plan(
         sims_per_customer=read.sims_per_customer,
         devices_per_customer=read.devices_per_customer,
         shares=read.shares,
+        unowned_per_item=read.unowned_per_item,
     )
 
 
@@ -255,7 +256,16 @@ def _python_plan(
         kinds=read.kinds,
         other_months=read.other_months,
         shares=splits,
+        unowned_per_item=_unowned(read),
     )
+
+
+def _unowned(read: BillingRows) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = {}
+    for key, tally in read.tallies.items():
+        if not tally.customer:
+            totals[key[1]] = totals.get(key[1], Decimal(0)) + tally.amount
+    return totals
 
 
 def _shared(read: BillingRows, mapping: Mapping, currency: str) -> list[SharedSplit]:

@@ -121,11 +121,20 @@ def defaulted(plan: ImportPlan, mapping: Mapping) -> list[Defaulted]:
         return []
     listed = mapping.customer.subscriptions
     found = [
-        Defaulted(value, amount, plan.sims_per_customer.get(value, 0))
+        Defaulted(value, _to_default(plan, mapping) if not value else amount, plan.sims_per_customer.get(value, 0))
         for value, amount in plan.per_customer.items()
         if value not in listed
     ]
-    return sorted(found, key=lambda d: (-abs(d.amount), d.value))
+    return sorted((d for d in found if d.value or d.amount), key=lambda d: (-abs(d.amount), d.value))
+
+
+def _to_default(plan: ImportPlan, mapping: Mapping) -> Decimal:
+    """What the rows no customer owns send to the default: all but the costs a ``shared`` rule shares or sends."""
+    if not mapping.shared:
+        return plan.per_customer.get("", Decimal(0))
+    return sum(
+        (amount for name, amount in plan.unowned_per_item.items() if mapping.shared_for(name) is None), Decimal(0)
+    )
 
 
 def encoding_problem(head: bytes) -> ImportProblem | None:

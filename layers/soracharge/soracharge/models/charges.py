@@ -246,6 +246,8 @@ class ImportPlan(BaseModel):
     other_months: dict[str, int] = Field(default_factory=dict)
     #: How each shared cost was shared out (the mapping's ``shared`` rules with ``by``).
     shares: list[SharedSplit] = Field(default_factory=list)
+    #: The rows no customer owns (empty customer value, no device the mapping gives to one), by bill item.
+    unowned_per_item: dict[str, Decimal] = Field(default_factory=dict)
 
     @property
     def accepted(self) -> bool:
