@@ -146,12 +146,13 @@ def consistent(row: dict[str, str]) -> dict[str, str]:
     """A good row's amount is its unitPrice × quantity when it has both, as Soracom's rows are (the import
     refuses one that is not); a product past the bound a row may reach drops the quantity instead. A row
     names one SIM or device at most, and a camera the mapping gives to Acme is Acme's or nobody's."""
-    if row["imsi"]:
-        row["soraCamDeviceId"] = row["loraDeviceId"] = ""
-    elif row["soraCamDeviceId"]:
-        row["loraDeviceId"] = ""
-    if row["soraCamDeviceId"] == "7CDDE9000001" and row["customer"] not in ("", "Acme Logistics"):
-        row["customer"] = ""
+    if "soraCamDeviceId" in row:  # (rows of files without device columns have none)
+        if row["imsi"]:
+            row["soraCamDeviceId"] = row["loraDeviceId"] = ""
+        elif row["soraCamDeviceId"]:
+            row["loraDeviceId"] = ""
+        if row["soraCamDeviceId"] == "7CDDE9000001" and row["customer"] not in ("", "Acme Logistics"):
+            row["customer"] = ""
     if row["unitPrice"] and row["quantity"]:
         with localcontext(Context(prec=60)):
             product = Decimal(row["unitPrice"]) * Decimal(row["quantity"])
