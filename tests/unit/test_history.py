@@ -28,7 +28,7 @@ def test_each_report_published_rewrites_the_page_with_every_month_and_each_custo
     assert rows[0].all("td", "csv-sum")[0].text == "41999.3394638 JPY"
     # And each customer over the three months
     customers = {row.attrs["data-customer"]: row for row in page.all("tr", "customer-row")}
-    assert [td.text for td in customers["Acme Logistics"].all("td", "amount")] == ["3300", "3300", "3370.5950508"]
+    assert [td.text for td in customers["Acme Logistics"].all("td", "amount")] == ["15000", "15000", "15221.5950508"]
     assert len(customers["Acme Logistics"].all("rect")) == 3
     # The rating recorded rewrites it too
     world.follow()

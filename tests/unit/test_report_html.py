@@ -536,22 +536,26 @@ def test_a_dry_run_of_the_simulators_csv_renders_the_totals_the_plan_computed():
         device = row["loraDeviceId"] or row["soraCamDeviceId"]
         return row["customer"] == "Acme Logistics" or (not row["customer"] and device in acme_devices)
 
-    acme = sum((Decimal(row["amount"]) for row in rows if acme_owns(row)), Decimal(0))
+    acme_own = sum((Decimal(row["amount"]) for row in rows if acme_owns(row)), Decimal(0))
     assert acme_devices, "the example mapping gives a device to Acme Logistics"
-    assert shown["Acme Logistics"] == f"{acme} JPY"
     # the shared costs: one table per cost, its shares adding up to it
     tables = [table for table in page.all("table") if "shared-cost" in table.classes]
     assert [table.attrs["data-items"] for table in tables] == ["freeTierDataCharge-500MB", "vpgBasicCharge-typeE"]
+    acme_shares = Decimal(0)
     for table in tables:
         shares, total = [], None
         for row in table.all("tr"):
             cells = [cell for cell in row.children if isinstance(cell, Element) and cell.tag == "td"]
             if row.attrs.get("data-name") is not None:
                 shares.append(Decimal(cells[2].attrs["data-amount"]))
+                if row.attrs["data-name"] == "Acme Logistics":
+                    acme_shares += shares[-1]
             elif "total" in row.classes:
                 total = Decimal(cells[1].attrs["data-amount"])
         assert len(shares) == 3
         assert sum(shares) == total != 0
+    # what Acme is charged: its own rows (its devices' included) and its shares
+    assert shown["Acme Logistics"] == f"{acme_own + acme_shares} JPY"
     assert page.by_id("file-location").text == "bill.csv"
     assert page.by_id("reconciliation-imported").text == f"Would be imported {plan.charges_sum} JPY"
 

@@ -26,8 +26,8 @@ from tests.protocol.scheduler import Attempt, Stop
 from tests.protocol.world import CSV, MONTH, OTHER_CSV, ProtocolWorld
 from tests.unit.test_import_use_case import run
 
-#: The month's customers as the CSV bills them (JPY): Acme 3,370.60 (its LoRa device included), Northwind
-#: 3,039.16 (its camera included), 東京ガス 1,764.96, rows with no customer value 33,824.63 (the VPG among them).
+#: What the month charges each customer (JPY): Acme 15,221.60 (its LoRa device and its share of the VPG and the
+#: free tier included), Northwind 13,709.16 (its camera too), 東京ガス 7,943.96, no customer 5,124.63 (support...).
 ITEMS = dict.fromkeys(
     [
         "basicCharge-plan-D",
@@ -47,7 +47,7 @@ ITEMS = dict.fromkeys(
     "1",
 )
 #: A month before it in which every customer billed about what it bills now: nothing unusual.
-USUAL = {"Acme Logistics": "3300", "Northwind Traders": "3000", "東京ガス": "1700", "": "33000"}
+USUAL = {"Acme Logistics": "15000", "Northwind Traders": "13500", "東京ガス": "7900", "": "5000"}
 
 
 def decided(
@@ -61,7 +61,7 @@ def decided(
 
 
 def unusual(world: ProtocolWorld) -> None:
-    """202609 billed Acme 100 JPY: it moves to 3,370.60 (by 3,270 JPY) and Northwind was not billed at all."""
+    """202609 billed Acme 100 JPY: it moves to 15,221.60 (by 15,122 JPY) and Northwind was not billed at all."""
     world.history("202608", USUAL, per_item=ITEMS)
     world.history(
         "202609", {**USUAL, "Acme Logistics": "100", "Northwind Traders": "0"} | {"Initech": "2500"}, per_item=ITEMS
@@ -94,7 +94,7 @@ def test_a_usual_month_is_imported_at_once_and_its_report_shows_each_customer_ov
     assert report.variance.compared_with == "202609"
     assert report.variance.flags == []
     acme = next(s for s in report.variance.per_customer if s.name == "Acme Logistics")
-    assert acme.amounts == [Decimal(3300), Decimal(3300), Decimal("3370.5950508")]
+    assert acme.amounts == [Decimal(15000), Decimal(15000), Decimal("15221.5950508")]
     world.follow()
     assert world.verdict().ok
 
@@ -109,7 +109,7 @@ def test_an_unusual_month_is_held_for_approval_and_nothing_is_sent(world):
     assert report.reason is EndReason.REVIEW
     assert report.summary.startswith(
         'held for approval: the month is unusual against 202609: customer "Acme Logistics" moved from 100 JPY in '
-        "202609 to 3,370.5950508 JPY (+3271%)"
+        "202609 to 15,221.5950508 JPY (+15122%)"
     )
     assert report.variance is not None
     kinds = {(flag.kind, flag.name) for flag in report.variance.flags}
@@ -146,8 +146,8 @@ def test_an_unusual_month_is_held_for_approval_and_nothing_is_sent(world):
 
 
 def test_a_move_under_the_change_is_not_unusual(world):
-    # Acme moves from 3,000 to 3,371 (+12 %): under the default 50 %
-    world.history("202609", {**USUAL, "Acme Logistics": "3000"}, per_item=ITEMS)
+    # Acme moves from 12,000 to 15,222 (+27 %): under the default 50 %
+    world.history("202609", {**USUAL, "Acme Logistics": "12000"}, per_item=ITEMS)
     report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
     assert report.status == "CLOSED"
     assert report.variance is not None
@@ -155,9 +155,9 @@ def test_a_move_under_the_change_is_not_unusual(world):
 
 
 def test_a_move_under_the_floor_is_not_unusual_however_large_its_share(world):
-    # Acme moves from 100 to 3,371 (+3271 %), by 3,271 JPY: under a floor of 4,000 (and every other move too)
+    # Acme moves from 100 to 15,222 (+15122 %), by 15,122 JPY: under a floor of 20,000 (and every other move too)
     world.history("202609", {**USUAL, "Acme Logistics": "100"}, per_item=ITEMS)
-    with_review(world, variance=VarianceSettings(change=Decimal("0.05"), floor=Decimal(4000)))
+    with_review(world, variance=VarianceSettings(change=Decimal("0.05"), floor=Decimal(20000)))
     report = run(world, world.upload(f"uploads/{MONTH}/a.csv"))
     assert report.status == "CLOSED"
     assert report.variance is not None
@@ -172,7 +172,7 @@ def test_an_additional_file_is_judged_with_the_month_s_files_imported_before_it(
     assert second.status == "AWAITING_APPROVAL"
     assert second.variance is not None
     acme = next(s for s in second.variance.per_customer if s.name == "Acme Logistics")
-    assert acme.amounts == [Decimal(3300), 2 * Decimal("3370.5950508")]
+    assert acme.amounts == [Decimal(15000), 2 * Decimal("15221.5950508")]
 
 
 def test_a_bill_item_never_seen_before_is_unusual(world):

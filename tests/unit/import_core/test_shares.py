@@ -282,4 +282,11 @@ def test_what_goes_to_the_default_is_what_no_rule_shares_or_sends():
     }
     # only the free tier (no rule) goes to the default; the report says so, not the CSV's 3,900 with no customer
     assert [(d.value, d.amount) for d in guards.defaulted(plan, chosen)] == [("", Decimal(-100))]
-    assert plan.per_customer[""] == Decimal(3900)
+    # what each customer is charged: its shares of the VPG included; no one keeps the rest (support is sent on)
+    assert plan.per_customer == {
+        "東京ガス": Decimal(530 + 296),
+        "Acme Logistics": Decimal(930 + 520),
+        "Northwind Traders": Decimal(330 + 184),
+        "": Decimal(2900),
+    }
+    assert sum(plan.per_customer.values()) == plan.csv_sum

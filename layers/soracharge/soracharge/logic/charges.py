@@ -278,11 +278,14 @@ def _shared(read: BillingRows, mapping: Mapping, currency: str) -> list[SharedSp
 
 
 def _plan(**fields: Any) -> ImportPlan:
-    """The plan either reader made, once its charges are checked to add up to the CSV exactly."""
+    """The plan either reader made, once its charges are checked to add up to the CSV exactly; its amounts per
+    customer are what each customer is charged (its shares of the shared costs included)."""
     if not fields["problem_count"] and fields["charges_sum"] != fields["csv_sum"]:
         raise AssertionError(
             f"Σ totalPrice {fields['charges_sum']} differs from Σ amount {fields['csv_sum']}: a bug, nothing sent"
         )
+    if fields.get("shares"):
+        fields["per_customer"] = shares.charged_per_customer(fields["per_customer"], fields["shares"])
     return ImportPlan(**fields)
 
 

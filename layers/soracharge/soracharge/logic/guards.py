@@ -132,6 +132,7 @@ def _to_default(plan: ImportPlan, mapping: Mapping) -> Decimal:
     """What the rows no customer owns send to the default: all but the costs a ``shared`` rule shares or sends."""
     if not mapping.shared:
         return plan.per_customer.get("", Decimal(0))
+    # (plan.per_customer[""] is what was not shared out; the costs sent `to` a subscription are in it too)
     return sum(
         (amount for name, amount in plan.unowned_per_item.items() if mapping.shared_for(name) is None), Decimal(0)
     )

@@ -147,6 +147,17 @@ def split_shared(
     return (splits, problems) if not problems else ([], problems)
 
 
+def charged_per_customer(per_customer: Mapping_[str, Decimal], splits: Iterable[SharedSplit]) -> dict[str, Decimal]:
+    """Each customer value's amount with its shares, and the rows no customer owns ("") without what was shared
+    out of them: what each customer is charged. The sum is the same (the shares add up to each cost)."""
+    charged = dict(per_customer)
+    for split in splits:
+        charged[""] = charged.get("", Decimal(0)) - split.total
+        for line in split.lines:
+            charged[line.customer] = charged.get(line.customer, Decimal(0)) + line.amount
+    return {customer: Decimal(canonical_decimal_text(amount)) for customer, amount in charged.items()}
+
+
 def notes(splits: Iterable[SharedSplit]) -> dict[tuple[str, str], str]:
     """What each share's charge says of itself, by ``(resource, thing)``: ``Acme's share by amount: 930 of 1790``."""
     return {

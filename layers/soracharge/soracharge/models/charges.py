@@ -213,9 +213,11 @@ class ImportPlan(BaseModel):
     """A billing CSV read, validated and turned into charges: what an import sends, or why it sends nothing.
 
     ``csv_sum`` is Σ amount over every row whose amount is a number; ``charges_sum`` is Σ totalPrice of
-    ``charges``, equal to ``csv_sum`` exactly when the file has no problem. ``per_customer`` (by value of
-    the customer column, ``""`` for empty) and ``per_item`` (by billItemName) cover the same rows as
-    ``csv_sum``; ``per_subscription`` covers the rows that mapped to a subscription without a problem.
+    ``charges``, equal to ``csv_sum`` exactly when the file has no problem. ``per_customer`` (by customer
+    value: the customer column's, or the one the mapping gives a device to; ``""`` for none) is what each
+    is charged, its shares of the shared costs included (``""`` keeps what was not shared out);
+    ``per_item`` (by billItemName) covers the same rows as ``csv_sum``; ``per_subscription`` covers the
+    rows that mapped to a subscription without a problem.
     A plan with any problem has no charges.
     """
 

@@ -245,6 +245,15 @@ class Mapping(_MappingPart):
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
 
+    @model_validator(mode="after")
+    def _shared_rows_have_no_customer(self) -> Mapping:
+        if self.shared and "" in self.customer.subscriptions:
+            raise ValueError(
+                'customer.subscriptions lists the value "" (rows with no customer), and `shared` rules say where such '
+                'rows go: which one wins is a guess. Remove the "" entry (a `default` takes the rest)'
+            )
+        return self
+
     # Lookup caches, called once per CSV row: read through ``__pydantic_private__`` (a slot), as the
     # attribute route goes through ``BaseModel.__getattr__``, some twenty times slower.
     _customers: dict[str, CustomerTarget | None] = PrivateAttr(default_factory=dict)
