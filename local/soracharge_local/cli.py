@@ -556,7 +556,7 @@ def correction(
         ),
     ] = None,
     currency: Annotated[
-        str | None, typer.Option(help="The bill's currency (default: the mapping's, else JPY).")
+        str | None, typer.Option(help="The bill's currency: JPY, USD or EUR (default: the mapping's).")
     ] = None,
 ) -> None:
     """Write the differences between an imported billing CSV and its corrected version, to import as a correction.
@@ -574,7 +574,13 @@ def correction(
     path = mapping or (Path(os.environ["SORACHARGE_MAPPING"]) if os.environ.get("SORACHARGE_MAPPING") else None)
     if path is not None:
         loaded = _parse_mapping_file(_mapping_path(path))
-        allocation = Allocation(mapping=loaded, month=chosen, currency=(currency or loaded.currency or "JPY").upper())
+        bill_currency = (currency or loaded.currency or "").strip().upper()
+        if bill_currency not in ("JPY", "USD", "EUR"):
+            _fail_input(
+                f"the bill's currency {'is ' + repr(currency) + ', not JPY, USD or EUR' if currency else 'is unknown'}"
+                f": give --currency JPY, USD or EUR (the mapping {path} says {loaded.currency or 'none'})"
+            )
+        allocation = Allocation(mapping=loaded, month=chosen, currency=bill_currency)
     target = out or Path("out") / chosen / f"differences-{corrected.stem}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")

@@ -290,3 +290,50 @@ def test_what_goes_to_the_default_is_what_no_rule_shares_or_sends():
         "": Decimal(2900),
     }
     assert sum(plan.per_customer.values()) == plan.csv_sum
+
+
+def test_differences_of_a_changed_basis_written_without_the_mapping_are_refused_as_the_shares_did_not_move():
+    # Only Acme's download changed: no shared row differs, but Acme's basis (and so every VPG share) did
+    chosen = mapping(BY_AMOUNT)
+    imported = (HEADER + "".join(f"{row}\r\n" for row in ROWS)).encode()
+    corrected = imported.replace(b"3000000,600", b"5000000,1000")
+    differences = _differences(imported, corrected, None)
+    plan = plan_import(io.BytesIO(differences), month=MONTH, currency="JPY", mapping=chosen)
+    (problem,) = plan.problems
+    assert problem.message.startswith("these differences were written without the mapping, which shares costs out")
+    assert len(plan.charges) == 0
+    # the same correction written with the mapping moves each share with the basis
+    allocated = _differences(imported, corrected, Allocation(chosen, MONTH, "JPY"))
+    again = plan_import(io.BytesIO(allocated), month=MONTH, currency="JPY", mapping=chosen, id_suffix="a1")
+    assert again.accepted, again.problems
+    assert _net(plan_of(chosen), again) == _net(
+        plan_import(io.BytesIO(corrected), month=MONTH, currency="JPY", mapping=chosen)
+    )
+    # and imported in another currency than it was compared in, it is refused
+    usd = plan_import(io.BytesIO(allocated), month=MONTH, currency="USD", mapping=chosen)
+    assert "compared the shares in JPY, and the month's bill is in USD" in usd.problems[0].message
+
+
+def test_a_correction_reads_a_header_with_spaces_as_the_import_does_and_loses_no_customer_row():
+    chosen = mapping(BY_AMOUNT)
+    spaced = HEADER.replace(",customer", ", customer ")
+    rows = [*ROWS, "440102,,202610,vpgBasicCharge-typeE,500,1,500,Acme Logistics"]
+    imported = (spaced + "".join(f"{row}\r\n" for row in rows)).encode()
+    corrected = imported.replace(b"500,1,500,Acme", b"700,1,700,Acme")
+    differences = _differences(imported, corrected, Allocation(chosen, MONTH, "JPY"))
+    plan = plan_import(io.BytesIO(differences), month=MONTH, currency="JPY", mapping=chosen, id_suffix="a1")
+    assert plan.accepted, plan.problems
+    assert plan.csv_sum == Decimal(200)  # Acme's own VPG row: +200, and the shares its basis moved
+    assert _net(plan_of(chosen, *rows), plan) == _net(
+        plan_import(io.BytesIO(corrected), month=MONTH, currency="JPY", mapping=chosen)
+    )
+
+
+def test_a_mapping_listing_the_empty_customer_beside_shared_rules_is_refused():
+    with pytest.raises(MappingError, match=r'lists the value "" .* which one wins is a guess'):
+        parse_mapping(
+            f'customer: {{column: customer, subscriptions: {{"": {{subscription: "{SUB_PROVIDER}"}}}}}}\n'
+            f'items: [{{match: "*", resource: "{RES_VPG}"}}]\n'
+            'shared: [{match: "vpg*", by: amount}]\n',
+            "mapping.yaml",
+        )

@@ -67,7 +67,22 @@ MAX_STORED_PROBLEMS: Final = 1000
 
 IMSI, DATE, BILL_ITEM, UNIT_PRICE, QUANTITY, AMOUNT = "imsi", "date", "billItemName", "unitPrice", "quantity", "amount"
 #: The column ``soracharge correction`` adds to a differences file: such a file shares no cost out (logic/shares.py).
+#: Its name says how the differences were made: ``soracharge.differences`` without the mapping, or
+#: ``soracharge.differences.shares-allocated.<currency>`` comparing each customer's share (``logic/corrections.py``).
 DIFFERENCES = "soracharge.differences"
+ALLOCATED = "shares-allocated"
+
+
+def differences_mark(names: Iterable[str]) -> str | None:
+    """The differences column's name in a header (stripped), or None for a file that is not differences."""
+    return next((name.strip() for name in names if name.strip().startswith(DIFFERENCES)), None)
+
+
+def allocated_currency(mark: str | None) -> str | None:
+    """The currency a differences file's shares were compared in, or None (not differences, or made without)."""
+    prefix = f"{DIFFERENCES}.{ALLOCATED}."
+    return mark[len(prefix) :] if mark is not None and mark.startswith(prefix) else None
+
 
 #: Numbers are summed as integers counting 10**-18 units.
 SCALE_DIGITS: Final = 18
@@ -183,8 +198,8 @@ class BillingRows:
     sims: dict[str, set[str]] = field(default_factory=dict)
     #: The devices (``<column>:<id>``) of each customer value.
     devices: dict[str, set[str]] = field(default_factory=dict)
-    #: The file is a correction's differences (its header has :data:`DIFFERENCES`).
-    differences: bool = False
+    #: The file is a correction's differences: its :data:`DIFFERENCES` column's name, else None.
+    differences: str | None = None
 
     def add_problem(
         self, line: int | None, column: str | None, value: str | None, message: str, kind: ProblemKind
@@ -284,7 +299,7 @@ def _read(text: Iterator[str], result: BillingRows, mapping: Mapping) -> None:
     columns = _Columns.of(header, mapping.customer.column, result)
     if columns is None:
         return
-    result.differences = DIFFERENCES in (name.strip() for name in header)
+    result.differences = differences_mark(header)
     check = _RowCheck(result, mapping, columns)
     if result.aggregated and columns.complete:
         result.rows = _read_aggregated(lines, quoted, header_lines, columns, check)

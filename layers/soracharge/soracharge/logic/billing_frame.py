@@ -38,12 +38,12 @@ from soracharge.logic.billing_csv import (
     AMOUNT,
     BILL_ITEM,
     DATE,
-    DIFFERENCES,
     IMSI,
     QUANTITY,
     UNIT_PRICE,
     RowArithmetic,
     days_in_month,
+    differences_mark,
 )
 from soracharge.logic.charges import ChargeBuilder, ext_charge_id, share_rows
 from soracharge.logic.polars_engine import pl
@@ -134,7 +134,8 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping, currency: str 
     if mapping.shared:
         by_item = owned.group_by("customer", BILL_ITEM).agg(pl.col("amount").sum())
         amounts = ((customer, name, canonical(amount)) for customer, name, amount in by_item.iter_rows())
-        splits, problems = shares.split_shared(amounts, mapping, currency, differences=DIFFERENCES in names)
+        mark = differences_mark(names)
+        splits, problems = shares.split_shared(amounts, mapping, currency, differences=mark)
         if problems:
             return None  # the pure-Python reader names them
     return _charges_of(owned, rows, month=month, mapping=mapping, splits=splits)

@@ -40,13 +40,26 @@ from typing import BinaryIO, TextIO
 
 from soracharge.errors import InvalidInputError
 from soracharge.logic import shares
-from soracharge.logic.billing_csv import AMOUNT, BILL_ITEM, DATE, DIFFERENCES, QUANTITY, UNIT_PRICE, RowArithmetic
+from soracharge.logic.billing_csv import (
+    ALLOCATED,
+    AMOUNT,
+    BILL_ITEM,
+    DATE,
+    DIFFERENCES,
+    QUANTITY,
+    UNIT_PRICE,
+    RowArithmetic,
+)
 from soracharge.models.charges import canonical_decimal_text
 from soracharge.models.devices import DEVICE_COLUMNS
 from soracharge.models.mapping import ChecksSettings, Mapping
 
-#: Columns that are not a row's identity: its numbers, and the mark of a differences file.
-_NUMBERS = (QUANTITY, AMOUNT, DIFFERENCES)
+#: Columns that are not a row's identity: its numbers (a differences file's mark is not either: ``_is_mark``).
+_NUMBERS = (QUANTITY, AMOUNT)
+
+
+def _identity(column: str) -> bool:
+    return column not in _NUMBERS and not column.startswith(DIFFERENCES)
 
 
 @dataclass
@@ -129,11 +142,13 @@ def write_differences(
             raise InvalidInputError("no imported file to compare the corrected file with")
         befores = [_read(stream, name, allocation=allocation) for name, stream in imported]
         after = _read(corrected[1], corrected[0], RowArithmetic(checks or ChecksSettings()), allocation)
-        columns = [c for c in after.columns if c != DIFFERENCES]
+        columns = [c for c in after.columns if not c.startswith(DIFFERENCES)]
         for before_file in befores:
-            columns += [c for c in before_file.columns if c not in columns and c != DIFFERENCES]
-        columns.append(DIFFERENCES)  # marks the file: its import shares no cost out (logic/shares.py)
-        identity_columns = [c for c in columns if c not in _NUMBERS]
+            columns += [c for c in before_file.columns if c not in columns and not c.startswith(DIFFERENCES)]
+        # The mark of the file: its import shares no cost out, and knows whether the shares were compared.
+        mark = f"{DIFFERENCES}.{ALLOCATED}.{allocation.currency}" if allocation is not None else DIFFERENCES
+        columns.append(mark)
+        identity_columns = [c for c in columns if _identity(c)]
         before_rows: dict[tuple[str, ...], _Totals] = {}
         for before_file in befores:
             for identity, totals in _aligned(before_file, identity_columns).items():
@@ -159,7 +174,7 @@ def write_differences(
                 continue
             values = dict(zip(identity_columns, identity, strict=True))
             values[AMOUNT] = canonical_decimal_text(amount)
-            values[DIFFERENCES] = "yes"
+            values[mark] = "yes"
             values[QUANTITY] = canonical_decimal_text(quantity) if quantity is not None else ""
             if not _priced(values.get(UNIT_PRICE, ""), quantity, amount):
                 values[UNIT_PRICE] = ""  # an adjustment, not units at a price: the import's arithmetic skips it
@@ -192,7 +207,7 @@ def _minus(new: Decimal | None, old: Decimal | None) -> Decimal | None:
 
 def _aligned(read: _Read, identity_columns: list[str]) -> dict[tuple[str, ...], _Totals]:
     """The file's totals keyed by the identity over the union's columns (a column it lacks is empty)."""
-    positions = {column: index for index, column in enumerate(c for c in read.columns if c not in _NUMBERS)}
+    positions = {column: index for index, column in enumerate(c for c in read.columns if _identity(c))}
     aligned: dict[tuple[str, ...], _Totals] = {}
     for identity, totals in read.by_identity.items():
         key = tuple(identity[positions[c]] if c in positions else "" for c in identity_columns)
@@ -228,7 +243,7 @@ def _allocate(read: _Read, data: bytes, name: str, allocation: Allocation) -> No
             "allocated as its import allocated them (import it, or fix it, first)"
         )
     column = mapping.customer.column  # in the file: a file without it has a problem, so no plan
-    identity_columns = [c for c in read.columns if c not in _NUMBERS]
+    identity_columns = [c for c in read.columns if _identity(c)]
     for split in plan.shares:
         for line in split.lines:
             values = {DATE: allocation.month, BILL_ITEM: split.items[0], column: line.customer}
@@ -239,19 +254,24 @@ def _allocate(read: _Read, data: bytes, name: str, allocation: Allocation) -> No
             read.total += line.amount
 
 
-def _shared_row(allocation: Allocation, header: list[str]) -> Callable[[list[str]], bool]:
+def _shared_row(allocation: Allocation, header: list[str], name: str) -> Callable[[list[str]], bool]:
     """Whether a row is a cost no customer owns that the mapping shares out (as ``shares.is_shared`` judges
-    its import's row: its customer value empty, and no device the mapping gives to a customer)."""
+    its import's row: its customer value empty, and no device the mapping gives to a customer). A file
+    without the customer or bill item column cannot be told: it is refused, naming the column."""
     mapping = allocation.mapping
-    customer_at = header.index(mapping.customer.column) if mapping.customer.column in header else None
-    item_at = header.index(BILL_ITEM) if BILL_ITEM in header else None
+    for needed in (mapping.customer.column, BILL_ITEM):
+        if needed not in header:
+            raise InvalidInputError(
+                f"{name}, line 1: no column {needed!r}: which rows are shared costs cannot be told "
+                f"(the header has: {', '.join(header)})"
+            )
+    customer_at = header.index(mapping.customer.column)
+    item_at = header.index(BILL_ITEM)
     devices_at = [header.index(c) for c in DEVICE_COLUMNS if c in header]
     listed = mapping.customer.devices
 
     def shared(values: list[str]) -> bool:
-        if item_at is None:
-            return False
-        customer = values[customer_at] if customer_at is not None else ""
+        customer = values[customer_at]
         if not customer and any(values[i] in listed for i in devices_at if values[i]):
             return False
         return shares.is_shared(customer, values[item_at], mapping)
@@ -268,6 +288,7 @@ def _read_rows(
         header = next(records, None)
         if not header:
             raise InvalidInputError(f"{name}: the file is empty: no header line")
+        header = [column.strip() for column in header]  # as the import reads a header (logic/billing_csv.py)
         missing = [c for c in (AMOUNT,) if c not in header]
         duplicated = sorted({c for c in header if header.count(c) > 1})
         if missing or duplicated:
@@ -276,11 +297,11 @@ def _read_rows(
                 + "; ".join([f"missing column {c!r}" for c in missing] + [f"column {c!r} twice" for c in duplicated])
             )
         read = _Read(columns=list(header))
-        identity_at = [i for i, c in enumerate(header) if c not in _NUMBERS]
+        identity_at = [i for i, c in enumerate(header) if _identity(c)]
         amount_at = header.index(AMOUNT)
         quantity_at = header.index(QUANTITY) if QUANTITY in header else None
         unit_at = header.index(UNIT_PRICE) if UNIT_PRICE in header else None
-        shared = _shared_row(allocation, header) if allocation is not None else None
+        shared = _shared_row(allocation, header, name) if allocation is not None else None
         for row in _rows(records, name, len(header)):
             line, values = row
             amount = _number(values[amount_at], name, line, AMOUNT)

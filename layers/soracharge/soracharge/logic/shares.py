@@ -24,6 +24,7 @@ from collections.abc import Mapping as Mapping_
 from decimal import Decimal
 from fractions import Fraction
 
+from soracharge.logic.billing_csv import allocated_currency
 from soracharge.models.charges import SharedSplit, ShareLine, canonical_decimal_text
 from soracharge.models.devices import SHARE
 from soracharge.models.mapping import Mapping, SharedCost
@@ -67,15 +68,17 @@ def is_shared(customer: str, bill_item_name: str, mapping: Mapping) -> bool:
 
 
 def split_shared(
-    amounts: Iterable[tuple[str, str, Decimal]], mapping: Mapping, currency: str, *, differences: bool = False
+    amounts: Iterable[tuple[str, str, Decimal]], mapping: Mapping, currency: str, *, differences: str | None = None
 ) -> tuple[list[SharedSplit], list[str]]:
     """The shared costs of a file read without problems, split, from its amounts per ``(customer value, bill
     item)``; and why a pool cannot be shared (then there is no split: the file is refused).
 
-    A correction's ``differences`` (``logic/corrections.py`` marks them with a column of their own) are
+    A correction's ``differences`` (the name of the column ``logic/corrections.py`` marks them with) are
     never shared out: their rows are no basis (differences, not the customers' usage), and shares are
     not additive (the shares of a sum are not the sum of the shares). ``soracharge correction --mapping``
-    allocates each customer's share before it compares, so its differences hold none to share."""
+    compares each customer's share, so its differences hold none to share; differences made without the
+    mapping (their shares did not move with their basis), or in another currency, are refused when the
+    mapping shares costs out."""
     totals: dict[tuple[str, str], Decimal] = {}
     for customer, name, amount in amounts:
         totals[customer, name] = totals.get((customer, name), Decimal(0)) + amount
@@ -90,13 +93,25 @@ def split_shared(
         assert rule is not None, "a shared row has its rule"
         pools.setdefault(item.resource, {})[name] = amount
         rules.setdefault(item.resource, {})[id(rule)] = rule
-    if pools and differences:
+    if differences is not None:
         held = ", ".join(sorted(repr(name) for pool in pools.values() for name in pool))
-        return [], [
-            f"these differences hold costs no customer owns that the mapping shares out ({held}): differences are "
-            "no basis to share them by. Write them again with `soracharge correction --mapping MAPPING` (it "
-            "compares each customer's share), or send such rows `to` a subscription"
-        ]
+        again = "Write them again with `soracharge correction --mapping MAPPING` (it compares each customer's share)"
+        allocated = allocated_currency(differences)
+        if pools:
+            return [], [
+                f"these differences hold costs no customer owns that the mapping shares out ({held}): differences "
+                f"are no basis to share them by. {again}, or send such rows `to` a subscription"
+            ]
+        if any(rule.by is not None for rule in mapping.shared) and allocated is None:
+            return [], [
+                "these differences were written without the mapping, which shares costs out: each customer's share "
+                f"did not move with its basis. {again}"
+            ]
+        if allocated is not None and allocated != currency:
+            return [], [
+                f"these differences compared the shares in {allocated}, and the month's bill is in {currency}. "
+                f"{again} and --currency {currency}"
+            ]
     splits, problems = [], []
     for resource, pool in sorted(pools.items()):
         names = sorted(pool)
