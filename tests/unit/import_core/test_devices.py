@@ -188,3 +188,48 @@ def test_without_aggregation_each_device_row_is_its_own_charge_and_still_names_i
     cameras = [c for c in plan.charges if "soraCamDeviceId" in c.attributes]  # type: ignore[operator]
     assert len(cameras) == 3
     assert plan.charges_sum == plan.csv_sum
+
+
+class _OneWay(io.BytesIO):
+    """A stream that cannot be read again: the pure-Python reader alone."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+def _both_checked(data: bytes, chosen: Mapping) -> list[ImportPlan]:
+    fast = plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=chosen)
+    slow = plan_import(_OneWay(data), month=MONTH, currency="JPY", mapping=chosen)
+    return [fast, slow]
+
+
+@pytest.mark.parametrize(
+    ("devices", "rows", "words"),
+    [
+        # a customer value mistyped in the CSV is still a near miss when the mapping gives a device to that customer
+        (
+            {"d000000000000001": "Acme Logistics"},
+            [
+                *(row for row in ROWS if "Acme" not in row),
+                "440102,,,20261001,basicCharge-plan01s-active,10,1,10,ACME Logistics",
+            ],
+            "the mapping says 'Acme Logistics', the CSV has 'ACME Logistics'",
+        ),
+        # a device id mistyped in the mapping
+        (
+            {"7cdde9000002": "Acme Logistics"},
+            ROWS,
+            "lists '7cdde9000002' (for 'Acme Logistics'), the CSV has the device",
+        ),
+        # an IMSI listed as a device
+        ({"440101": "Acme Logistics"}, ROWS, "lists '440101' (for 'Acme Logistics'), and the CSV has it as an imsi"),
+    ],
+)
+def test_a_device_listing_that_matches_nothing_while_something_nearly_does_is_refused_on_both_paths(
+    devices, rows, words
+):
+    for plan in _both_checked(csv_of(*rows), _devices(devices)):
+        assert not plan.accepted
+        assert plan.problems[0].kind is ProblemKind.NEAR_MISS
+        assert words in plan.problems[0].message, plan.problems[0].message
+        assert len(plan.charges) == 0

@@ -337,3 +337,28 @@ def test_a_mapping_listing_the_empty_customer_beside_shared_rules_is_refused():
             'shared: [{match: "vpg*", by: amount}]\n',
             "mapping.yaml",
         )
+
+
+@pytest.mark.parametrize(
+    ("rules", "words"),
+    [
+        ('  - {match: "vpgbasicCharge*", by: amount}', "shared[0].match 'vpgbasicCharge*' matches no bill item"),
+        (
+            '  - {match: "vpgBasicCharge*", by: ["uploadDataCharge", "DownloadDataCharge"]}',
+            "shared[0].by[1] 'DownloadDataCharge' matches no bill item, and the CSV has 'downloadDataCharge'",
+        ),
+    ],
+)
+def test_a_shared_rule_with_a_typo_is_refused_before_it_sends_a_cost_elsewhere(rules, words):
+    data = (HEADER + "".join(f"{row}\r\n" for row in ROWS)).encode()
+    chosen = mapping(rules, default=True)
+    for stream in (io.BytesIO(data), _OneWay(data)):
+        plan = plan_import(stream, month=MONTH, currency="JPY", mapping=chosen)
+        assert not plan.accepted
+        assert plan.problems[0].kind is ProblemKind.NEAR_MISS
+        assert words in plan.problems[0].message, plan.problems[0].message
+
+
+class _OneWay(io.BytesIO):
+    def seekable(self) -> bool:
+        return False

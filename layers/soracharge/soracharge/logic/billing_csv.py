@@ -200,6 +200,11 @@ class BillingRows:
     devices: dict[str, set[str]] = field(default_factory=dict)
     #: The file is a correction's differences: its :data:`DIFFERENCES` column's name, else None.
     differences: str | None = None
+    #: The customer column's own values (before a device's owner from the mapping) with their amounts.
+    per_value: dict[str, Decimal] = field(default_factory=dict)
+    #: The device ids the file names, and the ones ``customer.devices`` lists that it names as an IMSI.
+    device_ids: set[str] = field(default_factory=set)
+    listed_as_imsis: set[str] = field(default_factory=set)
 
     def add_problem(
         self, line: int | None, column: str | None, value: str | None, message: str, kind: ProblemKind
@@ -413,12 +418,14 @@ def _add_totals(result: BillingRows) -> None:
     """Turn the tallies into Decimals and fold them into the file's sums (rejected rows are already in)."""
     per_customer = result.per_customer
     per_item = result.per_item
+    per_value = result.per_value
     total = result.csv_sum
     for key, tally in result.tallies.items():
         tally.finish()
         amount = tally.amount
         total += amount
         per_customer[tally.customer] = per_customer.get(tally.customer, Decimal(0)) + amount
+        per_value[key[0]] = per_value.get(key[0], Decimal(0)) + amount
         per_item[key[1]] = per_item.get(key[1], Decimal(0)) + amount
     result.csv_sum = total
 
@@ -584,8 +591,11 @@ class _RowCheck:
                 tally = tallies[key] = Tally(unit_price, owner, thing)
                 if imsi:
                     self.result.sims.setdefault(owner, set()).add(imsi)
+                    if imsi in self.mapping.customer.devices:
+                        self.result.listed_as_imsis.add(imsi)
                 elif thing:
                     self.result.devices.setdefault(owner, set()).add(thing)
+                    self.result.device_ids.add(thing.partition(":")[2])
                 return numbers, tally
         elif tally is not None and numbers is not None and row[columns.date] in self.days:
             return numbers, tally

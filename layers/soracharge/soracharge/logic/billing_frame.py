@@ -22,6 +22,7 @@ The same file and mapping give the same charges, byte for byte, on either path.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -92,6 +93,10 @@ class FrameRead:
     shares: list[SharedSplit]
     #: The rows no customer owns, by bill item.
     unowned_per_item: dict[str, Decimal]
+    #: The customer column's own values with their amounts; the device ids named; listed ids named as IMSIs.
+    per_value: dict[str, Decimal]
+    device_ids: list[str]
+    listed_as_imsis: list[str]
     #: One row per charge, in the order of their extChargeId (computed again with each packet).
     charges: pl.DataFrame
 
@@ -130,6 +135,11 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping, currency: str 
     owned = _owned(tallies, devices, mapping)
     if not check.mapped(owned):
         return None
+    per_value = _sums(tallies, "customer")
+    named = owned.filter((pl.col(IMSI) == "") & (pl.col("thing") != ""))["thing"].unique().to_list()
+    device_ids = sorted(str(thing).partition(":")[2] for thing in named)
+    listed = list(mapping.customer.devices)
+    as_imsis = sorted(tallies.filter(pl.col(IMSI).is_in(listed))[IMSI].unique().to_list()) if listed else []
     splits: list[SharedSplit] = []
     if mapping.shared:
         by_item = owned.group_by("customer", BILL_ITEM).agg(pl.col("amount").sum())
@@ -138,7 +148,8 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping, currency: str 
         splits, problems = shares.split_shared(amounts, mapping, currency, differences=mark)
         if problems:
             return None  # the pure-Python reader names them
-    return _charges_of(owned, rows, month=month, mapping=mapping, splits=splits)
+    read = _charges_of(owned, rows, month=month, mapping=mapping, splits=splits)
+    return dataclasses.replace(read, per_value=per_value, device_ids=device_ids, listed_as_imsis=as_imsis)
 
 
 @dataclass(frozen=True)
@@ -637,6 +648,9 @@ def _charges_of(
         devices_per_customer=devices_per_customer,
         shares=splits,
         unowned_per_item=unowned_per_item,
+        per_value={},
+        device_ids=[],
+        listed_as_imsis=[],
         charges=charges,
     )
 

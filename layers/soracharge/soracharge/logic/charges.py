@@ -218,6 +218,9 @@ def _fast_plan(
         devices_per_customer=read.devices_per_customer,
         shares=read.shares,
         unowned_per_item=read.unowned_per_item,
+        per_value=read.per_value,
+        device_ids=read.device_ids,
+        listed_as_imsis=read.listed_as_imsis,
     )
 
 
@@ -257,6 +260,9 @@ def _python_plan(
         other_months=read.other_months,
         shares=splits,
         unowned_per_item=_unowned(read),
+        per_value=read.per_value,
+        device_ids=sorted(read.device_ids),
+        listed_as_imsis=sorted(read.listed_as_imsis),
     )
 
 

@@ -1,10 +1,12 @@
 """A person's mistakes caught before money moves: what the readers cannot see row by row.
 
-- **Near misses.** A customer value or an item ``match`` of the mapping that matches no row of the file,
-  while a value of the file differs from it only by spaces, case, width (full or half) or Unicode
+- **Near misses.** A customer value, a device id (``customer.devices``), an item ``match`` or a
+  ``shared`` rule's ``match`` or ``by`` pattern of the mapping that matches nothing in the file, while
+  a value of the file differs from it only by spaces, case, width (full or half) or Unicode
   normalisation: ``"Acme Logistics "`` in the mapping, ``Acme Logistics`` in the CSV. Its rows would go
-  to the default subscription (or to another item's resource) without a word: it is a problem, naming
-  both values, and the file is not imported.
+  to the default subscription (or to another item's resource, or be shared by another basis) without
+  a word: it is a problem, naming both values, and the file is not imported. So is a device id the
+  file names as an IMSI (a SIM's customer is its row's: the listing would be ignored).
 - **The default's catch.** Every customer value that goes to the mapping's default subscription, with
   its amount and SIMs, so a person sees what the default caught (:func:`defaulted`).
 - **One diagnosis before the details.** :func:`diagnosis` says in one line why a file cannot be read or
@@ -56,7 +58,7 @@ def normal(text: str) -> str:
 def near_misses(plan: ImportPlan, mapping: Mapping) -> list[ImportProblem]:
     """The mapping's customer values and item matches that match no row while a row's value nearly does."""
     problems: list[ImportProblem] = []
-    customers = plan.per_customer
+    customers = plan.per_value or plan.per_customer  # the column's own values: a device's owner is not one
     by_normal: dict[str, list[str]] = {}
     for value in customers:
         by_normal.setdefault(normal(value), []).append(value)
@@ -103,7 +105,71 @@ def near_misses(plan: ImportPlan, mapping: Mapping) -> list[ImportProblem]:
                     ),
                 )
             )
+    problems += _device_near_misses(plan, mapping)
+    problems += _shared_near_misses(plan, mapping)
     return problems
+
+
+def _device_near_misses(plan: ImportPlan, mapping: Mapping) -> list[ImportProblem]:
+    problems = []
+    seen = set(plan.device_ids)
+    by_normal: dict[str, list[str]] = {}
+    for device in seen:
+        by_normal.setdefault(normal(device), []).append(device)
+    for listed, customer in mapping.customer.devices.items():
+        if listed in plan.listed_as_imsis:
+            message = (
+                f"the mapping's customer.devices lists {listed!r} (for {customer!r}), and the CSV has it as an imsi: "
+                "a SIM's rows belong to the customer their row names, so the listing would be ignored. List devices "
+                "only, and tag the SIM"
+            )
+            problems.append(ImportProblem(line=None, column="imsi", value=listed, kind=ProblemKind.NEAR_MISS,
+                                          message=message))  # fmt: skip
+            continue
+        if listed in seen:
+            continue
+        for device in by_normal.get(normal(listed), []):
+            if device in mapping.customer.devices:
+                continue
+            message = (
+                f"the mapping's customer.devices lists {listed!r} (for {customer!r}), the CSV has the device "
+                f"{device!r}: its rows would not go to {customer!r}. Write the id as the CSV has it"
+            )
+            problems.append(ImportProblem(line=None, column=None, value=device, kind=ProblemKind.NEAR_MISS,
+                                          message=message))  # fmt: skip
+    return problems
+
+
+def _shared_near_misses(plan: ImportPlan, mapping: Mapping) -> list[ImportProblem]:
+    problems = []
+    names = list(plan.per_item)
+    for index, rule in enumerate(mapping.shared):
+        patterns = [(f"shared[{index}].match", rule.match)]
+        patterns += [
+            (f"shared[{index}].by[{at}]", pattern) for at, pattern in enumerate(rule.by or []) if rule.by != "amount"
+        ]
+        for where, pattern in patterns:
+            if any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                continue
+            close = [name for name in names if _nearly(pattern, name)]
+            for name in close[:1]:
+                what = (
+                    "its rows would not be shared by it"
+                    if where.endswith("match")
+                    else "its amounts would not count in the basis"
+                )
+                message = (
+                    f"the mapping's {where} {pattern!r} matches no bill item, and the CSV has {name!r} "
+                    f"({money(plan.per_item[name], plan.currency)}): {what}. Write it as the CSV has it"
+                )
+                problems.append(ImportProblem(line=None, column="billItemName", value=name,
+                                              kind=ProblemKind.NEAR_MISS, message=message))  # fmt: skip
+    return problems
+
+
+def _nearly(pattern: str, name: str) -> bool:
+    normal_pattern = normal(pattern)
+    return normal(name) == normal_pattern or fnmatch.fnmatchcase(normal(name), normal_pattern)
 
 
 @dataclass(frozen=True)

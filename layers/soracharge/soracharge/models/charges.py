@@ -250,6 +250,13 @@ class ImportPlan(BaseModel):
     shares: list[SharedSplit] = Field(default_factory=list)
     #: The rows no customer owns (empty customer value, no device the mapping gives to one), by bill item.
     unowned_per_item: dict[str, Decimal] = Field(default_factory=dict)
+    #: The customer column's own values (a device's owner from the mapping aside) with their rows' amounts:
+    #: what the mapping's customer values are checked against (``logic/guards.py``).
+    per_value: dict[str, Decimal] = Field(default_factory=dict)
+    #: The device ids the file names (any device column).
+    device_ids: list[str] = Field(default_factory=list)
+    #: The ids ``customer.devices`` lists that the file names as an IMSI, not as a device.
+    listed_as_imsis: list[str] = Field(default_factory=list)
 
     @property
     def accepted(self) -> bool:
