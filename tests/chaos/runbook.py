@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from soracharge.logic.corrections import write_differences
+from soracharge.logic.corrections import Allocation, write_differences
 from soracharge.models.runbook import RUNBOOK_LINE, Remedy
 
 if TYPE_CHECKING:
@@ -176,8 +176,10 @@ def import_differences(cycle: Cycle, alert: ReceivedAlert) -> bool:
     else:
         imported, corrected = this, world.soracom.csv_bytes(alert.month)
     sink = io.StringIO()
+    # as the alert says: `soracharge correction ... --mapping MAPPING` (the month's shares compared per customer)
+    allocation = Allocation(world.mapping, alert.month, world.soracom.currency)
     differences = write_differences(
-        [("imported.csv", io.BytesIO(imported))], ("corrected.csv", io.BytesIO(corrected)), sink
+        [("imported.csv", io.BytesIO(imported))], ("corrected.csv", io.BytesIO(corrected)), sink, allocation=allocation
     )
     if differences.empty:
         cycle.result.notes.append("import-differences: no difference to import")

@@ -84,15 +84,29 @@ def test_a_correction_is_written_as_differences_and_imports_as_an_additional_fil
     corrected.write_bytes(("\ufeff" + text.getvalue()).encode())
     differences = tmp_path / "differences.csv"
 
-    done = run_cli("correction", str(imported), str(corrected), "--month", month, "--out", str(differences))
+    # Written without the mapping, the differences hold the two rows; their import is refused, as the
+    # mapping shares costs out (the VPG's shares move with any customer's amount): nothing would be sent
+    raw = tmp_path / "raw.csv"
+    done = run_cli("correction", str(imported), str(corrected), "--month", month, "--out", str(raw))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(0 added, 1 removed, 1 changed)" in done.stdout
+    assert len(raw.read_bytes().decode("utf-8-sig").splitlines()) == 3  # the header and the two differences
+    refused = run_cli("import", str(raw), "--month", month, "--mapping", MAPPING, "--additional", "--dry-run",
+                      "--out", str(tmp_path / "refused"))  # fmt: skip
+    assert refused.returncode == 1
+    assert "these differences were written without the mapping, which shares costs out" in refused.stdout
+
+    done = run_cli("correction", str(imported), str(corrected), "--month", month, "--mapping", MAPPING,
+                   "--out", str(differences))  # fmt: skip
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Differences written to" in done.stdout
-    assert "(0 added, 1 removed, 1 changed)" in done.stdout
+    assert "1 removed" in done.stdout  # the row taken back; the changed one and the customers' moved shares
     assert "--additional" in done.stdout
     assert "--metadata import=additional" in done.stdout
-    lines = differences.read_bytes().decode("utf-8-sig").splitlines()
-    assert len(lines) == 3  # the header and the two differences
+    header, *rows = differences.read_bytes().decode("utf-8-sig").splitlines()
+    assert header.endswith(",soracharge.differences.shares-allocated.JPY")
+    assert len(rows) >= 2
 
     # The differences dry-run cleanly with the mapping, as charges of their own.
     checked = run_cli("import", str(differences), "--month", month, "--mapping", MAPPING, "--additional", "--dry-run",

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from soracharge.logic.charges import plan_import
-from soracharge.logic.corrections import write_differences
+from soracharge.logic.corrections import Allocation, write_differences
 from soracharge.logic.imports import follow_execution_name
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
@@ -245,7 +245,11 @@ def test_a_corrected_file_is_held_and_its_differences_bring_cloudblue_to_the_cor
 
     # When its differences are imported as an additional file
     differences = io.StringIO()
-    written = write_differences([("a", io.BytesIO(original))], ("b", io.BytesIO(corrected)), differences)
+    # (written as the alert says, with the mapping: the month's shared costs are compared per customer)
+    allocation = Allocation(parse_mapping(EXAMPLE_MAPPING.read_text(), "example"), month, "JPY")
+    written = write_differences(
+        [("a", io.BytesIO(original))], ("b", io.BytesIO(corrected)), differences, allocation=allocation
+    )
     assert written.rows_written >= 2
     body = differences.getvalue().encode("utf-8-sig")
     delta = upload(stack, f"uploads/{month}/differences.csv", body, currency="JPY", **{"import": "additional"})
