@@ -136,10 +136,12 @@ def read_frame(stream: BinaryIO, *, month: str, mapping: Mapping, currency: str 
     if not check.mapped(owned):
         return None
     per_value = _sums(tallies, "customer")
-    named = owned.filter((pl.col(IMSI) == "") & (pl.col("thing") != ""))["thing"].unique().to_list()
-    device_ids = sorted(str(thing).partition(":")[2] for thing in named)
     listed = list(mapping.customer.devices)
     as_imsis = sorted(tallies.filter(pl.col(IMSI).is_in(listed))[IMSI].unique().to_list()) if listed else []
+    del tallies  # the raw keys' sums: ``owned`` holds them, with what each bills and whose it is
+    owned = owned.drop(*devices, "one_thing")  # ``thing`` says what the device columns said
+    named = owned.filter(pl.col("thing") != "")["thing"].unique().to_list()
+    device_ids = sorted(str(thing).partition(":")[2] for thing in named)
     splits: list[SharedSplit] = []
     if mapping.shared:
         by_item = owned.group_by("customer", BILL_ITEM).agg(pl.col("amount").sum())
@@ -517,7 +519,8 @@ class _Checks:
 def _owned(tallies: pl.DataFrame, devices: list[str], mapping: Mapping) -> pl.DataFrame:
     """The raw keys' sums with what each bills and whose it is, as ``billing_csv._RowCheck.thing`` and ``owner``:
 
-    - ``thing``: the imsi, ``<device column>:<id>``, or "" (``models/devices.py``);
+    - ``thing``: ``<device column>:<id>`` for a device's key, else "" (a SIM's is its imsi, already a column:
+      not copied, so a month of SIMs costs no more memory than before devices);
     - ``one_thing``: the key names at most one SIM or device, and each device id is one;
     - ``customer``: the customer the mapping lists its device for, else its customer column's value; null
       when the mapping lists its device for a customer other than the one its column names.
@@ -527,7 +530,7 @@ def _owned(tallies: pl.DataFrame, devices: list[str], mapping: Mapping) -> pl.Da
     thing: pl.Expr = pl.lit("")
     for name in reversed(devices):
         thing = pl.when(pl.col(name) != "").then(pl.lit(f"{name}:") + pl.col(name)).otherwise(thing)
-    thing = pl.when(pl.col(IMSI) != "").then(pl.col(IMSI)).otherwise(thing)
+    thing = pl.when(pl.col(IMSI) != "").then(pl.lit("")).otherwise(thing)
     customer = pl.col("customer").cast(pl.String)
     listed_devices = mapping.customer.devices
     if listed_devices and devices:
@@ -597,14 +600,10 @@ def _charges_of(
     unowned_per_item = _sums(keyed.filter(pl.col("customer").cast(pl.String) == ""), BILL_ITEM)
     sims = keyed.filter(pl.col(IMSI) != "").group_by("customer").agg(pl.col(IMSI).n_unique())
     sims_per_customer = {str(customer): int(count) for customer, count in sims.iter_rows()}
-    devices = (
-        keyed.filter((pl.col(IMSI) == "") & (pl.col("thing") != ""))
-        .group_by("customer")
-        .agg(pl.col("thing").n_unique())
-    )
+    devices = keyed.filter(pl.col("thing") != "").group_by("customer").agg(pl.col("thing").n_unique())
     devices_per_customer = {str(customer): int(count) for customer, count in devices.iter_rows()}
     prices = pl.col("unit_price")
-    charge_key = ["subscription", "account", "resource", "thing"]
+    charge_key = ["subscription", "account", "resource", IMSI, "thing"]
     routed = _routed(keyed, names, mapping) if mapping.shared else keyed
     charges = (
         routed.group_by(charge_key)
@@ -687,6 +686,7 @@ def _share_frame(splits: list[SharedSplit], mapping: Mapping, month: str, schema
         "subscription": [identity[1] for identity, *_ in rows],
         "account": [identity[2] for identity, *_ in rows],
         "resource": [identity[3] for identity, *_ in rows],
+        IMSI: ["" for _ in rows],
         "thing": [identity[4] for identity, *_ in rows],
         "name": [name for _, name, *_ in rows],
         "rank": [ranks[id(item)] for _, _, item, *_ in rows],
@@ -736,7 +736,7 @@ def _ext_ids(charges: pl.DataFrame, month: str) -> pl.Series:
             pl.lit('","'),
             pl.col("resource").cast(pl.String),
             pl.lit('","'),
-            pl.col("thing"),
+            pl.when(pl.col(IMSI) != "").then(pl.col(IMSI)).otherwise(pl.col("thing")),
             pl.lit('"]'),
         ]
     )
@@ -838,17 +838,28 @@ class FrameCharges(Sequence[Charge]):
         month = self._month
         items = self._mapping.items
         build = self._builder.build
-        columns = ("subscription", "account", "resource", "thing", "name", "rank", "total", "amount", "unit_price")
+        columns = (
+            "subscription",
+            "account",
+            "resource",
+            IMSI,
+            "thing",
+            "name",
+            "rank",
+            "total",
+            "amount",
+            "unit_price",
+        )
         return [
             build(
-                (month, subscription, account, resource, thing),
+                (month, subscription, account, resource, imsi or thing),
                 name,
                 items[rank],
                 canonical(total),
                 canonical(amount),
                 None if unit_price is None else canonical(unit_price),
             )
-            for subscription, account, resource, thing, name, rank, total, amount, unit_price in (
+            for subscription, account, resource, imsi, thing, name, rank, total, amount, unit_price in (
                 self._frame.slice(start, length).select(columns).iter_rows()
             )
         ]
