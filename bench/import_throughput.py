@@ -1,7 +1,7 @@
 """How fast the import plans a detailed billing CSV, how its memory grows with the charges, and what a
 1,000,000-SIM month needs on Lambda. It prints figures and asserts nothing (bench/README.md).
 
-    .venv/bin/python bench/import_throughput.py                       # 16,000 SIMs (~1M rows), memory, projection
+    .venv/bin/python bench/import_throughput.py                       # 16,000 SIMs (~1.75M rows), memory, projection
     .venv/bin/python bench/import_throughput.py --sims 4000 --memory-sims   # a quick look, no memory runs
     .venv/bin/python bench/import_throughput.py --file bill.csv --month 202610 --mapping my-mapping.yaml
 
@@ -232,7 +232,7 @@ def project(args: argparse.Namespace, speed: dict[str, float], mem: dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sims", type=int, default=16_000, help="SIMs of the simulator's CSV (63 rows a SIM)")
+    parser.add_argument("--sims", type=int, default=16_000, help="SIMs of the simulator's CSV (about 110 rows a SIM)")
     parser.add_argument("--file", type=Path, help="benchmark this CSV instead (for example a real bill)")
     parser.add_argument("--month", default=MONTH, help="billing month of --file")
     parser.add_argument("--mapping", type=Path, default=MAPPING, help="mapping of --file")
