@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from collections.abc import Mapping as Mapping_
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from fractions import Fraction
 
 from soracharge.logic.billing_csv import allocated_currency
@@ -48,9 +48,11 @@ def split(total: Decimal, weights: Mapping_[str, Decimal], decimals: int) -> dic
     for customer in sorted(quotas, key=lambda c: (-(quotas[c] - shares[c]), c))[:left]:
         shares[customer] += 1
     sign = -1 if total < 0 else 1
-    return {
-        customer: Decimal(canonical_decimal_text(Decimal(sign * n).scaleb(-decimals))) for customer, n in shares.items()
-    }
+    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):  # exact, whatever the caller's context
+        return {
+            customer: Decimal(canonical_decimal_text(Decimal(sign * n).scaleb(-decimals)))
+            for customer, n in shares.items()
+        }
 
 
 def decimals_of(total: Decimal, currency: str) -> int:
