@@ -362,3 +362,13 @@ def test_a_shared_rule_with_a_typo_is_refused_before_it_sends_a_cost_elsewhere(r
 class _OneWay(io.BytesIO):
     def seekable(self) -> bool:
         return False
+
+
+def test_a_total_of_38_digits_is_split_exactly_whatever_the_caller_s_decimal_context():
+    total = Decimal("12345678901234567890.123456789012345678")  # past the default context's 28 digits
+    shares = split(total, {"a": Decimal(1), "b": Decimal(2)}, 18)
+    assert shares == {
+        "a": Decimal("4115226300411522630.041152263004115226"),
+        "b": Decimal("8230452600823045260.082304526008230452"),
+    }
+    assert Fraction(shares["a"]) + Fraction(shares["b"]) == Fraction(total)

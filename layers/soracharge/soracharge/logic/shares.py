@@ -34,21 +34,22 @@ CURRENCY_DECIMALS = {"JPY": 0, "USD": 2, "EUR": 2}
 
 
 def split(total: Decimal, weights: Mapping_[str, Decimal], decimals: int) -> dict[str, Decimal]:
-    """``total`` shared over ``weights`` (all positive), in units of ``10**-decimals``, adding up to it exactly."""
+    """``total`` shared over ``weights`` (all positive), in units of ``10**-decimals``, adding up to it exactly
+    (in an exact context of its own, whatever the caller's)."""
     if not weights or any(weight <= 0 for weight in weights.values()):
         raise ValueError("every weight must be positive, and there must be one")
-    scaled = total.scaleb(decimals)
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"{total} has more than {decimals} decimals")
-    units = abs(int(scaled))
-    whole = sum((Fraction(weight) for weight in weights.values()), Fraction(0))
-    quotas = {customer: units * Fraction(weight) / whole for customer, weight in weights.items()}
-    shares = {customer: quota.numerator // quota.denominator for customer, quota in quotas.items()}
-    left = units - sum(shares.values())
-    for customer in sorted(quotas, key=lambda c: (-(quotas[c] - shares[c]), c))[:left]:
-        shares[customer] += 1
-    sign = -1 if total < 0 else 1
-    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):  # exact, whatever the caller's context
+    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+        scaled = total.scaleb(decimals)
+        if scaled != scaled.to_integral_value():
+            raise ValueError(f"{total} has more than {decimals} decimals")
+        units = abs(int(scaled))
+        whole = sum((Fraction(weight) for weight in weights.values()), Fraction(0))
+        quotas = {customer: units * Fraction(weight) / whole for customer, weight in weights.items()}
+        shares = {customer: quota.numerator // quota.denominator for customer, quota in quotas.items()}
+        left = units - sum(shares.values())
+        for customer in sorted(quotas, key=lambda c: (-(quotas[c] - shares[c]), c))[:left]:
+            shares[customer] += 1
+        sign = -1 if total < 0 else 1
         return {
             customer: Decimal(canonical_decimal_text(Decimal(sign * n).scaleb(-decimals)))
             for customer, n in shares.items()
