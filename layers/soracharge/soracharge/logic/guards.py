@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Iterable
 from collections.abc import Mapping as Mapping_
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Protocol
 
 from soracharge.models.charges import ImportPlan, ImportProblem, ProblemKind
@@ -199,9 +199,10 @@ def _to_default(plan: ImportPlan, mapping: Mapping) -> Decimal:
     if not mapping.shared:
         return plan.per_customer.get("", Decimal(0))
     # (plan.per_customer[""] is what was not shared out; the costs sent `to` a subscription are in it too)
-    return sum(
-        (amount for name, amount in plan.unowned_per_item.items() if mapping.shared_for(name) is None), Decimal(0)
-    )
+    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+        return sum(
+            (amount for name, amount in plan.unowned_per_item.items() if mapping.shared_for(name) is None), Decimal(0)
+        )
 
 
 def encoding_problem(head: bytes) -> ImportProblem | None:

@@ -169,11 +169,12 @@ def charged_per_customer(per_customer: Mapping_[str, Decimal], splits: Iterable[
     """Each customer value's amount with its shares, and the rows no customer owns ("") without what was shared
     out of them: what each customer is charged. The sum is the same (the shares add up to each cost)."""
     charged = dict(per_customer)
-    for split in splits:
-        charged[""] = charged.get("", Decimal(0)) - split.total
-        for line in split.lines:
-            charged[line.customer] = charged.get(line.customer, Decimal(0)) + line.amount
-    return {customer: Decimal(canonical_decimal_text(amount)) for customer, amount in charged.items()}
+    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+        for split in splits:
+            charged[""] = charged.get("", Decimal(0)) - split.total
+            for line in split.lines:
+                charged[line.customer] = charged.get(line.customer, Decimal(0)) + line.amount
+        return {customer: Decimal(canonical_decimal_text(amount)) for customer, amount in charged.items()}
 
 
 def notes(splits: Iterable[SharedSplit]) -> dict[tuple[str, str], str]:
