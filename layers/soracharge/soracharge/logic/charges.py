@@ -268,9 +268,10 @@ def _python_plan(
 
 def _unowned(read: BillingRows) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = {}
-    for key, tally in read.tallies.items():
-        if not tally.customer:
-            totals[key[1]] = totals.get(key[1], Decimal(0)) + tally.amount
+    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+        for key, tally in read.tallies.items():
+            if not tally.customer:
+                totals[key[1]] = totals.get(key[1], Decimal(0)) + tally.amount
     return totals
 
 
