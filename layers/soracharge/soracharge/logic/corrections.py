@@ -54,7 +54,7 @@ from soracharge.models.charges import canonical_decimal_text
 from soracharge.models.devices import DEVICE_COLUMNS
 from soracharge.models.mapping import ChecksSettings, Mapping
 
-#: Columns that are not a row's identity: its numbers (a differences file's mark is not either: ``_is_mark``).
+#: Columns that are not a row's identity: its numbers (nor is a differences file's mark: ``_identity``).
 _NUMBERS = (QUANTITY, AMOUNT)
 
 
