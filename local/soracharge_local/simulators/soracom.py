@@ -4,6 +4,10 @@ It answers the four calls soracharge makes, as described by Soracom's OpenAPI (s
 and shared/DESIGN.md section 2, and serves the export's pre-signed download URL::
 
     POST /v1/auth                          {authKeyId, authKey, tokenTimeoutSeconds?} -> {apiKey, operatorId, token}
+    POST /v1/auth/switch_user              {operatorId, userName, tokenTimeoutSeconds? (<= 3600)} with the caller's
+                                           headers -> a token of another operator (``operators``) that trusts
+                                           the caller's; every call with it acts in that operator (its own bill,
+                                           exports and downloads)
     GET  /v1/bills/{yyyyMM}                MonthlyBill (closed: 18 past months, temporary: this month);
                                            amount: the CSV's sum rounded up to 1 JPY / 0.01 USD, less
                                            the coupon (appliedCouponAmount), plus tax when one is set
@@ -106,7 +110,11 @@ _log = logging.getLogger(__name__)
 
 BillState = Literal["temporary", "closed"]
 ExportOutcome = Literal["exported", "failed", "never"]
-RequestKind = Literal["auth", "getBilling", "exportBilling", "getExportedFile", "download", "control", "unknown"]
+RequestKind = Literal[
+    "auth", "switchUser", "getBilling", "exportBilling", "getExportedFile", "download", "control", "unknown"
+]
+#: The longest token Switch User gives (its tokenTimeoutSeconds, Soracom's published maximum).
+MAX_SWITCHED_TOKEN_TIMEOUT = 3600
 
 #: ``X-Soracom-Ratelimit-Limit`` advertised per request kind and minute (informational: only the
 #: ``rate_limit_next`` fault answers 429).
@@ -225,6 +233,18 @@ class RecordedRequest:
 class _Token:
     api_key: str
     expires_at: float
+    operator_id: str
+
+
+@dataclass(frozen=True)
+class SimulatedOperator:
+    """Another operator (account) the simulator bills: reached with Switch User by a user of an operator it
+    ``trusts``; its bill is its own (other SIMs and devices, other usage), every row tagged ``customer``
+    when one is given (an operator per end customer), of ``sims`` SIMs (the simulator's when None)."""
+
+    trusts: frozenset[str] = frozenset()
+    customer: str | None = None
+    sims: int | None = None
 
 
 @dataclass(frozen=True)
@@ -234,12 +254,14 @@ class _IssuedUrl:
     exported_file_id: str
     month: str
     expires_at: float
+    operator_id: str
 
 
 @dataclass
 class _Export:
     exported_file_id: str
     month: str
+    operator_id: str
     polls: int = 0
     url: _IssuedUrl | None = None
 
@@ -296,6 +318,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         coupon: Decimal = Decimal(0),
         tax_rate: Decimal | None = None,
         tax_rounding: TaxRounding = "down",
+        operators: Mapping[str, SimulatedOperator] | None = None,
     ) -> None:
         if coverage not in CURRENCIES:
             raise ValueError(f"coverage must be 'jp' or 'g', not {coverage!r}")
@@ -315,6 +338,9 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         self.billing = BillingRules()
         super().__init__(host=host, port=port, faults=SoracomFaults(), check_fault=_check_fault)
         self.operator_id = "OP" + f"{int(hashlib.sha256(auth_key_id.encode()).hexdigest(), 16) % 10**10:010d}"
+        #: The other operators, reached with Switch User (``POST /v1/auth/switch_user``).
+        self.operators: dict[str, SimulatedOperator] = dict(operators or {})
+        self._operator_index = {operator: index for index, operator in enumerate(self.operators, 1)}
         self._clock = clock
         self.set_billing(
             {"coupon": str(coupon), "taxRate": None if tax_rate is None else str(tax_rate), "taxRounding": tax_rounding}
@@ -326,7 +352,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         self._exports: dict[str, _Export] = {}
         self._urls: dict[str, _IssuedUrl] = {}
         self._state_overrides: dict[str, BillState | None] = {}
-        self._csv_cache: dict[str, BillingCsv] = {}
+        self._csv_cache: dict[tuple[str, str], BillingCsv] = {}
         self._rate_windows: dict[str, _RateWindow] = {}
         self._server_errors_sent = 0
         self._revoked: set[str] = set()
@@ -334,6 +360,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         self._url_map = self._routes(
             [
                 Rule("/v1/auth", endpoint="auth", methods=["POST"]),
+                Rule("/v1/auth/switch_user", endpoint="switchUser", methods=["POST"]),
                 Rule("/v1/bills/<month>", endpoint="getBilling", methods=["GET"]),
                 Rule("/v1/bills/<month>/export", endpoint="exportBilling", methods=["POST"]),
                 Rule("/v1/files/exported/<exported_file_id>", endpoint="getExportedFile", methods=["GET"]),
@@ -415,15 +442,16 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             return "closed"
         return None
 
-    def csv_bytes(self, month: str) -> bytes:
-        """The exact bytes a download of ``month`` serves (UTF-8 BOM included).
+    def csv_bytes(self, month: str, operator: str | None = None) -> bytes:
+        """The exact bytes a download of ``month`` serves (UTF-8 BOM included), of the simulator's own operator
+        or of ``operator`` (one of :attr:`operators`).
 
         Any valid month works, even one whose bill answers 404. The current month only has the
         days up to ``today``; other months have every day.
         """
-        return self._billing_csv(month).content
+        return self._billing_csv(month, operator or self.operator_id).content
 
-    def bill(self, month: str) -> dict[str, Any] | None:
+    def bill(self, month: str, operator: str | None = None) -> dict[str, Any] | None:
         """The MonthlyBill served for ``month`` (``amount`` as a ``Decimal``), or ``None`` (404)."""
         state = self.bill_state(month)
         if state is None:
@@ -431,7 +459,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         with self._lock:
             rules = self.billing
         amount, coupon = soracom_bill_amount(
-            self._billing_csv(month).total,
+            self._billing_csv(month, operator or self.operator_id).total,
             self.currency,
             coupon=rules.coupon,
             tax_rate=rules.tax_rate,
@@ -449,15 +477,24 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             bill["paymentTransactionId"] = payment_transaction_id(self.coverage, month)
         return bill
 
-    def _billing_csv(self, month: str) -> BillingCsv:
+    def _billing_csv(self, month: str, operator: str) -> BillingCsv:
         parse_year_month(month)
         with self._csv_lock:
-            cached = self._csv_cache.get(month)
+            cached = self._csv_cache.get((operator, month))
             if cached is None:
                 current = f"{self.today:%Y%m}"
                 days = self.today.day if month == current else None
-                cached = generate_billing_csv(month, coverage=self.coverage, sims=self.sims, days=days)
-                self._csv_cache[month] = cached
+                other = self.operators.get(operator)
+                cached = generate_billing_csv(
+                    month,
+                    coverage=self.coverage,
+                    sims=self.sims if other is None or other.sims is None else other.sims,
+                    days=days,
+                    operator="" if other is None else operator,
+                    operator_index=self._operator_index.get(operator, 0),
+                    customer_of_operator=None if other is None else other.customer,
+                )
+                self._csv_cache[(operator, month)] = cached
             return cached
 
     # -- WSGI -------------------------------------------------------------------------------------
@@ -518,17 +555,18 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             # after authentication (auth itself has no token to check).
             if targeted:
                 self._maybe_server_error(kind)
-            if kind != "auth":
-                self._authenticate(request, kind)
+            operator = self._authenticate(request, kind) if kind != "auth" else self.operator_id
             if targeted:
                 self._maybe_rate_limit(kind)
             if kind == "auth":
                 return self._auth(request)
+            if kind == "switchUser":
+                return self._switch_user(request, operator)
             if kind == "getBilling":
-                return self._get_billing(args["month"])
+                return self._get_billing(args["month"], operator)
             if kind == "exportBilling":
-                return self._export_billing(args["month"], request)
-            return self._get_exported_file(args["exported_file_id"])
+                return self._export_billing(args["month"], request, operator)
+            return self._get_exported_file(args["exported_file_id"], operator)
         except Reply as reply:
             return reply.response
 
@@ -561,7 +599,8 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         body = {"code": "COM0005", "message": "Too many requests. Please retry after a while."}
         raise Reply(_json_response(429, body, headers))
 
-    def _authenticate(self, request: Request, kind: RequestKind) -> None:
+    def _authenticate(self, request: Request, kind: RequestKind) -> str:
+        """The operator the request's token acts in; a 401 reply when it has none valid."""
         api_key = request.headers.get("X-Soracom-API-Key", "")
         token = request.headers.get("X-Soracom-Token", "")
         if not api_key or not token:
@@ -574,8 +613,9 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             valid = issued is not None and hmac.compare_digest(issued.api_key, api_key) and now < issued.expires_at
             if not valid and issued is None and token in self._revoked:
                 self._fired["expired_token"] += 1
-        if not valid:
+        if not valid or issued is None:
             raise Reply(self._api_error(401, "AUM0003", "Invalid or expired API key and token", kind=kind))
+        return issued.operator_id
 
     def _auth(self, request: Request) -> Response:
         body = json_object(request)
@@ -605,9 +645,42 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         api_key = f"api-{uuid.uuid4()}"
         token = secrets.token_urlsafe(96)
         with self._lock:
-            self._tokens[token] = _Token(api_key=api_key, expires_at=self._clock() + timeout)
+            self._tokens[token] = _Token(
+                api_key=api_key, expires_at=self._clock() + timeout, operator_id=self.operator_id
+            )
         _log.info("auth accepted for authKeyId %s (token valid %d s)", key_id, timeout)
         return self._api_json(200, {"apiKey": api_key, "operatorId": self.operator_id, "token": token}, kind="auth")
+
+    def _switch_user(self, request: Request, caller: str) -> Response:
+        """``POST /v1/auth/switch_user``: a token of another operator that trusts the caller's operator."""
+        body = json_object(request)
+        if body is None:
+            return self._api_error(400, "COM0003", "The request body must be a JSON object", kind="switchUser")
+        target, user = body.get("operatorId"), body.get("userName")
+        timeout = body.get("tokenTimeoutSeconds", MAX_SWITCHED_TOKEN_TIMEOUT)
+        if (
+            not isinstance(timeout, int)
+            or isinstance(timeout, bool)
+            or not MIN_TOKEN_TIMEOUT <= timeout <= MAX_SWITCHED_TOKEN_TIMEOUT
+        ):
+            return self._api_error(
+                400,
+                "AUM0007",
+                f"tokenTimeoutSeconds must be an integer from {MIN_TOKEN_TIMEOUT} to {MAX_SWITCHED_TOKEN_TIMEOUT}",
+                kind="switchUser",
+            )
+        if not isinstance(target, str) or not isinstance(user, str) or not user:
+            return self._api_error(400, "COM0003", "operatorId and userName are required", kind="switchUser")
+        other = self.operators.get(target)
+        if other is None or caller not in other.trusts:
+            _log.info("switch_user refused: %s does not trust %s", target, caller)
+            return self._api_error(403, "AUM0019", "The operator does not trust the requester", kind="switchUser")
+        api_key = f"api-{uuid.uuid4()}"
+        token = secrets.token_urlsafe(96)
+        with self._lock:
+            self._tokens[token] = _Token(api_key=api_key, expires_at=self._clock() + timeout, operator_id=target)
+        _log.info("switch_user accepted: %s into %s as %s (token valid %d s)", caller, target, user, timeout)
+        return self._api_json(200, {"apiKey": api_key, "operatorId": target, "token": token}, kind="switchUser")
 
     def _checked_month(self, month: str, kind: RequestKind) -> str:
         try:
@@ -616,21 +689,21 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             raise Reply(self._api_error(400, "BIL0002", f"Invalid yyyyMM: {month}", kind=kind)) from None
         return month
 
-    def _get_billing(self, month: str) -> Response:
+    def _get_billing(self, month: str, operator: str) -> Response:
         self._checked_month(month, "getBilling")
-        bill = self.bill(month)
+        bill = self.bill(month, operator)
         if bill is None:
             return self._api_error(404, "BIL0001", f"No bill found for {month}", kind="getBilling")
         return self._api_json(200, bill, kind="getBilling")
 
-    def _export_billing(self, month: str, request: Request) -> Response:
+    def _export_billing(self, month: str, request: Request, operator: str) -> Response:
         self._checked_month(month, "exportBilling")
         mode = request.args.get("export_mode", "sync")
         if mode not in ("async", "sync"):
             return self._api_error(400, "BIL0003", f"Invalid export_mode: {mode}", kind="exportBilling")
         if self.bill_state(month) is None:
             return self._api_error(404, "BIL0001", f"No bill found for {month}", kind="exportBilling")
-        export = _Export(exported_file_id=f"fe_{uuid.uuid4().hex}", month=month)
+        export = _Export(exported_file_id=f"fe_{uuid.uuid4().hex}", month=month, operator_id=operator)
         with self._lock:
             self._exports[export.exported_file_id] = export
         _log.info("export %s of %s started (%s)", export.exported_file_id, month, mode)
@@ -643,9 +716,11 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         }
         return self._api_json(200, body, kind="exportBilling")
 
-    def _get_exported_file(self, exported_file_id: str) -> Response:
+    def _get_exported_file(self, exported_file_id: str, operator: str) -> Response:
         with self._lock:
             export = self._exports.get(exported_file_id)
+            if export is not None and export.operator_id != operator:
+                export = None  # another operator's export: not this operator's to see
             if export is not None:
                 export.polls += 1
         if export is None:
@@ -686,9 +761,8 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
                 f"X-Amz-Security-Token={quote(session_token, safe='')}",
             ]
         )
-        signed = (
-            f"/{EXPORT_BUCKET}/{self.operator_id}/{export.exported_file_id}/Detailed_Billing_{export.month}.csv?{query}"
-        )
+        file_path = f"{export.operator_id}/{export.exported_file_id}/Detailed_Billing_{export.month}.csv"
+        signed = f"/{EXPORT_BUCKET}/{file_path}?{query}"
         signature = self._sign(signed)
         issued = _IssuedUrl(
             url=f"{self.base_url}{signed}{_SIGNATURE_MARK}{signature}",
@@ -696,6 +770,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
             exported_file_id=export.exported_file_id,
             month=export.month,
             expires_at=now + self.url_ttl_seconds,
+            operator_id=export.operator_id,
         )
         with self._lock:
             export.url = issued
@@ -764,7 +839,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
                 self._fired["download_server_error_next"] += 1
         if fail:
             return _s3_error(500, "InternalError", "We encountered an internal error. Please try again.")
-        content = self.csv_bytes(issued.month)
+        content = self.csv_bytes(issued.month, issued.operator_id)
         if faults.drop_csv_rows:
             full = len(content)
             content = _without_last_rows(content, faults.drop_csv_rows)

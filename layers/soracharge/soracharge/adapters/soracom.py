@@ -4,6 +4,10 @@ Facts it follows (shared/DESIGN.md section 2):
 - ``POST /v1/auth`` gives ``apiKey`` and ``token``; every later call sends both
   ``X-Soracom-API-Key`` and ``X-Soracom-Token``. The token is reused while it is valid, and a 401
   leads to exactly one re-authentication and one more try.
+- A client acts in one operator (:class:`OperatorAccess`): the credential's own, checked against the
+  operator it is configured for, or another one that trusts it, through Switch User
+  (``POST /v1/auth/switch_user``, a token of at most an hour, renewed before it lapses). An answer
+  for another operator than the one asked for is refused: a bill is never read from a guess.
 - Every call has a timeout. This client never retries on its own beyond that one re-auth: retries
   are the state machine's ``Retry`` policies, bounded and visible in the execution history.
 - The export's download URL is pre-signed: it is used byte for byte (httpx keeps existing
@@ -42,6 +46,7 @@ from soracharge.models.soracom import (
     MonthlyBill,
     SoracomCredentials,
     SoracomErrorBody,
+    SwitchUserRequest,
 )
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -72,6 +77,23 @@ class DownloadedFile:
     sha256: str
 
 
+@dataclass(frozen=True)
+class OperatorAccess:
+    """The operator a client acts in: ``operator_id`` (checked against what Soracom answers; None: the
+    credential's own, whichever it is), reached through Switch User as ``switch_user`` when given."""
+
+    operator_id: str | None = None
+    switch_user: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.switch_user is not None and not self.operator_id:
+            raise ValueError("Switch User needs the operator id to switch into")
+
+
+#: The longest token Switch User gives (Soracom's published limit).
+MAX_SWITCHED_TOKEN_SECONDS = 3600
+
+
 @dataclass
 class _Token:
     api_key: str
@@ -93,8 +115,10 @@ class SoracomClient:
         download_url_patterns: tuple[str, ...] = ("https://*.amazonaws.com",),
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        operator: OperatorAccess | None = None,
     ) -> None:
         self._credentials = credentials
+        self._operator = operator or OperatorAccess()
         self._token_timeout_seconds = token_timeout_seconds
         self._clock = clock
         self._token: _Token | None = None
@@ -263,8 +287,53 @@ class SoracomClient:
         if response.status_code >= 500:
             raise SoracomUnavailableError(f"auth: Soracom answered HTTP {response.status_code}")
         issued = _parse(response, AuthResponse, "auth")
+        wanted = self._operator
+        if wanted.switch_user is not None:
+            return self._switch(issued, wanted)
+        if wanted.operator_id is not None and issued.operatorId != wanted.operator_id:
+            raise SoracomAuthError(
+                f"auth: AuthKey {credentials.auth_key_id} belongs to operator {issued.operatorId}, not "
+                f"{wanted.operator_id} (the account it is configured for): nothing was read"
+            )
         lifetime = max(self._token_timeout_seconds - TOKEN_RENEWAL_MARGIN_SECONDS, 0)
         return _Token(api_key=issued.apiKey, token=issued.token, renew_at=started + lifetime)
+
+    def _switch(self, root: AuthResponse, wanted: OperatorAccess) -> _Token:
+        """Switch User into ``wanted.operator_id``: a token of that operator, of at most an hour."""
+        assert wanted.operator_id is not None, "checked by OperatorAccess"
+        assert wanted.switch_user is not None, "only called to switch"
+        seconds = min(self._token_timeout_seconds, MAX_SWITCHED_TOKEN_SECONDS)
+        body = SwitchUserRequest(
+            operatorId=wanted.operator_id, userName=wanted.switch_user, tokenTimeoutSeconds=seconds
+        )
+        started = self._clock()
+        response = self._send_json("/auth/switch_user", body.model_dump(), root, "switchUser")
+        if response.status_code in (400, 401, 403, 404):
+            raise SoracomAuthError(
+                f"switch_user: operator {wanted.operator_id} refused user {wanted.switch_user!r} of operator "
+                f"{root.operatorId} (HTTP {response.status_code}, {_describe_error(response)}): does it trust it?"
+            )
+        if response.status_code == 429:
+            raise SoracomRateLimitedError("switch_user: Soracom rate limit reached")
+        if response.status_code >= 500:
+            raise SoracomUnavailableError(f"switch_user: Soracom answered HTTP {response.status_code}")
+        issued = _parse(response, AuthResponse, "switchUser")
+        if issued.operatorId != wanted.operator_id:
+            raise SoracomAuthError(
+                f"switch_user: asked for operator {wanted.operator_id}, Soracom answered for {issued.operatorId}: "
+                "nothing was read"
+            )
+        lifetime = max(seconds - TOKEN_RENEWAL_MARGIN_SECONDS, 0)
+        return _Token(api_key=issued.apiKey, token=issued.token, renew_at=started + lifetime)
+
+    def _send_json(self, path: str, body: dict[str, object], root: AuthResponse, operation: str) -> httpx.Response:
+        headers = {"X-Soracom-API-Key": root.apiKey, "X-Soracom-Token": root.token}
+        try:
+            return self._api.post(path, json=body, headers=headers)
+        except httpx.DecodingError as exc:
+            raise SoracomApiError(f"{operation}: the answer could not be decoded: {exc}") from None
+        except httpx.TransportError as exc:
+            raise SoracomUnavailableError(f"{operation}: {type(exc).__name__}: {exc}") from exc
 
 
 def _parse(response: httpx.Response, model: type[ModelT], operation: str) -> ModelT:

@@ -29,6 +29,14 @@ class AuthRequest(SoracomBody):
     tokenTimeoutSeconds: int = Field(ge=180, le=172800)
 
 
+class SwitchUserRequest(SoracomBody):
+    """``POST /v1/auth/switch_user``: act in another operator that trusts the caller (a normal auth response)."""
+
+    operatorId: str = Field(min_length=1)
+    userName: str = Field(min_length=1)
+    tokenTimeoutSeconds: int = Field(ge=180, le=3600)
+
+
 class AuthResponse(SoracomBody):
     # Both go into HTTP headers: printable ASCII only.
     apiKey: str = Field(min_length=1, pattern=r"^[\x21-\x7e]+$")
