@@ -109,3 +109,10 @@ def plan(content: bytes, the_mapping: Mapping | None = None, *, month: str = MON
     if not fast:
         return _python_plan(io.BytesIO(content), month, "JPY", the_mapping or mapping(), "", "")
     return plan_import(io.BytesIO(content), month=month, currency="JPY", mapping=the_mapping or mapping())
+
+
+class OneWay(io.BytesIO):
+    """A stream that cannot be read again: the pure-Python reader alone reads it."""
+
+    def seekable(self) -> bool:
+        return False

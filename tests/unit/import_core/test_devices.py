@@ -16,6 +16,8 @@ from soracharge.logic.charges import _python_plan, charge_hash, plan_import
 from soracharge.models.charges import ImportPlan, ProblemKind
 from soracharge.models.mapping import Mapping, parse_mapping
 
+from tests.unit.import_core.builders import OneWay
+
 MONTH = "202610"
 SUB_TOKYO = "6513270e-269e-4d37-b2a7-4de452e6b438"
 SUB_ACME = "9531985d-5d9d-49f8-9818-e811892f902b"
@@ -190,16 +192,9 @@ def test_without_aggregation_each_device_row_is_its_own_charge_and_still_names_i
     assert plan.charges_sum == plan.csv_sum
 
 
-class _OneWay(io.BytesIO):
-    """A stream that cannot be read again: the pure-Python reader alone."""
-
-    def seekable(self) -> bool:
-        return False
-
-
 def _both_checked(data: bytes, chosen: Mapping) -> list[ImportPlan]:
     fast = plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=chosen)
-    slow = plan_import(_OneWay(data), month=MONTH, currency="JPY", mapping=chosen)
+    slow = plan_import(OneWay(data), month=MONTH, currency="JPY", mapping=chosen)
     return [fast, slow]
 
 

@@ -20,6 +20,8 @@ from soracharge.logic.shares import split
 from soracharge.models.charges import ImportPlan, ProblemKind
 from soracharge.models.mapping import Mapping, parse_mapping
 
+from tests.unit.import_core.builders import OneWay
+
 MONTH = "202610"
 SUB_TOKYO = "6513270e-269e-4d37-b2a7-4de452e6b438"
 SUB_ACME = "9531985d-5d9d-49f8-9818-e811892f902b"
@@ -352,16 +354,11 @@ def test_a_mapping_listing_the_empty_customer_beside_shared_rules_is_refused():
 def test_a_shared_rule_with_a_typo_is_refused_before_it_sends_a_cost_elsewhere(rules, words):
     data = (HEADER + "".join(f"{row}\r\n" for row in ROWS)).encode()
     chosen = mapping(rules, default=True)
-    for stream in (io.BytesIO(data), _OneWay(data)):
+    for stream in (io.BytesIO(data), OneWay(data)):
         plan = plan_import(stream, month=MONTH, currency="JPY", mapping=chosen)
         assert not plan.accepted
         assert plan.problems[0].kind is ProblemKind.NEAR_MISS
         assert words in plan.problems[0].message, plan.problems[0].message
-
-
-class _OneWay(io.BytesIO):
-    def seekable(self) -> bool:
-        return False
 
 
 def test_a_total_of_38_digits_is_split_exactly_whatever_the_caller_s_decimal_context():

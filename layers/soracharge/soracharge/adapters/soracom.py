@@ -271,22 +271,13 @@ class SoracomClient:
             tokenTimeoutSeconds=self._token_timeout_seconds,
         )
         started = self._clock()
-        try:
-            response = self._api.post("/auth", json=body.model_dump())
-        except httpx.DecodingError as exc:
-            raise SoracomApiError(f"auth: the answer could not be decoded: {exc}") from None
-        except httpx.TransportError as exc:
-            raise SoracomUnavailableError(f"auth: {type(exc).__name__}: {exc}") from exc
-        if response.status_code in (400, 401, 403):
-            raise SoracomAuthError(
-                f"auth: Soracom refused AuthKey {credentials.auth_key_id} "
-                f"(HTTP {response.status_code}, {_describe_error(response)})"
-            )
-        if response.status_code == 429:
-            raise SoracomRateLimitedError("auth: Soracom rate limit reached")
-        if response.status_code >= 500:
-            raise SoracomUnavailableError(f"auth: Soracom answered HTTP {response.status_code}")
-        issued = _parse(response, AuthResponse, "auth")
+        issued = self._post_auth(
+            "/auth",
+            body.model_dump(),
+            "auth",
+            f"auth: Soracom refused AuthKey {credentials.auth_key_id}",
+            (400, 401, 403),
+        )
         wanted = self._operator
         if wanted.switch_user is not None:
             return self._switch(issued, wanted)
@@ -307,17 +298,13 @@ class SoracomClient:
             operatorId=wanted.operator_id, userName=wanted.switch_user, tokenTimeoutSeconds=seconds
         )
         started = self._clock()
-        response = self._send_json("/auth/switch_user", body.model_dump(), root, "switchUser")
-        if response.status_code in (400, 401, 403, 404):
-            raise SoracomAuthError(
-                f"switch_user: operator {wanted.operator_id} refused user {wanted.switch_user!r} of operator "
-                f"{root.operatorId} (HTTP {response.status_code}, {_describe_error(response)}): does it trust it?"
-            )
-        if response.status_code == 429:
-            raise SoracomRateLimitedError("switch_user: Soracom rate limit reached")
-        if response.status_code >= 500:
-            raise SoracomUnavailableError(f"switch_user: Soracom answered HTTP {response.status_code}")
-        issued = _parse(response, AuthResponse, "switchUser")
+        refused = (
+            f"switch_user: operator {wanted.operator_id} refused user {wanted.switch_user!r} of operator "
+            f"{root.operatorId}"
+        )
+        issued = self._post_auth(
+            "/auth/switch_user", body.model_dump(), "switchUser", refused, (400, 401, 403, 404), root=root
+        )
         if issued.operatorId != wanted.operator_id:
             raise SoracomAuthError(
                 f"switch_user: asked for operator {wanted.operator_id}, Soracom answered for {issued.operatorId}: "
@@ -326,14 +313,33 @@ class SoracomClient:
         lifetime = max(seconds - TOKEN_RENEWAL_MARGIN_SECONDS, 0)
         return _Token(api_key=issued.apiKey, token=issued.token, renew_at=started + lifetime)
 
-    def _send_json(self, path: str, body: dict[str, object], root: AuthResponse, operation: str) -> httpx.Response:
-        headers = {"X-Soracom-API-Key": root.apiKey, "X-Soracom-Token": root.token}
+    def _post_auth(
+        self,
+        path: str,
+        body: dict[str, object],
+        operation: str,
+        refused: str,
+        refusals: tuple[int, ...],
+        root: AuthResponse | None = None,
+    ) -> AuthResponse:
+        """An auth call (``/auth``, or ``/auth/switch_user`` with the ``root`` token): its answer, or the typed
+        error of its failure (``refused``, with Soracom's reason, for a status of ``refusals``)."""
+        headers = {"X-Soracom-API-Key": root.apiKey, "X-Soracom-Token": root.token} if root is not None else None
+        name = "switch_user" if root is not None else "auth"
         try:
-            return self._api.post(path, json=body, headers=headers)
+            response = self._api.post(path, json=body, headers=headers)
         except httpx.DecodingError as exc:
-            raise SoracomApiError(f"{operation}: the answer could not be decoded: {exc}") from None
+            raise SoracomApiError(f"{name}: the answer could not be decoded: {exc}") from None
         except httpx.TransportError as exc:
-            raise SoracomUnavailableError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+            raise SoracomUnavailableError(f"{name}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code in refusals:
+            reason = f"(HTTP {response.status_code}, {_describe_error(response)})"
+            raise SoracomAuthError(f"{refused} {reason}" + (": does it trust it?" if root is not None else ""))
+        if response.status_code == 429:
+            raise SoracomRateLimitedError(f"{name}: Soracom rate limit reached")
+        if response.status_code >= 500:
+            raise SoracomUnavailableError(f"{name}: Soracom answered HTTP {response.status_code}")
+        return _parse(response, AuthResponse, operation)
 
 
 def _parse(response: httpx.Response, model: type[ModelT], operation: str) -> ModelT:
