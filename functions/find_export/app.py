@@ -3,7 +3,7 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from soracharge.factories import object_store, stack_coverages
+from soracharge.factories import object_store, stack_accounts, stack_coverages
 from soracharge.logic.export import find_stored_export
 from soracharge.models.export_flow import ExportRequest
 from soracharge.models.parsing import parse_input
@@ -15,4 +15,5 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = parse_input(event, ExportRequest)
-    return find_stored_export(request, store=object_store(), coverages=stack_coverages()).to_event()
+    lookup = find_stored_export(request, store=object_store(), coverages=stack_coverages(), accounts=stack_accounts())
+    return lookup.to_event()

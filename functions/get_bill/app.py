@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from soracharge.factories import soracom_client, stack_coverages
-from soracharge.logic.export import read_closed_bill, request_coverage
+from soracharge.factories import soracom_client, stack_accounts, stack_coverages
+from soracharge.logic.export import read_closed_bill, request_account
 from soracharge.models.export_flow import ExportRequest
 from soracharge.models.parsing import parse_input
 from soracharge.observability import logger, metrics, tracer
@@ -16,7 +16,10 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = parse_input(event, ExportRequest)
-    coverage = request_coverage(request.coverage, stack_coverages(), "GetBill's input")
+    account = request_account(
+        request.coverage, request.operator, stack_coverages(), stack_accounts(), "GetBill's input"
+    )
     today = datetime.now(UTC).date()
-    bill = read_closed_bill(request, soracom=soracom_client(coverage), today=today, coverage=coverage)
+    soracom = soracom_client(account.coverage, account.operator)
+    bill = read_closed_bill(request, soracom=soracom, today=today, coverage=account.coverage, operator=account.operator)
     return bill.to_event()

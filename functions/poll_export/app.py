@@ -3,8 +3,8 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from soracharge.factories import soracom_client, stack_coverages
-from soracharge.logic.export import poll_export, request_coverage
+from soracharge.factories import soracom_client, stack_accounts, stack_coverages
+from soracharge.logic.export import poll_export, request_account
 from soracharge.models.export_flow import ExportProgress
 from soracharge.models.parsing import parse_input
 from soracharge.observability import logger, metrics, tracer
@@ -15,6 +15,9 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     progress = parse_input(event, ExportProgress)
-    coverage = request_coverage(progress.coverage, stack_coverages(), "PollExport's input")
-    polled = poll_export(progress.model_copy(update={"coverage": coverage}), soracom=soracom_client(coverage))
+    account = request_account(
+        progress.coverage, progress.operator, stack_coverages(), stack_accounts(), "PollExport's input"
+    )
+    progress = progress.model_copy(update={"coverage": account.coverage})
+    polled = poll_export(progress, soracom=soracom_client(account.coverage, account.operator))
     return polled.to_event()

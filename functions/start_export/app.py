@@ -3,8 +3,8 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from soracharge.factories import soracom_client, stack_coverages
-from soracharge.logic.export import request_coverage, start_export
+from soracharge.factories import soracom_client, stack_accounts, stack_coverages
+from soracharge.logic.export import request_account, start_export
 from soracharge.models.export_flow import StartExportRequest
 from soracharge.models.parsing import parse_input
 from soracharge.observability import logger, metrics, tracer
@@ -15,6 +15,9 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = parse_input(event, StartExportRequest)
-    coverage = request_coverage(request.coverage, stack_coverages(), "StartExport's input")
-    progress = start_export(request.month, soracom=soracom_client(coverage), coverage=coverage)
+    account = request_account(
+        request.coverage, request.operator, stack_coverages(), stack_accounts(), "StartExport's input"
+    )
+    soracom = soracom_client(account.coverage, account.operator)
+    progress = start_export(request.month, soracom=soracom, coverage=account.coverage, operator=account.operator)
     return progress.to_event()

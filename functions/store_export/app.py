@@ -3,8 +3,8 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from soracharge.factories import object_store, soracom_client, stack_coverages
-from soracharge.logic.export import request_coverage, store_export
+from soracharge.factories import object_store, soracom_client, stack_accounts, stack_coverages
+from soracharge.logic.export import request_account, store_export
 from soracharge.models.export_flow import StoreExportRequest
 from soracharge.models.parsing import parse_input
 from soracharge.observability import logger, metrics, tracer
@@ -15,8 +15,9 @@ from soracharge.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = parse_input(event, StoreExportRequest)
-    coverages = stack_coverages()
-    coverage = request_coverage(request.coverage, coverages, "StoreExport's input")
-    request = request.model_copy(update={"coverage": coverage})
-    stored = store_export(request, soracom=soracom_client(coverage), store=object_store(), coverages=coverages)
+    coverages, accounts = stack_coverages(), stack_accounts()
+    account = request_account(request.coverage, request.operator, coverages, accounts, "StoreExport's input")
+    request = request.model_copy(update={"coverage": account.coverage})
+    soracom = soracom_client(account.coverage, account.operator)
+    stored = store_export(request, soracom=soracom, store=object_store(), coverages=coverages, accounts=accounts)
     return stored.to_event()

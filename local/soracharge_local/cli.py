@@ -36,6 +36,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from soracharge.errors import InvalidInputError, SorachargeError
 from soracharge.logic.imports import ADDITIONAL_FILE, additional_id_suffix, follow_execution_name
+from soracharge.models.accounts import Account, BillAccount, parse_accounts
 from soracharge.models.coverage import Coverage, coverage_label, coverage_of_currency, parse_coverage, parse_coverages
 from soracharge.models.mapping import Mapping
 from soracharge.models.months import ensure_billable, month_index, months_between, parse_month, previous_month
@@ -90,6 +91,15 @@ MonthsOption = Annotated[
         help="Billing month, yyyyMM; repeat it for several. Default: the previous month, as the monthly schedule does.",
     ),
 ]
+AccountsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--accounts",
+        help="The Soracom operators exported besides the stack's own, as the stack's SoracomAccounts: a JSON list of "
+        '{"operator": "OP0000000002", "coverages": "jp,g", "switchUser": "soracharge"} (no switchUser: the '
+        "operator's own AuthKey). Default: $SORACOM_ACCOUNTS, else none.",
+    ),
+]
 FromOption = Annotated[str | None, typer.Option("--from", help="First month of a range (backfill), yyyyMM.")]
 ToOption = Annotated[str | None, typer.Option("--to", help="Last month of the range, yyyyMM (default: --from).")]
 
@@ -101,28 +111,40 @@ def run(
     to: ToOption = None,
     mapping: MappingsOption = None,
     coverage: CoveragesOption = None,
+    accounts: AccountsOption = None,
     out: Annotated[
-        Path, typer.Option(help="Folder for a copy of each month's CSV and report (<month>/<coverage>/ for two).")
+        Path,
+        typer.Option(
+            help="Folder for a copy of each month's CSV and report (<month>/<coverage>/ for two, "
+            "<month>/<operatorId>/<coverage>/ for a listed operator's)."
+        ),
     ] = Path("out"),
     verbose: VerboseOption = False,
 ) -> None:
-    """Run the whole chain for each month and coverage: export, store, import, follow the session, reconcile.
+    """Run the whole chain for each month and bill: export, store, import, follow the session, reconcile.
 
-    Each coverage's bill is its own execution, file and CloudBlue session, in its own currency.
-    Months run one after the other on one local stack, so a month given twice shows what a re-run
-    does: nothing, and it says so.
+    Each coverage's bill is its own execution, file and CloudBlue session, in its own currency; so is
+    each coverage's bill of each operator ``--accounts`` lists. Months run one after the other on one
+    local stack, so a month given twice shows what a re-run does: nothing, and it says so.
     """
     months = _billable_months(month, from_, to)
     coverages = _coverages(coverage)
-    mappings = _mappings(mapping, coverages)
+    listed = _accounts(accounts)
+    every = tuple(dict.fromkeys([*coverages, *(c for a in listed for c in a.coverages)]))
+    mappings = _mappings(mapping, every)
+    bills = [(each, None) for each in coverages] + [(c, a.operator) for a in listed for c in a.coverages]
     _folder(out)
     outcomes: list[tuple[str, str, bool]] = []
-    with _local_cloud(verbose, mapping=mappings, coverages=coverages) as cloud:
+    with _local_cloud(
+        verbose, mapping=mappings, coverages=coverages, accounts=listed, customers=_operator_customers(mappings)
+    ) as cloud:
         _seed_history(cloud, out, months)
         for chosen in months:
-            for each in coverages:
-                folder = out / chosen / each if len(coverages) > 1 else out / chosen
-                outcomes.append(_run_month(cloud, chosen, each, folder, label=_label(chosen, each, coverages)))
+            for each, operator in bills:
+                account = BillAccount(each, operator)
+                folder = out / chosen / account.folder if len(bills) > 1 else out / chosen
+                label = f"{chosen} {account.folder}" if len(bills) > 1 else chosen
+                outcomes.append(_run_month(cloud, chosen, each, folder, label=label, operator=operator))
     _write_history(out)
     if len(outcomes) > 1:
         _print_outcomes(outcomes)
@@ -665,13 +687,15 @@ def _local_cloud(
     soracom: SoracomAccess | None = None,
     import_on_upload: bool = True,
     coverages: tuple[Coverage, ...] = ("jp",),
+    accounts: tuple[Account, ...] = (),
+    customers: dict[str, str] | None = None,
 ) -> Iterator[LocalCloud]:
     _quiet_libraries(verbose)
     environment = {} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     environment |= _tuning_from_shell()
     with ExitStack() as stack:
         try:
-            soracom = soracom or soracom_access(stack, coverages)
+            soracom = soracom or soracom_access(stack, coverages, accounts, customers)
             cloudblue = cloudblue_access(stack)
         except SorachargeError as exc:
             _fail_input(str(exc))
@@ -680,6 +704,9 @@ def _local_cloud(
                 typer.echo(f"Soracom:   {soracom.endpoint}")
             for each in coverages if len(coverages) > 1 else ():
                 typer.echo(f"Soracom:   {soracom.endpoint_of(each)} ({coverage_label(each)})")
+            for account in accounts:
+                how = f"switched into as {account.switch_user}" if account.switch_user else "its own AuthKey"
+                typer.echo(f"Soracom:   operator {account.operator} on {','.join(account.coverages)} ({how})")
         if import_on_upload:
             typer.echo(f"CloudBlue: {cloudblue.endpoint}")
         cloud = stack.enter_context(
@@ -690,6 +717,9 @@ def _local_cloud(
                 import_on_upload=import_on_upload,
                 environment=environment,
                 coverages=coverages,
+                accounts=json.dumps([a.model_dump(mode="json", by_alias=True, exclude_none=True) for a in accounts])
+                if accounts
+                else "",
                 # The tests' switch: Wait states and retry intervals return at once (the template keeps them).
                 instant_waits=os.environ.get(INSTANT_WAITS) == "1",
             )
@@ -733,15 +763,19 @@ def _run_month(
     out: Path,
     label: str,
     review: tuple[str, str, str, int] | None = None,
+    operator: str | None = None,
 ) -> tuple[str, str, bool]:
-    """One month's bill of one coverage through the whole chain; (label, outcome, whether rated and balanced)."""
-    typer.echo(f"\nExporting {month} ({coverage_label(coverage)}):\n")
+    """One month's bill of one coverage (of ``operator``, one SoracomAccounts lists; None: the stack's own)
+    through the whole chain; (label, outcome, whether rated and balanced)."""
+    account = BillAccount(coverage, operator)
+    typer.echo(f"\nExporting {month} ({account.label}):\n")
     printer = console.EventPrinter()
     since = len(cloud.async_invocations.deliveries)
+    payload = {"month": month, "coverage": coverage, **({"operator": operator} if operator else {})}
     result = cloud.run(
         EXPORT_STATE_MACHINE,
-        {"month": month, "coverage": coverage},
-        name=_execution_name("export", month, coverage),
+        payload,
+        name=_execution_name("export", month, coverage if operator is None else f"{coverage}-{operator}"),
         on_event=printer,
     )
     if result.status != "SUCCEEDED":
@@ -936,6 +970,24 @@ def _import_stack(named: Coverage | None, settled: Coverage | None) -> tuple[tup
     if settled is None:
         return stack, None
     return (stack, settled) if len(stack) > 1 and settled in stack else ((settled,), None)
+
+
+def _accounts(given: str | None) -> tuple[Account, ...]:
+    """``--accounts``'s, else $SORACOM_ACCOUNTS's, else none: the operators exported besides the stack's own."""
+    try:
+        return parse_accounts(given if given is not None else os.environ.get("SORACOM_ACCOUNTS", ""))
+    except ValueError as exc:
+        _fail_input(f"{'--accounts' if given is not None else 'SORACOM_ACCOUNTS'}: {exc}")
+
+
+def _operator_customers(mappings: Path | dict[str, Path]) -> dict[str, str]:
+    """The customer each operator's bill is given to by the mappings' ``customer.operators`` (the simulator
+    tags that operator's SIMs with it, as a provider with an operator per end customer would)."""
+    paths = [mappings] if isinstance(mappings, Path) else list(mappings.values())
+    given: dict[str, str] = {}
+    for path in paths:
+        given |= _parse_mapping_file(path).customer.operators
+    return given
 
 
 def _coverages(given: list[str] | None) -> tuple[Coverage, ...]:

@@ -64,6 +64,9 @@ class SoracomAccess:
     auth_key_id: str
     auth_key: str
     endpoints: Mapping[str, str] = field(default_factory=dict)
+    #: The own AuthKey ``(authKeyId, authKey)`` of each listed operator reached without Switch User: put in
+    #: the secret ``<stack>/soracom/<operatorId>``, as a person does in AWS.
+    operator_keys: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def endpoint_of(self, coverage: str) -> str:
         return self.endpoints.get(coverage, self.endpoint)
@@ -130,8 +133,11 @@ class LocalCloud:
         max_retry_sleep_seconds: float = 2.0,
         environment: Mapping[str, str] | None = None,
         coverages: tuple[str, ...] = ("jp",),
+        accounts: str = "",
     ) -> None:
         self.soracom = soracom
+        #: The template's SoracomAccounts: the operators exported besides the stack's own (JSON).
+        self.accounts = accounts
         #: The template's SoracomCoverageType: the coverages this stack exports.
         self.coverages = coverages
         self.cloudblue = cloudblue
@@ -286,6 +292,7 @@ class LocalCloud:
             Parameters=[
                 {"ParameterKey": "ApsEndpoint", "ParameterValue": self.cloudblue.endpoint},
                 {"ParameterKey": "SoracomCoverageType", "ParameterValue": ",".join(self.coverages)},
+                {"ParameterKey": "SoracomAccounts", "ParameterValue": self.accounts},
             ],
         )
         stack = cfn.describe_stacks(StackName=self.stack_name)["Stacks"][0]
@@ -392,6 +399,11 @@ class LocalCloud:
         cloudblue = secrets.create_secret(
             Name=f"{self.stack_name}-cloudblue-credentials", SecretString=json.dumps(self.cloudblue.secret())
         )
+        for operator, (key_id, key) in self.soracom.operator_keys.items():  # the names the template's role allows
+            secrets.create_secret(
+                Name=f"{self.stack_name}/soracom/{operator}",
+                SecretString=json.dumps({"authKeyId": key_id, "authKey": key}),
+            )
         aps_resource = {"APS_RESOURCE_ID": self.cloudblue.resource_id} if self.cloudblue.resource_id else {}
         hosts = {self.soracom.endpoint, *self.soracom.endpoints.values()}
         own = {f"SORACOM_ENDPOINT_{coverage.upper()}": url for coverage, url in self.soracom.endpoints.items()}

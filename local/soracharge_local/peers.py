@@ -9,10 +9,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from contextlib import ExitStack
 
 from soracharge.errors import ConfigurationError
+from soracharge.models.accounts import Account
 from soracharge.models.coverage import Coverage
 
 from soracharge_local.engine import CloudBlueAccess, SoracomAccess
@@ -29,13 +32,24 @@ def _url(name: str) -> str | None:
     return value or None
 
 
-def soracom_access(stack: ExitStack, coverages: tuple[Coverage, ...] = ("jp",)) -> SoracomAccess:
-    """Soracom for ``coverages``: the servers the environment names, else a simulator each."""
+def soracom_access(
+    stack: ExitStack,
+    coverages: tuple[Coverage, ...] = ("jp",),
+    accounts: tuple[Account, ...] = (),
+    customers: Mapping[str, str] | None = None,
+) -> SoracomAccess:
+    """Soracom for ``coverages`` and the operators ``accounts`` lists: the servers the environment names, else
+    a simulator each. A listed operator reached with its own AuthKey takes it from ``SORACOM_AUTH_KEY_ID_<id>``
+    and ``SORACOM_AUTH_KEY_<id>`` on a real server; the simulator makes one. The simulator bills each listed
+    operator's own SIMs, every one tagged with the customer ``customers`` names for it (an operator per end
+    customer), else with its usual customers."""
     shared = _url("SORACOM_ENDPOINT")
-    own: dict[str, str] = {c: url for c in coverages if (url := _url(f"SORACOM_ENDPOINT_{c.upper()}"))}
+    every = tuple(dict.fromkeys([*coverages, *(c for account in accounts for c in account.coverages)]))
+    own_keys = [account.operator for account in accounts if account.switch_user is None]
+    own: dict[str, str] = {c: url for c in every if (url := _url(f"SORACOM_ENDPOINT_{c.upper()}"))}
     if shared or own:
         named = "SORACOM_ENDPOINT" if shared else " and ".join(f"SORACOM_ENDPOINT_{c.upper()}" for c in own)
-        missing = [c for c in coverages if c not in own]
+        missing = [c for c in every if c not in own]
         if missing and not shared:
             raise ConfigurationError(
                 f"{named} is set, but not SORACOM_ENDPOINT_{missing[0].upper()} (or SORACOM_ENDPOINT): where is "
@@ -44,20 +58,59 @@ def soracom_access(stack: ExitStack, coverages: tuple[Coverage, ...] = ("jp",)) 
         key_id, key = os.environ.get("SORACOM_AUTH_KEY_ID"), os.environ.get("SORACOM_AUTH_KEY")
         if not key_id or not key:
             raise ConfigurationError(f"{named} is set, so SORACOM_AUTH_KEY_ID and SORACOM_AUTH_KEY must be set too")
-        return SoracomAccess(endpoint=shared or own[coverages[0]], auth_key_id=key_id, auth_key=key, endpoints=own)
+        keys: dict[str, tuple[str, str]] = {}
+        for operator in own_keys:
+            pair = os.environ.get(f"SORACOM_AUTH_KEY_ID_{operator}"), os.environ.get(f"SORACOM_AUTH_KEY_{operator}")
+            if not pair[0] or not pair[1]:
+                raise ConfigurationError(
+                    f"SoracomAccounts reaches operator {operator} with its own AuthKey (no switchUser), so "
+                    f"SORACOM_AUTH_KEY_ID_{operator} and SORACOM_AUTH_KEY_{operator} must be set"
+                )
+            keys[operator] = (pair[0], pair[1])
+        return SoracomAccess(
+            endpoint=shared or own[every[0]], auth_key_id=key_id, auth_key=key, endpoints=own, operator_keys=keys
+        )
     from soracharge_local.simulators import SoracomSimulator
+    from soracharge_local.simulators.soracom import SimulatedOperator
 
+    primary = simulated_operator_id(SIMULATOR_AUTH_KEY_ID)
+    simulated = {
+        account.operator: SimulatedOperator(
+            trusts=frozenset({primary}) if account.switch_user is not None else frozenset(),
+            customer=(customers or {}).get(account.operator),
+            auth_key=None if account.switch_user is not None else simulated_operator_key(account.operator),
+        )
+        for account in accounts
+    }
     endpoints: dict[str, str] = {}
-    for coverage in coverages:
-        simulator = SoracomSimulator(coverage=coverage, auth_key_id=SIMULATOR_AUTH_KEY_ID, auth_key=SIMULATOR_AUTH_KEY)
+    for coverage in every:
+        served = {name: other for name, other in simulated.items() if _listed_on(accounts, name, coverage)}
+        simulator = SoracomSimulator(
+            coverage=coverage, auth_key_id=SIMULATOR_AUTH_KEY_ID, auth_key=SIMULATOR_AUTH_KEY, operators=served
+        )
         endpoints[coverage] = simulator.start()
         stack.callback(simulator.stop)
     return SoracomAccess(
-        endpoint=endpoints[coverages[0]],
+        endpoint=endpoints[every[0]],
         auth_key_id=SIMULATOR_AUTH_KEY_ID,
         auth_key=SIMULATOR_AUTH_KEY,
-        endpoints=endpoints if len(coverages) > 1 else {},
+        endpoints=endpoints if len(every) > 1 else {},
+        operator_keys={operator: simulated_operator_key(operator) for operator in own_keys},
     )
+
+
+def simulated_operator_id(auth_key_id: str) -> str:
+    """The operator id the simulator gives the operator of ``auth_key_id`` (its own, the primary)."""
+    return "OP" + f"{int(hashlib.sha256(auth_key_id.encode()).hexdigest(), 16) % 10**10:010d}"
+
+
+def simulated_operator_key(operator: str) -> tuple[str, str]:
+    """The AuthKey the simulator gives a listed operator reached with its own."""
+    return f"keyId-{operator.lower()}", f"secret-{operator.lower()}"
+
+
+def _listed_on(accounts: tuple[Account, ...], operator: str, coverage: Coverage) -> bool:
+    return any(a.operator == operator and coverage in a.coverages for a in accounts)
 
 
 def cloudblue_access(stack: ExitStack) -> CloudBlueAccess:

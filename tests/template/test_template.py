@@ -18,7 +18,7 @@ BUCKET_ARN = "arn:${AWS::Partition}:s3:::${AWS::StackName}-data-${AWS::AccountId
 
 
 def evaluate(value: Any, translated: dict[str, Any], parameters: dict[str, str]) -> Any:
-    """A property as CloudFormation resolves it for these parameters (Ref, Fn::If, Fn::Equals, Fn::Not)."""
+    """A property as CloudFormation resolves it for these parameters (Ref, Fn::If, Fn::Equals, Fn::Not, Fn::Or)."""
     if isinstance(value, dict) and len(value) == 1:
         ((function, argument),) = value.items()
         if function == "Ref" and argument in parameters:
@@ -32,12 +32,14 @@ def evaluate(value: Any, translated: dict[str, Any], parameters: dict[str, str])
             return left == right
         if function == "Fn::Not":
             return not evaluate(argument[0], translated, parameters)
+        if function == "Fn::Or":
+            return any(evaluate(part, translated, parameters) for part in argument)
     return value
 
 
 def schedules_for(translated: dict[str, Any], coverages: str) -> dict[str | None, str]:
     """What the stack's enabled schedules export for SoracomCoverageType ``coverages``: coverage -> month."""
-    parameters = {"SoracomCoverageType": coverages, "ExportScheduleState": "ENABLED"}
+    parameters = {"SoracomCoverageType": coverages, "ExportScheduleState": "ENABLED", "SoracomAccounts": ""}
     exported: dict[str | None, str] = {}
     for schedule in resources_of_type(translated, "AWS::Scheduler::Schedule").values():
         properties = schedule["Properties"]
@@ -58,12 +60,27 @@ def test_each_coverage_of_the_stack_is_exported_monthly_by_a_schedule_of_its_own
 
 
 def test_a_schedule_is_off_for_every_coverage_when_the_schedule_state_is_disabled(translated):
-    parameters = {"SoracomCoverageType": "jp,g", "ExportScheduleState": "DISABLED"}
+    accounts = '[{"operator": "OP0000000002", "coverages": "jp,g", "switchUser": "soracharge"}]'
+    parameters = {"SoracomCoverageType": "jp,g", "ExportScheduleState": "DISABLED", "SoracomAccounts": accounts}
     states = [
         evaluate(s["Properties"]["State"], translated, parameters)
         for s in resources_of_type(translated, "AWS::Scheduler::Schedule").values()
     ]
-    assert states == ["DISABLED", "DISABLED"]
+    assert states == ["DISABLED", "DISABLED", "DISABLED"]
+
+
+@pytest.mark.parametrize(
+    ("accounts", "state"), [("", "DISABLED"), ("[]", "DISABLED"), ('[{"operator": "OP0000000002"}]', "ENABLED")]
+)
+def test_the_accounts_schedule_runs_only_when_soracom_accounts_lists_an_operator(translated, accounts, state):
+    (schedule,) = (
+        s
+        for s in resources_of_type(translated, "AWS::Scheduler::Schedule").values()
+        if s["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-monthly-export-accounts"}
+    )
+    parameters = {"SoracomAccounts": accounts, "ExportScheduleState": "ENABLED"}
+    assert evaluate(schedule["Properties"]["State"], translated, parameters) == state
+    assert json.loads(schedule["Properties"]["Target"]["Input"]) == {"scheduledTime": "<aws.scheduler.scheduled-time>"}
 
 
 def test_a_schedule_starts_the_export_monthly_for_the_previous_month(template, translated):
@@ -86,16 +103,23 @@ def test_a_schedule_starts_the_export_monthly_for_the_previous_month(template, t
     assert schedules_for(translated, "jp") == {"jp": "202610"}
 
 
-@pytest.mark.parametrize("which", [0, 1])
-def test_the_schedule_may_only_start_the_export_state_machine(translated, which):
-    schedule = list(resources_of_type(translated, "AWS::Scheduler::Schedule").values())[which]
+@pytest.mark.parametrize(
+    ("which", "may"),
+    [
+        (0, {"Action": "states:StartExecution", "Resource": {"Ref": "ExportBillingStateMachine"}}),
+        # The listed operators' schedule invokes the function that starts one export each, nothing else.
+        (1, {"Action": "lambda:InvokeFunction", "Resource": {"Fn::GetAtt": ["StartAccountExportsFunction", "Arn"]}}),
+        (2, {"Action": "states:StartExecution", "Resource": {"Ref": "ExportBillingStateMachine"}}),
+    ],
+)
+def test_the_schedule_may_only_start_the_export_state_machine(translated, which, may):
+    schedule = sorted(
+        resources_of_type(translated, "AWS::Scheduler::Schedule").values(),
+        key=lambda s: s["Properties"]["Name"]["Fn::Sub"],
+    )[which]
     role = translated["Resources"][schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]]
     statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
-    assert statements[0] == {
-        "Action": "states:StartExecution",
-        "Effect": "Allow",
-        "Resource": {"Ref": "ExportBillingStateMachine"},
-    }
+    assert statements[0] == {**may, "Effect": "Allow"}
     # ...and put a month it could not start into its dead-letter queue, which alarms.
     assert statements[1:] == [
         {"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
@@ -146,6 +170,7 @@ def test_every_function_runs_a_handler_that_exists_with_the_shared_layer_and_pow
         "StartExportFunction",
         "PollExportFunction",
         "StoreExportFunction",
+        "StartAccountExportsFunction",
         "ImportChargesFunction",
         "GetImportSessionFunction",
         "FinishImportFunction",
@@ -195,10 +220,17 @@ def test_secrets_hold_no_value_in_the_template_and_only_their_readers_may_read_t
         for statement in role_statements(translated, role):
             assert "*" not in actions_of(statement), role
             if any(a.startswith("secretsmanager:") for a in actions_of(statement)):
-                secret = statement["Resource"]["Fn::Sub"][1]["secretArn"]["Ref"]
+                arn = statement["Resource"]["Fn::Sub"][1]["secretArn"]
+                secret = arn.get("Ref") or arn["Fn::Sub"]
                 readers.setdefault(secret, set()).add(role)
+    exporters = {f"{n}FunctionRole" for n in ("GetBill", "StartExport", "PollExport", "StoreExport")}
+    # A listed operator's own AuthKey: only secrets named <stack>/soracom/<operatorId>, read by the exporters.
+    accounts = (
+        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${AWS::StackName}/soracom/*"
+    )
     assert readers == {
-        "SoracomAuthKeySecret": {f"{n}FunctionRole" for n in ("GetBill", "StartExport", "PollExport", "StoreExport")},
+        "SoracomAuthKeySecret": exporters,
+        accounts: exporters,
         "CloudBlueCredentialsSecret": {"ImportChargesFunctionRole", "GetImportSessionFunctionRole"},
     }
 
@@ -379,6 +411,7 @@ def test_events_folder_has_a_valid_sample_for_each_function_and_each_state_machi
         "StartExportFunction": {"start_export.json": StartExportRequest},
         "PollExportFunction": {"poll_export.json": ExportProgress},
         "StoreExportFunction": {"store_export.json": StoreExportRequest},
+        "StartAccountExportsFunction": {"start_account_exports.json": ExportRequest},
         "ImportChargesFunction": {"import_charges_s3_put.json": S3Model},
         "FollowImportSessionStateMachine": {"follow_import_session.json": FollowSessionRequest},
         "GetImportSessionFunction": {"get_import_session.json": SessionProgress},

@@ -84,6 +84,7 @@ def test_amounts_travel_as_exact_decimal_strings():
         "appliedCouponAmount": "500.00",
         "currency": "JPY",
         "coverage": "jp",
+        "operator": None,  # the stack's own operator: null, as the ASL passes $.bill.operator on
     }
     parsed = parse_input(bill.to_event(), BillSummary)
     assert (parsed.amount, parsed.applied_coupon_amount) == (Decimal("28734.10"), Decimal("500.00"))

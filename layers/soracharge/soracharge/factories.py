@@ -21,10 +21,11 @@ from soracharge.adapters.cloudblue import ApsTokenAuth, CloudBlueClient, OAuth1T
 from soracharge.adapters.ledger import DynamoDbLedger
 from soracharge.adapters.mapping_source import load_mapping
 from soracharge.adapters.notifier import SnsNotifier
-from soracharge.adapters.soracom import SoracomClient
+from soracharge.adapters.soracom import OperatorAccess, SoracomClient
 from soracharge.adapters.storage import S3ObjectStore
 from soracharge.adapters.workflows import StepFunctionsStarter
-from soracharge.errors import ConfigurationError
+from soracharge.errors import ConfigurationError, InvalidInputError
+from soracharge.models.accounts import Account, listed_operators
 from soracharge.models.coverage import Coverage
 from soracharge.models.soracom import SoracomCredentials
 from soracharge.settings import (
@@ -51,14 +52,30 @@ if TYPE_CHECKING:
 SECRET_MAX_AGE_SECONDS = 300
 
 
-def soracom_client(coverage: Coverage) -> SoracomClient:
-    """The client of one coverage's API host (the AuthKey and its token cache are per host)."""
-    return _soracom_client(load_settings(SoracomSettings), coverage)
+def soracom_client(coverage: Coverage, operator: str | None = None) -> SoracomClient:
+    """The client of one coverage's API host (the AuthKey and its token cache are per host), acting in the
+    stack's own operator, or in ``operator`` (one ``SoracomAccounts`` lists: switched into, or with its own
+    AuthKey)."""
+    settings = load_settings(SoracomSettings)
+    account = None
+    if operator is not None:
+        account = next((a for a in settings.accounts if a.operator == operator), None)
+        if account is None or coverage not in account.coverages:
+            raise InvalidInputError(
+                f"operator {operator} on {coverage} is not one of this stack's accounts (SoracomAccounts lists "
+                f"{listed_operators(settings.accounts)}): add it there, or export it from its own stack"
+            )
+    return _soracom_client(settings, coverage, account)
 
 
 def stack_coverages() -> tuple[Coverage, ...]:
     """The coverages this stack exports (SORACOM_COVERAGE_TYPE: jp, g or jp,g)."""
     return load_settings(CoverageSettings).coverages
+
+
+def stack_accounts() -> tuple[Account, ...]:
+    """The operators this stack exports besides its own (SORACOM_ACCOUNTS)."""
+    return load_settings(CoverageSettings).accounts
 
 
 def object_store(bucket: str | None = None) -> S3ObjectStore:
@@ -112,14 +129,22 @@ def cloudblue_auth(settings: CloudBlueSettings) -> httpx.Auth:
 
 
 @cache
-def _soracom_client(settings: SoracomSettings, coverage: Coverage) -> SoracomClient:
+def _soracom_client(settings: SoracomSettings, coverage: Coverage, account: Account | None = None) -> SoracomClient:
+    credentials: Callable[[], SoracomCredentials] = lambda: soracom_credentials(settings)  # noqa: E731
+    access = None
+    if account is not None:
+        access = OperatorAccess(operator_id=account.operator, switch_user=account.switch_user)
+        if account.switch_user is None:  # the operator's own AuthKey, in the secret named after it
+            secret_id = f"{settings.soracom_account_secret_prefix}{account.operator}"
+            credentials = lambda: _credentials_in(secret_id, f"operator {account.operator}'s AuthKey secret")  # noqa: E731
     return SoracomClient(
         base_url=settings.base_url(coverage),
-        credentials=lambda: soracom_credentials(settings),
+        credentials=credentials,
         timeout_seconds=settings.soracom_timeout_seconds,
         download_timeout_seconds=settings.soracom_download_timeout_seconds,
         token_timeout_seconds=settings.soracom_token_timeout_seconds,
         download_url_patterns=settings.download_url_patterns,
+        operator=access,
     )
 
 
@@ -127,9 +152,12 @@ def soracom_credentials(settings: SoracomSettings) -> SoracomCredentials:
     """The AuthKey pair: from the environment when set, else from the Secrets Manager secret."""
     if settings.soracom_auth_key_id and settings.soracom_auth_key is not None:
         return SoracomCredentials(auth_key_id=settings.soracom_auth_key_id, auth_key=settings.soracom_auth_key)
-    secret_id = settings.soracom_auth_secret_id or ""
+    return _credentials_in(settings.soracom_auth_secret_id or "", "the Soracom AuthKey secret")
+
+
+def _credentials_in(secret_id: str, what: str) -> SoracomCredentials:
     try:
-        return SoracomCredentials.model_validate(_secret_json(secret_id, "the Soracom AuthKey secret"))
+        return SoracomCredentials.model_validate(_secret_json(secret_id, what))
     except ValidationError:
         raise ConfigurationError(f"the secret {secret_id} must be JSON with non-empty authKeyId and authKey") from None
 
@@ -182,6 +210,7 @@ def import_dependencies(
         notifier=notifier(settings.soracharge_alerts_topic_arn),
         concurrency=settings.import_concurrency,
         coverages=settings.coverages,
+        accounts=settings.accounts,
         remaining_seconds=remaining_seconds,
         function_name=function_name or "<ImportChargesFunction>",
     )

@@ -65,8 +65,9 @@ def count(metric: Metric, value: int = 1) -> None:
     metrics.add_metric(name=metric.value, unit=MetricUnit.Count, value=value)
 
 
-def add_amount(metric: Metric, amount: Decimal, currency: str, coverage: str) -> None:
-    """A money metric with the dimensions ``Currency`` and ``Coverage`` (``jp``, ``g``), flushed at once (the
+def add_amount(metric: Metric, amount: Decimal, currency: str, coverage: str, operator: str | None = None) -> None:
+    """A money metric with the dimensions ``Currency`` and ``Coverage`` (``jp``, ``g``), and ``Operator`` for an
+    operator SoracomAccounts lists (the stack's own has none: its series stay as they were), flushed at once (the
     shared ``metrics`` has one set of dimensions per invocation). Telemetry only: amounts never go
     through float elsewhere.
 
@@ -80,6 +81,11 @@ def add_amount(metric: Metric, amount: Decimal, currency: str, coverage: str) ->
         unit=MetricUnit.NoUnit,
         value=float(amount),
         namespace=namespace,
-        default_dimensions={"service": metrics.service or "soracharge", "Currency": currency, "Coverage": coverage},
+        default_dimensions={
+            "service": metrics.service or "soracharge",
+            "Currency": currency,
+            "Coverage": coverage,
+            **({"Operator": operator} if operator else {}),
+        },
     ):
         pass

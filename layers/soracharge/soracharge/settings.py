@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from soracharge.errors import ConfigurationError, InvalidInputError
+from soracharge.models.accounts import Account, parse_accounts
 from soracharge.models.coverage import Coverage, parse_coverages
 
 SORACOM_ENDPOINTS = {"jp": "https://api.soracom.io", "g": "https://g.api.soracom.io"}
@@ -47,9 +48,21 @@ _SECRET = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
 
 
 class CoverageSettings(_Settings):
-    """The coverages this stack exports: ``jp``, ``g`` or ``jp,g`` (the template's SoracomCoverageType)."""
+    """The coverages this stack exports: ``jp``, ``g`` or ``jp,g`` (the template's SoracomCoverageType), and
+    the operators it exports besides its own (SoracomAccounts: ``models/accounts.py``)."""
 
     soracom_coverage_type: str = "jp"
+    soracom_accounts: str = Field(default="", description="JSON list of the other operators this stack exports")
+
+    @field_validator("soracom_accounts")
+    @classmethod
+    def _known_accounts(cls, value: str) -> str:
+        parse_accounts(value)  # its ValueError names what is wrong
+        return value
+
+    @property
+    def accounts(self) -> tuple[Account, ...]:
+        return parse_accounts(self.soracom_accounts)
 
     @field_validator("soracom_coverage_type")
     @classmethod
@@ -105,6 +118,9 @@ class SoracomSettings(CoverageSettings, SoracomTuning):
     soracom_auth_key_id: str | None = None
     soracom_auth_key: SecretStr | None = None
     soracom_auth_secret_id: str | None = None
+    #: A listed operator's own AuthKey is the secret ``<this prefix><operatorId>`` (the template's
+    #: ``<stack>/soracom/``: the functions may read only secrets under it).
+    soracom_account_secret_prefix: str = ""
 
     @model_validator(mode="after")
     def _credentials_from_somewhere(self) -> SoracomSettings:
@@ -195,3 +211,9 @@ class AlertSettings(CoverageSettings):
     soracharge_export_state_machine_arn: str = Field(min_length=1)
     soracom_auth_secret_id: str | None = None
     aps_credentials_secret_id: str | None = None
+
+
+class ExportStarterSettings(CoverageSettings):
+    """What the function starting the listed operators' exports needs."""
+
+    soracharge_export_state_machine_arn: str = Field(min_length=1)

@@ -240,11 +240,13 @@ class _Token:
 class SimulatedOperator:
     """Another operator (account) the simulator bills: reached with Switch User by a user of an operator it
     ``trusts``; its bill is its own (other SIMs and devices, other usage), every row tagged ``customer``
-    when one is given (an operator per end customer), of ``sims`` SIMs (the simulator's when None)."""
+    when one is given (an operator per end customer), of ``sims`` SIMs (the simulator's when None). With
+    ``auth_key`` (``(authKeyId, authKey)``), it is also reached with its own AuthKey, as ``POST /v1/auth``."""
 
     trusts: frozenset[str] = frozenset()
     customer: str | None = None
     sims: int | None = None
+    auth_key: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -634,22 +636,28 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
                 kind="auth",
             )
         key_id, key = body.get("authKeyId"), body.get("authKey")
-        if not (
-            isinstance(key_id, str)
-            and isinstance(key, str)
-            and hmac.compare_digest(key_id.encode(), self.auth_key_id.encode())
-            and hmac.compare_digest(key.encode(), self._auth_key.encode())
-        ):
+        keys = [((self.auth_key_id, self._auth_key), self.operator_id)]
+        keys += [(other.auth_key, name) for name, other in self.operators.items() if other.auth_key is not None]
+        operator = next(
+            (
+                name
+                for (own_id, own_key), name in keys
+                if isinstance(key_id, str)
+                and isinstance(key, str)
+                and hmac.compare_digest(key_id.encode(), own_id.encode())
+                and hmac.compare_digest(key.encode(), own_key.encode())
+            ),
+            None,
+        )
+        if operator is None:
             _log.info("auth refused for authKeyId %s", key_id if isinstance(key_id, str) else "<missing>")
             return self._api_error(401, "AUM0002", "Invalid authKeyId or authKey supplied.", kind="auth")
         api_key = f"api-{uuid.uuid4()}"
         token = secrets.token_urlsafe(96)
         with self._lock:
-            self._tokens[token] = _Token(
-                api_key=api_key, expires_at=self._clock() + timeout, operator_id=self.operator_id
-            )
-        _log.info("auth accepted for authKeyId %s (token valid %d s)", key_id, timeout)
-        return self._api_json(200, {"apiKey": api_key, "operatorId": self.operator_id, "token": token}, kind="auth")
+            self._tokens[token] = _Token(api_key=api_key, expires_at=self._clock() + timeout, operator_id=operator)
+        _log.info("auth accepted for authKeyId %s of %s (token valid %d s)", key_id, operator, timeout)
+        return self._api_json(200, {"apiKey": api_key, "operatorId": operator, "token": token}, kind="auth")
 
     def _switch_user(self, request: Request, caller: str) -> Response:
         """``POST /v1/auth/switch_user``: a token of another operator that trusts the caller's operator."""

@@ -618,7 +618,16 @@ class _RowCheck:
 
     def owner(self, customer: str, thing: str) -> str | None:
         """The customer value a row belongs to: the one the mapping lists its device for, else its customer
-        column's; None when the mapping lists its device for a customer other than the one its column names."""
+        column's; None when the mapping lists its device for a customer other than the one its column names.
+        In a bill of an operator the mapping gives to one customer (``customer.operators``), every row is that
+        customer's: None for a row naming another (by its column, or its device's listing)."""
+        owner = self._device_owner(customer, thing)
+        whole = self.mapping.whole_bill
+        if whole is None or owner is None:
+            return owner
+        return whole[1] if owner in ("", whole[1]) else None
+
+    def _device_owner(self, customer: str, thing: str) -> str | None:
         devices = self.mapping.customer.devices
         if not devices or not thing or thing[0].isdigit():
             return customer
@@ -720,12 +729,9 @@ class _RowCheck:
         owner = self.owner(customer, thing) if thing is not None else customer
         if owner is None:
             unmapped = True
-            listed = self.mapping.customer.devices[(thing or "").partition(":")[2]]
-            message = (
-                f"the mapping's customer.devices lists {describe_thing(thing or '')} for customer {listed!r}, "
-                f"but column {customer_column} names {customer!r}: which customer pays is a guess"
+            problems.append(
+                (customer_column, customer, self._owner_conflict(customer, thing), ProblemKind.UNMAPPED_CUSTOMER)
             )
-            problems.append((customer_column, customer, message, ProblemKind.UNMAPPED_CUSTOMER))
         elif (
             owner == customer
             and readable[customer_column]
@@ -755,6 +761,30 @@ class _RowCheck:
             result.csv_sum += amount
             result.per_customer[customer] = result.per_customer.get(customer, Decimal(0)) + amount
             result.per_item[item] = result.per_item.get(item, Decimal(0)) + amount
+
+    def _owner_conflict(self, customer: str, thing: str | None) -> str:
+        """Why a row's customer is a guess (:meth:`owner` said None)."""
+        column = self.columns.customer_name
+        listed = None
+        if thing and not thing[0].isdigit():
+            listed = self.mapping.customer.devices.get(thing.partition(":")[2])
+        if listed is not None and customer not in ("", listed):
+            return (
+                f"the mapping's customer.devices lists {describe_thing(thing or '')} for customer {listed!r}, "
+                f"but column {column} names {customer!r}: which customer pays is a guess"
+            )
+        whole = self.mapping.whole_bill
+        assert whole is not None, "a row's customer is a guess only by a device's or an operator's listing"
+        operator, owner = whole
+        named = (
+            f"its customer.devices lists {describe_thing(thing or '')} for customer {listed!r}"
+            if listed is not None
+            else f"column {column} names {customer!r}"
+        )
+        return (
+            f"the mapping's customer.operators gives operator {operator}'s bill to customer {owner!r}, but {named}: "
+            "which customer pays is a guess"
+        )
 
     def _device_problems(self, imsi: str, devices: Sequence[str]) -> list[tuple[str, str, str, ProblemKind]]:
         """A device id that is not one, and a row that names more than one SIM or device."""

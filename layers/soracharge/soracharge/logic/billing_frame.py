@@ -523,7 +523,9 @@ def _owned(tallies: pl.DataFrame, devices: list[str], mapping: Mapping) -> pl.Da
       not copied, so a month of SIMs costs no more memory than before devices);
     - ``one_thing``: the key names at most one SIM or device, and each device id is one;
     - ``customer``: the customer the mapping lists its device for, else its customer column's value; null
-      when the mapping lists its device for a customer other than the one its column names.
+      when the mapping lists its device for a customer other than the one its column names. In a bill of an
+      operator the mapping gives to one customer (``Mapping.whole_bill``), that customer; null for a key naming
+      another.
     """
     named = [pl.col(IMSI) != "", *(pl.col(name) != "" for name in devices)]
     good_ids = [(pl.col(name) == "") | pl.col(name).str.contains(DEVICE_ID_PATTERN) for name in devices]
@@ -545,6 +547,9 @@ def _owned(tallies: pl.DataFrame, devices: list[str], mapping: Mapping) -> pl.Da
             .then(listed)
             .otherwise(pl.lit(None, pl.String))
         )
+    if (whole := mapping.whole_bill) is not None:  # every row is one customer's: a row naming another is refused
+        owner = whole[1]
+        customer = pl.when(customer.is_in(["", owner])).then(pl.lit(owner)).otherwise(pl.lit(None, pl.String))
     return tallies.with_columns(
         customer=customer,
         thing=thing,

@@ -34,7 +34,8 @@ Keys that make every retry and re-run safe (APS has no idempotency header):
   (``logic/imports.additional_id_suffix``), appended as ``-a…``: its charges never share an id with
   the first file's, nor with an earlier upload's. A Global coverage bill's charges end with ``-g``
   before that (:func:`charge_id_suffix`), so the two coverages' bills of a month never share an id; a
-  Japan coverage charge's id has no mark.
+  Japan coverage charge's id has no mark. A bill of an operator SoracomAccounts lists adds the operator's
+  mark (``-op0012345678``) after the coverage's: two operators' bills never share an id either.
 - ``extHash = hex(sha256(canonical JSON))`` of every other field of the charge: the wire names
   (camelCase) of the fields that are set (``extChargeId`` included), sorted, compact separators,
   non-ASCII kept, UTF-8, every number as the JSON *string* of its canonical text (``"10.2"``,
@@ -59,6 +60,7 @@ from typing import Any, BinaryIO, NamedTuple
 from soracharge.errors import InvalidInputError
 from soracharge.logic import guards, shares
 from soracharge.logic.billing_csv import BillingRows, Tally, days_in_month, read_billing_csv
+from soracharge.models.accounts import BillAccount
 from soracharge.models.charges import Charge, ImportPlan, ProblemKind, SharedSplit, canonical_decimal_text
 from soracharge.models.coverage import ID_SUFFIXES, Coverage
 from soracharge.models.devices import SHARE, describe_thing, split_thing
@@ -66,12 +68,14 @@ from soracharge.models.mapping import CustomerTarget, ItemTarget, Mapping
 from soracharge.models.months import parse_month
 
 _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
-_ID_SUFFIX = re.compile(r"[a-z0-9]{1,16}(-[a-z0-9]{1,16})?", re.ASCII)
+_ID_SUFFIX = re.compile(r"[a-z0-9]{1,16}(-[a-z0-9]{1,16}){0,2}", re.ASCII)
 
 
-def charge_id_suffix(coverage: Coverage, additional: str = "") -> str:
-    """The ``id_suffix`` of a bill's charges: ``g`` for Global coverage, then an additional file's own."""
-    return "-".join(part for part in (ID_SUFFIXES[coverage], additional) if part)
+def charge_id_suffix(coverage: Coverage, additional: str = "", *, operator: str | None = None) -> str:
+    """The ``id_suffix`` of a bill's charges: ``g`` for Global coverage, then the operator's mark for an
+    operator SoracomAccounts lists (``op0012345678``), then an additional file's own."""
+    mark = BillAccount(coverage, operator).id_suffix
+    return "-".join(part for part in (ID_SUFFIXES[coverage], mark, additional) if part)
 
 
 #: A JSON string literal, non-ASCII kept (what ``json.dumps(text, ensure_ascii=False)`` writes), in C.
@@ -104,7 +108,8 @@ def plan_import(
         raise InvalidInputError(f"currency must be an ISO 4217 code of 3 capital letters (JPY), got {currency!r}")
     if id_suffix and not _ID_SUFFIX.fullmatch(id_suffix):
         raise InvalidInputError(
-            f"id_suffix must be 1-16 lower-case letters or digits (two such parts joined by '-'), got {id_suffix!r}"
+            "id_suffix must be 1-16 lower-case letters or digits (up to three such parts joined by '-'), "
+            f"got {id_suffix!r}"
         )
     encoding = guards.encoding_problem(_head(stream))
     if encoding is not None:  # nothing in it can be read as it is: one problem, not one per row

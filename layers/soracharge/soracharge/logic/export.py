@@ -13,7 +13,9 @@ from pathlib import Path
 
 from soracharge.adapters.soracom import SoracomApi
 from soracharge.adapters.storage import ExportFolders, ObjectStore, StoredExports, StoredObject
-from soracharge.errors import BillNotClosedError, BillNotFoundError, SoracomApiError
+from soracharge.adapters.workflows import WorkflowStarter
+from soracharge.errors import BillNotClosedError, BillNotFoundError, InvalidInputError, SoracomApiError
+from soracharge.models.accounts import Account, BillAccount, account_coverages, listed_operators
 from soracharge.models.coverage import CURRENCIES, Coverage, coverage_label, coverage_of_currency, only_coverage
 from soracharge.models.export_flow import (
     BillSummary,
@@ -30,11 +32,17 @@ from soracharge.observability import Metric, count, logger, metrics
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
 
 
-def export_key(month: str, exported_file_id: str, coverage: Coverage, *, nested: bool) -> str:
+def export_key(
+    month: str, exported_file_id: str, coverage: Coverage, *, nested: bool, operator: str | None = None
+) -> str:
     """Where the import flow finds a month's CSV: ``exports/<yyyyMM>/<exportedFileId>.csv`` on a stack
-    that exports one coverage (the layout of every stack before coverages), and
-    ``exports/<yyyyMM>/<coverage>/<exportedFileId>.csv`` (``nested``) on one that exports both."""
-    folder = f"exports/{month}/{coverage}/" if nested else f"exports/{month}/"
+    that exports one coverage (the layout of every stack before coverages),
+    ``exports/<yyyyMM>/<coverage>/<exportedFileId>.csv`` (``nested``) on one that exports both, and
+    ``exports/<yyyyMM>/<operatorId>/<coverage>/<exportedFileId>.csv`` for an operator SoracomAccounts lists."""
+    if operator is not None:
+        folder = f"exports/{month}/{operator}/{coverage}/"
+    else:
+        folder = f"exports/{month}/{coverage}/" if nested else f"exports/{month}/"
     return f"{folder}{exported_file_id}.csv"
 
 
@@ -43,13 +51,46 @@ def request_coverage(coverage: Coverage | None, coverages: tuple[Coverage, ...],
     return coverage if coverage is not None else only_coverage(coverages, what)
 
 
-def stored_export(store: ExportFolders, month: str, coverage: Coverage) -> StoredObject | None:
-    """The month's stored export of ``coverage``, in either layout (:func:`export_key`), or None.
+def request_account(
+    coverage: Coverage | None,
+    operator: str | None,
+    coverages: tuple[Coverage, ...],
+    accounts: tuple[Account, ...],
+    what: str,
+) -> BillAccount:
+    """The bill a payload names: the stack's own operator on ``coverage`` (else its only coverage), or an
+    operator ``SoracomAccounts`` lists on one of its coverages. Any other is refused, naming it: a bill of an
+    operator the stack does not list is never exported (it may be another stack's)."""
+    if operator is None:
+        return BillAccount(request_coverage(coverage, coverages, what))
+    listed = account_coverages(accounts, operator)
+    if listed is None:
+        raise InvalidInputError(
+            f"{what} names operator {operator}, which is not one of this stack's accounts (SoracomAccounts lists "
+            f"{listed_operators(accounts)}): add it to SoracomAccounts, or export it from the stack that lists it"
+        )
+    chosen = request_coverage(coverage, listed, f"{what} (operator {operator})")
+    if chosen not in listed:
+        raise InvalidInputError(
+            f"{what} names operator {operator} on {coverage_label(chosen)}, and SoracomAccounts lists it on "
+            f"{' and '.join(coverage_label(c) for c in listed)} only"
+        )
+    return BillAccount(chosen, operator)
+
+
+def stored_export(
+    store: ExportFolders, month: str, coverage: Coverage, operator: str | None = None
+) -> StoredObject | None:
+    """The month's stored export of ``coverage`` (of ``operator``), in either layout (:func:`export_key`), or None.
 
     ``exports/<yyyyMM>/<coverage>/`` holds only that coverage's; a file right under
     ``exports/<yyyyMM>/`` is the coverage its metadata names (``coverage``, else its ``currency``),
     and one naming neither counts as this coverage's: better a month not exported again than twice.
+    A listed operator's export is only ever in its own folder, ``exports/<yyyyMM>/<operatorId>/<coverage>/``.
     """
+    if operator is not None:
+        own = store.first(f"exports/{month}/{operator}/{coverage}/")
+        return own if own is not None and own.metadata.get("sha256") else None
     nested = store.first(f"exports/{month}/{coverage}/")
     if nested is not None and nested.metadata.get("sha256"):
         return nested
@@ -62,7 +103,12 @@ def stored_export(store: ExportFolders, month: str, coverage: Coverage) -> Store
     return None
 
 
-def find_stored_export(request: ExportRequest, store: StoredExports, coverages: tuple[Coverage, ...]) -> ExportLookup:
+def find_stored_export(
+    request: ExportRequest,
+    store: StoredExports,
+    coverages: tuple[Coverage, ...],
+    accounts: tuple[Account, ...] = (),
+) -> ExportLookup:
     """The month's stored export and how its import ended, if the month was exported before.
 
     The state machine's first step: a re-run of a month already stored (by hand, a second schedule
@@ -70,12 +116,16 @@ def find_stored_export(request: ExportRequest, store: StoredExports, coverages: 
     and says so. It also settles the coverage the rest of the execution exports.
     """
     month = request.billing_month()
-    coverage = request_coverage(request.coverage, coverages, "the execution's input")
-    logger.append_keys(month=month, coverage=coverage)
-    existing = stored_export(store, month, coverage)
+    account = request_account(request.coverage, request.operator, coverages, accounts, "the execution's input")
+    coverage, operator = account.coverage, account.operator
+    logger.append_keys(month=month, coverage=coverage, operator=operator)
+    existing = stored_export(store, month, coverage, operator)
     if existing is None:
         return ExportLookup(
-            month=month, coverage=coverage, summary=f"{month} ({coverage_label(coverage)}) has not been exported yet"
+            month=month,
+            coverage=coverage,
+            operator=operator,
+            summary=f"{month} ({account.label}) has not been exported yet",
         )
     key = report_key(month, existing.version_id, existing.key)
     report = store.get_json(key)
@@ -99,18 +149,23 @@ def find_stored_export(request: ExportRequest, store: StoredExports, coverages: 
     return ExportLookup(
         month=month,
         coverage=coverage,
+        operator=operator,
         stored=_stored(existing, already_stored=True),
         import_status=status,
         import_report=key if report is not None else None,
         summary=(
-            f"{month} ({coverage_label(coverage)}) was exported before, to {existing.uri}: nothing was exported, "
+            f"{month} ({account.label}) was exported before, to {existing.uri}: nothing was exported, "
             f"stored or imported again; {outcome}"
         ),
     )
 
 
 def read_closed_bill(
-    request: ExportRequest, soracom: SoracomApi, today: date, coverage: Coverage | None = None
+    request: ExportRequest,
+    soracom: SoracomApi,
+    today: date,
+    coverage: Coverage | None = None,
+    operator: str | None = None,
 ) -> BillSummary:
     """getBill: the month's bill, which must be closed before it is exported.
 
@@ -156,23 +211,36 @@ def read_closed_bill(
         applied_coupon_amount=bill.appliedCouponAmount,
         currency=bill.currency,
         coverage=coverage,
+        operator=operator,
     )
 
 
-def start_export(month: str, soracom: SoracomApi, coverage: Coverage = "jp") -> ExportProgress:
+def start_export(
+    month: str, soracom: SoracomApi, coverage: Coverage = "jp", operator: str | None = None
+) -> ExportProgress:
     """startExport: ask Soracom for the detailed billing CSV, always ``export_mode=async``."""
-    logger.append_keys(month=month, coverage=coverage)
+    logger.append_keys(month=month, coverage=coverage, operator=operator)
     started = soracom.start_export(month)
     logger.append_keys(exportedFileId=started.exportedFileId)
     logger.info("Export started")
     return ExportProgress(
-        exported_file_id=started.exportedFileId, status="processing", polls=0, month=month, coverage=coverage
+        exported_file_id=started.exportedFileId,
+        status="processing",
+        polls=0,
+        month=month,
+        coverage=coverage,
+        operator=operator,
     )
 
 
 def poll_export(progress: ExportProgress, soracom: SoracomApi) -> ExportProgress:
     """pollExport: one look at the export; the state machine decides whether to wait and look again."""
-    logger.append_keys(month=progress.month, coverage=progress.coverage, exportedFileId=progress.exported_file_id)
+    logger.append_keys(
+        month=progress.month,
+        coverage=progress.coverage,
+        operator=progress.operator,
+        exportedFileId=progress.exported_file_id,
+    )
     exported = soracom.get_exported_file(progress.exported_file_id)
     polls = progress.polls + 1
     logger.info("Export polled", extra={"status": exported.status, "polls": polls})
@@ -187,6 +255,7 @@ def store_export(
     store: ObjectStore,
     now: datetime | None = None,
     coverages: tuple[Coverage, ...] = ("jp",),
+    accounts: tuple[Account, ...] = (),
 ) -> StoredExport:
     """storeExport: fetch a fresh download URL, download the CSV at once, store it byte for byte.
 
@@ -200,9 +269,12 @@ def store_export(
     memory stays bounded whatever the file size. ``coverages`` are the stack's: with more than one
     the key has a folder per coverage (:func:`export_key`).
     """
-    coverage = request_coverage(request.coverage, coverages, "StoreExport's input")
-    logger.append_keys(month=request.month, coverage=coverage, exportedFileId=request.exported_file_id)
-    existing = stored_export(store, request.month, coverage)
+    account = request_account(request.coverage, request.operator, coverages, accounts, "StoreExport's input")
+    coverage, operator = account.coverage, account.operator
+    logger.append_keys(
+        month=request.month, coverage=coverage, operator=operator, exportedFileId=request.exported_file_id
+    )
+    existing = stored_export(store, request.month, coverage, operator)
     if existing is not None:
         logger.info("Month already exported", extra={"key": existing.key})
         return _stored(existing, already_stored=True)
@@ -214,7 +286,7 @@ def store_export(
             + ("" if exported.url else " and Soracom gave no url")
             + ": it cannot be downloaded"
         )
-    key = export_key(request.month, request.exported_file_id, coverage, nested=len(coverages) > 1)
+    key = export_key(request.month, request.exported_file_id, coverage, nested=len(coverages) > 1, operator=operator)
     with tempfile.TemporaryDirectory(prefix="soracharge-") as workdir:
         path = Path(workdir) / "export.csv"
         with path.open("wb") as sink:
@@ -230,6 +302,8 @@ def store_export(
             "exported-at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
             "download-url": without_query(exported.url),
         }
+        if operator is not None:
+            metadata["operator"] = operator
         stored = store.upload_file(path, key, metadata=metadata, content_type=CSV_CONTENT_TYPE)
     logger.info("Export stored", extra={"key": key, "size": downloaded.size})
     count(Metric.EXPORTS_STORED)
@@ -253,3 +327,22 @@ def _stored(obj: StoredObject, *, already_stored: bool) -> StoredExport:
         download_url=obj.metadata.get("download-url", ""),
         already_stored=already_stored,
     )
+
+
+def start_account_exports(
+    request: ExportRequest, accounts: tuple[Account, ...], workflows: WorkflowStarter, state_machine_arn: str
+) -> list[dict[str, str]]:
+    """The monthly schedule of the operators ``SoracomAccounts`` lists: one export execution per operator and
+    coverage, each named after its bill (``export-<yyyyMM>-<coverage>-<operatorId>``), so a schedule delivered
+    twice starts nothing twice; each then runs, fails and is retried on its own, as a coverage's always did.
+    The stack's own operator keeps its own schedules."""
+    month = request.billing_month()
+    started = []
+    for account in accounts:
+        for coverage in account.coverages:
+            name = f"export-{month}-{coverage}-{account.operator}"
+            payload = {"month": month, "coverage": coverage, "operator": account.operator}
+            arn = workflows.start(state_machine_arn, name, payload)
+            started.append({"operator": account.operator, "coverage": coverage, "executionArn": arn})
+    logger.info("Account exports started", extra={"month": month, "executions": len(started)})
+    return started

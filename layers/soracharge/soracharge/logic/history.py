@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from soracharge.logic import variance
 from soracharge.logic.report_html import Trend, banner, decimal_text, page_template, trends
-from soracharge.models.coverage import coverage_label
+from soracharge.models.accounts import BillAccount
 from soracharge.models.imports import ImportReport, Variance
 from soracharge.models.mapping import VarianceSettings
 
@@ -39,17 +39,26 @@ class HistoryRow:
 
 def render_history_html(reports: Iterable[tuple[ImportReport, str]]) -> str:
     """The page for ``(report, link to its HTML page)`` pairs: newest month first, then the charts."""
-    listed = sorted(reports, key=lambda pair: (str(pair[0].month or ""), pair[0].coverage or "", pair[1]), reverse=True)
+    listed = sorted(
+        reports,
+        key=lambda pair: (str(pair[0].month or ""), pair[0].operator or "", pair[0].coverage or "", pair[1]),
+        reverse=True,
+    )
     rows = [_row(report, link) for report, link in listed]
     charts: list[tuple[str, str, Variance, list[Trend]]] = []
-    for coverage in sorted({report.coverage or "jp" for report, _ in listed}):
-        months = variance.history([r for r, _ in listed], coverage, "999999", shown=None)
+    accounts = {BillAccount(report.coverage or "jp", report.operator) for report, _ in listed}
+    for account in sorted(accounts, key=lambda a: (a.operator or "", a.coverage)):
+        months = variance.history(
+            [r for r, _ in listed], account.coverage, "999999", shown=None, operator=account.operator
+        )
         if not months:
             continue
         last = months[-1]
         over = variance.compare(last.month, last.per_customer, last.per_item, months[:-1], VarianceSettings(), "")
-        currency = next((r.currency or "" for r, _ in listed if (r.coverage or "jp") == coverage), "")
-        charts.append((coverage_label(coverage), currency, over, _trends(over)))
+        currency = next(
+            (r.currency or "" for r, _ in listed if BillAccount(r.coverage or "jp", r.operator) == account), ""
+        )
+        charts.append((account.label, currency, over, _trends(over)))
     return page_template("history.html.jinja").render(rows=rows, charts=charts)
 
 
@@ -69,7 +78,7 @@ def _row(report: ImportReport, link: str) -> HistoryRow:
         }[approval.decision]
     return HistoryRow(
         month=str(report.month or "?"),
-        coverage=coverage_label(report.coverage) if report.coverage else "",
+        coverage=BillAccount(report.coverage, report.operator).label if report.coverage else "",
         file=report.object.key,
         link=link,
         status=report.status,

@@ -83,6 +83,7 @@ from soracharge.logic import alerts, guards, publishing, variance
 from soracharge.logic.charges import charge_id_suffix, plan_import
 from soracharge.logic.publishing import STAGED_REPORTS, public_report_key, save_report
 from soracharge.logic.reconciliation import BillFacts, reconcile
+from soracharge.models.accounts import Account, BillAccount, account_coverages, listed_operators
 from soracharge.models.charges import ImportPlan, Packets, ProblemKind
 from soracharge.models.coverage import (
     COVERAGES,
@@ -141,6 +142,8 @@ class ImportDependencies:
     concurrency: int = 8
     #: The coverages the stack exports: a file that names none is the stack's, when it has one.
     coverages: tuple[Coverage, ...] = ("jp",)
+    #: The operators it exports besides its own (SoracomAccounts): a file of another one is refused.
+    accounts: tuple[Account, ...] = ()
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     remaining_seconds: Callable[[], float] = field(default=lambda: math.inf)
     #: The import function's name, for the commands an alert gives (approve, reject).
@@ -277,6 +280,12 @@ class _Settled:
     currency: str
     mapping: Mapping
     mapping_source: str
+    #: The operator SoracomAccounts lists whose bill the file is; None: the stack's own.
+    operator: str | None = None
+
+    @property
+    def account(self) -> BillAccount:
+        return BillAccount(self.coverage, self.operator)
 
 
 @dataclass(frozen=True)
@@ -286,7 +295,7 @@ class _Taken:
     status: str
     reason: EndReason
     other: str
-    other_coverage: Coverage | None
+    other_account: BillAccount | None
 
 
 class _Attempt:
@@ -337,10 +346,11 @@ class _Attempt:
                 )
             problems = [Problem.model_validate(p.model_dump()) for p in plan.problems]
             return self.reject(problems, plan.problem_count, plan)
-        bill = None if self.additional else f"bill#{self.month}#{settled.coverage}"
+        scope = settled.account.scope
+        bill = None if self.additional else f"bill#{self.month}#{scope}"
         bytes_key = f"bytes#{self.month}#{sha256}"
         if closing is None:
-            taken, take_from = self.look(bill, bytes_key, settled.coverage)
+            taken, take_from = self.look(bill, bytes_key, scope)
             if taken is not None:
                 return self.not_imported(taken)
             self.review(plan, settled)
@@ -355,7 +365,7 @@ class _Attempt:
                     take_from=take_from, month=month,
                 ):  # fmt: skip
                     break
-                ended = self.lost(bill, bytes_key, settled.coverage)
+                ended = self.lost(bill, bytes_key, scope)
                 if ended is not None:
                     return ended
                 self.review(plan, settled)  # the month changed since it was judged: judged again
@@ -375,8 +385,13 @@ class _Attempt:
         """Step 2: the coverage, currency and mapping pinned by the first attempt, or settled and pinned now."""
         settled = self._pinned() if self.entry.pins is not None else self._settle_and_pin()
         if isinstance(settled, _Settled):
-            self.base.update(coverage=settled.coverage, currency=settled.currency, mapping=settled.mapping_source)
-            logger.append_keys(coverage=settled.coverage)
+            self.base.update(
+                coverage=settled.coverage,
+                operator=settled.operator,
+                currency=settled.currency,
+                mapping=settled.mapping_source,
+            )
+            logger.append_keys(coverage=settled.coverage, operator=settled.operator)
         return settled
 
     def _pinned(self) -> _Settled:
@@ -385,20 +400,28 @@ class _Attempt:
         document = self.deps.store.get_json(pins.mapping)
         if document is None:
             raise StorageError(f"the mapping {self.obj.uri} was first imported with ({pins.mapping}) is gone")
+        account = BillAccount.from_scope(pins.coverage)  # the ledger's coverage holds the account's scope
         return _Settled(
-            coverage=parse_coverage(pins.coverage),
+            coverage=account.coverage,
             currency=pins.currency,
-            mapping=Mapping.model_validate(document["mapping"]),
+            mapping=Mapping.model_validate(document["mapping"]).for_operator(account.operator),
             mapping_source=str(document["source"]),
+            operator=account.operator,
         )
 
     def _settle_and_pin(self) -> _Settled | list[Problem]:
         coverage: Coverage | None
         problems: list[Problem] = []
+        operator: str | None = None
         if self.entry.coverage is not None:  # settled by a version that pinned no mapping yet
-            coverage = parse_coverage(self.entry.coverage)
+            account = BillAccount.from_scope(self.entry.coverage)
+            coverage, operator = account.coverage, account.operator
         else:
-            coverage, problems = file_coverage(self.obj, self.head.metadata, self.deps.coverages)
+            operator, coverages, problems = file_operator(self.obj, self.head.metadata, self.deps)
+            self.base["operator"] = operator
+            if problems:
+                return problems
+            coverage, problems = file_coverage(self.obj, self.head.metadata, coverages, operator)
         self.base["coverage"] = coverage
         if coverage is None:
             return problems
@@ -416,8 +439,15 @@ class _Attempt:
         text = json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         pinned = f"{PINNED_MAPPINGS}{hashlib.sha256(text.encode()).hexdigest()}.json"
         self.deps.store.put_json(pinned, document)  # the same mapping, the same key: written again harmlessly
-        self.entry = self.ledger.pin(self.obj.object_id, self.epoch, Pins(coverage, currency, pinned))
-        return _Settled(coverage=coverage, currency=currency, mapping=mapping, mapping_source=source)
+        scope = BillAccount(coverage, operator).scope  # the ledger's coverage: the account's scope
+        self.entry = self.ledger.pin(self.obj.object_id, self.epoch, Pins(scope, currency, pinned))
+        return _Settled(
+            coverage=coverage,
+            currency=currency,
+            mapping=mapping.for_operator(operator),
+            mapping_source=source,
+            operator=operator,
+        )
 
     def plan(self, settled: _Settled) -> tuple[ImportPlan, str]:
         """Step 2: the whole file read and checked; the plan and the file's SHA-256."""
@@ -433,28 +463,28 @@ class _Attempt:
                 currency=settled.currency,
                 mapping=settled.mapping,
                 source=obj.uri,
-                id_suffix=charge_id_suffix(settled.coverage, own),
+                id_suffix=charge_id_suffix(settled.coverage, own, operator=settled.operator),
                 reopen=lambda: store.open(obj.key, obj.version_id),  # a file with a problem is read again
             )
             return plan, hashing.hexdigest()
 
-    def look(
-        self, bill: str | None, bytes_key: str, coverage: Coverage
-    ) -> tuple[_Taken | None, tuple[str, str] | None]:
+    def look(self, bill: str | None, bytes_key: str, scope: str) -> tuple[_Taken | None, tuple[str, str] | None]:
         """Step 3 (and after a lost closing): whether another object closed a session for this file's bill
         or bytes, so this file must not be imported; and, for an additional file, the object it may take
-        the bytes from (CloudBlue failed to rate its session, or it imported them as another coverage's)."""
+        the bytes from (CloudBlue failed to rate its session, or it imported them as another account's:
+        coverage or operator). ``scope`` is the file's account's (:attr:`BillAccount.scope`)."""
+        account = BillAccount.from_scope(scope)
         holder = self.ledger.holder(bytes_key)
         take_from = None
         if holder is not None and holder.object_id != self.obj.object_id:
             other = self.ledger.get(holder.object_id)
             failed = other is not None and other.status == "FAILED_PROCESSED"
-            of = _coverage(other)
-            if self.additional and (failed or (of is not None and of != coverage)):
-                take_from = (holder.object_id, coverage)
+            of = _account(other)
+            if self.additional and (failed or (of is not None and of != account)):
+                take_from = (holder.object_id, scope)
             elif failed:
                 return _Taken("HELD", EndReason.FAILED_RATING, holder.object_id, of), None
-            elif of in (None, coverage):
+            elif of in (None, account):
                 return _Taken("DUPLICATE", EndReason.SAME_BYTES, holder.object_id, of), None
             else:
                 return _Taken("DUPLICATE", EndReason.SAME_BYTES_OTHER_COVERAGE, holder.object_id, of), None
@@ -462,10 +492,10 @@ class _Attempt:
         if holder is not None and holder.object_id != self.obj.object_id:
             other = self.ledger.get(holder.object_id)
             if other is not None and other.status == "FAILED_PROCESSED":
-                return _Taken("HELD", EndReason.FAILED_RATING, holder.object_id, coverage), None
+                return _Taken("HELD", EndReason.FAILED_RATING, holder.object_id, account), None
             exports = self.base["source"] == "exports" and _source_of(holder.object_id) == "exports"
             reason = EndReason.EXPORTED_TWICE if exports else EndReason.SECOND_FILE
-            return _Taken("HELD", reason, holder.object_id, coverage), None
+            return _Taken("HELD", reason, holder.object_id, account), None
         return None, take_from
 
     def review(self, plan: ImportPlan, settled: _Settled) -> None:
@@ -476,12 +506,14 @@ class _Attempt:
         version), plus this file: the closing (step 6) holds only while the month is still at the version
         judged here, so no file is closed into a month other than the one it was judged (and approved) with.
         An approval holds for the plan and the month version it was given for."""
-        self.month_key = f"month#{self.month}#{settled.coverage}"
+        self.month_key = f"month#{self.month}#{settled.account.scope}"
         state = self.ledger.month_state(self.month_key)
         self.judged = state.version
         if self.earlier is None:  # read once an attempt: a review again after a refused closing reuses them
             reports = variance.imported_reports(self.deps.store, variance.earlier_months(self.month))
-            self.earlier = variance.history(reports, settled.coverage, self.month, currency=settled.currency)
+            self.earlier = variance.history(
+                reports, settled.coverage, self.month, currency=settled.currency, operator=settled.operator
+            )
         earlier = self.earlier
         month = variance.month_with(
             [self.deps.store.get_json(key) or {} for key in state.files], self.month, plan.per_customer, plan.per_item
@@ -668,13 +700,13 @@ class _Attempt:
             f"session): {reason}. Every charge was sent again in a new session. Do not close session {session}."
         )
 
-    def lost(self, bill: str | None, bytes_key: str, coverage: Coverage) -> ImportReport | None:
+    def lost(self, bill: str | None, bytes_key: str, scope: str) -> ImportReport | None:
         """Step 6 refused: superseded (stop), another object closed a session for the bill or bytes first (its
         end), or the month changed since it was judged (None: judge it again)."""
         current = self.ledger.get(self.obj.object_id)
         if current is None or current.epoch != self.epoch:
             raise ImportSupersededError(f"{self.obj.uri}: a later attempt took the import over before it closed")
-        taken, _ = self.look(bill, bytes_key, coverage)
+        taken, _ = self.look(bill, bytes_key, scope)
         if taken is not None:
             return self.not_imported(taken)
         if self.ledger.month_state(self.month_key).version != self.judged:
@@ -694,7 +726,7 @@ class _Attempt:
             packets_already_accepted=len(packets) - sent,
         )
         summary = (
-            f"{len(plan.charges)} charges ({plan.charges_sum} {settled.currency}, {coverage_label(settled.coverage)}) "
+            f"{len(plan.charges)} charges ({plan.charges_sum} {settled.currency}, {settled.account.label}) "
             f"imported in CloudBlue session {session}, closed and waiting for rating"
         )
         report = self.report(
@@ -713,7 +745,7 @@ class _Attempt:
         count(Metric.CHARGES_SENT, len(plan.charges))
         count(Metric.PACKETS_SENT, sent)
         count(Metric.SESSIONS_ABANDONED, len(self.given_up) - self._given_up_before)
-        add_amount(Metric.AMOUNT_IMPORTED, imported, settled.currency, settled.coverage)
+        add_amount(Metric.AMOUNT_IMPORTED, imported, settled.currency, settled.coverage, settled.operator)
         if report.reconciliation is not None and not report.reconciliation.balanced:
             count(Metric.RECONCILIATION_IMBALANCED)
         return report
@@ -817,8 +849,9 @@ def _held_summary(taken: _Taken, base: dict[str, Any], left_open: int | None) ->
             f"the same bytes were already imported for the month from {other}: nothing imported again"
         ),
         EndReason.SAME_BYTES_OTHER_COVERAGE: (
-            f"the same bytes were already imported for the month as the {coverage_label(taken.other_coverage or 'jp')} "
-            f"bill, from {other}: nothing imported again. One of the two names the wrong coverage"
+            f"the same bytes were already imported for the month as the "
+            f"{(taken.other_account or BillAccount('jp')).label} bill, from {other}: nothing imported again. One of "
+            "the two names the wrong coverage or operator"
         ),
         EndReason.SECOND_FILE: (
             f"a different file for {month} was already imported from {other}; importing this one too would bill "
@@ -871,8 +904,52 @@ def bill_facts(metadata: dict[str, str]) -> BillFacts | None:
     )
 
 
+def file_operator(
+    obj: ObjectRef, metadata: dict[str, str], deps: ImportDependencies
+) -> tuple[str | None, tuple[Coverage, ...], list[Problem]]:
+    """The operator of a file's bill: its key's folder (``<yyyyMM>/OP0012345678/g/``), else its metadata
+    ``operator``; with the coverages the stack imports of it. None: the stack's own operator (the file names
+    none). A file naming two operators, or one SoracomAccounts does not list, is refused: whose bill it is
+    would be a guess."""
+    named = {
+        where: value
+        for where, value in (
+            ("the key's folder", obj.key_operator()),
+            ("the metadata operator", metadata.get("operator", "").strip()),
+        )
+        if value
+    }
+    if len(set(named.values())) > 1:
+        said = ", ".join(f"{where} says {value}" for where, value in named.items())
+        return None, (), [_setting(column="operator", value=",".join(sorted(set(named.values()))), message=said)]
+    if not named:
+        return None, deps.coverages, []
+    (where, operator), *_ = named.items()
+    coverages = account_coverages(deps.accounts, operator)
+    if coverages is None:
+        return (
+            operator,
+            (),
+            [
+                _setting(
+                    column="operator",
+                    value=operator,
+                    message=(
+                        f"{where} says operator {operator}, which is not one of this stack's accounts (SoracomAccounts "
+                        f"lists {listed_operators(deps.accounts)}): add it to SoracomAccounts, or upload the file to "
+                        "the stack that lists it"
+                    ),
+                )
+            ],
+        )
+    return operator, coverages, []
+
+
 def file_coverage(
-    obj: ObjectRef, metadata: dict[str, str], coverages: tuple[Coverage, ...]
+    obj: ObjectRef,
+    metadata: dict[str, str],
+    coverages: tuple[Coverage, ...],
+    operator: str | None = None,
 ) -> tuple[Coverage | None, list[Problem]]:
     """The coverage of a file's bill: its key's folder (``<yyyyMM>/g/``), else its metadata ``coverage``,
     else the coverage of its metadata ``currency``, else the stack's own when it exports one.
@@ -901,14 +978,16 @@ def file_coverage(
         if coverage in coverages:
             return coverage, []
         exported = " and ".join(coverage_label(c) for c in coverages)
+        setting = "SoracomCoverageType" if operator is None else f"the coverages SoracomAccounts lists for {operator}"
+        whose = "" if operator is None else f" of operator {operator}"
         return None, [
             _setting(
                 column="coverage",
                 value=coverage,
                 message=(
-                    f"{where} says {coverage_label(coverage)}, and this stack imports {exported} bills only "
-                    f"(SoracomCoverageType {','.join(coverages)}): import it in a stack of {coverage}, or add "
-                    f"{coverage} to SoracomCoverageType"
+                    f"{where} says {coverage_label(coverage)}, and this stack imports {exported} bills{whose} only "
+                    f"({setting}: {','.join(coverages)}): import it in a stack of {coverage}, or add "
+                    f"{coverage} to {setting}"
                 ),
             )
         ]
@@ -1008,10 +1087,12 @@ def _setting(*, column: str, message: str, value: str | None = None) -> Problem:
     return Problem(column=column, value=value, message=message, kind=ProblemKind.SETTING)
 
 
-def _coverage(entry: LedgerEntry | None) -> Coverage | None:
-    """The coverage an object's import settled, when it is known."""
+def _account(entry: LedgerEntry | None) -> BillAccount | None:
+    """The account (coverage, operator) an object's import settled, when it is known."""
     text = entry.pins.coverage if entry is not None and entry.pins is not None else entry.coverage if entry else None
-    return parse_coverage(text) if text in COVERAGES else None
+    with contextlib.suppress(InvalidInputError):
+        return BillAccount.from_scope(text) if text else None
+    return None
 
 
 def _source_of(object_id: str) -> str | None:

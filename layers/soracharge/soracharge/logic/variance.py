@@ -78,14 +78,17 @@ def history(
     *,
     shown: int | None = SHOWN_MONTHS,
     currency: str | None = None,
+    operator: str | None = None,
 ) -> list[MonthTotals]:
-    """The months before ``before`` that imported charges of ``coverage`` (in ``currency``, when given: a
-    Global month in EUR is never compared with one in USD), oldest first, the last ``shown`` of them (all
-    with None; a report of before coverages counts as Japan's)."""
+    """The months before ``before`` that imported charges of ``coverage`` for ``operator`` (None: the stack's
+    own) (in ``currency``, when given: a Global month in EUR is never compared with one in USD), oldest first,
+    the last ``shown`` of them (all with None; a report of before coverages counts as Japan's)."""
     months: dict[str, MonthTotals] = {}
     for report in reports:
         month = str(report.month or "")
         if report.status not in IMPORTED or not month or month >= before or (report.coverage or "jp") != coverage:
+            continue
+        if report.operator != operator:
             continue
         if currency is not None and report.currency not in (None, currency):
             continue

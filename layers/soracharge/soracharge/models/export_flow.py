@@ -12,8 +12,12 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic.alias_generators import to_camel
 
+from soracharge.models.accounts import OPERATOR_ID_PATTERN
 from soracharge.models.coverage import Coverage
 from soracharge.models.months import YearMonth, previous_month
+
+#: A Soracom operator this stack exports besides its own (``SoracomAccounts``); absent: the stack's own.
+OperatorId = Annotated[str, Field(pattern=f"^{OPERATOR_ID_PATTERN}$")]
 
 #: Money on the wire: an exact decimal string in plain notation (``0.0000001``, never ``1E-7``).
 ExactDecimal = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json")]
@@ -39,6 +43,8 @@ class ExportRequest(Payload):
     month: YearMonth | None = None
     scheduled_time: AwareDatetime | None = None
     coverage: Coverage | None = None
+    #: One of the operators ``SoracomAccounts`` lists (``models/accounts.py``); absent: the stack's own.
+    operator: OperatorId | None = None
 
     @model_validator(mode="after")
     def _one_source_of_month(self) -> ExportRequest:
@@ -65,12 +71,17 @@ class BillSummary(Payload):
     applied_coupon_amount: ExactDecimal = Decimal(0)
     currency: Literal["JPY", "USD", "EUR"]
     coverage: Coverage
+    operator: OperatorId | None = None
+
+    def to_event(self) -> dict[str, object]:
+        return {"operator": None, **super().to_event()}  # the ASL passes $.bill.operator on, null or not
 
 
 class StartExportRequest(Payload):
     month: YearMonth
     #: Absent in executions started before coverages (the stack's own coverage then).
     coverage: Coverage | None = None
+    operator: OperatorId | None = None
 
 
 class ExportProgress(Payload):
@@ -86,6 +97,7 @@ class ExportProgress(Payload):
     #: The month exported and its coverage, carried through the polls (the coverage picks the API host).
     month: YearMonth | None = None
     coverage: Coverage | None = None
+    operator: OperatorId | None = None
 
 
 class StoreExportRequest(Payload):
@@ -96,6 +108,7 @@ class StoreExportRequest(Payload):
     currency: Literal["JPY", "USD", "EUR"]
     exported_file_id: str = Field(min_length=1)
     coverage: Coverage | None = None
+    operator: OperatorId | None = None
 
 
 class StoredExport(Payload):
@@ -122,7 +135,11 @@ class ExportLookup(Payload):
 
     month: YearMonth
     coverage: Coverage
+    operator: OperatorId | None = None
     stored: StoredExport | None = None
     import_status: str | None = None
     import_report: str | None = None
     summary: str
+
+    def to_event(self) -> dict[str, object]:
+        return {"operator": None, **super().to_event()}  # the ASL passes $.previous.operator on, null or not

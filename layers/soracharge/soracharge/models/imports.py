@@ -17,10 +17,12 @@ from soracharge.models.coverage import Coverage
 from soracharge.models.export_flow import ExactDecimal, Payload
 from soracharge.models.months import YearMonth
 
-#: ``exports/<yyyyMM>/[<coverage>/]<exportedFileId>.csv`` (the export flow) or
-#: ``uploads/<yyyyMM>/[<coverage>/]<name>.csv`` (a person); the folder ``jp`` or ``g`` names the coverage.
+#: ``exports/<yyyyMM>/[<operatorId>/][<coverage>/]<exportedFileId>.csv`` (the export flow) or
+#: ``uploads/<yyyyMM>/[<operatorId>/][<coverage>/]<name>.csv`` (a person); the folder ``jp`` or ``g`` names the
+#: coverage, an ``OP...`` folder an operator SoracomAccounts lists (none: the stack's own operator).
 IMPORTABLE_KEY = re.compile(
-    r"(?P<source>exports|uploads)/(?P<month>\d{4}(0[1-9]|1[0-2]))/(?:(?P<coverage>jp|g)/)?[^/]+\.csv"
+    r"(?P<source>exports|uploads)/(?P<month>\d{4}(0[1-9]|1[0-2]))/"
+    r"(?:(?P<operator>OP[0-9A-Z]{10})/)?(?:(?P<coverage>jp|g)/)?[^/]+\.csv"
 )
 
 #: SUPERSEDED is read from reports written before the attempts' fence; nothing writes it any more.
@@ -103,7 +105,8 @@ class ObjectRef(Payload):
         if match is None:
             raise InvalidInputError(
                 f"{self.uri} is not where an importable CSV goes: use exports/<yyyyMM>/<name>.csv or "
-                "uploads/<yyyyMM>/<name>.csv (or uploads/<yyyyMM>/<jp|g>/<name>.csv, naming the coverage)"
+                "uploads/<yyyyMM>/<name>.csv (or uploads/<yyyyMM>/<jp|g>/<name>.csv, naming the coverage, and "
+                "uploads/<yyyyMM>/<operatorId>/<jp|g>/<name>.csv for an operator SoracomAccounts lists)"
             )
         return match["source"], match["month"]
 
@@ -111,6 +114,11 @@ class ObjectRef(Payload):
         """The coverage the key's folder names (``.../<yyyyMM>/g/<name>.csv``), or None."""
         match = IMPORTABLE_KEY.fullmatch(self.key)
         return match["coverage"] if match and match["coverage"] else None  # type: ignore[return-value]
+
+    def key_operator(self) -> str | None:
+        """The operator the key's folder names (``.../<yyyyMM>/OP0012345678/g/<name>.csv``), or None."""
+        match = IMPORTABLE_KEY.fullmatch(self.key)
+        return match["operator"] if match and match["operator"] else None
 
 
 def report_key(month: str | None, version_id: str | None, key: str) -> str:
@@ -261,6 +269,8 @@ class ImportReport(Payload):
     month: YearMonth | None = None
     #: The bill's coverage (``jp`` or ``g``); absent in reports written before coverages.
     coverage: Coverage | None = None
+    #: The bill's operator when it is one SoracomAccounts lists; absent: the stack's own operator.
+    operator: str | None = None
     object: ObjectRef
     source: Literal["exports", "uploads"] | None = None
     sha256: str | None = None

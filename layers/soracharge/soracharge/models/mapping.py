@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic.alias_generators import to_camel
 
 from soracharge.errors import MappingError
+from soracharge.models.accounts import OPERATOR_ID
 from soracharge.models.charges import ApsId, ChargeType
 from soracharge.models.devices import DEVICE_ID
 
@@ -55,6 +56,20 @@ class CustomerMapping(_MappingPart):
     #: A device's id -> the customer (a key of ``subscriptions``) its rows belong to, whatever their customer
     #: column says (a row whose customer column names another customer is refused: which one is a guess).
     devices: dict[str, str] = Field(default_factory=dict)
+    #: An operator SoracomAccounts lists -> the customer (a key of ``subscriptions``) every row of its bills
+    #: belongs to (a row whose customer column names another customer, or a device listed for another, is
+    #: refused). An operator not listed here bills by the customer column, as the stack's own does.
+    operators: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("operators")
+    @classmethod
+    def _operator_ids(cls, operators: dict[str, str]) -> dict[str, str]:
+        for operator in operators:
+            if not OPERATOR_ID.fullmatch(operator):
+                raise ValueError(
+                    f"{operator!r} is not a Soracom operator id (OP and ten capitals or digits, e.g. OP0012345678)"
+                )
+        return operators
 
     @field_validator("devices")
     @classmethod
@@ -68,11 +83,15 @@ class CustomerMapping(_MappingPart):
 
     @model_validator(mode="after")
     def _devices_name_customers(self) -> CustomerMapping:
-        unknown = {device: name for device, name in self.devices.items() if name not in self.subscriptions}
+        unknown = [
+            f"{kind} {thing!r} names customer {name!r}"
+            for kind, given in (("device", self.devices), ("operator", self.operators))
+            for thing, name in given.items()
+            if name not in self.subscriptions
+        ]
         if unknown:
             listed = ", ".join(repr(name) for name in self.subscriptions) or "none"
-            wrong = "; ".join(f"device {device!r} names customer {name!r}" for device, name in unknown.items())
-            raise ValueError(f"{wrong}, not one of customer.subscriptions (they are: {listed})")
+            raise ValueError(f"{'; '.join(unknown)}, not one of customer.subscriptions (they are: {listed})")
         return self
 
 
@@ -258,6 +277,25 @@ class Mapping(_MappingPart):
     # attribute route goes through ``BaseModel.__getattr__``, some twenty times slower.
     _customers: dict[str, CustomerTarget | None] = PrivateAttr(default_factory=dict)
     _items: dict[str, ItemTarget | None] = PrivateAttr(default_factory=dict)
+    #: The bill being read is of an operator ``customer.operators`` gives to a customer: (operator, customer).
+    _whole_bill: tuple[str, str] | None = PrivateAttr(default=None)
+
+    def for_operator(self, operator: str | None) -> Mapping:
+        """The mapping as it reads a bill of ``operator`` (None: the stack's own): itself, or, for an operator
+        ``customer.operators`` gives to a customer, a copy in which every row is that customer's."""
+        customer = self.customer.operators.get(operator) if operator is not None else None
+        if customer is None:
+            return self
+        copied = self.model_copy()
+        copied._whole_bill = (operator or "", customer)
+        return copied
+
+    @property
+    def whole_bill(self) -> tuple[str, str] | None:
+        """``(operator, customer)`` when every row of the bill read is that customer's (:meth:`for_operator`)."""
+        private = self.__pydantic_private__
+        assert private is not None, "pydantic sets the private attributes at validation"
+        return cast("tuple[str, str] | None", private["_whole_bill"])
 
     def _customer_cache(self) -> dict[str, CustomerTarget | None]:
         private = self.__pydantic_private__
