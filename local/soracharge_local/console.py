@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from soracharge.logic import guards
+from soracharge.models.accounts import BillAccount
 from soracharge.models.coverage import coverage_label
 from soracharge.models.imports import ImportReport
 
@@ -108,7 +109,7 @@ def print_report(report: dict[str, Any]) -> None:
     reconciliation = report.get("reconciliation")
     if reconciliation:
         currency = report.get("currency") or ""
-        of = f", {coverage_label(report['coverage'])}" if report.get("coverage") else ""
+        of = f", {BillAccount(report['coverage'], report.get('operator')).label}" if report.get("coverage") else ""
         typer.echo(f"\nReconciliation for {report.get('month')} ({currency}{of}):")
         for step in reconciliation.get("steps") or [{"label": "CSV sum", "amount": reconciliation["csvSum"]}]:
             change = step.get("change")

@@ -27,8 +27,9 @@ from urllib.parse import unquote_plus
 
 from soracharge.adapters.notifier import Notifier
 from soracharge.logic import guards
+from soracharge.models.accounts import OPERATOR_ID, BillAccount
 from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
-from soracharge.models.coverage import COVERAGES, CURRENCIES, coverage_label
+from soracharge.models.coverage import COVERAGES, CURRENCIES, coverage_label, parse_coverage
 from soracharge.models.export_flow import ExportRequest
 from soracharge.models.imports import (
     IMPORTABLE_KEY,
@@ -213,6 +214,7 @@ def for_execution(
 def _export_failed(change: ExecutionStatusDetail, soracom_secret: str, coverages: tuple[str, ...]) -> Alert:
     month = _export_month(change.input_json())
     coverage = _named_coverage(change.input_json().get("coverage"))
+    operator = _named_operator(change.input_json().get("operator"))
     if change.status == "TIMED_OUT":
         error, action = "timed out", f"The execution ran longer than its time limit (5 days). {_START_AGAIN_SENTENCE}"
     elif change.status == "ABORTED":
@@ -228,14 +230,16 @@ def _export_failed(change: ExecutionStatusDetail, soracom_secret: str, coverages
     again_input = {"month": again}
     if coverage or len(coverages) > 1:  # a stack of both: the input must say which bill (a blank to fill)
         again_input["coverage"] = coverage or "|".join(coverages)
+    if operator:  # a listed operator's bill: started again for that operator
+        again_input["operator"] = operator
+    of = _of(coverage, operator)
     return Alert(
-        subject=f"soracharge {month}{_of(coverage)}: export {what}",
-        headline=(
-            f"The export of Soracom's {month} bill{_of(coverage)} {what}: no CSV was stored, so nothing was imported."
-        ),
+        subject=f"soracharge {month}{of}: export {what}",
+        headline=f"The export of Soracom's {month} bill{of} {what}: no CSV was stored, so nothing was imported.",
         facts=[
             ("Month", month),
             *_coverage_fact(coverage),
+            *([("Operator", operator)] if operator else []),
             ("Error", _error_line(change.error, change.cause)),
             ("Execution", change.execution_arn),
             ("Console", _console_link(change.execution_arn)),
@@ -244,7 +248,8 @@ def _export_failed(change: ExecutionStatusDetail, soracom_secret: str, coverages
         remedy=Remedy.NOTHING if change.error == "BillNotFoundError" else Remedy.START_EXPORT,
         command=(
             f"aws stepfunctions start-execution --state-machine-arn {change.state_machine_arn} "
-            f"--name export-{again}{'-' + coverage if coverage else ''}-$(date +%Y%m%dT%H%M%S) "
+            f"--name export-{again}{'-' + coverage if coverage else ''}{'-' + operator if operator else ''}"
+            "-$(date +%Y%m%dT%H%M%S) "
             f"--input '{json.dumps(again_input)}'"
         ),
     )
@@ -287,9 +292,17 @@ def _named_coverage(value: object) -> str | None:
     return value if value in COVERAGES else None
 
 
-def _of(coverage: str | None) -> str:
-    """`` (Global coverage)`` after a month in a subject or a headline, when the coverage is known."""
-    return f" ({coverage_label(coverage)})" if coverage else ""
+def _named_operator(value: object) -> str | None:
+    """An operator id when ``value`` is one (an execution's input), else None."""
+    return value if isinstance(value, str) and OPERATOR_ID.fullmatch(value) else None
+
+
+def _of(coverage: str | None, operator: str | None = None) -> str:
+    """`` (Global coverage)`` (`` (operator OP0012345678, Global coverage)``) after a month in a subject or a
+    headline, when the coverage is known."""
+    if not coverage:
+        return f" (operator {operator})" if operator else ""
+    return f" ({BillAccount(parse_coverage(coverage), operator).label})"
 
 
 def _currency(report: ImportReport) -> str:
@@ -394,7 +407,7 @@ class _Reported:
     @property
     def bill(self) -> str:
         """The subject's month, and its coverage when known."""
-        return f"{self.report.month or 'unknown month'}{_of(self.report.coverage)}"
+        return f"{self.report.month or 'unknown month'}{_of(self.report.coverage, self.report.operator)}"
 
     @property
     def where(self) -> list[tuple[str, str]]:
@@ -402,6 +415,7 @@ class _Reported:
         return [
             ("Month", report.month or "unknown"),
             *_coverage_fact(report.coverage),
+            *([("Operator", report.operator)] if report.operator else []),
             ("File", f"{report.object.uri} (version {report.object.version_id or '-'})"),
             ("Report", f"s3://{report.object.bucket}/{self.key} (and .html beside it)"),
         ]
@@ -410,7 +424,8 @@ class _Reported:
     def uploads(self) -> str:
         """Where a person uploads the file again: its coverage's folder, so the import needs no guess."""
         month, coverage = self.report.month or "unknown month", self.report.coverage
-        return f"uploads/{month}/{coverage}/" if coverage else f"uploads/{month}/"
+        operator = f"{self.report.operator}/" if self.report.operator else ""
+        return f"uploads/{month}/{operator}{coverage}/" if coverage else f"uploads/{month}/{operator}"
 
     @property
     def additional(self) -> str:
