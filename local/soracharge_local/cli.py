@@ -36,7 +36,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from soracharge.errors import InvalidInputError, SorachargeError
 from soracharge.logic.imports import ADDITIONAL_FILE, additional_id_suffix, follow_execution_name
-from soracharge.models.accounts import Account, BillAccount, parse_accounts
+from soracharge.models.accounts import Account, BillAccount, parse_accounts, parse_operator
 from soracharge.models.coverage import Coverage, coverage_label, coverage_of_currency, parse_coverage, parse_coverages
 from soracharge.models.mapping import Mapping
 from soracharge.models.months import ensure_billable, month_index, months_between, parse_month, previous_month
@@ -379,6 +379,13 @@ def import_file(
             "one, else jp."
         ),
     ] = None,
+    operator: Annotated[
+        str | None,
+        typer.Option(
+            help="The Soracom operator whose bill it is, when not the stack's own (one SoracomAccounts lists): the "
+            "file goes to uploads/<month>/<operator>/<coverage>/ and its charges get the operator's mark."
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Send nothing: write the charges and the report.")] = False,
     additional: Annotated[
         bool,
@@ -395,6 +402,7 @@ def import_file(
     try:
         chosen = parse_month(month)
         named = parse_coverage(coverage) if coverage else None
+        listed = parse_operator(operator) if operator is not None else None
     except InvalidInputError as exc:
         _fail_input(str(exc))
     mapping_path = _mapping_path(mapping)
@@ -403,10 +411,19 @@ def import_file(
     # currency: that is one of the sources the import checks against the coverage (a typo there is refused).
     settled = named or coverage_of_currency(currency)
     if dry_run:
-        _dry_run(file, chosen, mapping_path, currency, out / chosen, additional=additional, coverage=settled)
+        dry_out = out / chosen / listed if listed else out / chosen
+        _dry_run(
+            file, chosen, mapping_path, currency, dry_out, additional=additional, coverage=settled, operator=listed
+        )
         return
-    stack, folder = _import_stack(named, settled)
-    with _local_cloud(verbose, mapping=mapping_path, soracom=NO_SORACOM, coverages=stack) as cloud:
+    stack, named_folder = _import_stack(named, settled)
+    folder: str | None = named_folder
+    accounts: tuple[Account, ...] = ()
+    if listed is not None:  # the local stack lists the operator, on the file's coverage
+        account_coverage = settled or stack[0]
+        accounts = (Account(operator=listed, coverages=(account_coverage,)),)
+        folder = f"{listed}/{account_coverage}"
+    with _local_cloud(verbose, mapping=mapping_path, soracom=NO_SORACOM, coverages=stack, accounts=accounts) as cloud:
         _seed_history(cloud, out, [chosen])
         key = f"uploads/{chosen}/{folder}/{file.name}" if folder else f"uploads/{chosen}/{file.name}"
         metadata = {"currency": currency.upper()} if currency else {}
@@ -580,6 +597,13 @@ def correction(
     currency: Annotated[
         str | None, typer.Option(help="The bill's currency: JPY, USD or EUR (default: the mapping's).")
     ] = None,
+    operator: Annotated[
+        str | None,
+        typer.Option(
+            help="The Soracom operator whose bill it is, when not the stack's own: read as the mapping reads that "
+            "operator's bills (customer.operators)."
+        ),
+    ] = None,
 ) -> None:
     """Write the differences between an imported billing CSV and its corrected version, to import as a correction.
 
@@ -590,12 +614,13 @@ def correction(
 
     try:
         chosen = parse_month(month)
+        listed = parse_operator(operator) if operator is not None else None
     except InvalidInputError as exc:
         _fail_input(str(exc))
     allocation = None
     path = mapping or (Path(os.environ["SORACHARGE_MAPPING"]) if os.environ.get("SORACHARGE_MAPPING") else None)
     if path is not None:
-        loaded = _parse_mapping_file(_mapping_path(path))
+        loaded = _parse_mapping_file(_mapping_path(path)).for_operator(listed)
         bill_currency = (currency or loaded.currency or "").strip().upper()
         if bill_currency not in ("JPY", "USD", "EUR"):
             _fail_input(
@@ -887,6 +912,7 @@ def _dry_run(
     *,
     additional: bool = False,
     coverage: Coverage | None = None,
+    operator: str | None = None,
 ) -> None:
     from soracharge.adapters.mapping_source import load_mapping
     from soracharge.logic.imports import dry_run_report, file_currency
@@ -897,7 +923,7 @@ def _dry_run(
         _fail_input(str(exc))
     # As the import settles them: the coverage named (or its currency's), else the stack's when it has one.
     stack = _coverages(None)
-    if coverage is None and len(stack) > 1:
+    if coverage is None and len(stack) > 1 and operator is None:
         _fail_input(
             f"this stack imports {' and '.join(coverage_label(c) for c in stack)} bills and the file names neither: "
             "give --coverage jp|g (or --currency)"
@@ -916,6 +942,7 @@ def _dry_run(
             source=str(file),
             coverage=chosen_coverage,
             additional_suffix=own,
+            operator=operator,
         )
     out.mkdir(parents=True, exist_ok=True)
     charges = out / f"{file.stem}.charges.jsonl"

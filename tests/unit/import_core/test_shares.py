@@ -369,3 +369,28 @@ def test_a_total_of_38_digits_is_split_exactly_whatever_the_caller_s_decimal_con
         "b": Decimal("8230452600823045260.082304526008230452"),
     }
     assert Fraction(shares["a"]) + Fraction(shares["b"]) == Fraction(total)
+
+
+def test_a_whole_operators_bill_shares_nothing_and_its_differences_need_no_allocation():
+    """``customer.operators``: every row of that operator's bill is its customer's, the VPG and support fee
+    too; a correction's differences of it are imported as they are, with or without the mapping."""
+    data = mapping(BY_AMOUNT).model_dump(by_alias=True, exclude_none=True, mode="json")
+    data["customer"]["operators"] = {"OP0000000003": "Northwind Traders"}
+    whole = parse_mapping(data, "mapping.yaml").for_operator("OP0000000003")
+    assert (whole.shares_out, whole.for_operator(None).shares_out) == (False, False)
+    assert parse_mapping(data, "mapping.yaml").shares_out
+    rows = [row.rsplit(",", 1)[0] + "," for row in ROWS]  # its SIMs untagged: the operator says whose they are
+    imported = (HEADER + "".join(f"{row}\r\n" for row in rows)).encode()
+    plan = plan_import(io.BytesIO(imported), month=MONTH, currency="JPY", mapping=whole)
+    assert plan.accepted, plan.problems
+    assert plan.shares == []
+    assert {c.subscription_id for c in plan.charges} == {SUB_NORTH}
+    corrected = imported.replace(b"1000,1,1000", b"1200,1,1200")
+    differences = _differences(imported, corrected, None)
+    for diff_plan in (
+        plan_import(io.BytesIO(differences), month=MONTH, currency="JPY", mapping=whole, id_suffix="a1"),
+        _python_plan(io.BytesIO(differences), MONTH, "JPY", whole, "", "a1"),
+    ):
+        assert diff_plan.accepted, diff_plan.problems
+        (charge,) = diff_plan.charges
+        assert (charge.subscription_id, charge.resource_id, charge.total_price) == (SUB_NORTH, RES_VPG, Decimal(200))

@@ -86,7 +86,7 @@ class Allocation:
 
     @property
     def needed(self) -> bool:
-        return any(rule.by is not None for rule in self.mapping.shared)
+        return self.mapping.shares_out
 
 
 @dataclass(frozen=True)

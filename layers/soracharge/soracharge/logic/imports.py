@@ -1129,17 +1129,21 @@ def dry_run_report(
     now: datetime | None = None,
     coverage: Coverage = "jp",
     additional_suffix: str = "",
+    operator: str | None = None,
 ) -> tuple[ImportPlan, ImportReport]:
     """Plan a file without sending anything: the charges it would import and the report it would get.
 
-    The charges' ids are the ones the import would give them: the coverage's mark, then an
-    additional file's ``additional_suffix`` (:func:`additional_id_suffix`)."""
-    id_suffix = charge_id_suffix(coverage, additional_suffix)
+    The charges' ids are the ones the import would give them: the coverage's mark, the operator's (one
+    SoracomAccounts lists), then an additional file's ``additional_suffix`` (:func:`additional_id_suffix`);
+    the mapping reads it as that operator's bill (``customer.operators``)."""
+    id_suffix = charge_id_suffix(coverage, additional_suffix, operator=operator)
+    mapping = mapping.for_operator(operator)
     plan = plan_import(stream, month=month, currency=currency, mapping=mapping, source=source, id_suffix=id_suffix)
     moment = now or datetime.now(UTC)
     base: dict[str, Any] = {
         "month": month,
         "coverage": coverage,
+        "operator": operator,
         "currency": currency,
         "object": ObjectRef(bucket="-", key=source),
         "created_at": moment,
@@ -1160,7 +1164,9 @@ def dry_run_report(
             "counts": ReportCounts(rows=plan.rows, problems=plan.problem_count, unmapped_rows=plan.unmapped_rows),
         }
     else:
-        settled = _Settled(coverage=coverage, currency=currency, mapping=mapping, mapping_source=source)
+        settled = _Settled(
+            coverage=coverage, currency=currency, mapping=mapping, mapping_source=source, operator=operator
+        )
         fields = {
             "status": "DRY_RUN",
             "summary": f"dry run: {len(plan.charges)} charges ({plan.charges_sum} {currency}) would be imported",

@@ -105,7 +105,7 @@ def split_shared(
                 f"these differences hold costs no customer owns that the mapping shares out ({held}): differences "
                 f"are no basis to share them by. {again}, or send such rows `to` a subscription"
             ]
-        if any(rule.by is not None for rule in mapping.shared) and allocated is None:
+        if mapping.shares_out and allocated is None:
             return [], [
                 "these differences were written without the mapping, which shares costs out: each customer's share "
                 f"did not move with its basis. {again}"

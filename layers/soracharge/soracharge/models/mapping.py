@@ -291,6 +291,12 @@ class Mapping(_MappingPart):
         return copied
 
     @property
+    def shares_out(self) -> bool:
+        """Whether a rule shares costs out ``by`` a basis in the bills it reads (never in a whole operator's bill,
+        where no row belongs to nobody)."""
+        return self.whole_bill is None and any(rule.by is not None for rule in self.shared)
+
+    @property
     def whole_bill(self) -> tuple[str, str] | None:
         """``(operator, customer)`` when every row of the bill read is that customer's (:meth:`for_operator`)."""
         private = self.__pydantic_private__
