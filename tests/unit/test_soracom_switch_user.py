@@ -106,6 +106,15 @@ def test_a_credential_of_another_operator_than_configured_reads_nothing(soracom)
         api.get_bill("202610")
 
 
+def test_listing_the_credentials_own_operator_as_one_to_switch_into_is_refused_before_any_bill_is_read(soracom):
+    """Its bill is the stack's own: exported under both names, it would be billed twice."""
+    soracom.clear_requests()
+    api = client(soracom, OperatorAccess(operator_id=soracom.operator_id, switch_user="billing"))
+    with pytest.raises(SoracomAuthError, match=rf"operator {soracom.operator_id} is the operator of AuthKey keyId-"):
+        api.get_bill("202610")
+    assert [r.kind for r in soracom.requests] == ["auth"]  # no switch, no bill read
+
+
 def test_a_switched_token_lasts_an_hour_at_most_and_is_renewed_before_it_lapses(soracom):
     clock = Clock()
     api = client(

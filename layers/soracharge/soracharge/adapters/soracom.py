@@ -280,6 +280,11 @@ class SoracomClient:
         )
         wanted = self._operator
         if wanted.switch_user is not None:
+            if issued.operatorId == wanted.operator_id:  # its bill is the stack's own: exported twice, billed twice
+                raise SoracomAuthError(
+                    f"auth: operator {wanted.operator_id} is the operator of AuthKey {credentials.auth_key_id} itself, "
+                    "whose bills the stack exports as its own: remove it from SoracomAccounts. Nothing was read"
+                )
             return self._switch(issued, wanted)
         if wanted.operator_id is not None and issued.operatorId != wanted.operator_id:
             raise SoracomAuthError(
