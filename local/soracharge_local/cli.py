@@ -8,6 +8,8 @@
   a file a person has, imported as if uploaded under ``uploads/``; ``--dry-run`` sends nothing and
   writes the charges (JSON lines) and the report.
 - ``soracharge approve --month 202610 --by NAME`` (or ``reject``): a month held for approval, decided.
+- ``--accounts JSON`` (``run``) and ``--operator OP…`` (``import``, ``approve``, ``reject``, ``report``,
+  ``correction``): the bills of other Soracom operators, as the stack's SoracomAccounts lists them.
 - ``soracharge report 202610`` (or ``--history``): a report (or every month kept in ``out``) as a page.
 - ``soracharge simulate``: the Soracom and CloudBlue simulators on their own, for people to poke at.
 
@@ -156,6 +158,9 @@ ByOption = Annotated[
     str, typer.Option("--by", help="Who decides (recorded in the report and the ledger).", show_default=False)
 ]
 OneMonthOption = Annotated[str, typer.Option("--month", help="The billing month held for approval, yyyyMM.")]
+OperatorOption = Annotated[
+    str | None, typer.Option(help="Which operator's bill, when not the stack's own (one --accounts lists).")
+]
 FileForReviewOption = Annotated[
     Path | None,
     typer.Option(
@@ -169,6 +174,7 @@ def approve(
     by: ByOption,
     month: OneMonthOption,
     coverage: Annotated[str | None, typer.Option(help="With a run of two coverages: which bill, jp or g.")] = None,
+    operator: OperatorOption = None,
     file: FileForReviewOption = None,
     mapping: MappingsOption = None,
     out: Annotated[Path, typer.Option(help="The folder run and import saved the preview in.")] = Path("out"),
@@ -180,7 +186,7 @@ def approve(
     exactly the packets the saved preview shows (else nothing is sent, and the new preview is saved),
     and the import function is then given the decision, as the alert's command gives it on AWS.
     """
-    _decide("approve", by, month, coverage, file, mapping, out, verbose)
+    _decide("approve", by, month, coverage, file, mapping, out, verbose, operator)
 
 
 @app.command()
@@ -188,13 +194,14 @@ def reject(
     by: ByOption,
     month: OneMonthOption,
     coverage: Annotated[str | None, typer.Option(help="With a run of two coverages: which bill, jp or g.")] = None,
+    operator: OperatorOption = None,
     file: FileForReviewOption = None,
     mapping: MappingsOption = None,
     out: Annotated[Path, typer.Option(help="The folder run and import saved the preview in.")] = Path("out"),
     verbose: VerboseOption = False,
 ) -> None:
     """Reject a month held for approval: nothing is sent, and its report says who rejected it."""
-    _decide("reject", by, month, coverage, file, mapping, out, verbose)
+    _decide("reject", by, month, coverage, file, mapping, out, verbose, operator)
 
 
 def _decide(
@@ -206,17 +213,20 @@ def _decide(
     mapping: list[str] | None,
     out: Path,
     verbose: bool,
+    operator: str | None = None,
 ) -> None:
     from soracharge_local import reports
 
     try:
         chosen = parse_month(month)
         named = parse_coverage(coverage) if coverage else None
+        listed = parse_operator(operator) if operator is not None else None
     except InvalidInputError as exc:
         _fail_input(str(exc))
     if not by.strip():
         _fail_input("--by must name who decides: it is recorded in the report and the ledger")
-    folder = out / chosen / named if named and (out / chosen / named).is_dir() else out / chosen
+    base = out / chosen / listed if listed else out / chosen
+    folder = base / named if named and (base / named).is_dir() else base
     try:
         preview = reports.load_report(folder / "report.json")
     except InvalidInputError as exc:
@@ -232,7 +242,15 @@ def _decide(
             _fail_input(f"{file} is not the file previewed ({preview.object.key}): its bytes differ")
     mappings = _mappings(mapping, (settled,))
     soracom = NO_SORACOM if preview.source == "uploads" else None
-    with _local_cloud(verbose, mapping=mappings, soracom=soracom, coverages=(settled,)) as cloud:
+    accounts = (Account(operator=listed, coverages=(settled,)),) if listed else ()
+    with _local_cloud(
+        verbose,
+        mapping=mappings,
+        soracom=soracom,
+        coverages=(settled,),
+        accounts=accounts,
+        customers=_operator_customers(mappings),
+    ) as cloud:
         _seed_history(cloud, out, [chosen])
         if file is not None:
             key = preview.object.key
@@ -242,7 +260,7 @@ def _decide(
             report = _reviewed(cloud, _follow_import(cloud, printer), review, printer)
             ok = _finish(report, folder, cloud)
         else:
-            _, _, ok = _run_month(cloud, chosen, settled, folder, label=chosen, review=review)
+            _, _, ok = _run_month(cloud, chosen, settled, folder, label=chosen, review=review, operator=listed)
     _write_history(out)
     if not ok:
         raise typer.Exit(1)
@@ -525,6 +543,10 @@ def render_report(
     coverage: Annotated[
         str | None, typer.Option(help="With a run of two coverages: reads <out>/<month>/<coverage>/report.json.")
     ] = None,
+    operator: Annotated[
+        str | None,
+        typer.Option(help="A listed operator's bill: reads <out>/<month>/<operator>/<coverage>/report.json."),
+    ] = None,
     report_file: Annotated[
         Path | None,
         typer.Option(
@@ -554,7 +576,8 @@ def render_report(
         _fail_input("give the month (soracharge report 202610), or --history for every month")
     try:
         chosen = parse_month(month)
-        folder = out / chosen / parse_coverage(coverage) if coverage else None
+        base = out / chosen / parse_operator(operator) if operator is not None else out / chosen
+        folder = base / parse_coverage(coverage) if coverage else (base if operator is not None else None)
         source = report_file or (folder / "report.json" if folder else reports.default_report_path(chosen, out))
         loaded = reports.load_report(source)
         written = reports.write_report_html(loaded, html or reports.default_html_path(source))
@@ -892,6 +915,8 @@ def _finish(report: dict[str, Any], out: Path, cloud: LocalCloud) -> bool:
     if report["status"] == "AWAITING_APPROVAL":
         month, coverage = report.get("month"), report.get("coverage")
         which = f" --coverage {coverage}" if out.name == coverage else ""
+        if report.get("operator"):
+            which = f" --operator {report['operator']}{which}"
         typer.secho(
             f"\nHeld for approval: nothing was sent. Read the preview ({page}), then either\n"
             f"  soracharge approve --month {month}{which} --by YOUR-NAME   (sends exactly the charges previewed)\n"

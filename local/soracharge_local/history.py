@@ -1,7 +1,8 @@
 """The local history: the reports ``run``, ``import`` and ``approve`` keep in ``--out`` (``out`` by default).
 
 Layout: ``<out>/<yyyyMM>/report.json`` (and ``report.html``), or ``<out>/<yyyyMM>/<coverage>/report.json``
-for a run of two coverages, and ``<out>/history.html``, every month on one page
+for a run of two coverages (``<out>/<yyyyMM>/<operatorId>/<coverage>/report.json`` for a listed operator's),
+and ``<out>/history.html``, every month on one page
 (:func:`soracharge.logic.history.render_history_html`). Each local command deploys a fresh stack,
 so before it imports, the reports of the other months are put into the stack's ``reports/`` where
 the import reads the months before a month (its variance), as on AWS.
@@ -26,7 +27,10 @@ HISTORY_PAGE = "history.html"
 def kept_reports(out: Path) -> list[tuple[Path, ImportReport]]:
     """Every report kept in ``out`` (one that cannot be read is left out: the page lists what it can)."""
     found = []
-    for path in sorted([*out.glob("[0-9]" * 6 + "/report.json"), *out.glob("[0-9]" * 6 + "/*/report.json")]):
+    month = "[0-9]" * 6
+    for path in sorted(
+        [*out.glob(f"{month}/report.json"), *out.glob(f"{month}/*/report.json"), *out.glob(f"{month}/*/*/report.json")]
+    ):
         try:
             found.append((path, ImportReport.model_validate(json.loads(path.read_text(encoding="utf-8")))))
         except (OSError, ValueError, ValidationError):
@@ -55,7 +59,8 @@ def seed(cloud: LocalCloud, out: Path, skip: Iterable[str] = ()) -> int:
     for path, report in kept_reports(out):
         if report.month is None or report.month in skipped:
             continue
-        key = f"reports/{report.month}/kept-{report.coverage or 'jp'}-{path.parent.name}.json"
+        operator = f"{report.operator}-" if report.operator else ""
+        key = f"reports/{report.month}/kept-{operator}{report.coverage or 'jp'}-{path.parent.name}.json"
         s3.put_object(Bucket=cloud.bucket, Key=key, Body=json.dumps(report.to_event()).encode())
         put += 1
     return put
