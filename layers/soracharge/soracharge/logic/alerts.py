@@ -259,9 +259,10 @@ def _follow_failed(change: ExecutionStatusDetail) -> Alert:
     request = change.input_json()
     month = str(request.get("month", "unknown month"))
     coverage = _named_coverage(request.get("coverage"))
+    operator = _named_operator(request.get("operator"))
     session = (request.get("session") or {}).get("importSessionId", "?")
     return Alert(
-        subject=f"soracharge {month}{_of(coverage)}: could not record how CloudBlue session {session} ended",
+        subject=f"soracharge {month}{_of(coverage, operator)}: could not record how CloudBlue session {session} ended",
         headline=(
             f"Following CloudBlue import session {session} ({month}) ended {change.status.replace('_', ' ')} before "
             "its outcome was recorded. The charges are in that session already: do not import the file again."

@@ -200,7 +200,8 @@ def _already_claimed(obj: ObjectRef, entry: LedgerEntry, deps: ImportDependencie
         raise ImportInProgressError(f"{obj.uri} is {entry.status} in the ledger but its report is not written yet")
     report = ImportReport.model_validate(existing)
     if entry.status == "CLOSED" and report.import_session_id is not None:
-        _follow(obj, report.import_session_id, key, deps, report.coverage)  # in case it stopped before this
+        # in case it stopped before this
+        _follow(obj, report.import_session_id, key, deps, report.coverage, report.operator)
     return report
 
 
@@ -830,7 +831,7 @@ def _publish(obj: ObjectRef, deps: ImportDependencies) -> ImportReport:
 
     def follow(report: ImportReport, key: str) -> None:
         if report.status == "CLOSED" and report.import_session_id is not None:
-            _follow(obj, report.import_session_id, key, deps, report.coverage)
+            _follow(obj, report.import_session_id, key, deps, report.coverage, report.operator)
 
     return publishing.publish(
         obj,
@@ -1190,13 +1191,19 @@ def _fingerprint(plan: ImportPlan) -> str:
 
 
 def _follow(
-    obj: ObjectRef, session_id: int, key: str, deps: ImportDependencies, coverage: Coverage | None = None
+    obj: ObjectRef,
+    session_id: int,
+    key: str,
+    deps: ImportDependencies,
+    coverage: Coverage | None = None,
+    operator: str | None = None,
 ) -> None:
     _, month = obj.layout()
     request = FollowSessionRequest(
         object_id=obj.object_id,
         month=month,
         coverage=coverage,
+        operator=operator,
         report_key=key,
         session=SessionProgress(import_session_id=session_id, status="NEW", month=month, object_id=obj.object_id),
     )

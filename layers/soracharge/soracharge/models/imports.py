@@ -351,6 +351,8 @@ class FollowSessionRequest(Payload):
     month: YearMonth
     #: The bill's coverage, for the alerts (absent in executions started before coverages).
     coverage: Coverage | None = None
+    #: The bill's operator when it is one SoracomAccounts lists, for the alerts.
+    operator: str | None = None
     report_key: str
     session: SessionProgress
     failure: FollowFailure | None = None
