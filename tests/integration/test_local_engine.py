@@ -61,6 +61,7 @@ def test_get_bill_answers_the_sample_event_with_the_closed_bill(cloud, soracom: 
         "appliedCouponAmount": str(bill["appliedCouponAmount"]),
         "currency": bill["currency"],
         "coverage": "jp",
+        "operator": None,  # the stack's own operator
     }
 
 

@@ -979,7 +979,9 @@ def file_coverage(
         if coverage in coverages:
             return coverage, []
         exported = " and ".join(coverage_label(c) for c in coverages)
-        setting = "SoracomCoverageType" if operator is None else f"the coverages SoracomAccounts lists for {operator}"
+        listed = ",".join(coverages)
+        said = f"SoracomCoverageType {listed}" if operator is None else f"SoracomAccounts lists {operator} on {listed}"
+        setting = "SoracomCoverageType" if operator is None else f"{operator}'s coverages in SoracomAccounts"
         whose = "" if operator is None else f" of operator {operator}"
         return None, [
             _setting(
@@ -987,8 +989,7 @@ def file_coverage(
                 value=coverage,
                 message=(
                     f"{where} says {coverage_label(coverage)}, and this stack imports {exported} bills{whose} only "
-                    f"({setting}: {','.join(coverages)}): import it in a stack of {coverage}, or add "
-                    f"{coverage} to {setting}"
+                    f"({said}): import it in a stack of {coverage}, or add {coverage} to {setting}"
                 ),
             )
         ]
