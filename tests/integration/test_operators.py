@@ -253,3 +253,56 @@ def test_the_same_bytes_as_two_operators_bills_are_imported_once(
     assert report["status"] == "DUPLICATE"
     assert f"as the operator {SWITCHED}, Japan coverage bill" in report["summary"]
     assert len(keeping.sessions()) == sessions
+
+
+@pytest.mark.parametrize("mistake", ["the stack's own operator listed", "a listed operator's key as the stack's"])
+def test_one_operators_bill_is_never_exported_under_two_names_whatever_the_secrets_hold(
+    stack: LocalCloud, simulators: dict[str, SoracomSimulator], mistake: str
+):
+    """SoracomAccounts listing the stack's own operator (with its own AuthKey), or the stack's AuthKey secret
+    holding a listed operator's key: either would export one bill as two. Each export is refused, naming it."""
+    from aws_lambda_powertools.utilities import parameters
+    from soracharge import factories
+
+    month = shift_month(LAST_MONTH, -3)
+    own = simulators["jp"].operator_id
+    secrets = stack.client("secretsmanager")
+    overrides = stack.runner.environment_overrides
+    saved = dict(overrides)
+    try:
+        if mistake == "the stack's own operator listed":
+            listed = [*ACCOUNTS, {"operator": own, "coverages": "jp"}]
+            overrides["SORACOM_ACCOUNTS"] = json.dumps(listed)
+            secrets.create_secret(
+                Name=f"soracharge/soracom/{own}",
+                SecretString=json.dumps({"authKeyId": SIM_AUTH_KEY_ID, "authKey": SIM_AUTH_KEY}),
+            )
+            payload = {"month": month, "coverage": "jp", "operator": own}
+            words = f"{own}, which SoracomAccounts lists as another operator"
+        else:
+            secrets.put_secret_value(
+                SecretId=overrides["SORACOM_AUTH_SECRET_ID"],
+                SecretString=json.dumps({"authKeyId": OWN_AUTH_KEY[0], "authKey": OWN_AUTH_KEY[1]}),
+            )
+            payload = {"month": month, "coverage": "jp"}
+            words = f"{OWN_KEY}, which SoracomAccounts lists as another operator"
+        # As a function's cached secret and token are, after their 5 minutes and hour: read again
+        parameters.clear_caches()
+        factories._soracom_client.cache_clear()
+        result = stack.run("ExportBillingStateMachine", payload, name=f"two-names-{mistake[:5]}")
+        assert (result.status, result.error) == ("FAILED", "SoracomAuthError")
+        message = json.loads(result.cause or "{}")["errorMessage"]
+        assert words in message
+        assert "its bill exported under two names would be billed twice" in message
+        listing = stack.client("s3").list_objects_v2(Bucket=stack.bucket, Prefix=f"exports/{month}/")
+        assert listing.get("KeyCount", 0) == 0  # nothing exported
+    finally:
+        overrides.clear()
+        overrides.update(saved)
+        secrets.put_secret_value(
+            SecretId=saved["SORACOM_AUTH_SECRET_ID"],
+            SecretString=json.dumps({"authKeyId": SIM_AUTH_KEY_ID, "authKey": SIM_AUTH_KEY}),
+        )
+        parameters.clear_caches()
+        factories._soracom_client.cache_clear()
+        stack.alerts()

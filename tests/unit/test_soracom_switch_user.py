@@ -109,8 +109,13 @@ def test_a_credential_of_another_operator_than_configured_reads_nothing(soracom)
 def test_listing_the_credentials_own_operator_as_one_to_switch_into_is_refused_before_any_bill_is_read(soracom):
     """Its bill is the stack's own: exported under both names, it would be billed twice."""
     soracom.clear_requests()
-    api = client(soracom, OperatorAccess(operator_id=soracom.operator_id, switch_user="billing"))
-    with pytest.raises(SoracomAuthError, match=rf"operator {soracom.operator_id} is the operator of AuthKey keyId-"):
+    listed = {soracom.operator_id: "which SoracomAccounts lists as another operator"}
+    api = client(soracom, OperatorAccess(operator_id=soracom.operator_id, switch_user="billing", never=lambda: listed))
+    with pytest.raises(
+        SoracomAuthError,
+        match=rf"AuthKey keyId-provider belongs to operator {soracom.operator_id}, which SoracomAccounts lists as "
+        "another operator: its bill exported under two names would be billed twice",
+    ):
         api.get_bill("202610")
     assert [r.kind for r in soracom.requests] == ["auth"]  # no switch, no bill read
 

@@ -130,13 +130,23 @@ def cloudblue_auth(settings: CloudBlueSettings) -> httpx.Auth:
 
 @cache
 def _soracom_client(settings: SoracomSettings, coverage: Coverage, account: Account | None = None) -> SoracomClient:
+    """The client of one coverage acting in the stack's own operator (``account`` None) or a listed one.
+
+    Whatever the AuthKey secrets hold, one operator's bill is never exported under two names: the stack's own
+    AuthKey must not belong to an operator SoracomAccounts lists, and a listed operator's own AuthKey must not
+    belong to the stack's own operator (each client refuses before it reads anything, see ``OperatorAccess``)."""
+    listed = {a.operator: "which SoracomAccounts lists as another operator" for a in settings.accounts}
     credentials: Callable[[], SoracomCredentials] = lambda: soracom_credentials(settings)  # noqa: E731
-    access = None
+    access = OperatorAccess(never=lambda: listed) if listed else None
     if account is not None:
-        access = OperatorAccess(operator_id=account.operator, switch_user=account.switch_user)
+        access = OperatorAccess(operator_id=account.operator, switch_user=account.switch_user, never=lambda: listed)
         if account.switch_user is None:  # the operator's own AuthKey, in the secret named after it
             secret_id = f"{settings.soracom_account_secret_prefix}{account.operator}"
             credentials = lambda: _credentials_in(secret_id, f"operator {account.operator}'s AuthKey secret")  # noqa: E731
+            own = _soracom_client(settings, coverage)
+            access = OperatorAccess(
+                operator_id=account.operator, never=lambda: {own.operator_id(): "the stack's own operator"}
+            )
     return SoracomClient(
         base_url=settings.base_url(coverage),
         credentials=credentials,

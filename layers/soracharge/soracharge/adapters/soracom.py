@@ -20,7 +20,7 @@ import fnmatch
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import BinaryIO, Protocol, TypeVar
@@ -84,6 +84,10 @@ class OperatorAccess:
 
     operator_id: str | None = None
     switch_user: str | None = None
+    #: The operators the credential's own must not be, each with why: those the stack exports under another
+    #: name (SoracomAccounts' for the stack's own AuthKey; the stack's own operator for a listed one's AuthKey).
+    #: One operator's bill exported under two names would be billed twice.
+    never: Callable[[], Mapping[str, str]] | None = None
 
     def __post_init__(self) -> None:
         if self.switch_user is not None and not self.operator_id:
@@ -99,6 +103,7 @@ class _Token:
     api_key: str
     token: str
     renew_at: float
+    operator_id: str = ""
 
 
 class SoracomClient:
@@ -258,6 +263,10 @@ class SoracomClient:
         except httpx.TransportError as exc:
             raise SoracomUnavailableError(f"{operation}: {type(exc).__name__}: {exc}") from exc
 
+    def operator_id(self) -> str:
+        """The operator this client acts in, as Soracom answered (authenticating first when needed)."""
+        return self._current_token().operator_id
+
     def _current_token(self) -> _Token:
         if self._token is None or self._clock() >= self._token.renew_at:
             self._token = self._authenticate()
@@ -279,12 +288,14 @@ class SoracomClient:
             (400, 401, 403),
         )
         wanted = self._operator
+        why = (wanted.never() if wanted.never is not None else {}).get(issued.operatorId or "")
+        if why is not None:
+            raise SoracomAuthError(
+                f"auth: AuthKey {credentials.auth_key_id} belongs to operator {issued.operatorId}, {why}: its bill "
+                "exported under two names would be billed twice. Correct SoracomAccounts or the AuthKey secret. "
+                "Nothing was read"
+            )
         if wanted.switch_user is not None:
-            if issued.operatorId == wanted.operator_id:  # its bill is the stack's own: exported twice, billed twice
-                raise SoracomAuthError(
-                    f"auth: operator {wanted.operator_id} is the operator of AuthKey {credentials.auth_key_id} itself, "
-                    "whose bills the stack exports as its own: remove it from SoracomAccounts. Nothing was read"
-                )
             return self._switch(issued, wanted)
         if wanted.operator_id is not None and issued.operatorId != wanted.operator_id:
             raise SoracomAuthError(
@@ -292,7 +303,9 @@ class SoracomClient:
                 f"{wanted.operator_id} (the account it is configured for): nothing was read"
             )
         lifetime = max(self._token_timeout_seconds - TOKEN_RENEWAL_MARGIN_SECONDS, 0)
-        return _Token(api_key=issued.apiKey, token=issued.token, renew_at=started + lifetime)
+        return _Token(
+            api_key=issued.apiKey, token=issued.token, renew_at=started + lifetime, operator_id=issued.operatorId or ""
+        )
 
     def _switch(self, root: AuthResponse, wanted: OperatorAccess) -> _Token:
         """Switch User into ``wanted.operator_id``: a token of that operator, of at most an hour."""
@@ -316,7 +329,9 @@ class SoracomClient:
                 "nothing was read"
             )
         lifetime = max(seconds - TOKEN_RENEWAL_MARGIN_SECONDS, 0)
-        return _Token(api_key=issued.apiKey, token=issued.token, renew_at=started + lifetime)
+        return _Token(
+            api_key=issued.apiKey, token=issued.token, renew_at=started + lifetime, operator_id=issued.operatorId or ""
+        )
 
     def _post_auth(
         self,
