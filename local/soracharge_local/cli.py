@@ -242,7 +242,7 @@ def _decide(
             _fail_input(f"{file} is not the file previewed ({preview.object.key}): its bytes differ")
     mappings = _mappings(mapping, (settled,))
     soracom = NO_SORACOM if preview.source == "uploads" else None
-    accounts = (Account(operator=listed, coverages=(settled,)),) if listed else ()
+    accounts = (_account_of(listed, settled),) if listed else ()
     with _local_cloud(
         verbose,
         mapping=mappings,
@@ -438,9 +438,9 @@ def import_file(
     folder: str | None = named_folder
     accounts: tuple[Account, ...] = ()
     if listed is not None:  # the local stack lists the operator, on the file's coverage
-        account_coverage = settled or stack[0]
-        accounts = (Account(operator=listed, coverages=(account_coverage,)),)
-        folder = f"{listed}/{account_coverage}"
+        account = _account_of(listed, settled)
+        accounts = (account,)
+        folder = f"{listed}/{account.coverages[0]}"
     with _local_cloud(verbose, mapping=mapping_path, soracom=NO_SORACOM, coverages=stack, accounts=accounts) as cloud:
         _seed_history(cloud, out, [chosen])
         key = f"uploads/{chosen}/{folder}/{file.name}" if folder else f"uploads/{chosen}/{file.name}"
@@ -577,7 +577,10 @@ def render_report(
     try:
         chosen = parse_month(month)
         base = out / chosen / parse_operator(operator) if operator is not None else out / chosen
-        folder = base / parse_coverage(coverage) if coverage else (base if operator is not None else None)
+        folder = base / parse_coverage(coverage) if coverage else None
+        if folder is None and operator is not None:  # the operator's only coverage run, when it has one
+            runs = sorted(p.parent for p in base.glob("*/report.json"))
+            folder = runs[0] if len(runs) == 1 else base
         source = report_file or (folder / "report.json" if folder else reports.default_report_path(chosen, out))
         loaded = reports.load_report(source)
         written = reports.write_report_html(loaded, html or reports.default_html_path(source))
@@ -1030,6 +1033,20 @@ def _accounts(given: str | None) -> tuple[Account, ...]:
         return parse_accounts(given if given is not None else os.environ.get("SORACOM_ACCOUNTS", ""))
     except ValueError as exc:
         _fail_input(f"{'--accounts' if given is not None else 'SORACOM_ACCOUNTS'}: {exc}")
+
+
+def _account_of(operator: str, coverage: Coverage | None) -> Account:
+    """The account of ``operator`` as $SORACOM_ACCOUNTS lists it (Switch User or its own AuthKey), on
+    ``coverage``, else on its only one; an operator it does not list is reached with its own AuthKey."""
+    listed = next((a for a in _accounts(None) if a.operator == operator), None)
+    if listed is None:
+        return Account(operator=operator, coverages=(coverage or _coverages(None)[0],))
+    if coverage is None and len(listed.coverages) > 1:
+        _fail_input(f"SORACOM_ACCOUNTS lists {operator} on jp and g: give --coverage jp|g")
+    chosen = coverage or listed.coverages[0]
+    if chosen not in listed.coverages:
+        _fail_input(f"SORACOM_ACCOUNTS lists {operator} on {','.join(listed.coverages)} only, not {chosen}")
+    return listed.model_copy(update={"coverages": (chosen,)})
 
 
 def _operator_customers(mappings: Path | dict[str, Path]) -> dict[str, str]:

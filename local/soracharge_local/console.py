@@ -91,6 +91,7 @@ def print_export_outputs(result: ExecutionResult) -> None:
     for label, value in (
         ("month", output.get("month")),
         ("coverage", coverage_label(output.get("coverage"))),
+        *((("operator", output["operator"]),) if output.get("operator") else ()),
         ("bill amount", f"{output.get('amount')} {output.get('currency')}"),
         ("exportedFileId", output.get("exportedFileId")),
         ("downloadUrl", output.get("downloadUrl") or "-"),

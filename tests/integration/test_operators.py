@@ -287,7 +287,7 @@ def test_one_operators_bill_is_never_exported_under_two_names_whatever_the_secre
             payload = {"month": month, "coverage": "jp"}
             words = f"{OWN_KEY}, which SoracomAccounts lists as another operator"
         # As a function's cached secret and token are, after their 5 minutes and hour: read again
-        parameters.clear_caches()
+        parameters.clear_caches()  # type: ignore[no-untyped-call]
         factories._soracom_client.cache_clear()
         result = stack.run("ExportBillingStateMachine", payload, name=f"two-names-{mistake[:5]}")
         assert (result.status, result.error) == ("FAILED", "SoracomAuthError")
@@ -303,6 +303,36 @@ def test_one_operators_bill_is_never_exported_under_two_names_whatever_the_secre
             SecretId=saved["SORACOM_AUTH_SECRET_ID"],
             SecretString=json.dumps({"authKeyId": SIM_AUTH_KEY_ID, "authKey": SIM_AUTH_KEY}),
         )
-        parameters.clear_caches()
+        parameters.clear_caches()  # type: ignore[no-untyped-call]
         factories._soracom_client.cache_clear()
+        stack.alerts()
+
+
+def test_a_mapping_naming_an_operator_the_stack_does_not_list_holds_every_listed_operators_bill(
+    stack: LocalCloud, simulators: dict[str, SoracomSimulator], keeping: CloudBlueSimulator, tmp_path: Path
+):
+    """A mistyped id in customer.operators (OP0000000033 for OP0000000003) would leave that operator's bill read by
+    the customer column: a guess at whose it is. Its bill is refused, naming the id, before anything is sent."""
+    import yaml
+
+    month = shift_month(LAST_MONTH, -4)
+    typo = yaml.safe_load(MAPPINGS["jp"].read_text(encoding="utf-8"))
+    typo["customer"]["operators"] = {"OP0000000033": OWN_KEY_CUSTOMER}
+    path = tmp_path / "mapping.jp.yaml"
+    path.write_text(yaml.safe_dump(typo, allow_unicode=True), encoding="utf-8")
+    stack.put_mapping({"jp": path, "g": MAPPINGS["g"]})
+    try:
+        sessions = len(keeping.sessions())
+        body = simulators["jp"].csv_bytes(month, OWN_KEY)
+        (report,) = upload(stack, f"uploads/{month}/{OWN_KEY}/jp/bill.csv", body).result["reports"]
+        assert report["status"] == "REJECTED"
+        assert report["summary"].startswith(
+            "the mapping's customer.operators names OP0000000033, which SoracomAccounts does not list"
+        )
+        # The stack's own bill is read as before: the mapping's operators are not its business
+        own = upload(stack, f"uploads/{month}/jp/bill.csv", simulators["jp"].csv_bytes(month))
+        assert rated(stack, own)["status"] == "PROCESSED"
+        assert len(keeping.sessions()) == sessions + 1
+    finally:
+        stack.put_mapping(MAPPINGS)
         stack.alerts()

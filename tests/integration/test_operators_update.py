@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import yaml
 from soracharge.models.months import shift_month
 from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
@@ -20,8 +21,13 @@ from tests.integration.test_operations import rated
 LISTED = "OP0000000002"
 
 
-def test_an_update_keeps_the_stacks_own_months_keys_and_ids_and_exports_a_newly_listed_operator():
+def test_an_update_keeps_the_stacks_own_months_keys_and_ids_and_exports_a_newly_listed_operator(tmp_path):
     month, later = shift_month(LAST_MONTH, -4), shift_month(LAST_MONTH, -3)
+    # The mapping the stack had: the example's, without customer.operators (its OP0000000003 is not exported here)
+    document = yaml.safe_load(JAPAN_MAPPING.read_text(encoding="utf-8"))
+    del document["customer"]["operators"]
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
     primary = SoracomSimulator(auth_key_id=SIM_AUTH_KEY_ID, auth_key=SIM_AUTH_KEY).operator_id
     operators = {LISTED: SimulatedOperator(trusts=frozenset({primary}))}
     with (
@@ -34,7 +40,7 @@ def test_an_update_keeps_the_stacks_own_months_keys_and_ids_and_exports_a_newly_
                 consumer_key=cloudblue.consumer_key,
                 consumer_secret=cloudblue.consumer_secret,
             ),
-            mapping=JAPAN_MAPPING,
+            mapping=mapping,
             instant_waits=True,
             environment={"POWERTOOLS_METRICS_DISABLED": "true"},
         ) as cloud,
@@ -46,7 +52,7 @@ def test_an_update_keeps_the_stacks_own_months_keys_and_ids_and_exports_a_newly_
         assert first["status"] == "PROCESSED"
         assert "operator" not in first
         ids_before = {c["extChargeId"] for c in cloudblue.charges(first["importSessionId"])}
-        assert ids_before == expected_ids(soracom.csv_bytes(month), month, "JPY", "", JAPAN_MAPPING)
+        assert ids_before == expected_ids(soracom.csv_bytes(month), month, "JPY", "", mapping)
         sessions = len(cloudblue.sessions())
 
         # The update: the functions' SORACOM_ACCOUNTS lists an operator (and its schedule is enabled)
@@ -64,7 +70,7 @@ def test_an_update_keeps_the_stacks_own_months_keys_and_ids_and_exports_a_newly_
         report = rated(cloud, deliveries[0])
         assert report["status"] == "PROCESSED"
         ids = {c["extChargeId"] for c in cloudblue.charges(report["importSessionId"])}
-        assert ids == expected_ids(soracom.csv_bytes(later), later, "JPY", "", JAPAN_MAPPING)
+        assert ids == expected_ids(soracom.csv_bytes(later), later, "JPY", "", mapping)
         # The listed operator's bill of the month before the update: exported beside it, imported once
         deliveries_before = len(cloud.async_invocations.deliveries)
         result = cloud.run(

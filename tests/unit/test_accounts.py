@@ -112,3 +112,25 @@ def test_the_accounts_schedule_starts_one_export_per_operator_and_coverage_named
         "export-202611-g-OP0000000002": {"month": "202611", "coverage": "g", "operator": "OP0000000002"},
         "export-202611-g-OP0000000003": {"month": "202611", "coverage": "g", "operator": "OP0000000003"},
     }
+
+
+def test_a_listed_operators_amount_is_in_the_dashboards_series_and_in_its_own(monkeypatch, capsys):
+    import json as json_
+    from decimal import Decimal
+
+    from soracharge.observability import Metric, add_amount
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Soracharge")
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    add_amount(Metric.AMOUNT_IMPORTED, Decimal("12.5"), "USD", "g", "OP0000000002")
+    add_amount(Metric.AMOUNT_IMPORTED, Decimal("3"), "JPY", "jp")
+    blobs = [json_.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    series = [
+        (blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], blob.get("Operator"), blob["AmountImported"])
+        for blob in blobs
+    ]
+    assert series == [
+        (["service", "Currency", "Coverage"], None, [12.5]),
+        (["service", "Currency", "Coverage", "Operator"], "OP0000000002", [12.5]),
+        (["service", "Currency", "Coverage"], None, [3.0]),  # the stack's own: as before operators
+    ]

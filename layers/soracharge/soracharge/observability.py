@@ -76,16 +76,13 @@ def add_amount(metric: Metric, amount: Decimal, currency: str, coverage: str, op
     namespace = metrics.namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE")
     if not namespace or os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
         return
-    with single_metric(
-        name=metric.value,
-        unit=MetricUnit.NoUnit,
-        value=float(amount),
-        namespace=namespace,
-        default_dimensions={
-            "service": metrics.service or "soracharge",
-            "Currency": currency,
-            "Coverage": coverage,
-            **({"Operator": operator} if operator else {}),
-        },
-    ):
-        pass
+    dimensions = {"service": metrics.service or "soracharge", "Currency": currency, "Coverage": coverage}
+    # Every amount is in the series per currency and coverage (the dashboard's); a listed operator's also in
+    # its own, per operator.
+    for each in (dimensions, {**dimensions, "Operator": operator} if operator else None):
+        if each is None:
+            continue
+        with single_metric(
+            name=metric.value, unit=MetricUnit.NoUnit, value=float(amount), namespace=namespace, default_dimensions=each
+        ):
+            pass

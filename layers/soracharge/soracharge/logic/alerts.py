@@ -18,6 +18,7 @@ a month stored is not stored again, and a file imported is not imported again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from soracharge.adapters.notifier import Notifier
+from soracharge.errors import InvalidInputError
 from soracharge.logic import guards
 from soracharge.models.accounts import OPERATOR_ID, BillAccount
 from soracharge.models.alerts import ExecutionStatusDetail, FailedInvocation
@@ -36,6 +38,7 @@ from soracharge.models.imports import (
     EndReason,
     FollowSessionRequest,
     ImportReport,
+    ObjectRef,
     Reconciliation,
     SessionProgress,
 )
@@ -293,6 +296,15 @@ def _named_coverage(value: object) -> str | None:
     return value if value in COVERAGES else None
 
 
+def _operator_of(object_id: str | None) -> str | None:
+    """The operator folder of an object id's key (``<bucket>/exports/<yyyyMM>/<operatorId>/...#<version>``)."""
+    if not object_id:
+        return None
+    with contextlib.suppress(InvalidInputError):
+        return ObjectRef.from_object_id(object_id).key_operator()
+    return None
+
+
 def _named_operator(value: object) -> str | None:
     """An operator id when ``value`` is one (an execution's input), else None."""
     return value if isinstance(value, str) and OPERATOR_ID.fullmatch(value) else None
@@ -342,6 +354,9 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
     match = IMPORTABLE_KEY.fullmatch(key)
     month = match["month"] if match else "unknown month"
     coverage = _named_coverage(match["coverage"] if match else None)
+    operator = _named_operator(match["operator"] if match else None)
+    of = _of(coverage, operator)
+    operator_fact = [("Operator", operator)] if operator else []
     response = record.response_payload
     error_type = response.errorType if response else record.request_context.condition
     error_message = response.errorMessage if response else ""
@@ -350,11 +365,12 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
     )
     if isinstance(review, dict) and error_type == "InvalidInputError":
         return Alert(
-            subject=f"soracharge {month}{_of(coverage)}: decision refused, nothing decided",
+            subject=f"soracharge {month}{of}: decision refused, nothing decided",
             headline=guards.printable(f"The decision on s3://{bucket}/{key} was refused: {error_message}."),
             facts=[
                 ("Month", month),
                 *_coverage_fact(coverage),
+                *operator_fact,
                 ("File", f"s3://{bucket}/{key}"),
                 ("Version", str(version or "-")),
                 ("Decision", guards.printable(f"{review.get('decision', '?')} by {review.get('by', '?')}")),
@@ -368,7 +384,7 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
         )
     payload = json.dumps(record.request_payload, separators=(",", ":"), ensure_ascii=False)
     return Alert(
-        subject=f"soracharge {month}{_of(coverage)}: import failed ({error_type})",
+        subject=f"soracharge {month}{of}: import failed ({error_type})",
         headline=(
             f"The import of s3://{bucket}/{key} failed {record.request_context.approximate_invoke_count} times. "
             "Do not upload the file again: once the cause is fixed, re-deliver this same event (the command "
@@ -377,6 +393,7 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
         facts=[
             ("Month", month),
             *_coverage_fact(coverage),
+            *operator_fact,
             ("File", f"s3://{bucket}/{key}"),
             ("Version", str(version or "-")),
             ("Error", _error_line(error_type, error_message)),
@@ -427,6 +444,12 @@ class _Reported:
         month, coverage = self.report.month or "unknown month", self.report.coverage
         operator = f"{self.report.operator}/" if self.report.operator else ""
         return f"uploads/{month}/{operator}{coverage}/" if coverage else f"uploads/{month}/{operator}"
+
+    @property
+    def local_options(self) -> str:
+        """The options naming the bill to a local command (``--operator OP… --coverage g``)."""
+        operator = f" --operator {self.report.operator}" if self.report.operator else ""
+        return f"{operator} --coverage {self.report.coverage}" if self.report.coverage else operator
 
     @property
     def additional(self) -> str:
@@ -500,6 +523,23 @@ def _same_bytes_other_coverage(reported: _Reported) -> Alert:
     this, other = report.source, _source(report.duplicate_of)
     facts = [*reported.where, ("Imported before", report.duplicate_of or "-")]
     subject = f"soracharge {reported.bill}: the same file was imported as the other coverage's bill"
+    if report.operator or _operator_of(report.duplicate_of):
+        subject = f"soracharge {reported.bill}: the same file was imported as another operator's or coverage's bill"
+    if this == "exports" and other == "exports":
+        # Soracom's own exports of two accounts: one operator is never exported under two names (each client
+        # refuses a credential of an operator exported under another), so these are two bills alike to the byte.
+        return Alert(
+            subject=subject,
+            headline=f"{report.summary}.",
+            facts=facts,
+            action=(
+                "Both files are Soracom's own exports, of two different bills (operators or coverages) that are the "
+                "same byte for byte (bills of the same fees and no SIM, for instance): this one was not imported. "
+                "Check in the Soracom console that both accounts billed these amounts this month; if they did, "
+                f"import this one: upload it to {reported.uploads} with {reported.additional} (nothing else to add)."
+            ),
+            remedy=Remedy.UPLOAD_ADDITIONAL,
+        )
     if this == "uploads" and other == "exports":
         return Alert(
             subject=subject,
@@ -616,7 +656,7 @@ def _awaiting_approval(reported: _Reported) -> Alert:
             "months before). If it is right, approve it with the first command below (put your name for YOUR "
             "NAME): exactly the charges previewed are sent, once. If it is not, reject it with the second; "
             "nothing is sent, then fix the file or the mapping and upload it again. Locally: `soracharge approve "
-            "--month MONTH --by NAME` (or `reject`)."
+            f"--month {report.month or 'MONTH'}{reported.local_options} --by NAME` (or `reject`)."
         ),
         remedy=Remedy.APPROVE,
         command=f"{commands['approve']}\n\n{commands['reject']}",
@@ -689,6 +729,7 @@ def _not_rated(reported: _Reported, follow_state_machine_arn: str | None) -> Ale
             object_id=report.object.object_id,
             month=report.month,
             coverage=report.coverage,
+            operator=report.operator,
             report_key=reported.key,
             session=SessionProgress(import_session_id=report.import_session_id, status="NEW"),
         )

@@ -428,6 +428,8 @@ class _Attempt:
             return problems
         mapping, source = self.deps.mapping(coverage)
         self.base["mapping"] = source
+        if operator is not None and (problems := _unlisted_operators(mapping, self.deps.accounts)):
+            return problems
         if self.entry.currency is not None:
             currency = self.entry.currency
         else:
@@ -944,6 +946,26 @@ def file_operator(
             ],
         )
     return operator, coverages, []
+
+
+def _unlisted_operators(mapping: Mapping, accounts: tuple[Account, ...]) -> list[Problem]:
+    """A listed operator's bill is read by the mapping's ``customer.operators`` only when every operator it names
+    is one SoracomAccounts lists: one it does not (a typo of an id, an operator no longer exported) would leave
+    that operator's bill read by the customer column instead, a guess at whose it is."""
+    unlisted = [operator for operator in mapping.customer.operators if account_coverages(accounts, operator) is None]
+    if not unlisted:
+        return []
+    return [
+        _setting(
+            column="operator",
+            value=", ".join(unlisted),
+            message=(
+                f"the mapping's customer.operators names {', '.join(unlisted)}, which SoracomAccounts does not list "
+                f"(it lists {listed_operators(accounts)}): a mistyped id would leave an operator's bill read by the "
+                "customer column. Correct the id, or remove the operators no longer exported from the mapping"
+            ),
+        )
+    ]
 
 
 def file_coverage(

@@ -18,7 +18,7 @@ from functools import cache
 
 import jinja2
 
-from soracharge.models.coverage import coverage_label
+from soracharge.models.accounts import BillAccount
 from soracharge.models.imports import Amount, ImportReport, Variance
 
 #: How the console and the page name the rows whose customer column is empty.
@@ -144,7 +144,8 @@ def render_report_html(report: ImportReport) -> str:
         local_file=local_file,
         other_file_label=_OTHER_FILE_LABELS.get(report.status, "Other file"),
         currency=report.currency or "",
-        coverage=coverage_label(report.coverage) if report.coverage else "",
+        # The bill's account: "Global coverage", or "operator OP0000000002, Global coverage" for a listed operator's
+        coverage=BillAccount(report.coverage, report.operator).label if report.coverage else "",
         created=_moment(report.created_at),
         updated=_moment(report.updated_at),
         tables=[

@@ -19,6 +19,7 @@ from soracharge.adapters.notifier import Notifier
 from soracharge.adapters.storage import ReportStore
 from soracharge.errors import InvalidInputError
 from soracharge.logic import alerts, publishing
+from soracharge.models.accounts import BillAccount
 from soracharge.models.imports import FollowSessionRequest, ImportOutcome, ImportReport, ObjectRef, SessionProgress
 from soracharge.observability import Metric, count, logger
 
@@ -105,9 +106,12 @@ def finish_import(
         f"{publishing.STAGED_REPORTS}{request.month}/{obj.version_id}/rating-{session.import_session_id}-{status}.json"
     )
     store.put_json(staged, updated.to_event())
-    coverage = (entry.pins.coverage if entry is not None and entry.pins is not None else None) or request.coverage
+    # The month's record of the file's bill: the account its import pinned (its scope), else the request's
+    scope = (entry.pins.coverage if entry is not None and entry.pins is not None else None) or BillAccount(
+        request.coverage or "jp", request.operator
+    ).scope
     recorded = ledger.record_rating(
-        request.object_id, status, report_key=staged, read=named, month_key=f"month#{request.month}#{coverage or 'jp'}"
+        request.object_id, status, report_key=staged, read=named, month_key=f"month#{request.month}#{scope}"
     )
     if not recorded:  # another finish recorded first (a follow run again, a retry): what the ledger says stands
         logger.warning("A rating was recorded by another finish first", extra={"status": status})

@@ -15,9 +15,13 @@ every key, id and dimension it had:
 
 - S3: ``exports/<yyyyMM>/<operatorId>/<coverage>/<id>.csv`` (and the same under ``uploads/``);
 - the ledger: ``bill#<yyyyMM>#<coverage>#<operatorId>``, ``month#<yyyyMM>#<coverage>#<operatorId>``;
-- a charge's ``extChargeId`` ends with ``-op<10 digits>`` (after ``-g`` on Global), so two operators'
-  bills of a month never share an id, even with one mapping for all;
-- the report's ``operator``, the alerts' subjects, the ``AmountImported`` metric's ``Operator`` dimension.
+- a charge's ``extChargeId`` ends with ``-op…``, the operator id in lower case (after ``-g`` on Global), so
+  two operators' bills of a month never share an id, even with one mapping for all;
+- the report's ``operator``, the alerts' subjects and facts, the ``AmountImported`` metric (in the series per
+  currency and coverage, and again with an ``Operator`` dimension).
+
+One operator is never exported under two names: ``factories._soracom_client`` gives every client the
+operators its credential must not belong to (``adapters.soracom.OperatorAccess.never``).
 """
 
 from __future__ import annotations
