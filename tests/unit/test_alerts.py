@@ -53,6 +53,23 @@ def test_a_failed_export_says_the_month_the_error_what_to_do_and_the_command_tha
     assert len(alert.subject) <= 100
 
 
+def test_a_listed_operators_failed_export_names_it_and_starts_that_operators_export_again():
+    given = '{"month": "202610", "coverage": "g", "operator": "OP0000000002"}'
+    alert = alerts.for_execution(
+        execution(input=given, name="export-202610-g-OP0000000002"), export_state_machine_arn=EXPORT_ARN
+    )
+    assert alert is not None
+    assert (
+        alert.subject
+        == "soracharge 202610 (operator OP0000000002, Global coverage): export failed (BillNotClosedError)"
+    )
+    assert ("Operator", "OP0000000002") in alert.facts
+    command = shlex.split(alert.command or "")
+    again = json.loads(command[command.index("--input") + 1])
+    assert again == {"month": "202610", "coverage": "g", "operator": "OP0000000002"}
+    assert command[command.index("--name") + 1].startswith("export-202610-g-OP0000000002-")
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
@@ -303,6 +320,26 @@ def test_the_misfiled_copy_s_alert_says_whose_coverage_is_soracom_s_and_never_le
     assert alert is not None
     assert "Soracom's own export" in alert.action
     assert "upload it to uploads/202610/g/ with --metadata import=additional,currency=USD " in alert.action
+
+
+def test_two_accounts_exports_alike_to_the_byte_are_two_bills_a_person_checks_before_importing_the_second():
+    """One operator is never exported under two names, so Soracom's exports of two operators that are the same
+    bytes are two bills: the second is held until a person checks both in Soracom's console."""
+    listed = ObjectRef(bucket="data", key="exports/202610/OP0000000002/g/fe_3.csv", version_id="v3")
+    alert = alerts.for_report(
+        report("DUPLICATE", reason=EndReason.SAME_BYTES_OTHER_COVERAGE, coverage="g", currency="USD", source="exports",
+               object=listed, operator="OP0000000002", duplicate_of="data/exports/202610/g/fe_2.csv#v2"),
+        "k",
+    )  # fmt: skip
+    assert alert is not None
+    assert alert.subject == (
+        "soracharge 202610 (operator OP0000000002, Global coverage): the same file was imported as another "
+        "operator's or coverage's bill"
+    )
+    assert "Check in the Soracom console that both accounts billed these amounts" in alert.action
+    assert "upload it to uploads/202610/OP0000000002/g/ with --metadata import=additional,currency=USD" in alert.action
+    assert ("Operator", "OP0000000002") in alert.facts
+    assert alert.remedy is Remedy.UPLOAD_ADDITIONAL
 
 
 def test_failed_processed_and_not_rated_sessions_say_what_to_do():

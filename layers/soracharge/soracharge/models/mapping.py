@@ -64,22 +64,14 @@ class CustomerMapping(_MappingPart):
     @field_validator("operators")
     @classmethod
     def _operator_ids(cls, operators: dict[str, str]) -> dict[str, str]:
-        for operator in operators:
-            if not OPERATOR_ID.fullmatch(operator):
-                raise ValueError(
-                    f"{operator!r} is not a Soracom operator id (OP and ten capitals or digits, e.g. OP0012345678)"
-                )
-        return operators
+        return _keys_matching(
+            operators, OPERATOR_ID, "a Soracom operator id (OP and ten capitals or digits, e.g. OP0012345678)"
+        )
 
     @field_validator("devices")
     @classmethod
     def _device_ids(cls, devices: dict[str, str]) -> dict[str, str]:
-        for device in devices:
-            if not DEVICE_ID.fullmatch(device):
-                raise ValueError(
-                    f"{device!r} is not a device id (letters, digits and . _ : @ / + -, no space or quote)"
-                )
-        return devices
+        return _keys_matching(devices, DEVICE_ID, "a device id (letters, digits and . _ : @ / + -, no space or quote)")
 
     @model_validator(mode="after")
     def _devices_name_customers(self) -> CustomerMapping:
@@ -93,6 +85,14 @@ class CustomerMapping(_MappingPart):
             listed = ", ".join(repr(name) for name in self.subscriptions) or "none"
             raise ValueError(f"{'; '.join(unknown)}, not one of customer.subscriptions (they are: {listed})")
         return self
+
+
+def _keys_matching(listed: dict[str, str], pattern: re.Pattern[str], what: str) -> dict[str, str]:
+    """``listed`` when each key is ``what`` (matches ``pattern``); else a ValueError naming the first that is not."""
+    for key in listed:
+        if not pattern.fullmatch(key):
+            raise ValueError(f"{key!r} is not {what}")
+    return listed
 
 
 def _check_glob(pattern: str) -> str:
