@@ -228,3 +228,18 @@ def test_a_device_listing_that_matches_nothing_while_something_nearly_does_is_re
         assert plan.problems[0].kind is ProblemKind.NEAR_MISS
         assert words in plan.problems[0].message, plan.problems[0].message
         assert len(plan.charges) == 0
+
+
+def test_the_fast_paths_ids_are_the_same_whatever_the_batches_they_are_hashed_in(monkeypatch):
+    """extChargeIds are hashed in Python a batch at a time (the Python objects of one batch, never the month's):
+    a batch boundary anywhere changes no id and no order."""
+    from soracharge.logic import billing_frame
+
+    listed = _devices({"d000000000000001": "Acme Logistics", "7CDDE9000002": "東京ガス"})
+    whole, reference = both(csv_of(*ROWS), listed)
+    monkeypatch.setattr(billing_frame, "_ID_BATCH", 2)
+    batched, _ = both(csv_of(*ROWS), listed)
+    assert isinstance(batched.charges, FrameCharges)
+    assert len(batched.charges) > 2  # more than one batch
+    ids = [c.ext_charge_id for c in batched.charges]
+    assert ids == [c.ext_charge_id for c in whole.charges] == [c.ext_charge_id for c in reference.charges]

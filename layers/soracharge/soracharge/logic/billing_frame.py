@@ -67,8 +67,10 @@ _COUNT_BYTES: Final = 1024 * 1024
 _MAX_CHUNKS_PER_RECORD: Final = 16
 #: Partial sums of this many chunks are folded together, so they never grow with the file.
 _FOLD_EVERY: Final = 8
-#: Charges whose extChargeId is computed per batch (in Python: polars has no SHA-256).
-_ID_BATCH: Final = 200_000
+#: Charges whose extChargeId is computed per batch (in Python: polars has no SHA-256). A batch's identity texts
+#: and ids are Python objects, some 260 bytes a charge, so a batch is small: the month's are never held at once
+#: (at 200,000 a batch, a month of 137,000 charges peaked 23 MB higher: 2026-12-06, bench/README.md).
+_ID_BATCH: Final = 16_384
 
 DECIMAL: Final = pl.Decimal(38, 18)
 #: What the fast path accepts as a number: plain decimal text that fits Decimal(38, 18) exactly.
