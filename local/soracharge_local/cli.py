@@ -430,6 +430,8 @@ def import_file(
     settled = named or coverage_of_currency(currency)
     if dry_run:
         dry_out = out / chosen / listed if listed else out / chosen
+        if listed is not None and settled is None:  # the operator's coverage as SORACOM_ACCOUNTS lists it
+            settled = _account_of(listed, None).coverages[0]
         _dry_run(
             file, chosen, mapping_path, currency, dry_out, additional=additional, coverage=settled, operator=listed
         )

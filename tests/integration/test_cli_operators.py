@@ -84,3 +84,29 @@ def test_an_operators_bill_held_for_approval_is_approved_on_its_own(tmp_path):
     # The stack's own bill of the month is still held: deciding one bill decides no other
     own = json.loads((out / LAST_MONTH / "jp" / "report.json").read_text())
     assert own["status"] == "AWAITING_APPROVAL"
+
+
+def test_a_dry_run_of_an_operators_file_takes_its_coverage_from_soracom_accounts_or_asks(tmp_path):
+    from soracharge_local.simulators import SoracomSimulator
+    from soracharge_local.simulators.soracom import SimulatedOperator
+
+    simulator = SoracomSimulator(
+        coverage="g",
+        auth_key_id="x",
+        auth_key="y",
+        operators={"OP0000000003": SimulatedOperator(customer="Northwind Traders")},
+    )
+    bill = tmp_path / "op3.csv"
+    bill.write_bytes(simulator.csv_bytes(LAST_MONTH, "OP0000000003"))
+    args = ("import", str(bill), "--month", LAST_MONTH, "--operator", "OP0000000003", "--mapping", GLOBAL, "--dry-run")
+    one = run_cli(
+        *args, "--out", str(tmp_path), env={"SORACOM_ACCOUNTS": '[{"operator": "OP0000000003", "coverages": "g"}]'}
+    )
+    assert one.returncode == 0, one.stdout + one.stderr
+    report = json.loads((tmp_path / LAST_MONTH / "OP0000000003" / "op3.report.json").read_text())
+    assert (report["coverage"], report["operator"], report["status"]) == ("g", "OP0000000003", "DRY_RUN")
+    charges = (tmp_path / LAST_MONTH / "OP0000000003" / "op3.charges.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["extChargeId"].endswith("-g-op0000000003") for line in charges)
+    both = run_cli(*args, env={"SORACOM_ACCOUNTS": '[{"operator": "OP0000000003", "coverages": "jp,g"}]'})
+    assert both.returncode == 2
+    assert "SORACOM_ACCOUNTS lists OP0000000003 on jp and g: give --coverage jp|g" in both.stderr
