@@ -24,8 +24,8 @@ from soracharge.adapters.notifier import SnsNotifier
 from soracharge.adapters.soracom import OperatorAccess, SoracomClient
 from soracharge.adapters.storage import S3ObjectStore
 from soracharge.adapters.workflows import StepFunctionsStarter
-from soracharge.errors import ConfigurationError, InvalidInputError
-from soracharge.models.accounts import Account, listed_operators
+from soracharge.errors import ConfigurationError
+from soracharge.models.accounts import Account
 from soracharge.models.coverage import Coverage
 from soracharge.models.soracom import SoracomCredentials
 from soracharge.settings import (
@@ -57,14 +57,12 @@ def soracom_client(coverage: Coverage, operator: str | None = None) -> SoracomCl
     stack's own operator, or in ``operator`` (one ``SoracomAccounts`` lists: switched into, or with its own
     AuthKey)."""
     settings = load_settings(SoracomSettings)
-    account = None
-    if operator is not None:
-        account = next((a for a in settings.accounts if a.operator == operator), None)
-        if account is None or coverage not in account.coverages:
-            raise InvalidInputError(
-                f"operator {operator} on {coverage} is not one of this stack's accounts (SoracomAccounts lists "
-                f"{listed_operators(settings.accounts)}): add it there, or export it from its own stack"
-            )
+    if operator is None:
+        return _soracom_client(settings, coverage)
+    from soracharge.logic.export import request_account  # the export functions only
+
+    request_account(coverage, operator, settings.coverages, settings.accounts, "the Soracom client")  # listed?
+    account = next(a for a in settings.accounts if a.operator == operator)
     return _soracom_client(settings, coverage, account)
 
 

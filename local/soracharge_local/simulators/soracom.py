@@ -623,18 +623,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         body = json_object(request)
         if body is None:
             return self._api_error(400, "COM0003", "The request body must be a JSON object", kind="auth")
-        timeout = body.get("tokenTimeoutSeconds", DEFAULT_TOKEN_TIMEOUT)
-        if (
-            not isinstance(timeout, int)
-            or isinstance(timeout, bool)
-            or not MIN_TOKEN_TIMEOUT <= timeout <= MAX_TOKEN_TIMEOUT
-        ):
-            return self._api_error(
-                400,
-                "AUM0007",
-                f"tokenTimeoutSeconds must be an integer from {MIN_TOKEN_TIMEOUT} to {MAX_TOKEN_TIMEOUT}",
-                kind="auth",
-            )
+        timeout = self._token_timeout(body, DEFAULT_TOKEN_TIMEOUT, MAX_TOKEN_TIMEOUT, "auth")
         key_id, key = body.get("authKeyId"), body.get("authKey")
         keys = [((self.auth_key_id, self._auth_key), self.operator_id)]
         keys += [(other.auth_key, name) for name, other in self.operators.items() if other.auth_key is not None]
@@ -652,12 +641,8 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         if operator is None:
             _log.info("auth refused for authKeyId %s", key_id if isinstance(key_id, str) else "<missing>")
             return self._api_error(401, "AUM0002", "Invalid authKeyId or authKey supplied.", kind="auth")
-        api_key = f"api-{uuid.uuid4()}"
-        token = secrets.token_urlsafe(96)
-        with self._lock:
-            self._tokens[token] = _Token(api_key=api_key, expires_at=self._clock() + timeout, operator_id=operator)
         _log.info("auth accepted for authKeyId %s of %s (token valid %d s)", key_id, operator, timeout)
-        return self._api_json(200, {"apiKey": api_key, "operatorId": operator, "token": token}, kind="auth")
+        return self._issue(operator, timeout, "auth")
 
     def _switch_user(self, request: Request, caller: str) -> Response:
         """``POST /v1/auth/switch_user``: a token of another operator that trusts the caller's operator."""
@@ -665,30 +650,38 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         if body is None:
             return self._api_error(400, "COM0003", "The request body must be a JSON object", kind="switchUser")
         target, user = body.get("operatorId"), body.get("userName")
-        timeout = body.get("tokenTimeoutSeconds", MAX_SWITCHED_TOKEN_TIMEOUT)
-        if (
-            not isinstance(timeout, int)
-            or isinstance(timeout, bool)
-            or not MIN_TOKEN_TIMEOUT <= timeout <= MAX_SWITCHED_TOKEN_TIMEOUT
-        ):
-            return self._api_error(
-                400,
-                "AUM0007",
-                f"tokenTimeoutSeconds must be an integer from {MIN_TOKEN_TIMEOUT} to {MAX_SWITCHED_TOKEN_TIMEOUT}",
-                kind="switchUser",
-            )
+        timeout = self._token_timeout(body, MAX_SWITCHED_TOKEN_TIMEOUT, MAX_SWITCHED_TOKEN_TIMEOUT, "switchUser")
         if not isinstance(target, str) or not isinstance(user, str) or not user:
             return self._api_error(400, "COM0003", "operatorId and userName are required", kind="switchUser")
         other = self.operators.get(target)
         if other is None or caller not in other.trusts:
             _log.info("switch_user refused: %s does not trust %s", target, caller)
             return self._api_error(403, "AUM0019", "The operator does not trust the requester", kind="switchUser")
+        _log.info("switch_user accepted: %s into %s as %s (token valid %d s)", caller, target, user, timeout)
+        return self._issue(target, timeout, "switchUser")
+
+    def _token_timeout(self, body: dict[str, Any], default: int, most: int, kind: RequestKind) -> int:
+        """The body's ``tokenTimeoutSeconds`` (``default`` when absent); a 400 AUM0007 when it is not an integer
+        from the least Soracom allows to ``most``."""
+        timeout = body.get("tokenTimeoutSeconds", default)
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or not MIN_TOKEN_TIMEOUT <= timeout <= most:
+            raise Reply(
+                self._api_error(
+                    400,
+                    "AUM0007",
+                    f"tokenTimeoutSeconds must be an integer from {MIN_TOKEN_TIMEOUT} to {most}",
+                    kind=kind,
+                )
+            )
+        return timeout
+
+    def _issue(self, operator: str, timeout: int, kind: RequestKind) -> Response:
+        """A new API key and token of ``operator``, valid ``timeout`` seconds: the auth calls' answer."""
         api_key = f"api-{uuid.uuid4()}"
         token = secrets.token_urlsafe(96)
         with self._lock:
-            self._tokens[token] = _Token(api_key=api_key, expires_at=self._clock() + timeout, operator_id=target)
-        _log.info("switch_user accepted: %s into %s as %s (token valid %d s)", caller, target, user, timeout)
-        return self._api_json(200, {"apiKey": api_key, "operatorId": target, "token": token}, kind="switchUser")
+            self._tokens[token] = _Token(api_key=api_key, expires_at=self._clock() + timeout, operator_id=operator)
+        return self._api_json(200, {"apiKey": api_key, "operatorId": operator, "token": token}, kind=kind)
 
     def _checked_month(self, month: str, kind: RequestKind) -> str:
         try:
