@@ -280,10 +280,13 @@ def test_several_bill_items_of_one_resource_make_one_charge_named_by_them_all_on
         "440103,202610,ボリュームディスカウント (C),,,-1,東京ガス\r\n"
         "440103,202610,ボリュームディスカウント (A),,,-1,東京ガス\r\n"
         "440103,202610,ボリュームディスカウント (C),,,-1,東京ガス\r\n"
+        "440104,202610,ボリュームディスカウント (C),,,-1,東京ガス\r\n"
+        "440104,202610,ボリュームディスカウント (a),,,-1,東京ガス\r\n"
+        "440104,202610,ボリュームディスカウント (B),,,-1,東京ガス\r\n"
     ).encode()
     fast, reference = planned(data, JP)
     assert isinstance(fast.charges, FrameCharges)
-    assert len(fast.charges) == 4
+    assert len(fast.charges) == 5
     attributes = [(charge.attributes or {}, charge.total_price) for charge in fast.charges]
     discounts = sorted(
         (named["imsi"], named["billItemName"], total)
@@ -294,6 +297,11 @@ def test_several_bill_items_of_one_resource_make_one_charge_named_by_them_all_on
         ("440101", "ボリュームディスカウント (A) | ボリュームディスカウント (B)", Decimal(-8)),
         ("440102", "ボリュームディスカウント (A)", Decimal(-2)),
         ("440103", "ボリュームディスカウント (A) | ボリュームディスカウント (C)", Decimal(-3)),
+        (
+            "440104",
+            "ボリュームディスカウント (B) | ボリュームディスカウント (C) | ボリュームディスカウント (a)",
+            Decimal(-3),
+        ),
     ]
     assert same_packets(fast, reference)
 

@@ -58,6 +58,9 @@ from soracharge.models.mapping import Mapping
 CHUNK_BYTES: Final = 4 * 1024 * 1024
 #: Bytes of whole records written to the function's /tmp and scanned by polars at a time.
 SEGMENT_BYTES: Final = 32 * 1024 * 1024
+#: The first segment is smaller (polars waits, idle, while it is read and written), and each next one twice
+#: the one before up to ``SEGMENT_BYTES``: it is written while polars scans the one before, in less time.
+FIRST_SEGMENT_BYTES: Final = 4 * 1024 * 1024
 #: A local file up to this size is scanned where it is, at once (polars holds about half its size
 #: while it scans); a larger one is read in segments like a stream, so memory stays flat in the rows.
 LOCAL_SCAN_BYTES: Final = 256 * 1024 * 1024
@@ -182,7 +185,8 @@ class _Records:
         return data[: end + 1]
 
     def segments(self, workdir: Path, header: bytes) -> Generator[_Segment, None, None]:
-        """Segments of about ``SEGMENT_BYTES`` of whole records under the header, written in ``workdir``.
+        """Segments of whole records under the header, written in ``workdir``: ``FIRST_SEGMENT_BYTES``, then
+        twice as much each time up to ``SEGMENT_BYTES``.
 
         The next segment is read and written on a thread while polars scans the one yielded (two
         files, one written while the other is scanned), so reading the stream (the S3 body, and its
@@ -195,14 +199,15 @@ class _Records:
         paths = (workdir / "part-0.csv", workdir / "part-1.csv")
         carried: list[_Chunk | None] = [first]
 
-        def write(path: Path) -> _Segment | None:
+        def write(path: Path, size: int) -> _Segment | None:
             chunk = carried[0]
             if chunk is None:
                 return None
             commas, written, marks = 0, 0, False
+            path.unlink(missing_ok=True)  # a new file, not the old one truncated (measured: less CPU per segment)
             with path.open("wb") as sink:
                 sink.write(header)
-                while chunk is not None and (written == 0 or written + chunk.size <= SEGMENT_BYTES):
+                while chunk is not None and (written == 0 or written + chunk.size <= size):
                     for piece in chunk.pieces:
                         sink.write(piece)
                     commas += chunk.commas
@@ -213,12 +218,13 @@ class _Records:
             return _Segment(path=path, counts=_known(commas, marks))
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="csv-segments") as pool:
-            writing = pool.submit(write, paths[0])
+            writing = pool.submit(write, paths[0], min(SEGMENT_BYTES, FIRST_SEGMENT_BYTES))
             for index in itertools.count(1):
                 segment = writing.result()
                 if segment is None:
                     return
-                writing = pool.submit(write, paths[index % 2])  # the other file: polars is done with it
+                size = min(SEGMENT_BYTES, FIRST_SEGMENT_BYTES << index)
+                writing = pool.submit(write, paths[index % 2], size)  # the other file: polars is done with it
                 yield segment
 
     def counted(self, path: Path) -> Generator[_Segment, None, None]:
@@ -615,7 +621,10 @@ def _charges_of(
     charges = (
         routed.group_by(charge_key)
         .agg(
-            name=pl.col(BILL_ITEM).first().cast(pl.String),
+            # A charge of one or two bill items is named here (as text, UTF-8 bytes sort as sorted() sorts
+            # code points); one of more than two, by _joined_names.
+            first=pl.col(BILL_ITEM).cast(pl.String).min(),
+            last=pl.col(BILL_ITEM).cast(pl.String).max(),
             names=pl.col(BILL_ITEM).n_unique(),
             rank=pl.col("rank").min(),
             total=pl.col("amount").sum(),
@@ -630,7 +639,13 @@ def _charges_of(
             .then(pl.col("quantity"))
             .otherwise(pl.col("rows").cast(DECIMAL)),
         )
-        .drop("quantity", "rows", "quantity_rows")
+        .with_columns(
+            name=pl.when(pl.col("names") == 1)
+            .then(pl.col("first"))
+            .when(pl.col("names") == 2)
+            .then(pl.concat_str("first", pl.lit(" | "), "last"))
+        )
+        .drop("quantity", "rows", "quantity_rows", "first", "last")
     )
     charges = _joined_names(charges, routed, charge_key)
     # Sorted by extChargeId, as the pure-Python path sorts; the id itself is computed again with each packet.
@@ -700,15 +715,15 @@ def _share_frame(splits: list[SharedSplit], mapping: Mapping, month: str, schema
         "total": [total for *_, total, _, _ in rows],
         "unit_price": [price for *_, price in rows],
         "amount": [amount for *_, amount, _ in rows],
-        "ext_id": [ext_charge_id(identity) for identity, *_ in rows],
+        "ext_id": [_sort_key(ext_charge_id(identity)) for identity, *_ in rows],
     }
     return pl.DataFrame({name: data[name] for name in schema}, schema=schema)
 
 
 def _joined_names(charges: pl.DataFrame, keyed: pl.DataFrame, charge_key: list[str]) -> pl.DataFrame:
-    """A charge of several bill items is named by them all, sorted as text (as ``sorted()``) and joined
+    """A charge of more than two bill items is named by them all, sorted as text (as ``sorted()``) and joined
     by `` | ``; only those few charges' names are joined (a list per charge costs more than its sums)."""
-    several = charges.filter(pl.col("names") > 1).select(charge_key)
+    several = charges.filter(pl.col("names") > 2).select(charge_key)
     charges = charges.drop("names")
     if several.is_empty():
         return charges
@@ -730,10 +745,10 @@ def _sums(frame: pl.DataFrame, by: str) -> dict[str, Decimal]:
 
 
 def _ext_ids(charges: pl.DataFrame, month: str) -> pl.Series:
-    """``sc-<month>-<32 hex>`` of each charge's identity JSON (a batch at a time; its UUIDs, month, imsi and
-    device ids need no escape in JSON)."""
+    """What each charge's ``sc-<month>-<32 hex>`` sorts by: the 16 bytes the 32 hex digits spell (hex digits
+    sort as the bytes they spell; the prefix is the month's), of its identity JSON, a batch at a time (its
+    UUIDs, month, imsi and device ids need no escape in JSON). The ids themselves are built with each packet."""
     sha256 = hashlib.sha256
-    prefix = f"sc-{month}-"
     identity = pl.concat_str(
         [
             pl.lit(f'["{month}","'),
@@ -749,9 +764,14 @@ def _ext_ids(charges: pl.DataFrame, month: str) -> pl.Series:
     )
     parts = []
     for start in range(0, charges.height, _ID_BATCH):
-        batch = charges.slice(start, _ID_BATCH).select(identity).to_series().to_list()
-        parts.append(pl.Series([prefix + sha256(text.encode()).hexdigest()[:32] for text in batch], dtype=pl.String))
-    return pl.concat(parts) if parts else pl.Series([], dtype=pl.String)
+        batch = charges.slice(start, _ID_BATCH).select(identity.cast(pl.Binary)).to_series().to_list()
+        parts.append(pl.Series([sha256(text).digest()[:16] for text in batch], dtype=pl.Binary))
+    return pl.concat(parts) if parts else pl.Series([], dtype=pl.Binary)
+
+
+def _sort_key(ext_charge_id: str) -> bytes:
+    """What an ``sc-<month>-<32 hex>`` sorts by among the month's (as :func:`_ext_ids`)."""
+    return bytes.fromhex(ext_charge_id.rpartition("-")[2])
 
 
 def canonical(value: object) -> Decimal:
