@@ -351,3 +351,34 @@ def test_a_local_file_is_scanned_in_place_only_up_to_its_size_limit_and_plans_th
         # A segment of whole records at a time (the first holds what the header's read of 64 KiB brought).
         assert len(written) > 3
         assert max(written[1:]) < 4096 + 1000 + 200
+
+
+def test_a_comma_in_another_column_cannot_hide_a_short_row_whichever_rows_share_its_value():
+    # The other columns' commas are counted once per group of rows that share their values (times its rows):
+    # two rows of one key with the same tag "a,b" and a short row of that key must still not add up.
+    data = (
+        "imsi,date,billItemName,unitPrice,quantity,amount,customer,tag\r\n"
+        '440101,20261001,基本料金 (plan-D),10,1,10,東京ガス,"a,b"\r\n'
+        "440101,20261002,基本料金 (plan-D),10,1,10,東京ガス\r\n"
+        '440101,20261003,基本料金 (plan-D),10,1,10,東京ガス,"a,b"\r\n'
+    ).encode()
+    fast, reference = planned(data, JP)
+    assert reference.problem_count == 1
+    assert (fast.problems, fast.csv_sum) == (reference.problems, reference.csv_sum)
+
+
+def test_other_columns_that_differ_from_row_to_row_or_share_a_name_with_ours_stay_on_the_fast_path():
+    # A tag called "customer" while the mapping reads the group; a note that differs in each row of one SIM.
+    by_group = JP.model_copy(update={"customer": JP.customer.model_copy(update={"column": "group"})})
+    data = (
+        "imsi,date,billItemName,unitPrice,quantity,amount,group,customer,note\r\n"
+        '440101,20261001,基本料金 (plan-D),10,1,10,東京ガス,"Acme, Inc.",first\r\n'
+        '440101,20261002,基本料金 (plan-D),10,1,10,東京ガス,"Acme, Inc.","second, with a comma"\r\n'
+        "440101,20261003,基本料金 (plan-D),10,1,10,東京ガス,other,third\r\n"
+        "440102,20261001,基本料金 (plan-D),10,1,10,東京ガス,,\r\n"
+    ).encode()
+    fast, reference = planned(data, by_group)
+    assert reference.problem_count == 0
+    assert isinstance(fast.charges, FrameCharges)
+    assert same_packets(fast, reference)
+    assert sorted(charge.total_price for charge in fast.charges) == [Decimal(10), Decimal(30)]
