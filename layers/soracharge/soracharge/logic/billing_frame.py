@@ -411,7 +411,7 @@ class _Checks:
         suspect = good & self._arithmetic_in_doubt()
         # The other columns (tags, the group, the VPG: a SIM's, the same in each of its rows) are grouped by too,
         # named apart (a tag may be called "customer"), so their commas and CRs are counted once per group,
-        # not in each row; _fold sums the groups per raw key.
+        # not in each row.
         others = [name for name in self.names if name not in self.needed]
         apart = [f"{_OTHER}{index}" for index in range(len(others))]
         query = (
@@ -456,8 +456,10 @@ class _Checks:
             return None
         if suspects and self._arithmetic_fails(frame, suspect):
             return None
-        # The customer values and bill items repeat: as categoricals, a key holds 4 bytes of each, not its text.
-        sums = tallied.drop("bad", "suspect").with_columns(pl.col("customer", BILL_ITEM).cast(pl.Categorical))
+        # The other columns' values were for these checks only: dropped (a key whose other columns differ from row
+        # to row is in several rows, summed by _fold). The customer values and bill items repeat: as categoricals,
+        # a key holds 4 bytes of each, not its text.
+        sums = tallied.drop("bad", "suspect", *apart).with_columns(pl.col("customer", BILL_ITEM).cast(pl.Categorical))
         return _Tallied(frame=sums, rows=rows)
 
     def _arithmetic_in_doubt(self) -> pl.Expr:
@@ -568,11 +570,9 @@ def _owned(tallies: pl.DataFrame, devices: list[str], mapping: Mapping) -> pl.Da
 
 
 def _fold(partials: list[pl.DataFrame], devices: list[str]) -> pl.DataFrame:
-    """The segments' sums per raw key (a segment's are per raw key and values of the other columns)."""
-    if len(partials) == 1 and not any(name.startswith(_OTHER) for name in partials[0].columns):
-        return partials[0]
-    key, sums = [*_KEY, *devices], ["amount", "quantity", "rows", "quantity_rows"]
-    return pl.concat([partial.select(*key, *sums) for partial in partials]).group_by(key).agg(pl.col(*sums).sum())
+    """The segments' sums per raw key (a segment's may hold a key in several rows: see _Checks.segment)."""
+    key = [*_KEY, *devices]
+    return pl.concat(partials).group_by(key).agg(pl.col("amount", "quantity", "rows", "quantity_rows").sum())
 
 
 def _charges_of(
@@ -621,10 +621,10 @@ def _charges_of(
     charges = (
         routed.group_by(charge_key)
         .agg(
-            # A charge of one or two bill items is named here (as text, UTF-8 bytes sort as sorted() sorts
-            # code points); one of more than two, by _joined_names.
-            first=pl.col(BILL_ITEM).cast(pl.String).min(),
-            last=pl.col(BILL_ITEM).cast(pl.String).max(),
+            # A charge of one or two bill items is named here (a categorical's min and max are its texts' in
+            # code point order, as sorted() sorts); one of more than two, by _joined_names.
+            first=pl.col(BILL_ITEM).min(),
+            last=pl.col(BILL_ITEM).max(),
             names=pl.col(BILL_ITEM).n_unique(),
             rank=pl.col("rank").min(),
             total=pl.col("amount").sum(),
@@ -641,9 +641,9 @@ def _charges_of(
         )
         .with_columns(
             name=pl.when(pl.col("names") == 1)
-            .then(pl.col("first"))
+            .then(pl.col("first").cast(pl.String))
             .when(pl.col("names") == 2)
-            .then(pl.concat_str("first", pl.lit(" | "), "last"))
+            .then(pl.concat_str(pl.col("first").cast(pl.String), pl.lit(" | "), pl.col("last").cast(pl.String)))
         )
         .drop("quantity", "rows", "quantity_rows", "first", "last")
     )
