@@ -79,8 +79,6 @@ DECIMAL: Final = pl.Decimal(38, 18)
 #: What the fast path accepts as a number: plain decimal text that fits Decimal(38, 18) exactly.
 PLAIN_NUMBER: Final = r"^-?[0-9]{1,20}(?:\.[0-9]{1,18})?$"
 _KEY: Final = ("customer", BILL_ITEM, IMSI, UNIT_PRICE)
-#: The other columns' names in a segment's sums (with a leading space, as no column of a file on the fast path).
-_OTHER: Final = " other "
 #: A relative bound of the rounding errors of a float product and difference, thirty times what they can be.
 _FLOAT_SLACK: Final = 1e-14
 
@@ -390,8 +388,8 @@ class _Checks:
         fields with empty strings, as if they were empty, and refuses a long one: every record has
         exactly the header's fields when the commas of the segment are ``rows * (fields - 1)`` plus
         the commas inside its values. A good row's date, amount and quantity hold no comma and no
-        CR; the other columns' commas and CRs are counted once per group of the raw key and the other
-        columns' values (times its rows): no column is looked at row by row for them.
+        CR; the key columns' commas and CRs are counted once per key (times its rows), so only the
+        other columns are looked at row by row.
         """
         customer = self.mapping.customer.column
         number = PLAIN_NUMBER
@@ -409,20 +407,18 @@ class _Checks:
             & ((quantity == "") | quantity.str.contains(number))
         )
         suspect = good & self._arithmetic_in_doubt()
-        # The other columns (tags, the group, the VPG: a SIM's, the same in each of its rows) are grouped by too,
-        # named apart (a tag may be called "customer"), so their commas and CRs are counted once per group,
-        # not in each row.
         others = [name for name in self.names if name not in self.needed]
-        apart = [f"{_OTHER}{index}" for index in range(len(others))]
+        commas = pl.sum_horizontal(
+            pl.lit(0, pl.UInt32), *(pl.col(name).str.count_matches(",", literal=True) for name in others)
+        )
+        # polars takes the CR of a CRLF as part of the line end; any other CR is left in a value, where the
+        # pure-Python reader (as csv) would have ended a line: such a file is the pure-Python reader's.
+        carriage_returns = pl.any_horizontal(
+            pl.lit(False), *(pl.col(name).str.contains("\r", literal=True) for name in others)
+        )
         query = (
-            frame.with_columns(good=good, suspect=suspect)
-            .group_by(
-                [
-                    customer,
-                    *self.key[1:],
-                    *(pl.col(name).alias(alias) for name, alias in zip(others, apart, strict=True)),
-                ]
-            )
+            frame.with_columns(good=good, commas=commas, cr=carriage_returns, suspect=suspect)
+            .group_by([customer, *self.key[1:]])
             .agg(
                 amount=pl.when(pl.col("good")).then(pl.col(AMOUNT)).cast(DECIMAL).sum(),
                 quantity=pl.when(quantity != "").then(quantity).cast(DECIMAL).sum(),
@@ -430,6 +426,8 @@ class _Checks:
                 quantity_rows=(quantity != "").sum().cast(pl.Int64),
                 bad=(~pl.col("good")).sum().cast(pl.Int64),
                 suspect=pl.col("suspect").sum().cast(pl.Int64),
+                commas=pl.col("commas").sum().cast(pl.Int64),
+                cr=pl.col("cr").sum().cast(pl.Int64),
             )
             .rename({customer: "customer"})
         )
@@ -437,29 +435,27 @@ class _Checks:
             tallied = query.collect()
         except (pl.exceptions.PolarsError, ValueError):
             return None  # not UTF-8, a stray quote, more fields than the header...: the pure-Python reader says
-        values = pl.col(*self.key, *apart)
-        value_commas = pl.sum_horizontal(pl.lit(0, pl.UInt32), values.str.count_matches(",", literal=True))
-        # polars takes the CR of a CRLF as part of the line end; any other CR is left in a value, where the
-        # pure-Python reader (as csv) would have ended a line: such a file is the pure-Python reader's.
+        keys = pl.col(*self.key)
+        key_commas = pl.sum_horizontal(keys.str.count_matches(",", literal=True)) * pl.col("rows")
         totals = tallied.select(
             pl.col("rows", "bad", "suspect").sum(),
-            (value_commas * pl.col("rows")).sum().alias("commas"),
-            pl.any_horizontal(pl.lit(False), values.str.contains("\r", literal=True)).sum().alias("cr"),
-            pl.any_horizontal(pl.col(*self.key).is_null()).any().alias("null_keys"),
+            (pl.col("commas") + key_commas).sum().alias("commas"),
+            (pl.col("cr") + pl.any_horizontal(keys.str.contains("\r", literal=True))).sum().alias("cr"),
+            pl.any_horizontal(keys.is_null()).any().alias("null_keys"),
         ).row(0)
-        rows, bad, suspects, commas, carried = (int(value or 0) for value in totals[:5])
+        rows, bad, suspects, value_commas, carried = (int(value or 0) for value in totals[:5])
         if carried and self._lone_carriage_return(frame):
             return None
         header_commas = len(self.names) - 1
         raw_commas, marks = segment.counts()
-        if marks or bad or totals[5] or rows == 0 or raw_commas != rows * header_commas + commas:
+        if marks or bad or totals[5] or rows == 0 or raw_commas != rows * header_commas + value_commas:
             return None
         if suspects and self._arithmetic_fails(frame, suspect):
             return None
-        # The other columns' values were for these checks only: dropped (a key whose other columns differ from row
-        # to row is in several rows, summed by _fold). The customer values and bill items repeat: as categoricals,
-        # a key holds 4 bytes of each, not its text.
-        sums = tallied.drop("bad", "suspect", *apart).with_columns(pl.col("customer", BILL_ITEM).cast(pl.Categorical))
+        # The customer values and bill items repeat: as categoricals, a key holds 4 bytes of each, not its text.
+        sums = tallied.drop("bad", "suspect", "commas", "cr").with_columns(
+            pl.col("customer", BILL_ITEM).cast(pl.Categorical)
+        )
         return _Tallied(frame=sums, rows=rows)
 
     def _arithmetic_in_doubt(self) -> pl.Expr:
@@ -570,9 +566,13 @@ def _owned(tallies: pl.DataFrame, devices: list[str], mapping: Mapping) -> pl.Da
 
 
 def _fold(partials: list[pl.DataFrame], devices: list[str]) -> pl.DataFrame:
-    """The segments' sums per raw key (a segment's may hold a key in several rows: see _Checks.segment)."""
-    key = [*_KEY, *devices]
-    return pl.concat(partials).group_by(key).agg(pl.col("amount", "quantity", "rows", "quantity_rows").sum())
+    if len(partials) == 1:
+        return partials[0]  # a segment's sums are per raw key already
+    return (
+        pl.concat(partials)
+        .group_by([*_KEY, *devices])
+        .agg(pl.col("amount").sum(), pl.col("quantity").sum(), pl.col("rows").sum(), pl.col("quantity_rows").sum())
+    )
 
 
 def _charges_of(
