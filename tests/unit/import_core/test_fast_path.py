@@ -232,16 +232,31 @@ def test_a_backwards_slice_of_the_charges_is_empty():
     assert fast.charges[1:0] == []
 
 
-@pytest.mark.parametrize(("chunk", "segment"), [(64, 64), (97, 4096), (1000, 333)])
-def test_records_cut_at_any_chunk_and_segment_size_plan_the_same(monkeypatch, chunk, segment):
+@pytest.mark.parametrize(
+    ("chunk", "first", "segment", "count"),
+    [(64, 64, 64, 40), (97, 4096, 4096, 40), (1000, 333, 333, 40), (500, 600, 8000, 1200), (997, 1, 7000, 1200)],
+)
+def test_records_cut_at_any_chunk_and_segment_size_plan_the_same(monkeypatch, chunk, first, segment, count):
+    # The last two: segments that double from the first size up to the last one, past the 64 KiB that the
+    # header's read brings (its whole records are the first chunk).
     from soracharge.logic import billing_frame
 
     monkeypatch.setattr(billing_frame, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(billing_frame, "FIRST_SEGMENT_BYTES", first)
     monkeypatch.setattr(billing_frame, "SEGMENT_BYTES", segment)
+    sizes: list[int] = []
+    segments = billing_frame._Records.segments
+
+    def spy(self, workdir, header):
+        for each in segments(self, workdir, header):
+            sizes.append(each.path.stat().st_size)
+            yield each
+
+    monkeypatch.setattr(billing_frame._Records, "segments", spy)
     header = "imsi,date,billItemName,unitPrice,quantity,amount,customer,note\r\n"
     rows = "".join(
         f'4401{i:02d},202610{1 + i % 28:02d},基本料金 (plan-D),10,1,10,東京ガス,"line {i}\r\nnext, ""q"""\r\n'
-        for i in range(40)
+        for i in range(count)
     )
 
     class OneWay(io.BytesIO):
@@ -253,6 +268,10 @@ def test_records_cut_at_any_chunk_and_segment_size_plan_the_same(monkeypatch, ch
     reference = _python_plan(io.BytesIO(data), MONTH, "JPY", JP, "", "")
     assert isinstance(fast.charges, FrameCharges)
     assert same_packets(fast, reference)
+    if first < segment:  # after the header read's records, segments grow up to the last size
+        records = [size - len(header.encode()) for size in sizes][1:]
+        assert len(records) > 5
+        assert records[0] < segment // 2 < max(records) <= segment + chunk
 
 
 def test_a_fault_of_polars_itself_falls_back_to_the_python_reader(monkeypatch):
