@@ -373,8 +373,8 @@ def test_a_local_file_is_scanned_in_place_only_up_to_its_size_limit_and_plans_th
 
 
 def test_a_comma_in_another_column_cannot_hide_a_short_row_whichever_rows_share_its_value():
-    # The other columns' commas are counted once per group of rows that share their values (times its rows):
-    # two rows of one key with the same tag "a,b" and a short row of that key must still not add up.
+    # Two rows of one key with the same tag "a,b" and a short row of that key: the commas inside the tag count
+    # once for each row that holds it, or the short row's missing comma would be made up by them.
     data = (
         "imsi,date,billItemName,unitPrice,quantity,amount,customer,tag\r\n"
         '440101,20261001,基本料金 (plan-D),10,1,10,東京ガス,"a,b"\r\n'
