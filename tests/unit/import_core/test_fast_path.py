@@ -302,10 +302,14 @@ def test_several_bill_items_of_one_resource_make_one_charge_named_by_them_all_on
         "440104,202610,ボリュームディスカウント (C),,,-1,東京ガス\r\n"
         "440104,202610,ボリュームディスカウント (a),,,-1,東京ガス\r\n"
         "440104,202610,ボリュームディスカウント (B),,,-1,東京ガス\r\n"
+        "440105,202610,ボリュームディスカウント (a),,,-1,東京ガス\r\n"
+        "440105,202610,ボリュームディスカウント (B),,,-1,東京ガス\r\n"
+        "440106,202610,ボリュームディスカウント (😀),,,-1,東京ガス\r\n"
+        "440106,202610,ボリュームディスカウント (ｚ),,,-1,東京ガス\r\n"
     ).encode()
     fast, reference = planned(data, JP)
     assert isinstance(fast.charges, FrameCharges)
-    assert len(fast.charges) == 5
+    assert len(fast.charges) == 7
     attributes = [(charge.attributes or {}, charge.total_price) for charge in fast.charges]
     discounts = sorted(
         (named["imsi"], named["billItemName"], total)
@@ -321,6 +325,10 @@ def test_several_bill_items_of_one_resource_make_one_charge_named_by_them_all_on
             "ボリュームディスカウント (B) | ボリュームディスカウント (C) | ボリュームディスカウント (a)",
             Decimal(-3),
         ),
+        # Two names, in code point order as sorted() orders them: "B" before "a"; U+FF5A before U+1F600 (in
+        # UTF-16's order the emoji's surrogates would come first).
+        ("440105", "ボリュームディスカウント (B) | ボリュームディスカウント (a)", Decimal(-2)),
+        ("440106", "ボリュームディスカウント (ｚ) | ボリュームディスカウント (😀)", Decimal(-2)),
     ]
     assert same_packets(fast, reference)
 
