@@ -32,6 +32,22 @@ GLOBAL = parse_mapping(GLOBAL_EXAMPLE.read_text(encoding="utf-8"), "g")
 MONTH = "202610"
 
 
+def segment_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the segments a stream is written in, as the fast path writes them (filled as it reads)."""
+    from soracharge.logic import billing_frame
+
+    sizes: list[int] = []
+    segments = billing_frame._Records.segments
+
+    def spy(self, workdir, header):
+        for segment in segments(self, workdir, header):
+            sizes.append(segment.path.stat().st_size)
+            yield segment
+
+    monkeypatch.setattr(billing_frame._Records, "segments", spy)
+    return sizes
+
+
 def planned(data: bytes, chosen: Mapping, **kwargs: object) -> tuple[ImportPlan, ImportPlan]:
     fast = plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=chosen, **kwargs)  # type: ignore[arg-type]
     suffix = str(kwargs.get("id_suffix", ""))
@@ -244,15 +260,7 @@ def test_records_cut_at_any_chunk_and_segment_size_plan_the_same(monkeypatch, ch
     monkeypatch.setattr(billing_frame, "CHUNK_BYTES", chunk)
     monkeypatch.setattr(billing_frame, "FIRST_SEGMENT_BYTES", first)
     monkeypatch.setattr(billing_frame, "SEGMENT_BYTES", segment)
-    sizes: list[int] = []
-    segments = billing_frame._Records.segments
-
-    def spy(self, workdir, header):
-        for each in segments(self, workdir, header):
-            sizes.append(each.path.stat().st_size)
-            yield each
-
-    monkeypatch.setattr(billing_frame._Records, "segments", spy)
+    sizes = segment_sizes(monkeypatch)
     header = "imsi,date,billItemName,unitPrice,quantity,amount,customer,note\r\n"
     rows = "".join(
         f'4401{i:02d},202610{1 + i % 28:02d},基本料金 (plan-D),10,1,10,東京ガス,"line {i}\r\nnext, ""q"""\r\n'
@@ -355,15 +363,7 @@ def test_a_local_file_is_scanned_in_place_only_up_to_its_size_limit_and_plans_th
     monkeypatch.setattr(billing_frame, "LOCAL_SCAN_BYTES", limit)
     monkeypatch.setattr(billing_frame, "SEGMENT_BYTES", 4096)
     monkeypatch.setattr(billing_frame, "CHUNK_BYTES", 1000)
-    written: list[int] = []
-    segments = billing_frame._Records.segments
-
-    def spy(self, workdir, header):
-        for segment in segments(self, workdir, header):
-            written.append(segment.path.stat().st_size)
-            yield segment
-
-    monkeypatch.setattr(billing_frame._Records, "segments", spy)
+    written = segment_sizes(monkeypatch)
     data = generate_billing_csv(MONTH, coverage="jp", sims=12).content
     path = tmp_path / "bill.csv"
     path.write_bytes(data)
