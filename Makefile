@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 #: The browser tests drive this Chromium through playwright (playwright's own browser download is not used).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements layer-size unit integration clean
+.PHONY: install demo-install docs browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements layer-size unit integration clean
 
 install: $(VENV)/.installed
 
@@ -27,9 +27,17 @@ $(VENV)/.installed: pyproject.toml uv.lock $(UV)
 	$(UV) sync --frozen --extra local --python $(PYTHON)
 	touch $@
 
+## What the demo runs and nothing more (no test, lint or docs tools): the runtime, moto, the simulators, the CLI.
+## --inexact: a .venv that `make test` filled keeps its tools.
+demo-install: $(VENV)/.demo-installed
+
+$(VENV)/.demo-installed: pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --inexact --extra local --no-default-groups --python $(PYTHON)
+	touch $@
+
 ## The main job, end to end on the built-in simulators and moto: last month's bill becomes charges
 ## (MONTH=yyyyMM for another month; out/history.html lists every month run so far).
-demo: install
+demo: demo-install
 	$(BIN)/soracharge run --mapping examples/mapping.example.yaml --out out $(if $(MONTH),--month $(MONTH),)
 
 ## The benchmarks of the import (figures in bench/README.md and the README).
@@ -37,9 +45,13 @@ bench: install
 	$(BIN)/python bench/import_throughput.py
 	$(BIN)/python bench/import_concurrency.py
 
-## Every check CI runs: lint, types, the template and its security scan, then the whole test suite.
+## Every check CI runs: lint, types, the template and its security scan, the docs site, then the whole test suite.
 test: lint typecheck template-check security check-layer-requirements layer-size browser
 	$(BIN)/pytest
+
+## The documentation site (docs/, mkdocs.yml) in site/: --strict, so a broken link or a page left out of the nav fails.
+docs: install
+	$(BIN)/mkdocs build --strict --quiet
 
 ## Debian's Chromium for tests/browser (the HTML report opened in a real browser): installed when missing.
 browser:
@@ -77,7 +89,7 @@ integration: install
 
 ## The layer installs exactly the locked runtime dependencies (sam build reads this file).
 layer-requirements: $(UV)
-	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --format requirements-txt \
+	$(UV) export --frozen --no-default-groups --no-emit-project --no-hashes --no-header --format requirements-txt \
 		--output-file layers/soracharge/requirements.txt --quiet
 
 ## The shared layer, installed for the Lambda platform (python3.13, x86_64), plus each function's code: under 250 MB.
@@ -85,9 +97,9 @@ layer-size: install
 	$(BIN)/python scripts/layer_size.py --uv $(UV)
 
 check-layer-requirements: $(UV)
-	@$(UV) export --frozen --no-dev --no-emit-project --no-hashes --no-header --format requirements-txt --quiet \
+	@$(UV) export --frozen --no-default-groups --no-emit-project --no-hashes --no-header --format requirements-txt --quiet \
 		| diff -u layers/soracharge/requirements.txt - \
 		|| (echo "layers/soracharge/requirements.txt is out of date with uv.lock: run 'make layer-requirements'"; exit 1)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) out site .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Our models, endpoints and state machine checked against ../shared/reference (OpenAPI and Arazzo)."""
+"""Our models, endpoints and state machine checked against the reference documents in docs/apis/ (OpenAPI and
+Arazzo), and those documents against the ones the project was researched from (../docs/apis)."""
 
 from __future__ import annotations
 
@@ -15,18 +16,43 @@ from soracharge.models.soracom import AuthRequest, AuthResponse, ExportedFile, E
 from soracharge.settings import SORACOM_ENDPOINTS
 
 REPO = Path(__file__).resolve().parents[2]
-REFERENCE = REPO.parent / "shared" / "reference"
+#: The reference documents as the repository ships them (docs/apis/index.md says where each comes from).
+REFERENCE = REPO / "docs" / "apis"
+#: Where they were researched from: beside the repository in CI and on the developers' machines.
+RESEARCHED = REPO.parent / "shared" / "reference"
+SHIPPED = (
+    "arazzo/soracom-export-monthly-billing-workflow.yml",
+    "openapi/soracom-auth-api-openapi.yml",
+    "openapi/soracom-billing-api-openapi.yml",
+    "openapi/soracom-harvest-api-openapi.yml",
+    "charges-import-manager.aps-type.json",
+    "charges-import-manager.md",
+)
 
 
 @cache
 def openapi(name: str) -> dict[str, Any]:
     path = REFERENCE / "openapi" / f"soracom-{name}-api-openapi.yml"
-    assert path.is_file(), f"{path} is missing: CI and developers have ../shared beside the repository"
+    assert path.is_file(), f"{path} is missing from the repository"
     return dict(yaml.safe_load(path.read_text()))
 
 
 def operation(name: str, path: str, method: str) -> dict[str, Any]:
     return dict(openapi(name)["paths"][path][method])
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_reference_documents_are_the_researched_ones(name: str) -> None:
+    if not RESEARCHED.is_dir():
+        pytest.skip(f"{RESEARCHED} is not beside this clone (CI has it): nothing to compare the copies with")
+    assert (REFERENCE / name).read_bytes() == (RESEARCHED / name).read_bytes(), f"docs/apis/{name} differs"
+
+
+def test_every_researched_reference_document_ships() -> None:
+    if not RESEARCHED.is_dir():
+        pytest.skip(f"{RESEARCHED} is not beside this clone (CI has it)")
+    researched = {str(path.relative_to(RESEARCHED)) for path in RESEARCHED.rglob("*") if path.is_file()}
+    assert researched - {"README.md"} == set(SHIPPED)  # its README is docs/apis/index.md, with the licences
 
 
 CONTRACTS = [

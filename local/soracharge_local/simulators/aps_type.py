@@ -1,6 +1,6 @@
 """The APS type ``ChargesImportManager`` (embedded) and a strict check of ``importCharges`` bodies.
 
-``APS_TYPE`` is shared/reference/charges-import-manager.aps-type.json as a Python literal (a test keeps
+``APS_TYPE`` is docs/apis/charges-import-manager.aps-type.json as a Python literal (a test keeps
 the two equal), so the simulator needs nothing outside its package. :func:`check_charges_packet` checks
 a parsed ``ChargesPacket`` the way a strict server deserialises it: every field of the type with its
 JSON type, required fields, the ``type`` enum, no unknown fields; plus the rules the type's prose

@@ -1,6 +1,6 @@
 """A CloudBlue Commerce brand-endpoint stand-in: a real HTTP server on loopback for tests and demos.
 
-It serves the APS type ``ChargesImportManager`` (shared/reference/charges-import-manager.*, embedded
+It serves the APS type ``ChargesImportManager`` (docs/apis/charges-import-manager.*, embedded
 in :mod:`soracharge_local.simulators.aps_type`) and resource discovery, as shared/DESIGN.md section 3
 describes them::
 

@@ -1,6 +1,6 @@
 """A Soracom API stand-in: a real HTTP server on loopback for tests and demos.
 
-It answers the four calls soracharge makes, as described by Soracom's OpenAPI (shared/reference/openapi/)
+It answers the four calls soracharge makes, as described by Soracom's OpenAPI (docs/apis/openapi/)
 and shared/DESIGN.md section 2, and serves the export's pre-signed download URL::
 
     POST /v1/auth                          {authKeyId, authKey, tokenTimeoutSeconds?} -> {apiKey, operatorId, token}

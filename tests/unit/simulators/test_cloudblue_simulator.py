@@ -34,7 +34,7 @@ CONSUMER_SECRET = "sim-consumer-secret"
 APS_TOKEN = "sim-aps-token"
 SUBSCRIPTION = "0b6f3c52-1d4e-4a8b-9c7d-2e5f6a7b8c9d"
 RESOURCE = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
-REFERENCE = Path(__file__).resolve().parents[4] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[3] / "docs" / "apis"
 
 
 class FakeClock:

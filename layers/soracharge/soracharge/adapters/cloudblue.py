@@ -1,6 +1,6 @@
 """The CloudBlue Commerce client (httpx): ChargesImportManager's five operations over APS REST.
 
-Facts it follows (shared/DESIGN.md section 3, shared/reference/charges-import-manager.*):
+Facts it follows (shared/DESIGN.md section 3, docs/apis/charges-import-manager.*):
 - operations live under ``/aps/2/resources/{aps-id}/``; the aps-id is ``APS_RESOURCE_ID`` or is
   found once with ``GET /aps/2/resources?implementing(<type>)`` (exactly one result expected);
 - authentication is two-legged OAuth 1.0a (consumer key and secret, HMAC-SHA1, signed by

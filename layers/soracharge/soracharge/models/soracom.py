@@ -1,4 +1,4 @@
-"""Bodies of the Soracom API (shared/reference/openapi/), as this project reads them.
+"""Bodies of the Soracom API (docs/apis/openapi/), as this project reads them.
 
 The OpenAPI files mark no field as required: these models require only what soracharge cannot
 work without, and ignore unknown fields, so Soracom adding a field never breaks a run.
