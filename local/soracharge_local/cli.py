@@ -10,7 +10,12 @@
 - ``soracharge approve --month 202610 --by NAME`` (or ``reject``): a month held for approval, decided.
 - ``--accounts JSON`` (``run``) and ``--operator OP…`` (``import``, ``approve``, ``reject``, ``report``,
   ``correction``): the bills of other Soracom operators, as the stack's SoracomAccounts lists them.
-- ``soracharge report 202610`` (or ``--history``): a report (or every month kept in ``out``) as a page.
+- ``soracharge report 202610`` (or ``--report FILE``, or ``--history``): the month's latest report (any report
+  JSON, or every month kept in ``out``) as a page.
+
+``run``, ``import`` (but a dry run), ``approve`` and ``reject`` save each bill's report (and ``run`` its CSV)
+in a folder of their own, ``<out>/<yyyyMM>/[<coverage>/]<yyyyMMddTHHmmssZ>-<command>/``, so a command never
+overwrites what an earlier one saved (``history.py``).
 - ``soracharge simulate``: the Soracom and CloudBlue simulators on their own, for people to poke at.
 
 The coverages are ``--coverage``'s, else ``SORACOM_COVERAGE_TYPE``'s (``jp``, ``g`` or ``jp,g``, as the
@@ -117,8 +122,9 @@ def run(
     out: Annotated[
         Path,
         typer.Option(
-            help="Folder for a copy of each month's CSV and report (<month>/<coverage>/ for two, "
-            "<month>/<operatorId>/<coverage>/ for a listed operator's)."
+            help="Folder for a copy of each month's CSV and report, in a folder of each run's own: "
+            "<month>/<yyyyMMddTHHmmssZ>-run/ (<month>/<coverage>/... for two coverages, "
+            "<month>/<operatorId>/<coverage>/... for a listed operator's)."
         ),
     ] = Path("out"),
     verbose: VerboseOption = False,
@@ -144,9 +150,9 @@ def run(
         for chosen in months:
             for each, operator in bills:
                 account = BillAccount(each, operator)
-                folder = out / chosen / account.folder if len(bills) > 1 else out / chosen
+                slot = out / chosen / account.folder if len(bills) > 1 else out / chosen
                 label = f"{chosen} {account.folder}" if len(bills) > 1 else chosen
-                outcomes.append(_run_month(cloud, chosen, each, folder, label=label, operator=operator))
+                outcomes.append(_run_month(cloud, chosen, each, slot, label=label, operator=operator))
     _write_history(out)
     if len(outcomes) > 1:
         _print_outcomes(outcomes)
@@ -177,7 +183,9 @@ def approve(
     operator: OperatorOption = None,
     file: FileForReviewOption = None,
     mapping: MappingsOption = None,
-    out: Annotated[Path, typer.Option(help="The folder run and import saved the preview in.")] = Path("out"),
+    out: Annotated[
+        Path, typer.Option(help="The folder run and import saved the preview in (the month's latest report).")
+    ] = Path("out"),
     verbose: VerboseOption = False,
 ) -> None:
     """Approve a month held for approval: exactly the charges previewed are sent (the same packets), once.
@@ -197,7 +205,9 @@ def reject(
     operator: OperatorOption = None,
     file: FileForReviewOption = None,
     mapping: MappingsOption = None,
-    out: Annotated[Path, typer.Option(help="The folder run and import saved the preview in.")] = Path("out"),
+    out: Annotated[
+        Path, typer.Option(help="The folder run and import saved the preview in (the month's latest report).")
+    ] = Path("out"),
     verbose: VerboseOption = False,
 ) -> None:
     """Reject a month held for approval: nothing is sent, and its report says who rejected it."""
@@ -215,7 +225,7 @@ def _decide(
     verbose: bool,
     operator: str | None = None,
 ) -> None:
-    from soracharge_local import reports
+    from soracharge_local import history, reports
 
     try:
         chosen = parse_month(month)
@@ -226,13 +236,19 @@ def _decide(
     if not by.strip():
         _fail_input("--by must name who decides: it is recorded in the report and the ledger")
     base = out / chosen / listed if listed else out / chosen
-    folder = base / named if named and (base / named).is_dir() else base
+    slot = base / named if named and (base / named).is_dir() else base
+    saved = history.latest_report(slot)
+    if saved is None:
+        _fail_input(
+            f"no preview to {decision}: {slot} holds no report ('soracharge run' and 'soracharge import' save each "
+            "in a folder of its own there, <yyyyMMddTHHmmssZ>-<command>/report.json)"
+        )
     try:
-        preview = reports.load_report(folder / "report.json")
+        preview = reports.load_report(saved)
     except InvalidInputError as exc:
         _fail_input(f"no preview to {decision}: {exc}")
     if preview.status != "AWAITING_APPROVAL" or preview.approval is None:
-        _fail_input(f"{folder / 'report.json'} is {preview.status}, not held for approval: nothing to {decision}")
+        _fail_input(f"{saved} is {preview.status}, not held for approval: nothing to {decision}")
     settled = preview.coverage or named or "jp"
     review = (decision, by.strip(), preview.approval.plan, preview.approval.month_version)
     if preview.source == "uploads":
@@ -258,9 +274,11 @@ def _decide(
             cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=file.read_bytes(), Metadata=metadata)
             printer = console.EventPrinter()
             report = _reviewed(cloud, _follow_import(cloud, printer), review, printer)
-            ok = _finish(report, folder, cloud)
+            ok = _finish(report, _run_folder(slot, decision), cloud)
         else:
-            _, _, ok = _run_month(cloud, chosen, settled, folder, label=chosen, review=review, operator=listed)
+            _, _, ok = _run_month(
+                cloud, chosen, settled, slot, label=chosen, review=review, operator=listed, command=decision
+            )
     _write_history(out)
     if not ok:
         raise typer.Exit(1)
@@ -413,7 +431,13 @@ def import_file(
             "import=additional.",
         ),
     ] = False,
-    out: Annotated[Path, typer.Option(help="Folder for the report (and, with --dry-run, the charges).")] = Path("out"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for the report, in a folder of the import's own: <month>/<yyyyMMddTHHmmssZ>-import/ "
+            "(with --dry-run: <month>/<name>.report.json and the charges)."
+        ),
+    ] = Path("out"),
     verbose: VerboseOption = False,
 ) -> None:
     """Import a CSV a person has, as if uploaded to uploads/<month>/ (or only plan it with --dry-run)."""
@@ -452,7 +476,7 @@ def import_file(
         cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=file.read_bytes(), Metadata=metadata)
         typer.echo(f"Uploaded {file} to s3://{cloud.bucket}/{key}; its S3 notification runs the import:\n")
         report = _follow_import(cloud, console.EventPrinter())
-        ok = _finish(report, out / chosen, cloud)
+        ok = _finish(report, _run_folder(out / chosen, "import"), cloud)
     _write_history(out)
     if not ok:
         raise typer.Exit(1)
@@ -536,24 +560,34 @@ def simulate(
 @app.command("report")
 def render_report(
     month: Annotated[
-        str | None, typer.Argument(help="The billing month, yyyyMM: reads <out>/<month>/report.json.")
+        str | None,
+        typer.Argument(
+            metavar="MONTH",
+            help="The billing month, yyyyMM: renders its latest report in <out>/<month>/. Or --report FILE (not both).",
+            show_default=False,
+        ),
     ] = None,
     every_month: Annotated[
         bool,
         typer.Option("--history", help="Write <out>/history.html instead: every month kept in <out>, on one page."),
     ] = False,
     coverage: Annotated[
-        str | None, typer.Option(help="With a run of two coverages: reads <out>/<month>/<coverage>/report.json.")
+        str | None,
+        typer.Option(help="With a run of two coverages: the month's latest report in <out>/<month>/<coverage>/."),
     ] = None,
     operator: Annotated[
         str | None,
-        typer.Option(help="A listed operator's bill: reads <out>/<month>/<operator>/<coverage>/report.json."),
+        typer.Option(
+            help="A listed operator's bill: the month's latest report in <out>/<month>/<operator>/<coverage>/."
+        ),
     ] = None,
     report_file: Annotated[
         Path | None,
         typer.Option(
             "--report",
-            help="Any import report JSON instead (for example one copied from S3 reports/<yyyyMM>/<version>.json).",
+            metavar="FILE",
+            help="Any import report JSON, instead of a month (for example one copied from S3 "
+            "reports/<yyyyMM>/<version>.json).",
         ),
     ] = None,
     html: Annotated[
@@ -562,11 +596,15 @@ def render_report(
     ] = None,
     out: Annotated[Path, typer.Option(help="The folder run and import save reports in.")] = Path("out"),
 ) -> None:
-    """Write an import report as a self-contained HTML page (totals, reconciliation, chart, problems), or with
-    --history every month kept in --out on one page."""
+    """Write an import report as a self-contained HTML page (totals, reconciliation, chart, problems): a month's
+    (MONTH) or any report JSON (--report FILE), exactly one of them; or with --history every month kept in --out
+    on one page."""
     from soracharge_local import history, reports
 
     if every_month:
+        if month is not None or report_file is not None:
+            given = f"the month {month}" if month is not None else f"--report {report_file}"
+            _fail_input(f"--history writes every month's page: give it alone, not with {given}")
         _folder(out)
         try:
             page = history.write_history(out)
@@ -574,25 +612,60 @@ def render_report(
             _fail_input(str(exc))
         typer.echo(f"History page written to {page} ({len(history.kept_reports(out))} reports of {out}/)")
         return
-    if month is None:
-        _fail_input("give the month (soracharge report 202610), or --history for every month")
+    if month is None and report_file is None:
+        _fail_input(
+            "give the month (soracharge report 202610) or a report JSON (soracharge report --report FILE), "
+            "or --history for every month"
+        )
+    if month is not None and report_file is not None:
+        _fail_input(
+            f"give the month {month} or --report {report_file}, not both: the month renders its latest report "
+            f"in {out}/, --report that file whatever month it is for"
+        )
+    if report_file is not None and (coverage is not None or operator is not None):
+        given = " and ".join(o for o, v in (("--coverage", coverage), ("--operator", operator)) if v is not None)
+        _fail_input(f"{given} pick a month's report in {out}/: they do not go with --report {report_file}")
     try:
-        chosen = parse_month(month)
-        base = out / chosen / parse_operator(operator) if operator is not None else out / chosen
-        folder = base / parse_coverage(coverage) if coverage else None
-        if folder is None and operator is not None:  # the operator's only coverage run, when it has one
-            runs = sorted(p.parent for p in base.glob("*/report.json"))
-            folder = runs[0] if len(runs) == 1 else base
-        source = report_file or (folder / "report.json" if folder else reports.default_report_path(chosen, out))
+        if report_file is not None:
+            chosen, source = None, report_file
+        else:
+            chosen = parse_month(str(month))
+            source = _month_report(out, chosen, coverage, operator)
         loaded = reports.load_report(source)
         written = reports.write_report_html(loaded, html or reports.default_html_path(source))
     except InvalidInputError as exc:
         _fail_input(str(exc))
-    mismatch = reports.month_mismatch(loaded, chosen, source)
+    mismatch = reports.month_mismatch(loaded, chosen, source) if chosen is not None else None
     if mismatch:
         typer.secho(f"warning: {mismatch}", fg="yellow", err=True)
     typer.echo(f"HTML report written to {written}")
     typer.secho(f"Import {loaded.status}: {loaded.summary}", fg=reports.status_colour(loaded), bold=True)
+
+
+def _month_report(out: Path, month: str, coverage: str | None, operator: str | None) -> Path:
+    """The month's latest report in ``out`` (of ``coverage``'s bill, of ``operator``'s), or InvalidInputError
+    naming the folder looked in and what it holds."""
+    from soracharge_local import history
+
+    base = out / month / parse_operator(operator) if operator is not None else out / month
+    slot = base / parse_coverage(coverage) if coverage else base
+    if coverage is None and history.latest_report(base) is None:
+        bills = history.slots_with_reports(base)
+        if operator is not None and len(bills) == 1:  # the operator's only coverage run
+            slot = bills[0]
+        elif bills:
+            raise InvalidInputError(
+                f"{base} holds no report of its own, only the bills in {', '.join(b.name + '/' for b in bills)}: "
+                "name one with --coverage jp|g (a listed operator's with --operator OP... too)"
+            )
+    found = history.latest_report(slot)
+    if found is None:
+        raise InvalidInputError(
+            f"{slot} holds no report: 'soracharge run' and 'soracharge import' save each report in a folder of "
+            f"its own there ({slot}/<yyyyMMddTHHmmssZ>-<command>/report.json); pass --report FILE for another "
+            "report JSON, for example one copied from S3 reports/<yyyyMM>/<version>.json"
+        )
+    return found
 
 
 @app.command()
@@ -817,9 +890,11 @@ def _run_month(
     label: str,
     review: tuple[str, str, str, int] | None = None,
     operator: str | None = None,
+    command: str = "run",
 ) -> tuple[str, str, bool]:
     """One month's bill of one coverage (of ``operator``, one SoracomAccounts lists; None: the stack's own)
-    through the whole chain; (label, outcome, whether rated and balanced)."""
+    through the whole chain, its CSV and report saved in a new folder of ``out`` (the bill's slot) named after
+    ``command``; (label, outcome, whether rated and balanced)."""
     account = BillAccount(coverage, operator)
     typer.echo(f"\nExporting {month} ({account.label}):\n")
     printer = console.EventPrinter()
@@ -843,11 +918,13 @@ def _run_month(
         if report is None:
             _print_alerts(cloud)
             return label, "already exported; its import report is not written yet", False
+        folder = _run_folder(out, command)
     else:
         typer.echo(f"\nThe CSV landed at {stored['uri']}; its S3 notification runs the import:\n")
-        _save_object(cloud, stored["key"], stored["versionId"], out / Path(stored["key"]).name)
+        folder = _run_folder(out, command)
+        _save_object(cloud, stored["key"], stored["versionId"], folder / Path(stored["key"]).name)
         report = _reviewed(cloud, _follow_import(cloud, printer, since), review, printer)
-    ok = _finish(report, out, cloud)
+    ok = _finish(report, folder, cloud)
     again = output.get("alreadyExported") or report["status"] == "DUPLICATE"
     if again:
         typer.secho("\nNothing done: this month's bill is imported into this CloudBlue already.", bold=True)
@@ -905,21 +982,22 @@ def _follow_import(cloud: LocalCloud, printer: console.EventPrinter, since: int 
     return dict(report)
 
 
-def _finish(report: dict[str, Any], out: Path, cloud: LocalCloud) -> bool:
-    """Print and save the report (JSON and HTML) and the alerts it caused; True when rated and balanced."""
-    from soracharge_local import reports
+def _finish(report: dict[str, Any], folder: Path, cloud: LocalCloud) -> bool:
+    """Print and save the report (JSON and HTML, in the command's own ``folder``) and the alerts it caused; True
+    when rated and balanced."""
+    from soracharge_local import history, reports
 
     typer.echo("")
     console.print_report(report)
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / "report.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = folder / history.REPORT
     saved.write_text(json.dumps(report, ensure_ascii=False, indent=2))
-    page = reports.write_report_html(reports.load_report(saved), out / "report.html")
+    page = reports.write_report_html(reports.load_report(saved), saved.with_suffix(".html"))
     typer.echo(f"\nReport saved to {saved} and {page}")
     _print_alerts(cloud)
     if report["status"] == "AWAITING_APPROVAL":
         month, coverage = report.get("month"), report.get("coverage")
-        which = f" --coverage {coverage}" if out.name == coverage else ""
+        which = f" --coverage {coverage}" if folder.parent.name == coverage else ""
         if report.get("operator"):
             which = f" --operator {report['operator']}{which}"
         typer.secho(
@@ -1113,6 +1191,17 @@ def _save_object(cloud: LocalCloud, key: str, version_id: str, destination: Path
 def _execution_name(kind: str, month: str, coverage: str) -> str:
     """A readable execution name that never repeats: a re-run in the same second is another execution."""
     return f"{kind}-{month}-{coverage}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def _run_folder(slot: Path, command: str) -> Path:
+    """A new folder in the bill's ``slot`` for what ``command`` saves now (``<yyyyMMddTHHmmssZ>-<command>``), or
+    exit 2 saying why it cannot be made."""
+    from soracharge_local import history
+
+    try:
+        return history.new_run_folder(slot, command)
+    except InvalidInputError as exc:
+        _fail_input(str(exc))
 
 
 def _folder(path: Path, option: str = "--out") -> Path:

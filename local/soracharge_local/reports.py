@@ -19,11 +19,6 @@ _ERRORS_SHOWN = 5
 _COLOURS = {"ok": "green", "pending": "blue", "info": "blue", "warn": "yellow", "error": "red"}
 
 
-def default_report_path(month: str, out: Path = Path("out")) -> Path:
-    """Where ``soracharge run`` and ``soracharge import`` save a month's report: ``<out>/<yyyyMM>/report.json``."""
-    return out / month / "report.json"
-
-
 def default_html_path(report_path: Path) -> Path:
     """The page beside its JSON, named after it: ``report.json`` -> ``report.html``, ``<version>.json`` ->
     ``<version>.html`` (so reports sharing a folder do not overwrite each other's page)."""
@@ -34,9 +29,9 @@ def load_report(path: Path) -> ImportReport:
     """Read and validate an import report JSON file."""
     if not path.exists():
         raise InvalidInputError(
-            f"{path} does not exist: 'soracharge run' and 'soracharge import' save a month's report there "
-            "(a dry run saves <name>.report.json); pass --report PATH for another report JSON, for example one "
-            "copied from S3 reports/<yyyyMM>/<version>.json"
+            f"{path} does not exist: 'soracharge run' and 'soracharge import' save each report in a folder of its "
+            "own, <out>/<yyyyMM>/<yyyyMMddTHHmmssZ>-<command>/report.json (a dry run saves <name>.report.json); pass "
+            "--report PATH for another report JSON, for example one copied from S3 reports/<yyyyMM>/<version>.json"
         )
     if path.is_dir():
         raise InvalidInputError(f"{path} is a directory, not an import report JSON file")

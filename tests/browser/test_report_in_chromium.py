@@ -84,6 +84,39 @@ def opened(browser: Browser, path: Path) -> Iterator[Page]:
     assert requested == [path.as_uri()], "the page must not load anything but itself"
 
 
+#: In the page: the characters of an element's text that its font (the element's computed font, fallbacks
+#: included) draws as the missing-glyph box, or as nothing. Each non-ASCII character is drawn alone on a canvas
+#: with that font and compared, pixel for pixel, with U+10FFFD (a private-use code point no font has a glyph for,
+#: so it is always drawn as the missing-glyph box) and with a space. Without a font for a script (no CJK font
+#: installed: Japanese names are "tofu"), its characters come out identical to U+10FFFD.
+UNDRAWN_CHARACTERS = r"""
+(element) => {
+    const style = getComputedStyle(element);
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 64;
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    const draw = (text) => {
+        context.clearRect(0, 0, 64, 64);
+        context.font = `${style.fontStyle} ${style.fontWeight} 40px ${style.fontFamily}`;
+        context.textBaseline = "top";
+        context.fillStyle = "black";
+        context.fillText(text, 8, 8);
+        return context.getImageData(0, 0, 64, 64).data.join(",");
+    };
+    const missing = draw("\u{10FFFD}");
+    const blank = draw(" ");
+    return Array.from(element.textContent.trim())
+        .filter((character) => character.codePointAt(0) > 0x7f)
+        .filter((character) => [missing, blank].includes(draw(character)));
+}
+"""
+
+
+def undrawn_characters(locator: Locator) -> list[str]:
+    """The characters of the element's text that are drawn as missing-glyph boxes (or not at all)."""
+    return list(locator.evaluate(UNDRAWN_CHARACTERS))
+
+
 def write_page(report: ImportReport, folder: Path, name: str) -> Path:
     path = folder / f"{name}.html"
     path.write_text(render_report_html(report), encoding="utf-8")
@@ -137,6 +170,24 @@ def test_a_processed_report_shows_each_customer_total_exactly_right_aligned_with
         assert page.locator("#status").inner_text() == "PROCESSED"
         assert style(page.locator("#status"), "backgroundColor") == GREEN
         assert page.locator("#summary").inner_text() == "CloudBlue rated session 7: 28 charges"
+
+
+def test_japanese_customer_names_are_drawn_as_text_not_as_missing_glyph_boxes(browser: Browser, tmp_path: Path):
+    # Needs a CJK font (Debian: fonts-noto-cjk, which make browser installs): without one, Chromium draws
+    # each Japanese character as an empty box, and the names a billing team reads are unreadable.
+    with opened(browser, write_page(processed_report(), tmp_path, "japanese")) as page:
+        # The check itself sees a missing glyph: a private-use character put in a cell is reported
+        control = page.locator("#totals-per-customer tbody td.name").first
+        control.evaluate(r"cell => { cell.textContent = 'A\u{10FFFD}\u{E000}' }")
+        assert undrawn_characters(control) == ["\U0010fffd", "\ue000"]
+        cell = page.locator("#totals-per-customer tbody td.name", has_text="東京ガス")
+        assert cell.inner_text().strip() == "東京ガス"
+        label = page.locator("#chart-per-customer text", has_text="東京ガス")
+        assert label.count() == 1
+        assert (undrawn_characters(cell), undrawn_characters(label)) == ([], []), (
+            "Chromium draws the Japanese customer name as missing-glyph boxes: no CJK font is installed "
+            "(fc-list :lang=ja lists none). Install one: apt-get install fonts-noto-cjk (make browser does)"
+        )
 
 
 def test_the_reconciliation_row_says_whether_the_sums_balance(browser: Browser, tmp_path: Path):
@@ -244,7 +295,7 @@ def test_the_report_command_writes_a_page_chromium_renders_with_the_reports_tota
     saved.write_text(json.dumps(processed_report().to_event(), ensure_ascii=False, indent=2), encoding="utf-8")
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("SORACOM_", "APS_"))}
     done = subprocess.run(  # noqa: S603 - our own console script
-        [SORACHARGE, "report", MONTH, "--report", str(saved)],
+        [SORACHARGE, "report", "--report", str(saved)],  # a report JSON alone, no month
         capture_output=True,
         text=True,
         cwd=tmp_path,

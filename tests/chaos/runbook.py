@@ -141,6 +141,8 @@ def redeliver_event(cycle: Cycle, alert: ReceivedAlert) -> bool:
     words = shell_words(alert.command, cycle.world.clock)
     if words[:3] != ["aws", "lambda", "invoke"] or option(words, "--invocation-type") != "Event":
         return cycle.unperformable(alert, f"not an asynchronous lambda invoke: {alert.command[:120]}")
+    if (wrong := _not_in_stack_region(cycle, words)) is not None:
+        return cycle.unperformable(alert, wrong)
     function = option(words, "--function-name").rsplit(":", 1)[-1]
     payload = json.loads(option(words, "--payload"))
     return cycle.settle_all([cycle.world.invoke_async(function, payload)])
@@ -197,7 +199,10 @@ def approve(cycle: Cycle, alert: ReceivedAlert) -> bool:
     payload = alert.review_payload("approve", "runbook")
     if payload is None or alert.command is None:
         return cycle.unperformable(alert, "the alert has no approve command")
-    function = option(shell_words(alert.command, cycle.world.clock), "--function-name").rsplit(":", 1)[-1]
+    words = shell_words(alert.command, cycle.world.clock)
+    if (wrong := _not_in_stack_region(cycle, words)) is not None:
+        return cycle.unperformable(alert, wrong)
+    function = option(words, "--function-name").rsplit(":", 1)[-1]
     cycle.fired_here.add("review.approval")
     return cycle.settle_all([cycle.world.invoke_async(function, payload)])
 
@@ -228,8 +233,19 @@ def _start_execution(cycle: Cycle, alert: ReceivedAlert) -> bool:
     words = shell_words(alert.command, cycle.world.clock)
     if words[:3] != ["aws", "stepfunctions", "start-execution"]:
         return cycle.unperformable(alert, f"not a start-execution command: {alert.command[:120]}")
+    if (wrong := _not_in_stack_region(cycle, words)) is not None:
+        return cycle.unperformable(alert, wrong)
     payload: dict[str, Any] = json.loads(option(words, "--input"))
     return cycle.run_execution(option(words, "--state-machine-arn"), option(words, "--name"), payload)
+
+
+def _not_in_stack_region(cycle: Cycle, words: list[str]) -> str | None:
+    """Why the command would not reach the stack from a person's shell (another region, or none named: the
+    shell's default region), or None when it names the stack's region."""
+    if "--region" not in words:
+        return "the command names no --region: it would run in whatever region the person's shell defaults to"
+    named, region = option(words, "--region"), cycle.world.cloud.region
+    return None if named == region else f"the command names --region {named}, the stack is in {region}"
 
 
 def _upload(cycle: Cycle, alert: ReceivedAlert, metadata: dict[str, str]) -> bool:

@@ -10,10 +10,12 @@ import subprocess
 from decimal import Decimal
 from pathlib import Path
 
+from soracharge_local.history import runs
 from soracharge_local.simulators import SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH
 from tests.integration.test_cli import run_cli
+from tests.unit.test_report_html import parse
 
 MAPPING = str(Path(__file__).resolve().parents[2] / "examples" / "mapping.example.yaml")
 
@@ -39,9 +41,47 @@ def test_run_executes_the_whole_chain_and_prints_a_balanced_reconciliation(tmp_p
     assert re.search(rf"Soracom bill amount +{bill['amount']}\n", done.stdout)
     assert re.search(rf"imported to CloudBlue +{re.escape(total)}\n", done.stdout)
     assert re.search(r"balanced +yes \(the bill is the CSV's sum rounded up", done.stdout)
-    report = json.loads((tmp_path / LAST_MONTH / "report.json").read_text())
+    # The run's CSV and report, in a folder of the run's own, printed where they went
+    (folder,) = runs(tmp_path / LAST_MONTH)
+    assert re.fullmatch(r"\d{8}T\d{6}Z-run", folder.name)
+    assert f"Report saved to {folder / 'report.json'} and {folder / 'report.html'}\n" in done.stdout
+    (saved,) = folder.glob("fe_*.csv")
+    assert f"Saved a copy to {saved}\n" in done.stdout
+    assert saved.read_bytes() == simulator.csv_bytes(LAST_MONTH)
+    report = json.loads((folder / "report.json").read_text())
     assert report["status"] == "PROCESSED"
     assert report["reconciliation"]["importedSum"] == total
+
+
+def test_a_run_then_an_import_then_a_run_of_one_month_each_keep_their_reports_in_a_folder_named_after_them(tmp_path):
+    # A run, then its CSV imported, then the month run again: three commands of one month, one out/
+    out = ("--out", str(tmp_path))
+    first = run_cli("run", "--month", LAST_MONTH, "--mapping", MAPPING, *out, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (run_folder,) = runs(tmp_path / LAST_MONTH)
+    (csv_file,) = run_folder.glob("fe_*.csv")
+    imported = run_cli("import", str(csv_file), "--month", LAST_MONTH, "--mapping", MAPPING, "--currency", "JPY",
+                       *out, timeout=300)  # fmt: skip
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    again = run_cli("run", "--month", LAST_MONTH, "--mapping", MAPPING, *out, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    # Then each command's report is on disk, in a folder that says which command made it, in the order they ran
+    folders = runs(tmp_path / LAST_MONTH)
+    assert [re.sub(r"^\d{8}T\d{6}Z(-\d+)?-", "", f.name) for f in folders] == ["run", "import", "run"]
+    assert folders[0] == run_folder
+    for folder, done in zip(folders, (first, imported, again), strict=True):
+        assert f"Report saved to {folder / 'report.json'} and {folder / 'report.html'}\n" in done.stdout
+        assert (folder / "report.html").is_file()
+    reports = [json.loads((f / "report.json").read_text()) for f in folders]
+    assert [r["object"]["key"].split("/")[0] for r in reports] == ["exports", "uploads", "exports"]
+    assert [r["status"] for r in reports] == ["PROCESSED", "PROCESSED", "PROCESSED"]
+    # Each run's CSV is in its own folder (the import's file is the person's own: not copied)
+    assert [len(list(f.glob("*.csv"))) for f in folders] == [1, 0, 1]
+    assert not list((tmp_path / LAST_MONTH).glob("*.csv"))
+    # And the history page lists the month once, as it stands: its latest report
+    (row,) = parse((tmp_path / "history.html").read_text(encoding="utf-8")).by_id("months").all("tr", "month-row")
+    assert row.all("a")[0].attrs["href"] == f"{LAST_MONTH}/{folders[-1].name}/report.html"
 
 
 def test_import_dry_run_writes_the_charges_and_the_report_and_sends_nothing(tmp_path):
@@ -53,7 +93,7 @@ def test_import_dry_run_writes_the_charges_and_the_report_and_sends_nothing(tmp_
     assert done.returncode == 0, done.stdout + done.stderr
     assert "nothing was sent" in done.stdout
     charges = [json.loads(line) for line in (tmp_path / LAST_MONTH / "october.charges.jsonl").read_text().splitlines()]
-    report = json.loads((tmp_path / LAST_MONTH / "october.report.json").read_text())
+    report = json.loads((tmp_path / LAST_MONTH / "october.report.json").read_text())  # a dry run: beside the month
     assert report["status"] == "DRY_RUN"
     assert len(charges) == report["counts"]["charges"] > 0
     assert str(sum(Decimal(str(c["totalPrice"])) for c in charges)) == report["reconciliation"]["csvSum"]

@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import yaml
+from soracharge_local.history import latest_report, runs
 from soracharge_local.simulators import SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH
@@ -50,18 +51,27 @@ def test_run_with_both_coverages_imports_each_bill_once_in_its_own_currency_and_
         "g": SoracomSimulator(coverage="g", auth_key_id="x", auth_key="y"),
     }
     for coverage, currency in (("jp", "JPY"), ("g", "USD")):
-        report = json.loads((tmp_path / LAST_MONTH / coverage / "report.json").read_text())
+        slot = tmp_path / LAST_MONTH / coverage
+        # the month given twice: two folders, the run's and the re-run's (which exported nothing: no CSV)
+        first, rerun = runs(slot)
+        assert (first.name.endswith("-run"), rerun.name.endswith("-run")) == (True, True)
+        report = json.loads((first / "report.json").read_text())
+        assert json.loads((rerun / "report.json").read_text())["status"] == "PROCESSED"
         assert (report["status"], report["coverage"], report["currency"]) == ("PROCESSED", coverage, currency)
         assert report["reconciliation"]["balanced"] is True
         body = simulators[coverage].csv_bytes(LAST_MONTH)
         assert Decimal(report["reconciliation"]["importedSum"]) == csv_sum(body)
-        saved = list((tmp_path / LAST_MONTH / coverage).glob("fe_*.csv"))
+        saved = list(slot.glob("*/fe_*.csv"))
         assert [p.read_bytes() for p in saved] == [body]
+        assert saved[0].parent == first
 
     # And the report page of one coverage is rendered on request
     page = run_cli("report", LAST_MONTH, "--coverage", "g", "--out", str(tmp_path))
     assert page.returncode == 0, page.stderr
-    assert (tmp_path / LAST_MONTH / "g" / "report.html").is_file()
+    latest = latest_report(tmp_path / LAST_MONTH / "g")
+    assert latest is not None
+    assert f"HTML report written to {latest.with_suffix('.html')}" in page.stdout
+    assert latest.with_suffix(".html").is_file()
     assert "Import PROCESSED" in page.stdout
 
 

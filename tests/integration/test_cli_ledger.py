@@ -9,6 +9,7 @@ from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH
 from tests.integration.test_cli import run_cli
+from tests.unit.test_local_cli import saved_report
 
 MAPPING = str(Path(__file__).resolve().parents[2] / "examples" / "mapping.example.yaml")
 
@@ -40,7 +41,7 @@ def test_run_twice_against_the_same_cloudblue_imports_the_month_once_and_the_sec
             "run", "--month", LAST_MONTH, "--mapping", MAPPING, "--out", str(tmp_path / "2"), env=env, timeout=300
         )
         imported = run_cli(
-            "import", str(next((tmp_path / "1" / LAST_MONTH).glob("fe_*.csv"))), "--month", LAST_MONTH,
+            "import", str(next((tmp_path / "1" / LAST_MONTH).glob("*-run/fe_*.csv"))), "--month", LAST_MONTH,
             "--mapping", MAPPING, "--out", str(tmp_path / "3"), env=env, timeout=300,
         )  # fmt: skip
         closed = [s for s in cloudblue.sessions() if s.closed_at is not None]
@@ -49,8 +50,7 @@ def test_run_twice_against_the_same_cloudblue_imports_the_month_once_and_the_sec
     assert first.returncode == 0, first.stdout + first.stderr
     assert len(closed) == 1
     assert (
-        len(closed[0].charges)
-        == json.loads((tmp_path / "1" / LAST_MONTH / "report.json").read_text())["counts"]["charges"]
+        len(closed[0].charges) == json.loads(saved_report(tmp_path / "1" / LAST_MONTH).read_text())["counts"]["charges"]
     )
     # And the second run says it did nothing; so does an import of the same file
     assert second.returncode == 0, second.stdout + second.stderr

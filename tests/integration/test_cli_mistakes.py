@@ -17,6 +17,7 @@ from soracharge.models.months import shift_month
 from tests.integration.conftest import LAST_MONTH
 from tests.integration.test_cli import MAPPING, run_cli
 from tests.integration.test_cli_operations import SIMULATOR
+from tests.unit.test_local_cli import saved_report
 
 BILL = SIMULATOR.csv_bytes(LAST_MONTH)
 
@@ -110,7 +111,7 @@ def test_a_mistake_is_refused_before_anything_is_sent_naming_its_cause_first(
     outcome = next(line for line in done.stdout.splitlines() if line.startswith("Import "))
     assert outcome.startswith("Import REJECTED: "), outcome
     assert said in outcome, outcome
-    report = json.loads((out / month / "report.json").read_text(encoding="utf-8"))
+    report = json.loads(saved_report(out / month).read_text(encoding="utf-8"))
     assert report["status"] == "REJECTED"
     assert "importSessionId" not in report  # no session was opened: nothing was sent
     assert "\x00" not in done.stdout  # nothing unprintable reaches the terminal

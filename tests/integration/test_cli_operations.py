@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from soracharge.models.months import months_between, shift_month
+from soracharge_local.history import runs
 from soracharge_local.simulators import SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH
@@ -59,10 +60,14 @@ def test_run_twice_for_a_month_imports_it_once_and_the_second_says_nothing_was_d
     assert f"Nothing to do: {LAST_MONTH} (Japan coverage) was exported before" in done.stdout
     assert "nothing was exported, stored or imported again; its import is PROCESSED" in done.stdout
     assert re.search(rf"{LAST_MONTH} +ok +PROCESSED \(a re-run: nothing done again\)", done.stdout)
-    # The report, as JSON and as the page people read.
-    page = (tmp_path / LAST_MONTH / "report.html").read_text()
-    report = json.loads((tmp_path / LAST_MONTH / "report.json").read_text())
+    # The report, as JSON and as the page people read: the run's and the re-run's, each in a folder of its own
+    first, rerun = runs(tmp_path / LAST_MONTH)
+    assert (first.name.endswith("-run"), rerun.name.endswith("-run")) == (True, True)  # runs(): oldest first
+    page = (first / "report.html").read_text()
+    report = json.loads((first / "report.json").read_text())
     assert report["reconciliation"]["importedSum"] in page
+    assert [len(list(f.glob("fe_*.csv"))) for f in (first, rerun)] == [1, 0]  # the re-run exported nothing
+    assert json.loads((rerun / "report.json").read_text())["object"] == report["object"]
 
 
 def test_a_correction_is_written_as_differences_and_imports_as_an_additional_file(tmp_path):

@@ -12,9 +12,11 @@ from typing import Any
 
 import yaml
 from soracharge.models.months import shift_month
+from soracharge_local.history import runs
 
 from tests.integration.conftest import LAST_MONTH
 from tests.integration.test_cli import MAPPING, run_cli
+from tests.unit.test_local_cli import saved_report
 from tests.unit.test_report_html import parse
 
 MONTH_BEFORE = shift_month(LAST_MONTH, -1)
@@ -30,7 +32,8 @@ def strict_mapping(tmp_path: Path) -> str:
 
 
 def saved(out: Path, month: str = LAST_MONTH) -> dict[str, Any]:
-    return dict(json.loads((out / month / "report.json").read_text(encoding="utf-8")))
+    """The month's latest report (each command saves its own in a folder of its own)."""
+    return dict(json.loads(saved_report(out / month).read_text(encoding="utf-8")))
 
 
 def test_an_unusual_month_waits_then_approve_sends_exactly_the_preview_once(tmp_path):
@@ -66,6 +69,9 @@ def test_an_unusual_month_waits_then_approve_sends_exactly_the_preview_once(tmp_
     )
     report = saved(out)
     assert report["status"] == "PROCESSED"
+    # the preview stays on disk, in the run's folder; the approval's report is in a folder of its own
+    assert [f.name.rsplit("-", 1)[1] for f in runs(out / LAST_MONTH)] == ["run", "approve"]
+    assert json.loads((runs(out / LAST_MONTH)[0] / "report.json").read_text())["status"] == "AWAITING_APPROVAL"
     assert report["approval"]["decision"] == "approved"
     assert report["approval"]["by"] == "Hanako"
     assert report["approval"]["plan"] == preview["approval"]["plan"]
@@ -112,4 +118,5 @@ def test_report_history_writes_every_month_kept_on_one_page(tmp_path):
     assert f"History page written to {out / 'history.html'} (1 reports of {out}/)" in done.stdout
     page = parse((out / "history.html").read_text(encoding="utf-8"))
     (row,) = page.by_id("months").all("tr", "month-row")
-    assert row.all("a")[0].attrs["href"] == f"{LAST_MONTH}/report.html"
+    (folder,) = runs(out / LAST_MONTH)
+    assert row.all("a")[0].attrs["href"] == f"{LAST_MONTH}/{folder.name}/report.html"

@@ -197,7 +197,9 @@ def test_the_text_on_top_says_what_it_shows_and_where_the_reports_are(body):
     assert report_key("202610", "v1", "exports/202610/f.csv").startswith("reports/202610/")
     assert "s3://<AWS::StackName>-data-<AWS::AccountId>/reports/<yyyyMM>/" in markdown
     assert "When something goes wrong (runbook)" in markdown
-    assert (REPO / "README.md").read_text().count("### When something goes wrong (runbook)") == 1
+    runbook = REPO / "docs" / "operate" / "runbook.md"
+    assert runbook.read_text(encoding="utf-8").startswith("# When something goes wrong (runbook)\n")
+    assert "docs/operate/runbook.md" in markdown
 
 
 def test_widgets_fit_the_grid_without_overlapping(body):

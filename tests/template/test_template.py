@@ -366,6 +366,36 @@ def test_a_month_the_schedule_could_not_start_raises_an_alarm_on_the_alerts_topi
         assert needed in description
 
 
+#: What the README's runbook and the alerts tell an operator to use by name, and the resource each output names.
+OPERATOR_OUTPUTS = {
+    "DataBucketName": {"Ref": "DataBucket"},  # $BUCKET
+    "ExportBillingStateMachineArn": {"Ref": "ExportBillingStateMachine"},  # $EXPORT, "start the month again"
+    "FollowImportSessionStateMachineArn": {"Ref": "FollowImportSessionStateMachine"},  # "follow it again"
+    "ImportChargesFunctionName": {"Ref": "ImportChargesFunction"},  # aws lambda invoke --function-name <ImportCharges>
+    "ScheduleDeadLetterQueueUrl": {"Ref": "ScheduleDeadLetterQueue"},  # aws sqs receive-message --queue-url <queue>
+    "AlertsTopicArn": {"Ref": "AlertsTopic"},
+    "LedgerTableName": {"Ref": "LedgerTable"},
+    "SoracomAuthKeySecretArn": {"Ref": "SoracomAuthKeySecret"},
+    "CloudBlueCredentialsSecretArn": {"Ref": "CloudBlueCredentialsSecret"},
+}
+
+
+def test_every_name_the_runbook_uses_is_an_output_and_every_output_says_what_it_is(template, translated):
+    outputs = template["Outputs"]
+    for name, value in OPERATOR_OUTPUTS.items():
+        assert outputs[name]["Value"] == value, name
+    assert "DashboardUrl" in outputs
+    for name, output in outputs.items():
+        description = output.get("Description", "")
+        assert description.strip(), f"the output {name} has no Description"
+        assert len(description) <= 1024, name  # CloudFormation's limit
+    # Ref of an SQS queue is its URL, what `aws sqs receive-message --queue-url` takes (its ARN would be refused).
+    assert translated["Resources"]["ScheduleDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
+    assert translated["Outputs"]["ScheduleDeadLetterQueueUrl"]["Value"] == {"Ref": "ScheduleDeadLetterQueue"}
+    # The import function after the SAM transform: Ref of an AWS::Lambda::Function is its name.
+    assert translated["Resources"]["ImportChargesFunction"]["Type"] == "AWS::Lambda::Function"
+
+
 @pytest.mark.parametrize(
     ("machine", "definition", "functions"),
     [
@@ -432,11 +462,11 @@ def test_events_folder_has_a_valid_sample_for_each_function_and_each_state_machi
     assert {p.name for p in events.glob("*.json")} - {"env.example.json"} == set(files)
     for name, model in files.items():
         parse_input(json.loads((events / name).read_text()), model)
-    # The README shows how to use each of them.
-    readme = (REPO / "README.md").read_text()
+    # The docs show how to use each of them.
+    page = (REPO / "docs" / "local" / "events.md").read_text(encoding="utf-8")
     for resource, per_resource in samples.items():
         for name in per_resource:
-            assert f"events/{name}" in readme, f"the README never shows events/{name} ({resource})"
+            assert f"events/{name}" in page, f"docs/local/events.md never shows events/{name} ({resource})"
 
 
 def test_least_privilege_no_wildcards_in_any_role(translated):

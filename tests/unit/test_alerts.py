@@ -73,7 +73,7 @@ def test_a_listed_operators_failed_export_names_it_and_starts_that_operators_exp
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        ("SoracomAuthError", "put-secret-value --secret-id arn:secret:soracom"),
+        ("SoracomAuthError", "put-secret-value --region us-east-1 --secret-id arn:secret:soracom"),
         ("ExportTimedOut", "still processing after 21 polls"),
         ("ExportFailed", "reported the CSV export as failed"),
         ("UnsafeDownloadUrlError", "SORACOM_DOWNLOAD_URL_PATTERNS"),
@@ -555,3 +555,53 @@ def test_a_decision_that_failed_is_told_apart_from_an_import_that_failed():
     assert json.loads(command[command.index("--payload") + 1]) == {"review": review}
     assert "File:" in alert.message()
     assert "s3://data/uploads/202610/jp/a.csv" in alert.message()
+
+
+def test_every_aws_command_an_alert_gives_names_the_stack_s_region_and_says_when_it_needs_aws_cli_v2(monkeypatch):
+    # The stack's region as the function knows it (Lambda sets AWS_REGION); an ARN's region is its resource's.
+    monkeypatch.setenv("AWS_REGION", "ap-northeast-1")
+    tokyo = {arn: arn.replace(":us-east-1:", ":ap-northeast-1:") for arn in (EXPORT_ARN, FOLLOW_ARN)}
+    failed = sample("alert_import_failed.json")
+    failed["requestContext"]["functionArn"] = failed["requestContext"]["functionArn"].replace(
+        ":us-east-1:", ":ap-northeast-1:"
+    )
+    follow_input = json.dumps(
+        {"objectId": "d/k#v", "month": "202610", "reportKey": "r", "session": {"importSessionId": 7}}
+    )
+    made = [
+        alerts.for_execution(
+            execution(stateMachineArn=tokyo[EXPORT_ARN], error="SoracomAuthError"),
+            export_state_machine_arn=tokyo[EXPORT_ARN],
+            soracom_secret="arn:aws:secretsmanager:ap-northeast-1:123456789012:secret:soracom-AbCdEf",
+        ),
+        alerts.for_execution(
+            execution(stateMachineArn=tokyo[FOLLOW_ARN], error="StorageError", input=follow_input),
+            export_state_machine_arn=tokyo[EXPORT_ARN],
+        ),
+        alerts.for_failed_import(FailedInvocation.model_validate(failed)),
+        alerts.for_report(report("NOT_RATED", import_session_id=9), "k", tokyo[FOLLOW_ARN]),
+        alerts.for_report(report("NOT_RATED", import_session_id=9), "k"),  # the ARN unknown: a placeholder
+        alerts.for_report(
+            report("AWAITING_APPROVAL", approval={"askedBecause": "always", "plan": "ab" * 32, "monthVersion": 2}),
+            "k",
+            import_function="soracharge-ImportChargesFunction-X",  # the function's name (no region in it)
+        ),
+    ]
+    commands = 0
+    for alert in made:
+        assert alert is not None
+        message = alert.message()
+        lines = [line for line in message.splitlines() if "aws " in line]
+        assert lines, message
+        for line in lines:
+            # Every AWS CLI command, in the command block or in the text, names the region to run it in.
+            for command in re.findall(r"aws [a-z0-9-]+ [a-z0-9-]+ [^)]*", line):
+                words = shlex.split(command.removesuffix(")"))
+                assert words[words.index("--region") + 1] == "ap-northeast-1", command
+                commands += 1
+        if "--cli-binary-format" in message:
+            assert "need AWS CLI v2" in alert.action or "needs AWS CLI v2" in alert.action, message
+            assert "version 1 does not know --cli-binary-format" in alert.action
+        else:
+            assert "AWS CLI v2" not in message
+    assert commands == 8  # secretsmanager + start-execution, start-execution, invoke, start-execution x2, invoke x2

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from soracharge_local import cli
+import pytest
+from soracharge_local import cli, history
+from soracharge_local.cli import app
+from typer.testing import CliRunner
+
+from tests.unit.test_report_html import MONTH, processed_report
 
 
 def test_two_executions_of_one_month_and_coverage_started_in_the_same_second_get_different_names():
@@ -13,3 +22,112 @@ def test_two_executions_of_one_month_and_coverage_started_in_the_same_second_get
     names = {cli._execution_name("export", "202611", "g") for _ in range(50)}
     assert len(names) == 50
     assert all(re.fullmatch(r"export-202611-g-\d{8}T\d{6}-[0-9a-f]{6}", name) for name in names)
+
+
+# -- soracharge report: a month, or --report FILE, exactly one --------------------------------------
+
+
+def saved_report(slot: Path) -> Path:
+    """The latest report the commands saved for a bill (``slot``: ``<out>/<month>/``, ``.../<coverage>/``...)."""
+    found = history.latest_report(slot)
+    assert found is not None, f"no report saved in {slot}"
+    return found
+
+
+def write_report(path: Path, **overrides: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(processed_report(**overrides).to_event(), ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_report_renders_a_report_file_given_alone_without_a_month(tmp_path: Path):
+    # As the README offers it: `soracharge report --report FILE`, for a report copied from S3
+    saved = write_report(tmp_path / "reports" / MONTH / "69436c52.json")
+    done = CliRunner().invoke(app, ["report", "--report", str(saved), "--out", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines() == [
+        f"HTML report written to {saved.with_suffix('.html')}",
+        "Import PROCESSED: CloudBlue rated session 7: 28 charges",
+    ]
+    assert "<html" in saved.with_suffix(".html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [],
+            "error: give the month (soracharge report 202610) or a report JSON (soracharge report --report FILE), "
+            "or --history for every month",
+        ),
+        ([MONTH, "--report", "{file}"], f"error: give the month {MONTH} or --report {{file}}, not both"),
+        (["--report", "{file}", "--coverage", "g"], "error: --coverage pick a month's report in"),
+        (["--report", "{file}", "--operator", "OP0000000002"], "error: --operator pick a month's report in"),
+        (
+            ["--history", MONTH],
+            f"error: --history writes every month's page: give it alone, not with the month {MONTH}",
+        ),
+        (["--history", "--report", "{file}"], "error: --history writes every month's page: give it alone"),
+    ],
+)
+def test_report_refuses_both_a_month_and_a_file_or_neither_saying_what_is_wrong(tmp_path: Path, args, message):
+    saved = write_report(tmp_path / "copied.json")
+    arguments = ["report", *(arg.replace("{file}", str(saved)) for arg in args), "--out", str(tmp_path / "out")]
+    done = CliRunner().invoke(app, arguments)
+    assert done.exit_code == 2, done.output
+    assert message.replace("{file}", str(saved)) in done.output
+    assert "Missing argument" not in done.output
+    assert not list(tmp_path.rglob("*.html"))
+
+
+def test_report_help_offers_the_month_or_a_file():
+    done = CliRunner().invoke(app, ["report", "--help"], terminal_width=200)
+    assert done.exit_code == 0
+    assert "report [OPTIONS] [MONTH]" in done.output
+    assert re.search(r"--report +FILE +Any import report JSON, instead of a month", done.output), done.output
+    assert "Or --report FILE (not both)." in done.output
+
+
+# -- the local history: each command's reports and CSV in a folder of its own -------------------------
+
+
+def test_two_commands_of_one_bill_in_the_same_second_get_two_folders_in_the_order_they_ran(tmp_path: Path):
+    frozen = datetime(2026, 12, 6, 10, 15, 30, 123456, tzinfo=UTC)
+    slot = tmp_path / MONTH
+    made = [history.new_run_folder(slot, command, now=frozen) for command in ("run", "import", "run", "approve")]
+    assert [p.name for p in made] == [
+        "20261206T101530Z-run",
+        "20261206T101530Z-2-import",
+        "20261206T101530Z-3-run",
+        "20261206T101530Z-4-approve",
+    ]
+    assert all(p.is_dir() for p in made)
+    assert history.runs(slot) == made
+    # A clock set back never makes a later command's folder sort before an earlier one's
+    earlier = history.new_run_folder(slot, "reject", now=frozen - timedelta(hours=1))
+    assert earlier.name == "20261206T101530Z-5-reject"
+    assert history.runs(slot)[-1] == earlier
+    # A later second starts its count again
+    later = history.new_run_folder(slot, "run", now=frozen + timedelta(seconds=1))
+    assert later.name == "20261206T101531Z-run"
+    assert history.runs(slot)[-1] == later
+
+
+def test_each_bill_stands_at_its_latest_report_and_the_history_page_links_it(tmp_path: Path):
+    out = tmp_path / "out"
+    legacy = write_report(out / "202609" / "report.json", month="202609")  # saved by an earlier version
+    run = write_report(out / MONTH / "20261206T101530Z-run" / "report.json", summary="the run's")
+    (run.parent / "fe_0123.csv").write_text("imsi\n")
+    imported = write_report(out / MONTH / "20261206T101530Z-2-import" / "report.json", summary="the import's")
+    global_run = write_report(out / MONTH / "g" / "20261206T101500Z-run" / "report.json", coverage="g")
+    assert history.latest_report(out / MONTH) == imported
+    assert history.latest_report(out / "202609") == legacy
+    assert history.slots_with_reports(out / MONTH) == [out / MONTH / "g"]
+    kept = [path for path, _ in history.kept_reports(out)]
+    assert kept == [legacy, imported, global_run]  # one per bill: the run's report is kept on disk, not listed
+    assert run.is_file()
+    page = history.write_history(out).read_text(encoding="utf-8")
+    assert f'href="{MONTH}/20261206T101530Z-2-import/report.html"' in page
+    assert f'href="{MONTH}/g/20261206T101500Z-run/report.html"' in page
+    assert 'href="202609/report.html"' in page
+    assert "20261206T101530Z-run/report.html" not in page

@@ -590,11 +590,16 @@ def test_load_report_reads_what_the_cli_saves_and_names_the_file_and_the_fault(t
 
 
 def test_the_report_command_writes_the_page_beside_the_json_and_prints_the_summary(tmp_path: Path):
-    folder = tmp_path / "out" / MONTH
-    folder.mkdir(parents=True)
+    # The month's latest report: run and import save each in a folder of their own (the older one is left alone)
+    older = tmp_path / "out" / MONTH / "20261104T000000Z-run"
+    folder = tmp_path / "out" / MONTH / "20261104T000000Z-2-import"
+    for each in (older, folder):
+        each.mkdir(parents=True)
+    (older / "report.json").write_text(json.dumps(processed_report(summary="the run's").to_event()))
     (folder / "report.json").write_text(json.dumps(processed_report().to_event()))
     done = CliRunner().invoke(app, ["report", MONTH, "--out", str(tmp_path / "out")])
     assert done.exit_code == 0, done.output
+    assert not (older / "report.html").exists()
     page = folder / "report.html"
     assert f"HTML report written to {page}" in done.output
     assert "Import PROCESSED: CloudBlue rated session 7: 28 charges" in done.output
@@ -607,8 +612,9 @@ def test_the_report_command_writes_the_page_beside_the_json_and_prints_the_summa
     ("args", "message"),
     [
         (["2026-10"], "error: month must be yyyyMM"),
-        ([MONTH], "report.json does not exist"),
-        ([MONTH, "--report", "{tmp}/broken.json"], "broken.json is not valid JSON"),
+        ([MONTH], f"{MONTH} holds no report"),
+        (["--report", "{tmp}/broken.json"], "broken.json is not valid JSON"),
+        (["--report", "{tmp}/missing.json"], "missing.json does not exist"),
     ],
 )
 def test_the_report_command_refuses_bad_input_with_exit_code_2(tmp_path: Path, args: list[str], message: str):

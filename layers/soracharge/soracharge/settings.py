@@ -43,6 +43,13 @@ def load_settings(model: type[SettingsT]) -> SettingsT:
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
 
 
+_BUCKET = "The data bucket: exports/, uploads/, reports/ (the template's DataBucket)"
+_LEDGER = "The DynamoDB ledger of imports, one entry per file (the template's LedgerTable)"
+_TOPIC = "The SNS topic alerts are published to (the template's AlertsTopic)"
+_FOLLOW = "The state machine that follows a CloudBlue session until it is rated"
+_EXPORT = "The export-billing state machine"
+_CLOUDBLUE_SECRET = "Secrets Manager secret holding {consumerKey, consumerSecret} or {apsToken} (AWS)"  # noqa: S105
+
 #: Variables whose values are never shown, not even in an error.
 _SECRET = re.compile(r"KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
 
@@ -51,7 +58,9 @@ class CoverageSettings(_Settings):
     """The coverages this stack exports: ``jp``, ``g`` or ``jp,g`` (the template's SoracomCoverageType), and
     the operators it exports besides its own (SoracomAccounts: ``models/accounts.py``)."""
 
-    soracom_coverage_type: str = "jp"
+    soracom_coverage_type: str = Field(
+        default="jp", description="The coverages exported: jp (Japan), g (Global), or jp,g (both, two bills a month)"
+    )
     soracom_accounts: str = Field(default="", description="JSON list of the other operators this stack exports")
 
     @field_validator("soracom_accounts")
@@ -115,9 +124,13 @@ class SoracomSettings(CoverageSettings, SoracomTuning):
     )
     soracom_endpoint_jp: str | None = Field(default=None, description="Japan coverage's base URL; wins over the above")
     soracom_endpoint_g: str | None = Field(default=None, description="Global coverage's base URL; wins over the above")
-    soracom_auth_key_id: str | None = None
-    soracom_auth_key: SecretStr | None = None
-    soracom_auth_secret_id: str | None = None
+    soracom_auth_key_id: str | None = Field(
+        default=None, description="AuthKey id (keyId-...), with SORACOM_AUTH_KEY (local)"
+    )
+    soracom_auth_key: SecretStr | None = Field(default=None, description="AuthKey secret (secret-...), never shown")
+    soracom_auth_secret_id: str | None = Field(
+        default=None, description="Secrets Manager secret holding {authKeyId, authKey} (AWS; instead of the two above)"
+    )
     #: A listed operator's own AuthKey is the secret ``<this prefix><operatorId>`` (the template's
     #: ``<stack>/soracom/``: the functions may read only secrets under it).
     soracom_account_secret_prefix: str = ""
@@ -146,7 +159,7 @@ class SoracomSettings(CoverageSettings, SoracomTuning):
 class StorageSettings(_Settings):
     """Where the data bucket is (no default: a function without it must fail loudly)."""
 
-    soracharge_bucket: str = Field(min_length=3, max_length=63)
+    soracharge_bucket: str = Field(min_length=3, max_length=63, description=_BUCKET)
 
 
 class CloudBlueSettings(CloudBlueTuning):
@@ -158,11 +171,15 @@ class CloudBlueSettings(CloudBlueTuning):
     """
 
     aps_endpoint: str = Field(description="The brand endpoint, e.g. https://brand.example.com")
-    aps_resource_id: str | None = None
-    aps_token: SecretStr | None = None
-    aps_oauth_consumer_key: str | None = None
-    aps_oauth_consumer_secret: SecretStr | None = None
-    aps_credentials_secret_id: str | None = None
+    aps_resource_id: str | None = Field(
+        default=None, description="APS id of the ChargesImportManager resource (else discovered on the first call)"
+    )
+    aps_token: SecretStr | None = Field(default=None, description="An APS token (local), never shown")
+    aps_oauth_consumer_key: str | None = Field(default=None, description="OAuth 1.0 consumer key (local)")
+    aps_oauth_consumer_secret: SecretStr | None = Field(
+        default=None, description="OAuth 1.0 consumer secret, never shown"
+    )
+    aps_credentials_secret_id: str | None = Field(default=None, description=_CLOUDBLUE_SECRET)
 
     @model_validator(mode="after")
     def _credentials_from_somewhere(self) -> CloudBlueSettings:
@@ -180,14 +197,14 @@ class CloudBlueSettings(CloudBlueTuning):
 class ImportSettings(CoverageSettings, ImportTuning):
     """What the import function needs besides CloudBlue (the template sets every one)."""
 
-    soracharge_bucket: str = Field(min_length=3, max_length=63)
-    soracharge_ledger_table: str = Field(min_length=3)
+    soracharge_bucket: str = Field(min_length=3, max_length=63, description=_BUCKET)
+    soracharge_ledger_table: str = Field(min_length=3, description=_LEDGER)
     soracharge_mapping: str = Field(
         min_length=1,
         description="A path or s3:// URI of the mapping YAML; {coverage} in it is the file's coverage (jp or g)",
     )
-    soracharge_follow_session_state_machine_arn: str = Field(min_length=1)
-    soracharge_alerts_topic_arn: str = Field(min_length=1)
+    soracharge_follow_session_state_machine_arn: str = Field(min_length=1, description=_FOLLOW)
+    soracharge_alerts_topic_arn: str = Field(min_length=1, description=_TOPIC)
 
 
 class LocalSettings(CoverageSettings, SoracomTuning, CloudBlueTuning, ImportTuning):
@@ -197,9 +214,9 @@ class LocalSettings(CoverageSettings, SoracomTuning, CloudBlueTuning, ImportTuni
 class FollowSettings(_Settings):
     """What the session-following functions need."""
 
-    soracharge_bucket: str = Field(min_length=3, max_length=63)
-    soracharge_ledger_table: str = Field(min_length=3)
-    soracharge_alerts_topic_arn: str = Field(min_length=1)
+    soracharge_bucket: str = Field(min_length=3, max_length=63, description=_BUCKET)
+    soracharge_ledger_table: str = Field(min_length=3, description=_LEDGER)
+    soracharge_alerts_topic_arn: str = Field(min_length=1, description=_TOPIC)
     #: Only named in alerts (the command that follows a session again).
     soracharge_follow_session_state_machine_arn: str | None = None
 
@@ -207,13 +224,13 @@ class FollowSettings(_Settings):
 class AlertSettings(CoverageSettings):
     """What the alert function needs (the secrets' ids only to name them in messages: it reads neither)."""
 
-    soracharge_alerts_topic_arn: str = Field(min_length=1)
-    soracharge_export_state_machine_arn: str = Field(min_length=1)
-    soracom_auth_secret_id: str | None = None
-    aps_credentials_secret_id: str | None = None
+    soracharge_alerts_topic_arn: str = Field(min_length=1, description=_TOPIC)
+    soracharge_export_state_machine_arn: str = Field(min_length=1, description=_EXPORT)
+    soracom_auth_secret_id: str | None = Field(default=None, description="Soracom's AuthKey secret, named in alerts")
+    aps_credentials_secret_id: str | None = Field(default=None, description="CloudBlue's secret, named in alerts")
 
 
 class ExportStarterSettings(CoverageSettings):
     """What the function starting the listed operators' exports needs."""
 
-    soracharge_export_state_machine_arn: str = Field(min_length=1)
+    soracharge_export_state_machine_arn: str = Field(min_length=1, description=_EXPORT)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -53,6 +54,12 @@ PROBLEMS_SHOWN = 10
 #: Ends of the follow-import-session state machine that its RecordOutcome state alerted already.
 FOLLOW_ENDS_ALERTED = frozenset({"ImportSessionFailed", "SessionNotRated"})
 
+#: Said of a command that uses ``--cli-binary-format`` (an AWS CLI v2 option; version 1 sends the payload raw).
+NEEDS_CLI_V2 = (
+    "{} below need{} AWS CLI v2 (`aws --version` says aws-cli/2): version 1 does not know --cli-binary-format "
+    "(with version 1, leave that option out)."
+)
+
 _START_AGAIN = "then start the export again (the command below); a month already stored is not stored again."
 _START_AGAIN_SENTENCE = "Then" + _START_AGAIN.removeprefix("then")
 
@@ -68,7 +75,7 @@ EXPORT_ACTIONS = {
     ),
     "SoracomAuthError": (
         "Soracom refused the AuthKey. Put a valid one in the secret {soracom_secret} "
-        "(aws secretsmanager put-secret-value --secret-id {soracom_secret} --secret-string "
+        "(aws secretsmanager put-secret-value --region {region} --secret-id {soracom_secret} --secret-string "
         '\'{{"authKeyId": "keyId-...", "authKey": "secret-..."}}\'), ' + _START_AGAIN
     ),
     "SoracomRateLimitedError": (
@@ -176,7 +183,7 @@ class Alert:
     command: str | None = None
 
     def message(self) -> str:
-        """The text people read; its last line names the runbook's row (README, "When something goes wrong")."""
+        """The text people read; its last line names the runbook's row (docs/operate/runbook.md)."""
         width = max((len(name) for name, _ in self.facts), default=0) + 2
         lines = [self.headline, ""]
         lines += [f"{name + ':':<{width}}{value}" for name, value in self.facts]
@@ -225,7 +232,7 @@ def _export_failed(change: ExecutionStatusDetail, soracom_secret: str, coverages
     else:
         error = change.error or "States.Runtime"
         template = EXPORT_ACTIONS.get(error, f"Read the error and fix its cause, {_START_AGAIN}")
-        action = template.format(soracom_secret=soracom_secret)
+        action = template.format(soracom_secret=soracom_secret, region=_region(soracom_secret))
     what = f"{change.status.replace('_', ' ').lower()}" + (f" ({change.error})" if change.error else "")
     # A wrong or unreadable month is not started again as it was.
     wrong = change.error in ("InvalidInputError", "MonthOutOfRangeError") or month == UNKNOWN_MONTH
@@ -250,7 +257,8 @@ def _export_failed(change: ExecutionStatusDetail, soracom_secret: str, coverages
         action=action,
         remedy=Remedy.NOTHING if change.error == "BillNotFoundError" else Remedy.START_EXPORT,
         command=(
-            f"aws stepfunctions start-execution --state-machine-arn {change.state_machine_arn} "
+            f"aws stepfunctions start-execution --region {_region(change.state_machine_arn)} "
+            f"--state-machine-arn {change.state_machine_arn} "
             f"--name export-{again}{'-' + coverage if coverage else ''}{'-' + operator if operator else ''}"
             "-$(date +%Y%m%dT%H%M%S) "
             f"--input '{json.dumps(again_input)}'"
@@ -285,7 +293,8 @@ def _follow_failed(change: ExecutionStatusDetail) -> Alert:
         ),
         remedy=Remedy.FOLLOW_AGAIN,
         command=(
-            f"aws stepfunctions start-execution --state-machine-arn {change.state_machine_arn} "
+            f"aws stepfunctions start-execution --region {_region(change.state_machine_arn)} "
+            f"--state-machine-arn {change.state_machine_arn} "
             f"--name {change.name[:60]}-again-$(date +%s) --input {shlex.quote(change.input or '{}')}"
         ),
     )
@@ -401,10 +410,13 @@ def for_failed_import(record: FailedInvocation, *, cloudblue_secret: str | None 
         ],
         action=template.format(
             cloudblue_secret=cloudblue_secret or "<CloudBlueCredentialsSecretArn output>", bucket=bucket
-        ),
+        )
+        + " "
+        + NEEDS_CLI_V2.format("The command", "s"),
         remedy=Remedy.UPLOAD_AGAIN if error_type == "InvalidInputError" else Remedy.REDELIVER_EVENT,
         command=(
-            "aws lambda invoke --invocation-type Event --cli-binary-format raw-in-base64-out "
+            f"aws lambda invoke --region {_region(record.request_context.function_arn)} --invocation-type Event "
+            "--cli-binary-format raw-in-base64-out "
             f"--function-name {record.request_context.function_arn.removesuffix(':$LATEST')} "
             f"--payload {shlex.quote(payload)} /dev/null"
         ),
@@ -568,8 +580,8 @@ def _same_bytes_other_coverage(reported: _Reported) -> Alert:
             "imported before stays imported as its coverage's bill until that coverage's own bill comes: that file "
             "is then held, and its "
             "alert's differences (soracharge correction) replace the wrong import. If that coverage has no bill this "
-            "month, undo the wrong import with a correction (README, Corrections: its differences against a file "
-            "with its header only). If the file imported before names the right coverage, nothing."
+            "month, undo the wrong import with a correction (docs/operate/corrections.md: its differences against "
+            "a file with its header only). If the file imported before names the right coverage, nothing."
         ),
         remedy=Remedy.UPLOAD_ADDITIONAL,
     )
@@ -585,8 +597,9 @@ def _second_file(reported: _Reported) -> Alert:
             "If this file corrects the one imported (or the one imported was the wrong file), import only the "
             "differences: `soracharge correction IMPORTED.csv CORRECTED.csv --month MONTH --mapping MAPPING` writes "
             "them (add --also-imported for each differences file imported for the month since), then upload that "
-            f"file to {reported.uploads} with {reported.additional} (README, Corrections). If it is a second bill for "
-            "the month, upload it again with the metadata import=additional. Otherwise, nothing: no charge was sent."
+            f"file to {reported.uploads} with {reported.additional} (docs/operate/corrections.md). If it is a second "
+            "bill for the month, upload it again with the metadata import=additional. Otherwise, nothing: no charge "
+            "was sent."
         ),
         remedy=Remedy.IMPORT_DIFFERENCES,
     )
@@ -627,8 +640,9 @@ def review_command(function_name: str, object_id: str, plan: str, version: int, 
         ensure_ascii=False,
     )
     return (
-        f"aws lambda invoke --invocation-type Event --cli-binary-format raw-in-base64-out --function-name "
-        f"{function_name} --payload {shlex.quote(payload)} /dev/null"
+        f"aws lambda invoke --region {_region(function_name)} --invocation-type Event "
+        f"--cli-binary-format raw-in-base64-out --function-name {function_name} "
+        f"--payload {shlex.quote(payload)} /dev/null"
     )
 
 
@@ -656,7 +670,8 @@ def _awaiting_approval(reported: _Reported) -> Alert:
             "months before). If it is right, approve it with the first command below (put your name for YOUR "
             "NAME): exactly the charges previewed are sent, once. If it is not, reject it with the second; "
             "nothing is sent, then fix the file or the mapping and upload it again. Locally: `soracharge approve "
-            f"--month {report.month or 'MONTH'}{reported.local_options} --by NAME` (or `reject`)."
+            f"--month {report.month or 'MONTH'}{reported.local_options} --by NAME` (or `reject`). "
+            + NEEDS_CLI_V2.format("The commands", "")
         ),
         remedy=Remedy.APPROVE,
         command=f"{commands['approve']}\n\n{commands['reject']}",
@@ -735,7 +750,7 @@ def _not_rated(reported: _Reported, follow_state_machine_arn: str | None) -> Ale
         )
         follow_input = request.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
         command = (
-            "aws stepfunctions start-execution --state-machine-arn "
+            f"aws stepfunctions start-execution --region {_region(follow_state_machine_arn)} --state-machine-arn "
             f"{follow_state_machine_arn or '<FollowImportSessionStateMachineArn>'} "
             f"--name follow-{report.import_session_id}-again-$(date +%s) "
             f"--input {shlex.quote(json.dumps(follow_input, ensure_ascii=False))}"
@@ -771,8 +786,9 @@ def _unbalanced(reported: _Reported, reconciliation: Reconciliation) -> Alert:
         action=(
             "Compare the bill in the Soracom console with the CSV (rounding up, the coupon and any tax are "
             "already accounted for above). If the CSV is incomplete, get a complete one and import only the "
-            f"differences (`soracharge correction`, README, Corrections: upload them to {reported.uploads} with "
-            f"{reported.additional}); the charges imported so far are correct for the rows the CSV has. If the "
+            "differences (`soracharge correction`, docs/operate/corrections.md: upload them to "
+            f"{reported.uploads} with {reported.additional}); the charges imported so far are correct for the rows "
+            "the CSV has. If the "
             "explanation names a mapping setting (tax), set it: the next month reconciles with it."
         ),
         remedy=Remedy.IMPORT_DIFFERENCES,
@@ -798,6 +814,15 @@ def _error_line(error: str | None, cause: str | None) -> str:
     except ValueError:
         pass
     return f"{error or 'unknown'}: {message}" if message else (error or "unknown")
+
+
+def _region(arn: str | None) -> str:
+    """The region an alert's command names (``--region``): the ARN's own, when it is an ARN (the resource lives
+    there), else the stack's: the function's ``AWS_REGION`` (Lambda always sets it; locally, moto's region)."""
+    parts = (arn or "").split(":")
+    if len(parts) >= 6 and parts[0] == "arn" and parts[3]:
+        return parts[3]
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "<region>"
 
 
 def _console_link(execution_arn: str) -> str:

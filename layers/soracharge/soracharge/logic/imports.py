@@ -1,6 +1,6 @@
 """The import use case: one S3 object version becomes charges in one rated CloudBlue session, exactly once.
 
-The protocol (the README's "Exactly once: the protocol" is the same page). CloudBlue rates a session
+The protocol (docs/how-it-works/import.md, "Exactly once", is the same page). CloudBlue rates a session
 only once it is closed, so the session is the unit of atomicity: a session whose content is in doubt
 is given up (never closed) and everything is sent again in a new one. The ledger's records are
 described in ``adapters/ledger.py``.
@@ -859,8 +859,8 @@ def _held_summary(taken: _Taken, base: dict[str, Any], left_open: int | None) ->
         EndReason.SECOND_FILE: (
             f"a different file for {month} was already imported from {other}; importing this one too would bill "
             f"the month twice, so nothing was imported. If it replaces the first file, import only the "
-            f"differences (see the README's runbook); if it is a second bill for the month, upload it again with "
-            f"the metadata import={ADDITIONAL_FILE}"
+            "differences (see the runbook, docs/operate/runbook.md); if it is a second bill for the month, upload it "
+            f"again with the metadata import={ADDITIONAL_FILE}"
         ),
         EndReason.EXPORTED_TWICE: (
             f"the month was exported twice and the other export, {other}, was imported: nothing was imported "

@@ -1,6 +1,6 @@
 """The runbook's actions: what an alert tells a person to do, one word each.
 
-Every alert names one (``Runbook action: <name>`` at its end), the README's runbook table has one per
+Every alert names one (``Runbook action: <name>`` at its end), the runbook table (docs/operate/runbook.md) has one per
 row, and the chaos harness (``tests/chaos/harness.py``) performs each exactly as the alert states it:
 the three lists are one, and ``tests/template/test_runbook.py`` keeps them equal.
 """
@@ -11,7 +11,7 @@ from enum import StrEnum
 
 
 class Remedy(StrEnum):
-    """What to do about an alert (the README, "When something goes wrong (runbook)")."""
+    """What to do about an alert (docs/operate/runbook.md, "When something goes wrong (runbook)")."""
 
     #: Fix the cause the alert names, then start the export again: the alert's ``start-execution`` command.
     START_EXPORT = "start-export"
