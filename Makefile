@@ -1,7 +1,7 @@
 # The single entry point: `make demo` runs the main job locally, `make test` runs every check.
 # Both install what they need (a uv-managed .venv from uv.lock) on a machine with python3 and make;
-# `make test` also runs `make browser`, which installs Debian's Chromium (/usr/bin/chromium) for the
-# browser tests when it is missing (with apt-get, as root; elsewhere it says how and fails).
+# `make test` also runs `make browser`, which installs Debian's Chromium (/usr/bin/chromium) and a Japanese font
+# (fonts-noto-cjk) for the browser tests when they are missing (with apt-get, as root; elsewhere it says how and fails).
 
 PYTHON ?= python3
 UV_VERSION := 0.13.8
@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 #: The browser tests drive this Chromium through playwright (playwright's own browser download is not used).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo-install docs browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements layer-size unit integration clean
+.PHONY: install demo-install docs docs-reference browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements layer-size unit integration clean
 
 install: $(VENV)/.installed
 
@@ -46,23 +46,29 @@ bench: install
 	$(BIN)/python bench/import_concurrency.py
 
 ## Every check CI runs: lint, types, the template and its security scan, the docs site, then the whole test suite.
-test: lint typecheck template-check security check-layer-requirements layer-size browser
+test: lint typecheck template-check security check-layer-requirements layer-size docs browser
 	$(BIN)/pytest
+
+## The reference pages (docs/reference/*.md), generated from the code: the CLI, settings, template, alerts
+## (tests/docs/test_reference_pages.py fails when one is stale).
+docs-reference: install
+	$(BIN)/python scripts/docs_reference.py
 
 ## The documentation site (docs/, mkdocs.yml) in site/: --strict, so a broken link or a page left out of the nav fails.
 docs: install
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-## Debian's Chromium for tests/browser (the HTML report opened in a real browser): installed when missing.
+## Debian's Chromium and a Japanese (CJK) font for tests/browser (the HTML report in a real browser, its Japanese
+## customer names drawn as text, not as empty boxes): installed when missing.
 browser:
-	@if [ -x $(CHROMIUM) ]; then \
-		echo "Chromium for the browser tests: $(CHROMIUM)"; \
+	@if [ -x $(CHROMIUM) ] && [ -n "$$(fc-list :lang=ja 2>/dev/null)" ]; then \
+		echo "Chromium for the browser tests: $(CHROMIUM), with a Japanese font"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium \
-			&& test -x $(CHROMIUM); \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-noto-cjk \
+			&& test -x $(CHROMIUM) && [ -n "$$(fc-list :lang=ja)" ]; \
 	else \
-		echo "The browser tests need Chromium at $(CHROMIUM): on Debian or Ubuntu run" \
-			"'sudo apt-get install -y --no-install-recommends chromium' (or 'make browser' as root)."; \
+		echo "The browser tests need Chromium at $(CHROMIUM) and a Japanese font: on Debian or Ubuntu run" \
+			"'sudo apt-get install -y --no-install-recommends chromium fonts-noto-cjk' (or 'make browser' as root)."; \
 		exit 1; \
 	fi
 
