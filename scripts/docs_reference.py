@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import yaml
 
@@ -827,6 +828,13 @@ def alert_commands(rows: list[AlertRow]) -> str:
 
 
 def alerts_page(root: Path = REPO) -> str:
+    """The alerts page, the same on every machine: an alert's region comes from an ARN, else from the environment
+    (AWS_REGION, AWS_DEFAULT_REGION), here the placeholder ``<region>`` whatever the machine's region is."""
+    with mock.patch.dict(os.environ, {"AWS_REGION": "<region>", "AWS_DEFAULT_REGION": "<region>"}):
+        return _alerts_page(root)
+
+
+def _alerts_page(root: Path) -> str:
     from soracharge.logic import alerts
     from soracharge.models import runbook
 

@@ -225,7 +225,7 @@ def _decide(
     verbose: bool,
     operator: str | None = None,
 ) -> None:
-    from soracharge_local import history, reports
+    from soracharge_local import history
 
     try:
         chosen = parse_month(month)
@@ -235,27 +235,26 @@ def _decide(
         _fail_input(str(exc))
     if not by.strip():
         _fail_input("--by must name who decides: it is recorded in the report and the ledger")
-    base = out / chosen / listed if listed else out / chosen
-    slot = base / named if named and (base / named).is_dir() else base
-    saved = history.latest_report(slot)
-    if saved is None:
-        _fail_input(
-            f"no preview to {decision}: {slot} holds no report ('soracharge run' and 'soracharge import' save each "
-            "in a folder of its own there, <yyyyMMddTHHmmssZ>-<command>/report.json)"
-        )
-    try:
-        preview = reports.load_report(saved)
+    try:  # the bill named, known by what its reports say they are of: never another coverage's or operator's
+        found = history.bill_report(out, chosen, listed, named)
     except InvalidInputError as exc:
         _fail_input(f"no preview to {decision}: {exc}")
+    saved, preview, slot = found.path, found.report, found.slot
     if preview.status != "AWAITING_APPROVAL" or preview.approval is None:
         _fail_input(f"{saved} is {preview.status}, not held for approval: nothing to {decision}")
-    settled = preview.coverage or named or "jp"
+    settled = found.bill[2]
+    typer.echo(f"The preview to {decision}: {saved}")
     review = (decision, by.strip(), preview.approval.plan, preview.approval.month_version)
     if preview.source == "uploads":
         if file is None:
             _fail_input(f"{preview.object.key} was imported from a file: give that file with --file")
         if hashlib.sha256(file.read_bytes()).hexdigest() != preview.sha256:
             _fail_input(f"{file} is not the file previewed ({preview.object.key}): its bytes differ")
+    elif file is not None:
+        _fail_input(
+            f"{saved} previews an export ({preview.object.key}), not a file a person gave: {decision} it without "
+            "--file (the month is exported again and must plan the same charges)"
+        )
     mappings = _mappings(mapping, (settled,))
     soracom = NO_SORACOM if preview.source == "uploads" else None
     accounts = (_account_of(listed, settled),) if listed else ()
@@ -476,7 +475,7 @@ def import_file(
         cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=file.read_bytes(), Metadata=metadata)
         typer.echo(f"Uploaded {file} to s3://{cloud.bucket}/{key}; its S3 notification runs the import:\n")
         report = _follow_import(cloud, console.EventPrinter())
-        ok = _finish(report, _run_folder(out / chosen, "import"), cloud)
+        ok = _finish(report, _run_folder(out / chosen / folder if folder else out / chosen, "import"), cloud)
     _write_history(out)
     if not ok:
         raise typer.Exit(1)
@@ -602,9 +601,11 @@ def render_report(
     from soracharge_local import history, reports
 
     if every_month:
-        if month is not None or report_file is not None:
-            given = f"the month {month}" if month is not None else f"--report {report_file}"
-            _fail_input(f"--history writes every month's page: give it alone, not with {given}")
+        others: list[tuple[str, object]] = [("the month", month), ("--report", report_file), ("--coverage", coverage)]
+        others += [("--operator", operator), ("--html", html)]
+        alongside = [f"{name} {value}" for name, value in others if value is not None]
+        if alongside:
+            _fail_input(f"--history writes every month's page: give it alone, not with {' and '.join(alongside)}")
         _folder(out)
         try:
             page = history.write_history(out)
@@ -643,29 +644,19 @@ def render_report(
 
 
 def _month_report(out: Path, month: str, coverage: str | None, operator: str | None) -> Path:
-    """The month's latest report in ``out`` (of ``coverage``'s bill, of ``operator``'s), or InvalidInputError
+    """The newest report of the month's bill in ``out`` (``coverage``'s, ``operator``'s), or InvalidInputError
     naming the folder looked in and what it holds."""
     from soracharge_local import history
 
-    base = out / month / parse_operator(operator) if operator is not None else out / month
-    slot = base / parse_coverage(coverage) if coverage else base
-    if coverage is None and history.latest_report(base) is None:
-        bills = history.slots_with_reports(base)
-        if operator is not None and len(bills) == 1:  # the operator's only coverage run
-            slot = bills[0]
-        elif bills:
-            raise InvalidInputError(
-                f"{base} holds no report of its own, only the bills in {', '.join(b.name + '/' for b in bills)}: "
-                "name one with --coverage jp|g (a listed operator's with --operator OP... too)"
-            )
-    found = history.latest_report(slot)
-    if found is None:
+    listed = parse_operator(operator) if operator is not None else None
+    named = parse_coverage(coverage) if coverage else None
+    try:
+        return history.bill_report(out, month, listed, named).path
+    except InvalidInputError as exc:
         raise InvalidInputError(
-            f"{slot} holds no report: 'soracharge run' and 'soracharge import' save each report in a folder of "
-            f"its own there ({slot}/<yyyyMMddTHHmmssZ>-<command>/report.json); pass --report FILE for another "
-            "report JSON, for example one copied from S3 reports/<yyyyMM>/<version>.json"
-        )
-    return found
+            f"{exc}; pass --report FILE for another report JSON, for example one copied from S3 "
+            "reports/<yyyyMM>/<version>.json"
+        ) from None
 
 
 @app.command()
@@ -759,7 +750,7 @@ def correction(
         "Import them as an additional file for the month (they get charge ids of their own):\n"
         f"  soracharge import {target} --month {chosen} --mapping MAPPING --additional --dry-run   # check first\n"
         f"  aws s3 cp {target} s3://<DataBucketName>/uploads/{chosen}/{target.name} "
-        "--metadata import=additional,currency=<JPY|USD|EUR>"
+        "--metadata import=additional,currency=<JPY|USD|EUR> --region <region>"
     )
 
 

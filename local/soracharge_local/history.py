@@ -8,15 +8,18 @@ Each command saves what it made for a bill in a folder of its own, named after t
     <out>/<yyyyMM>/<operatorId>/<coverage>/<stamp>-<command>/... (a listed operator's bill)
 
 ``<command>`` is ``run``, ``import``, ``approve`` or ``reject``; a second folder of the same bill in the
-same second is ``<stamp>-2-<command>`` (then ``-3-``...). The folder a command's run folders sit in
-(``<out>/<yyyyMM>/``, ``.../<coverage>/``, ``.../<operatorId>/<coverage>/``) is the bill's *slot*; the
-slot's newest run folder holding a report is the bill as it stands, as the single ``report.json`` of
-the slot was before run folders (such a file, left by an earlier version, counts as the slot's oldest).
+same second is ``<stamp>-2-<command>`` (then ``-3-``...). The folder a command's run folders sit in is its
+*slot*, where the next command on the bill saves.
 
-``<out>/history.html`` is every month on one page (:func:`soracharge.logic.history.render_history_html`):
-each slot's newest report, linked to its page. Each local command deploys a fresh stack, so before it
-imports, those reports of the other months are put into the stack's ``reports/`` where the import
-reads the months before a month (its variance), as on AWS.
+Which bill a report is of is what the report says (month, operator, coverage: :class:`Saved`), never the
+folder it is in: :func:`bill_report` finds a bill's newest report wherever it was saved, and refuses
+when a coverage must be named. A ``report.json`` of the layout before run folders counts as its bill's
+oldest. ``<out>/history.html`` is every month on one page (:func:`soracharge.logic.history.render_history_html`):
+the newest report of each file imported for each bill (:func:`kept_reports`), linked to its page.
+
+Each local command deploys a fresh stack, so before it imports, those reports of the other months are
+put into the stack's ``reports/`` where the import reads the months before a month (its variance), as
+on AWS.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 from soracharge.errors import InvalidInputError
 from soracharge.logic.history import render_history_html
+from soracharge.models.coverage import Coverage
 from soracharge.models.imports import ImportReport
 
 from soracharge_local.engine import LocalCloud
@@ -92,26 +97,77 @@ def latest_report(slot: Path) -> Path | None:
     return slot / REPORT if (slot / REPORT).is_file() else None
 
 
-def slots_with_reports(folder: Path) -> list[Path]:
-    """The slots directly in ``folder`` (its coverage folders, or an operator's) that hold a report."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and run_order(p) is None and latest_report(p) is not None)
+@dataclass(frozen=True)
+class Saved:
+    """A report a command saved in ``out``, and which bill it is of (read from the report, not from its folder)."""
+
+    path: Path
+    report: ImportReport
+    month: str
+    #: Where it sorts among the reports saved: its run folder's (time, number); one saved before run folders first.
+    order: tuple[str, int]
+
+    @property
+    def bill(self) -> tuple[str, str | None, Coverage]:
+        """(month, the listed operator or None for the stack's own, coverage)."""
+        return (self.month, self.report.operator, self.report.coverage or "jp")
+
+    @property
+    def slot(self) -> Path:
+        """The folder its run folder is in (where the next command on this bill saves)."""
+        return self.path.parent.parent if run_order(self.path.parent) else self.path.parent
+
+
+def saved_reports(out: Path, month: str | None = None) -> list[Saved]:
+    """Every report saved in ``out`` (in ``out/<month>/`` only, given ``month``), oldest first; one that cannot be
+    read is left out (the history page lists what it can; a decision needs its bill's report to be readable)."""
+    folders = [out / month] if month else sorted(p for p in out.glob("[0-9]" * 6) if p.is_dir())
+    found = []
+    for folder in folders:
+        for path in folder.rglob(REPORT) if folder.is_dir() else ():
+            try:
+                report = ImportReport.model_validate(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, ValidationError):
+                continue
+            found.append(Saved(path, report, report.month or folder.name, run_order(path.parent) or ("", 0)))
+    return sorted(found, key=lambda saved: (saved.order, str(saved.path)))
+
+
+def bill_report(out: Path, month: str, operator: str | None, coverage: str | None) -> Saved:
+    """The newest report of one bill of ``month`` saved in ``out``: the stack's own operator's (``operator`` None)
+    or a listed operator's, of ``coverage``, known by what each report says it is of, wherever it was saved.
+
+    With no coverage named, the operator's bills of the month must all be of one coverage: InvalidInputError
+    when they are of both (a decision is never taken on a guess), or when none is saved.
+    """
+    whose = f"operator {operator}'s" if operator else "the stack's own operator's"
+    candidates = [
+        saved
+        for saved in saved_reports(out, month)
+        if saved.report.operator == operator and coverage in (None, saved.bill[2])
+    ]
+    if not candidates:
+        which = f"{coverage} bill" if coverage else "bill"
+        raise InvalidInputError(
+            f"{out / month} holds no report of {whose} {which} of {month} ('soracharge run' and 'soracharge import' "
+            "save each in a folder of its own there, <yyyyMMddTHHmmssZ>-<command>/report.json)"
+        )
+    coverages = sorted({saved.bill[2] for saved in candidates})
+    if len(coverages) > 1:
+        raise InvalidInputError(
+            f"{out / month} holds {whose} bills of {month} of both coverages ({', '.join(coverages)}): "
+            "name the one with --coverage jp|g"
+        )
+    return candidates[-1]
 
 
 def kept_reports(out: Path) -> list[tuple[Path, ImportReport]]:
-    """Each bill's report as it stands, in ``out``: every slot's newest (one that cannot be read is left out:
-    the page lists what it can)."""
-    found = []
-    for slot in _slots(out):
-        path = latest_report(slot)
-        if path is None:
-            continue
-        try:
-            found.append((path, ImportReport.model_validate(json.loads(path.read_text(encoding="utf-8")))))
-        except (OSError, ValueError, ValidationError):
-            continue
-    return found
+    """What ``out`` holds of each bill as it stands: the newest report of each file imported for it (the same
+    file run again counts once, at its newest; a second file of a bill, ``--additional``, counts as on AWS)."""
+    newest: dict[tuple[str, str | None, Coverage, str], Saved] = {}
+    for saved in saved_reports(out):
+        newest[(*saved.bill, saved.report.sha256 or saved.report.object.key)] = saved
+    return [(saved.path, saved.report) for saved in sorted(newest.values(), key=lambda saved: str(saved.path))]
 
 
 def write_history(out: Path) -> Path:
@@ -140,15 +196,3 @@ def seed(cloud: LocalCloud, out: Path, skip: Iterable[str] = ()) -> int:
         s3.put_object(Bucket=cloud.bucket, Key=key, Body=json.dumps(report.to_event()).encode())
         put += 1
     return put
-
-
-def _slots(out: Path) -> list[Path]:
-    """Every slot in ``out``: ``<yyyyMM>/``, ``<yyyyMM>/<folder>/`` and ``<yyyyMM>/<folder>/<folder>/`` (run folders
-    are not slots)."""
-    month = "[0-9]" * 6
-    candidates = [*out.glob(month), *out.glob(f"{month}/*"), *out.glob(f"{month}/*/*")]
-    return sorted(
-        path
-        for path in candidates
-        if path.is_dir() and not any(run_order(Path(part)) for part in path.relative_to(out).parts)
-    )

@@ -80,12 +80,14 @@ def expand(text: str) -> str:
 
     def substitute(match: re.Match[str]) -> str:
         inner = match["inner"]
-        if not inner.startswith("date "):
-            return match[0]
+        if not inner.startswith("date ") or "$" in inner:
+            return match[0]  # not a date, or one of a shell variable (a loop's): left as the docs write it
         done = subprocess.run(["/bin/bash", "-c", inner], capture_output=True, text=True, check=True, timeout=10)  # noqa: S603
         return done.stdout.strip()
 
-    return SUBSTITUTION.sub(substitute, text)
+    while (expanded := SUBSTITUTION.sub(substitute, text)) != text:  # the innermost first: $(date -d "$(date …)")
+        text = expanded
+    return text
 
 
 def soracharge_invocations(text: str) -> list[list[str]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from soracharge.errors import InvalidInputError
 from soracharge_local import cli, history
 from soracharge_local.cli import app
 from typer.testing import CliRunner
@@ -122,12 +123,83 @@ def test_each_bill_stands_at_its_latest_report_and_the_history_page_links_it(tmp
     global_run = write_report(out / MONTH / "g" / "20261206T101500Z-run" / "report.json", coverage="g")
     assert history.latest_report(out / MONTH) == imported
     assert history.latest_report(out / "202609") == legacy
-    assert history.slots_with_reports(out / MONTH) == [out / MONTH / "g"]
     kept = [path for path, _ in history.kept_reports(out)]
-    assert kept == [legacy, imported, global_run]  # one per bill: the run's report is kept on disk, not listed
+    assert kept == [legacy, imported, global_run]  # one per bill's file: the run's report is kept on disk, not listed
     assert run.is_file()
     page = history.write_history(out).read_text(encoding="utf-8")
     assert f'href="{MONTH}/20261206T101530Z-2-import/report.html"' in page
     assert f'href="{MONTH}/g/20261206T101500Z-run/report.html"' in page
     assert 'href="202609/report.html"' in page
     assert "20261206T101530Z-run/report.html" not in page
+
+
+# -- which bill a command acts on: known by what its reports say, never by where they were saved ---------
+
+
+def held_report(path: Path, **overrides: Any) -> Path:
+    """A preview held for approval (AWAITING_APPROVAL, with its plan), saved at ``path``."""
+    data = processed_report(**overrides).to_event()
+    data.update(status="AWAITING_APPROVAL", approval={"plan": "p" * 64, "monthVersion": 1, "askedBecause": "always"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_approve_of_a_coverage_with_no_preview_is_refused_though_another_coverage_is_held(tmp_path: Path):
+    # `run --coverage g` saved its held Global bill in out/<month>/<stamp>-run/: approving the Japan bill must
+    # not decide it (as a person who reviewed one bill would otherwise approve another)
+    out = tmp_path / "out"
+    held_report(out / MONTH / "20261206T101530Z-run" / "report.json", coverage="g", currency="USD")
+    done = CliRunner().invoke(app, ["approve", "--month", MONTH, "--coverage", "jp", "--by", "Taro", "--out", str(out)])
+    assert done.exit_code == 2, done.output
+    assert f"no preview to approve: {out / MONTH} holds no report of the stack's own operator's jp bill" in done.output
+    assert "The preview to approve" not in done.output
+
+
+def test_a_decision_without_a_coverage_is_refused_when_the_month_holds_bills_of_both(tmp_path: Path):
+    out = tmp_path / "out"
+    held_report(out / MONTH / "jp" / "20261206T101530Z-run" / "report.json", coverage="jp")
+    held_report(out / MONTH / "g" / "20261206T101530Z-run" / "report.json", coverage="g", currency="USD")
+    for command in ("approve", "reject"):
+        done = CliRunner().invoke(app, [command, "--month", MONTH, "--by", "Taro", "--out", str(out)])
+        assert done.exit_code == 2, done.output
+        assert "bills of 202610 of both coverages (g, jp): name the one with --coverage jp|g" in done.output
+    done = CliRunner().invoke(app, ["report", MONTH, "--out", str(out)])
+    assert done.exit_code == 2, done.output
+    assert "of both coverages (g, jp)" in done.output
+
+
+def test_a_listed_operators_bill_is_found_wherever_its_import_saved_it(tmp_path: Path):
+    out = tmp_path / "out"
+    own = write_report(out / MONTH / "20261206T101500Z-run" / "report.json", summary="own")
+    theirs = write_report(
+        out / MONTH / "20261206T101530Z-import" / "report.json", operator="OP0000000003", summary="theirs"
+    )
+    assert history.bill_report(out, MONTH, None, None).path == own  # the newer operator's import is not the own bill
+    assert history.bill_report(out, MONTH, "OP0000000003", None).path == theirs
+    assert history.bill_report(out, MONTH, "OP0000000003", "jp").path == theirs
+    with pytest.raises(InvalidInputError, match="no report of operator OP0000000003's g bill"):
+        history.bill_report(out, MONTH, "OP0000000003", "g")
+
+
+def test_one_bill_saved_in_two_places_counts_once_and_a_second_file_of_it_counts_too(tmp_path: Path):
+    # A one-coverage run saves in out/<month>/, a two-coverage run in out/<month>/jp/: the same Japan bill,
+    # the same file. The months compared with a month hold it once (at its newest), as AWS holds its one report.
+    out = tmp_path / "out"
+    write_report(out / MONTH / "20261206T101500Z-run" / "report.json")
+    newest = write_report(out / MONTH / "jp" / "20261206T101530Z-run" / "report.json", coverage="jp")
+    additional = write_report(out / MONTH / "20261206T101600Z-import" / "report.json", sha256="a" * 64)
+    assert sorted(path for path, _ in history.kept_reports(out)) == sorted([newest, additional])
+
+
+def test_a_file_is_refused_for_the_preview_of_an_export(tmp_path: Path):
+    # --file uploads the person's file in place of what was previewed: only for a preview of an uploaded file
+    out = tmp_path / "out"
+    held_report(out / MONTH / "20261206T101530Z-run" / "report.json")  # source: exports
+    other = tmp_path / "other.csv"
+    other.write_text("imsi\n")
+    done = CliRunner().invoke(
+        app, ["approve", "--month", MONTH, "--by", "Taro", "--file", str(other), "--out", str(out)]
+    )
+    assert done.exit_code == 2, done.output
+    assert f"previews an export (exports/{MONTH}/fe_0123456789abcdef.csv), not a file a person gave" in done.output

@@ -1,5 +1,5 @@
 """Our models, endpoints and state machine checked against the reference documents in docs/apis/ (OpenAPI and
-Arazzo), and those documents against the ones the project was researched from (../docs/apis)."""
+Arazzo), and those documents against the ones the project was researched from (../shared/reference)."""
 
 from __future__ import annotations
 
