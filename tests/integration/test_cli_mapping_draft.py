@@ -14,10 +14,10 @@ import pytest
 import yaml
 from soracharge.errors import MappingError
 from soracharge.models.mapping import parse_mapping
+from soracharge_local import history
 from soracharge_local.simulators.soracom_data import generate_billing_csv
 
 from tests.integration.test_cli import run_cli as run_stack_cli
-from tests.unit.test_local_cli import saved_report
 
 SORACHARGE = str(Path(sys.executable).parent / "soracharge")
 REPO = Path(__file__).resolve().parents[2]
@@ -144,7 +144,7 @@ def test_a_filled_draft_imports_the_csv_it_was_drafted_from_with_no_problem_on_t
     )  # fmt: skip
     # Then CloudBlue rated every row of it, in USD, with no problem
     assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(saved_report(tmp_path / "out" / month).read_text())
+    report = json.loads(history.bill_report(tmp_path / "out", month, None, "g").path.read_text())
     assert (report["status"], report["coverage"], report["currency"]) == ("PROCESSED", "g", "USD")
     assert report["problems"] == []
     assert report["counts"]["rows"] == billing.rows
