@@ -572,13 +572,11 @@ def render_report(
     ] = False,
     coverage: Annotated[
         str | None,
-        typer.Option(help="With a run of two coverages: the month's latest report in <out>/<month>/<coverage>/."),
+        typer.Option(help="Which coverage's bill, jp or g (needed when <out> holds the month's bills of both)."),
     ] = None,
     operator: Annotated[
         str | None,
-        typer.Option(
-            help="A listed operator's bill: the month's latest report in <out>/<month>/<operator>/<coverage>/."
-        ),
+        typer.Option(help="A listed operator's bill (else the stack's own operator's)."),
     ] = None,
     report_file: Annotated[
         Path | None,
