@@ -192,7 +192,8 @@ def seed(cloud: LocalCloud, out: Path, skip: Iterable[str] = ()) -> int:
         if report.month is None or report.month in skipped:
             continue
         operator = f"{report.operator}-" if report.operator else ""
-        key = f"reports/{report.month}/kept-{operator}{report.coverage or 'jp'}-{path.parent.name}.json"
+        # {put}: two slots may hold run folders of one name (the same second), each report its own key
+        key = f"reports/{report.month}/kept-{operator}{report.coverage or 'jp'}-{path.parent.name}-{put}.json"
         s3.put_object(Bucket=cloud.bucket, Key=key, Body=json.dumps(report.to_event()).encode())
         put += 1
     return put
