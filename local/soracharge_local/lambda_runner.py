@@ -79,6 +79,13 @@ class LocalContext:
         return max(int((self._deadline - time.monotonic()) * 1000), 0)
 
 
+#: Held while an in-process Lambda's variables are set in os.environ (the process's one environment, so one lock
+#: for every runner). Code that reads the environment natively on another thread must hold it too: libc's setenv
+#: can free the environment a concurrent getenv reads, and polars reads its POLARS_* variables from Rust at each
+#: query (a test planning its expected charges while a Lambda ran died of SIGSEGV, twice in five full runs).
+ENVIRONMENT_LOCK = threading.RLock()
+
+
 class InProcessLambdaRunner:
     """Registry of deployed functions plus the replacement for ``_invoke_lambda``.
 
@@ -99,7 +106,7 @@ class InProcessLambdaRunner:
         self._modules: dict[tuple[Path, str], ModuleType] = {}
         #: Held for each invocation, which sets its function's variables in os.environ: whoever reads
         #: os.environ whole on another thread (boto3 creating a client reads the proxy variables) holds it.
-        self.environment_lock = threading.RLock()
+        self.environment_lock = ENVIRONMENT_LOCK
         self._original: Callable[..., tuple[str, bool, str]] | None = None
 
     def register(self, function_name: str, function: DeployedFunction) -> None:

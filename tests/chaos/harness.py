@@ -74,7 +74,6 @@ import yaml
 from moto.backends import get_backend
 from soracharge.adapters.cloudblue import CloudBlueClient
 from soracharge.adapters.ledger import DynamoDbLedger
-from soracharge.logic.charges import plan_import
 from soracharge.logic.imports import follow_execution_name
 from soracharge.models.charges import ImportPlan
 from soracharge.models.mapping import parse_mapping
@@ -86,6 +85,7 @@ from soracharge_local.s3_events import Delivery
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomFaults, SoracomSimulator
 
 from tests.chaos.runbook import PERFORMERS, ReceivedAlert
+from tests.planning import planned
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_MAPPING = REPO / "examples" / "mapping.example.yaml"
@@ -577,7 +577,7 @@ class ChaosWorld:
         """The month's CSV planned with the mapping in use (once a cycle: ``begin_cycle`` forgets it)."""
         if self._plan is None or self._plan[0] != month:
             body = self.soracom.csv_bytes(month)
-            plan = plan_import(io.BytesIO(body), month=month, currency=self.soracom.currency, mapping=self.mapping)
+            plan = planned(io.BytesIO(body), month=month, currency=self.soracom.currency, mapping=self.mapping)
             assert not plan.problems, plan.problems
             self._plan = (month, plan)
         return self._plan[1]

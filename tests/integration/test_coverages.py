@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from soracharge.logic.charges import plan_import
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
 from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
@@ -28,6 +27,7 @@ from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
 from tests.integration.test_import_flow import redeliver, report_of, upload
 from tests.integration.test_operations import rated
 from tests.integration.test_reconciliation import csv_sum
+from tests.planning import planned
 
 REPO = Path(__file__).resolve().parents[2]
 JAPAN_MAPPING = REPO / "examples" / "mapping.example.yaml"
@@ -90,7 +90,7 @@ def export(cloud: LocalCloud, month: str, coverage: str | None, name: str) -> tu
 
 
 def expected_ids(body: bytes, month: str, currency: str, suffix: str, mapping: Path) -> set[str]:
-    plan = plan_import(
+    plan = planned(
         io.BytesIO(body),
         month=month,
         currency=currency,

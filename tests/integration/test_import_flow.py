@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from soracharge.logic.charges import plan_import
 from soracharge.logic.imports import follow_execution_name
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
@@ -22,6 +21,7 @@ from soracharge_local.s3_events import Delivery
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH, full_stack
+from tests.planning import planned
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_MAPPING = REPO / "examples" / "mapping.example.yaml"
@@ -90,7 +90,7 @@ def expected_charges(body: bytes, month: str, packet_size: int | None = None) ->
     mapping = parse_mapping(EXAMPLE_MAPPING.read_text(), "example")
     if packet_size:
         mapping = mapping.model_copy(update={"packet_size": packet_size})
-    plan = plan_import(io.BytesIO(body), month=month, currency="JPY", mapping=mapping)
+    plan = planned(io.BytesIO(body), month=month, currency="JPY", mapping=mapping)
     return {c.ext_charge_id or "": c.total_price for c in plan.charges}
 
 

@@ -13,13 +13,13 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
-from soracharge.logic.charges import plan_import
 from soracharge.logic.imports import additional_id_suffix
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH, full_stack
+from tests.planning import planned
 
 MAPPING_PATH = Path(__file__).resolve().parents[2] / "examples" / "mapping.example.yaml"
 MAPPING = parse_mapping(MAPPING_PATH.read_text(), "example")
@@ -79,7 +79,7 @@ def test_fifty_uploads_at_once_are_each_imported_exactly_once(soracom: SoracomSi
     expected: Counter[tuple[str, Decimal]] = Counter()
     for key, body in files.items():
         suffix = additional_id_suffix(hashlib.sha256(body).hexdigest(), versions[key])
-        plan = plan_import(io.BytesIO(body), month=key.split("/")[1], currency="JPY", mapping=MAPPING, id_suffix=suffix)
+        plan = planned(io.BytesIO(body), month=key.split("/")[1], currency="JPY", mapping=MAPPING, id_suffix=suffix)
         assert plan.problems == []
         expected.update((c.ext_charge_id or "", c.total_price) for c in plan.charges)
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from soracharge.logic.charges import plan_import
 from soracharge.logic.corrections import Allocation, write_differences
 from soracharge.logic.imports import follow_execution_name
 from soracharge.models.mapping import parse_mapping
@@ -26,6 +25,7 @@ from soracharge_local.s3_events import Delivery
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomFaults, SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH, full_stack
+from tests.planning import planned
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_MAPPING = REPO / "examples" / "mapping.example.yaml"
@@ -84,7 +84,7 @@ def charges_by_identity(cloudblue: CloudBlueSimulator, sessions: list[int]) -> d
 
 def planned_by_identity(body: bytes, month: str) -> dict[tuple[str, str, str], Decimal]:
     mapping = parse_mapping(EXAMPLE_MAPPING.read_text(), "example")
-    plan = plan_import(io.BytesIO(body), month=month, currency="JPY", mapping=mapping)
+    plan = planned(io.BytesIO(body), month=month, currency="JPY", mapping=mapping)
     assert plan.accepted, plan.problems
     totals: dict[tuple[str, str, str], Decimal] = {}
     for charge in plan.charges:

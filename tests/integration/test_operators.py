@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from soracharge.logic.charges import plan_import
 from soracharge.models.mapping import parse_mapping
 from soracharge.models.months import shift_month
 from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
@@ -30,6 +29,7 @@ from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
 from tests.integration.test_import_flow import upload
 from tests.integration.test_operations import rated
 from tests.integration.test_reconciliation import csv_sum
+from tests.planning import planned
 
 REPO = Path(__file__).resolve().parents[2]
 MAPPINGS = {"jp": REPO / "examples" / "mapping.example.yaml", "g": REPO / "examples" / "mapping.global.example.yaml"}
@@ -120,7 +120,7 @@ def invoke_schedule(cloud: LocalCloud, month: str) -> dict[str, Any]:
 
 def expected_ids(body: bytes, month: str, coverage: str, suffix: str, operator: str | None) -> set[str]:
     mapping = parse_mapping(MAPPINGS[coverage].read_text(), "m").for_operator(operator)
-    plan = plan_import(io.BytesIO(body), month=month, currency=CURRENCY[coverage], mapping=mapping, id_suffix=suffix)
+    plan = planned(io.BytesIO(body), month=month, currency=CURRENCY[coverage], mapping=mapping, id_suffix=suffix)
     assert plan.accepted, plan.problems[:3]
     return {c.ext_charge_id or "" for c in plan.charges}
 

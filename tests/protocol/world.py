@@ -32,7 +32,6 @@ from pydantic import SecretStr
 from soracharge.adapters.cloudblue import CloudBlueClient, OAuth1TwoLegged
 from soracharge.adapters.ledger import DynamoDbLedger
 from soracharge.adapters.storage import StoredObject
-from soracharge.logic.charges import plan_import
 from soracharge.logic.corrections import Allocation, write_differences
 from soracharge.logic.imports import ImportDependencies, import_object, review_object
 from soracharge.logic.sessions import finish_import, poll_session
@@ -44,6 +43,7 @@ from soracharge.observability import metrics
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
 
 from tests.chaos.runbook import ReceivedAlert
+from tests.planning import planned
 from tests.protocol.scheduler import Attempt, Gated, Stop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -434,7 +434,7 @@ class ProtocolWorld:
         """The charges of ``bills`` (CSV bytes, currency, id suffix), summed as :meth:`net` sums."""
         charges = []
         for body, currency, suffix in bills:
-            plan = plan_import(io.BytesIO(body), month=MONTH, currency=currency, mapping=self.mapping, id_suffix=suffix)
+            plan = planned(io.BytesIO(body), month=MONTH, currency=currency, mapping=self.mapping, id_suffix=suffix)
             charges += [charge.model_dump(by_alias=True, exclude_none=True) for charge in plan.charges]
         return _net(charges)
 
@@ -466,7 +466,7 @@ class ProtocolWorld:
     ) -> dict[str, Decimal]:
         """The charges a file holds, by extChargeId (``id_suffix``: an additional file's)."""
         suffix = "-".join(part for part in ("g" if coverage == "g" else "", id_suffix) if part)
-        plan = plan_import(
+        plan = planned(
             io.BytesIO(body), month=MONTH, currency=currency, mapping=self.mappings[coverage], id_suffix=suffix
         )
         return {charge.ext_charge_id or "": charge.total_price for charge in plan.charges}
