@@ -160,8 +160,9 @@ class InProcessLambdaRunner:
             **self.environment_overrides,
         }
         started = time.perf_counter()
-        hidden = [name for name in os.environ if name.startswith(FUNCTION_ONLY_PREFIXES) and name not in environment]
-        with self.environment_lock, applied_environment(environment, hide=hidden):
+        # The variables to hide are read from os.environ once the lock is held (a with statement evaluates each
+        # item after entering the one before): os.environ is read whole only under it, as it is changed.
+        with self.environment_lock, applied_environment(environment, hide=_function_only(environment)):
             for hook in self.before_invoke:
                 hook(deployed.logical_id, event)
             try:
@@ -208,6 +209,11 @@ def load_handler_module(code_dir: Path, module_name: str, unique_name: str) -> M
     sys.modules[qualified] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _function_only(environment: Mapping[str, str]) -> list[str]:
+    """The variables of another function (or of the shell) that this invocation must not see."""
+    return [name for name in os.environ if name.startswith(FUNCTION_ONLY_PREFIXES) and name not in environment]
 
 
 @contextmanager
