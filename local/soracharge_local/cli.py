@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import time
 import uuid
 import warnings
@@ -142,6 +143,7 @@ def run(
     mappings = _mappings(mapping, every)
     bills = [(each, None) for each in coverages] + [(c, a.operator) for a in listed for c in a.coverages]
     _folder(out)
+    decide_with = _decision_options(mapping, out)
     outcomes: list[tuple[str, str, bool]] = []
     with _local_cloud(
         verbose, mapping=mappings, coverages=coverages, accounts=listed, customers=_operator_customers(mappings)
@@ -152,7 +154,9 @@ def run(
                 account = BillAccount(each, operator)
                 slot = out / chosen / account.folder if len(bills) > 1 else out / chosen
                 label = f"{chosen} {account.folder}" if len(bills) > 1 else chosen
-                outcomes.append(_run_month(cloud, chosen, each, slot, label=label, operator=operator))
+                outcomes.append(
+                    _run_month(cloud, chosen, each, slot, label=label, operator=operator, decide_with=decide_with)
+                )
     _write_history(out)
     if len(outcomes) > 1:
         _print_outcomes(outcomes)
@@ -273,14 +277,33 @@ def _decide(
             cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=file.read_bytes(), Metadata=metadata)
             printer = console.EventPrinter()
             report = _reviewed(cloud, _follow_import(cloud, printer), review, printer)
-            ok = _finish(report, _run_folder(slot, decision), cloud)
+            ok = _finish(report, _run_folder(slot, decision), cloud, _decision_options(mapping, out, file))
         else:
             _, _, ok = _run_month(
-                cloud, chosen, settled, slot, label=chosen, review=review, operator=listed, command=decision
+                cloud,
+                chosen,
+                settled,
+                slot,
+                label=chosen,
+                review=review,
+                operator=listed,
+                command=decision,
+                decide_with=_decision_options(mapping, out),
             )
     _write_history(out)
     if not ok:
         raise typer.Exit(1)
+
+
+def _decision_options(mapping: list[str] | Path | None, out: Path, file: Path | None = None) -> str:
+    """The options ``approve`` and ``reject`` need to decide a month held by a command given these: the same
+    file (an import's), the same mapping, the same ``--out``, quoted for a shell; a default is left out."""
+    words: list[str] = ["--file", str(file)] if file is not None else []
+    for each in [mapping] if isinstance(mapping, Path) else mapping or []:
+        words += ["--mapping", str(each)]
+    if out != Path("out"):
+        words += ["--out", str(out)]
+    return "".join(f" {shlex.quote(word)}" for word in words)
 
 
 def _reviewed(
@@ -475,7 +498,8 @@ def import_file(
         cloud.client("s3").put_object(Bucket=cloud.bucket, Key=key, Body=file.read_bytes(), Metadata=metadata)
         typer.echo(f"Uploaded {file} to s3://{cloud.bucket}/{key}; its S3 notification runs the import:\n")
         report = _follow_import(cloud, console.EventPrinter())
-        ok = _finish(report, _run_folder(out / chosen / folder if folder else out / chosen, "import"), cloud)
+        slot = out / chosen / folder if folder else out / chosen
+        ok = _finish(report, _run_folder(slot, "import"), cloud, _decision_options(mapping, out, file))
     _write_history(out)
     if not ok:
         raise typer.Exit(1)
@@ -880,6 +904,7 @@ def _run_month(
     review: tuple[str, str, str, int] | None = None,
     operator: str | None = None,
     command: str = "run",
+    decide_with: str = "",
 ) -> tuple[str, str, bool]:
     """One month's bill of one coverage (of ``operator``, one SoracomAccounts lists; None: the stack's own)
     through the whole chain, its CSV and report saved in a new folder of ``out`` (the bill's slot) named after
@@ -913,7 +938,7 @@ def _run_month(
         folder = _run_folder(out, command)
         _save_object(cloud, stored["key"], stored["versionId"], folder / Path(stored["key"]).name)
         report = _reviewed(cloud, _follow_import(cloud, printer, since), review, printer)
-    ok = _finish(report, folder, cloud)
+    ok = _finish(report, folder, cloud, decide_with)
     again = output.get("alreadyExported") or report["status"] == "DUPLICATE"
     if again:
         typer.secho("\nNothing done: this month's bill is imported into this CloudBlue already.", bold=True)
@@ -971,9 +996,10 @@ def _follow_import(cloud: LocalCloud, printer: console.EventPrinter, since: int 
     return dict(report)
 
 
-def _finish(report: dict[str, Any], folder: Path, cloud: LocalCloud) -> bool:
+def _finish(report: dict[str, Any], folder: Path, cloud: LocalCloud, decide_with: str = "") -> bool:
     """Print and save the report (JSON and HTML, in the command's own ``folder``) and the alerts it caused; True
-    when rated and balanced."""
+    when rated and balanced. A month held for approval is followed by the two commands that decide it, complete
+    with ``decide_with`` (the options the command was given that they need: see _decision_options)."""
     from soracharge_local import history, reports
 
     typer.echo("")
@@ -991,8 +1017,9 @@ def _finish(report: dict[str, Any], folder: Path, cloud: LocalCloud) -> bool:
             which = f" --operator {report['operator']}{which}"
         typer.secho(
             f"\nHeld for approval: nothing was sent. Read the preview ({page}), then either\n"
-            f"  soracharge approve --month {month}{which} --by YOUR-NAME   (sends exactly the charges previewed)\n"
-            f"  soracharge reject --month {month}{which} --by YOUR-NAME    (sends nothing)",
+            f"  soracharge approve --month {month}{which} --by YOUR-NAME{decide_with}   (sends exactly the charges "
+            "previewed)\n"
+            f"  soracharge reject --month {month}{which} --by YOUR-NAME{decide_with}    (sends nothing)",
             fg="yellow",
             bold=True,
         )

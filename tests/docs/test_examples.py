@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,52 +26,12 @@ from soracharge.models.months import ensure_billable, previous_month
 from soracharge_local.cli import app
 from typer._click import exceptions as click  # Typer 0.29 bundles its own click: its errors are these
 
-REPO = Path(__file__).resolve().parents[2]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.M | re.S)
-SHELL = {"bash", "sh", "shell", "console"}
+from tests.docs.pages import REPO, Command, all_commands
+
 #: A month as the docs write one: 2000-2099, January to December, standing alone.
 MONTH = re.compile(r"(?<![\w.-])(20\d\d(?:0[1-9]|1[0-2]))(?![\w-])")
 PLACEHOLDER = re.compile(r"<([A-Za-z][\w .|/-]*)>")
 SUBSTITUTION = re.compile(r"\$\((?P<inner>[^()]*)\)")
-
-
-@dataclass(frozen=True)
-class Command:
-    page: Path
-    line: int
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.page.relative_to(REPO)}:{self.line}: {self.text}"
-
-
-def commands() -> list[Command]:
-    """The commands of every shell code block of the docs, in order."""
-    found: list[Command] = []
-    for page in PAGES:
-        text = page.read_text(encoding="utf-8")
-        for block in FENCE.finditer(text):
-            if block["lang"] not in SHELL:
-                continue
-            first = text.count("\n", 0, block.start("body")) + 1
-            pending, start = "", 0
-            for offset, raw in enumerate(block["body"].splitlines()):
-                line = raw.strip()
-                if block["lang"] == "console":
-                    if not pending and not line.startswith("$ "):
-                        continue  # the output a console block shows
-                    line = line.removeprefix("$ ") if not pending else line
-                if not pending:
-                    start = first + offset
-                if line.endswith("\\"):
-                    pending += line[:-1] + " "
-                    continue
-                line = pending + line
-                pending = ""
-                if line and not line.startswith("#"):
-                    found.append(Command(page, start, line))
-    return found
 
 
 def expand(text: str) -> str:
@@ -133,7 +92,7 @@ def parse(arguments: list[str]) -> None:
         parent = context
 
 
-COMMANDS = commands()
+COMMANDS = all_commands()
 CLI = [(command, args) for command in COMMANDS for args in soracharge_invocations(command.text)]
 
 

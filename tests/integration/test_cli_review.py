@@ -7,6 +7,7 @@ reports kept in ``--out`` (the local history), as they come from ``reports/`` on
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,12 @@ def test_an_unusual_month_waits_then_approve_sends_exactly_the_preview_once(tmp_
     assert "importSessionId" not in preview
     assert "Alert sent to the alerts topic: soracharge" in held.stdout
     assert "held for approval, nothing sent" in held.stdout
-    assert f"soracharge approve --month {LAST_MONTH} --by YOUR-NAME" in held.stdout
+    # its last lines are the two commands that decide it, complete: the same mapping, the same --out
+    printed = [
+        line.strip().split("   (")[0] for line in held.stdout.splitlines() if line.strip().startswith("soracharge ")
+    ]
+    decide = ["--month", LAST_MONTH, "--by", "YOUR-NAME", "--mapping", strict, "--out", str(out)]
+    assert [shlex.split(line) for line in printed[-2:]] == [["soracharge", d, *decide] for d in ("approve", "reject")]
     # And the history page lists both months, the held one waiting
     rows = parse((out / "history.html").read_text(encoding="utf-8")).by_id("months").all("tr", "month-row")
     assert [(r.attrs["data-month"], r.attrs["data-status"]) for r in rows] == [
@@ -61,7 +67,7 @@ def test_an_unusual_month_waits_then_approve_sends_exactly_the_preview_once(tmp_
     ]
     # When a person approves it, exactly the packets previewed are sent and rated, and who approved is kept
     approved = run_cli(
-        "approve", "--month", LAST_MONTH, "--by", "Hanako", "--mapping", strict, "--out", str(out), timeout=300
+        *["Hanako" if word == "YOUR-NAME" else word for word in shlex.split(printed[-2])[1:]], timeout=300
     )
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert (
