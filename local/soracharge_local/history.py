@@ -88,15 +88,6 @@ def new_run_folder(slot: Path, command: str, now: datetime | None = None) -> Pat
         return folder
 
 
-def latest_report(slot: Path) -> Path | None:
-    """The report of ``slot``'s newest run folder that holds one (else the slot's own ``report.json``, which an
-    earlier version saved there), or None."""
-    for folder in reversed(runs(slot)):
-        if (folder / REPORT).is_file():
-            return folder / REPORT
-    return slot / REPORT if (slot / REPORT).is_file() else None
-
-
 @dataclass(frozen=True)
 class Saved:
     """A report a command saved in ``out``, and which bill it is of (read from the report, not from its folder)."""

@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import yaml
-from soracharge_local.history import latest_report, runs
+from soracharge_local.history import REPORT, runs
 from soracharge_local.simulators import SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH
@@ -68,8 +68,7 @@ def test_run_with_both_coverages_imports_each_bill_once_in_its_own_currency_and_
     # And the report page of one coverage is rendered on request
     page = run_cli("report", LAST_MONTH, "--coverage", "g", "--out", str(tmp_path))
     assert page.returncode == 0, page.stderr
-    latest = latest_report(tmp_path / LAST_MONTH / "g")
-    assert latest is not None
+    latest = runs(tmp_path / LAST_MONTH / "g")[-1] / REPORT  # the one run's folder of the Global bill
     assert f"HTML report written to {latest.with_suffix('.html')}" in page.stdout
     assert latest.with_suffix(".html").is_file()
     assert "Import PROCESSED" in page.stdout

@@ -50,7 +50,7 @@ def test_run_twice_against_the_same_cloudblue_imports_the_month_once_and_the_sec
     assert first.returncode == 0, first.stdout + first.stderr
     assert len(closed) == 1
     assert (
-        len(closed[0].charges) == json.loads(saved_report(tmp_path / "1" / LAST_MONTH).read_text())["counts"]["charges"]
+        len(closed[0].charges) == json.loads(saved_report(tmp_path / "1", LAST_MONTH).read_text())["counts"]["charges"]
     )
     # And the second run says it did nothing; so does an import of the same file
     assert second.returncode == 0, second.stdout + second.stderr

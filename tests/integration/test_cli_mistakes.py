@@ -111,7 +111,7 @@ def test_a_mistake_is_refused_before_anything_is_sent_naming_its_cause_first(
     outcome = next(line for line in done.stdout.splitlines() if line.startswith("Import "))
     assert outcome.startswith("Import REJECTED: "), outcome
     assert said in outcome, outcome
-    report = json.loads(saved_report(out / month).read_text(encoding="utf-8"))
+    report = json.loads(saved_report(out, month).read_text(encoding="utf-8"))
     assert report["status"] == "REJECTED"
     assert "importSessionId" not in report  # no session was opened: nothing was sent
     assert "\x00" not in done.stdout  # nothing unprintable reaches the terminal

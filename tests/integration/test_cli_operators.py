@@ -39,11 +39,11 @@ def test_three_operators_on_both_coverages_are_six_bills_each_imported_once_and_
     for bill in BILLS:
         assert re.search(rf"{LAST_MONTH} {bill} +ok +PROCESSED: CloudBlue rated session \d+", table), table
         assert re.search(rf"{LAST_MONTH} {bill} +ok +PROCESSED \(a re-run: nothing done again\)", table), table
-        report = json.loads(saved_report(tmp_path / LAST_MONTH / bill).read_text())
+        report = json.loads(saved_report(tmp_path, LAST_MONTH, bill).read_text())
         assert report["reconciliation"]["balanced"] is True
         assert report.get("operator") == (bill.split("/")[0] if "/" in bill else None)
     # Six sessions, one per bill
-    sessions = {json.loads(saved_report(tmp_path / LAST_MONTH / bill).read_text())["importSessionId"] for bill in BILLS}
+    sessions = {json.loads(saved_report(tmp_path, LAST_MONTH, bill).read_text())["importSessionId"] for bill in BILLS}
     assert len(sessions) == 6
     # The history page lists every bill, each operator's by its name
     rows = parse((tmp_path / "history.html").read_text(encoding="utf-8")).by_id("months").all("tr", "month-row")
@@ -68,7 +68,7 @@ def test_an_operators_bill_held_for_approval_is_approved_on_its_own(tmp_path):
     assert (
         f"soracharge approve --month {LAST_MONTH} --operator OP0000000002 --coverage jp --by YOUR-NAME" in held.stdout
     )
-    held_report = saved_report(out / LAST_MONTH / "OP0000000002" / "jp")
+    held_report = saved_report(out, LAST_MONTH, "OP0000000002/jp")
     preview = json.loads(held_report.read_text())
     assert (preview["status"], preview["operator"]) == ("AWAITING_APPROVAL", "OP0000000002")
 
@@ -78,7 +78,7 @@ def test_an_operators_bill_held_for_approval_is_approved_on_its_own(tmp_path):
         "--out", str(out), timeout=300,
     )  # fmt: skip
     assert approved.returncode == 0, approved.stdout[-3000:] + approved.stderr
-    decided = saved_report(out / LAST_MONTH / "OP0000000002" / "jp")
+    decided = saved_report(out, LAST_MONTH, "OP0000000002/jp")
     assert decided.parent.name.endswith("-approve")
     assert f"Report saved to {decided} and {decided.with_suffix('.html')}" in approved.stdout
     report = json.loads(decided.read_text())
@@ -86,7 +86,7 @@ def test_an_operators_bill_held_for_approval_is_approved_on_its_own(tmp_path):
     assert json.loads(held_report.read_text())["status"] == "AWAITING_APPROVAL"  # the preview is kept
     assert report["approval"]["plan"] == preview["approval"]["plan"]
     # The stack's own bill of the month is still held: deciding one bill decides no other
-    own = json.loads(saved_report(out / LAST_MONTH / "jp").read_text())
+    own = json.loads(saved_report(out, LAST_MONTH, "jp").read_text())
     assert own["status"] == "AWAITING_APPROVAL"
 
 

@@ -34,7 +34,7 @@ def strict_mapping(tmp_path: Path) -> str:
 
 def saved(out: Path, month: str = LAST_MONTH) -> dict[str, Any]:
     """The month's latest report (each command saves its own in a folder of its own)."""
-    return dict(json.loads(saved_report(out / month).read_text(encoding="utf-8")))
+    return dict(json.loads(saved_report(out, month).read_text(encoding="utf-8")))
 
 
 def test_an_unusual_month_waits_then_approve_sends_exactly_the_preview_once(tmp_path):

@@ -28,11 +28,12 @@ def test_two_executions_of_one_month_and_coverage_started_in_the_same_second_get
 # -- soracharge report: a month, or --report FILE, exactly one --------------------------------------
 
 
-def saved_report(slot: Path) -> Path:
-    """The latest report the commands saved for a bill (``slot``: ``<out>/<month>/``, ``.../<coverage>/``...)."""
-    found = history.latest_report(slot)
-    assert found is not None, f"no report saved in {slot}"
-    return found
+def saved_report(out: Path, month: str, bill: str | None = None) -> Path:
+    """The latest report the commands saved in ``out`` for a bill of ``month``, known by what the reports say (as
+    ``report``, ``approve`` and ``reject`` know it): ``bill`` as a run of several bills names its folder (``jp``,
+    ``OP0000000002/g``), None for the only bill."""
+    operator, _, coverage = (bill or "").rpartition("/")
+    return history.bill_report(out, month, operator or None, coverage or None).path
 
 
 def write_report(path: Path, **overrides: Any) -> Path:
@@ -121,8 +122,8 @@ def test_each_bill_stands_at_its_latest_report_and_the_history_page_links_it(tmp
     (run.parent / "fe_0123.csv").write_text("imsi\n")
     imported = write_report(out / MONTH / "20261206T101530Z-2-import" / "report.json", summary="the import's")
     global_run = write_report(out / MONTH / "g" / "20261206T101500Z-run" / "report.json", coverage="g")
-    assert history.latest_report(out / MONTH) == imported
-    assert history.latest_report(out / "202609") == legacy
+    assert history.bill_report(out, MONTH, None, "jp").path == imported
+    assert history.bill_report(out, "202609", None, None).path == legacy
     kept = [path for path, _ in history.kept_reports(out)]
     assert kept == [legacy, imported, global_run]  # one per bill's file: the run's report is kept on disk, not listed
     assert run.is_file()
