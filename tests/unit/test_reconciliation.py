@@ -178,3 +178,12 @@ def test_a_coupon_larger_than_the_csvs_rounded_total_is_named_as_such_not_as_a_s
     result = reconciled("100.2", "0", coupon="500")
     assert not result.balanced
     assert "the coupon applied (500 JPY) is more than the CSV's rounded total (101 JPY)" in result.note
+
+
+def test_cloudblue_accepting_more_than_the_csv_a_doubled_packet_unbalances_the_month():
+    # A packet CloudBlue took twice: it holds twice its charges, more than the CSV and the bill
+    result = reconciled("8271.28", "8272", imported="16542.56")
+    assert not result.balanced
+    assert result.difference == 0  # the CSV itself makes the bill: only what CloudBlue accepted is wrong
+    assert "CloudBlue accepted 16542.56, not the CSV's 8271.28" in result.note
+    assert not reconciled("100.5", None, imported="100.51").balanced  # a file without a bill: the same

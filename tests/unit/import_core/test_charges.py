@@ -274,3 +274,37 @@ def test_charges_are_sorted_and_unique():
     described = {item.resource: item.description for item in example.items}
     assert all((c.description or "").startswith(described[c.resource_id] or "?") for c in charges)
     assert BASIC not in {c.description for c in charges}  # the mapping's description replaces the item name
+
+
+# --- the guard: Σ totalPrice is Σ amount, or nothing is planned ----------------------------------------------
+
+
+def test_the_python_reader_refuses_charges_that_do_not_add_up_to_the_csv(monkeypatch):
+    # Given a bug that loses one charge on the way from the rows (the Python reader's charge builder)
+    from soracharge.logic import charges
+
+    build = charges.build_charges
+    monkeypatch.setattr(charges, "build_charges", lambda *args, **kwargs: build(*args, **kwargs)[:-1])
+    monkeypatch.setattr(charges, "_fast_plan", lambda *args, **kwargs: None)  # the fast path declines
+    # When the month is planned, nothing is: the plan names both sums (the CSV's: 10 + 2.5 + 10 + 0.62 + 10 + 10
+    # + 3000; the last charge, IMSI_2's two days of 10, is the one lost)
+    with pytest.raises(AssertionError, match=r"Σ totalPrice 3023\.12 differs from Σ amount 3043\.12: a bug"):
+        plan(billing_csv(A_MONTH))
+
+
+def test_the_fast_path_refuses_charges_that_do_not_add_up_to_the_csv(monkeypatch):
+    # Given a bug that loses the fast path's last charge (its frame of charges one row short)
+    from dataclasses import replace
+
+    from soracharge.logic import billing_frame
+
+    read = billing_frame.read_frame
+
+    def short(*args: Any, **kwargs: Any) -> Any:
+        found = read(*args, **kwargs)
+        assert found is not None, "the fast path must take this file for the test to mean anything"
+        return replace(found, charges=found.charges.head(found.charges.height - 1))
+
+    monkeypatch.setattr(billing_frame, "read_frame", short)
+    with pytest.raises(AssertionError, match=r"Σ totalPrice 3023\.12 differs from Σ amount 3043\.12: a bug, nothing"):
+        plan(billing_csv(A_MONTH))
