@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aws_lambda_powertools.utilities.parser.models import S3Model
@@ -27,6 +29,7 @@ from soracharge.models.parsing import parse_input
 
 from tests.fuzz.strategies import JSON_VALUES, TEXT, fuzz, mutated
 
+E = TypeVar("E", bound=BaseException)
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 #: Every handler's input model, and the sample events that are its input.
@@ -187,24 +190,41 @@ def test_scheduled_times_give_the_billed_month_or_invalid_input(scheduled_time):
 # -- regressions: bugs this fuzzing found (each raised something other than InvalidInputError at cb3dea5) --
 
 
+@contextlib.contextmanager
+def raises_exactly(error: type[E], match: str) -> Iterator[pytest.ExceptionInfo[E]]:
+    """``pytest.raises(error, match=match)`` that also refuses a subclass of ``error``."""
+    with pytest.raises(error, match=match) as info:
+        yield info
+    assert info.type is error, f"raised {info.type.__name__}, not {error.__name__}"
+
+
 @pytest.mark.parametrize(
-    "records",
+    ("records", "failure"),
     [
-        ["202610"],
-        [{}],
-        [{"eventName": "ObjectCreated:Put", "s3": None}],
-        [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}}}],
-        [{"eventName": None, "s3": {"object": {"key": "uploads/202610/a.csv"}}}],
+        (["202610"], "AttributeError: 'str' object has no attribute 'get'"),
+        ([{}], "AttributeError: 'NoneType' object has no attribute 'get'"),
+        ([{"eventName": "ObjectCreated:Put", "s3": None}], "AttributeError: 'NoneType' object has no attribute 'get'"),
+        (
+            [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}}}],
+            "AttributeError: 'NoneType' object has no attribute 'get'",
+        ),
+        (
+            [{"eventName": None, "s3": {"object": {"key": "uploads/202610/a.csv"}}}],
+            "TypeError: argument of type 'NoneType' is not iterable",
+        ),
     ],
     ids=["record-not-an-object", "empty-record", "s3-null", "no-object", "eventName-null"],
 )
-def test_malformed_s3_records_give_invalid_input(records):
+def test_malformed_s3_records_give_invalid_input(records, failure):
     # Was: AttributeError/TypeError from Powertools' S3RecordModel validator, through parse_input.
-    check({"Records": records}, S3Model)
+    with raises_exactly(InvalidInputError, f"^invalid S3Model: {re.escape(failure)}$"):
+        parse_input({"Records": records}, S3Model)
 
 
 @pytest.mark.parametrize("scheduled_time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_scheduled_time_at_the_ends_of_datetime_gives_invalid_input(scheduled_time):
     # Was: OverflowError from previous_month's astimezone(UTC), in ExportRequest.billing_month().
-    with contextlib.suppress(InvalidInputError):
+    moment = datetime.fromisoformat(scheduled_time)
+    expected = f"invalid ExportRequest: input: scheduledTime {moment} has no month before it"
+    with raises_exactly(InvalidInputError, f"^{re.escape(expected)}$"):
         parse_input({"scheduledTime": scheduled_time}, ExportRequest).billing_month()

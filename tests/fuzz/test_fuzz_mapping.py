@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,31 +155,53 @@ def test_any_glob_is_refused_or_matches_without_error(index, match, name):
 # -- regressions: bugs this fuzzing found (each raised something other than MappingError at commit cb3dea5) --
 
 
+@contextlib.contextmanager
+def raises_mapping_error(match: str) -> Iterator[pytest.ExceptionInfo[MappingError]]:
+    """A MappingError (not a subclass) whose message names the file first, then matches ``match``."""
+    with pytest.raises(MappingError, match=f"^{re.escape(SOURCE)}: {match}") as info:
+        yield info
+    assert info.type is MappingError, f"raised {info.type.__name__}, not MappingError"
+
+
+NO_CONSTRUCTOR = "YAML syntax error: could not determine a constructor for the tag "
+AS_DATA = re.escape("the YAML cannot be read as data: ")
+
+
 @pytest.mark.parametrize(
-    "text",
+    ("text", "message"),
     [
-        "=",
-        "items: =",
-        "2026-02-30",
-        "packetSize: 2026-13-01",
-        "x: !custom 1",
-        "!!python/name:os.system x",
-        "packetSize: !!int abc",
-        "a: !!float x",
-        "{<<: 5}",
+        ("=", re.escape(f"line 1, column 1: {NO_CONSTRUCTOR}'tag:yaml.org,2002:value'") + "$"),
+        ("items: =", re.escape(f"line 1, column 8: {NO_CONSTRUCTOR}'tag:yaml.org,2002:value'") + "$"),
+        ("2026-02-30", AS_DATA + "day is out of range for month$"),
+        ("packetSize: 2026-13-01", AS_DATA + re.escape("month must be in 1..12") + "$"),
+        ("x: !custom 1", re.escape(f"line 1, column 4: {NO_CONSTRUCTOR}'!custom'") + "$"),
+        (
+            "!!python/name:os.system x",
+            re.escape(f"line 1, column 1: {NO_CONSTRUCTOR}'tag:yaml.org,2002:python/name:os.system'") + "$",
+        ),
+        ("packetSize: !!int abc", AS_DATA + re.escape("invalid literal for int() with base 10: 'abc'") + "$"),
+        ("a: !!float x", AS_DATA + re.escape("could not convert string to float: 'x'") + "$"),
+        (
+            "{<<: 5}",
+            re.escape("line 1, column 6: YAML syntax error: expected a mapping or list of mappings for merging")
+            + ", but found scalar$",
+        ),
     ],
 )
-def test_yaml_that_composes_but_does_not_construct_raises_mapping_error(text):
+def test_yaml_that_composes_but_does_not_construct_raises_mapping_error(text, message):
     # Was: ConstructorError/ValueError from yaml.safe_load(), which parse_mapping ran outside its try.
-    check(text)
+    with raises_mapping_error(message):
+        parse_mapping(text, SOURCE)
 
 
 @pytest.mark.parametrize("text", ["&a [*a]", "customer: &c {column: x, loop: *c}"])
 def test_self_referencing_alias_raises_mapping_error(text):
     # Was: RecursionError, _refuse_duplicate_keys walking the alias forever.
-    check(text)
+    with raises_mapping_error(re.escape("the YAML is nested too deeply or refers to itself (an alias)") + "$"):
+        parse_mapping(text, SOURCE)
 
 
 def test_deeply_nested_yaml_raises_mapping_error():
     # Was: RecursionError from yaml.compose (not a YAMLError).
-    check("[" * 3000)
+    with raises_mapping_error(re.escape("the YAML is nested too deeply") + "$"):
+        parse_mapping("[" * 3000, SOURCE)

@@ -11,12 +11,14 @@ regression tests at the end pin each one down with its minimal input.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -25,8 +27,15 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from pydantic import BaseModel, SecretStr
 from soracharge.adapters.cloudblue import ApsTokenAuth, CloudBlueClient
-from soracharge.adapters.soracom import SoracomClient
-from soracharge.errors import SorachargeError
+from soracharge.adapters.soracom import DownloadedFile, SoracomClient
+from soracharge.errors import (
+    CloudBlueApiError,
+    CloudBlueUnavailableError,
+    ExportDownloadError,
+    SorachargeError,
+    SoracomApiError,
+    SoracomRateLimitedError,
+)
 from soracharge.models.charges import ImportSessionInfo
 from soracharge.models.soracom import ExportedFile, ExportStarted, MonthlyBill, SoracomCredentials
 
@@ -304,63 +313,158 @@ def test_cloudblue_discovery_gives_a_session_or_a_typed_error(found, status):
 
 # -- regressions: bugs this fuzzing found (each raised an untyped exception at cb3dea5) ---------
 
+DOWNLOAD_HOST = "soracom-exports.s3.ap-northeast-1.amazonaws.com"
+E = TypeVar("E", bound=BaseException)
 
-def soracom_answering(answer: Answer) -> SoracomClient:
-    return soracom(Script([answer]))
+
+@contextlib.contextmanager
+def raises_exactly(error: type[E], match: str) -> Iterator[pytest.ExceptionInfo[E]]:
+    """``pytest.raises(error, match=match)`` that also refuses a subclass of ``error``."""
+    with pytest.raises(error, match=match) as info:
+        yield info
+    assert info.type is error, f"raised {info.type.__name__}, not {error.__name__}"
+
+
+def soracom_answering(answer: Answer) -> tuple[SoracomClient, Script]:
+    script = Script([answer])
+    return soracom(script), script
 
 
 @pytest.mark.parametrize("hint", [b"\xb2", b"\xb9", b"1\xb3"])
 def test_rate_limit_hint_with_non_ascii_digits(hint):
     # Was: ValueError, '²'.isdigit() is True but int('²') fails (SoracomClient._call on a 429).
-    client = soracom_answering(Answer(429, ((RATE_LIMIT.encode(), hint),), b""))
-    returns_or_raises_typed(lambda: client.get_bill("202610"), MonthlyBill)
+    # A 429 stays a rate limit (the state machine's Retry matches SoracomRateLimitedError), without a hint.
+    client, script = soracom_answering(Answer(429, ((RATE_LIMIT.encode(), hint),), b""))
+    with raises_exactly(SoracomRateLimitedError, "^getBilling: Soracom rate limit reached$") as info:
+        client.get_bill("202610")
+    assert info.value.retry_after_seconds is None
+    assert len(script.served) == 1, "the client never retries on its own"
 
 
 def test_download_content_length_with_non_ascii_digits():
     # Was: ValueError from int(Content-Length) after isdigit() (SoracomClient.download).
-    client = soracom_answering(Answer(200, ((b"Content-Length", b"\xb2"),), b"ab"))
-    returns_or_raises_typed(lambda: client.download(DOWNLOAD_URL, io.BytesIO()), None)
+    # A length that is not a number is no length: the bytes served are the file.
+    client, script = soracom_answering(Answer(200, ((b"Content-Length", b"\xb2"),), b"ab"))
+    sink = io.BytesIO()
+    downloaded = client.download(DOWNLOAD_URL, sink)
+    assert sink.getvalue() == b"ab"
+    assert downloaded == DownloadedFile(size=2, sha256=hashlib.sha256(b"ab").hexdigest())
+    assert len(script.served) == 1
+
+
+def decoding(operation: str) -> str:
+    return f"^{operation}: the answer could not be decoded: Error -3 while decompressing data: "
 
 
 @pytest.mark.parametrize("encoding", [b"gzip", b"deflate"])
 @pytest.mark.parametrize(
-    ("status", "call"),
+    ("status", "call", "error", "message"),
     [
-        (200, lambda script: soracom(script).get_bill("202610")),
-        (200, lambda script: soracom(script).start_export("202610")),
-        (403, lambda script: soracom(script).download(DOWNLOAD_URL, io.BytesIO())),
-        (200, lambda script: cloudblue(script).open_session()),
-        (200, lambda script: cloudblue(script).import_charges(b"{}")),
-        (200, lambda script: cloudblue(script).sessions_by_status()),
+        pytest.param(
+            200,
+            lambda script: soracom(script).get_bill("202610"),
+            SoracomApiError,
+            decoding("getBilling"),
+            id="get_bill",
+        ),
+        pytest.param(
+            200,
+            lambda script: soracom(script).start_export("202610"),
+            SoracomApiError,
+            decoding("exportBilling"),
+            id="start_export",
+        ),
+        pytest.param(
+            403,
+            lambda script: soracom(script).download(DOWNLOAD_URL, io.BytesIO()),
+            ExportDownloadError,
+            f"^download from {re.escape(DOWNLOAD_HOST)} answered a body that cannot be decoded$",
+            id="download-403",
+        ),
+        pytest.param(
+            200,
+            lambda script: cloudblue(script).open_session(),
+            CloudBlueUnavailableError,
+            decoding("openSession"),
+            id="open_session",
+        ),
+        pytest.param(
+            200,
+            lambda script: cloudblue(script).import_charges(b"{}"),
+            CloudBlueUnavailableError,
+            decoding("importCharges"),
+            id="import_charges",
+        ),
+        pytest.param(
+            200,
+            lambda script: cloudblue(script).sessions_by_status(),
+            CloudBlueUnavailableError,
+            decoding("getSessionByStatus"),
+            id="sessions_by_status",
+        ),
     ],
-    ids=["get_bill", "start_export", "download-403", "open_session", "import_charges", "sessions_by_status"],
 )
-def test_undecodable_content_encoding(encoding, status, call):
+def test_undecodable_content_encoding(encoding, status, call, error, message):
     # Was: httpx.DecodingError (a RequestError, not a TransportError) out of both clients.
     script = Script([Answer(status, ((b"Content-Encoding", encoding),), b"not compressed at all")])
-    returns_or_raises_typed(lambda: call(script), None)
+    with raises_exactly(error, message) as info:
+        call(script)
+    if isinstance(info.value, CloudBlueUnavailableError):
+        # Sent, and answered 200: CloudBlue may have done it (taken the packet, opened a session), so the
+        # outcome is unknown: a packet is never sent again into that session (it is given up).
+        assert info.value.outcome_unknown
+    else:
+        assert getattr(info.value, "status", None) is None
+    # importCharges is never asked again after an unknown outcome; openSession and the reads are, as after a
+    # 500, up to the client's 2 attempts (a second openSession may leave an empty OPEN session: no charge)
+    asked = 2 if isinstance(info.value, CloudBlueUnavailableError) and "importCharges" not in message else 1
+    assert len(script.served) == asked
 
 
 @pytest.mark.parametrize("charset", [b"rot13", b"hex", b"base64", b"zlib"])
 @pytest.mark.parametrize(
-    "call",
+    ("call", "error", "message"),
     [
-        lambda script: soracom(script).get_bill("202610"),
-        lambda script: soracom(script).download(DOWNLOAD_URL, io.BytesIO()),
-        lambda script: cloudblue(script).get_session(42),
+        pytest.param(
+            lambda script: soracom(script).get_bill("202610"),
+            SoracomApiError,
+            re.escape("getBilling: Soracom answered HTTP 400 (HTTP 400 not-base64!)"),
+            id="soracom-get_bill",
+        ),
+        pytest.param(
+            lambda script: soracom(script).download(DOWNLOAD_URL, io.BytesIO()),
+            ExportDownloadError,
+            re.escape(
+                f"download from {DOWNLOAD_HOST} was refused with HTTP 400 (HTTP 400): "
+                "the URL may have expired; run the export again"
+            ),
+            id="soracom-download",
+        ),
+        pytest.param(
+            lambda script: cloudblue(script).get_session(42),
+            CloudBlueApiError,
+            re.escape("getSession: CloudBlue answered HTTP 400 not-base64!"),
+            id="cloudblue-get_session",
+        ),
     ],
-    ids=["soracom-get_bill", "soracom-download", "cloudblue-get_session"],
 )
-def test_charset_naming_a_non_text_codec(charset, call):
+def test_charset_naming_a_non_text_codec(charset, call, error, message):
     # Was: TypeError/AssertionError/binascii.Error from response.text in _describe_error/_s3_error_code.
+    # The body is read as UTF-8 whatever the charset says, and the 400 is named.
     script = Script([Answer(400, ((b"Content-Type", b"text/plain; charset=" + charset),), b"not-base64!")])
-    returns_or_raises_typed(lambda: call(script), None)
+    with raises_exactly(error, f"^{message}$") as info:
+        call(script)
+    assert getattr(info.value, "status", 400) == 400
+    assert len(script.served) == 1
 
 
 def test_soracom_deeply_nested_json_body():
     # Was: RecursionError from json.loads in soracom._parse (it caught ValueError only).
-    client = soracom_answering(Answer(200, (), b"[" * 100_000))
-    returns_or_raises_typed(lambda: client.get_bill("202610"), MonthlyBill)
+    client, _ = soracom_answering(Answer(200, (), b"[" * 100_000))
+    expected = "getBilling: unexpected response body: not usable JSON (RecursionError)"
+    with raises_exactly(SoracomApiError, f"^{re.escape(expected)}$") as info:
+        client.get_bill("202610")
+    assert info.value.status == 200
 
 
 @pytest.mark.parametrize("resource_id", ["a\x00b", "a\nb", "x" * 70_000])
@@ -369,11 +473,18 @@ def test_ids_from_answers_that_are_not_url_safe(resource_id, client):
     # Was: httpx.InvalidURL (not an httpx.HTTPError) when an id from an answer went into a URL path.
     if client == "soracom-exported-file":
         # poll_export passes Soracom's exportedFileId (any non-empty string) to get_exported_file.
-        soracom_client = soracom_answering(Answer(200, (), json.dumps(EXPORTED).encode()))
-        returns_or_raises_typed(lambda: soracom_client.get_exported_file(resource_id), ExportedFile)
+        soracom_client, script = soracom_answering(Answer(200, (), json.dumps(EXPORTED).encode()))
+        with raises_exactly(SoracomApiError, "^getExportedFile: the request URL is not valid: ") as info:
+            soracom_client.get_exported_file(resource_id)
+        assert info.value.status is None
+        assert script.served == [], "nothing is sent to a URL that is not valid"
         return
 
+    # Discovery refuses the id, so no request is ever built with it.
+    requests: list[httpx.Request] = []
+
     def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
         if "implementing" in str(request.url):
             return httpx.Response(200, json=[{"aps": {"id": resource_id}}])
         return httpx.Response(200, json=SESSION)
@@ -385,14 +496,24 @@ def test_ids_from_answers_that_are_not_url_safe(resource_id, client):
         max_wait_seconds=0,
         transport=httpx.MockTransport(answer),
     )
-    returns_or_raises_typed(cloudblue_client.open_session, ImportSessionInfo)
+    with raises_exactly(CloudBlueApiError, "^discover: the resource list is not a JSON array of APS resources$"):
+        cloudblue_client.open_session()
+    assert [request.url.path for request in requests] == ["/aps/2/resources"], "only the discovery was sent"
 
 
-@pytest.mark.parametrize("issued", [{"apiKey": "\u0080", "token": "t"}, {"apiKey": "a", "token": "トークン"}])
-def test_auth_token_that_is_not_ascii(issued):
+@pytest.mark.parametrize(
+    ("issued", "field_name"),
+    [({"apiKey": "\u0080", "token": "t"}, "apiKey"), ({"apiKey": "a", "token": "トークン"}, "token")],
+    ids=["apiKey", "token"],
+)
+def test_auth_token_that_is_not_ascii(issued, field_name):
     # Was: UnicodeEncodeError when httpx put a non-ASCII apiKey/token into a header.
     script = Script([Answer(200, (), json.dumps(BILL).encode())], auth=[Answer(200, (), json.dumps(issued).encode())])
-    returns_or_raises_typed(lambda: soracom(script).get_bill("202610"), MonthlyBill)
+    expected = f"^auth: unexpected response body: {field_name}: String should match pattern "
+    with raises_exactly(SoracomApiError, expected) as info:
+        soracom(script).get_bill("202610")
+    assert info.value.status == 200
+    assert len(script.served) == 1, "the bill is never asked for with that token"
 
 
 # Regression: _authenticate once let httpx.DecodingError escape on an undecodable Content-Encoding.
@@ -400,4 +521,7 @@ def test_auth_token_that_is_not_ascii(issued):
 def test_auth_answer_that_cannot_be_decoded(encoding):
     auth = Answer(200, ((b"Content-Encoding", encoding),), b"not compressed at all")
     script = Script([Answer(200, (), json.dumps(BILL).encode())], auth=[auth])
-    returns_or_raises_typed(lambda: soracom(script).get_bill("202610"), MonthlyBill)
+    with raises_exactly(SoracomApiError, decoding("auth")) as info:
+        soracom(script).get_bill("202610")
+    assert info.value.status is None
+    assert script.served == [auth], "the bill is never asked for without a token"

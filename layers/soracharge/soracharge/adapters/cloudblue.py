@@ -259,8 +259,10 @@ class CloudBlueClient:
             response = self._http.request(method, url, content=content, headers=headers, params=params)
         except httpx.InvalidURL as exc:
             raise CloudBlueApiError(f"{operation}: the request URL is not valid: {exc}") from None
-        except httpx.DecodingError as exc:
-            raise CloudBlueApiError(f"{operation}: the answer could not be decoded: {exc}") from None
+        except httpx.DecodingError as exc:  # sent and answered, but the answer cannot be read: it may say "taken"
+            raise CloudBlueUnavailableError(
+                f"{operation}: the answer could not be decoded: {exc}", outcome_unknown=True
+            ) from exc
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # never sent
             raise CloudBlueUnavailableError(f"{operation}: {type(exc).__name__}: {exc}") from exc
         except httpx.TransportError as exc:  # sent, but no answer: CloudBlue may have processed it
