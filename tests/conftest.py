@@ -4,6 +4,10 @@
 ``EXPLORE_SEED``: the seed of the sample of the exactly-once exploration (``tests/protocol``), unless
 given. Drawn here, before pytest-xdist starts its workers, so that every worker collects the same
 cases; printed in the report's header with the command that replays them.
+
+Hypothesis runs derandomised (the profile ``ci``): every run, CI's included, tries the same examples, with no
+deadline (a busy machine never fails a test) and no example database; a failure prints the blob that replays
+it. ``SORACHARGE_HYPOTHESIS=explore`` draws new examples instead (the fuzz tests: ``SORACHARGE_FUZZ_RANDOM``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,11 @@ import os
 import secrets
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, deadline=None, database=None, print_blob=True)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("SORACHARGE_HYPOTHESIS", "ci"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,4 +35,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f".venv/bin/python scripts/chaos.py --seed {seed} --start C --cycles 1 --verbose)",
         f"exactly-once exploration: a sample drawn with seed {explore} (EXPLORE_SEED={explore} runs it again; "
         "every case: .venv/bin/python scripts/explore_protocol.py)",
+        f"hypothesis: profile {settings.get_current_profile_name()} (derandomised: the same examples every run; "
+        "SORACHARGE_HYPOTHESIS=explore draws new ones)",
     ]
