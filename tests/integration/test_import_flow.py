@@ -20,6 +20,7 @@ from soracharge_local.engine import LocalCloud
 from soracharge_local.s3_events import Delivery
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
 
+from tests import reference
 from tests.integration.conftest import LAST_MONTH, full_stack
 from tests.planning import planned
 
@@ -35,15 +36,31 @@ def importing(soracom: SoracomSimulator, cloudblue: CloudBlueSimulator) -> Itera
 
 
 @pytest.fixture(autouse=True)
-def _fresh(request: pytest.FixtureRequest) -> None:
-    """Each test starts with no CloudBlue faults, the example mapping and the default concurrency."""
-    if "importing" in request.fixturenames:
-        cloudblue: CloudBlueSimulator = request.getfixturevalue("cloudblue")
-        cloud: LocalCloud = request.getfixturevalue("importing")
-        cloudblue.faults = CloudBlueFaults()
-        cloudblue.ignore_repeated_ext_hash = False  # as CloudBlue may: a double shows as one
-        cloud.put_mapping(EXAMPLE_MAPPING)
-        cloud.runner.environment_overrides.pop("IMPORT_CONCURRENCY", None)
+def _fresh(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts with no CloudBlue faults, the example mapping and the default concurrency, and
+    leaves no follow-import-session execution running (one it started must not meet the next test's faults)."""
+    if "importing" not in request.fixturenames:
+        yield
+        return
+    cloudblue: CloudBlueSimulator = request.getfixturevalue("cloudblue")
+    cloud: LocalCloud = request.getfixturevalue("importing")
+    cloudblue.faults = CloudBlueFaults()
+    cloudblue.ignore_repeated_ext_hash = False  # as CloudBlue may: a double shows as one
+    cloud.put_mapping(EXAMPLE_MAPPING)
+    cloud.runner.environment_overrides.pop("IMPORT_CONCURRENCY", None)
+    yield
+    follows_ended(cloud)
+
+
+def follows_ended(cloud: LocalCloud) -> None:
+    """Wait until every follow-import-session execution has ended, and what its end caused (an alert) was delivered."""
+    cloud.async_invocations.wait_idle()  # the imports that start them
+    sfn = cloud.client("stepfunctions")
+    arn = cloud.state_machines["FollowImportSessionStateMachine"]
+    for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn, statusFilter="RUNNING"):
+        for execution in page["executions"]:
+            list(cloud.follow(execution["executionArn"], timeout_seconds=120))
+    cloud.async_invocations.wait_idle()
 
 
 def use_mapping(cloud: LocalCloud, tmp_path: Path, **changes: Any) -> None:
@@ -94,6 +111,14 @@ def expected_charges(body: bytes, month: str, packet_size: int | None = None) ->
     return {c.ext_charge_id or "": c.total_price for c in plan.charges}
 
 
+def assert_what_the_csv_makes(cloudblue: CloudBlueSimulator, session_id: int, body: bytes) -> None:
+    """The session holds what the CSV makes, worked out apart from the import (tests/reference.py): Σ, each
+    subscription, resource and SIM or device, each shared pool (the plan's ids alone would compare the import
+    with itself)."""
+    want = reference.expected(body, EXAMPLE_MAPPING.read_text(encoding="utf-8"))
+    assert reference.differences(want, reference.held(cloudblue.charges(session_id))) == []
+
+
 def held(cloudblue: CloudBlueSimulator, session_id: int) -> list[tuple[str, Decimal]]:
     return sorted((c["extChargeId"], c["totalPrice"]) for c in cloudblue.charges(session_id))
 
@@ -111,6 +136,7 @@ def test_an_upload_becomes_exactly_the_expected_charges_in_a_rated_session(impor
     session_id = first["importSessionId"]
     expected = expected_charges(body, month)
     assert held(cloudblue, session_id) == sorted(expected.items())
+    assert_what_the_csv_makes(cloudblue, session_id, body)
     # (the charges are the CSV's exact sum; Soracom's bill is that sum rounded up to the yen)
     assert math.ceil(sum(expected.values())) == soracom.bill(month)["amount"] != sum(expected.values())
     assert all(c["currencyCode"] == "JPY" and c["type"] == "COS" for c in cloudblue.charges(session_id))
@@ -119,7 +145,8 @@ def test_an_upload_becomes_exactly_the_expected_charges_in_a_rated_session(impor
     assert cloudblue.session(session_id).status == "PROCESSED"
     report = report_of(importing, delivery)
     assert report["status"] == "PROCESSED"
-    assert report["reconciliation"]["csvSum"] == report["reconciliation"]["importedSum"] == str(sum(expected.values()))
+    csv_sum = reference.expected(body, EXAMPLE_MAPPING.read_text(encoding="utf-8")).total
+    assert Decimal(report["reconciliation"]["csvSum"]) == Decimal(report["reconciliation"]["importedSum"]) == csv_sum
     assert report["reconciliation"]["balanced"] is True
     assert report["object"]["key"] == f"uploads/{month}/october billing.csv"
 
@@ -139,6 +166,7 @@ def test_the_same_s3_event_twice_imports_once(importing, soracom, cloudblue):
     assert cloudblue.count("importCharges") == packets_before  # nothing sent again
     session_id = report["importSessionId"]
     assert held(cloudblue, session_id) == sorted(expected_charges(soracom.csv_bytes(month), month).items())
+    assert_what_the_csv_makes(cloudblue, session_id, soracom.csv_bytes(month))
 
 
 def test_the_same_bytes_uploaded_again_for_the_month_are_a_recorded_duplicate(importing, soracom, cloudblue):
@@ -189,6 +217,7 @@ def test_a_crash_after_some_packets_resumes_in_the_same_session_without_resendin
     assert report["importSessionId"] == session.importSessionId
     expected = expected_charges(body, month, packet_size=5)
     assert held(cloudblue, session.importSessionId) == sorted(expected.items())
+    assert_what_the_csv_makes(cloudblue, session.importSessionId, body)
     assert report["counts"]["packetsAlreadyAccepted"] == 2
     assert report["counts"]["packetsSentThisRun"] == report["counts"]["packets"] - 2
     assert cloudblue.session(session.importSessionId).duplicates_ignored == 0
@@ -213,6 +242,7 @@ def test_a_connection_dropped_after_cloudblue_took_a_packet_never_doubles_it(
     (abandoned,) = report["abandonedSessions"]
     expected = expected_charges(body, month)
     assert held(cloudblue, report["importSessionId"]) == sorted(expected.items())
+    assert_what_the_csv_makes(cloudblue, report["importSessionId"], body)
     assert cloudblue.session(report["importSessionId"]).duplicates_ignored == 0
     assert cloudblue.session(abandoned).status == "OPEN"
     assert cloudblue.session(abandoned).closed_at is None
@@ -261,10 +291,13 @@ def test_a_file_of_the_coverage_the_stack_does_not_import_is_rejected_and_a_japa
         "the key's folder says Global coverage, and this stack imports Japan coverage bills only "
         "(SoracomCoverageType jp)"
     ) in report["problems"][0]["message"]
-    # A Japan bill is always JPY
+    # A Japan bill is always JPY: imported, and rated once its session is followed to the end (the report's
+    # status is not read before: the follow execution may have recorded PROCESSED already, or not yet)
     delivery = upload(importing, f"uploads/{month}/no-currency.csv", soracom.csv_bytes(month), currency=None)
+    (imported,) = delivery.result["reports"]
+    assert follow(importing, imported)["type"] == "ExecutionSucceeded"
     report = report_of(importing, delivery)
-    assert (report["status"], report["coverage"], report["currency"]) == ("CLOSED", "jp", "JPY")
+    assert (report["status"], report["coverage"], report["currency"]) == ("PROCESSED", "jp", "JPY")
 
 
 def test_failed_processing_alerts_the_topic_and_lands_in_the_report(importing, soracom, cloudblue):
@@ -311,12 +344,14 @@ def test_losing_cloudblue_while_following_is_recorded_and_alerted_not_silent(imp
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=importing.resources["AlertsTopic"], Protocol="sqs", Endpoint=queue_arn)
     month = shift_month(LAST_MONTH, -10)
-    delivery = upload(importing, f"uploads/{month}/unfollowed.csv", soracom.csv_bytes(month))
-    (first,) = delivery.result["reports"]
 
-    # Given CloudBlue answers every getSession with 500 (the follow state machine is already waiting)
+    # Given CloudBlue answers every getSession with 500, from before the upload: the follow state machine the
+    # import starts may poll at once (the import itself never asks for the session it closed)
     cloudblue.faults = CloudBlueFaults(server_error_next=1000, only_operation="getSession")
     try:
+        delivery = upload(importing, f"uploads/{month}/unfollowed.csv", soracom.csv_bytes(month))
+        assert delivery.error is None
+        (first,) = delivery.result["reports"]
         ended = follow(importing, first)
     finally:
         cloudblue.faults = CloudBlueFaults()

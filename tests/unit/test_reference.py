@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from soracharge.logic.charges import plan_import
+from soracharge.models.coverage import Coverage
 from soracharge.models.mapping import parse_mapping
 from soracharge_local.simulators.soracom_data import generate_billing_csv
 
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 MAPPINGS = {"jp": REPO / "examples/mapping.example.yaml", "g": REPO / "examples/mapping.global.example.yaml"}
 
 
-def sent(coverage: str) -> tuple[bytes, str, list[dict[str, Any]]]:
+def sent(coverage: Coverage) -> tuple[bytes, str, list[dict[str, Any]]]:
     """A simulator month, its mapping, and the charges the import sends for it (as CloudBlue stores them)."""
     bill = generate_billing_csv("202610", coverage=coverage, sims=23)
     text = MAPPINGS[coverage].read_text(encoding="utf-8")

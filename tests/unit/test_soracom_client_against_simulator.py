@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import date
 
@@ -110,10 +111,23 @@ def test_server_errors_in_json_and_plain_text(soracom):
     assert api.get_bill("202610").state == "closed"
 
 
-def test_a_slow_soracom_times_out_as_unavailable(soracom):
-    soracom.faults.slow_seconds = 0.5
-    with pytest.raises(SoracomUnavailableError, match=r"Timeout"):
-        client(soracom, timeout_seconds=0.1).get_bill("202610")
+def test_a_slow_soracom_times_out_as_unavailable():
+    # Given Soracom's slowed answers are held until the test releases them (the simulator's sleep): the
+    # client's timeout always comes first, however fast or slow this machine is
+    released = threading.Event()
+
+    def hold(seconds: float) -> None:
+        released.wait(60)  # only a bound for a test that failed before releasing it
+
+    with SoracomSimulator(
+        today=TODAY, auth_key_id="keyId-unit", auth_key="secret-unit-never-logged", sleep=hold
+    ) as sim:
+        sim.faults.slow_seconds = 0.5
+        try:
+            with pytest.raises(SoracomUnavailableError, match=r"Timeout"):
+                client(sim, timeout_seconds=0.1).get_bill("202610")
+        finally:
+            released.set()
 
 
 def test_a_truncated_download_is_unavailable_and_a_forbidden_one_is_a_download_error(soracom):

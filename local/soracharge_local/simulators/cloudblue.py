@@ -334,7 +334,9 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
 
     ``clock`` (monotonic seconds, ``time.monotonic`` by default) times the APS token's life and
     session processing; tests may pass a fake one. ``wall_clock`` (``time.time``) is what OAuth
-    timestamps are checked against and what ``lastUpdateTime`` shows. ``require_uuids`` makes
+    timestamps are checked against and what ``lastUpdateTime`` shows. ``sleep`` (``time.sleep``) is
+    how the ``slow_seconds`` fault waits; tests may pass one they control (one that holds the answer
+    until the test releases it) instead of racing a real delay. ``require_uuids`` makes
     ``subscriptionId``, ``accountId`` and ``resourceId`` of charges APS UUIDs.
 
     ``fired`` counts the faults that actually changed an answer or an outcome (not the faults
@@ -368,6 +370,7 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if auth not in get_args(AuthMode):
             raise ValueError(f"auth must be 'oauth', 'token' or 'both', not {auth!r}")
@@ -389,6 +392,7 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
         super().__init__(host=host, port=port, faults=CloudBlueFaults(), check_fault=_check_fault)
         self._clock = clock
         self._wall_clock = wall_clock
+        self._sleep = sleep
 
         self._token_expires_at = clock() + token_ttl_seconds
         self._nonces: dict[tuple[str, str], int] = {}
@@ -642,7 +646,7 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
                 _log.info("importCharges request #%d: stored, connection dropped (drop_after_processing_next)", packet)
         if targeted and faults.slow_seconds > 0:
             self._fire("slow_seconds")
-            time.sleep(faults.slow_seconds)
+            self._sleep(faults.slow_seconds)
         return response, auth, drop
 
     def _operation(self, operation: Operation, args: Mapping[str, str], request: Request, body: bytes) -> Response:

@@ -287,6 +287,8 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
 
     ``clock`` (a monotonic seconds counter, ``time.monotonic`` by default) times token and URL
     expiry and the rate-limit window; tests may pass a fake one to expire things without waiting.
+    ``sleep`` (``time.sleep``) is how the ``slow_seconds`` fault waits; tests may pass one they control
+    (one that holds the answer until the test releases it) instead of racing a real delay.
 
     ``fired`` counts the faults that actually changed an answer or an outcome (not the faults
     armed), keyed by fault field name: ``rate_limit_next``, ``server_error_next``,
@@ -317,6 +319,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         coupon: Decimal = Decimal(0),
         tax_rate: Decimal | None = None,
         tax_rounding: TaxRounding = "down",
@@ -344,6 +347,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         self.operators: dict[str, SimulatedOperator] = dict(operators or {})
         self._operator_index = {operator: index for index, operator in enumerate(self.operators, 1)}
         self._clock = clock
+        self._sleep = sleep
         self.set_billing(
             {"coupon": str(coupon), "taxRate": None if tax_rate is None else str(tax_rate), "taxRounding": tax_rounding}
         )
@@ -551,7 +555,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         targeted = _targeted(kind, faults)
         if targeted and faults.slow_seconds > 0:
             self._fire("slow_seconds")
-            time.sleep(faults.slow_seconds)
+            self._sleep(faults.slow_seconds)
         try:
             # The edge fails before anything else; the rate limit is per operator, so it comes
             # after authentication (auth itself has no token to check).
@@ -808,7 +812,7 @@ class SoracomSimulator(LoopbackServer[SoracomFaults, RecordedRequest]):
         faults = self._faults
         if faults.only_kind == "download" and faults.slow_seconds > 0:
             self._fire("slow_seconds")
-            time.sleep(faults.slow_seconds)
+            self._sleep(faults.slow_seconds)
         for header in ("X-Soracom-API-Key", "X-Soracom-Token", "Authorization"):
             if header in request.headers:
                 return _s3_error(

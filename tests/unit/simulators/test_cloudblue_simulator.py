@@ -3,7 +3,9 @@
 Each test starts its own simulator on loopback and talks to it with httpx, signing requests with
 oauthlib exactly as the client under test does: ``Client(key, client_secret=..., signature_method=
 SIGNATURE_HMAC_SHA1).sign(url, method, body=None, headers=...)``, the JSON body sent beside the
-signature. Session processing runs on a fake monotonic clock.
+signature. Session processing runs on a fake monotonic clock; OAuth timestamps are checked against a wall
+clock a test may pin, and a slowed answer is held until the test releases it: no test waits for real time to
+pass or races a real delay.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -35,6 +38,10 @@ APS_TOKEN = "sim-aps-token"
 SUBSCRIPTION = "0b6f3c52-1d4e-4a8b-9c7d-2e5f6a7b8c9d"
 RESOURCE = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
 REFERENCE = Path(__file__).resolve().parents[3] / "docs" / "apis"
+#: The wall time a test pins the simulator's clock to (2026-09-21T14:13:20Z).
+PINNED_WALL = 1_790_000_000
+#: How long the test waits for a held answer to be reached (a broken simulator fails, it does not hang).
+HELD_WITHIN_SECONDS = 30
 
 
 class FakeClock:
@@ -45,6 +52,37 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class WallClock:
+    """The simulator's wall clock (what OAuth timestamps are checked against): the real time, or one the test pins."""
+
+    def __init__(self) -> None:
+        self.pinned: float | None = None
+
+    def __call__(self) -> float:
+        return time.time() if self.pinned is None else self.pinned
+
+
+class HeldAnswers:
+    """The simulator's ``sleep``: a slowed answer waits until the test releases it, not for real time to pass.
+
+    ``holding`` is set once an answer is held (the CloudBlue simulator slows an answer after doing the work);
+    ``delays`` are the ``slow_seconds`` asked for, one per slowed answer.
+    """
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.holding = threading.Event()
+        self._released = threading.Event()
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.holding.set()
+        self._released.wait(60)  # only a bound for a test that failed before releasing it
+
+    def release(self) -> None:
+        self._released.set()
 
 
 def charge(**overrides: Any) -> dict[str, Any]:
@@ -95,7 +133,7 @@ class Aps:
         *,
         client: Client | None = None,
         token: str | None = None,
-        timeout: float = 5,
+        timeout: float | httpx.Timeout = 5,
     ) -> httpx.Response:
         headers = {"Accept": "application/json"}
         content = None
@@ -150,8 +188,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def sim(clock: FakeClock) -> Iterator[CloudBlueSimulator]:
-    with CloudBlueSimulator(processing_seconds=10, clock=clock) as simulator:
+def wall() -> WallClock:
+    return WallClock()
+
+
+@pytest.fixture
+def sim(clock: FakeClock, wall: WallClock) -> Iterator[CloudBlueSimulator]:
+    with CloudBlueSimulator(processing_seconds=10, clock=clock, wall_clock=wall) as simulator:
         yield simulator
 
 
@@ -222,11 +265,13 @@ def test_a_request_signed_with_oauthlib_is_accepted_and_recorded_without_its_sig
     ],
 )
 def test_bad_oauth_is_a_401_aps_error(
-    aps: Aps, sim: CloudBlueSimulator, key: str, secret: str, extra: dict[str, Any], reason: str
+    aps: Aps, sim: CloudBlueSimulator, wall: WallClock, key: str, secret: str, extra: dict[str, Any], reason: str
 ) -> None:
-    # When signing with a wrong secret, an unknown key, a timestamp over 300 s off or a token
+    # When signing with a wrong secret, an unknown key, a timestamp over 300 s off (the simulator's wall clock
+    # pinned: how long the request takes changes nothing) or a token
     if "timestamp" in extra:
-        extra = {"timestamp": str(int(time.time()) + extra["timestamp"])}
+        wall.pinned = PINNED_WALL
+        extra = {"timestamp": str(PINNED_WALL + extra["timestamp"])}
     client = Client(key, client_secret=secret, signature_method=SIGNATURE_HMAC_SHA1, **extra)
     response = aps.request("POST", f"{aps.root}/importSessions", client=client)
 
@@ -236,8 +281,9 @@ def test_bad_oauth_is_a_401_aps_error(
 
 
 @pytest.mark.parametrize("skew", [-290, 290])
-def test_a_timestamp_within_300_seconds_is_accepted(aps: Aps, skew: int) -> None:
-    client = aps.oauth(timestamp=str(int(time.time()) + skew))
+def test_a_timestamp_within_300_seconds_is_accepted(aps: Aps, wall: WallClock, skew: int) -> None:
+    wall.pinned = PINNED_WALL  # how long the request takes changes nothing
+    client = aps.oauth(timestamp=str(PINNED_WALL + skew))
     assert aps.request("POST", f"{aps.root}/importSessions", client=client).status_code == 200
 
 
@@ -726,24 +772,30 @@ def test_drop_after_processing_stores_the_packet_and_closes_the_connection(aps: 
     assert sim.faults.drop_after_processing_next == 0
 
 
-def test_slow_seconds_with_only_operation_delays_one_operation_after_doing_the_work(
-    aps: Aps, sim: CloudBlueSimulator
-) -> None:
-    # Given importCharges answers 0.3 s late
-    session_id = aps.open_session()
-    sim.faults.slow_seconds = 0.3
-    sim.faults.only_operation = "importCharges"
+def test_slow_seconds_with_only_operation_delays_one_operation_after_doing_the_work() -> None:
+    held = HeldAnswers()
+    with CloudBlueSimulator(sleep=held) as sim:
+        aps = Aps(sim)
+        try:
+            # Given importCharges answers late: held until the test releases it
+            session_id = aps.open_session()
+            sim.faults.slow_seconds = 0.3
+            sim.faults.only_operation = "importCharges"
 
-    # When the client gives up after 0.05 s
-    with pytest.raises(httpx.ReadTimeout):
-        aps.import_charges(session_id, [charge(extHash="late")], timeout=0.05)
+            # When the client gives up waiting for the answer
+            with pytest.raises(httpx.ReadTimeout):
+                aps.import_charges(session_id, [charge(extHash="late")], timeout=httpx.Timeout(5, read=0.05))
 
-    # Then the packet was stored anyway (the danger a retry must handle), and other calls are not slowed
-    time.sleep(0.4)
-    assert [c["extHash"] for c in sim.charges()] == ["late"]
-    started = time.perf_counter()
-    assert aps.get(session_id).status_code == 200
-    assert time.perf_counter() - started < 0.25
+            # Then the packet was stored anyway, before the answer was held (the danger a retry must handle)
+            assert held.holding.wait(HELD_WITHIN_SECONDS)
+            assert [c["extHash"] for c in sim.charges()] == ["late"]
+            # and other calls are not slowed: getSession is answered while importCharges's answer is still held
+            assert aps.get(session_id).status_code == 200
+            assert held.delays == [0.3]
+            assert sim.fired["slow_seconds"] == 1
+        finally:
+            held.release()
+            aps.http.close()
 
 
 def test_only_operation_targets_server_errors(aps: Aps, sim: CloudBlueSimulator) -> None:

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -45,6 +46,26 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class HeldAnswers:
+    """The simulator's ``sleep``: a slowed answer waits until the test releases it, not for real time to pass.
+
+    ``holding`` is set once an answer is held; ``delays`` are the ``slow_seconds`` asked for, one per slowed answer.
+    """
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.holding = threading.Event()
+        self._released = threading.Event()
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.holding.set()
+        self._released.wait(60)  # only a bound for a test that failed before releasing it
+
+    def release(self) -> None:
+        self._released.set()
 
 
 @pytest.fixture
@@ -721,14 +742,27 @@ def test_only_kind_targets_one_request_kind(sim: SoracomSimulator, api: httpx.Cl
     assert polls == [500, 429, 200]
 
 
-def test_slow_seconds_makes_a_client_time_out(
-    sim: SoracomSimulator, api: httpx.Client, headers: dict[str, str]
-) -> None:
-    sim.faults.slow_seconds = 0.3
-    sim.faults.only_kind = "getBilling"
-    with pytest.raises(httpx.ReadTimeout):
-        api.get(f"/bills/{CLOSED_MONTH}", headers=headers, timeout=0.05)
-    assert api.post(f"/bills/{CLOSED_MONTH}/export?export_mode=async", headers=headers, timeout=0.2).is_success
+def test_slow_seconds_makes_a_client_time_out(clock: FakeClock) -> None:
+    held = HeldAnswers()
+    with (
+        SoracomSimulator(today=TODAY, polls_until_ready=2, clock=clock, sleep=held) as sim,
+        httpx.Client(base_url=f"{sim.base_url}/v1", timeout=5) as api,
+    ):
+        try:
+            # Given getBilling answers late: held until the test releases it
+            headers = authenticate(api)
+            sim.faults.slow_seconds = 0.3
+            sim.faults.only_kind = "getBilling"
+
+            # Then a client that stops waiting times out
+            with pytest.raises(httpx.ReadTimeout):
+                api.get(f"/bills/{CLOSED_MONTH}", headers=headers, timeout=httpx.Timeout(5, read=0.05))
+            # and other kinds are not slowed: an export is answered while the bill's answer is still held
+            assert held.holding.wait(30)
+            assert api.post(f"/bills/{CLOSED_MONTH}/export?export_mode=async", headers=headers).is_success
+            assert held.delays == [0.3]
+        finally:
+            held.release()
 
 
 # -- faults that fired --------------------------------------------------------------------------
