@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -91,3 +94,15 @@ def mutated(draw: st.DrawFn, original: Any, replacements: st.SearchStrategy[Any]
         else:
             parent.insert(last, draw(replacements))
     return value
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+@contextlib.contextmanager
+def raises_exactly(error: type[E], match: str) -> Iterator[pytest.ExceptionInfo[E]]:
+    """``pytest.raises(error, match=match)`` that also refuses a subclass of ``error``: a named regression case
+    asserts the one outcome it promises."""
+    with pytest.raises(error, match=match) as info:
+        yield info
+    assert info.type is error, f"raised {info.type.__name__}, not {error.__name__}"

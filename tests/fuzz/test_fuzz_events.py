@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.parser.models import S3Model
@@ -27,9 +25,8 @@ from soracharge.models.imports import IMPORTABLE_KEY, FollowSessionRequest, Obje
 from soracharge.models.months import _YEAR_MONTH
 from soracharge.models.parsing import parse_input
 
-from tests.fuzz.strategies import JSON_VALUES, TEXT, fuzz, mutated
+from tests.fuzz.strategies import JSON_VALUES, TEXT, fuzz, mutated, raises_exactly
 
-E = TypeVar("E", bound=BaseException)
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 #: Every handler's input model, and the sample events that are its input.
@@ -188,14 +185,6 @@ def test_scheduled_times_give_the_billed_month_or_invalid_input(scheduled_time):
 
 
 # -- regressions: bugs this fuzzing found (each raised something other than InvalidInputError at cb3dea5) --
-
-
-@contextlib.contextmanager
-def raises_exactly(error: type[E], match: str) -> Iterator[pytest.ExceptionInfo[E]]:
-    """``pytest.raises(error, match=match)`` that also refuses a subclass of ``error``."""
-    with pytest.raises(error, match=match) as info:
-        yield info
-    assert info.type is error, f"raised {info.type.__name__}, not {error.__name__}"
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,13 @@ regression tests at the end pin each one down with its minimal input.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -39,7 +38,7 @@ from soracharge.errors import (
 from soracharge.models.charges import ImportSessionInfo
 from soracharge.models.soracom import ExportedFile, ExportStarted, MonthlyBill, SoracomCredentials
 
-from tests.fuzz.strategies import JSON_SCALARS, JSON_VALUES, fuzz, mutated
+from tests.fuzz.strategies import JSON_SCALARS, JSON_VALUES, fuzz, mutated, raises_exactly
 
 CREDENTIALS = SoracomCredentials(auth_key_id="keyId-fuzz", auth_key=SecretStr("secret-fuzz"))
 DOWNLOAD_URL = "https://soracom-exports.s3.ap-northeast-1.amazonaws.com/fe_1.csv?X-Amz-Signature=abc"
@@ -314,15 +313,6 @@ def test_cloudblue_discovery_gives_a_session_or_a_typed_error(found, status):
 # -- regressions: bugs this fuzzing found (each raised an untyped exception at cb3dea5) ---------
 
 DOWNLOAD_HOST = "soracom-exports.s3.ap-northeast-1.amazonaws.com"
-E = TypeVar("E", bound=BaseException)
-
-
-@contextlib.contextmanager
-def raises_exactly(error: type[E], match: str) -> Iterator[pytest.ExceptionInfo[E]]:
-    """``pytest.raises(error, match=match)`` that also refuses a subclass of ``error``."""
-    with pytest.raises(error, match=match) as info:
-        yield info
-    assert info.type is error, f"raised {info.type.__name__}, not {error.__name__}"
 
 
 def soracom_answering(answer: Answer) -> tuple[SoracomClient, Script]:

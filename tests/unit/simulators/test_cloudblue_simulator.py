@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -29,6 +28,8 @@ import simplejson
 from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, Client  # type: ignore[import-untyped, unused-ignore]
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator
 from soracharge_local.simulators.aps_type import APS_TYPE
+
+from tests.unit.simulators.held import HeldAnswers
 
 TYPE_ID = "http://com.odin.rating/charges-import-manager/1.0"
 RESOURCE_ID = "5f0e9a8c-7d1b-4c2e-9a6f-3b8d2e1c0a47"
@@ -62,27 +63,6 @@ class WallClock:
 
     def __call__(self) -> float:
         return time.time() if self.pinned is None else self.pinned
-
-
-class HeldAnswers:
-    """The simulator's ``sleep``: a slowed answer waits until the test releases it, not for real time to pass.
-
-    ``holding`` is set once an answer is held (the CloudBlue simulator slows an answer after doing the work);
-    ``delays`` are the ``slow_seconds`` asked for, one per slowed answer.
-    """
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-        self.holding = threading.Event()
-        self._released = threading.Event()
-
-    def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        self.holding.set()
-        self._released.wait(60)  # only a bound for a test that failed before releasing it
-
-    def release(self) -> None:
-        self._released.set()
 
 
 def charge(**overrides: Any) -> dict[str, Any]:

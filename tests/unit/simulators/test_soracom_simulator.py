@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -25,6 +24,8 @@ import httpx
 import pytest
 from soracharge_local.simulators import SoracomFaults, SoracomSimulator
 from soracharge_local.simulators.soracom_data import COLUMNS
+
+from tests.unit.simulators.held import HeldAnswers
 
 TODAY = date(2026, 11, 22)
 CLOSED_MONTH = "202610"
@@ -46,26 +47,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class HeldAnswers:
-    """The simulator's ``sleep``: a slowed answer waits until the test releases it, not for real time to pass.
-
-    ``holding`` is set once an answer is held; ``delays`` are the ``slow_seconds`` asked for, one per slowed answer.
-    """
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-        self.holding = threading.Event()
-        self._released = threading.Event()
-
-    def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        self.holding.set()
-        self._released.wait(60)  # only a bound for a test that failed before releasing it
-
-    def release(self) -> None:
-        self._released.set()
 
 
 @pytest.fixture
