@@ -18,7 +18,7 @@ export UV_COMPILE_BYTECODE := 1
 #: The browser tests drive this Chromium through playwright (playwright's own browser download is not used).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo-install docs docs-reference browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements layer-size unit integration clean
+.PHONY: install demo-install docs docs-reference browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements layer-size unit integration mutants clean
 
 install: $(VENV)/.installed
 
@@ -95,6 +95,19 @@ unit: install
 
 integration: install
 	$(BIN)/pytest tests/integration
+
+## Mutation testing of the money rules (the modules of [tool.mutmut] in pyproject.toml; not in CI: it takes hours, and
+## resumes where it stopped): mutmut runs in mutants/, where soracharge and the tests are links (its copy, mutants/mutants,
+## must have the package at its root); then each module's score and its surviving mutants.
+## MUTMUT_ARGS goes to `mutmut run`, e.g. MUTMUT_ARGS="--max-children 1 'soracharge.logic.charges.*'".
+mutants: $(UV)
+	$(UV) sync --frozen --inexact --extra local --group mutation --python $(PYTHON)
+	mkdir -p mutants/mutants
+	ln -sfn ../layers/soracharge/soracharge mutants/soracharge
+	ln -sfn ../pyproject.toml mutants/pyproject.toml
+	ln -sfn ../../tests mutants/mutants/tests
+	cd mutants && ../$(BIN)/mutmut run $(MUTMUT_ARGS)
+	$(BIN)/python scripts/mutants.py
 
 ## The layer installs exactly the locked runtime dependencies (sam build reads this file).
 layer-requirements: $(UV)

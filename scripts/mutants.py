@@ -1,0 +1,81 @@
+"""The mutation score of each money module, from the results of the last `mutmut run` (``make mutants``).
+
+    .venv/bin/python scripts/mutants.py
+
+``make mutants`` runs mutmut in ``mutants/`` (see ``[tool.mutmut]`` in pyproject.toml), which keeps each
+module's results in ``mutants/mutants/<module path>.meta``: every mutant's name and the exit code of its
+tests, which mutmut's own table turns into a status. Prints, per module of ``only_mutate``: its mutants,
+how many the tests killed, how many survived, how many no selected test reaches, timed out or were
+suspicious, not yet checked, and the score (killed / checked); then the names of the mutants that survived
+(``cd mutants && ../.venv/bin/mutmut show NAME`` shows one's change).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Where ``make mutants`` runs mutmut: its copy of the code, and the results, are in mutants/mutants.
+RESULTS = ROOT / "mutants" / "mutants"
+COLUMNS = ("mutants", "killed", "survived", "no tests", "timeout", "suspicious", "not checked", "score")
+#: Whatever else mutmut may report (a segfault, a run cut short) counts as suspicious here.
+SHOWN = {"killed", "survived", "no tests", "timeout", "not checked"}
+
+
+def statuses(module: str) -> dict[str, str] | None:
+    """Each mutant of one module (its path from mutants/, as in only_mutate) and its status, or None if not run."""
+    meta = RESULTS / f"{module}.meta"
+    if not meta.is_file():
+        return None
+    codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    return {name: status_by_exit_code[code] for name, code in codes.items()}
+
+
+def numbered(name: str) -> tuple[str, int]:
+    """Sorts a function's mutants by number: x_f__mutmut_2 before x_f__mutmut_10."""
+    function, _, number = name.rpartition("__mutmut_")
+    return function, int(number) if number.isdigit() else 0
+
+
+def row(module: str, found: dict[str, str]) -> list[str]:
+    counts = Counter(status if status in SHOWN else "suspicious" for status in found.values())
+    checked = len(found) - counts["not checked"]
+    score = f"{100 * counts['killed'] / checked:.1f} %" if checked else "-"
+    return [module, str(len(found)), *(str(counts[column]) for column in COLUMNS[1:-1]), score]
+
+
+def main() -> int:
+    modules: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
+    results = {module: statuses(module) for module in modules}
+    rows = [["module", *COLUMNS]] + [row(module, found) for module, found in results.items() if found is not None]
+    widths = [max(len(cells[i]) for cells in rows) for i in range(len(rows[0]))]
+    for cells in rows:
+        print(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+            )
+        )
+    for module, found in results.items():
+        if found is None:
+            print(f"\n{module}: no results yet (make mutants)")
+            continue
+        survivors = sorted((name for name, status in found.items() if status in {"survived", "no tests"}), key=numbered)
+        print(f"\n{module}: {len(survivors)} surviving mutant(s)")
+        for name in survivors:
+            print(f"  {name}" + ("  (no test reaches it)" if found[name] == "no tests" else ""))
+    if any(found for found in results.values()):
+        print("\nA mutant's change: cd mutants && ../.venv/bin/mutmut show NAME")
+        return 0
+    print("No results: run make mutants", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
