@@ -185,6 +185,7 @@ class LocalCloud:
             self._stack.callback(self.async_invocations.wait_idle)
             self._stack.enter_context(self._clock_patches())
             self._stack.enter_context(_atomic_dynamodb_calls())
+            self._stack.enter_context(_step_functions_clients_under(self.runner.environment_lock))
             self._deploy()
         except BaseException:
             self._stack.close()
@@ -606,6 +607,28 @@ def _clear_powertools_metrics() -> None:
     observability = sys.modules.get("soracharge.observability")
     if observability is not None:
         observability.metrics.clear_metrics()
+
+
+@contextmanager
+def _step_functions_clients_under(lock: Any) -> Iterator[None]:
+    """moto's Step Functions threads create their clients (a Task's Lambda client...) holding ``lock``, as
+    :meth:`LocalCloud.client` does: creating a boto3 client reads os.environ whole (urllib's proxy variables)
+    while an in-process Lambda on another thread sets and restores its variables there. Unlocked, a Task read a
+    variable a Lambda had just removed (KeyError) and failed without its function running: a follow execution
+    ended NOT_RATED, "could not follow session N to its end: Exception: '<variable>'"."""
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original = getattr(boto_client, "boto3")  # noqa: B009 (moto does not export it)
+
+    def client(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return original.client(*args, **kwargs)
+
+    setattr(boto_client, "boto3", SimpleNamespace(client=client))  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(boto_client, "boto3", original)  # noqa: B010
 
 
 @contextmanager

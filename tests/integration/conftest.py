@@ -96,6 +96,20 @@ def _fresh_run(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
 
+def follows_ended(cloud: LocalCloud) -> None:
+    """Wait until every follow-import-session execution has ended, and what its end caused (an alert) was delivered.
+
+    A module's tests share one stack: a follow a test started must not outlive it, or it meets the next test's
+    faults (CloudBlue down) and alerts in that test. Call it when a test that imports ends."""
+    cloud.async_invocations.wait_idle()  # the imports that start them
+    sfn = cloud.client("stepfunctions")
+    arn = cloud.state_machines["FollowImportSessionStateMachine"]
+    for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn, statusFilter="RUNNING"):
+        for execution in page["executions"]:
+            list(cloud.follow(execution["executionArn"], timeout_seconds=120))
+    cloud.async_invocations.wait_idle()
+
+
 def empty_prefix(cloud: LocalCloud, prefix: str) -> None:
     """Delete every version under ``prefix`` (a month is exported once: tests start with none)."""
     s3 = cloud.client("s3")

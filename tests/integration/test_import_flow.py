@@ -21,7 +21,7 @@ from soracharge_local.s3_events import Delivery
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
 
 from tests import reference
-from tests.integration.conftest import LAST_MONTH, full_stack
+from tests.integration.conftest import LAST_MONTH, follows_ended, full_stack
 from tests.planning import planned
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,17 +50,6 @@ def _fresh(request: pytest.FixtureRequest) -> Iterator[None]:
     cloud.runner.environment_overrides.pop("IMPORT_CONCURRENCY", None)
     yield
     follows_ended(cloud)
-
-
-def follows_ended(cloud: LocalCloud) -> None:
-    """Wait until every follow-import-session execution has ended, and what its end caused (an alert) was delivered."""
-    cloud.async_invocations.wait_idle()  # the imports that start them
-    sfn = cloud.client("stepfunctions")
-    arn = cloud.state_machines["FollowImportSessionStateMachine"]
-    for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn, statusFilter="RUNNING"):
-        for execution in page["executions"]:
-            list(cloud.follow(execution["executionArn"], timeout_seconds=120))
-    cloud.async_invocations.wait_idle()
 
 
 def use_mapping(cloud: LocalCloud, tmp_path: Path, **changes: Any) -> None:

@@ -24,7 +24,7 @@ from soracharge_local.engine import LocalCloud
 from soracharge_local.s3_events import Delivery
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomFaults, SoracomSimulator
 
-from tests.integration.conftest import LAST_MONTH, full_stack
+from tests.integration.conftest import LAST_MONTH, follows_ended, full_stack
 from tests.planning import planned
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,12 +39,21 @@ def stack(soracom: SoracomSimulator, cloudblue: CloudBlueSimulator) -> Iterator[
 
 
 @pytest.fixture(autouse=True)
-def _fresh(request: pytest.FixtureRequest) -> None:
-    if "stack" in request.fixturenames:
-        cloud: LocalCloud = request.getfixturevalue("stack")
-        request.getfixturevalue("cloudblue").faults = CloudBlueFaults()
-        request.getfixturevalue("soracom").faults = SoracomFaults()
-        cloud.alerts()  # start with none pending
+def _fresh(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts with no faults and no alert pending, and ends with no follow-import-session execution
+    running (one it started must not meet the next test's faults, CloudBlue down, and alert there) and no
+    alert left unread (what its own imports alerted, even once it had ended, is its business)."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    cloud: LocalCloud = request.getfixturevalue("stack")
+    request.getfixturevalue("cloudblue").faults = CloudBlueFaults()
+    request.getfixturevalue("soracom").faults = SoracomFaults()
+    cloud.alerts()  # start with none pending
+    yield
+    follows_ended(cloud)
+    unread = cloud.alerts()
+    assert unread == [], f"alerts the test did not read: {[alert['subject'] for alert in unread]}"
 
 
 def export_and_import(cloud: LocalCloud, month: str, name: str) -> tuple[dict[str, Any], list[Delivery]]:
@@ -64,6 +73,11 @@ def upload(cloud: LocalCloud, key: str, body: bytes, **metadata: str) -> Deliver
 def rated(cloud: LocalCloud, delivery: Delivery) -> dict[str, Any]:
     """Follow the delivery's session to its end; the report then."""
     (report,) = delivery.result["reports"]
+    return followed(cloud, report)
+
+
+def followed(cloud: LocalCloud, report: dict[str, Any]) -> dict[str, Any]:
+    """Follow the session of an import's report to its end (its follow-import-session execution); the report then."""
     obj = report["object"]
     arn = cloud.state_machines["FollowImportSessionStateMachine"].replace(":stateMachine:", ":execution:")
     name = follow_execution_name(f"{obj['bucket']}/{obj['key']}#{obj['versionId']}", report["importSessionId"])
@@ -172,14 +186,15 @@ def test_an_import_that_fails_for_good_alerts_and_the_alert_s_command_redelivers
     )
     stack.async_invocations.wait_idle()
 
-    # Then the file is imported, once, in a closed session
+    # Then the file is imported, once, in a closed session that CloudBlue rates (its follow execution ended)
     version = failed.event["Records"][0]["s3"]["object"]["versionId"]
     key = f"reports/{month}/{version}.json"
     report = json.loads(stack.client("s3").get_object(Bucket=stack.bucket, Key=key)["Body"].read())
     assert report["status"] in ("CLOSED", "PROCESSED")
+    assert followed(stack, report)["status"] == "PROCESSED"
     assert charges_by_identity(cloudblue, [report["importSessionId"]]) == planned_by_identity(body, month)
-    # (another test's follow execution may still be polling CloudBlue in the background: only this month's count)
-    assert [alert for alert in stack.alerts() if alert["subject"].startswith(f"soracharge {month}")] == []
+    # and nobody is alerted again (no other test's follow execution runs: each ends with its test)
+    assert stack.alerts() == []
 
 
 def test_a_rejected_upload_alerts_with_each_problem_and_its_line(stack, soracom):

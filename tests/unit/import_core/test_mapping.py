@@ -237,3 +237,14 @@ def test_the_mapping_is_frozen():
 
 def test_the_tests_mapping_is_valid():
     assert isinstance(parse_mapping(MAPPING_YAML, "m"), Mapping)
+
+
+def test_an_unknown_tag_is_refused_even_after_a_library_taught_yaml_every_tag(monkeypatch):
+    # samtranslator (which the local engine runs to translate the template) registers a constructor for every
+    # "!" tag on yaml.SafeLoader, for the whole process: a mapping read there must still refuse an unknown tag
+    monkeypatch.setattr(yaml.SafeLoader, "yaml_multi_constructors", {"!": lambda loader, suffix, node: {suffix: 1}})
+    assert yaml.safe_load("x: !custom 1") == {"x": {"custom": 1}}  # what a mapping would have become
+    with pytest.raises(
+        MappingError, match=r"line 1, column 4: .*could not determine a constructor for the tag '!custom'"
+    ):
+        parse_mapping("x: !custom 1", "polluted.yaml")

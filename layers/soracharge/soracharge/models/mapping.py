@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping as Mapping_
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -361,6 +361,16 @@ class Mapping(_MappingPart):
         return target
 
 
+class _MappingLoader(yaml.SafeLoader):
+    """YAML's safe loader with constructors of its own, copied when this module loads: a library that registers
+    one on ``yaml.SafeLoader`` for the whole process (samtranslator adds every ``!`` tag, for CloudFormation's
+    ``!Ref``..., when the local engine translates the template) cannot make a mapping's unknown tag into data.
+    An unknown tag stays a mistake, named with its line, wherever the mapping is read."""
+
+    yaml_constructors: ClassVar[dict[Any, Any]] = dict(yaml.SafeLoader.yaml_constructors)
+    yaml_multi_constructors: ClassVar[dict[Any, Any]] = {}
+
+
 def parse_mapping(text: str | dict[str, Any], source: str) -> Mapping:
     """Validate a mapping file's YAML text (or an already parsed dict); ``source`` names it in errors.
 
@@ -382,7 +392,7 @@ def parse_mapping(text: str | dict[str, Any], source: str) -> Mapping:
     try:
         _refuse_duplicate_keys(root, source)
         _refuse_placeholders(root, None, source)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_MappingLoader)  # noqa: S506 (a SafeLoader of its own: see _MappingLoader)
     except RecursionError:
         raise MappingError(f"{source}: the YAML is nested too deeply or refers to itself (an alias)") from None
     except yaml.MarkedYAMLError as exc:
