@@ -33,6 +33,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -142,7 +143,7 @@ def reader_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     environment = {**clean_environment(), "SORACHARGE_LOCAL_INSTANT_WAITS": "1"}
     soracharge = str(VENV_BIN / "soracharge")
     mapping = folder / "my-mapping.yaml"
-    mapping.write_text((REPO / "examples/mapping.example.yaml").read_text(encoding="utf-8") + "", encoding="utf-8")
+    mapping.write_text((REPO / "examples/mapping.example.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     add_coupon_item(mapping)
     for arguments in (
         ["export", "--month", month, "--out", "bill.csv"],
@@ -175,7 +176,7 @@ def corrected(row: str, header: str) -> str:
     values = row.rstrip("\r\n").split(",")
     quantity, amount = names.index("quantity"), names.index("amount")
     values[quantity] = str(int(values[quantity]) * 2)
-    values[amount] = format(2 * float(values[amount]), "f").rstrip("0").rstrip(".")
+    values[amount] = str(2 * Decimal(values[amount]))
     return ",".join(values) + row[len(row.rstrip("\r\n")) :]
 
 
