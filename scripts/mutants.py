@@ -6,24 +6,34 @@
 module's results in ``mutants/mutants/<module path>.meta``: every mutant's name and the exit code of its
 tests, which mutmut's own table turns into a status. Prints, per module of ``only_mutate``: its mutants,
 how many the tests killed, how many survived, how many no selected test reaches, timed out or were
-suspicious, not yet checked, and the score (killed / checked); then the names of the mutants that survived
-(``cd mutants && ../.venv/bin/mutmut show NAME`` shows one's change).
+suspicious, not yet checked, how many survived but are named as equivalent in ``tests/equivalent_mutants.toml``
+(no input tells them from the code, for the reason written there), and the score: killed / (checked - equivalent);
+then the names of the mutants that survived and are not named equivalent (``cd mutants && ../.venv/bin/mutmut show
+NAME`` shows one's change).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tomllib
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from mutmut.mutation.diff_apply import get_diff_for_mutant
 from mutmut.stats import status_by_exit_code
+from mutmut.utils.format_utils import orig_function_and_class_names_from_key
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Where ``make mutants`` runs mutmut: its copy of the code, and the results, are in mutants/mutants.
 RESULTS = ROOT / "mutants" / "mutants"
-COLUMNS = ("mutants", "killed", "survived", "no tests", "timeout", "suspicious", "not checked", "score")
+EQUIVALENTS = ROOT / "tests" / "equivalent_mutants.toml"
+COLUMNS = (
+    "mutants", "killed", "survived", "no tests", "timeout", "suspicious", "not checked", "equivalent", "score"
+)  # fmt: skip
 #: Whatever else mutmut may report (a segfault, a run cut short) counts as suspicious here.
 SHOWN = {"killed", "survived", "no tests", "timeout", "not checked"}
 
@@ -43,17 +53,59 @@ def numbered(name: str) -> tuple[str, int]:
     return function, int(number) if number.isdigit() else 0
 
 
-def row(module: str, found: dict[str, str]) -> list[str]:
+def equivalents() -> set[tuple[str, str, str, str]]:
+    """The named equivalent mutants: (module, function, removed line, added line)."""
+    entries = tomllib.loads(EQUIVALENTS.read_text())["equivalent"]
+    return {(e["module"], e["function"], e["removed"].strip(), e["added"].strip()) for e in entries}
+
+
+@contextmanager
+def in_results() -> Iterator[None]:
+    """mutmut reads a mutant's change from where it ran (mutants/)."""
+    before = Path.cwd()
+    os.chdir(RESULTS.parent)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def change(module: str, name: str) -> tuple[str, str, str, str]:
+    """A mutant's (module, function, removed line, added line), as an equivalents entry names it."""
+    function, class_name = orig_function_and_class_names_from_key(name)
+    diff = get_diff_for_mutant(name, path=module).splitlines()
+    removed = " ".join(line[1:].strip() for line in diff if line.startswith("-") and not line.startswith("---"))
+    added = " ".join(line[1:].strip() for line in diff if line.startswith("+") and not line.startswith("+++"))
+    return module, f"{class_name}.{function}" if class_name else function, removed, added
+
+
+def survivors(found: dict[str, str]) -> list[str]:
+    return sorted((name for name, status in found.items() if status in {"survived", "no tests"}), key=numbered)
+
+
+def row(module: str, found: dict[str, str], equivalent: set[str]) -> list[str]:
     counts = Counter(status if status in SHOWN else "suspicious" for status in found.values())
-    checked = len(found) - counts["not checked"]
+    for name in equivalent:
+        counts[found[name]] -= 1
+    checked = len(found) - counts["not checked"] - len(equivalent)
     score = f"{100 * counts['killed'] / checked:.1f} %" if checked else "-"
-    return [module, str(len(found)), *(str(counts[column]) for column in COLUMNS[1:-1]), score]
+    cells = [str(len(equivalent)) if column == "equivalent" else str(counts[column]) for column in COLUMNS[1:-1]]
+    return [module, str(len(found)), *cells, score]
 
 
 def main() -> int:
     modules: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
     results = {module: statuses(module) for module in modules}
-    rows = [["module", *COLUMNS]] + [row(module, found) for module, found in results.items() if found is not None]
+    named = equivalents()
+    with in_results():
+        equivalent = {
+            module: {name for name in survivors(found) if change(module, name) in named}
+            for module, found in results.items()
+            if found is not None
+        }
+    rows = [["module", *COLUMNS]] + [
+        row(module, found, equivalent[module]) for module, found in results.items() if found is not None
+    ]
     widths = [max(len(cells[i]) for cells in rows) for i in range(len(rows[0]))]
     for cells in rows:
         print(
@@ -66,9 +118,9 @@ def main() -> int:
         if found is None:
             print(f"\n{module}: no results yet (make mutants)")
             continue
-        survivors = sorted((name for name, status in found.items() if status in {"survived", "no tests"}), key=numbered)
-        print(f"\n{module}: {len(survivors)} surviving mutant(s)")
-        for name in survivors:
+        left = [name for name in survivors(found) if name not in equivalent[module]]
+        print(f"\n{module}: {len(left)} surviving mutant(s) not named equivalent")
+        for name in left:
             print(f"  {name}" + ("  (no test reaches it)" if found[name] == "no tests" else ""))
     if any(found for found in results.values()):
         print("\nA mutant's change: cd mutants && ../.venv/bin/mutmut show NAME")

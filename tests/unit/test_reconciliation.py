@@ -7,7 +7,7 @@ rule (``soracom_bill_amount``), written apart from the code under test.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 from hypothesis import given
@@ -187,3 +187,111 @@ def test_cloudblue_accepting_more_than_the_csv_a_doubled_packet_unbalances_the_m
     assert result.difference == 0  # the CSV itself makes the bill: only what CloudBlue accepted is wrong
     assert "CloudBlue accepted 16542.56, not the CSV's 8271.28" in result.note
     assert not reconciled("100.5", None, imported="100.51").balanced  # a file without a bill: the same
+
+
+DOWN = TaxSettings(rate=D("0.10"), rounding="down")
+
+
+@pytest.mark.parametrize(
+    ("csv_sum", "bill", "currency", "coupon", "tax", "note"),
+    [
+        pytest.param(
+            "8271.28", "8549", "JPY", "500", None,
+            "the bill is 777 JPY above the steps, but it matches tax at 10% on top: if Soracom's amount includes "
+            'tax, set reconciliation.tax.rate: "0.10" (and tax.rounding: down) in the mapping',
+            id="tax-included-bill-rounded-down",
+        ),
+        pytest.param(
+            "8271.28", "8550", "JPY", "500", None,
+            "the bill is 778 JPY above the steps, but it matches tax at 10% on top: if Soracom's amount includes "
+            'tax, set reconciliation.tax.rate: "0.10" (and tax.rounding: up) in the mapping',
+            id="tax-included-bill-rounded-up",
+        ),
+        pytest.param(
+            "8271.28", "7772", "JPY", "500", DOWN,
+            "the bill is 777 JPY below the steps, but it matches no tax: Soracom's amount has none, remove "
+            "reconciliation.tax from the mapping",
+            id="tax-set-but-the-bill-has-none",
+        ),
+        pytest.param(
+            "8271.28", "8550", "JPY", "500", DOWN,
+            "the bill is 1 JPY above the steps, but it matches tax rounded up: set reconciliation.tax.rounding: up "
+            "in the mapping",
+            id="tax-rounded-the-other-way",
+        ),
+        pytest.param(
+            "8271.28", "9099", "JPY", "500", DOWN,
+            "the bill is 550 JPY above the steps, but it matches the bill before its 500 coupon: the bill's amount "
+            "may not include the coupon Soracom reported",
+            id="coupon-not-taken-off-a-taxed-bill",
+        ),
+        pytest.param(
+            "100.2", "0", "JPY", "500", None,
+            "the coupon applied (500 JPY) is more than the CSV's rounded total (101 JPY): Soracom applies a coupon "
+            "up to the month's charges, so the CSV may lack rows or the bill's coupon is not this month's; check "
+            "the export",
+            id="coupon-above-the-total",
+        ),
+        pytest.param(
+            "100.2", "5", "JPY", "101", None,
+            "short by 5 JPY: the bill counts more than the CSV holds, so the CSV may be incomplete (a truncated "
+            "export, or rows missing); check the export",
+            id="coupon-equal-to-the-total-is-not-above-it",
+        ),
+        pytest.param(
+            "151.2301", "151.74", "USD", "0", None,
+            "short by 0.5 USD: the bill counts more than the CSV holds, so the CSV may be incomplete (a truncated "
+            "export, or rows missing); check the export",
+            id="short-by-less-than-one-dollar",
+        ),
+        pytest.param(
+            "9000.10", "8272", "JPY", "0", None,
+            "over by 729 JPY: the CSV holds more than the bill counts (rows of another month or account, rows "
+            "given twice, or a coupon or credit the bill does not show); check the export",
+            id="over",
+        ),
+        pytest.param(
+            "8271.28", "8549", "JPY", "500", DOWN,
+            "the bill is the CSV's sum rounded up (+0.72 JPY), less the 500 JPY coupon, plus tax at 10% "
+            "(rounded down) (+777 JPY)",
+            id="balanced-every-step",
+        ),
+        pytest.param(
+            "8272.000", "8272", "JPY", "0", None,
+            "the bill is the CSV's sum rounded up (+0 JPY)",
+            id="balanced-nothing-to-round",
+        ),
+        pytest.param(
+            "8271.9999999", "8272", "JPY", "0", None,
+            "the bill is the CSV's sum rounded up (+0.0000001 JPY)",
+            id="balanced-a-tiny-fraction-written-plainly",
+        ),
+        pytest.param(
+            "-100.5", "-110", "JPY", "0", DOWN,
+            "the bill is the CSV's sum rounded up (+0.5 JPY), plus tax at 10% (rounded down) (-10 JPY)",
+            id="balanced-a-month-of-credits",
+        ),
+    ],
+)  # fmt: skip
+def test_the_note_a_person_reads_says_word_for_word_why_the_month_does_or_does_not_balance(
+    csv_sum, bill, currency, coupon, tax, note
+):
+    assert reconciled(csv_sum, bill, currency=currency, coupon=coupon, tax=tax).note == note
+
+
+def test_an_uploaded_file_says_it_has_no_bill_and_its_one_step_is_the_csv_sum():
+    result = reconciled("100.5", None)
+    assert result.note == "uploaded file: no Soracom bill amount to compare with"
+    assert [(s.kind, s.label, s.amount) for s in result.steps] == [("csv-sum", "CSV sum (Σ amount)", D("100.5"))]
+
+
+def test_the_reconciliation_is_exact_whatever_decimal_precision_the_caller_has_set():
+    with localcontext(prec=6):
+        result = reconciled("8271.2834567", "8272")
+    assert result.balanced
+    assert result.steps[1].change == D("0.7165433")
+
+
+def test_a_bill_in_a_currency_soracom_does_not_bill_in_is_refused_not_rounded_by_a_guess():
+    with pytest.raises(ValueError, match="GBP"):
+        reconciled("100.2", "101", currency="GBP")

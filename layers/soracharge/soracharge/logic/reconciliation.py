@@ -197,7 +197,11 @@ def _alternatives(tax: TaxSettings | None, bill: BillFacts) -> Iterator[tuple[_C
 
 
 def _unit(currency: str) -> Decimal:
-    return CURRENCY_UNITS.get(currency, Decimal("0.01"))
+    """The unit Soracom rounds ``currency`` to. A bill is only ever in JPY, USD or EUR (the import refuses any
+    other currency before it plans), so another one here is a caller's mistake: refused, never a guessed unit."""
+    if currency not in CURRENCY_UNITS:
+        raise ValueError(f"Soracom bills in {', '.join(CURRENCY_UNITS)}, not {currency!r}: no rounding unit for it")
+    return CURRENCY_UNITS[currency]
 
 
 def _percent(rate: Decimal) -> str:
