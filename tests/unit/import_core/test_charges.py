@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 from soracharge.errors import ImportRejectedError
+from soracharge.logic import guards
 from soracharge.logic.charges import charge_hash, ext_charge_id, plan_import
-from soracharge.models.charges import Charge, ChargesPacket, ImportSessionInfo
+from soracharge.models.charges import Charge, ChargesPacket, ImportSessionInfo, ProblemKind
 from soracharge.models.mapping import parse_mapping
 from soracharge_local.simulators.soracom_data import generate_billing_csv
 
@@ -25,7 +26,10 @@ from tests.unit.import_core.builders import (
     IMSI_2,
     RES_BASIC,
     RES_DATA,
+    SUB_ACME,
+    SUB_DEFAULT,
     SUB_TOKYO,
+    SUPPORT,
     billing_csv,
     mapping,
     plan,
@@ -308,3 +312,76 @@ def test_the_fast_path_refuses_charges_that_do_not_add_up_to_the_csv(monkeypatch
     monkeypatch.setattr(billing_frame, "read_frame", short)
     with pytest.raises(AssertionError, match=r"Σ totalPrice 3023\.12 differs from Σ amount 3043\.12: a bug, nothing"):
         plan(billing_csv(A_MONTH))
+
+
+# --- exact at the reader's bounds, and what a refused file still shows ---------------------------------------
+
+#: The largest amount a row may write: 20 digits before the point and 18 after (38, past Decimal's default 28).
+HUGE = "99999999999999999999.999999999999999999"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+def test_amounts_at_the_readers_bounds_add_up_exactly_whatever_the_callers_decimal_context(fast):
+    # Given a mapping that lets rows be that large, rows of the largest amount: a customer's and one nobody owns
+    chosen = mapping(checks='{rowAmountLimit: "1e21"}')
+    rows = [
+        row(unit_price=HUGE, amount=HUGE),
+        row(imsi=IMSI_2, unit_price=HUGE, amount=HUGE),
+        row(imsi="", customer="", item=SUPPORT, unit_price=HUGE, amount=HUGE),
+        row(imsi="", customer="", item=SUPPORT, date="20261002", unit_price="0.000000000000000001",
+            amount="0.000000000000000001"),
+    ]  # fmt: skip
+    with localcontext(prec=6):
+        result = plan(billing_csv(rows), chosen, fast=fast)
+
+    # Then every sum is exact to the last of its 41 digits
+    assert result.accepted, result.problems
+    assert result.csv_sum == result.charges_sum == Decimal("299999999999999999999.999999999999999998")
+    assert result.unowned_per_item == {SUPPORT: Decimal("100000000000000000000.000000000000000000")}
+    assert result.per_subscription[SUB_TOKYO] == Decimal("199999999999999999999.999999999999999998")
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+def test_a_file_of_another_month_is_named_as_that_months_bill_in_the_first_line(fast):
+    result = plan(billing_csv([row(date="20260901"), row(date="20260902"), row(date="202609")]), fast=fast)
+
+    assert result.kinds == {ProblemKind.MONTH: 3}
+    assert result.other_months == {"202609": 3}
+    assert guards.diagnosis(result) == (
+        "every row of the file is dated in 202609 (3 rows), none in 202610: it is 202609's bill; "
+        "did you mean the month 202609? (--month 202609, or uploads/202609/)"
+    )
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+def test_a_refused_file_still_shows_what_each_subscription_would_have_been_charged(fast):
+    # Given a file refused for one unmapped item, with two rows of Tokyo's, one of Acme's and one of nobody's
+    rows = [
+        row(amount="10"),
+        row(item=DATA, unit_price="0.2", quantity="12.5", amount="2.5"),
+        row(imsi=IMSI_2, customer="Acme Logistics", amount="10"),
+        row(imsi="", customer="", item=SUPPORT, unit_price="3000", amount="3000"),
+        row(item="Mystery", amount="10"),
+    ]
+    result = plan(billing_csv(rows), fast=fast)
+
+    assert not result.accepted
+    assert result.charges == []
+    assert result.unmapped_rows == 1
+    # Then the report's per-subscription figures are the rows that mapped, the unmapped one aside
+    assert result.per_subscription == {SUB_TOKYO: Decimal("12.5"), SUB_ACME: Decimal(10), SUB_DEFAULT: Decimal(3000)}
+
+
+def test_a_sims_rows_at_two_unit_prices_make_a_charge_with_no_unit_price_even_when_one_would_multiply_out():
+    # Given two bill items of one SIM on one resource, at 10 and at 20 a unit: 1 unit at 10, and 0 at 20
+    chosen = parse_mapping(EXAMPLE_MAPPING.read_text(encoding="utf-8"), "example")  # basicCharge-* is one item
+    content = (
+        "imsi,date,billItemName,unitPrice,quantity,amount,customer\r\n"
+        "440103000000001,202610,basicCharge-plan-D,10,1,10,東京ガス\r\n"
+        "440103000000001,202610,basicCharge-planX2,20,0,0,東京ガス\r\n"
+    ).encode()
+    for fast in (True, False):
+        result = plan(content, chosen, fast=fast)
+        (charge,) = result.charges
+        # Then the charge is 10 for 1 unit, and says no unit price: its rows do not share one
+        assert (charge.total_price, charge.amount, charge.unit_price) == (Decimal(10), Decimal(1), None)

@@ -60,6 +60,11 @@ def planned(data: bytes, chosen: Mapping, *, fast_path: bool, **kwargs: object) 
     return fast, reference
 
 
+def same_figures(fast: ImportPlan, reference: ImportPlan) -> bool:
+    """Every field of the two plans but their charges (compared packet by packet: ``same_packets``)."""
+    return fast.model_dump(exclude={"charges"}) == reference.model_dump(exclude={"charges"})
+
+
 def same_packets(fast: ImportPlan, reference: ImportPlan) -> bool:
     return [p.to_json_bytes() for p in fast.packets(9)] == [p.to_json_bytes() for p in reference.packets(9)]
 
@@ -69,13 +74,8 @@ def test_a_simulator_month_takes_the_fast_path_and_plans_exactly_what_the_python
     data = generate_billing_csv(MONTH, coverage=coverage, sims=60).content
     fast, reference = planned(data, chosen, fast_path=True)
     assert isinstance(fast.charges, FrameCharges)
-    assert (fast.rows, fast.csv_sum, fast.per_customer, fast.per_item) == (
-        reference.rows,
-        reference.csv_sum,
-        reference.per_customer,
-        reference.per_item,
-    )
-    assert fast.per_subscription == reference.per_subscription
+    # every figure of the plan (what the report shows: SIMs and devices per customer, rows no one owns...)
+    assert same_figures(fast, reference)
     assert same_packets(fast, reference)
     assert [packets.total(i) for packets in [fast.packets(0)] for i in range(len(packets))] == [
         sum((c.total_price for c in p.charges), Decimal(0)) for p in reference.packets(0)

@@ -394,3 +394,21 @@ def test_a_whole_operators_bill_shares_nothing_and_its_differences_need_no_alloc
         assert diff_plan.accepted, diff_plan.problems
         (charge,) = diff_plan.charges
         assert (charge.subscription_id, charge.resource_id, charge.total_price) == (SUB_NORTH, RES_VPG, Decimal(200))
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "python-reader"])
+def test_a_rule_sharing_two_bill_items_makes_one_share_each_named_by_both_items_at_quantity_one(fast):
+    rows = [*ROWS, ",vpg-0002,202610,vpgBasicCharge-typeF,790,1,790,"]
+    chosen = mapping('  - {match: "vpgBasicCharge*", by: amount}\n  - {match: "freeTier*", by: amount}', default=True)
+    data = (HEADER + "".join(f"{row}\r\n" for row in rows)).encode()
+    plan = (
+        plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=chosen)
+        if fast
+        else _python_plan(io.BytesIO(data), MONTH, "JPY", chosen, "", "")
+    )
+    assert plan.accepted, plan.problems
+    vpg = [c for c in plan.charges if c.resource_id == RES_VPG]
+    assert sum(c.total_price for c in vpg) == Decimal(1790)
+    assert {(c.attributes or {})["billItemName"] for c in vpg} == {"vpgBasicCharge-typeE | vpgBasicCharge-typeF"}
+    assert {c.amount for c in vpg} == {Decimal(1)}
+    assert all(c.unit_price == c.total_price for c in vpg)

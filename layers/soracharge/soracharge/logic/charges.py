@@ -68,6 +68,10 @@ from soracharge.models.mapping import CustomerTarget, ItemTarget, Mapping
 from soracharge.models.months import parse_month
 
 _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
+#: Exact arithmetic for every sum and product of a plan: a row's amount has at most 20 digits before the point
+#: and 18 after (the readers refuse more), so 80 digits hold any sum of a file's rows and any unitPrice × quantity,
+#: past the default context's 28; an inexact or invalid result would raise, never round.
+_EXACT = Context(prec=80, traps=[Inexact, InvalidOperation])
 _ID_SUFFIX = re.compile(r"[a-z0-9]{1,16}(-[a-z0-9]{1,16}){0,2}", re.ASCII)
 
 
@@ -192,7 +196,7 @@ def _fast_plan(
     from soracharge.logic.polars_engine import pl
 
     try:
-        with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+        with localcontext(_EXACT):
             read = read_frame(stream, month=month, mapping=mapping, currency=currency)
             if read is None:
                 return None
@@ -232,9 +236,7 @@ def _fast_plan(
 def _python_plan(
     stream: BinaryIO, month: str, currency: str, mapping: Mapping, source: str, id_suffix: str
 ) -> ImportPlan:
-    # Exact arithmetic: amounts may have 20 digits before the point and 18 after, more than the
-    # default context's 28 significant digits; an inexact result would raise instead of rounding.
-    with _cyclic_gc_paused(), localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+    with _cyclic_gc_paused(), localcontext(_EXACT):
         read = read_billing_csv(stream, month=month, mapping=mapping)
         splits = _shared(read, mapping, currency) if mapping.shared and not read.problem_count else []
         charges = (
@@ -273,7 +275,7 @@ def _python_plan(
 
 def _unowned(read: BillingRows) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = {}
-    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+    with localcontext(_EXACT):
         for key, tally in read.tallies.items():
             if not tally.customer:
                 totals[key[1]] = totals.get(key[1], Decimal(0)) + tally.amount
@@ -333,7 +335,7 @@ def _per_subscription(read: BillingRows, mapping: Mapping, charges: list[Charge]
 
 
 def build_charges(
-    read: BillingRows, *, mapping: Mapping, currency: str, id_suffix: str = "", splits: Iterable[SharedSplit] = ()
+    read: BillingRows, *, mapping: Mapping, currency: str, id_suffix: str, splits: Iterable[SharedSplit]
 ) -> list[Charge]:
     """The charges of a file read without problems, sorted by ``extChargeId``: the rows' own, and the
     ``splits`` of the costs shared out (``logic/shares.py``), one charge per customer's share.
@@ -443,12 +445,12 @@ class ChargeBuilder:
         month: str,
         currency: str,
         mapping: Mapping,
-        id_suffix: str = "",
-        notes: dict[tuple[str, str], str] | None = None,
+        id_suffix: str,
+        notes: dict[tuple[str, str], str],
     ) -> None:
         self._month = month
         #: What a charge says of its thing, by (resource, thing), where it is not what describe_thing says.
-        self._notes = notes or {}
+        self._notes = notes
         self._currency = currency
         self._charge_type = mapping.charge_type
         self._suffix = f"-{id_suffix}" if id_suffix else ""  # an additional file's (plan_import checks it)
@@ -497,7 +499,7 @@ class ChargeBuilder:
         before_month = after_month = ""
         attributes = {"billItemName": name, "month": month}
         if thing:
-            note = self._notes.get((resource, thing)) if self._notes else None
+            note = self._notes.get((resource, thing))
             description = f"{description} ({note or describe_thing(thing)})"
             device = split_thing(thing)
             key, value = device if device is not None else ("imsi", thing)
