@@ -39,6 +39,7 @@ from tests.unit.import_core.builders import (
 )
 
 #: The test mapping's customers (subscription, account) and items (resource), as MAPPING_YAML writes them.
+IMSI_3 = "440103000000003"
 TARGETS = {"東京ガス": (SUB_TOKYO, ACCOUNT_TOKYO), "Acme Logistics": (SUB_ACME, ""), "": (SUB_DEFAULT, "")}
 RESOURCES = {BASIC: RES_BASIC, DATA: RES_DATA, SUPPORT: RES_SUPPORT}
 
@@ -46,6 +47,15 @@ ROWS = [
     row(date="20261001"),
     *[row(imsi=IMSI_2, date="20261002", customer="Acme Logistics")] * 3,  # the same row three times
     row(date="202610", item=DATA, unit_price="0.0000001", quantity="1", amount="0.0000001"),  # below 1E-6
+    row(
+        imsi=IMSI_3,
+        date="202610",
+        item=DATA,
+        unit_price="2",
+        quantity="0.0000005",
+        amount="0.000001",
+        customer="Acme Logistics",
+    ),
     row(imsi="", date="202610", customer="", item=SUPPORT, unit_price="3000", amount="3000"),
 ]
 
@@ -100,12 +110,14 @@ def test_by_default_a_sims_rows_make_one_charge_with_the_documented_id_and_hash(
         documented_id([MONTH, SUB_TOKYO, ACCOUNT_TOKYO, RES_BASIC, IMSI_1]),
         documented_id([MONTH, SUB_TOKYO, ACCOUNT_TOKYO, RES_DATA, IMSI_1]),
         documented_id([MONTH, SUB_ACME, "", RES_BASIC, IMSI_2]),
+        documented_id([MONTH, SUB_ACME, "", RES_DATA, IMSI_3]),
         documented_id([MONTH, SUB_DEFAULT, "", RES_SUPPORT, ""]),
     }
     assert {c.ext_charge_id for c in result.charges} == expected
     assert [c.ext_hash for c in result.charges] == [documented_hash(c) for c in result.charges]
-    tiny = next(c for c in result.charges if c.resource_id == RES_DATA)
-    assert b'"totalPrice":0.0000001' in ChargesPacket(import_session_id=1, charges=[tiny]).to_json_bytes()
+    tiny = {(c.attributes or {})["imsi"]: c for c in result.charges if c.resource_id == RES_DATA}
+    assert b'"totalPrice":0.0000001' in ChargesPacket(import_session_id=1, charges=[tiny[IMSI_1]]).to_json_bytes()
+    assert b'"amount":0.0000005' in ChargesPacket(import_session_id=1, charges=[tiny[IMSI_3]]).to_json_bytes()
 
 
 def test_a_global_or_additional_files_ids_carry_their_marks_after_the_documented_hash():
@@ -125,9 +137,11 @@ def test_the_ids_of_a_known_month_stay_as_they_are_across_releases():
         (c.attributes or {})["imsi"]: c.ext_charge_id
         for c in plan(billing_csv(ROWS[:1]), mapping(aggregation="none")).charges
     }
-    default = {c.resource_id: c.ext_charge_id for c in plan(billing_csv(ROWS), mapping()).charges}
+    default = {
+        (c.resource_id, (c.attributes or {}).get("imsi", "")): c.ext_charge_id
+        for c in plan(billing_csv(ROWS), mapping()).charges
+    }
 
     assert none == {IMSI_1: "sc-202610-55e8bfcb326980c3064d930af772b302"}
-    assert default[RES_BASIC] != default[RES_DATA]
-    assert default[RES_DATA] == "sc-202610-8d99ac040125d8b72605b36b676907a2"
-    assert default[RES_SUPPORT] == "sc-202610-1893798d16c997c635674900e2d33ce1"
+    assert default[RES_DATA, IMSI_1] == "sc-202610-8d99ac040125d8b72605b36b676907a2"
+    assert default[RES_SUPPORT, ""] == "sc-202610-1893798d16c997c635674900e2d33ce1"

@@ -328,16 +328,16 @@ def test_amounts_at_the_readers_bounds_add_up_exactly_whatever_the_callers_decim
         row(unit_price=HUGE, amount=HUGE),
         row(imsi=IMSI_2, unit_price=HUGE, amount=HUGE),
         row(imsi="", customer="", item=SUPPORT, unit_price=HUGE, amount=HUGE),
-        row(imsi="", customer="", item=SUPPORT, date="20261002", unit_price="0.000000000000000001",
-            amount="0.000000000000000001"),
+        row(imsi="", customer="", item=SUPPORT, date="20261002", unit_price="0.000000000000000002",
+            amount="0.000000000000000002"),
     ]  # fmt: skip
     with localcontext(prec=6):
         result = plan(billing_csv(rows), chosen, fast=fast)
 
     # Then every sum is exact to the last of its 41 digits
     assert result.accepted, result.problems
-    assert result.csv_sum == result.charges_sum == Decimal("299999999999999999999.999999999999999998")
-    assert result.unowned_per_item == {SUPPORT: Decimal("100000000000000000000.000000000000000000")}
+    assert result.csv_sum == result.charges_sum == Decimal("299999999999999999999.999999999999999999")
+    assert result.unowned_per_item == {SUPPORT: Decimal("100000000000000000000.000000000000000001")}
     assert result.per_subscription[SUB_TOKYO] == Decimal("199999999999999999999.999999999999999998")
 
 

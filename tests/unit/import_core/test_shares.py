@@ -358,6 +358,7 @@ def test_a_shared_rule_with_a_typo_is_refused_before_it_sends_a_cost_elsewhere(r
         plan = plan_import(stream, month=MONTH, currency="JPY", mapping=chosen)
         assert not plan.accepted
         assert plan.problems[0].kind is ProblemKind.NEAR_MISS
+        assert plan.kinds == {ProblemKind.NEAR_MISS: 1}  # what the report's count by kind says
         assert words in plan.problems[0].message, plan.problems[0].message
 
 
@@ -412,3 +413,19 @@ def test_a_rule_sharing_two_bill_items_makes_one_share_each_named_by_both_items_
     assert {(c.attributes or {})["billItemName"] for c in vpg} == {"vpgBasicCharge-typeE | vpgBasicCharge-typeF"}
     assert {c.amount for c in vpg} == {Decimal(1)}
     assert all(c.unit_price == c.total_price for c in vpg)
+
+
+def test_a_refused_file_with_shared_costs_lists_its_own_problem_alone_and_no_split():
+    # Given a file refused for one row of an item no rule maps, under rules that share the VPG and the free tier
+    plan = plan_of(mapping(BY_AMOUNT, default=True), *ROWS, "440109,,202610,mysteryCharge,1,1,1,東京ガス")
+
+    # Then its one problem is that row's, it shares nothing, and each subscription's figure leaves out the
+    # costs the rules would have shared (support goes where its rule sends it)
+    assert [(p.line, p.value) for p in plan.problems] == [(10, "mysteryCharge")]
+    assert plan.shares == []
+    assert plan.per_subscription == {
+        SUB_TOKYO: Decimal(530),
+        SUB_ACME: Decimal(930),
+        SUB_NORTH: Decimal(330),
+        SUB_PROVIDER: Decimal(3000),
+    }

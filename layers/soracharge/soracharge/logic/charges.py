@@ -64,7 +64,7 @@ from soracharge.models.accounts import BillAccount
 from soracharge.models.charges import Charge, ImportPlan, ProblemKind, SharedSplit, canonical_decimal_text
 from soracharge.models.coverage import ID_SUFFIXES, Coverage
 from soracharge.models.devices import SHARE, describe_thing, split_thing
-from soracharge.models.mapping import CustomerTarget, ItemTarget, Mapping
+from soracharge.models.mapping import ItemTarget, Mapping
 from soracharge.models.months import parse_month
 
 _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
@@ -328,8 +328,10 @@ def _per_subscription(read: BillingRows, mapping: Mapping, charges: list[Charge]
             totals[charge.subscription_id] = totals.get(charge.subscription_id, Decimal(0)) + charge.total_price
         return totals
     for key, tally in read.tallies.items():
+        if shares.is_shared(tally.customer, key[1], mapping):
+            continue  # a cost a rule shares out by a basis: no subscription's own, and not split in a refused file
         target = mapping.target_of(tally.customer, key[1])
-        if target is not None:  # None: a row a `shared` rule shares out
+        if target is not None:  # None: a customer the mapping has no subscription for (a problem of the file)
             totals[target.subscription] = totals.get(target.subscription, Decimal(0)) + tally.amount
     return totals
 
@@ -343,7 +345,7 @@ def build_charges(
     One loop per charge with local names only: a 1,000,000-row file has tens of thousands of charges.
     """
     month = read.month
-    customer_for = mapping.target_of if mapping.shared else _ignoring_item(mapping.customer_for)
+    customer_for = mapping.target_of
     item_for = mapping.item_for
     # identity -> the (billItemName, item, tally) that make the charge, in file order.
     groups: dict[tuple[str, ...], list[tuple[str, ItemTarget, Tally]]] = {}
@@ -386,13 +388,6 @@ def build_charges(
         charges += [builder.build(*share) for share in share_rows(split, mapping, rank, month)]
     charges.sort(key=_by_ext_charge_id)
     return charges
-
-
-def _ignoring_item(customer_for: Callable[[str], CustomerTarget | None]) -> Callable[[str, str], CustomerTarget | None]:
-    def target(customer: str, _: str) -> CustomerTarget | None:
-        return customer_for(customer)
-
-    return target
 
 
 #: What a share's charge is built of: ``ChargeBuilder.build``'s arguments (identity, name, item, total, amount, price).

@@ -217,7 +217,8 @@ class ImportPlan(BaseModel):
     value: the customer column's, or the one the mapping gives a device to; ``""`` for none) is what each
     is charged, its shares of the shared costs included (``""`` keeps what was not shared out);
     ``per_item`` (by billItemName) covers the same rows as ``csv_sum``; ``per_subscription`` covers the
-    rows that mapped to a subscription without a problem.
+    rows that mapped to a subscription without a problem, and the shares (a refused file's leaves out the costs a
+    rule shares by a basis: only a file without problems is split).
     A plan with any problem has no charges.
     """
 
