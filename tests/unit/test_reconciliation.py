@@ -293,5 +293,5 @@ def test_the_reconciliation_is_exact_whatever_decimal_precision_the_caller_has_s
 
 
 def test_a_bill_in_a_currency_soracom_does_not_bill_in_is_refused_not_rounded_by_a_guess():
-    with pytest.raises(ValueError, match="GBP"):
+    with pytest.raises(ValueError, match=r"^Soracom bills in JPY, USD, EUR, not 'GBP': no rounding unit for it$"):
         reconciled("100.2", "101", currency="GBP")

@@ -356,8 +356,9 @@ def build_charges(
             continue  # shared out: its charges are the shares
         customer = customer_for(tally.customer, name)
         item = item_for(name)
-        assert customer is not None, "only rows that mapped are tallied"
-        assert item is not None, "only rows that mapped are tallied"
+        # Only rows that mapped are tallied:
+        assert customer is not None
+        assert item is not None
         identity: tuple[str, ...] = (month, customer.subscription, customer.account or "", item.resource, tally.thing)
         if not read.aggregated:  # key: customer, item, imsi, unitPrice, device ids..., date, line
             identity = (*identity, key[-2], name)
@@ -405,7 +406,7 @@ def share_rows(split: SharedSplit, mapping: Mapping, rank: dict[int, int], month
         if not line.amount:
             continue
         target = mapping.customer_for(line.customer)
-        assert target is not None, "a share goes to a customer that maps"
+        assert target is not None  # a share goes to a customer that maps
         thing = f"{SHARE}:{line.customer}"
         identity: tuple[str, ...] = (month, target.subscription, target.account or "", split.resource, thing)
         rows.append((identity, name, item, line.amount, Decimal(1), line.amount))
