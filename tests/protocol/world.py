@@ -42,6 +42,7 @@ from soracharge.models.runbook import Remedy
 from soracharge.observability import metrics
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
 
+from tests import reference
 from tests.chaos.runbook import ReceivedAlert
 from tests.planning import planned
 from tests.protocol.scheduler import Attempt, Gated, Stop
@@ -49,7 +50,8 @@ from tests.protocol.scheduler import Attempt, Gated, Stop
 REPO = Path(__file__).resolve().parents[2]
 MONTH = "202610"
 TABLE = "ledger"
-MAPPING = parse_mapping((REPO / "examples" / "mapping.example.yaml").read_text(), "mapping.yaml")
+MAPPING_YAML = (REPO / "examples" / "mapping.example.yaml").read_text()
+MAPPING = parse_mapping(MAPPING_YAML, "mapping.yaml")
 #: 38 charges (SIMs, devices, shares) in 3 packets: enough packets for a session to be half sent, few enough
 #: steps to try them all.
 PACKET_SIZE = 13
@@ -57,7 +59,10 @@ CSV = SoracomSimulator(auth_key_id="k", auth_key="s", today=datetime(2026, 11, 2
 GLOBAL_CSV = SoracomSimulator(
     coverage="g", auth_key_id="k", auth_key="s", today=datetime(2026, 11, 22, tzinfo=UTC).date()
 ).csv_bytes(MONTH)
-GLOBAL_MAPPING = parse_mapping((REPO / "examples" / "mapping.global.example.yaml").read_text(), "global.yaml")
+GLOBAL_MAPPING_YAML = (REPO / "examples" / "mapping.global.example.yaml").read_text()
+GLOBAL_MAPPING = parse_mapping(GLOBAL_MAPPING_YAML, "global.yaml")
+#: The YAML a mapping was read from, where a test uses it as it was read: what tests/reference.py reads.
+SOURCES = {id(MAPPING): MAPPING_YAML, id(GLOBAL_MAPPING): GLOBAL_MAPPING_YAML}
 #: One mapping for both coverages (the README allows it): both item lists, no currency.
 BOTH_MAPPING = MAPPING.model_copy(update={"currency": None, "items": [*MAPPING.items, *GLOBAL_MAPPING.items]})
 #: The same rows in other bytes: a second file for the month (its charges are the month's charges).
@@ -254,6 +259,8 @@ class ProtocolWorld:
         chosen = mapping if isinstance(mapping, dict) else dict.fromkeys(("jp", "g"), mapping or MAPPING)
         #: The mapping each coverage's bills are read with (a test may change it between attempts).
         self.mappings = {c: m.model_copy(update={"packet_size": PACKET_SIZE}) for c, m in chosen.items()}
+        #: Each coverage's mapping as read from its YAML, with that YAML (none for a mapping a test made).
+        self.sources = {c: (self.mappings[c], SOURCES[id(m)]) for c, m in chosen.items() if id(m) in SOURCES}
         self.coverages = coverages
         self.concurrency = concurrency
         #: The function's time left, as the import asks it (Lambda's context).
@@ -469,6 +476,13 @@ class ProtocolWorld:
         plan = planned(
             io.BytesIO(body), month=MONTH, currency=currency, mapping=self.mappings[coverage], id_suffix=suffix
         )
+        # The ids are the plan's (the protocol is checked charge by charge), the money is the CSV's: the plan must
+        # hold what tests/reference.py works out from the CSV and the mapping's YAML alone, apart from the code.
+        mapping, text = self.sources.get(coverage, (None, ""))
+        if mapping is self.mappings[coverage]:
+            charges = (charge.model_dump(by_alias=True, exclude_none=True) for charge in plan.charges)
+            found = reference.differences(reference.expected(body, text), reference.held(charges))
+            assert not found, f"the plan is not what the CSV makes (tests/reference.py): {found}"
         return {charge.ext_charge_id or "": charge.total_price for charge in plan.charges}
 
     def verdict(self, expected: dict[str, Decimal] | None = None) -> Verdict:
