@@ -1,6 +1,7 @@
 """The mutation score of each money module, from the results of the last `mutmut run` (``make mutants``).
 
     .venv/bin/python scripts/mutants.py
+    .venv/bin/python scripts/mutants.py --survivors   # only the names of the survivors not named equivalent
 
 ``make mutants`` runs mutmut in ``mutants/`` (see ``[tool.mutmut]`` in pyproject.toml), which keeps each
 module's results in ``mutants/mutants/<module path>.meta``: every mutant's name and the exit code of its
@@ -103,6 +104,9 @@ def main() -> int:
             for module, found in results.items()
             if found is not None
         }
+    if sys.argv[1:] == ["--survivors"]:  # their names only, for make mutants to try them again on today's tests
+        print(" ".join(n for m, found in results.items() if found for n in survivors(found) if n not in equivalent[m]))
+        return 0
     rows = [["module", *COLUMNS]] + [
         row(module, found, equivalent[module]) for module, found in results.items() if found is not None
     ]
