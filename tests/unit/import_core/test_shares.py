@@ -415,9 +415,11 @@ def test_a_rule_sharing_two_bill_items_makes_one_share_each_named_by_both_items_
     assert all(c.unit_price == c.total_price for c in vpg)
 
 
-def test_a_refused_file_with_shared_costs_lists_its_own_problem_alone_and_no_split():
+@pytest.mark.parametrize("default", [True, False], ids=["with-a-default", "without-a-default"])
+def test_a_refused_file_with_shared_costs_lists_its_own_problem_alone_and_no_split(default):
     # Given a file refused for one row of an item no rule maps, under rules that share the VPG and the free tier
-    plan = plan_of(mapping(BY_AMOUNT, default=True), *ROWS, "440109,,202610,mysteryCharge,1,1,1,東京ガス")
+    # and send support to the provider (a default subscription or none for the rest)
+    plan = plan_of(mapping(BY_AMOUNT, default=default), *ROWS, "440109,,202610,mysteryCharge,1,1,1,東京ガス")
 
     # Then its one problem is that row's, it shares nothing, and each subscription's figure leaves out the
     # costs the rules would have shared (support goes where its rule sends it)
