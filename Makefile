@@ -99,10 +99,12 @@ integration: install
 ## Mutation testing of the money rules (the modules of [tool.mutmut] in pyproject.toml; not in CI: it takes hours, and
 ## resumes where it stopped): mutmut runs in mutants/, where soracharge and the tests are links (its copy, mutants/mutants,
 ## must have the package at its root); then each module's score and its surviving mutants.
-## MUTMUT_ARGS goes to `mutmut run`, e.g. MUTMUT_ARGS="--max-children 1 'soracharge.logic.charges.*'".
-## When a test changed since mutmut last traced which tests reach which function, it traces them all again (its
-## incremental tracing missed new tests); a mutant that survived an earlier run is tried again on today's tests
-## (mutmut keeps a result until the mutant's own code changes).
+## MUTMUT_ARGS goes to the first `mutmut run`, e.g. MUTMUT_ARGS="'soracharge.logic.charges.*'"; MUTMUT_CHILDREN (how many
+## mutants run at once, both runs) defaults to mutmut's (a process per core). When a test changed since mutmut last traced
+## which tests reach which function, it traces them all again (its incremental tracing missed new tests); the mutants that
+## had survived before this run are then tried again on today's tests (mutmut keeps a result until the mutant's own code
+## changes).
+MUTMUT_CHILDREN ?=
 mutants: $(UV)
 	$(UV) sync --frozen --inexact --extra local --group mutation --python $(PYTHON)
 	mkdir -p mutants/mutants
@@ -111,9 +113,10 @@ mutants: $(UV)
 	ln -sfn ../../tests mutants/mutants/tests
 	if [ -n "$$(find tests -name '*.py' -newer mutants/mutants/mutmut-stats.json 2>/dev/null | head -1)" ]; then \
 		rm -f mutants/mutants/mutmut-stats.json; fi
-	cd mutants && ../$(BIN)/mutmut run $(MUTMUT_ARGS)
-	survivors="$$($(BIN)/python scripts/mutants.py --survivors)"; \
-		if [ -n "$$survivors" ]; then cd mutants && ../$(BIN)/mutmut run $$survivors; fi
+	survivors="$$($(BIN)/python scripts/mutants.py --survivors)" || exit 1; \
+		cd mutants && ../$(BIN)/mutmut run $(if $(MUTMUT_CHILDREN),--max-children $(MUTMUT_CHILDREN)) $(MUTMUT_ARGS) && \
+		if [ -n "$$survivors" ]; then \
+			../$(BIN)/mutmut run $(if $(MUTMUT_CHILDREN),--max-children $(MUTMUT_CHILDREN)) $$survivors; fi
 	$(BIN)/python scripts/mutants.py
 
 ## The layer installs exactly the locked runtime dependencies (sam build reads this file).

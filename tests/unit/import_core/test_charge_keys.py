@@ -15,8 +15,10 @@ import json
 from decimal import Decimal
 
 import pytest
-from soracharge.logic.charges import charge_id_suffix, plan_import
+from soracharge.logic.billing_frame import FrameCharges
+from soracharge.logic.charges import _python_plan, charge_id_suffix, plan_import
 from soracharge.models.charges import Charge, ChargesPacket
+from soracharge.models.mapping import parse_mapping
 
 from tests.unit.import_core.builders import (
     ACCOUNT_TOKYO,
@@ -90,9 +92,10 @@ def row_identities(rows: list[dict[str, str]]) -> list[list[str]]:
     return identities
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "python-reader"])
-def test_with_aggregation_none_every_row_has_the_documented_id_and_identical_rows_count_up(fast):
-    result = plan(billing_csv(ROWS), mapping(aggregation="none"), fast=fast)
+def test_with_aggregation_none_every_row_has_the_documented_id_and_identical_rows_count_up():
+    # (the fast path declines aggregation none: the Python reader plans it)
+    result = plan(billing_csv(ROWS), mapping(aggregation="none"))
+    assert not isinstance(result.charges, FrameCharges)
 
     assert sorted(c.ext_charge_id or "" for c in result.charges) == sorted(map(documented_id, row_identities(ROWS)))
     assert [c.ext_hash for c in result.charges] == [documented_hash(c) for c in result.charges]
@@ -105,15 +108,16 @@ def test_with_aggregation_none_every_row_has_the_documented_id_and_identical_row
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "python-reader"])
 def test_by_default_a_sims_rows_make_one_charge_with_the_documented_id_and_hash(fast):
     result = plan(billing_csv(ROWS), mapping(), fast=fast)
+    assert isinstance(result.charges, FrameCharges) == fast
 
-    expected = {
+    expected = [
         documented_id([MONTH, SUB_TOKYO, ACCOUNT_TOKYO, RES_BASIC, IMSI_1]),
         documented_id([MONTH, SUB_TOKYO, ACCOUNT_TOKYO, RES_DATA, IMSI_1]),
         documented_id([MONTH, SUB_ACME, "", RES_BASIC, IMSI_2]),
         documented_id([MONTH, SUB_ACME, "", RES_DATA, IMSI_3]),
         documented_id([MONTH, SUB_DEFAULT, "", RES_SUPPORT, ""]),
-    }
-    assert {c.ext_charge_id for c in result.charges} == expected
+    ]
+    assert sorted(c.ext_charge_id or "" for c in result.charges) == sorted(expected)  # each once
     assert [c.ext_hash for c in result.charges] == [documented_hash(c) for c in result.charges]
     tiny = {(c.attributes or {})["imsi"]: c for c in result.charges if c.resource_id == RES_DATA}
     assert b'"totalPrice":0.0000001' in ChargesPacket(import_session_id=1, charges=[tiny[IMSI_1]]).to_json_bytes()
@@ -145,3 +149,33 @@ def test_the_ids_of_a_known_month_stay_as_they_are_across_releases():
     assert none == {IMSI_1: "sc-202610-55e8bfcb326980c3064d930af772b302"}
     assert default[RES_DATA, IMSI_1] == "sc-202610-8d99ac040125d8b72605b36b676907a2"
     assert default[RES_SUPPORT, ""] == "sc-202610-1893798d16c997c635674900e2d33ce1"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "python-reader"])
+def test_a_bill_item_named_like_two_merged_items_keeps_its_own_sku_and_uom_and_hash(fast):
+    # Given a bill item whose own name is "a | b", as the charge merging items a and b of one SIM is named
+    text = f"""\
+customer: {{column: customer, default: {{subscription: "{SUB_DEFAULT}"}}}}
+items:
+  - {{match: "a | b", resource: "{RES_BASIC}", sku: SKU-X, uom: x}}
+  - {{match: "a", resource: "{RES_BASIC}", sku: SKU-Y, uom: y}}
+  - {{match: "b", resource: "{RES_BASIC}", sku: SKU-Z, uom: z}}
+"""
+    content = (
+        b"imsi,date,billItemName,unitPrice,quantity,amount,customer\r\n"
+        b"440100000000001,202610,a | b,10,1,10,c\r\n"
+        b"440100000000002,202610,a,10,1,10,c\r\n"
+        b"440100000000002,202610,b,10,1,10,c\r\n"
+    )
+    chosen = parse_mapping(text, "m")
+    result = (
+        plan_import(io.BytesIO(content), month=MONTH, currency="JPY", mapping=chosen)
+        if fast
+        else _python_plan(io.BytesIO(content), MONTH, "JPY", chosen, "", "")
+    )
+
+    # Then each charge has its own item's sku and uom (the merged one its first item's), and its hash says so
+    assert isinstance(result.charges, FrameCharges) == fast
+    got = {(c.attributes or {})["imsi"]: ((c.attributes or {})["billItemName"], c.sku, c.uom) for c in result.charges}
+    assert got == {"440100000000001": ("a | b", "SKU-X", "x"), "440100000000002": ("a | b", "SKU-Y", "y")}
+    assert [c.ext_hash for c in result.charges] == [documented_hash(c) for c in result.charges]

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 from soracharge.errors import ImportRejectedError
 from soracharge.logic import guards
+from soracharge.logic.billing_frame import FrameCharges
 from soracharge.logic.charges import charge_hash, ext_charge_id, plan_import
 from soracharge.models.charges import Charge, ChargesPacket, ImportSessionInfo, ProblemKind
 from soracharge.models.mapping import parse_mapping
@@ -385,3 +386,15 @@ def test_a_sims_rows_at_two_unit_prices_make_a_charge_with_no_unit_price_even_wh
         (charge,) = result.charges
         # Then the charge is 10 for 1 unit, and says no unit price: its rows do not share one
         assert (charge.total_price, charge.amount, charge.unit_price) == (Decimal(10), Decimal(1), None)
+
+
+def test_amounts_of_37_digits_take_the_fast_path_and_add_up_exactly_whatever_the_callers_decimal_context():
+    # Given rows of 19 digits and 18 decimals (within polars' Decimal(38, 18), unlike the largest a row may write)
+    large = "9999999999999999999.999999999999999999"
+    rows = [row(unit_price=large, amount=large), row(imsi=IMSI_2, unit_price=large, amount=large)]
+    with localcontext(prec=6):
+        result = plan(billing_csv(rows), mapping(checks='{rowAmountLimit: "1e21"}'))
+
+    assert isinstance(result.charges, FrameCharges)
+    assert result.csv_sum == result.charges_sum == Decimal("19999999999999999999.999999999999999998")
+    assert [c.total_price for c in result.charges] == [Decimal(large)] * 2

@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import BinaryIO, Final, overload
 
@@ -48,7 +48,7 @@ from soracharge.logic.billing_csv import (
 )
 from soracharge.logic.charges import ChargeBuilder, ext_charge_id, share_rows
 from soracharge.logic.polars_engine import pl
-from soracharge.models.charges import Charge, SharedSplit, canonical_decimal_text
+from soracharge.models.charges import EXACT, Charge, SharedSplit, canonical_decimal_text
 from soracharge.models.devices import DEVICE_COLUMNS, DEVICE_ID_PATTERN
 from soracharge.models.mapping import Mapping
 
@@ -861,7 +861,7 @@ class FrameCharges(Sequence[Charge]):
     def _build(self, start: int, length: int) -> list[Charge]:
         """Charges ``[start, start + length)``: the builder makes the same bytes as the pure-Python path,
         in the same exact arithmetic (its unit-price check multiplies decimals of up to 38 digits)."""
-        with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+        with localcontext(EXACT):
             return self._built(start, length)
 
     def _built(self, start: int, length: int) -> list[Charge]:

@@ -51,9 +51,9 @@ import gc
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Decimal, localcontext
 from json.encoder import encode_basestring
 from typing import Any, BinaryIO, NamedTuple
 
@@ -61,17 +61,13 @@ from soracharge.errors import InvalidInputError
 from soracharge.logic import guards, shares
 from soracharge.logic.billing_csv import BillingRows, Tally, days_in_month, read_billing_csv
 from soracharge.models.accounts import BillAccount
-from soracharge.models.charges import Charge, ImportPlan, ProblemKind, SharedSplit, canonical_decimal_text
+from soracharge.models.charges import EXACT, Charge, ImportPlan, ProblemKind, SharedSplit, canonical_decimal_text
 from soracharge.models.coverage import ID_SUFFIXES, Coverage
 from soracharge.models.devices import SHARE, describe_thing, split_thing
 from soracharge.models.mapping import ItemTarget, Mapping
 from soracharge.models.months import parse_month
 
 _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
-#: Exact arithmetic for every sum and product of a plan: a row's amount has at most 20 digits before the point
-#: and 18 after (the readers refuse more), so 80 digits hold any sum of a file's rows and any unitPrice × quantity,
-#: past the default context's 28; an inexact or invalid result would raise, never round.
-_EXACT = Context(prec=80, traps=[Inexact, InvalidOperation])
 _ID_SUFFIX = re.compile(r"[a-z0-9]{1,16}(-[a-z0-9]{1,16}){0,2}", re.ASCII)
 
 
@@ -196,7 +192,7 @@ def _fast_plan(
     from soracharge.logic.polars_engine import pl
 
     try:
-        with localcontext(_EXACT):
+        with localcontext(EXACT):
             read = read_frame(stream, month=month, mapping=mapping, currency=currency)
             if read is None:
                 return None
@@ -236,7 +232,7 @@ def _fast_plan(
 def _python_plan(
     stream: BinaryIO, month: str, currency: str, mapping: Mapping, source: str, id_suffix: str
 ) -> ImportPlan:
-    with _cyclic_gc_paused(), localcontext(_EXACT):
+    with _cyclic_gc_paused(), localcontext(EXACT):
         read = read_billing_csv(stream, month=month, mapping=mapping)
         splits = _shared(read, mapping, currency) if mapping.shared and not read.problem_count else []
         charges = (
@@ -275,7 +271,7 @@ def _python_plan(
 
 def _unowned(read: BillingRows) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = {}
-    with localcontext(_EXACT):
+    with localcontext(EXACT):
         for key, tally in read.tallies.items():
             if not tally.customer:
                 totals[key[1]] = totals.get(key[1], Decimal(0)) + tally.amount
@@ -300,7 +296,21 @@ def _plan(**fields: Any) -> ImportPlan:
         )
     if fields.get("shares"):
         fields["per_customer"] = shares.charged_per_customer(fields["per_customer"], fields["shares"])
+    # Each figure in one text and each table in one order, whichever reader made it (the Python reader's sums keep
+    # the CSV's trailing zeros; polars groups in no set order): the same file gives the same plan, byte for byte.
+    for name in ("csv_sum", "charges_sum"):
+        fields[name] = _canonical(fields[name])
+    for name in ("per_customer", "per_subscription", "per_item", "unowned_per_item", "per_value"):
+        if name in fields:
+            fields[name] = {key: _canonical(value) for key, value in sorted(fields[name].items())}
+    for name in ("sims_per_customer", "devices_per_customer", "other_months"):
+        if name in fields:
+            fields[name] = dict(sorted(fields[name].items()))
     return ImportPlan(**fields)
+
+
+def _canonical(value: Decimal) -> Decimal:
+    return Decimal(canonical_decimal_text(value))
 
 
 @contextmanager
@@ -337,7 +347,7 @@ def _per_subscription(read: BillingRows, mapping: Mapping, charges: list[Charge]
 
 
 def build_charges(
-    read: BillingRows, *, mapping: Mapping, currency: str, id_suffix: str, splits: Iterable[SharedSplit]
+    read: BillingRows, *, mapping: Mapping, currency: str, id_suffix: str, splits: Sequence[SharedSplit]
 ) -> list[Charge]:
     """The charges of a file read without problems, sorted by ``extChargeId``: the rows' own, and the
     ``splits`` of the costs shared out (``logic/shares.py``), one charge per customer's share.

@@ -35,7 +35,7 @@ import csv
 import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import BinaryIO, TextIO
 
 from soracharge.errors import InvalidInputError
@@ -50,7 +50,7 @@ from soracharge.logic.billing_csv import (
     UNIT_PRICE,
     RowArithmetic,
 )
-from soracharge.models.charges import canonical_decimal_text
+from soracharge.models.charges import EXACT, canonical_decimal_text
 from soracharge.models.devices import DEVICE_COLUMNS
 from soracharge.models.mapping import ChecksSettings, Mapping
 
@@ -137,7 +137,7 @@ def write_differences(
     """
     if allocation is not None and not allocation.needed:
         allocation = None
-    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+    with localcontext(EXACT):
         if not imported:
             raise InvalidInputError("no imported file to compare the corrected file with")
         befores = [_read(stream, name, allocation=allocation) for name, stream in imported]

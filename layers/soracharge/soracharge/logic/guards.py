@@ -24,10 +24,10 @@ import unicodedata
 from collections.abc import Iterable
 from collections.abc import Mapping as Mapping_
 from dataclasses import dataclass
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Decimal, localcontext
 from typing import Protocol
 
-from soracharge.models.charges import ImportPlan, ImportProblem, ProblemKind
+from soracharge.models.charges import EXACT, ImportPlan, ImportProblem, ProblemKind
 from soracharge.models.mapping import Mapping
 
 #: The kinds that explain the others, in the order a diagnosis names them.
@@ -199,7 +199,7 @@ def _to_default(plan: ImportPlan, mapping: Mapping) -> Decimal:
     if not mapping.shared:
         return plan.per_customer.get("", Decimal(0))
     # (plan.per_customer[""] is what was not shared out; the costs sent `to` a subscription are in it too)
-    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+    with localcontext(EXACT):
         return sum(
             (amount for name, amount in plan.unowned_per_item.items() if mapping.shared_for(name) is None), Decimal(0)
         )

@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, BinaryIO
 
 from soracharge.adapters.cloudblue import ChargesImportManager
@@ -84,7 +84,7 @@ from soracharge.logic.charges import charge_id_suffix, plan_import
 from soracharge.logic.publishing import STAGED_REPORTS, public_report_key, save_report
 from soracharge.logic.reconciliation import BillFacts, reconcile
 from soracharge.models.accounts import Account, BillAccount, account_coverages, listed_operators
-from soracharge.models.charges import ImportPlan, Packets, ProblemKind
+from soracharge.models.charges import EXACT, ImportPlan, Packets, ProblemKind
 from soracharge.models.coverage import (
     COVERAGES,
     CURRENCIES,
@@ -719,7 +719,7 @@ class _Attempt:
     def closed(self, plan: ImportPlan, settled: _Settled, session: int, sent: int) -> ImportReport:
         """Step 7 for a closed session: staged report, CLOSED, then the report, an alert if needed, the follow."""
         packets = plan.packets(session)
-        with localcontext(Context(prec=80, traps=[Inexact])):
+        with localcontext(EXACT):
             imported = sum((packets.total(i) for i in range(len(packets))), Decimal(0))
         counts = ReportCounts(
             rows=plan.rows,

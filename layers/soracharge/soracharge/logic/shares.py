@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from collections.abc import Mapping as Mapping_
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Decimal, localcontext
 from fractions import Fraction
 
 from soracharge.logic.billing_csv import allocated_currency
-from soracharge.models.charges import SharedSplit, ShareLine, canonical_decimal_text
+from soracharge.models.charges import EXACT, SharedSplit, ShareLine, canonical_decimal_text
 from soracharge.models.devices import SHARE
 from soracharge.models.mapping import Mapping, SharedCost
 
@@ -38,7 +38,7 @@ def split(total: Decimal, weights: Mapping_[str, Decimal], decimals: int) -> dic
     (in an exact context of its own, whatever the caller's)."""
     if not weights or any(weight <= 0 for weight in weights.values()):
         raise ValueError("every weight must be positive, and there must be one")
-    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+    with localcontext(EXACT):
         scaled = total.scaleb(decimals)
         if scaled != scaled.to_integral_value():
             raise ValueError(f"{total} has more than {decimals} decimals")
@@ -169,7 +169,7 @@ def charged_per_customer(per_customer: Mapping_[str, Decimal], splits: Iterable[
     """Each customer value's amount with its shares, and the rows no customer owns ("") without what was shared
     out of them: what each customer is charged. The sum is the same (the shares add up to each cost)."""
     charged = dict(per_customer)
-    with localcontext(Context(prec=80, traps=[Inexact, InvalidOperation])):
+    with localcontext(EXACT):
         for split in splits:
             charged[""] = charged.get("", Decimal(0)) - split.total
             for line in split.lines:

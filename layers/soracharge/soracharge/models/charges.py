@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from decimal import Context, Decimal, localcontext
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from enum import StrEnum
 from typing import Annotated, Any, Literal, overload
 
@@ -27,6 +27,12 @@ ChargeType = Literal["COS", "CHARGE", "MSRP"]
 SessionStatus = Literal["OPEN", "NEW", "PROCESSING", "FAILED_PROCESSED", "PROCESSED", "REPORTED"]
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
+
+
+#: The context of every sum and product of money: a row's amount has at most 20 digits before the point and 18 after
+#: (the readers refuse more), so 80 digits hold any sum of a file's rows and any unitPrice × quantity, past the
+#: default context's 28; an inexact or invalid result raises, never rounds. Used as ``localcontext(EXACT)``.
+EXACT = Context(prec=80, traps=[Inexact, InvalidOperation])
 
 
 def _check_aps_id(value: str) -> str:
@@ -313,5 +319,5 @@ class Packets(Sequence[ChargesPacket]):
         summed = getattr(self._charges, "total", None)
         if summed is not None:
             return summed(start, stop)  # type: ignore[no-any-return]
-        with localcontext(Context(prec=80)):
+        with localcontext(EXACT):
             return sum((charge.total_price for charge in self._charges[start:stop]), Decimal(0))
