@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import pytest
 from soracharge.logic.billing_frame import FrameCharges
-from soracharge.logic.charges import _python_plan, charge_id_suffix, plan_import
+from soracharge.logic.charges import charge_id_suffix, plan_import
 from soracharge.models.charges import Charge, ChargesPacket
 from soracharge.models.mapping import parse_mapping
 
@@ -168,11 +168,7 @@ items:
         b"440100000000002,202610,b,10,1,10,c\r\n"
     )
     chosen = parse_mapping(text, "m")
-    result = (
-        plan_import(io.BytesIO(content), month=MONTH, currency="JPY", mapping=chosen)
-        if fast
-        else _python_plan(io.BytesIO(content), MONTH, "JPY", chosen, "", "")
-    )
+    result = plan(content, chosen, fast=fast)
 
     # Then each charge has its own item's sku and uom (the merged one its first item's), and its hash says so
     assert isinstance(result.charges, FrameCharges) == fast

@@ -21,6 +21,7 @@ from soracharge.models.charges import ImportPlan, ProblemKind
 from soracharge.models.mapping import Mapping, parse_mapping
 
 from tests.unit.import_core.builders import OneWay
+from tests.unit.import_core.builders import plan as planned
 
 MONTH = "202610"
 SUB_TOKYO = "6513270e-269e-4d37-b2a7-4de452e6b438"
@@ -402,11 +403,7 @@ def test_a_rule_sharing_two_bill_items_makes_one_share_each_named_by_both_items_
     rows = [*ROWS, ",vpg-0002,202610,vpgBasicCharge-typeF,790,1,790,"]
     chosen = mapping('  - {match: "vpgBasicCharge*", by: amount}\n  - {match: "freeTier*", by: amount}', default=True)
     data = (HEADER + "".join(f"{row}\r\n" for row in rows)).encode()
-    plan = (
-        plan_import(io.BytesIO(data), month=MONTH, currency="JPY", mapping=chosen)
-        if fast
-        else _python_plan(io.BytesIO(data), MONTH, "JPY", chosen, "", "")
-    )
+    plan = planned(data, chosen, fast=fast)
     assert plan.accepted, plan.problems
     vpg = [c for c in plan.charges if c.resource_id == RES_VPG]
     assert sum(c.total_price for c in vpg) == Decimal(1790)
