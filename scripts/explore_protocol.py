@@ -5,10 +5,12 @@
     .venv/bin/python scripts/explore_protocol.py --case 1234     # one case, by its number, with its steps
     .venv/bin/python scripts/explore_protocol.py --results out/explore.jsonl   # resumable: run it again to go on
 
-With ``--results`` each case's result is appended to that file as it is known, and a run with the same file
-runs only the cases it does not hold yet (at the same case count: a file from code with other steps is
-refused). The summary counts every case in the file, so a run that was stopped and started again reports
-the whole exploration.
+With ``--results`` each case's result is appended to that file as it is known (gzip-compressed when its
+name ends in ``.gz``), with the commit of the code that ran it, and a run with the same file runs only the
+cases it does not hold yet. A file holding another commit's results is refused, and so is recording from a
+checkout whose code differs from its commit: each result in a file is one commit's. The summary counts every
+case in the file, so a run that was stopped and started again reports the whole exploration.
+``docs/reliability/exploration.jsonl.gz`` holds the whole run the Reliability page reports.
 
 Prints the cases run (and those that do not arise: the attempt ended before the step named), the charges
 lost and doubled, the files that ended without an alert, stuck or with an untruthful report, and each
@@ -19,17 +21,21 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gzip
 import json
 import logging
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TextIO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
@@ -76,18 +82,46 @@ def _run_numbers(numbers: list[int]) -> list[tuple[int, str, str | None, dict[st
     return results
 
 
-def _done(path: Path | None, total: int) -> dict[int, tuple[str, str | None, dict[str, int]]]:
-    """The results a ``--results`` file holds already (refused when it comes from another set of cases)."""
+#: What the exploration runs: a change anywhere here makes other results (the docs and other scripts do not).
+CODE = ("layers", "functions", "local", "tests", "scripts/explore_protocol.py", "pyproject.toml", "uv.lock")
+
+
+def _commit() -> str:
+    """The commit of the code this run runs; refused when the checkout's code differs from it."""
+    git = ["git", "-C", str(ROOT)]
+    status = [*git, "status", "--porcelain", "--", *CODE]
+    changed = subprocess.run(status, capture_output=True, text=True, check=True)  # noqa: S603 - git, our arguments
+    if changed.stdout.strip():
+        raise SystemExit(
+            "--results records each result with the commit that ran it, and this checkout's code differs from its "
+            f"commit:\n{changed.stdout}commit it, or run from a clean checkout (git worktree add)"
+        )
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)  # noqa: S603
+    return head.stdout.strip()
+
+
+def _open(path: Path, mode: str) -> TextIO:
+    """A text file, gzip-compressed when its name ends in ``.gz``."""
+    return gzip.open(path, mode + "t") if path.suffix == ".gz" else path.open(mode)
+
+
+def _done(path: Path | None, total: int, commit: str) -> dict[int, tuple[str | None, dict[str, int]]]:
+    """The results a ``--results`` file holds already (refused when they come from another commit)."""
     if path is None or not path.exists():
         return {}
-    done: dict[int, tuple[str, str | None, dict[str, int]]] = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        if record["of"] != total:
-            raise SystemExit(f"{path} holds results of {record['of']} cases, not {total}: another version's steps")
-        done[record["number"]] = (record["case"], record["failed"], record["counts"])
+    done: dict[int, tuple[str | None, dict[str, int]]] = {}
+    with _open(path, "r") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if record["commit"] != commit or record["of"] != total:
+                raise SystemExit(
+                    f"{path} holds results of commit {record['commit']} ({record['of']} cases), this checkout is "
+                    f"{commit} ({total} cases): run that commit (git worktree add DIR {record['commit']}), or "
+                    "start another file"
+                )
+            done[record["number"]] = (record["failed"], record["counts"])
     return done
 
 
@@ -116,40 +150,41 @@ def main() -> int:
         numbers = lost + random.Random(args.seed).sample(rest, min(args.sample, len(rest)))  # noqa: S311 - a sample
     else:
         numbers = list(range(len(cases)))
-    done = _done(args.results, len(cases))
+    commit = _commit() if args.results else ""
+    done = _done(args.results, len(cases), commit)
     totals: Counter[str] = Counter()
     failures: list[tuple[int, str, str]] = []
     for number in numbers:
         if number in done:
-            case, failed, counts = done[number]
+            failed, counts = done[number]
             totals.update(counts)
             totals["cases"] += 1
             if failed is not None:
-                failures.append((number, case, failed))
+                failures.append((number, str(cases[number]), failed))
     todo = [number for number in numbers if number not in done]
     print(
-        f"{len(cases)} cases in all; {len(numbers)} chosen, {len(numbers) - len(todo)} of them in {args.results}; "
-        f"running {len(todo)} on {args.workers} processes",
+        f"{len(cases)} cases in all; {len(numbers)} chosen, {len(numbers) - len(todo)} of them in {args.results}"
+        f"{f' (commit {commit[:7]})' if commit else ''}; running {len(todo)} on {args.workers} processes",
         flush=True,
     )
     started = time.monotonic()
     size = 40  # cases a task: small, so a stopped run loses little
     chunks = [todo[i :: max(1, len(todo) // size)] for i in range(max(1, len(todo) // size))]
-    record = args.results.open("a") if args.results else None
     # spawn, not fork: polars' threads do not survive a fork (the child hangs in its first scan)
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for results in pool.map(_run_numbers, [c for c in chunks if c]):
+            lines = []
             for number, case, failed, counts in results:
                 totals.update(counts)
                 totals["cases"] += 1
-                if record is not None:
-                    line = {"of": len(cases), "number": number, "case": case, "failed": failed, "counts": counts}
-                    record.write(json.dumps(line) + "\n")
+                kept = {name: count for name, count in counts.items() if count}
+                lines.append({"commit": commit, "of": len(cases), "number": number, "failed": failed, "counts": kept})
                 if failed is not None:
                     failures.append((number, case, failed))
                     print(f"  FAILED case {number}: {case}: {failed}", flush=True)
-            if record is not None:
-                record.flush()
+            if args.results:
+                with _open(args.results, "a") as record:  # closed each time: a whole gzip member, readable if stopped
+                    record.writelines(json.dumps(line) + "\n" for line in lines)
             print(
                 f"  {totals['cases']} of {len(numbers)} cases, {len(failures)} failing, "
                 f"{time.monotonic() - started:.0f} s",

@@ -266,7 +266,7 @@ class ProtocolWorld:
         #: The function's time left, as the import asks it (Lambda's context).
         self.remaining: Callable[[], float] = lambda: math.inf
         self.performed: set[int] = set()
-        self.sessions_before = {s.importSessionId for s in cloudblue.sessions()}
+        self.sessions_before = set(cloudblue.session_ids())
         self.files: list[ObjectRef] = []
         self.attempts: list[Attempt] = []
 
@@ -455,12 +455,12 @@ class ProtocolWorld:
     def rated(self) -> list[dict[str, Any]]:
         """Every charge CloudBlue rates: in the case's sessions that were closed and did not fail."""
         charges = []
-        for view in self.cloudblue.sessions():
-            if view.importSessionId in self.sessions_before:
-                continue
-            session = self.cloudblue.session(view.importSessionId)
+        for session_id in self.cloudblue.session_ids():
+            if session_id in self.sessions_before:
+                continue  # another case's: the simulator lives as long as the worker
+            session = self.cloudblue.session(session_id)
             if session.closed_at is not None and session.status != "FAILED_PROCESSED":
-                charges.extend(self.cloudblue.charges(view.importSessionId))
+                charges.extend(session.charges)
         return charges
 
     @property
@@ -488,9 +488,10 @@ class ProtocolWorld:
     def verdict(self, expected: dict[str, Decimal] | None = None) -> Verdict:
         """CloudBlue against the month's charges, and every file's end against its alerts and its report."""
         want = expected if expected is not None else self.expected()
-        held = Counter(charge["extChargeId"] for charge in self.rated())
+        rated = self.rated()
+        held = Counter(charge["extChargeId"] for charge in rated)
         prices: dict[str, set[Decimal]] = defaultdict(set)
-        for charge in self.rated():
+        for charge in rated:
             prices[charge["extChargeId"]].add(charge["totalPrice"])
         lost = sorted(set(want) - set(held))
         doubled = sorted(charge_id for charge_id, times in held.items() if times > 1 or charge_id not in want)

@@ -486,6 +486,11 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
         with self._lock:
             return [self._view(s, now) for s in self._sessions.values()]
 
+    def session_ids(self) -> list[int]:
+        """Every import session's id, oldest first (without the copies of their charges a view makes)."""
+        with self._lock:
+            return list(self._sessions)
+
     def session(self, session_id: int) -> SessionView:
         """One import session; ``KeyError`` when there is none with this id."""
         now = self._clock()
@@ -525,6 +530,18 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
         if elapsed >= total / 2:
             return "PROCESSING", None, session.closed_wall + total / 2
         return "NEW", None, session.closed_wall
+
+    def _info(self, session: _Session, now: float) -> dict[str, Any]:
+        """The session's ImportSessionInfo at ``now`` (call with the lock held)."""
+        status, error, updated = self._state(session, now)
+        info: dict[str, Any] = {
+            "importSessionId": session.session_id,
+            "status": status,
+            "lastUpdateTime": _wall_text(updated),
+        }
+        if error is not None:
+            info["errorDesc"] = error
+        return info
 
     def _view(self, session: _Session, now: float) -> SessionView:
         status, error, updated = self._state(session, now)
@@ -735,8 +752,10 @@ class CloudBlueSimulator(LoopbackServer[CloudBlueFaults, RecordedRequest]):
             if not _is_digits(limit_text):
                 return self._error(400, _BAD_REQUEST, f"limit must be a non-negative integer, got {limit_text!r}")
             limit = int(limit_text)
-        views = [v for v in self.sessions() if not status or v.status == status]
-        return _json_response(200, [v.info() for v in views[:limit]])
+        now = self._clock()
+        with self._lock:  # each session's state only: a view would copy every charge it holds
+            infos = [self._info(s, now) for s in self._sessions.values()]
+        return _json_response(200, [info for info in infos if not status or info["status"] == status][:limit])
 
     def _get_session(self, session_id: int) -> Response:
         try:

@@ -1302,3 +1302,11 @@ def test_the_module_runs_on_its_own_and_stops_on_ctrl_c() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_session_ids_list_every_session_oldest_first_as_its_views_do(aps: Aps, sim: CloudBlueSimulator) -> None:
+    first, second = aps.open_session(), aps.open_session()
+    aps.import_charges(second, [charge()])
+
+    assert sim.session_ids() == [first, second]
+    assert sim.session_ids() == [view.importSessionId for view in sim.sessions()]
