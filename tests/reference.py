@@ -9,12 +9,15 @@ places passes. This reference reads the CSV with the standard library's ``csv`` 
   lists for its device id; it is charged to that customer's subscription, or to ``customer.default``'s;
 - its resource is the first ``items`` entry whose ``match`` (a name or an fnmatch glob) matches its bill item;
 - a row nobody owns whose bill item the first matching ``shared`` rule shares out (``by``) is pooled per resource
-  and split over the customers (not checked here charge by charge: ``tests/unit/import_core/test_shares.py``
-  checks the split); with ``to`` it is that subscription's;
+  and split over the customers with a positive basis (their amount in the file, or of the items ``by`` lists) by
+  the largest remainder: in the currency's unit (1 JPY, 0.01 USD or EUR, or the pool's own decimals, trailing
+  zeros aside, when it shows more), each customer gets the whole units of its exact quota, then the units left
+  over go one each to the largest fractions, ties to the customer value that sorts first; a negative pool is
+  split as its absolute value; with ``to`` it is that subscription's;
 - a charge is one per subscription, resource and SIM (``imsi``) or device (its column and id), or nothing.
 
 So CloudBlue holds, exactly: Σ totalPrice = Σ amount; per (subscription, resource, SIM or device) the sum of the
-amounts of the rows owned; per resource, shares adding up to its pool.
+amounts of the rows owned; per resource, shares adding up to its pool, and each customer's share.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import yaml
@@ -41,20 +45,45 @@ class Expected:
     total: Decimal = Decimal(0)
     owned: dict[Key, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     pools: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    #: (resource, customer value): that customer's share of the resource's pool
+    shares: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+
+
+#: The decimals of each currency's smallest unit (ISO 4217).
+UNIT_DECIMALS = {"JPY": 0, "USD": 2, "EUR": 2}
 
 
 def _first(rules: Iterable[dict[str, Any]], item: str) -> dict[str, Any] | None:
     return next((rule for rule in rules if fnmatch.fnmatchcase(item, str(rule["match"]))), None)
 
 
-def expected(body: bytes, mapping_yaml: str) -> Expected:
-    """What CloudBlue must hold for ``body`` (a detailed billing CSV) imported with the mapping ``mapping_yaml``."""
+def _largest_remainder(pool: Decimal, bases: dict[str, Decimal], currency: str) -> dict[str, Decimal]:
+    exponent = pool.normalize().as_tuple().exponent  # 28800.00 shows no decimals
+    decimals = max(UNIT_DECIMALS[currency], -exponent if isinstance(exponent, int) else 0)
+    scaled = pool * 10**decimals
+    assert scaled == int(scaled), f"{pool} has more than {decimals} decimals"
+    units = abs(int(scaled))
+    whole = sum(bases.values())
+    quotas = {who: Fraction(units) * Fraction(basis) / Fraction(whole) for who, basis in bases.items()}
+    shares = {who: int(quota) for who, quota in quotas.items()}
+    by_fraction = sorted(quotas, key=lambda who: (-(quotas[who] - shares[who]), who))
+    for who in by_fraction[: units - sum(shares.values())]:
+        shares[who] += 1
+    sign = -1 if pool < 0 else 1
+    return {who: sign * Decimal(n) / 10**decimals for who, n in shares.items()}
+
+
+def expected(body: bytes, mapping_yaml: str, currency: str) -> Expected:
+    """What CloudBlue must hold for ``body`` (a detailed billing CSV in ``currency``) imported with the mapping
+    ``mapping_yaml``."""
     mapping = yaml.safe_load(mapping_yaml)
     customer = mapping["customer"]
     column, subscriptions = customer["column"], customer.get("subscriptions", {})
     devices = customer.get("devices", {})
     default = (customer.get("default") or {}).get("subscription")
     result = Expected()
+    customers: dict[tuple[str, str], Decimal] = defaultdict(Decimal)  # (customer value, bill item) -> amount
+    rules: dict[str, dict[str, Any]] = {}  # resource -> the shared rule of its pool
     for row in csv.DictReader(io.StringIO(body.decode("utf-8-sig"), newline="")):
         amount = Decimal(row["amount"])
         result.total += amount
@@ -63,9 +92,12 @@ def expected(body: bytes, mapping_yaml: str) -> Expected:
         item = row["billItemName"]
         resource = _first(mapping["items"], item)
         assert resource is not None, f"the mapping has no item for {item!r}: not a file to import"
+        if who:
+            customers[who, item] += amount
         rule = _first(mapping.get("shared", []), item) if not who else None
         if rule is not None and rule.get("by") is not None:
             result.pools[resource["resource"]] += amount
+            rules[resource["resource"]] = rule
             continue
         if rule is not None:
             subscription = rule["to"]["subscription"]
@@ -73,6 +105,16 @@ def expected(body: bytes, mapping_yaml: str) -> Expected:
             subscription = (subscriptions.get(who) or {}).get("subscription", default)
         thing = f"imsi:{row['imsi']}" if row.get("imsi") else f"{device[0]}:{device[1]}" if device else ""
         result.owned[(subscription, resource["resource"], thing)] += amount
+    for pooled, pool in result.pools.items():
+        by = rules[pooled]["by"]
+        bases: dict[str, Decimal] = defaultdict(Decimal)
+        for (owner, name), amount in customers.items():
+            if by == "amount" or any(fnmatch.fnmatchcase(name, str(glob)) for glob in by):
+                bases[owner] += amount
+        positive = {owner: basis for owner, basis in bases.items() if basis > 0}
+        assert positive, f"no customer has a positive basis to share {pooled} by: not a file to import"
+        for owner, share in _largest_remainder(pool, positive, currency).items():
+            result.shares[pooled, owner] = share
     return result
 
 
@@ -85,6 +127,7 @@ def held(charges: Iterable[dict[str, Any]]) -> Expected:
         attributes = charge.get("attributes") or {}
         if "share" in attributes:
             result.pools[charge["resourceId"]] += total
+            result.shares[charge["resourceId"], attributes["share"]] += total
             continue
         device = next(((name, attributes[name]) for name in DEVICE_COLUMNS if attributes.get(name)), None)
         thing = f"imsi:{attributes['imsi']}" if attributes.get("imsi") else f"{device[0]}:{device[1]}" if device else ""
@@ -103,4 +146,10 @@ def differences(want: Expected, got: Expected) -> list[str]:
     for resource in sorted(set(want.pools) | set(got.pools)):
         if want.pools.get(resource, Decimal(0)) != got.pools.get(resource, Decimal(0)):
             found.append(f"shares of {resource}: held {got.pools.get(resource)}, pooled {want.pools.get(resource)}")
+    for resource, who in sorted(set(want.shares) | set(got.shares)):
+        if want.shares.get((resource, who), Decimal(0)) != got.shares.get((resource, who), Decimal(0)):
+            found.append(
+                f"{who}'s share of {resource}: held {got.shares.get((resource, who))}, "
+                f"the split makes {want.shares.get((resource, who))}"
+            )
     return found

@@ -616,7 +616,9 @@ class ChaosWorld:
 
     def against_csv(self, month: str, after_session: int) -> list[str]:
         """What the charges held differ by from the month's CSV worked out on its own (tests/reference.py)."""
-        want = reference.expected(self.soracom.csv_bytes(month), self.mapping_path.read_text(encoding="utf-8"))
+        want = reference.expected(
+            self.soracom.csv_bytes(month), self.mapping_path.read_text(encoding="utf-8"), self.soracom.currency
+        )
         return reference.differences(want, reference.held(self.held_charges(after_session)))
 
     # -- runs --------------------------------------------------------------------------------

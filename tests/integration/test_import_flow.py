@@ -104,7 +104,7 @@ def assert_what_the_csv_makes(cloudblue: CloudBlueSimulator, session_id: int, bo
     """The session holds what the CSV makes, worked out apart from the import (tests/reference.py): Σ, each
     subscription, resource and SIM or device, each shared pool (the plan's ids alone would compare the import
     with itself)."""
-    want = reference.expected(body, EXAMPLE_MAPPING.read_text(encoding="utf-8"))
+    want = reference.expected(body, EXAMPLE_MAPPING.read_text(encoding="utf-8"), "JPY")
     assert reference.differences(want, reference.held(cloudblue.charges(session_id))) == []
 
 
@@ -134,7 +134,7 @@ def test_an_upload_becomes_exactly_the_expected_charges_in_a_rated_session(impor
     assert cloudblue.session(session_id).status == "PROCESSED"
     report = report_of(importing, delivery)
     assert report["status"] == "PROCESSED"
-    csv_sum = reference.expected(body, EXAMPLE_MAPPING.read_text(encoding="utf-8")).total
+    csv_sum = reference.expected(body, EXAMPLE_MAPPING.read_text(encoding="utf-8"), "JPY").total
     assert Decimal(report["reconciliation"]["csvSum"]) == Decimal(report["reconciliation"]["importedSum"]) == csv_sum
     assert report["reconciliation"]["balanced"] is True
     assert report["object"]["key"] == f"uploads/{month}/october billing.csv"

@@ -481,7 +481,7 @@ class ProtocolWorld:
         mapping, text = self.sources.get(coverage, (None, ""))
         if mapping is self.mappings[coverage]:
             charges = (charge.model_dump(by_alias=True, exclude_none=True) for charge in plan.charges)
-            found = reference.differences(reference.expected(body, text), reference.held(charges))
+            found = reference.differences(reference.expected(body, text, currency), reference.held(charges))
             assert not found, f"the plan is not what the CSV makes (tests/reference.py): {found}"
         return {charge.ext_charge_id or "": charge.total_price for charge in plan.charges}
 
