@@ -35,11 +35,11 @@ import shlex
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from soracharge.errors import InvalidInputError, SorachargeError
@@ -53,6 +53,9 @@ from soracharge_local import console
 from soracharge_local.engine import LocalCloud, SoracomAccess
 from soracharge_local.ledger_state import kept_ledger
 from soracharge_local.peers import SIMULATOR_AUTH_KEY, SIMULATOR_AUTH_KEY_ID, cloudblue_access, soracom_access
+
+if TYPE_CHECKING:
+    from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
 app = typer.Typer(
     help="soracharge: a Soracom monthly bill becomes charges in CloudBlue. Runs locally on moto.",
@@ -550,34 +553,39 @@ def simulate(
         except ValueError as exc:
             _fail_input(f"--coupon {coupon} --tax-rate {tax_rate}: {exc}")
     cloudblue = CloudBlueSimulator(port=cloudblue_port, processing_seconds=2.0)
-    with ExitStack() as running:
-        for soracom in simulators:
-            running.enter_context(soracom)
-        running.enter_context(cloudblue)
-        for soracom in simulators:
-            typer.echo(f"Soracom simulator ({coverage_label(soracom.coverage)}) on {soracom.base_url} (API under /v1)")
-            typer.echo(f"  faults: GET/PUT {soracom.base_url}/_simulator/faults; requests: GET /_simulator/requests")
-            typer.echo(
-                f"  bills: {json.dumps(soracom.billing.to_json())} (GET/PUT {soracom.base_url}/_simulator/billing)"
-            )
-        if len(simulators) == 1:
-            typer.echo(f"  SORACOM_COVERAGE_TYPE={coverages[0]} SORACOM_ENDPOINT={simulators[0].base_url}")
-        else:
-            endpoints = " ".join(f"SORACOM_ENDPOINT_{s.coverage.upper()}={s.base_url}" for s in simulators)
-            typer.echo(f"  SORACOM_COVERAGE_TYPE={','.join(coverages)} {endpoints}")
-        typer.echo(f"  SORACOM_AUTH_KEY_ID={SIMULATOR_AUTH_KEY_ID} SORACOM_AUTH_KEY={SIMULATOR_AUTH_KEY}")
-        typer.echo(f"CloudBlue simulator on {cloudblue.base_url}")
-        typer.echo(f"  APS_ENDPOINT={cloudblue.base_url} APS_RESOURCE_ID={cloudblue.resource_id}")
-        typer.echo(
-            f"  APS_OAUTH_CONSUMER_KEY={cloudblue.consumer_key} APS_OAUTH_CONSUMER_SECRET={cloudblue.consumer_secret}"
-        )
-        typer.echo(f"  or APS_TOKEN={cloudblue.aps_token}")
-        typer.echo(f"  sessions and charges: GET {cloudblue.base_url}/_simulator/sessions")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    try:
+        with ExitStack() as running:
+            for soracom in simulators:
+                running.enter_context(soracom)
+            running.enter_context(cloudblue)
+            _say_where(simulators, coverages, cloudblue)
+            while True:  # short sleeps: Ctrl-C delivered to a server's thread is seen within a second
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C, at any moment once started: the servers stopped as the ExitStack closed
+
+
+def _say_where(
+    simulators: Sequence[SoracomSimulator], coverages: Sequence[Coverage], cloudblue: CloudBlueSimulator
+) -> None:
+    """Where each simulator serves, and the settings that point soracharge at them."""
+    for soracom in simulators:
+        typer.echo(f"Soracom simulator ({coverage_label(soracom.coverage)}) on {soracom.base_url} (API under /v1)")
+        typer.echo(f"  faults: GET/PUT {soracom.base_url}/_simulator/faults; requests: GET /_simulator/requests")
+        typer.echo(f"  bills: {json.dumps(soracom.billing.to_json())} (GET/PUT {soracom.base_url}/_simulator/billing)")
+    if len(simulators) == 1:
+        typer.echo(f"  SORACOM_COVERAGE_TYPE={coverages[0]} SORACOM_ENDPOINT={simulators[0].base_url}")
+    else:
+        endpoints = " ".join(f"SORACOM_ENDPOINT_{s.coverage.upper()}={s.base_url}" for s in simulators)
+        typer.echo(f"  SORACOM_COVERAGE_TYPE={','.join(coverages)} {endpoints}")
+    typer.echo(f"  SORACOM_AUTH_KEY_ID={SIMULATOR_AUTH_KEY_ID} SORACOM_AUTH_KEY={SIMULATOR_AUTH_KEY}")
+    typer.echo(f"CloudBlue simulator on {cloudblue.base_url}")
+    typer.echo(f"  APS_ENDPOINT={cloudblue.base_url} APS_RESOURCE_ID={cloudblue.resource_id}")
+    typer.echo(
+        f"  APS_OAUTH_CONSUMER_KEY={cloudblue.consumer_key} APS_OAUTH_CONSUMER_SECRET={cloudblue.consumer_secret}"
+    )
+    typer.echo(f"  or APS_TOKEN={cloudblue.aps_token}")
+    typer.echo(f"  sessions and charges: GET {cloudblue.base_url}/_simulator/sessions")
 
 
 @app.command("report")

@@ -224,8 +224,7 @@ class Reader:
         """Run a command that serves until Ctrl-C: once it says where the CloudBlue simulator is, Ctrl-C."""
         process = self.serve(self.script(text))
         output = wait_until_serving(process)
-        os.killpg(process.pid, signal.SIGINT)
-        rest, _ = process.communicate(timeout=30)
+        rest = interrupt(process)
         # Ctrl-C ends it: 0, or the shell's 130 for a program interrupted by SIGINT, both a clean stop.
         return (0 if process.returncode in {0, 130} else process.returncode), output + rest
 
@@ -248,8 +247,20 @@ class Reader:
 
     def close(self) -> None:
         if self.simulators is not None:
-            os.killpg(self.simulators.pid, signal.SIGINT)
-            self.simulators.communicate(timeout=30)
+            interrupt(self.simulators)
+
+
+def interrupt(process: subprocess.Popen[str]) -> str:
+    """Ctrl-C to the process's group, and the rest of its output; one that does not stop within 30 s is killed
+    (its servers would hold their ports for the tests after this one) and fails the test."""
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        rest, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"{process.args!r} did not stop within 30 s of Ctrl-C")
+    return rest
 
 
 def wait_until_serving(process: subprocess.Popen[str]) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +105,31 @@ def test_an_output_folder_that_is_a_file_exits_2_saying_so(tmp_path):
     assert done.returncode == 2
     assert f"--out {taken} is a file, not a folder" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("after", ["its first line", "its last line"])
+def test_simulate_stops_cleanly_on_ctrl_c_as_soon_as_it_is_given(after):
+    # Ctrl-C while it still prints where it serves, or once it waits: exit 0, every server stopped
+    command = [SORACHARGE, "simulate", "--coverage", "jp", "--coverage", "g"]
+    ports = ["--port", "0", "--global-port", "0", "--cloudblue-port", "0"]
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [*command, *ports], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    assert process.stdout is not None
+    seen = [process.stdout.readline()]
+    if after == "its last line":
+        while not seen[-1].startswith("  sessions and charges:"):
+            seen.append(process.stdout.readline())
+            assert seen[-1], f"it ended before saying where it serves: {seen}"
+    servers = re.findall(r"http://127\.0\.0\.1:(\d+)", "".join(seen))
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        rest, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"simulate did not stop within 30 s of Ctrl-C, after {after}: {''.join(seen)}")
+    assert process.returncode == 0, "".join(seen) + rest
+    assert "Aborted" not in rest
+    for port in servers:  # nothing serves there any more
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", int(port)), timeout=1):
+            pass
