@@ -9,7 +9,9 @@ With ``--results`` each case's result is appended to that file as it is known (g
 name ends in ``.gz``), with the commit of the code that ran it, and a run with the same file runs only the
 cases it does not hold yet. A file holding another commit's results is refused, and so is recording from a
 checkout whose code differs from its commit: each result in a file is one commit's. The summary counts every
-case in the file, so a run that was stopped and started again reports the whole exploration.
+case in the file, so a run that was stopped and started again reports the whole exploration. The script runs
+its own checkout's code: to go on with a file of another commit, run it from a checkout of that commit
+(``git worktree add ../explore COMMIT``, then ``../explore/scripts/explore_protocol.py`` with this venv's python).
 ``docs/reliability/exploration.jsonl.gz`` holds the whole run the Reliability page reports.
 
 Prints the cases run (and those that do not arise: the attempt ended before the step named), the charges
@@ -29,13 +31,15 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# This checkout's code, whatever the venv installed (an editable install points at another checkout); spawned
+# workers start with this sys.path too.
+sys.path[:0] = [str(ROOT), str(ROOT / "layers/soracharge"), str(ROOT / "local")]
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
@@ -83,11 +87,20 @@ def _run_numbers(numbers: list[int]) -> list[tuple[int, str, str | None, dict[st
 
 
 #: What the exploration runs: a change anywhere here makes other results (the docs and other scripts do not).
-CODE = ("layers", "functions", "local", "tests", "scripts/explore_protocol.py", "pyproject.toml", "uv.lock")
+CODE = ("layers", "functions", "local", "tests", "examples", "scripts/explore_protocol.py", "pyproject.toml", "uv.lock")
 
 
 def _commit() -> str:
-    """The commit of the code this run runs; refused when the checkout's code differs from it."""
+    """The commit of the code this run runs; refused when the checkout's code differs from it, or when the code
+    imported is not this checkout's."""
+    import soracharge
+    import soracharge_local
+
+    import tests
+
+    for module in (soracharge, soracharge_local, tests):
+        if not Path(str(module.__file__)).resolve().is_relative_to(ROOT):
+            raise SystemExit(f"{module.__name__} is imported from {module.__file__}, not from this checkout ({ROOT})")
     git = ["git", "-C", str(ROOT)]
     status = [*git, "status", "--porcelain", "--", *CODE]
     changed = subprocess.run(status, capture_output=True, text=True, check=True)  # noqa: S603 - git, our arguments
@@ -100,9 +113,34 @@ def _commit() -> str:
     return head.stdout.strip()
 
 
-def _open(path: Path, mode: str) -> TextIO:
-    """A text file, gzip-compressed when its name ends in ``.gz``."""
-    return gzip.open(path, mode + "t") if path.suffix == ".gz" else path.open(mode)
+def _lines(path: Path) -> list[str]:
+    """The results' whole lines (gzip-compressed when the name ends in ``.gz``): what a run killed as it wrote
+    cut short is left out (those cases run again)."""
+    data = path.read_bytes()
+    if path.suffix != ".gz":
+        text = data.decode()
+    else:
+        text, rest = "", data
+        while rest:
+            member = zlib.decompressobj(wbits=31)  # one gzip member
+            try:
+                text += member.decompress(rest).decode()
+            except (zlib.error, UnicodeDecodeError):
+                break
+            if not member.eof:
+                break  # cut short
+            rest = member.unused_data
+    lines = text.splitlines(keepends=True)
+    return [line for line in lines if line.endswith("\n") and line.strip()]
+
+
+def _append(path: Path, lines: list[str]) -> None:
+    """Append a batch of lines as one write (one whole gzip member for a ``.gz`` name), on disk when it returns."""
+    data = "".join(lines).encode()
+    with path.open("ab") as file:
+        file.write(gzip.compress(data) if path.suffix == ".gz" else data)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def _done(path: Path | None, total: int, commit: str) -> dict[int, tuple[str | None, dict[str, int]]]:
@@ -110,18 +148,15 @@ def _done(path: Path | None, total: int, commit: str) -> dict[int, tuple[str | N
     if path is None or not path.exists():
         return {}
     done: dict[int, tuple[str | None, dict[str, int]]] = {}
-    with _open(path, "r") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if record["commit"] != commit or record["of"] != total:
-                raise SystemExit(
-                    f"{path} holds results of commit {record['commit']} ({record['of']} cases), this checkout is "
-                    f"{commit} ({total} cases): run that commit (git worktree add DIR {record['commit']}), or "
-                    "start another file"
-                )
-            done[record["number"]] = (record["failed"], record["counts"])
+    for line in _lines(path):
+        record = json.loads(line)
+        if record.get("commit") != commit or record["of"] != total:
+            raise SystemExit(
+                f"{path} holds results of commit {record.get('commit')} ({record['of']} cases), this checkout is "
+                f"{commit} ({total} cases): run that commit (git worktree add DIR {record.get('commit')}), or "
+                "start another file"
+            )
+        done[record["number"]] = (record["failed"], record["counts"])
     return done
 
 
@@ -183,8 +218,7 @@ def main() -> int:
                     failures.append((number, case, failed))
                     print(f"  FAILED case {number}: {case}: {failed}", flush=True)
             if args.results:
-                with _open(args.results, "a") as record:  # closed each time: a whole gzip member, readable if stopped
-                    record.writelines(json.dumps(line) + "\n" for line in lines)
+                _append(args.results, [json.dumps(line) + "\n" for line in lines])
             print(
                 f"  {totals['cases']} of {len(numbers)} cases, {len(failures)} failing, "
                 f"{time.monotonic() - started:.0f} s",

@@ -24,20 +24,23 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from fractions import Fraction
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import yaml
 
 DEVICE_COLUMNS = ("deviceId", "gadgetId", "loraDeviceId", "loraGatewayId", "sigfoxDeviceId", "soraCamDeviceId")
 
-#: (subscription, resource, "imsi:<imsi>" | "<column>:<id>" | "")
+#: (subscription, resource, "imsi:<imsi>" | "<column>:<id>" | ""), or for a share (subscription, resource, customer)
 Key = tuple[str, str, str]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -45,8 +48,9 @@ class Expected:
     total: Decimal = Decimal(0)
     owned: dict[Key, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     pools: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
-    #: (resource, customer value): that customer's share of the resource's pool
-    shares: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    #: (subscription, resource, customer value): that customer's share of the resource's pool, charged to its
+    #: subscription (the one its customer value maps to, or the default's)
+    shares: dict[Key, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
 
 
 #: The decimals of each currency's smallest unit (ISO 4217).
@@ -57,6 +61,20 @@ def _first(rules: Iterable[dict[str, Any]], item: str) -> dict[str, Any] | None:
     return next((rule for rule in rules if fnmatch.fnmatchcase(item, str(rule["match"]))), None)
 
 
+#: Every sum and quotient here is exact, or the reference fails: it never rounds what it checks.
+EXACT = Context(prec=100, traps=[Inexact, InvalidOperation])
+
+
+def _exact(function: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(function)
+    def exactly(*args: P.args, **kwargs: P.kwargs) -> R:
+        with localcontext(EXACT):
+            return function(*args, **kwargs)
+
+    return exactly
+
+
+@_exact
 def _largest_remainder(pool: Decimal, bases: dict[str, Decimal], currency: str) -> dict[str, Decimal]:
     exponent = pool.normalize().as_tuple().exponent  # 28800.00 shows no decimals
     decimals = max(UNIT_DECIMALS[currency], -exponent if isinstance(exponent, int) else 0)
@@ -73,6 +91,7 @@ def _largest_remainder(pool: Decimal, bases: dict[str, Decimal], currency: str) 
     return {who: sign * Decimal(n) / 10**decimals for who, n in shares.items()}
 
 
+@_exact
 def expected(body: bytes, mapping_yaml: str, currency: str) -> Expected:
     """What CloudBlue must hold for ``body`` (a detailed billing CSV in ``currency``) imported with the mapping
     ``mapping_yaml``."""
@@ -114,10 +133,13 @@ def expected(body: bytes, mapping_yaml: str, currency: str) -> Expected:
         positive = {owner: basis for owner, basis in bases.items() if basis > 0}
         assert positive, f"no customer has a positive basis to share {pooled} by: not a file to import"
         for owner, share in _largest_remainder(pool, positive, currency).items():
-            result.shares[pooled, owner] = share
+            target = (subscriptions.get(owner) or {}).get("subscription", default)
+            assert target is not None, f"{owner!r} has no subscription and the mapping no default: not a file to import"
+            result.shares[target, pooled, owner] = share
     return result
 
 
+@_exact
 def held(charges: Iterable[dict[str, Any]]) -> Expected:
     """CloudBlue's charges (as its simulator stores them) in the same terms."""
     result = Expected()
@@ -127,7 +149,7 @@ def held(charges: Iterable[dict[str, Any]]) -> Expected:
         attributes = charge.get("attributes") or {}
         if "share" in attributes:
             result.pools[charge["resourceId"]] += total
-            result.shares[charge["resourceId"], attributes["share"]] += total
+            result.shares[charge["subscriptionId"], charge["resourceId"], attributes["share"]] += total
             continue
         device = next(((name, attributes[name]) for name in DEVICE_COLUMNS if attributes.get(name)), None)
         thing = f"imsi:{attributes['imsi']}" if attributes.get("imsi") else f"{device[0]}:{device[1]}" if device else ""
@@ -146,10 +168,11 @@ def differences(want: Expected, got: Expected) -> list[str]:
     for resource in sorted(set(want.pools) | set(got.pools)):
         if want.pools.get(resource, Decimal(0)) != got.pools.get(resource, Decimal(0)):
             found.append(f"shares of {resource}: held {got.pools.get(resource)}, pooled {want.pools.get(resource)}")
-    for resource, who in sorted(set(want.shares) | set(got.shares)):
-        if want.shares.get((resource, who), Decimal(0)) != got.shares.get((resource, who), Decimal(0)):
+    for key in sorted(set(want.shares) | set(got.shares)):
+        if want.shares.get(key, Decimal(0)) != got.shares.get(key, Decimal(0)):
+            subscription, resource, who = key
             found.append(
-                f"{who}'s share of {resource}: held {got.shares.get((resource, who))}, "
-                f"the split makes {want.shares.get((resource, who))}"
+                f"{who}'s share of {resource} (subscription {subscription}): held {got.shares.get(key)}, "
+                f"the split makes {want.shares.get(key)}"
             )
     return found

@@ -4,6 +4,7 @@ months, and tells a doubled, lost or misdirected charge apart: a reference that 
 from __future__ import annotations
 
 import copy
+import decimal
 import io
 import json
 from decimal import Decimal
@@ -50,12 +51,13 @@ def test_the_worked_example_is_what_its_page_says():
     assert want.total == Decimal("33135.487762")
     vpg = "e5dbc3a6-7b8f-4a0c-9d9e-4f3a2b5c6d7e"
     assert want.pools == {vpg: Decimal(28800)}
-    assert want.shares == {
-        (vpg, "東京ガス"): Decimal(619),
-        (vpg, "Acme Logistics"): Decimal(217),
-        (vpg, "Northwind Traders"): Decimal(27964),
-    }
+    tokyo_gas, acme = "6513270e-269e-4d37-b2a7-4de452e6b438", "9531985d-5d9d-49f8-9818-e811892f902b"
     northwind, camera = "6b0d549b-6f03-475a-9600-a35a099950d8", "c3b9a1e4-5f6d-4e8a-9b7c-2d1e0f3a4b5c"
+    assert want.shares == {
+        (tokyo_gas, vpg, "東京ガス"): Decimal(619),
+        (acme, vpg, "Acme Logistics"): Decimal(217),
+        (northwind, vpg, "Northwind Traders"): Decimal(27964),
+    }
     assert want.owned[(northwind, camera, "soraCamDeviceId:7CDDE9000002")] == Decimal(1287)
 
 
@@ -96,6 +98,17 @@ def test_a_doubled_a_lost_and_a_misdirected_charge_are_each_told():
     one = next(c for c in share if "share" in c.get("attributes", {}))
     one["totalPrice"] = str(float(one["totalPrice"]) + 1)
     assert any(line.startswith("shares of") for line in reference.differences(want, reference.held(share)))
+    elsewhere = copy.deepcopy(charges)
+    one = next(c for c in elsewhere if "share" in c.get("attributes", {}))
+    one["subscriptionId"] = "00000000-0000-0000-0000-000000000000"
+    misdirected = reference.differences(want, reference.held(elsewhere))
+    assert len(misdirected) == 2, "the share is missing from its customer's subscription and found in another"
+    assert all(f"{one['attributes']['share']}'s share of" in line for line in misdirected)
+
+
+def test_the_reference_never_rounds_what_it_checks():
+    with pytest.raises(decimal.Inexact):
+        reference._largest_remainder(Decimal("9" * 120 + ".5"), {"a": Decimal(1)}, "JPY")
 
 
 def test_a_yen_moved_from_one_customers_share_to_anothers_is_told():
@@ -109,6 +122,6 @@ def test_a_yen_moved_from_one_customers_share_to_anothers_is_told():
 
     found = reference.differences(want, reference.held(moved))
 
-    assert [line.split(":")[0] for line in found] == sorted(
+    assert sorted(line.split(" (subscription")[0] for line in found) == sorted(
         f"{c['attributes']['share']}'s share of {resource}" for c in (giver, taker)
     )
