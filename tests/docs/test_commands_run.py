@@ -40,6 +40,7 @@ import pytest
 from soracharge.models.months import previous_month
 
 from tests.docs.pages import PAGES, REPO, Command, blocks, commands
+from tests.processes import rest_after_ctrl_c
 
 VENV_BIN = REPO / ".venv" / "bin"
 #: A line the docs show that cannot run on a machine with no AWS account and no network but the package registries.
@@ -251,16 +252,9 @@ class Reader:
 
 
 def interrupt(process: subprocess.Popen[str]) -> str:
-    """Ctrl-C to the process's group, and the rest of its output; one that does not stop within 30 s is killed
-    (its servers would hold their ports for the tests after this one) and fails the test."""
+    """Ctrl-C to the process's group, and the rest of its output."""
     os.killpg(process.pid, signal.SIGINT)
-    try:
-        rest, _ = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        pytest.fail(f"{process.args!r} did not stop within 30 s of Ctrl-C")
-    return rest
+    return rest_after_ctrl_c(process)
 
 
 def wait_until_serving(process: subprocess.Popen[str]) -> str:

@@ -15,6 +15,7 @@ from soracharge_local.cli import INSTANT_WAITS
 from soracharge_local.simulators import SoracomSimulator
 
 from tests.integration.conftest import LAST_MONTH
+from tests.processes import rest_after_ctrl_c
 
 SORACHARGE = str(Path(sys.executable).parent / "soracharge")
 MAPPING = str(Path(__file__).resolve().parents[2] / "examples" / "mapping.example.yaml")
@@ -128,11 +129,6 @@ def test_simulate_stops_cleanly_on_ctrl_c(to):
         assert len(threads) >= 4, "the main thread and a thread per server (two Soracom, one CloudBlue)"
         libc = ctypes.CDLL(None, use_errno=True)
         assert libc.tgkill(process.pid, threads[-1], signal.SIGINT) == 0, os.strerror(ctypes.get_errno())
-    try:
-        rest, _ = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        pytest.fail(f"simulate did not stop within 30 s of Ctrl-C to {to}")
+    rest = rest_after_ctrl_c(process)
     assert process.returncode == 0, "".join(seen) + rest
     assert "Aborted" not in rest
