@@ -103,7 +103,8 @@ integration: install
 ## mutants run at once, both runs) defaults to mutmut's (a process per core). When a test changed since mutmut last traced
 ## which tests reach which function, it traces them all again (its incremental tracing missed new tests); the mutants that
 ## had survived before this run are then tried again on today's tests (mutmut keeps a result until the mutant's own code
-## changes).
+## changes). The results are recorded in docs/development/mutants.json.gz after the run (failed or not) and restored
+## into a new checkout's mutants/ before it (scripts/mutants.py --record during a run keeps what it has done so far).
 MUTMUT_CHILDREN ?=
 mutants: $(UV)
 	$(UV) sync --frozen --inexact --extra local --group mutation --python $(PYTHON)
@@ -113,10 +114,12 @@ mutants: $(UV)
 	ln -sfn ../../tests mutants/mutants/tests
 	if [ -n "$$(find tests -name '*.py' -newer mutants/mutants/mutmut-stats.json 2>/dev/null | head -1)" ]; then \
 		rm -f mutants/mutants/mutmut-stats.json; fi
+	$(BIN)/python scripts/mutants.py --restore
 	survivors="$$($(BIN)/python scripts/mutants.py --survivors)" || exit 1; \
 		cd mutants && ../$(BIN)/mutmut run $(if $(MUTMUT_CHILDREN),--max-children $(MUTMUT_CHILDREN)) $(MUTMUT_ARGS) && \
 		if [ -n "$$survivors" ]; then \
-			../$(BIN)/mutmut run $(if $(MUTMUT_CHILDREN),--max-children $(MUTMUT_CHILDREN)) $$survivors; fi
+			../$(BIN)/mutmut run $(if $(MUTMUT_CHILDREN),--max-children $(MUTMUT_CHILDREN)) $$survivors; fi; \
+		status=$$?; cd .. && $(BIN)/python scripts/mutants.py --record && exit $$status
 	$(BIN)/python scripts/mutants.py
 
 ## The layer installs exactly the locked runtime dependencies (sam build reads this file).

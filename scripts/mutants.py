@@ -2,6 +2,8 @@
 
     .venv/bin/python scripts/mutants.py
     .venv/bin/python scripts/mutants.py --survivors   # only the names of the survivors not named equivalent
+    .venv/bin/python scripts/mutants.py --record      # keep mutmut's results so far in the repository
+    .venv/bin/python scripts/mutants.py --restore     # give a new checkout's mutmut the recorded results
 
 ``make mutants`` runs mutmut in ``mutants/`` (see ``[tool.mutmut]`` in pyproject.toml), which keeps each
 module's results in ``mutants/mutants/<module path>.meta``: every mutant's name and the exit code of its
@@ -11,10 +13,18 @@ suspicious, not yet checked, how many survived but are named as equivalent in ``
 (no input tells them from the code, for the reason written there), and the score: killed / (checked - equivalent);
 then the names of the mutants that survived and are not named equivalent (``cd mutants && ../.venv/bin/mutmut show
 NAME`` shows one's change).
+
+A whole run takes hours and mutants/ is not in the repository, so mutmut's results are recorded in
+``docs/development/mutants.json.gz`` (recording and restoring need no mutmut): each module's exit code per
+mutant, with the hash of each function mutmut mutated. ``make mutants`` restores a module's results before it
+runs (where mutants/ has none: a new checkout) and records them after; ``--record`` during a run keeps what it
+has done so far. mutmut keeps a restored result only while its function's hash is unchanged: a function
+changed since is run again.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import sys
@@ -24,14 +34,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mutmut.mutation.diff_apply import get_diff_for_mutant
-from mutmut.stats import status_by_exit_code
-from mutmut.utils.format_utils import orig_function_and_class_names_from_key
-
 ROOT = Path(__file__).resolve().parent.parent
 #: Where ``make mutants`` runs mutmut: its copy of the code, and the results, are in mutants/mutants.
 RESULTS = ROOT / "mutants" / "mutants"
 EQUIVALENTS = ROOT / "tests" / "equivalent_mutants.toml"
+#: mutmut's results kept in the repository: {module: {"exit_code_by_key": ..., "hash_by_function_name": ...}}.
+RECORD = ROOT / "docs" / "development" / "mutants.json.gz"
+KEPT = ("exit_code_by_key", "hash_by_function_name")
 COLUMNS = (
     "mutants", "killed", "survived", "no tests", "timeout", "suspicious", "not checked", "equivalent", "score"
 )  # fmt: skip
@@ -41,11 +50,41 @@ SHOWN = {"killed", "survived", "no tests", "timeout", "not checked"}
 
 def statuses(module: str) -> dict[str, str] | None:
     """Each mutant of one module (its path from mutants/, as in only_mutate) and its status, or None if not run."""
+    from mutmut.stats import status_by_exit_code
+
     meta = RESULTS / f"{module}.meta"
     if not meta.is_file():
         return None
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
     return {name: status_by_exit_code[code] for name, code in codes.items()}
+
+
+def record(modules: list[str]) -> str:
+    """Write mutmut's results of ``modules`` (those it has) to the record, over what the record held of them."""
+    kept = json.loads(gzip.decompress(RECORD.read_bytes())) if RECORD.is_file() else {}
+    for module in modules:
+        meta = RESULTS / f"{module}.meta"
+        if meta.is_file():
+            data = json.loads(meta.read_text())
+            kept[module] = {key: data[key] for key in KEPT}
+    text = json.dumps(kept, indent=1, sort_keys=True) + "\n"
+    RECORD.write_bytes(gzip.compress(text.encode(), mtime=0))
+    done = sum(code is not None for module in kept.values() for code in module["exit_code_by_key"].values())
+    return f"{RECORD.relative_to(ROOT)}: {done} results of {len(kept)} modules"
+
+
+def restore(modules: list[str]) -> str:
+    """Give mutmut the recorded results of each of ``modules`` it has none of (a new checkout)."""
+    kept = json.loads(gzip.decompress(RECORD.read_bytes())) if RECORD.is_file() else {}
+    restored = []
+    for module in modules:
+        meta = RESULTS / f"{module}.meta"
+        if module in kept and not meta.exists():
+            meta.parent.mkdir(parents=True, exist_ok=True)
+            empty = {"type_check_error_by_key": {}, "durations_by_key": {}, "estimated_durations_by_key": {}}
+            meta.write_text(json.dumps({**kept[module], **empty}))
+            restored.append(module)
+    return f"restored the recorded results of {', '.join(restored) or 'no module'} from {RECORD.relative_to(ROOT)}"
 
 
 def numbered(name: str) -> tuple[str, int]:
@@ -71,8 +110,14 @@ def in_results() -> Iterator[None]:
         os.chdir(before)
 
 
-def change(module: str, name: str) -> tuple[str, str, str, str]:
-    """A mutant's (module, function, removed line, added line), as an equivalents entry names it."""
+def change(module: str, name: str) -> tuple[str, str, str, str] | None:
+    """A mutant's (module, function, removed line, added line), as an equivalents entry names it; None before
+    mutmut has written the module's mutants (restored results: they are run again to be told apart)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    from mutmut.utils.format_utils import orig_function_and_class_names_from_key
+
+    if not (RESULTS / module).is_file():
+        return None
     function, class_name = orig_function_and_class_names_from_key(name)
     diff = get_diff_for_mutant(name, path=module).splitlines()
     removed = " ".join(line[1:].strip() for line in diff if line.startswith("-") and not line.startswith("---"))
@@ -96,6 +141,12 @@ def row(module: str, found: dict[str, str], equivalent: set[str]) -> list[str]:
 
 def main() -> int:
     modules: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
+    if sys.argv[1:] == ["--record"]:
+        print(record(modules))
+        return 0
+    if sys.argv[1:] == ["--restore"]:
+        print(restore(modules))
+        return 0
     results = {module: statuses(module) for module in modules}
     named = equivalents()
     with in_results():

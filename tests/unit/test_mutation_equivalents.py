@@ -7,6 +7,8 @@ from its module would match nothing and hide nothing, but it would say something
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 import tomllib
 from pathlib import Path
 
@@ -35,3 +37,44 @@ def test_each_named_equivalent_mutant_names_a_line_its_function_has_and_says_why
     assert len(entry["why"]) > 20
     assert entry["removed"] != entry["added"]
     assert entry["removed"].strip() in function_lines(entry["module"], entry["function"])
+
+
+def test_mutmuts_results_survive_a_new_checkout_through_the_record(tmp_path, monkeypatch):
+    # make mutants records mutmut's results in the repository after a run, and restores them before a run in a
+    # checkout that has none (mutants/ is not in the repository): a result reaches the new checkout's mutmut
+    spec = importlib.util.spec_from_file_location("mutants_script", ROOT / "scripts" / "mutants.py")
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    old, new = tmp_path / "old" / "mutants" / "mutants", tmp_path / "new" / "mutants" / "mutants"
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    monkeypatch.setattr(script, "RECORD", tmp_path / "mutants.json.gz")
+    module = "soracharge/logic/shares.py"
+    meta = {
+        "exit_code_by_key": {
+            "soracharge.logic.shares.x_split__mutmut_1": 1,
+            "soracharge.logic.shares.x_split__mutmut_2": None,
+        },
+        "hash_by_function_name": {"x_split": "5f2b"},
+        "type_check_error_by_key": {},
+        "durations_by_key": {"soracharge.logic.shares.x_split__mutmut_1": 0.4},
+        "estimated_durations_by_key": {},
+    }
+    (old / module).parent.mkdir(parents=True)
+    (old / f"{module}.meta").write_text(json.dumps(meta))
+
+    monkeypatch.setattr(script, "RESULTS", old)
+    assert script.record([module, "soracharge/logic/charges.py"]) == "mutants.json.gz: 1 results of 1 modules"
+    monkeypatch.setattr(script, "RESULTS", new)
+    said = script.restore([module, "soracharge/logic/charges.py"])
+
+    assert said == f"restored the recorded results of {module} from mutants.json.gz"
+    restored = json.loads((new / f"{module}.meta").read_text())
+    assert restored["exit_code_by_key"] == meta["exit_code_by_key"]
+    assert restored["hash_by_function_name"] == meta["hash_by_function_name"]
+    assert set(restored) == set(meta), "every key mutmut's loader pops, and no other"
+    assert not (new / "soracharge/logic/charges.py.meta").exists()
+    # a checkout whose mutmut has results of its own keeps them
+    (new / f"{module}.meta").write_text("{}")
+    assert script.restore([module]).startswith("restored the recorded results of no module")
