@@ -363,6 +363,17 @@ def test_a_shared_rule_with_a_typo_is_refused_before_it_sends_a_cost_elsewhere(r
         assert words in plan.problems[0].message, plan.problems[0].message
 
 
+@pytest.mark.parametrize(
+    "weights",
+    [{}, {"a": Decimal(0), "b": Decimal(1)}, {"a": Decimal(-1), "b": Decimal(2)}],
+    ids=["no customer", "a zero basis", "a negative basis"],
+)
+def test_a_split_over_no_customer_or_a_basis_not_positive_is_refused_by_name(weights):
+    # The callers share only over positive bases; a caller that did not would move money by a basis of nothing
+    with pytest.raises(ValueError, match=r"^every weight must be positive, and there must be one$"):
+        split(Decimal(100), weights, 0)
+
+
 def test_a_total_of_38_digits_is_split_exactly_whatever_the_caller_s_decimal_context():
     total = Decimal("12345678901234567890.123456789012345678")  # past the default context's 28 digits
     shares = split(total, {"a": Decimal(1), "b": Decimal(2)}, 18)
