@@ -59,9 +59,14 @@ def statuses(module: str) -> dict[str, str] | None:
     return {name: status_by_exit_code[code] for name, code in codes.items()}
 
 
+def recorded() -> dict[str, dict[str, dict[str, object]]]:
+    """The record's results by module (none before the first run records them)."""
+    return json.loads(gzip.decompress(RECORD.read_bytes())) if RECORD.is_file() else {}
+
+
 def record(modules: list[str]) -> str:
     """Write mutmut's results of ``modules`` (those it has) to the record, over what the record held of them."""
-    kept = json.loads(gzip.decompress(RECORD.read_bytes())) if RECORD.is_file() else {}
+    kept = recorded()
     for module in modules:
         meta = RESULTS / f"{module}.meta"
         if meta.is_file():
@@ -75,7 +80,7 @@ def record(modules: list[str]) -> str:
 
 def restore(modules: list[str]) -> str:
     """Give mutmut the recorded results of each of ``modules`` it has none of (a new checkout)."""
-    kept = json.loads(gzip.decompress(RECORD.read_bytes())) if RECORD.is_file() else {}
+    kept = recorded()
     restored = []
     for module in modules:
         meta = RESULTS / f"{module}.meta"

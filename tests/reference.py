@@ -100,6 +100,10 @@ def expected(body: bytes, mapping_yaml: str, currency: str) -> Expected:
     column, subscriptions = customer["column"], customer.get("subscriptions", {})
     devices = customer.get("devices", {})
     default = (customer.get("default") or {}).get("subscription")
+
+    def subscription_of(who: str) -> Any:  # None when unmapped and no default: the product refuses such a file
+        return (subscriptions.get(who) or {}).get("subscription", default)
+
     result = Expected()
     customers: dict[tuple[str, str], Decimal] = defaultdict(Decimal)  # (customer value, bill item) -> amount
     rules: dict[str, dict[str, Any]] = {}  # resource -> the shared rule of its pool
@@ -118,10 +122,7 @@ def expected(body: bytes, mapping_yaml: str, currency: str) -> Expected:
             result.pools[resource["resource"]] += amount
             rules[resource["resource"]] = rule
             continue
-        if rule is not None:
-            subscription = rule["to"]["subscription"]
-        else:
-            subscription = (subscriptions.get(who) or {}).get("subscription", default)
+        subscription = rule["to"]["subscription"] if rule is not None else subscription_of(who)
         thing = f"imsi:{row['imsi']}" if row.get("imsi") else f"{device[0]}:{device[1]}" if device else ""
         result.owned[(subscription, resource["resource"], thing)] += amount
     for pooled, pool in result.pools.items():
@@ -133,7 +134,7 @@ def expected(body: bytes, mapping_yaml: str, currency: str) -> Expected:
         positive = {owner: basis for owner, basis in bases.items() if basis > 0}
         assert positive, f"no customer has a positive basis to share {pooled} by: not a file to import"
         for owner, share in _largest_remainder(pool, positive, currency).items():
-            target = (subscriptions.get(owner) or {}).get("subscription", default)
+            target = subscription_of(owner)
             assert target is not None, f"{owner!r} has no subscription and the mapping no default: not a file to import"
             result.shares[target, pooled, owner] = share
     return result
