@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import typer
+from rich.cells import cell_len
 from soracharge.logic import guards
 from soracharge.models.accounts import BillAccount
 from soracharge.models.coverage import coverage_label
@@ -102,6 +103,13 @@ def print_export_outputs(result: ExecutionResult) -> None:
     typer.echo(f"  version {s3.get('versionId')}, {s3.get('size')} bytes, sha256 {s3.get('sha256')}")
 
 
+def customer(name: str | None, columns: int = 28) -> str:
+    """A customer value as the report's first column shows it: escaped where a terminal would not show it
+    (guards.printable), padded to ``columns`` terminal columns, where a wide character (東, ｱ is not) takes two."""
+    shown = guards.printable(name or "(no customer tag)")
+    return shown + " " * (columns - cell_len(shown))
+
+
 def print_report(report: dict[str, Any]) -> None:
     """The import report as a person reads it: status, reconciliation, totals, problems, warnings."""
     status = report["status"]
@@ -140,18 +148,18 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("perCustomer"):
         typer.echo("\nPer customer:")
         for entry in report["perCustomer"]:
-            typer.echo(f"  {entry['name'] or '(no customer tag)':28} {entry['amount']:>14}")
+            typer.echo(f"  {customer(entry['name'])} {entry['amount']:>14}")
     for shared in report.get("shares", []):
         items = ", ".join(shared["items"])
         said = f"Shared out: {items}, {shared['total']} by {shared['basis']} (of {shared['basisTotal']} in all):"
         typer.echo("\n" + guards.printable(said))
         for line in shared["lines"]:
-            typer.echo(guards.printable(f"  {line['customer']:28} {line['amount']:>14}  (basis {line['basis']})"))
+            typer.echo(f"  {customer(line['customer'])} {line['amount']:>14}  (basis {line['basis']})")
     if report.get("defaulted"):
         typer.echo("\nSent to the mapping's default subscription (customer values the mapping does not list):")
         for entry in report["defaulted"]:
             sims = f"{entry.get('sims', 0)} SIMs" if entry.get("sims") is not None else ""
-            typer.echo(guards.printable(f"  {entry['name'] or '(no customer tag)':28} {entry['amount']:>14}  {sims}"))
+            typer.echo(f"  {customer(entry['name'])} {entry['amount']:>14}  {sims}")
     problems = report.get("problems", [])
     if problems:
         read = ImportReport.model_validate(report)

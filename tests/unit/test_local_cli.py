@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.cells import cell_len
 from soracharge.errors import InvalidInputError
-from soracharge_local import cli, history
+from soracharge_local import cli, console, history
 from soracharge_local.cli import app
 from typer.testing import CliRunner
 
-from tests.unit.test_report_html import MONTH, processed_report
+from tests.unit.test_report_html import CUSTOMERS, MONTH, processed_report
 
 
 def test_two_executions_of_one_month_and_coverage_started_in_the_same_second_get_different_names():
@@ -204,3 +205,21 @@ def test_a_file_is_refused_for_the_preview_of_an_export(tmp_path: Path):
     )
     assert done.exit_code == 2, done.output
     assert f"previews an export (exports/{MONTH}/fe_0123456789abcdef.csv), not a file a person gave" in done.output
+
+
+# -- the report on the terminal ---------------------------------------------------------------------
+
+
+def test_the_per_customer_amounts_line_up_on_a_terminal_whatever_script_the_names_are_in(capsys):
+    # 東京ガス takes eight terminal columns, not four: padded by characters, its amount stood four columns right
+    # of the others. A customer value with a control character (an ANSI escape pasted into a tag) is escaped.
+    report: dict[str, Any] = processed_report().to_event()
+    report["perCustomer"] = [*report["perCustomer"], {"name": "Evil\x1b[2J Corp", "amount": "1.00"}]
+    console.print_report(report)
+    shown = capsys.readouterr().out.splitlines()
+    table = shown[shown.index("Per customer:") + 1 :][:5]
+    assert [line.split()[-1] for line in table] == [*CUSTOMERS.values(), "1.00"]
+    assert {cell_len(line) for line in table} == {2 + 28 + 1 + 14}
+    assert table[0].startswith("  (no customer tag) ")
+    assert table[4].startswith("  Evil\\x1b[2J Corp ")
+    assert "\x1b" not in "".join(shown)
