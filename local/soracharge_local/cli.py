@@ -1195,11 +1195,14 @@ def _label(month: str, coverage: Coverage, coverages: tuple[Coverage, ...]) -> s
 
 
 def _mapping_path(mapping: Path | None) -> Path:
+    """The mapping a command was given (or $SORACHARGE_MAPPING), read and checked before anything starts: a
+    mapping the import would refuse exits 2 here, naming its mistake, not after a stack and three attempts."""
     chosen = mapping or (Path(os.environ["SORACHARGE_MAPPING"]) if os.environ.get("SORACHARGE_MAPPING") else None)
     if chosen is None:
         _fail_input("no mapping: pass --mapping FILE or set SORACHARGE_MAPPING (see examples/mapping.example.yaml)")
     if str(chosen).startswith("s3://") or not chosen.is_file():
         _fail_input(f"the mapping {chosen} is not a file on this machine")
+    _parse_mapping_file(chosen)
     return chosen
 
 

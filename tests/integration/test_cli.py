@@ -99,6 +99,29 @@ def test_a_bad_setting_exits_2_naming_the_variable_and_its_value_before_anything
     assert "Local stack deployed" not in done.stdout
 
 
+@pytest.mark.parametrize("command", ["run", "import"])
+def test_a_mapping_the_import_would_refuse_exits_2_naming_its_near_miss_before_anything_runs(tmp_path, command):
+    # The README's mapping with a trailing space typed after a customer that a device and an operator name: the
+    # import function refuses it (MappingError), so a command must refuse it before it deploys a stack for it.
+    text = Path(MAPPING).read_text(encoding="utf-8")
+    typo = tmp_path / "mapping.yaml"
+    typo.write_text(text.replace('"Northwind Traders":', '"Northwind Traders ":', 1), encoding="utf-8")
+    bill = tmp_path / "bill.csv"
+    bill.write_text("not read: the mapping is refused first\n", encoding="utf-8")
+    given = ["run", "--month", LAST_MONTH] if command == "run" else ["import", str(bill), "--month", LAST_MONTH]
+    done = run_cli(*given, "--mapping", str(typo), "--out", str(tmp_path / "out"), timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    first = done.stderr.splitlines()[0]
+    assert first.startswith(f"error: {typo}: line "), first
+    assert "names customer 'Northwind Traders', not one of customer.subscriptions" in first
+    assert (
+        "customer.subscriptions has 'Northwind Traders ', which differs from 'Northwind Traders' only in spaces, "
+        "case or width: write the two alike"
+    ) in first
+    assert "Local stack deployed" not in done.stdout
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_output_folder_that_is_a_file_exits_2_saying_so(tmp_path):
     taken = tmp_path / "out"
     taken.write_text("a file")

@@ -184,6 +184,25 @@ def test_a_mapping_listing_a_device_for_a_customer_it_does_not_have_is_refused_n
         _devices({"7CDDE9000002 ": "Acme Logistics"})
 
 
+@pytest.mark.parametrize("typed", ["Acme Logistics ", "acme logistics", "Ａｃｍｅ Logistics", "Acme  Logistics"])
+def test_a_device_naming_a_customer_as_listed_but_for_spaces_case_or_width_is_refused_naming_the_two(typed):
+    with pytest.raises(MappingError) as refused:
+        _devices({"7CDDE9000002": typed})
+    assert (f"device '7CDDE9000002' names customer {typed!r}, not one of customer.subscriptions (they are: ") in str(
+        refused.value
+    )
+    assert str(refused.value).endswith(
+        f"; customer.subscriptions has 'Acme Logistics', which differs from {typed!r} only in spaces, case or "
+        "width: write the two alike"
+    )
+
+
+def test_a_device_naming_a_customer_nothing_like_a_listed_one_gets_no_near_miss():
+    with pytest.raises(MappingError) as refused:
+        _devices({"7CDDE9000002": "Acme Logistic"})
+    assert "differs from" not in str(refused.value)
+
+
 def test_without_aggregation_each_device_row_is_its_own_charge_and_still_names_its_device():
     per_row = mapping().model_copy(update={"aggregation": "none"})
     plan = plan_import(io.BytesIO(csv_of(*ROWS)), month=MONTH, currency="JPY", mapping=per_row)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
-import unicodedata
 from collections.abc import Iterable
 from collections.abc import Mapping as Mapping_
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from decimal import Decimal, localcontext
 from typing import Protocol
 
 from soracharge.models.charges import EXACT, ImportPlan, ImportProblem, ProblemKind
-from soracharge.models.mapping import Mapping
+from soracharge.models.mapping import Mapping, normal
 
 #: The kinds that explain the others, in the order a diagnosis names them.
 TELLING = (
@@ -47,12 +46,6 @@ TELLING = (
 EXAMPLES = 3
 #: How much of a file's start tells its encoding.
 SNIFF_BYTES = 64 * 1024
-
-
-def normal(text: str) -> str:
-    """``text`` as a person would read it the same: NFKC (full-width to half-width), case folded, without
-    white space (``"Acme Logistics "``, ``"ACME  Logistics"`` and ``"AcmeLogistics"`` are one)."""
-    return "".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def near_misses(plan: ImportPlan, mapping: Mapping) -> list[ImportProblem]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
+import unicodedata
 from collections.abc import Mapping as Mapping_
 from collections.abc import Sequence
 from decimal import Decimal
@@ -36,6 +37,12 @@ _GLOB_CHARS = frozenset("*?[")
 #: How a value the user must still write begins (``soracharge mapping draft`` writes them): a file
 #: holding one is refused, naming each, so an unfilled draft never imports anything.
 PLACEHOLDER_PREFIX = "FILL-IN:"
+
+
+def normal(text: str) -> str:
+    """``text`` as a person would read it the same: NFKC (full-width to half-width), case folded, without
+    white space (``"Acme Logistics "``, ``"ACME  Logistics"`` and ``"AcmeLogistics"`` are one)."""
+    return "".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 class _MappingPart(BaseModel):
@@ -83,7 +90,17 @@ class CustomerMapping(_MappingPart):
         ]
         if unknown:
             listed = ", ".join(repr(name) for name in self.subscriptions) or "none"
-            raise ValueError(f"{'; '.join(unknown)}, not one of customer.subscriptions (they are: {listed})")
+            named = {name for given in (self.devices, self.operators) for name in given.values()}
+            near = [
+                f"; customer.subscriptions has {listed_name!r}, which differs from {name!r} only in spaces, case or "
+                "width: write the two alike"
+                for name in sorted(named - self.subscriptions.keys())
+                for listed_name in self.subscriptions
+                if normal(listed_name) == normal(name)
+            ]
+            raise ValueError(
+                f"{'; '.join(unknown)}, not one of customer.subscriptions (they are: {listed}){''.join(near)}"
+            )
         return self
 
 
