@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 import yaml
 from soracharge.errors import MappingError
-from soracharge.models.mapping import Mapping, parse_mapping
+from soracharge.models.mapping import Mapping, _yaml_syntax_error, parse_mapping
 from soracharge_local.simulators.soracom_data import _ITEMS, CUSTOMERS
 
 from tests.unit.import_core.builders import (
@@ -159,19 +159,57 @@ def test_a_glob_with_an_unclosed_bracket_is_refused_with_its_line():
 
 def test_a_yaml_syntax_error_names_its_line_and_column():
     message = error_of(GOOD.replace("  column: customer", "  column: [customer"))
-    assert re.match(r"mapping\.yaml: line 3, column \d+: YAML syntax error: expected ',' or '\]'", message)
+    assert message == "mapping.yaml: line 3, column 16: YAML syntax error: expected ',' or ']', but got ':'"
 
 
-def test_an_unquoted_glob_gets_a_hint_to_quote_it():
-    message = error_of(GOOD.replace('"Basic fee"', "*"))
-    assert message.startswith("mapping.yaml: line 6, column")
-    assert "quote values that start with *" in message
+@pytest.mark.parametrize(("value", "column", "problem"), [
+    ("*", 13, "expected alphabetic or numeric character, but found '\\n'"),  # while scanning an alias
+    ("&", 13, "expected alphabetic or numeric character, but found '\\n'"),  # while scanning an anchor
+    ("!<", 14, "expected URI, but found '\\n'"),  # while parsing a tag
+])  # fmt: skip
+def test_an_unquoted_value_starting_with_a_yaml_sign_gets_a_hint_to_quote_it(value, column, problem):
+    message = error_of(GOOD.replace('"Basic fee"', value))
+    assert message == (
+        f"mapping.yaml: line 6, column {column}: YAML syntax error: {problem} "
+        '(quote values that start with *, & or !, such as globs: match: "*")'
+    )
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        (yaml.MarkedYAMLError(problem="found a tab"), "YAML syntax error: found a tab"),
+        (yaml.MarkedYAMLError(context="while parsing a block"), "YAML syntax error: while parsing a block"),
+        (yaml.MarkedYAMLError(), "YAML syntax error: syntax error"),
+    ],
+)
+def test_a_yaml_error_that_has_no_place_is_said_without_one(raised, said):
+    assert _yaml_syntax_error(raised) == said
+
+
+def test_a_mistake_in_a_block_is_placed_on_its_key_s_line_not_on_the_block_s_first_line():
+    message = error_of(GOOD.replace("  column: customer", '  column: customer\n  devices: {"7CDDE9000002": "Acme "}'))
+    assert message.startswith("mapping.yaml: line 1: customer: device '7CDDE9000002' names customer 'Acme ', ")
 
 
 def test_a_number_where_text_is_expected_gets_a_hint_to_quote_it():
     message = error_of(GOOD.replace('"Acme":', "1234:"))
-    assert "customer.subscriptions" in message
-    assert "quote it" in message
+    assert message == (
+        "mapping.yaml: line 4: customer.subscriptions[1234] (the key): Input should be a valid string "
+        '(got 1234: quote it, as in "1234")'
+    )
+
+
+def test_a_mistake_of_the_whole_mapping_is_placed_at_its_top_level():
+    both = GOOD.replace('    "Acme"', '    "": {subscription: "0fd630f1-f29d-4da9-953f-48f1a09f76b5"}\n    "Acme"')
+    message = error_of(
+        both + 'shared:\n  - match: "VPG*"\n    to: {subscription: "0fd630f1-f29d-4da9-953f-48f1a09f76b5"}\n'
+    )
+    assert message == (
+        'mapping.yaml: line 1: (top level): customer.subscriptions lists the value "" (rows with no customer), and '
+        '`shared` rules say where such rows go: which one wins is a guess. Remove the "" entry (a `default` takes '
+        "the rest)"
+    )
 
 
 def test_a_key_given_twice_is_refused_with_its_line():
