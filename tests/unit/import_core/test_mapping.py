@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import yaml
@@ -31,7 +32,7 @@ items:
 """
 
 
-def error_of(text: str) -> str:
+def error_of(text: str | dict[str, Any]) -> str:
     with pytest.raises(MappingError) as raised:
         parse_mapping(text, "mapping.yaml")
     return str(raised.value)
@@ -219,9 +220,61 @@ def test_a_key_given_twice_is_refused_with_its_line():
     assert message == "mapping.yaml: line 5: 'Acme' is given twice"
 
 
-@pytest.mark.parametrize(("text", "message"), [("", "is empty"), ("- a\n- b\n", "must be a YAML mapping")])
-def test_a_file_that_is_not_a_mapping_is_refused(text, message):
-    assert message in error_of(text)
+NOT_A_MAPPING = "the mapping file must be a YAML mapping (customer:, items:, ...)"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "mapping.yaml: the mapping file is empty"),
+        ("- a\n- b\n", f"mapping.yaml: line 1: {NOT_A_MAPPING}, got a list"),
+        ("\n\njust text\n", f"mapping.yaml: line 3: {NOT_A_MAPPING}, got a str"),
+        (GOOD + "\x07\n", "mapping.yaml: not valid YAML: unacceptable character #x0007: special characters are not "
+         'allowed\n  in "<unicode string>", position 196'),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "mapping.yaml: the YAML is nested too deeply"),
+        ("a: &x [*x]\n", "mapping.yaml: the YAML is nested too deeply or refers to itself (an alias)"),
+        ("a: 2026-13-01\n", "mapping.yaml: the YAML cannot be read as data: month must be in 1..12"),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_not_a_mapping_is_refused_saying_why(text, message):
+    assert error_of(text) == message
+
+
+def test_a_key_given_twice_inside_a_list_item_is_refused_with_its_line():
+    assert error_of(GOOD.replace('    resource: "90c', '    match: "x"\n    resource: "90c')) == (
+        "mapping.yaml: line 7: 'match' is given twice"
+    )
+
+
+def test_every_mistake_is_named_in_one_message_in_file_order():
+    two = GOOD.replace("column: customer", "column: ''").replace(
+        'resource: "90c192cf-d3ac-44af-8f21-ddb66cad4a26"', 'resource: "x"'
+    )
+    assert error_of(two) == (
+        "mapping.yaml: line 2: customer.column: String should have at least 1 character; line 7: items[0].resource: "
+        "must be a UUID such as 3f2a6c1e-8d4b-4e7a-9c1f-2b5d8e0a7c34, got 'x'"
+    )
+
+
+def test_a_mapping_given_as_data_is_refused_naming_the_field_without_a_line():
+    data = yaml.safe_load(GOOD)
+    data["customer"]["column"] = ""
+    assert error_of(data) == "mapping.yaml: customer.column: String should have at least 1 character"
+    data["customer"]["column"] = "customer"
+    data["items"][0]["resource"] = "FILL-IN: CloudBlue resource for Basic fee"
+    assert error_of(data) == (
+        "mapping.yaml: items[0].resource: placeholder not filled in: FILL-IN: CloudBlue resource for Basic fee"
+    )
+
+
+def test_a_customers_row_goes_to_its_customer_even_for_an_item_a_shared_rule_sends_elsewhere():
+    the_mapping = parse_mapping(
+        GOOD + 'shared:\n  - match: "VPG*"\n    to: {subscription: "0fd630f1-f29d-4da9-953f-48f1a09f76b5"}\n', "m.yaml"
+    )
+    assert the_mapping.target_of("Acme", "VPG fee") == the_mapping.customer_for("Acme")
+    shared_to = the_mapping.target_of("", "VPG fee")
+    assert shared_to is not None
+    assert str(shared_to.subscription) == "0fd630f1-f29d-4da9-953f-48f1a09f76b5"
 
 
 def test_the_first_matching_item_wins_and_exact_names_match_literally():
