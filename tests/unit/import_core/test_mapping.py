@@ -339,3 +339,17 @@ def test_an_unknown_tag_is_refused_even_after_a_library_taught_yaml_every_tag(mo
         MappingError, match=r"line 1, column 4: .*could not determine a constructor for the tag '!custom'"
     ):
         parse_mapping("x: !custom 1", "polluted.yaml")
+
+
+#: What fnmatch.translate makes of each (checked with it): a '[' that opens no class that closes is escaped, literal.
+NEVER_CLOSES = ["[a", "x[a", "[!a", "[!]", "[]", "[!", "[", "[a][b"]  # (?s:\[a)\Z ... (?s:[a]\[b)\Z
+CLOSES = ["[]]", "[!]]", "[!a]", "[a]", "a[]b]c", "[[]", "*[!]x]"]  # (?s:[]])\Z, (?s:[^]])\Z ... (?s:[\[])\Z
+
+
+@pytest.mark.parametrize("pattern", NEVER_CLOSES + CLOSES)
+def test_a_glob_is_refused_exactly_when_fnmatch_would_read_its_bracket_as_a_literal(pattern):
+    text = GOOD.replace('"Basic fee"', f'"{pattern}"')
+    if pattern in NEVER_CLOSES:
+        assert f"items[0].match: glob {pattern!r} opens a '[' character class that never closes" in error_of(text)
+    else:
+        assert parse_mapping(text, "mapping.yaml").items[0].match == pattern

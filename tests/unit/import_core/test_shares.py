@@ -439,3 +439,16 @@ def test_a_refused_file_with_shared_costs_lists_its_own_problem_alone_and_no_spl
         SUB_NORTH: Decimal(330),
         SUB_PROVIDER: Decimal(3000),
     }
+
+
+def test_a_refused_file_counts_a_customers_own_row_of_a_shared_item_to_that_customer():
+    # A VPG a customer's tag names is that customer's cost, though a rule shares the VPG nobody owns: in a
+    # refused file too, where each subscription's figure is all a person sees
+    plan = plan_of(
+        mapping(BY_AMOUNT, default=True),
+        *ROWS,
+        ",vpg-0002,202610,vpgBasicCharge-typeE,100,1,100,Acme Logistics",
+        "440109,,202610,mysteryCharge,1,1,1,東京ガス",
+    )
+    assert [(p.line, p.value) for p in plan.problems] == [(11, "mysteryCharge")]
+    assert plan.per_subscription[SUB_ACME] == Decimal(930 + 100)
