@@ -105,7 +105,8 @@ def print_export_outputs(result: ExecutionResult) -> None:
 
 def customer(name: str | None, columns: int = 28) -> str:
     """A customer value as the report's first column shows it: escaped where a terminal would not show it
-    (guards.printable), padded to ``columns`` terminal columns, where a wide character (東, ｱ is not) takes two."""
+    (guards.printable), padded to ``columns`` terminal columns: a wide character such as 東 takes two (a
+    half-width ｱ one)."""
     shown = guards.printable(name or "(no customer tag)")
     return shown + " " * (columns - cell_len(shown))
 
