@@ -535,6 +535,7 @@ def simulate(
     the coupon, plus tax when a rate is given (change both later with PUT /_simulator/billing).
     """
     from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
+    from soracharge_local.simulators.server import stopped_by_signals
 
     coverages = _coverages(coverage or ["jp"])
     simulators = [
@@ -554,7 +555,7 @@ def simulate(
             _fail_input(f"--coupon {coupon} --tax-rate {tax_rate}: {exc}")
     cloudblue = CloudBlueSimulator(port=cloudblue_port, processing_seconds=2.0)
     try:
-        with ExitStack() as running:
+        with stopped_by_signals(), ExitStack() as running:
             for soracom in simulators:
                 running.enter_context(soracom)
             running.enter_context(cloudblue)
@@ -562,7 +563,7 @@ def simulate(
             while True:  # short sleeps: Ctrl-C delivered to a server's thread is seen within a second
                 time.sleep(0.5)
     except KeyboardInterrupt:
-        pass  # Ctrl-C, at any moment once started: the servers stopped as the ExitStack closed
+        pass  # Ctrl-C or SIGTERM, at any moment once started: the servers stopped as the ExitStack closed
 
 
 def _say_where(

@@ -131,12 +131,17 @@ def test_an_output_folder_that_is_a_file_exits_2_saying_so(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("to", ["the process", "a server's thread"])
+@pytest.mark.parametrize("to", ["the process", "a server's thread", "a background job", "the process, by kill"])
 def test_simulate_stops_cleanly_on_ctrl_c(to):
     # Ctrl-C once it serves, to the process or (as the kernel may deliver it) to one of its server threads: the
-    # handler runs on the main thread, which must see it soon, stop every server and exit 0
+    # handler runs on the main thread, which must see it soon, stop every server and exit 0. Likewise when it was
+    # started as a shell without job control starts `soracharge simulate &` (SIGINT ignored, which Python would
+    # leave so), and on `kill` (SIGTERM)
     command = [SORACHARGE, "simulate", "--coverage", "jp", "--coverage", "g"]
     ports = ["--port", "0", "--global-port", "0", "--cloudblue-port", "0"]
+    if to == "a background job":
+        command = [*IGNORING_SIGINT, *command]
+        assert _sigint_ignored(IGNORING_SIGINT), "what the shell starts so inherits SIGINT ignored"
     process = subprocess.Popen(  # noqa: S603 - our own console script
         [*command, *ports], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
@@ -145,8 +150,10 @@ def test_simulate_stops_cleanly_on_ctrl_c(to):
     while not seen[-1].startswith("  sessions and charges:"):
         seen.append(process.stdout.readline())
         assert seen[-1], f"it ended before saying where it serves: {seen}"
-    if to == "the process":
+    if to in ("the process", "a background job"):
         os.kill(process.pid, signal.SIGINT)
+    elif to == "the process, by kill":
+        os.kill(process.pid, signal.SIGTERM)
     else:
         threads = sorted(int(task.name) for task in Path(f"/proc/{process.pid}/task").iterdir())
         assert len(threads) >= 4, "the main thread and a thread per server (two Soracom, one CloudBlue)"
@@ -155,3 +162,14 @@ def test_simulate_stops_cleanly_on_ctrl_c(to):
     rest = rest_after_ctrl_c(process)
     assert process.returncode == 0, "".join(seen) + rest
     assert "Aborted" not in rest
+
+
+#: Runs its arguments as a shell without job control runs a background job: with SIGINT ignored.
+IGNORING_SIGINT = ["bash", "-c", 'trap "" INT && exec "$@"', "bash"]
+
+
+def _sigint_ignored(wrapper: list[str]) -> bool:
+    """Whether a process started by ``wrapper`` ignores SIGINT (SigIgn in /proc/self/status: bit n-1, signal n)."""
+    status = subprocess.run([*wrapper, "cat", "/proc/self/status"], capture_output=True, text=True, check=True).stdout  # noqa: S603
+    mask = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+    return bool(mask >> (signal.SIGINT - 1) & 1)

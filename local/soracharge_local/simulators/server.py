@@ -25,7 +25,8 @@ import signal
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
@@ -49,6 +50,7 @@ __all__ = [
     "json_text",
     "raw_request_target",
     "run_in_foreground",
+    "stopped_by_signals",
 ]
 
 _log = logging.getLogger(__name__)
@@ -386,10 +388,26 @@ def json_response(
 def run_in_foreground(server: LoopbackServer[Any, Any]) -> int:
     """The end of a simulator's ``main``: serve until Ctrl-C or SIGTERM, stop, and return the exit status."""
     print("Press Ctrl-C to stop.", flush=True)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` stops it as cleanly as Ctrl-C
-    server.serve_forever()
+    with stopped_by_signals():
+        server.serve_forever()
     return 0
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """Inside, Ctrl-C (SIGINT) and ``kill <pid>`` (SIGTERM) raise KeyboardInterrupt in the main thread, whatever
+    the process inherited: a shell without job control starts a background job (``soracharge simulate &``) with
+    SIGINT ignored, and Python then leaves it ignored, so a server started so would not stop on Ctrl-C. The
+    handlers before are put back after. Off the main thread (where no handler can be set) it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {each: signal.signal(each, _interrupt) for each in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for each, handler in before.items():
+            signal.signal(each, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
