@@ -283,6 +283,13 @@ def test_a_bad_amount_is_a_problem_naming_line_column_and_value(amount, message)
         ("20261032", "date '20261032' is not a real day"),
         ("20260931", "date '20260931' is not a real day"),
         ("202613", "date '202613' is not a real month"),
+        ("202600", "date '202600' is not a real month"),
+        ("20261301", "date '20261301' is not a real day"),
+        ("20260230", "date '20260230' is not a real day"),
+        ("202601", "date '202601' is outside the billed month 202610"),
+        ("202612", "date '202612' is outside the billed month 202610"),
+        ("20260101", "date '20260101' is outside the billed month 202610"),
+        ("20261231", "date '20261231' is outside the billed month 202610"),
         ("2026-10-01", "date '2026-10-01' is not yyyyMMdd or yyyyMM"),
     ],
 )
@@ -465,6 +472,11 @@ def test_an_amount_that_is_unit_price_times_quantity_as_shown_is_good_on_either_
         ("10", "1", "100", "amount 100 is not unitPrice × quantity (10 × 1 = 10): off by more than the rounding its 0"),
         ("0.0000002", "12345679", "2.46", "(0.0000002 × 12345679 = 2.4691358): off by more than the rounding its 2"),
         ("10", "3", "30.01", "(10 × 3 = 30): off by more than the rounding its 2 decimal(s) allow"),
+        # a discount's negative price, a product under 1 either way, and none at all
+        ("-10", "3", "-31", "amount -31 is not unitPrice × quantity (-10 × 3 = -30): off by more"),
+        ("-0.1", "3", "-0.31", "amount -0.31 is not unitPrice × quantity (-0.1 × 3 = -0.3): off by more"),
+        ("0.1", "3", "0.31", "amount 0.31 is not unitPrice × quantity (0.1 × 3 = 0.3): off by more"),
+        ("0", "5", "1", "amount 1 is not unitPrice × quantity (0 × 5 = 0): off by more"),
     ],
 )
 def test_an_amount_that_is_not_unit_price_times_quantity_is_a_problem_naming_the_row(

@@ -353,3 +353,19 @@ def test_a_glob_is_refused_exactly_when_fnmatch_would_read_its_bracket_as_a_lite
         assert f"items[0].match: glob {pattern!r} opens a '[' character class that never closes" in error_of(text)
     else:
         assert parse_mapping(text, "mapping.yaml").items[0].match == pattern
+
+
+@pytest.mark.parametrize(
+    ("basis", "shown"),
+    [("amout", "'amout'"), ("[amount, 3]", "['amount', 3]"), ("{Basic: fee}", "{'Basic': 'fee'}"), ("[{}]", "[{}]")],
+)
+def test_a_sharing_basis_of_neither_shape_is_refused_in_one_message_on_its_line(basis, shown):
+    # pydantic would name each member of the union (by['literal[...]'], by['list[str]'][0]): one message instead
+    text = GOOD + f'shared:\n  - match: "VPG*"\n    by: {basis}\n'
+    assert error_of(text) == (
+        f"mapping.yaml: line 10: shared[0].by: give `amount` or a list of bill items (names or globs), not {shown}"
+    )
+
+
+def test_a_placeholder_under_a_key_that_is_not_text_is_named_with_a_question_mark():
+    assert error_of('? [a, b]\n: "FILL-IN: x"\n') == "mapping.yaml: line 2: ?: placeholder not filled in: FILL-IN: x"

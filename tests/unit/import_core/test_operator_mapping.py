@@ -52,9 +52,10 @@ def test_a_row_naming_another_customer_in_the_operators_bill_is_refused_naming_i
         (3, "customer", "東京ガス", ProblemKind.UNMAPPED_CUSTOMER),
         (6, "customer", "東京ガス", ProblemKind.UNMAPPED_CUSTOMER),
     }
-    message = reference.problems[0].message
-    assert f"customer.operators gives operator {OPERATOR}'s bill to customer 'Acme Logistics'" in message
-    assert "column customer names '東京ガス'" in message
+    assert {p.message for p in reference.problems} == {
+        f"the mapping's customer.operators gives operator {OPERATOR}'s bill to customer 'Acme Logistics', but column "
+        "customer names '東京ガス': which customer pays is a guess"
+    }
     assert len(fast.charges) == 0
 
 
@@ -65,7 +66,10 @@ def test_a_device_listed_for_another_customer_in_the_operators_bill_is_refused()
     assert fast.problems == reference.problems
     (problem,) = reference.problems
     assert problem.line == 6
-    assert "customer.devices lists SoraCam camera 7CDDE9000002 for customer '東京ガス'" in problem.message
+    assert problem.message == (
+        f"the mapping's customer.operators gives operator {OPERATOR}'s bill to customer 'Acme Logistics', but its "
+        "customer.devices lists SoraCam camera 7CDDE9000002 for customer '東京ガス': which customer pays is a guess"
+    )
 
 
 @pytest.mark.parametrize("operator", [None, "OP0000000002"])

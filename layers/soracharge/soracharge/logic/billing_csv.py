@@ -59,7 +59,7 @@ from operator import itemgetter
 from typing import BinaryIO, Final
 
 from soracharge.models.charges import ImportProblem, ProblemKind
-from soracharge.models.devices import DEVICE_COLUMNS, DEVICE_ID, describe_thing, device_thing
+from soracharge.models.devices import DEVICE_COLUMNS, DEVICE_ID, describe_thing, device_thing, split_thing
 from soracharge.models.mapping import ChecksSettings, Mapping
 from soracharge.models.months import parse_month
 
@@ -765,22 +765,18 @@ class _RowCheck:
     def _owner_conflict(self, customer: str, thing: str | None) -> str:
         """Why a row's customer is a guess (:meth:`owner` said None)."""
         column = self.columns.customer_name
-        listed = None
-        if thing and not thing[0].isdigit():
-            listed = self.mapping.customer.devices.get(thing.partition(":")[2])
-        if listed is not None and customer not in ("", listed):
-            return (
-                f"the mapping's customer.devices lists {describe_thing(thing or '')} for customer {listed!r}, "
-                f"but column {column} names {customer!r}: which customer pays is a guess"
-            )
+        listing = None  # the mapping's listing of the row's device, if it lists it
+        device = split_thing(thing) if thing else None
+        if thing and device is not None and (listed := self.mapping.customer.devices.get(device[1])) is not None:
+            listing = f"customer.devices lists {describe_thing(thing)} for customer {listed!r}"
+            if customer not in ("", listed):
+                return (
+                    f"the mapping's {listing}, but column {column} names {customer!r}: which customer pays is a guess"
+                )
         whole = self.mapping.whole_bill
         assert whole is not None, "a row's customer is a guess only by a device's or an operator's listing"
         operator, owner = whole
-        named = (
-            f"its customer.devices lists {describe_thing(thing or '')} for customer {listed!r}"
-            if listed is not None
-            else f"column {column} names {customer!r}"
-        )
+        named = f"its {listing}" if listing else f"column {column} names {customer!r}"
         return (
             f"the mapping's customer.operators gives operator {operator}'s bill to customer {owner!r}, but {named}: "
             "which customer pays is a guess"

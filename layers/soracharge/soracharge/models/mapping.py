@@ -176,6 +176,14 @@ class SharedCost(_MappingPart):
     def _valid_glob(cls, value: str) -> str:
         return _check_glob(value) if _GLOB_CHARS.intersection(value) else value
 
+    @field_validator("by", mode="before")
+    @classmethod
+    def _basis_shape(cls, value: object) -> object:
+        """One message for a basis of neither shape (pydantic would name each member of the union instead)."""
+        if value is None or value == "amount" or (isinstance(value, list) and all(isinstance(p, str) for p in value)):
+            return value
+        raise ValueError(f"give `amount` or a list of bill items (names or globs), not {value!r}")
+
     @field_validator("by")
     @classmethod
     def _valid_basis(cls, value: Literal["amount"] | list[str] | None) -> Literal["amount"] | list[str] | None:
@@ -300,11 +308,10 @@ class Mapping(_MappingPart):
     def for_operator(self, operator: str | None) -> Mapping:
         """The mapping as it reads a bill of ``operator`` (None: the stack's own): itself, or, for an operator
         ``customer.operators`` gives to a customer, a copy in which every row is that customer's."""
-        customer = self.customer.operators.get(operator) if operator is not None else None
-        if customer is None:
+        if operator is None or (customer := self.customer.operators.get(operator)) is None:
             return self
         copied = self.model_copy()
-        copied._whole_bill = (operator or "", customer)
+        copied._whole_bill = (operator, customer)
         return copied
 
     @property
