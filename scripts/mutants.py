@@ -4,15 +4,19 @@
     .venv/bin/python scripts/mutants.py --survivors   # only the names of the survivors not named equivalent
     .venv/bin/python scripts/mutants.py --record      # keep mutmut's results so far in the repository
     .venv/bin/python scripts/mutants.py --restore     # give a new checkout's mutmut the recorded results
+    .venv/bin/python scripts/mutants.py --sample 300  # names of up to 300 unchecked mutants of each module, drawn
+                                                      # at random (--seed S, 0 unless given), for make mutants
 
 ``make mutants`` runs mutmut in ``mutants/`` (see ``[tool.mutmut]`` in pyproject.toml), which keeps each
 module's results in ``mutants/mutants/<module path>.meta``: every mutant's name and the exit code of its
 tests, which mutmut's own table turns into a status. Prints, per module of ``only_mutate``: its mutants,
 how many the tests killed, how many survived, how many no selected test reaches, timed out or were
 suspicious, not yet checked, how many survived but are named as equivalent in ``tests/equivalent_mutants.toml``
-(no input tells them from the code, for the reason written there), and the score: killed / (checked - equivalent);
-then the names of the mutants that survived and are not named equivalent (``cd mutants && ../.venv/bin/mutmut show
-NAME`` shows one's change).
+(no input tells them from the code, for the reason written there), the score: killed / (checked - equivalent), and
+the score's 95 % lower bound (Wilson's interval: what a module's score is at least, when a sample of its mutants was
+checked, as ``make mutants MUTMUT_SAMPLE=N`` does where a whole run takes longer than one has); then the names
+of the mutants that survived and are not named equivalent (``cd mutants && ../.venv/bin/mutmut show NAME`` shows
+one's change).
 
 A whole run takes hours and mutants/ is not in the repository, so mutmut's results are recorded in
 ``docs/development/mutants.json.gz`` (recording and restoring need no mutmut): each module's exit code per
@@ -26,7 +30,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
+import random
 import sys
 import tomllib
 from collections import Counter
@@ -42,7 +48,8 @@ EQUIVALENTS = ROOT / "tests" / "equivalent_mutants.toml"
 RECORD = ROOT / "docs" / "development" / "mutants.json.gz"
 KEPT = ("exit_code_by_key", "hash_by_function_name")
 COLUMNS = (
-    "mutants", "killed", "survived", "no tests", "timeout", "suspicious", "not checked", "equivalent", "score"
+    "mutants", "killed", "survived", "no tests", "timeout", "suspicious", "not checked", "equivalent", "score",
+    "at least",
 )  # fmt: skip
 #: Whatever else mutmut may report (a segfault, a run cut short) counts as suspicious here.
 SHOWN = {"killed", "survived", "no tests", "timeout", "not checked"}
@@ -140,8 +147,27 @@ def row(module: str, found: dict[str, str], equivalent: set[str]) -> list[str]:
         counts[found[name]] -= 1
     checked = len(found) - counts["not checked"] - len(equivalent)
     score = f"{100 * counts['killed'] / checked:.1f} %" if checked else "-"
-    cells = [str(len(equivalent)) if column == "equivalent" else str(counts[column]) for column in COLUMNS[1:-1]]
-    return [module, str(len(found)), *cells, score]
+    bound = f"{100 * wilson_lower(counts['killed'], checked):.1f} %" if checked else "-"
+    cells = [str(len(equivalent)) if column == "equivalent" else str(counts[column]) for column in COLUMNS[1:-2]]
+    return [module, str(len(found)), *cells, score, bound]
+
+
+def wilson_lower(killed: int, checked: int, z: float = 1.96) -> float:
+    """The lower end of the 95 % Wilson score interval of ``killed`` of ``checked``: the score a module has at
+    least (at 95 %) when ``checked`` is a random sample of its mutants; the score itself when all were checked."""
+    share = killed / checked
+    centre = share + z * z / (2 * checked)
+    spread = z * math.sqrt(share * (1 - share) / checked + z * z / (4 * checked * checked))
+    return (centre - spread) / (1 + z * z / checked)
+
+
+def sample(results: dict[str, dict[str, str] | None], size: int, seed: int) -> list[str]:
+    """Up to ``size`` of each module's mutants not yet checked, drawn at random (the same for the same seed)."""
+    drawn: list[str] = []
+    for found in results.values():
+        unchecked = sorted((name for name, status in (found or {}).items() if status == "not checked"), key=numbered)
+        drawn += random.Random(seed).sample(unchecked, min(size, len(unchecked)))  # noqa: S311 (a sample, no secret)
+    return drawn
 
 
 def main() -> int:
@@ -153,6 +179,9 @@ def main() -> int:
         print(restore(modules))
         return 0
     results = {module: statuses(module) for module in modules}
+    if sys.argv[1:2] == ["--sample"]:
+        print(" ".join(sample(results, int(sys.argv[2]), int(sys.argv[4]) if sys.argv[3:4] == ["--seed"] else 0)))
+        return 0
     named = equivalents()
     with in_results():
         equivalent = {
