@@ -39,14 +39,19 @@ def test_each_named_equivalent_mutant_names_a_line_its_function_has_and_says_why
     assert entry["removed"].strip() in function_lines(entry["module"], entry["function"])
 
 
-def test_mutmuts_results_survive_a_new_checkout_through_the_record(tmp_path, monkeypatch):
-    # make mutants records mutmut's results in the repository after a run, and restores them before a run in a
-    # checkout that has none (mutants/ is not in the repository): a result reaches the new checkout's mutmut
+def load_script():
     spec = importlib.util.spec_from_file_location("mutants_script", ROOT / "scripts" / "mutants.py")
     assert spec is not None
     assert spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_mutmuts_results_survive_a_new_checkout_through_the_record(tmp_path, monkeypatch):
+    # make mutants records mutmut's results in the repository after a run, and restores them before a run in a
+    # checkout that has none (mutants/ is not in the repository): a result reaches the new checkout's mutmut
+    script = load_script()
     old, new = tmp_path / "old" / "mutants" / "mutants", tmp_path / "new" / "mutants" / "mutants"
     monkeypatch.setattr(script, "ROOT", tmp_path)
     monkeypatch.setattr(script, "RECORD", tmp_path / "mutants.json.gz")
@@ -78,3 +83,28 @@ def test_mutmuts_results_survive_a_new_checkout_through_the_record(tmp_path, mon
     # a checkout whose mutmut has results of its own keeps them
     (new / f"{module}.meta").write_text("{}")
     assert script.restore([module]).startswith("restored the recorded results of no module")
+
+
+def test_a_sample_draws_up_to_n_unchecked_mutants_of_each_module_the_same_for_the_same_seed():
+    script = load_script()
+    results = {
+        "a.py": {f"a.x_f__mutmut_{n}": "not checked" if n % 2 else "killed" for n in range(1, 41)},
+        "b.py": {"b.x_g__mutmut_1": "not checked", "b.x_g__mutmut_2": "survived"},
+        "c.py": None,  # mutmut has not written this module's mutants
+    }
+    drawn = script.sample(results, 5, 7)
+    assert drawn == script.sample(results, 5, 7)
+    assert drawn != script.sample(results, 5, 8)
+    from_a = [name for name in drawn if name.startswith("a.")]
+    assert len(from_a) == 5 == len(set(from_a))
+    assert all(results["a.py"][name] == "not checked" for name in from_a)
+    assert [name for name in drawn if name.startswith("b.")] == ["b.x_g__mutmut_1"]  # fewer than 5: all of them
+
+
+@pytest.mark.parametrize(
+    ("killed", "checked", "at_least"),
+    # Wilson's 95 % interval, worked by hand: 10 of 10 is at least 72.2 %, 95 of 100 at least 88.8 %
+    [(10, 10, 0.7225), (95, 100, 0.8882), (0, 10, 0.0), (300, 300, 0.9874)],
+)
+def test_the_lower_bound_is_wilsons(killed, checked, at_least):
+    assert load_script().wilson_lower(killed, checked) == pytest.approx(at_least, abs=5e-5)
