@@ -11,6 +11,7 @@ import importlib.util
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_each_named_equivalent_mutant_names_a_line_its_function_has_and_says_why
     assert entry["removed"].strip() in function_lines(entry["module"], entry["function"])
 
 
-def load_script():
+def load_script() -> Any:
     spec = importlib.util.spec_from_file_location("mutants_script", ROOT / "scripts" / "mutants.py")
     assert spec is not None
     assert spec.loader is not None
@@ -87,7 +88,7 @@ def test_mutmuts_results_survive_a_new_checkout_through_the_record(tmp_path, mon
 
 def test_a_sample_draws_up_to_n_unchecked_mutants_of_each_module_the_same_for_the_same_seed():
     script = load_script()
-    results = {
+    results: dict[str, dict[str, str] | None] = {
         "a.py": {f"a.x_f__mutmut_{n}": "not checked" if n % 2 else "killed" for n in range(1, 41)},
         "b.py": {"b.x_g__mutmut_1": "not checked", "b.x_g__mutmut_2": "survived"},
         "c.py": None,  # mutmut has not written this module's mutants
@@ -97,7 +98,7 @@ def test_a_sample_draws_up_to_n_unchecked_mutants_of_each_module_the_same_for_th
     assert drawn != script.sample(results, 5, 8)
     from_a = [name for name in drawn if name.startswith("a.")]
     assert len(from_a) == 5 == len(set(from_a))
-    assert all(results["a.py"][name] == "not checked" for name in from_a)
+    assert all(dict(results["a.py"] or {})[name] == "not checked" for name in from_a)
     assert [name for name in drawn if name.startswith("b.")] == ["b.x_g__mutmut_1"]  # fewer than 5: all of them
 
 

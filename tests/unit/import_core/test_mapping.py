@@ -167,12 +167,15 @@ def test_a_yaml_syntax_error_names_its_line_and_column():
     ("*", 13, "expected alphabetic or numeric character, but found '\\n'"),  # while scanning an alias
     ("&", 13, "expected alphabetic or numeric character, but found '\\n'"),  # while scanning an anchor
     ("!<", 14, "expected URI, but found '\\n'"),  # while parsing a tag
+    ("@fee", 12, "found character '@' that cannot start any token"),  # signs YAML reserves
+    ("`fee`", 12, "found character '`' that cannot start any token"),
+    ("%fee", 12, "found character '%' that cannot start any token"),
 ])  # fmt: skip
 def test_an_unquoted_value_starting_with_a_yaml_sign_gets_a_hint_to_quote_it(value, column, problem):
     message = error_of(GOOD.replace('"Basic fee"', value))
     assert message == (
         f"mapping.yaml: line 6, column {column}: YAML syntax error: {problem} "
-        '(quote values that start with *, & or !, such as globs: match: "*")'
+        '(quote values that start with *, &, !, %, @ or `, such as globs: match: "*")'
     )
 
 
@@ -369,3 +372,24 @@ def test_a_sharing_basis_of_neither_shape_is_refused_in_one_message_on_its_line(
 
 def test_a_placeholder_under_a_key_that_is_not_text_is_named_with_a_question_mark():
     assert error_of('? [a, b]\n: "FILL-IN: x"\n') == "mapping.yaml: line 2: ?: placeholder not filled in: FILL-IN: x"
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [("!", "None"), ("&basic", "None"), ("null", "None"), ("0123", "83"), ("1.50", "1.5"), ("true", "True")],
+)
+def test_the_hint_to_quote_a_value_quotes_it_as_written_not_as_yaml_read_it(written, read):
+    # YAML reads 0123 as octal 83 and 1.50 as 1.5: quoting what it read would change the value
+    message = error_of(GOOD.replace('"Basic fee"', written))
+    assert message == (
+        "mapping.yaml: line 6: items[0].match: Input should be a valid string "
+        f'(got {read}: quote it, as in "{written}")'
+    )
+
+
+def test_a_key_yaml_reads_as_a_number_is_placed_on_its_own_line_and_quoted_as_written():
+    message = error_of(GOOD.replace('    "Acme": {subscription: ', "    0123:\n      {subscription: "))
+    assert message == (
+        "mapping.yaml: line 4: customer.subscriptions[83] (the key): Input should be a valid string "
+        '(got 83: quote it, as in "0123")'
+    )

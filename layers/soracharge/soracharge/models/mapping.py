@@ -442,11 +442,16 @@ def _validate(data: dict[str, Any], source: str, root: yaml.Node | None) -> Mapp
             line = _line_of(root, location) if root is not None else None
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "string_type" and not isinstance(error["input"], (dict, list)):
-                message += f' (got {error["input"]!r}: quote it, as in "{error["input"]}")'
+                written = (_written(root, location) if root is not None else None) or str(error["input"])
+                message += f' (got {error["input"]!r}: quote it, as in "{written}")'
             elif error["type"] == "extra_forbidden":
                 message = "unknown field (a typo?)"
             problems.append(f"line {line}: {where}: {message}" if line else f"{where}: {message}")
         raise MappingError(f"{source}: " + "; ".join(problems)) from None
+
+
+#: YAML's error for a plain value that starts with a sign it reserves (not a tab, which it says the same of).
+_RESERVED_START = re.compile(r"found character '[%@`]' that cannot start any token")
 
 
 def _yaml_syntax_error(exc: yaml.MarkedYAMLError) -> str:
@@ -454,8 +459,8 @@ def _yaml_syntax_error(exc: yaml.MarkedYAMLError) -> str:
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     what = exc.problem or exc.context or "syntax error"
     hint = ""
-    if any(word in (exc.context or "") for word in ("alias", "anchor", "tag")):
-        hint = ' (quote values that start with *, & or !, such as globs: match: "*")'
+    if any(word in (exc.context or "") for word in ("alias", "anchor", "tag")) or _RESERVED_START.search(what):
+        hint = ' (quote values that start with *, &, !, %, @ or `, such as globs: match: "*")'
     return f"{where}YAML syntax error: {what}{hint}"
 
 
@@ -473,26 +478,55 @@ def _field_path(location: Sequence[int | str]) -> str:
     return path or "(top level)"
 
 
+def _along(root: yaml.Node, location: Sequence[int | str]) -> tuple[yaml.Node, yaml.Node | None, bool]:
+    """The deepest node of ``location`` the YAML has, the key node it is the value of (None for a list's item or
+    the root), and whether the YAML has the whole location."""
+    node, key = root, None
+    for part in location:
+        if part == "[key]" and key is not None:  # pydantic's mark of a mistake in the key itself
+            node = key
+        elif isinstance(node, yaml.MappingNode):
+            entry = next(((key, value) for key, value in node.value if _is_key(key, part)), None)
+            if entry is None:
+                return node, key, False
+            key, node = entry
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            key, node = None, node.value[part]
+        else:
+            return node, key, False
+    return node, key, True
+
+
+def _is_key(node: yaml.Node, part: int | str) -> bool:
+    """Whether a YAML key is the location's ``part``: as written, or, for a plain key YAML reads as a number or a
+    boolean (``0123`` is octal 83 to it), as YAML reads it."""
+    if not isinstance(node, yaml.ScalarNode):
+        return False
+    if node.value == str(part):
+        return True
+    if isinstance(part, str) or node.style is not None:
+        return False
+    try:
+        read = yaml.safe_load(node.value)
+    except yaml.YAMLError:
+        return False
+    return type(read) is type(part) and read == part
+
+
 def _line_of(root: yaml.Node, location: Sequence[int | str]) -> int:
     """The 1-based YAML line of ``location``: its key's line, else the line of its deepest present parent."""
-    node = root
-    for index, part in enumerate(location):
-        if isinstance(node, yaml.MappingNode):
-            wanted = str(part)
-            entry = next(
-                ((key, value) for key, value in node.value if isinstance(key, yaml.ScalarNode) and key.value == wanted),
-                None,
-            )
-            if entry is None:
-                break
-            if index == len(location) - 1:
-                return int(entry[0].start_mark.line) + 1
-            node = entry[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-        else:
-            break
-    return int(node.start_mark.line) + 1
+    node, key, whole = _along(root, location)
+    return int((key if whole and key is not None else node).start_mark.line) + 1
+
+
+def _written(root: yaml.Node, location: Sequence[int | str]) -> str | None:
+    """The text the file has at ``location``, as a person wrote it (``null``, ``!``, ``0123``), when it is a
+    scalar; None otherwise."""
+    node, _, whole = _along(root, location)
+    if not (whole and isinstance(node, yaml.ScalarNode)):
+        return None
+    text = node.start_mark.buffer  # the whole YAML text, which compose was given as a str
+    return str(text[node.start_mark.index : node.end_mark.index]).strip() or None if text else None
 
 
 def _refuse_duplicate_keys(node: yaml.Node, source: str) -> None:
