@@ -202,6 +202,29 @@ def test_blank_lines_are_skipped():
     assert (result.problems, result.rows) == ([], 2)
 
 
+@pytest.mark.parametrize("aggregation", ["imsi-month", "none"])  # the aggregated reading and the generic one
+def test_a_blank_line_between_rows_loses_none_of_the_rows_after_it(aggregation):
+    first, rest = billing_csv(TWO_DAYS[:1]), billing_csv(TWO_DAYS[1:]).partition(b"\r\n")[2]
+    result = plan(first + b"\r\n" + rest, mapping(aggregation=aggregation), fast=False)
+    assert (result.problems, result.rows) == ([], 4)
+    assert result.charges_sum == result.csv_sum == Decimal("23.12")
+
+
+def test_a_refused_files_figures_count_its_refused_rows_to_their_customer_and_item():
+    # Given a good row and two rows of a bill item the mapping does not know, of two customers
+    rows = [
+        row(),
+        row(item="謎の料金", amount="7", unit_price="7"),
+        row(item="謎の料金", amount="5", unit_price="5", customer="Acme Logistics"),
+    ]
+    # When planned: refused, with what each customer's and each item's rows amount to
+    result = plan(billing_csv(rows), fast=False)
+    assert (result.accepted, result.unmapped_rows) == (False, 2)
+    assert result.per_customer == {"東京ガス": Decimal(17), "Acme Logistics": Decimal(5)}
+    assert result.per_item == {BASIC: Decimal(10), "謎の料金": Decimal(12)}
+    assert result.csv_sum == Decimal(22)
+
+
 def test_the_stream_is_read_in_pieces_and_left_open():
     # Given a stream that refuses to be read whole
     class Piecewise(io.BytesIO):
@@ -398,14 +421,16 @@ def test_stored_problems_are_capped_and_the_rest_counted():
     )
 
 
-def test_an_unterminated_quote_swallowing_the_file_is_a_problem():
-    # Given a quote that never closes before more than csv's field limit
-    content = billing_csv([row()]) + b'1,,20261001,"' + b"x" * 200_000
+@pytest.mark.parametrize("aggregation", ["imsi-month", "none"])  # the aggregated reading and the generic one
+@pytest.mark.parametrize("before", [0, 1, 3])
+def test_an_unterminated_quote_swallowing_the_file_is_a_problem_on_the_line_it_starts(aggregation, before):
+    # Given a quote that never closes before more than csv's field limit, after `before` good rows
+    content = billing_csv([row()] * before) + b'1,,20261001,"' + b"x" * 200_000
     # When planned
-    result = plan(content)
-    # Then reading stops with a problem on the line it starts
-    assert result.problems[-1].line == 3
-    assert "cannot be read" in result.problems[-1].message
+    result = plan(content, mapping(aggregation=aggregation))
+    # Then reading stops with a problem on the line it starts (the header is line 1)
+    assert (result.problems[-1].line, result.problems[-1].column) == (before + 2, None)
+    assert result.problems[-1].message.startswith("the CSV cannot be read from this line on: field larger than field")
 
 
 @pytest.mark.parametrize(("month", "currency"), [("2026-10", "JPY"), ("202610", "jpy"), ("202610", "")])
