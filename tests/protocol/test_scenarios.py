@@ -9,10 +9,12 @@ once, and every file that ended without importing was alerted with its runbook a
 
 from __future__ import annotations
 
+import pytest
+from soracharge.models.imports import report_key
 from soracharge_local.simulators import CloudBlueFaults
 
 from tests.protocol.scheduler import Stop
-from tests.protocol.world import BOTH_MAPPING, CSV, GLOBAL_CSV, MONTH, OTHER_CSV, protocol_world
+from tests.protocol.world import BOTH_MAPPING, CSV, GLOBAL_CSV, MONTH, OTHER_CSV, protocol_world, sha256
 
 
 def test_a_slow_attempt_whose_answers_come_back_after_a_retry_took_over_loses_no_charge(cloudblue):
@@ -125,3 +127,42 @@ def test_a_copy_of_the_global_bill_misfiled_as_japan_s_leaves_both_bills_importe
         # And once the alerts' actions are done, CloudBlue holds each bill once, in its own currency
         world.follow_runbook()
         assert world.net() == world.expected_net((CSV, "JPY", ""), (GLOBAL_CSV, "USD", "g"))
+
+
+@pytest.mark.parametrize(
+    ("owner_key", "metadata", "report", "held"),
+    [
+        (f"exports/{MONTH}/g/fe_1.csv", {}, None, {"g"}),  # its key's folder says Global
+        (f"uploads/{MONTH}/bill.csv", {"coverage": "g"}, None, {"g"}),  # its metadata's coverage
+        (f"uploads/{MONTH}/bill.csv", {"currency": "USD"}, None, {"g"}),  # its metadata's currency
+        (f"uploads/{MONTH}/bill.csv", {}, {"currency": "USD"}, {"g"}),  # its report's currency
+        (f"uploads/{MONTH}/bill.csv", {"coverage": "jp"}, {"currency": "USD"}, {"jp"}),  # the metadata first
+        (f"uploads/{MONTH}/bill.csv", {"coverage": "x"}, None, {"jp", "g"}),  # nothing tells: both held
+        (f"uploads/{MONTH}/gone.csv", None, {"currency": "USD"}, {"g"}),  # the file deleted since: its report
+        ("", None, None, {"jp", "g"}),  # an owner id that names no key: both held
+    ],
+)
+def test_a_month_lock_from_before_coverages_holds_the_bill_of_its_owners_coverage_or_both(
+    cloudblue, owner_key, metadata, report, held
+):
+    with protocol_world(cloudblue, mapping=BOTH_MAPPING, coverages=("jp", "g")) as world:
+        # Given the records the protocol before fences and coverages left: a file that closed its session (gone
+        # from the bucket since, when it has no metadata here), and its month lock, which names no coverage
+        owner_id = f"{world.store.bucket}/{owner_key}#v0"
+        if metadata is not None:
+            owner_id = world.store.put(owner_key, GLOBAL_CSV, **metadata).object_id
+        if report is not None:
+            version = owner_id.rpartition("#")[2]
+            world.store.put_json(report_key(None, version, owner_key), report)
+        for pk, fields in [
+            (f"object#{owner_id}", {"status": "PROCESSED"}),
+            (f"lock#{MONTH}", {"owner": owner_id, "sha256": sha256(GLOBAL_CSV)}),
+        ]:
+            item = {"pk": {"S": pk}, **{name: {"S": value} for name, value in fields.items()}}
+            world.dynamodb.put_item(TableName=world.table, Item=item)
+        # When the first import after the update runs (it migrates the table once)
+        world.deliver(world.upload(f"exports/{MONTH}/fe_1.csv"))
+        # Then the month's bill of each coverage the owner's records tell (both when none does) is the owner's:
+        # a Global bill imported before is never imported again, and a bill nothing tells of is held, not guessed
+        holders = {c: world.ledger.holder(f"bill#{MONTH}#{c}") for c in ("jp", "g")}
+        assert {c for c, holder in holders.items() if holder and holder.object_id == owner_id} == held

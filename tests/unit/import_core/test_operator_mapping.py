@@ -93,3 +93,29 @@ def test_the_stacks_own_bill_and_an_unlisted_operators_read_by_the_customer_colu
 def test_a_mapping_listing_a_bad_operator_is_refused_naming_it(operators, words):
     with pytest.raises(MappingError, match=words):
         with_operators(operators)
+
+
+def test_a_mapping_naming_operators_soracom_accounts_does_not_list_is_one_setting_problem_naming_each():
+    from soracharge.logic.imports import _unlisted_operators
+    from soracharge.models.accounts import parse_accounts
+    from soracharge.models.imports import Problem
+
+    accounts = parse_accounts(f'[{{"operator": "{OPERATOR}", "coverages": ["jp"]}}]')
+    typed = with_operators({OPERATOR: "Acme Logistics", "OP0000000033": "Acme Logistics", "OP0000000044": "東京ガス"})
+    assert _unlisted_operators(typed, accounts) == [
+        Problem(
+            column="operator",
+            value="OP0000000033, OP0000000044",
+            message=(
+                "the mapping's customer.operators names OP0000000033, OP0000000044, which SoracomAccounts does not "
+                f"list (it lists {OPERATOR}): a mistyped id would leave an operator's bill read by the customer "
+                "column. Correct the id, or remove the operators no longer exported from the mapping"
+            ),
+            kind=ProblemKind.SETTING,
+        )
+    ]
+    assert _unlisted_operators(with_operators({OPERATOR: "Acme Logistics"}), accounts) == []
+    assert _unlisted_operators(typed, ())[0].message.endswith(
+        "(it lists none): a mistyped id would leave an operator's bill read by the customer column. Correct the id, "
+        "or remove the operators no longer exported from the mapping"
+    )

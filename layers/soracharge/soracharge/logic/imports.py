@@ -1131,9 +1131,8 @@ def _coverages_of(object_id: str, deps: ImportDependencies) -> Iterable[str]:
     its object's metadata, or its report's currency; both when none tells (a month held, never doubled)."""
     location, _, version = object_id.rpartition("#")
     bucket, _, key = location.partition("/")
-    with contextlib.suppress(ValueError):
-        if (folder := ObjectRef(bucket=bucket, key=key, version_id=version).key_coverage()) is not None:
-            return [folder]
+    if (folder := ObjectRef(bucket=bucket, key=key, version_id=version).key_coverage()) is not None:
+        return [folder]
     head = deps.store.head(key, None if version == "null" else version)
     for facts in (head.metadata if head else {}, deps.store.get_json(report_key(None, version, key)) or {}):
         with contextlib.suppress(InvalidInputError):
