@@ -9,7 +9,11 @@ once, and every file that ended without importing was alerted with its runbook a
 
 from __future__ import annotations
 
+import io
+from decimal import Decimal
+
 import pytest
+from soracharge.logic.imports import additional_id_suffix, dry_run_report
 from soracharge.models.imports import report_key
 from soracharge_local.simulators import CloudBlueFaults
 
@@ -166,3 +170,32 @@ def test_a_month_lock_from_before_coverages_holds_the_bill_of_its_owners_coverag
         # a Global bill imported before is never imported again, and a bill nothing tells of is held, not guessed
         holders = {c: world.ledger.holder(f"bill#{MONTH}#{c}") for c in ("jp", "g")}
         assert {c for c, holder in holders.items() if holder and holder.object_id == owner_id} == held
+
+
+@pytest.mark.parametrize("additional", [False, True])
+def test_a_dry_run_plans_the_very_charges_the_import_sends(cloudblue, additional):
+    with protocol_world(cloudblue) as world:
+        # Given a file, imported (an additional file's charges carry ids of its own bytes and version)
+        obj = world.upload(f"uploads/{MONTH}/bill.csv", additional=additional)
+        world.deliver(obj)
+        world.settle()
+        sent = {(c["extChargeId"], c["extHash"], Decimal(str(c["totalPrice"]))) for c in world.rated()}
+        # When the same bytes are planned as a dry run with the ids that import would give them
+        suffix = additional_id_suffix(sha256(CSV), obj.version_id) if additional else ""
+        plan, report = dry_run_report(
+            io.BytesIO(CSV),
+            month=MONTH,
+            currency="JPY",
+            mapping=world.mapping,
+            source=obj.key,
+            additional_suffix=suffix,
+        )
+        # Then it plans exactly the charges CloudBlue holds, and its report counts them as the import's does
+        planned = {(c.ext_charge_id, c.ext_hash, Decimal(c.total_price)) for c in plan.charges}
+        assert sent
+        assert planned == sent
+        imported = world.store.report(obj)
+        assert imported is not None
+        assert report.status == "DRY_RUN"
+        assert report.counts.rows == imported.counts.rows == plan.rows
+        assert report.counts.charges == imported.counts.charges == len(sent)
