@@ -9,6 +9,7 @@ once, and every file that ended without importing was alerted with its runbook a
 
 from __future__ import annotations
 
+import hashlib
 import io
 from decimal import Decimal
 
@@ -199,3 +200,30 @@ def test_a_dry_run_plans_the_very_charges_the_import_sends(cloudblue, additional
         assert report.status == "DRY_RUN"
         assert report.counts.rows == imported.counts.rows == plan.rows
         assert report.counts.charges == imported.counts.charges == len(sent)
+
+
+def test_each_session_is_followed_by_one_execution_named_for_its_file_and_session_with_the_event_it_reads(cloudblue):
+    with protocol_world(cloudblue) as world:
+        # Given a file imported, and the same event delivered again once it has ended
+        obj = world.upload(f"exports/{MONTH}/fe_1.csv")
+        world.deliver(obj)
+        world.deliver(obj, "again")
+        # Then one follow execution was started, named for the file's version and its session (a repeated start
+        # of that name is a no-op in Step Functions), with the event the follow function reads
+        [session] = [s for s in cloudblue.session_ids() if s not in world.sessions_before]
+        digest = hashlib.sha256(obj.object_id.encode()).hexdigest()[:16]
+        assert world.workflows.started == {
+            f"import-{session}-{digest}": {
+                "objectId": obj.object_id,
+                "month": MONTH,
+                "coverage": "jp",
+                "reportKey": f"reports/{MONTH}/{obj.version_id}.json",
+                "session": {
+                    "importSessionId": session,
+                    "status": "NEW",
+                    "polls": 0,
+                    "month": MONTH,
+                    "objectId": obj.object_id,
+                },
+            }
+        }
