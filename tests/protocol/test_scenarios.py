@@ -9,13 +9,14 @@ once, and every file that ended without importing was alerted with its runbook a
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from decimal import Decimal
 
 import pytest
 from soracharge.logic.imports import additional_id_suffix, dry_run_report
-from soracharge.models.imports import report_key
+from soracharge.models.imports import ImportReport, report_key
 from soracharge_local.simulators import CloudBlueFaults
 
 from tests.protocol.scheduler import Stop
@@ -227,3 +228,71 @@ def test_each_session_is_followed_by_one_execution_named_for_its_file_and_sessio
                 },
             }
         }
+
+
+ROWS = list(csv.DictReader(io.StringIO(CSV.decode("utf-8-sig"), newline="")))
+SMS_ROWS = sum(row["billItemName"] == "smsCharge" for row in ROWS)
+NEXT_MONTH = "202611"
+
+
+@pytest.mark.parametrize(
+    ("month", "body", "diagnosis", "kinds", "unmapped"),
+    [
+        # the wrong file: last month's bill in this month's folder, said first
+        (
+            NEXT_MONTH,
+            CSV,
+            f"every row of the file is dated in {MONTH} ({len(ROWS)} rows), none in {NEXT_MONTH}: it is {MONTH}'s "
+            f"bill; did you mean the month {MONTH}? (--month {MONTH}, or uploads/{MONTH}/)",
+            {"month": len(ROWS)},
+            0,
+        ),
+        # a bill item the mapping does not know (Soracom renamed it): no one cause to say, the problems say it
+        (MONTH, CSV.replace(b",smsCharge,", b",smsCharge-v2,"), None, {"unmapped-item": SMS_ROWS}, SMS_ROWS),
+    ],
+)
+def test_a_refused_file_is_reported_with_its_diagnosis_its_rows_and_what_kind_its_problems_are(
+    cloudblue, month, body, diagnosis, kinds, unmapped
+):
+    with protocol_world(cloudblue) as world:
+        obj = world.upload(f"exports/{month}/fe_1.csv", body=body)
+        world.deliver(obj)
+        # Then nothing is sent, and its report says why first, counts every row, and names the kind of problem
+        report = ImportReport.model_validate(world.store.documents[f"reports/{month}/{obj.version_id}.json"])
+        problems = sum(kinds.values())
+        assert world.rated() == []
+        assert (report.status, report.reason, report.diagnosis) == ("REJECTED", "problems", diagnosis)
+        said = f"{diagnosis}. " if diagnosis else ""
+        assert report.summary == (
+            f"{said}{problems} problem(s) in {obj.uri}: nothing was imported; fix the file and upload it again"
+        )
+        assert (report.counts.rows, report.counts.problems, report.counts.unmapped_rows) == (
+            len(ROWS),
+            problems,
+            unmapped,
+        )
+        assert report.problem_counts == kinds
+        assert report.problems_not_listed == problems - len(report.problems)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "diagnosis"),
+    [
+        ({"currency": "GBP"}, "currency must be JPY, USD or EUR (the file's metadata currency)"),
+        ({"coverage": "x"}, "coverage must be jp or g"),
+    ],
+)
+def test_a_file_refused_before_it_is_read_says_its_problem_first(cloudblue, metadata, diagnosis):
+    with protocol_world(cloudblue) as world:
+        obj = world.upload(f"uploads/{MONTH}/bill.csv", **metadata)
+        world.deliver(obj)
+        report = world.store.report(obj)
+        assert report is not None
+        assert (report.status, report.diagnosis) == ("REJECTED", diagnosis)
+        count = len(report.problems)
+        said = f"{diagnosis}. " if diagnosis else ""
+        assert report.summary == (
+            f"{said}{count} problem(s) in {obj.uri}: nothing was imported; fix the file and upload it again"
+        )
+        assert report.problem_counts == {"setting": count}
+        assert report.counts.rows == 0
