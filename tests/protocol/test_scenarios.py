@@ -12,11 +12,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 from decimal import Decimal
 
 import pytest
 from soracharge.logic.imports import additional_id_suffix, dry_run_report
 from soracharge.models.imports import ImportReport, report_key
+from soracharge.observability import logger
 from soracharge_local.simulators import CloudBlueFaults
 
 from tests.protocol.scheduler import Stop
@@ -230,6 +232,24 @@ def test_each_session_is_followed_by_one_execution_named_for_its_file_and_sessio
         }
 
 
+class Logged(logging.Handler):
+    """The import function's log records while inside (its logger does not propagate to pytest's caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> Logged:
+        logging.getLogger(logger.name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger(logger.name).removeHandler(self)
+
+
 ROWS = list(csv.DictReader(io.StringIO(CSV.decode("utf-8-sig"), newline="")))
 SMS_ROWS = sum(row["billItemName"] == "smsCharge" for row in ROWS)
 NEXT_MONTH = "202611"
@@ -254,9 +274,10 @@ NEXT_MONTH = "202611"
 def test_a_refused_file_is_reported_with_its_diagnosis_its_rows_and_what_kind_its_problems_are(
     cloudblue, month, body, diagnosis, kinds, unmapped
 ):
-    with protocol_world(cloudblue) as world:
+    logged = Logged()
+    with protocol_world(cloudblue) as world, logged:
         obj = world.upload(f"exports/{month}/fe_1.csv", body=body)
-        world.deliver(obj)
+        assert world.deliver(obj).error is None  # a refusal is an answer, not a failure Lambda would retry
         # Then nothing is sent, and its report says why first, counts every row, and names the kind of problem
         report = ImportReport.model_validate(world.store.documents[f"reports/{month}/{obj.version_id}.json"])
         problems = sum(kinds.values())
@@ -273,6 +294,8 @@ def test_a_refused_file_is_reported_with_its_diagnosis_its_rows_and_what_kind_it
         )
         assert report.problem_counts == kinds
         assert report.problems_not_listed == problems - len(report.problems)
+        # and the function's log says so, with the count (what an operator searches CloudWatch for)
+        assert [vars(record)["problems"] for record in logged.records if record.msg == "Import rejected"] == [problems]
 
 
 @pytest.mark.parametrize(
