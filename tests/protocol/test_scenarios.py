@@ -319,3 +319,21 @@ def test_a_file_refused_before_it_is_read_says_its_problem_first(cloudblue, meta
         )
         assert report.problem_counts == {"setting": count}
         assert report.counts.rows == 0
+
+
+def test_a_file_dropped_where_no_month_is_named_is_refused_and_alerted_with_where_its_report_is(cloudblue):
+    with protocol_world(cloudblue) as world:
+        # Given a bill dropped at the top of uploads/, no month folder
+        obj = world.upload("uploads/bill.csv")
+        # When its event arrives: refused, not an error Lambda would retry
+        assert world.deliver(obj).error is None
+        # Then nothing is sent, its report is kept under reports/unsorted/, and a person is told where it is and what
+        # to do
+        assert world.rated() == []
+        report = ImportReport.model_validate(world.store.documents[f"reports/unsorted/{obj.version_id}.json"])
+        assert (report.status, report.reason) == ("REJECTED", "problems")
+        assert report.summary.startswith(f"{obj.uri} is not where an importable CSV goes: use exports/<yyyyMM>/")
+        [alert] = world.topic.about(obj)
+        assert alert.subject == "soracharge unknown month: file rejected, nothing imported"
+        assert alert.facts["Report"] == f"s3://data/reports/unsorted/{obj.version_id}.json (and .html beside it)"
+        assert alert.remedy == "upload-again"
