@@ -416,3 +416,36 @@ def test_other_columns_that_differ_from_row_to_row_or_share_a_name_with_ours_sta
     assert isinstance(fast.charges, FrameCharges)
     assert same_packets(fast, reference)
     assert sorted(charge.total_price for charge in fast.charges) == [Decimal(10), Decimal(30)]
+
+
+@pytest.mark.parametrize("nul", [False, True])
+def test_a_nul_late_in_a_local_file_leaves_it_to_the_python_reader_whichever_block_it_is_in(monkeypatch, tmp_path, nul):
+    # Given a local file (scanned in place, its commas and marks counted block by block) whose last rows hold a
+    # NUL in a name, in a block long after the first
+    from soracharge.logic import billing_frame
+
+    monkeypatch.setattr(billing_frame, "_COUNT_BYTES", 4096)
+    data = generate_billing_csv(MONTH, coverage="jp", sims=40).content
+    assert len(data) > 64 * 1024 + 2 * 4096
+    if nul:
+        assert data.count(b"LoRa 1") == 1
+        data = data.replace(b"LoRa 1", b"LoRa\x001")
+    path = tmp_path / "bill.csv"
+    path.write_bytes(data)
+    with path.open("rb") as raw:
+        fast = plan_import(raw, month=MONTH, currency="JPY", mapping=JP)
+    # Then the fast path takes it only without the NUL, and either way it plans what the Python reader plans
+    assert isinstance(fast.charges, FrameCharges) is not nul
+    assert same_packets(fast, _python_plan(io.BytesIO(data), MONTH, "JPY", JP, "", ""))
+
+
+def test_rows_in_doubt_that_polars_cannot_read_again_leave_the_file_to_the_python_reader():
+    # The exact check of the rows the float test doubts reads them again; should polars fail there, the fast path
+    # declines (the Python reader then decides), never takes the rows as good
+    from soracharge.logic.billing_frame import _Checks
+    from soracharge.logic.polars_engine import pl
+
+    checks = _Checks(MONTH, JP, names=["amount", "quantity", "unitPrice"], needed=[], devices=[])
+    frame = pl.LazyFrame({"amount": ["x"], "quantity": ["1"], "unitPrice": ["1"]})
+    assert checks._arithmetic_fails(frame, pl.col("amount").cast(pl.Int64, strict=True) > 0)
+    assert not checks._arithmetic_fails(frame.with_columns(amount=pl.lit("1")), pl.col("amount") == "1")
