@@ -393,3 +393,7 @@ def test_a_key_yaml_reads_as_a_number_is_placed_on_its_own_line_and_quoted_as_wr
         "mapping.yaml: line 4: customer.subscriptions[83] (the key): Input should be a valid string "
         '(got 83: quote it, as in "0123")'
     )
+
+
+def test_a_field_missing_from_a_block_is_placed_on_the_blocks_first_line():
+    assert error_of(GOOD.replace("  column: customer\n", "")) == "mapping.yaml: line 2: customer.column: Field required"
