@@ -107,11 +107,8 @@ integration: install
 ## into a new checkout's mutants/ before it (scripts/mutants.py --record during a run keeps what it has done so far).
 ## MUTMUT_SAMPLE=N runs, instead of MUTMUT_ARGS, up to N mutants of each module not yet checked, drawn at random with
 ## MUTMUT_SEED (0): the table's "at least" is then what each module's score is at least, at 95 %.
-## The protocol's tests draw their sample of the exploration with EXPLORE_SEED: fixed here, so the tests mutmut traced
-## are the tests each later run asks for by name.
 MUTMUT_CHILDREN ?=
 MUTMUT_SEED ?= 0
-MUTMUT_EXPLORE_SEED ?= 1
 mutants: $(UV)
 	$(UV) sync --frozen --inexact --extra local --group mutation --python $(PYTHON)
 	mkdir -p mutants/mutants
@@ -123,10 +120,10 @@ mutants: $(UV)
 	$(BIN)/python scripts/mutants.py --restore
 	survivors="$$($(BIN)/python scripts/mutants.py --survivors)" || exit 1; \
 		$(if $(MUTMUT_SAMPLE),drawn="$$($(BIN)/python scripts/mutants.py --sample $(MUTMUT_SAMPLE) --seed $(MUTMUT_SEED))" || exit 1;) \
-		cd mutants && EXPLORE_SEED=$(MUTMUT_EXPLORE_SEED) ../$(BIN)/mutmut run $(if $(MUTMUT_CHILDREN),--max-children $(MUTMUT_CHILDREN)) \
+		cd mutants && ../$(BIN)/mutmut run $(if $(MUTMUT_CHILDREN),--max-children $(MUTMUT_CHILDREN)) \
 			$(if $(MUTMUT_SAMPLE),$$drawn,$(MUTMUT_ARGS)) && \
 		if [ -n "$$survivors" ]; then \
-			EXPLORE_SEED=$(MUTMUT_EXPLORE_SEED) ../$(BIN)/mutmut run $(if $(MUTMUT_CHILDREN),--max-children $(MUTMUT_CHILDREN)) $$survivors; fi; \
+			../$(BIN)/mutmut run $(if $(MUTMUT_CHILDREN),--max-children $(MUTMUT_CHILDREN)) $$survivors; fi; \
 		status=$$?; cd .. && $(BIN)/python scripts/mutants.py --record && exit $$status
 	$(BIN)/python scripts/mutants.py
 
