@@ -22,7 +22,7 @@ from soracharge.observability import logger
 from soracharge_local.simulators import CloudBlueFaults
 
 from tests.protocol.scheduler import Stop
-from tests.protocol.world import BOTH_MAPPING, CSV, GLOBAL_CSV, MONTH, OTHER_CSV, protocol_world, sha256
+from tests.protocol.world import BOTH_MAPPING, CSV, GLOBAL_CSV, MAPPING, MONTH, OTHER_CSV, protocol_world, sha256
 
 
 def test_a_slow_attempt_whose_answers_come_back_after_a_retry_took_over_loses_no_charge(cloudblue):
@@ -148,6 +148,8 @@ def test_a_copy_of_the_global_bill_misfiled_as_japan_s_leaves_both_bills_importe
         (f"uploads/{MONTH}/bill.csv", {"coverage": "x"}, None, {"jp", "g"}),  # nothing tells: both held
         (f"uploads/{MONTH}/gone.csv", None, {"currency": "USD"}, {"g"}),  # the file deleted since: its report
         ("", None, None, {"jp", "g"}),  # an owner id that names no key: both held
+        (f"uploads/{MONTH}/bill#2.csv", {"coverage": "g"}, None, {"g"}),  # a '#' in the key itself
+        (f"uploads/{MONTH}/plain.csv", {"coverage": "g", "version": "null"}, None, {"g"}),  # an unversioned bucket's
     ],
 )
 def test_a_month_lock_from_before_coverages_holds_the_bill_of_its_owners_coverage_or_both(
@@ -157,7 +159,10 @@ def test_a_month_lock_from_before_coverages_holds_the_bill_of_its_owners_coverag
         # Given the records the protocol before fences and coverages left: a file that closed its session (gone
         # from the bucket since, when it has no metadata here), and its month lock, which names no coverage
         owner_id = f"{world.store.bucket}/{owner_key}#v0"
-        if metadata is not None:
+        if metadata is not None and metadata.get("version") == "null":  # S3 names an unversioned object's version so
+            world.store.objects[(owner_key, "")] = (GLOBAL_CSV, {"coverage": metadata["coverage"]})
+            owner_id = f"{world.store.bucket}/{owner_key}#null"
+        elif metadata is not None:
             owner_id = world.store.put(owner_key, GLOBAL_CSV, **metadata).object_id
         if report is not None:
             version = owner_id.rpartition("#")[2]
@@ -337,3 +342,22 @@ def test_a_file_dropped_where_no_month_is_named_is_refused_and_alerted_with_wher
         assert alert.subject == "soracharge unknown month: file rejected, nothing imported"
         assert alert.facts["Report"] == f"s3://data/reports/unsorted/{obj.version_id}.json (and .html beside it)"
         assert alert.remedy == "upload-again"
+
+
+def test_a_dry_run_of_the_wrong_file_says_what_the_import_would_say_and_imports_nothing():
+    # Given last month's bill planned as this month's (no CloudBlue, no bucket: a dry run sends nothing)
+    plan, report = dry_run_report(io.BytesIO(CSV), month=NEXT_MONTH, currency="JPY", mapping=MAPPING, source="bill.csv")
+    # Then its report is the refusal the import would write: the cause first, every row counted, by kind
+    diagnosis = (
+        f"every row of the file is dated in {MONTH} ({len(ROWS)} rows), none in {NEXT_MONTH}: it is {MONTH}'s bill; "
+        f"did you mean the month {MONTH}? (--month {MONTH}, or uploads/{MONTH}/)"
+    )
+    assert (report.status, report.reason, report.diagnosis) == ("REJECTED", "problems", diagnosis)
+    assert (
+        report.summary == f"{diagnosis}. {len(ROWS)} problem(s) in bill.csv: it would be rejected and nothing imported"
+    )
+    assert report.problem_counts == {"month": len(ROWS)}
+    assert len(report.problems) == len(plan.problems) == len(ROWS)
+    assert report.problems_not_listed == 0
+    assert (report.counts.rows, report.counts.problems, report.counts.unmapped_rows) == (len(ROWS), len(ROWS), 0)
+    assert plan.charges == []
