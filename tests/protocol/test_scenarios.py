@@ -159,7 +159,7 @@ def test_a_month_lock_from_before_coverages_holds_the_bill_of_its_owners_coverag
         # Given the records the protocol before fences and coverages left: a file that closed its session (gone
         # from the bucket since, when it has no metadata here), and its month lock, which names no coverage
         owner_id = f"{world.store.bucket}/{owner_key}#v0"
-        if metadata is not None and metadata.get("version") == "null":  # S3 names an unversioned object's version so
+        if metadata is not None and metadata.get("version") == "null":  # an object put before versioning: "null"
             world.store.objects[(owner_key, "")] = (GLOBAL_CSV, {"coverage": metadata["coverage"]})
             owner_id = f"{world.store.bucket}/{owner_key}#null"
         elif metadata is not None:
