@@ -12,8 +12,10 @@ it. ``SORACHARGE_HYPOTHESIS=explore`` draws new examples instead (the fuzz tests
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
@@ -21,6 +23,21 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None, database=None, print_blob=True)
 settings.register_profile("explore", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("SORACHARGE_HYPOTHESIS", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _logger_levels_restored() -> Iterator[None]:
+    """Every logger's level as it was before the test: a test may quiet a logger for its own run (the chaos
+    harness sets the functions' Logger to ERROR), and a later test on the same worker must not inherit it."""
+    loggers = [
+        logging.getLogger(),
+        *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)),
+    ]
+    levels = [(lg, lg.level, lg.disabled) for lg in loggers]
+    yield
+    for lg, level, disabled in levels:
+        lg.setLevel(level)
+        lg.disabled = disabled
 
 
 def pytest_configure(config: pytest.Config) -> None:

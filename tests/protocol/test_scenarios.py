@@ -238,7 +238,8 @@ def test_each_session_is_followed_by_one_execution_named_for_its_file_and_sessio
 
 
 class Logged(logging.Handler):
-    """The import function's log records while inside (its logger does not propagate to pytest's caplog)."""
+    """The import function's log records while inside, at the template's default level (its logger does not
+    propagate to pytest's caplog)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -248,11 +249,14 @@ class Logged(logging.Handler):
         self.records.append(record)
 
     def __enter__(self) -> Logged:
+        self._level = logger.log_level
+        logger.setLevel("INFO")  # the template's LogLevel default, whatever the process was started with
         logging.getLogger(logger.name).addHandler(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger(logger.name).removeHandler(self)
+        logger.setLevel(self._level)
 
 
 ROWS = list(csv.DictReader(io.StringIO(CSV.decode("utf-8-sig"), newline="")))
