@@ -16,6 +16,7 @@ import logging
 from decimal import Decimal
 
 import pytest
+from soracharge.logic.billing_csv import MAX_STORED_PROBLEMS
 from soracharge.logic.imports import additional_id_suffix, dry_run_report
 from soracharge.models.imports import ImportReport, report_key
 from soracharge.observability import logger
@@ -365,3 +366,16 @@ def test_a_dry_run_of_the_wrong_file_says_what_the_import_would_say_and_imports_
     assert report.problems_not_listed == 0
     assert (report.counts.rows, report.counts.problems, report.counts.unmapped_rows) == (len(ROWS), len(ROWS), 0)
     assert plan.charges == []
+
+
+def test_a_dry_run_of_a_file_with_more_problems_than_a_report_lists_counts_the_ones_not_listed():
+    # Given the wrong month's bill with its rows twice: more problems than a report lists
+    twice = CSV + CSV.split(b"\n", 1)[1]
+    plan, report = dry_run_report(
+        io.BytesIO(twice), month=NEXT_MONTH, currency="JPY", mapping=MAPPING, source="bill.csv"
+    )
+    # Then the report lists the first MAX_STORED_PROBLEMS and says how many more there are, as the import's would
+    assert report.status == "REJECTED"
+    assert report.counts.problems == plan.problem_count >= 2 * len(ROWS)
+    assert len(report.problems) == MAX_STORED_PROBLEMS
+    assert report.problems_not_listed == plan.problem_count - MAX_STORED_PROBLEMS > 0

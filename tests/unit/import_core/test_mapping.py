@@ -204,6 +204,15 @@ def test_a_number_where_text_is_expected_gets_a_hint_to_quote_it():
     )
 
 
+def test_a_number_where_text_is_expected_in_an_already_parsed_dict_gets_the_hint_without_a_line():
+    # what the mapping draft validates: no YAML text, so the value is quoted as Python read it
+    message = error_of(yaml.safe_load(GOOD.replace('"Acme":', "1234:")))
+    assert message == (
+        "mapping.yaml: customer.subscriptions[1234] (the key): Input should be a valid string "
+        '(got 1234: quote it, as in "1234")'
+    )
+
+
 def test_a_mistake_of_the_whole_mapping_is_placed_at_its_top_level():
     both = GOOD.replace('    "Acme"', '    "": {subscription: "0fd630f1-f29d-4da9-953f-48f1a09f76b5"}\n    "Acme"')
     message = error_of(

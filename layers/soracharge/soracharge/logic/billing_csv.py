@@ -765,9 +765,10 @@ class _RowCheck:
     def _owner_conflict(self, customer: str, thing: str | None) -> str:
         """Why a row's customer is a guess (:meth:`owner` said None)."""
         column = self.columns.customer_name
-        listing = None  # the mapping's listing of the row's device, if it lists it
-        device = split_thing(thing) if thing else None
-        if thing and device is not None and (listed := self.mapping.customer.devices.get(device[1])) is not None:
+        listing = ""  # the mapping's listing of the row's device, if it lists it
+        thing = thing or ""
+        device = split_thing(thing)
+        if device is not None and (listed := self.mapping.customer.devices.get(device[1])) is not None:
             listing = f"customer.devices lists {describe_thing(thing)} for customer {listed!r}"
             if customer not in ("", listed):
                 return (

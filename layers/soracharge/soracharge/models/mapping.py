@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Mapping as Mapping_
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -299,7 +299,8 @@ class Mapping(_MappingPart):
         return self
 
     # Lookup caches, called once per CSV row: read through ``__pydantic_private__`` (a slot), as the
-    # attribute route goes through ``BaseModel.__getattr__``, some twenty times slower.
+    # attribute route goes through ``BaseModel.__getattr__``, some twenty times slower. Their readers' asserts
+    # only tell mypy what pydantic guarantees (it sets the slot): their words are not mutated.
     _customers: dict[str, CustomerTarget | None] = PrivateAttr(default_factory=dict)
     _items: dict[str, ItemTarget | None] = PrivateAttr(default_factory=dict)
     #: The bill being read is of an operator ``customer.operators`` gives to a customer: (operator, customer).
@@ -324,18 +325,21 @@ class Mapping(_MappingPart):
     def whole_bill(self) -> tuple[str, str] | None:
         """``(operator, customer)`` when every row of the bill read is that customer's (:meth:`for_operator`)."""
         private = self.__pydantic_private__
-        assert private is not None, "pydantic sets the private attributes at validation"
-        return cast("tuple[str, str] | None", private["_whole_bill"])
+        assert private is not None, "pydantic sets the private attributes at validation"  # pragma: no mutate
+        whole: tuple[str, str] | None = private["_whole_bill"]
+        return whole
 
     def _customer_cache(self) -> dict[str, CustomerTarget | None]:
         private = self.__pydantic_private__
-        assert private is not None, "pydantic sets the private attributes at validation"
-        return cast("dict[str, CustomerTarget | None]", private["_customers"])
+        assert private is not None, "pydantic sets the private attributes at validation"  # pragma: no mutate
+        cache: dict[str, CustomerTarget | None] = private["_customers"]
+        return cache
 
     def _item_cache(self) -> dict[str, ItemTarget | None]:
         private = self.__pydantic_private__
-        assert private is not None, "pydantic sets the private attributes at validation"
-        return cast("dict[str, ItemTarget | None]", private["_items"])
+        assert private is not None, "pydantic sets the private attributes at validation"  # pragma: no mutate
+        cache: dict[str, ItemTarget | None] = private["_items"]
+        return cache
 
     def model_copy(self, *, update: Mapping_[str, Any] | None = None, deep: bool = False) -> Mapping:
         """A copy with its own, empty lookup caches (a copy with other items must not answer from ours)."""
