@@ -529,8 +529,8 @@ def _written(root: yaml.Node, location: Sequence[int | str]) -> str | None:
     node, _, whole = _along(root, location)
     if not (whole and isinstance(node, yaml.ScalarNode)):
         return None
-    text = node.start_mark.buffer  # the whole YAML text, which compose was given as a str
-    return str(text[node.start_mark.index : node.end_mark.index]).strip() or None if text else None
+    text = node.start_mark.buffer or ""  # the whole YAML text: compose is given it as a str
+    return text[node.start_mark.index : node.end_mark.index].strip() or None
 
 
 def _refuse_duplicate_keys(node: yaml.Node, source: str) -> None:
