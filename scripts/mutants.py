@@ -28,6 +28,7 @@ changed since is run again.
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import math
@@ -111,6 +112,24 @@ def equivalents() -> set[tuple[str, str, str, str]]:
     return {(e["module"], e["function"], e["removed"].strip(), e["added"].strip()) for e in entries}
 
 
+def only_an_assertions_words(change: tuple[str, str, str, str] | None) -> bool:
+    """Whether a mutant changes nothing but the words of an ``assert`` (its condition the same): the words are
+    read only when the condition fails, a bug that a mutant of the condition, not of the words, shows. Such
+    mutants are equivalent as a class, so tests/equivalent_mutants.toml need not name each."""
+    if change is None:
+        return False
+    try:
+        [removed], [added] = ast.parse(change[2]).body, ast.parse(change[3]).body
+    except (SyntaxError, ValueError):
+        return False
+    return (
+        isinstance(removed, ast.Assert)
+        and isinstance(added, ast.Assert)
+        and ast.dump(removed.test) == ast.dump(added.test)
+        and ast.dump(removed) != ast.dump(added)
+    )
+
+
 @contextmanager
 def in_results() -> Iterator[None]:
     """mutmut reads a mutant's change from where it ran (mutants/)."""
@@ -185,7 +204,11 @@ def main() -> int:
     named = equivalents()
     with in_results():
         equivalent = {
-            module: {name for name in survivors(found) if change(module, name) in named}
+            module: {
+                name
+                for name in survivors(found)
+                if (found_change := change(module, name)) in named or only_an_assertions_words(found_change)
+            }
             for module, found in results.items()
             if found is not None
         }

@@ -109,3 +109,39 @@ def test_a_sample_draws_up_to_n_unchecked_mutants_of_each_module_the_same_for_th
 )
 def test_the_lower_bound_is_wilsons(killed, checked, at_least):
     assert load_script().wilson_lower(killed, checked) == pytest.approx(at_least, abs=5e-5)
+
+
+@pytest.mark.parametrize(
+    ("removed", "added", "equivalent"),
+    [
+        # the words of an assertion that holds: equivalent as a class
+        (
+            'assert problems, "a rejected row has a problem"',
+            'assert problems, "XXa rejected row has a problemXX"',
+            True,
+        ),
+        ('assert problems, "a rejected row has a problem"', 'assert problems, "A REJECTED ROW HAS A PROBLEM"', True),
+        ('assert x is not None, "set"  # pragma: no cover', "assert x is not None, None  # pragma: no cover", True),
+        # its condition is not words: a mutant of it fails a test, or is named in the toml with its reason
+        ('assert whole is not None, "an operator"', 'assert whole is None, "an operator"', False),
+        (
+            'assert problems, "a rejected row has a problem"',
+            'assert not problems, "a rejected row has a problem"',
+            False,
+        ),
+        # nor are a message's words outside an assert, or a change that is no statement
+        ('raise ValueError("bad month")', 'raise ValueError("XXbad monthXX")', False),
+        ('return f"{a}" if a else ""', 'return f"{a}" if a else "XXXX"', False),
+        ('assert x, "m"', 'assert x, "m"', False),
+        ("if x:", "if not x:", False),
+    ],
+)
+def test_a_mutant_of_an_assertions_words_alone_is_equivalent_as_a_class(removed, added, equivalent):
+    change = ("soracharge/logic/billing_csv.py", "_RowCheck.check", removed, added)
+    assert load_script().only_an_assertions_words(change) is equivalent
+
+
+def test_no_entry_names_a_mutant_the_assertion_rule_already_counts():
+    script = load_script()
+    named = [e for e in ENTRIES if script.only_an_assertions_words(("m", "f", e["removed"], e["added"]))]
+    assert named == []

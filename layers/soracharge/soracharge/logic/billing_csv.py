@@ -728,6 +728,7 @@ class _RowCheck:
         thing = self.thing(imsi, device_values)
         owner = self.owner(customer, thing) if thing is not None else customer
         if owner is None:
+            assert thing is not None  # owner() is asked only for a row with a SIM or a device
             unmapped = True
             problems.append(
                 (customer_column, customer, self._owner_conflict(customer, thing), ProblemKind.UNMAPPED_CUSTOMER)
@@ -762,22 +763,18 @@ class _RowCheck:
             result.per_customer[customer] = result.per_customer.get(customer, Decimal(0)) + amount
             result.per_item[item] = result.per_item.get(item, Decimal(0)) + amount
 
-    def _owner_conflict(self, customer: str, thing: str | None) -> str:
+    def _owner_conflict(self, customer: str, thing: str) -> str:
         """Why a row's customer is a guess (:meth:`owner` said None)."""
         column = self.columns.customer_name
-        listing = ""  # the mapping's listing of the row's device, if it lists it
-        thing = thing or ""
         device = split_thing(thing)
-        if device is not None and (listed := self.mapping.customer.devices.get(device[1])) is not None:
-            listing = f"customer.devices lists {describe_thing(thing)} for customer {listed!r}"
-            if customer not in ("", listed):
-                return (
-                    f"the mapping's {listing}, but column {column} names {customer!r}: which customer pays is a guess"
-                )
+        listed = self.mapping.customer.devices.get(device[1]) if device is not None else None
+        listing = f"customer.devices lists {describe_thing(thing)} for customer {listed!r}"
+        if listed is not None and customer not in ("", listed):
+            return f"the mapping's {listing}, but column {column} names {customer!r}: which customer pays is a guess"
         whole = self.mapping.whole_bill
         assert whole is not None, "a row's customer is a guess only by a device's or an operator's listing"
         operator, owner = whole
-        named = f"its {listing}" if listing else f"column {column} names {customer!r}"
+        named = f"its {listing}" if listed is not None else f"column {column} names {customer!r}"
         return (
             f"the mapping's customer.operators gives operator {operator}'s bill to customer {owner!r}, but {named}: "
             "which customer pays is a guess"

@@ -299,8 +299,7 @@ class Mapping(_MappingPart):
         return self
 
     # Lookup caches, called once per CSV row: read through ``__pydantic_private__`` (a slot), as the
-    # attribute route goes through ``BaseModel.__getattr__``, some twenty times slower. Their readers' asserts
-    # only tell mypy what pydantic guarantees (it sets the slot): their words are not mutated.
+    # attribute route goes through ``BaseModel.__getattr__``, some twenty times slower.
     _customers: dict[str, CustomerTarget | None] = PrivateAttr(default_factory=dict)
     _items: dict[str, ItemTarget | None] = PrivateAttr(default_factory=dict)
     #: The bill being read is of an operator ``customer.operators`` gives to a customer: (operator, customer).
@@ -325,19 +324,19 @@ class Mapping(_MappingPart):
     def whole_bill(self) -> tuple[str, str] | None:
         """``(operator, customer)`` when every row of the bill read is that customer's (:meth:`for_operator`)."""
         private = self.__pydantic_private__
-        assert private is not None, "pydantic sets the private attributes at validation"  # pragma: no mutate
+        assert private is not None, "pydantic sets the private attributes at validation"
         whole: tuple[str, str] | None = private["_whole_bill"]
         return whole
 
     def _customer_cache(self) -> dict[str, CustomerTarget | None]:
         private = self.__pydantic_private__
-        assert private is not None, "pydantic sets the private attributes at validation"  # pragma: no mutate
+        assert private is not None, "pydantic sets the private attributes at validation"
         cache: dict[str, CustomerTarget | None] = private["_customers"]
         return cache
 
     def _item_cache(self) -> dict[str, ItemTarget | None]:
         private = self.__pydantic_private__
-        assert private is not None, "pydantic sets the private attributes at validation"  # pragma: no mutate
+        assert private is not None, "pydantic sets the private attributes at validation"
         cache: dict[str, ItemTarget | None] = private["_items"]
         return cache
 
