@@ -10,7 +10,7 @@ from soracharge.errors import InvalidInputError
 from soracharge.logic.billing_csv import MAX_STORED_PROBLEMS
 from soracharge.logic.billing_frame import CHUNK_BYTES, FrameCharges
 from soracharge.logic.charges import plan_import
-from soracharge.models.charges import ImportPlan, ImportProblem
+from soracharge.models.charges import ImportPlan, ImportProblem, ProblemKind
 from soracharge.models.mapping import parse_mapping
 
 from tests.unit.import_core.builders import (
@@ -215,14 +215,17 @@ def test_a_refused_files_figures_count_its_refused_rows_to_their_customer_and_it
     rows = [
         row(),
         row(item="謎の料金", amount="7", unit_price="7"),
-        row(item="謎の料金", amount="5", unit_price="5", customer="Acme Logistics"),
+        row(item="謎の料金", amount="3", unit_price="3", imsi=IMSI_2),
+        row(item="謎の料金", amount="0", unit_price="0", imsi=IMSI_3),
+        row(item="謎の料金", amount="5", unit_price="5", customer="Acme Logistics", imsi=IMSI_2),
     ]
-    # When planned: refused, with what each customer's and each item's rows amount to
+    # When planned: refused, with what each customer's and each item's rows amount to, and their SIMs
     result = plan(billing_csv(rows), fast=False)
-    assert (result.accepted, result.unmapped_rows) == (False, 2)
-    assert result.per_customer == {"東京ガス": Decimal(17), "Acme Logistics": Decimal(5)}
-    assert result.per_item == {BASIC: Decimal(10), "謎の料金": Decimal(12)}
-    assert result.csv_sum == Decimal(22)
+    assert (result.accepted, result.unmapped_rows) == (False, 4)
+    assert result.per_customer == {"東京ガス": Decimal(20), "Acme Logistics": Decimal(5)}
+    assert result.per_item == {BASIC: Decimal(10), "謎の料金": Decimal(15)}
+    assert result.csv_sum == Decimal(25)
+    assert result.sims_per_customer == {"東京ガス": 3, "Acme Logistics": 1}
 
 
 def test_the_stream_is_read_in_pieces_and_left_open():
@@ -353,8 +356,60 @@ def test_an_unmapped_customer_without_default_is_a_problem():
     result = plan(billing_csv([row(customer="Globex"), row(customer="")]), no_default)
     # Then each row is a problem naming the value and the column
     assert problems(result) == [(2, "customer", "Globex"), (3, "customer", "")]
-    assert result.problems[0].message == "no subscription for customer 'Globex' (column customer)"
-    assert result.problems[1].message.startswith("no subscription for customer '' (column customer)")
+    assert [(p.message, p.kind) for p in result.problems] == [
+        ("no subscription for customer 'Globex' (column customer)", ProblemKind.UNMAPPED_CUSTOMER),
+        (
+            "no subscription for customer '' (column customer): give the mapping a customer default for rows "
+            "without one",
+            ProblemKind.UNMAPPED_CUSTOMER,
+        ),
+    ]
+    assert (result.unmapped_rows, result.kinds) == (2, {ProblemKind.UNMAPPED_CUSTOMER: 2})
+
+
+def test_an_empty_bill_item_is_a_problem_of_its_own():
+    [problem] = plan(billing_csv([row(), row(item="")])).problems
+    assert (problem.line, problem.column, problem.value, problem.message, problem.kind) == (
+        3,
+        "billItemName",
+        "",
+        "billItemName is empty",
+        ProblemKind.VALUE,
+    )
+
+
+IMSI_3 = "440103000000003"
+
+
+def test_a_row_with_a_number_that_is_not_one_gets_every_other_problem_of_its_numbers_too():
+    # Given a row whose quantity is not a number and whose amount is beyond what a row may reach (a typo each)
+    [quantity, amount] = plan(billing_csv([row(quantity="1O", amount="99999999999")])).problems
+    # Then both are said: the bound is the amount's own, whatever the quantity
+    assert (quantity.column, quantity.value, quantity.kind) == ("quantity", "1O", ProblemKind.VALUE)
+    assert (amount.column, amount.value, amount.kind) == ("amount", "99999999999", ProblemKind.ARITHMETIC)
+    assert amount.message.startswith("amount 99999999999 is beyond what one row may reach")
+
+
+SHARED_YAML = MAPPING_YAML.replace(f'  default: {{subscription: "{SUB_DEFAULT}"}}\n', "") + (
+    f'shared:\n  - match: "{SUPPORT}"\n    to: {{subscription: "{SUB_DEFAULT}"}}\n'
+)
+
+
+def test_without_a_default_only_rows_with_no_customer_go_by_a_shared_rule():
+    # Given a mapping with no customer default, whose shared rule takes the support fee
+    shared = parse_mapping(SHARED_YAML, "mapping.yaml")
+    assert shared.customer.default is None
+    rows = [
+        row(item=SUPPORT, customer="", imsi=""),  # nobody's: the shared rule's
+        row(item=SUPPORT, customer="Globex", imsi=""),  # a customer the mapping does not list: not nobody's
+        row(item=SUPPORT, customer="", imsi="", date="20261132"),  # nobody's, refused for its date alone
+    ]
+    result = plan(billing_csv(rows), shared, fast=False)
+    assert [(p.line, p.column, p.value, p.kind) for p in result.problems] == [
+        (3, "customer", "Globex", ProblemKind.UNMAPPED_CUSTOMER),
+        (4, "date", "20261132", ProblemKind.VALUE),
+    ]
+    assert result.unmapped_rows == 1
 
 
 def test_every_problem_of_a_file_is_reported_with_its_line():

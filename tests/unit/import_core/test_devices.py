@@ -157,6 +157,17 @@ def test_a_device_the_mapping_gives_to_another_customer_than_its_row_names_is_re
         "customer names '東京ガス': which customer pays is a guess"
     )
     assert len(fast.charges) == 0
+    # and the refused file's figures count the row, to the customer its column names, with its device
+    assert fast.unmapped_rows == reference.unmapped_rows == 1
+    assert reference.per_customer["東京ガス"] == Decimal(10 + 10 + 990)
+
+
+def test_a_refused_files_devices_are_counted_to_the_customer_their_rows_name():
+    listed = _devices({"7CDDE9000002": "Acme Logistics", "7CDDE9000003": "Acme Logistics"})
+    extra = ",7CDDE9000003,,202610,soraCamLicenseCharge-cloudRecording7,990,1,990,東京ガス"
+    fast, reference = both(csv_of(*ROWS, extra), listed)
+    assert [(p.line, p.column) for p in reference.problems] == [(6, "customer"), (9, "customer")]
+    assert fast.devices_per_customer == reference.devices_per_customer == {"Acme Logistics": 1, "東京ガス": 2, "": 1}
 
 
 @pytest.mark.parametrize(
@@ -168,8 +179,9 @@ def test_a_device_the_mapping_gives_to_another_customer_than_its_row_names_is_re
         (',"7CDDE9""01",,202610,soraCamLicenseCharge-x,1,1,1,東京ガス', "soraCamDeviceId", "not a device id"),
     ],
 )
-def test_a_row_whose_thing_cannot_be_told_is_refused_on_both_paths(row, column, words):
-    fast, reference = both(csv_of(ROWS[0], row), mapping())
+@pytest.mark.parametrize("listed", [{}, {"7CDDE9000001": "Acme Logistics"}])  # its device listed or not
+def test_a_row_whose_thing_cannot_be_told_is_refused_on_both_paths(row, column, words, listed):
+    fast, reference = both(csv_of(ROWS[0], row), _devices(listed) if listed else mapping())
     assert not isinstance(fast.charges, FrameCharges)
     assert fast.problems == reference.problems
     (problem,) = reference.problems

@@ -59,6 +59,31 @@ def test_a_row_naming_another_customer_in_the_operators_bill_is_refused_naming_i
     assert len(fast.charges) == 0
 
 
+@pytest.mark.parametrize(
+    ("customer", "problems", "per_customer"),
+    [
+        # its column names nobody: the row is still the operator's customer's, refused for its imsi alone
+        ("", [(3, "imsi", ProblemKind.VALUE)], {"Acme Logistics": Decimal(1000)}),
+        # its column names another customer: that is said too, whatever its imsi; its amount is counted to the
+        # customer its column names, as every refused row's
+        (
+            "東京ガス",
+            [(3, "imsi", ProblemKind.VALUE), (3, "customer", ProblemKind.UNMAPPED_CUSTOMER)],
+            {"Acme Logistics": Decimal(990), "東京ガス": Decimal(10)},
+        ),
+    ],
+)
+def test_a_row_whose_sim_cannot_be_told_in_the_operators_bill_is_still_the_operators_customers(
+    customer, problems, per_customer
+):
+    chosen = with_operators({OPERATOR: "Acme Logistics"}).for_operator(OPERATOR)
+    good = ROWS[2]
+    fast, reference = both(csv_of(good, f"44x,,,202610,basicCharge-plan01s-active,10,1,10,{customer}"), chosen)
+    assert fast.problems == reference.problems
+    assert [(p.line, p.column, p.kind) for p in reference.problems] == problems
+    assert reference.per_customer == per_customer == fast.per_customer
+
+
 def test_a_device_listed_for_another_customer_in_the_operators_bill_is_refused():
     rows = [row.replace("東京ガス", "") for row in ROWS]
     chosen = with_operators({OPERATOR: "Acme Logistics"}, devices={"7CDDE9000002": "東京ガス"}).for_operator(OPERATOR)

@@ -616,7 +616,7 @@ class _RowCheck:
             return imsi if imsi.isascii() and imsi.isdigit() else None
         return device_thing(column, value) if DEVICE_ID.fullmatch(value) else None
 
-    def owner(self, customer: str, thing: str) -> str | None:
+    def owner(self, customer: str, thing: str | None) -> str | None:
         """The customer value a row belongs to: the one the mapping lists its device for, else its customer
         column's; None when the mapping lists its device for a customer other than the one its column names.
         In a bill of an operator the mapping gives to one customer (``customer.operators``), every row is that
@@ -627,7 +627,7 @@ class _RowCheck:
             return owner
         return whole[1] if owner in ("", whole[1]) else None
 
-    def _device_owner(self, customer: str, thing: str) -> str | None:
+    def _device_owner(self, customer: str, thing: str | None) -> str | None:
         devices = self.mapping.customer.devices
         if not devices or not thing or thing[0].isdigit():
             return customer
@@ -681,7 +681,7 @@ class _RowCheck:
         customer_column = columns.customer_name
         key = columns.key(row)
         customer, item, imsi, unit_price_text = key[:4]
-        device_values = key[4 : 4 + len(columns.devices)]
+        device_values = key[4:]
         amount_text, quantity_text, _ = columns.numbers(row)
         day = row[columns.date]
         fields = (
@@ -714,21 +714,20 @@ class _RowCheck:
                 unmapped = True
                 message = f"no resource for bill item {item!r} (column {BILL_ITEM})"
                 problems.append((BILL_ITEM, item, message, ProblemKind.UNMAPPED_ITEM))
-        numbers_good = True
         for column, text in ((UNIT_PRICE, unit_price_text), (QUANTITY, quantity_text), (AMOUNT, amount_text)):
             if readable[column] and (text or column == AMOUNT):
                 problem = number_problem(column, text)
                 if problem:
-                    numbers_good = False
                     problems.append((column, text, problem, ProblemKind.VALUE))
-        if numbers_good and all(readable[c] for c in (UNIT_PRICE, QUANTITY, AMOUNT)):
+        # the amount's bound, and the product where its three numbers are numbers (a text that is not one is
+        # said above, and the arithmetic says nothing of it)
+        if all(readable[c] for c in (UNIT_PRICE, QUANTITY, AMOUNT)):
             problem = self.arithmetic.problem(amount_text, quantity_text, unit_price_text)
             if problem:
                 problems.append((AMOUNT, amount_text, problem, ProblemKind.ARITHMETIC))
-        thing = self.thing(imsi, device_values)
-        owner = self.owner(customer, thing) if thing is not None else customer
+        thing = self.thing(imsi, device_values)  # None: which SIM or device cannot be told (a problem above)
+        owner = self.owner(customer, thing)
         if owner is None:
-            assert thing is not None  # owner() is asked only for a row with a SIM or a device
             unmapped = True
             problems.append(
                 (customer_column, customer, self._owner_conflict(customer, thing), ProblemKind.UNMAPPED_CUSTOMER)
@@ -755,7 +754,7 @@ class _RowCheck:
             result.sims.setdefault(customer, set()).add(shown(imsi))
         elif thing:
             result.devices.setdefault(customer, set()).add(thing)
-        scaled = _scaled(amount_text) if readable[AMOUNT] else None
+        scaled = _scaled(amount_text)  # None for a text that is not a number, UTF-8 or not
         if scaled is not None:
             amount = unscaled(scaled)
             item = shown(item)
@@ -763,7 +762,7 @@ class _RowCheck:
             result.per_customer[customer] = result.per_customer.get(customer, Decimal(0)) + amount
             result.per_item[item] = result.per_item.get(item, Decimal(0)) + amount
 
-    def _owner_conflict(self, customer: str, thing: str) -> str:
+    def _owner_conflict(self, customer: str, thing: str | None) -> str:
         """Why a row's customer is a guess (:meth:`owner` said None)."""
         column = self.columns.customer_name
         device = split_thing(thing)

@@ -38,8 +38,8 @@ def device_thing(column: str, device: str) -> str:
     return f"{column}:{device}"
 
 
-def split_thing(thing: str) -> tuple[str, str] | None:
-    """``(device column, id)`` of a device's identity part; None for a SIM's imsi or for nothing ("")."""
+def split_thing(thing: str | None) -> tuple[str, str] | None:
+    """``(device column, id)`` of a device's identity part; None for a SIM's imsi or for nothing ("" or None)."""
     if not thing or thing.isdigit():
         return None
     column, _, device = thing.partition(":")
@@ -50,7 +50,7 @@ def split_thing(thing: str) -> tuple[str, str] | None:
 SHARE = "share"
 
 
-def describe_thing(thing: str) -> str:
+def describe_thing(thing: str | None) -> str:
     """How a charge's description names its thing: ``IMSI 4401…``, ``SoraCam camera 7CDDE9000001``, or ""."""
     if not thing:
         return ""
