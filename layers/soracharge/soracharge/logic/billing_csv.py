@@ -629,9 +629,9 @@ class _RowCheck:
 
     def _device_owner(self, customer: str, thing: str | None) -> str | None:
         devices = self.mapping.customer.devices
-        if not devices or not thing or thing[0].isdigit():
+        if not devices or (device := split_thing(thing)) is None:  # no listing, or a SIM's row, or neither's
             return customer
-        listed = devices.get(thing.partition(":")[2])
+        listed = devices.get(device[1])
         if listed is None:
             return customer
         return listed if customer in ("", listed) else None
