@@ -12,18 +12,26 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import logging
 from decimal import Decimal
 
 import pytest
 from soracharge.logic.billing_csv import MAX_STORED_PROBLEMS
 from soracharge.logic.imports import additional_id_suffix, dry_run_report
 from soracharge.models.imports import ImportReport, report_key
-from soracharge.observability import logger
 from soracharge_local.simulators import CloudBlueFaults
 
 from tests.protocol.scheduler import Stop
-from tests.protocol.world import BOTH_MAPPING, CSV, GLOBAL_CSV, MAPPING, MONTH, OTHER_CSV, protocol_world, sha256
+from tests.protocol.world import (
+    BOTH_MAPPING,
+    CSV,
+    GLOBAL_CSV,
+    MAPPING,
+    MONTH,
+    OTHER_CSV,
+    Logged,
+    protocol_world,
+    sha256,
+)
 
 
 def test_a_slow_attempt_whose_answers_come_back_after_a_retry_took_over_loses_no_charge(cloudblue):
@@ -236,28 +244,6 @@ def test_each_session_is_followed_by_one_execution_named_for_its_file_and_sessio
                 },
             }
         }
-
-
-class Logged(logging.Handler):
-    """The import function's log records while inside, at the template's default level (its logger does not
-    propagate to pytest's caplog)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def __enter__(self) -> Logged:
-        self._level = logger.log_level
-        logger.setLevel("INFO")  # the template's LogLevel default, whatever the process was started with
-        logging.getLogger(logger.name).addHandler(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        logging.getLogger(logger.name).removeHandler(self)
-        logger.setLevel(self._level)
 
 
 ROWS = list(csv.DictReader(io.StringIO(CSV.decode("utf-8-sig"), newline="")))

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import itertools
+import logging
 import math
 import threading
 from collections import Counter, defaultdict
@@ -39,7 +40,7 @@ from soracharge.models.coverage import Coverage
 from soracharge.models.imports import FollowSessionRequest, ImportReport, ObjectRef, ReviewRequest
 from soracharge.models.mapping import Mapping, parse_mapping
 from soracharge.models.runbook import Remedy
-from soracharge.observability import metrics
+from soracharge.observability import logger, metrics
 from soracharge_local.simulators import CloudBlueFaults, CloudBlueSimulator, SoracomSimulator
 
 from tests import reference
@@ -567,3 +568,25 @@ def sha256(body: bytes) -> str:
 
 
 Runner = Callable[[ProtocolWorld], None]
+
+
+class Logged(logging.Handler):
+    """The import function's log records while inside, at the template's default level (its logger does not
+    propagate to pytest's caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> Logged:
+        self._level = logger.log_level
+        logger.setLevel("INFO")  # the template's LogLevel default, whatever the process was started with
+        logging.getLogger(logger.name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger(logger.name).removeHandler(self)
+        logger.setLevel(self._level)

@@ -185,6 +185,11 @@ def test_concurrent_deliveries_of_the_same_and_of_other_files_import_each_exactl
         ({"currency": "JPY", "bill-amount": "lots"}, "the bill amount is not a number"),
         ({"currency": "JPY", "bill-amount": "100", "coupon-amount": "Infinity"}, "the coupon amount is not a number"),
         ({"currency": "JPY", "coupon-amount": "5"}, "a coupon amount needs a bill-amount"),
+        # an operator named only by the metadata is read, and one this stack does not import is refused
+        (
+            {"currency": "JPY", "operator": " OP0000000009 "},
+            "the metadata operator says operator OP0000000009, which is not one of this stack's accounts",
+        ),
     ],
 )
 def test_bad_metadata_is_a_rejected_report_before_anything_is_sent(world, metadata, message):
@@ -195,6 +200,12 @@ def test_bad_metadata_is_a_rejected_report_before_anything_is_sent(world, metada
     assert len(world.cloudblue.sessions()) == sessions
     (alert,) = world.topic.published
     assert "file rejected" in alert.subject
+
+
+def test_a_coupon_amount_with_its_bill_amount_is_not_a_problem(world):
+    report = run(world, world.upload(f"uploads/{MONTH}/meta.csv", **{"bill-amount": "100", "coupon-amount": "5"}))
+    assert report.problems == []
+    assert report.status == "CLOSED"
 
 
 # -- a month, whatever files come for it --------------------------------------------------------------

@@ -23,7 +23,7 @@ from soracharge.models.mapping import ReviewSettings, VarianceSettings
 from soracharge.models.runbook import Remedy
 
 from tests.protocol.scheduler import Attempt, Stop
-from tests.protocol.world import CSV, MONTH, OTHER_CSV, ProtocolWorld
+from tests.protocol.world import CSV, MONTH, OTHER_CSV, Logged, ProtocolWorld
 from tests.unit.test_import_use_case import run
 
 #: What the month charges each customer (JPY): Acme 15,221.60 (its LoRa device and its share of the VPG and the
@@ -307,12 +307,20 @@ def test_a_month_imported_by_another_file_while_one_waited_holds_the_waiting_one
 def test_approval_always_holds_even_the_first_month_and_off_never_holds(world):
     with_review(world, approval="always")
     obj = world.upload(f"uploads/{MONTH}/a.csv")
-    report = run(world, obj)
+    with Logged() as logged:
+        report = run(world, obj)
     assert report.status == "AWAITING_APPROVAL"
     assert report.summary.startswith("held for approval: the mapping asks for every month to be approved")
     assert report.approval is not None
     assert report.approval.asked_because == "always"
-    assert decided(world, obj).status == "CLOSED"
+    with Logged() as approved:
+        final = decided(world, obj)
+    assert final.status == "CLOSED"
+    # and the function's log says so, with what an operator searches CloudWatch for
+    assert [vars(r)["asked"] for r in logged.records if r.msg == "Import held for approval"] == ["always"]
+    sending = [(vars(r)["packets"], vars(r)["alreadyAccepted"]) for r in approved.records if r.msg == "Sending packets"]
+    assert sending == [(final.counts.packets, 0)]
+    assert final.counts.packets > 0
 
 
 def test_an_unusual_month_with_approval_off_is_imported_and_its_report_says_it_is_unusual(world):

@@ -264,6 +264,13 @@ def test_a_missing_required_column_is_one_problem_on_the_header_line():
     assert (result.charges, result.rows) == ([], 0)
 
 
+def test_a_column_the_header_names_twice_is_a_problem_on_the_header_line():
+    result = plan(billing_csv([row()], header=(*HEADER, "amount")))
+    assert [(p.line, p.column, p.value, p.message, p.kind) for p in result.problems] == [
+        (1, "amount", "amount", "column 'amount' appears 2 times in the header", ProblemKind.HEADER)
+    ]
+
+
 def test_a_missing_customer_column_names_the_mappings_column():
     header = tuple(column for column in HEADER if column != "customer")
     [problem] = plan(billing_csv(TWO_DAYS, header=header)).problems

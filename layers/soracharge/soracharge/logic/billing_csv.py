@@ -147,7 +147,7 @@ class Tally:
     rows: int
     missing_quantity: int
 
-    def __init__(self, unit_price: Decimal | None, customer: str = "", thing: str = "") -> None:
+    def __init__(self, unit_price: Decimal | None, customer: str, thing: str) -> None:
         self.unit_price = unit_price
         self.customer = customer
         self.thing = thing

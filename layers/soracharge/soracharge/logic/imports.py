@@ -596,7 +596,9 @@ class _Attempt:
             summary,
             reason=EndReason.REVIEW,
             counts=ReportCounts(rows=plan.rows, charges=len(plan.charges), packets=len(plan.packets(0))),
-            reconciliation=_reconcile(plan, settled, bill_facts(self.head.metadata), imported=plan.charges_sum),
+            reconciliation=_reconcile(
+                plan, settled.currency, settled.mapping, bill_facts(self.head.metadata), imported=plan.charges_sum
+            ),
             warnings=self.warnings,
             **_totals(plan, settled.mapping),
         )
@@ -738,7 +740,9 @@ class _Attempt:
             import_session_id=session,
             session_status="NEW",
             counts=counts,
-            reconciliation=_reconcile(plan, settled, bill_facts(self.head.metadata), imported=imported),
+            reconciliation=_reconcile(
+                plan, settled.currency, settled.mapping, bill_facts(self.head.metadata), imported=imported
+            ),
             warnings=self.warnings,
             **_totals(plan, settled.mapping),
         )
@@ -1187,14 +1191,11 @@ def dry_run_report(
             "counts": ReportCounts(rows=plan.rows, problems=plan.problem_count, unmapped_rows=plan.unmapped_rows),
         }
     else:
-        settled = _Settled(
-            coverage=coverage, currency=currency, mapping=mapping, mapping_source=source, operator=operator
-        )
         fields = {
             "status": "DRY_RUN",
             "summary": f"dry run: {len(plan.charges)} charges ({plan.charges_sum} {currency}) would be imported",
             "counts": ReportCounts(rows=plan.rows, charges=len(plan.charges), packets=len(plan.packets(0))),
-            "reconciliation": _reconcile(plan, settled, None, imported=plan.charges_sum),
+            "reconciliation": _reconcile(plan, currency, mapping, None, imported=plan.charges_sum),
             **_totals(plan, mapping),
         }
     return plan, ImportReport.model_validate({**base, **fields})
@@ -1252,14 +1253,12 @@ def _report(deps: ImportDependencies, obj: ObjectRef, status: str, summary: str,
     )
 
 
-def _reconcile(plan: ImportPlan, settled: _Settled, bill: BillFacts | None, *, imported: Decimal) -> Reconciliation:
+def _reconcile(
+    plan: ImportPlan, currency: str, mapping: Mapping, bill: BillFacts | None, *, imported: Decimal
+) -> Reconciliation:
     """The CSV's sum made into the bill step by step, next to the sum of the charges CloudBlue accepted."""
     return reconcile(
-        csv_sum=plan.csv_sum,
-        imported=imported,
-        currency=settled.currency,
-        bill=bill,
-        tax=settled.mapping.reconciliation.tax,
+        csv_sum=plan.csv_sum, imported=imported, currency=currency, bill=bill, tax=mapping.reconciliation.tax
     )
 
 
