@@ -128,6 +128,17 @@ def test_the_vpg_and_the_free_tier_are_shared_out_exactly_and_support_goes_to_th
     }
 
 
+def test_a_cost_with_more_decimals_than_its_currency_is_shared_to_its_own_last_digit():
+    # Given the VPG fee written to the tenth of a yen (JPY has no decimals of its own)
+    plan = plan_of(mapping(BY_AMOUNT), *(row.replace("1000,1,1000", "1000.5,1,1000.5") for row in ROWS))
+    # Then the shares are in tenths and add up to it exactly, none dropped by rounding to whole yen: of 1000.5 by
+    # 530, 930 and 330 of 1790, 296.236, 519.804 and 184.452, the tenth left over goes to the largest remainder
+    vpg = {c.subscription_id: c.total_price for c in plan.charges if c.resource_id == RES_VPG}
+    assert vpg == {SUB_TOKYO: Decimal("296.2"), SUB_ACME: Decimal("519.8"), SUB_NORTH: Decimal("184.5")}
+    assert sum(vpg.values()) == Decimal("1000.5")
+    assert plan.charges_sum == plan.csv_sum == Decimal("5690.5")
+
+
 QUOTED = '440104,,202610,basicCharge-plan01s,330,1,330,"Acme ""Ltd"" \\ Co"'
 
 
@@ -252,8 +263,11 @@ def test_differences_written_without_the_mapping_are_refused_at_import_naming_th
         assert not plan.accepted
         (problem,) = plan.problems
         assert problem.kind is ProblemKind.SETTING
-        assert "these differences hold costs no customer owns that the mapping shares out" in problem.message
-        assert "soracharge correction --mapping" in problem.message
+        assert problem.message.startswith("these differences hold costs no customer owns that the mapping shares out")
+        assert problem.message.endswith(
+            "differences are no basis to share them by. Write them again with `soracharge correction --mapping "
+            "MAPPING` (it compares each customer's share), or send such rows `to` a subscription"
+        )
         assert len(plan.charges) == 0
 
 

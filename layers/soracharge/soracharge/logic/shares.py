@@ -171,9 +171,10 @@ def charged_per_customer(per_customer: Mapping_[str, Decimal], splits: Iterable[
     charged = dict(per_customer)
     with localcontext(EXACT):
         for split in splits:
-            charged[""] = charged.get("", Decimal(0)) - split.total
+            # a pool is the rows no customer owns (""), shared over customers with a basis, so rows of their own
+            charged[""] -= split.total
             for line in split.lines:
-                charged[line.customer] = charged.get(line.customer, Decimal(0)) + line.amount
+                charged[line.customer] += line.amount
         return {customer: Decimal(canonical_decimal_text(amount)) for customer, amount in charged.items()}
 
 
