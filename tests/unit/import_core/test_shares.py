@@ -175,6 +175,20 @@ def test_a_cost_nobody_has_a_basis_for_is_refused_naming_it_and_nothing_is_sent(
     assert len(plan.charges) == 0
 
 
+def test_every_cost_nobody_has_a_basis_for_is_named_not_only_the_first():
+    neither = mapping(
+        '  - {match: "vpgBasicCharge*", by: ["satelliteCharge"]}\n  - {match: "freeTier*", by: ["smsCharge"]}',
+        default=True,
+    )
+    plan = plan_of(neither, ROWS[0], ROWS[5], ROWS[6])
+    assert [p.message for p in plan.problems] == [
+        "cannot share 'vpgBasicCharge-typeE' (1000 JPY) by satelliteCharge: no customer has a positive amount of it "
+        "in this file (send them `to` a subscription instead)",
+        "cannot share 'freeTierCharge' (-100 JPY) by smsCharge: no customer has a positive amount of it in this "
+        "file (send them `to` a subscription instead)",
+    ]
+
+
 def test_a_row_no_customer_owns_without_a_rule_or_default_is_still_refused():
     plan = plan_of(mapping('  - {match: "vpgBasicCharge*", by: amount}'))
     assert not plan.accepted

@@ -736,7 +736,7 @@ def _joined_names(charges: pl.DataFrame, keyed: pl.DataFrame, charge_key: list[s
         .agg(joined=pl.col(BILL_ITEM).cast(pl.String).unique().sort().str.join(" | "))
     )
     return (
-        charges.join(joined, on=charge_key, how="left", maintain_order="left")
+        charges.join(joined, on=charge_key, how="left")  # in any order: the charges are sorted by their ids after
         .with_columns(name=pl.coalesce("joined", "name"))
         .drop("joined")
     )
