@@ -92,13 +92,14 @@ def _largest_remainder(pool: Decimal, bases: dict[str, Decimal], currency: str) 
 
 
 @_exact
-def expected(body: bytes, mapping_yaml: str, currency: str) -> Expected:
-    """What CloudBlue must hold for ``body`` (a detailed billing CSV in ``currency``) imported with the mapping
-    ``mapping_yaml``."""
+def expected(body: bytes, mapping_yaml: str, currency: str, operator: str | None = None) -> Expected:
+    """What CloudBlue must hold for ``body`` (a detailed billing CSV in ``currency``, the bill of ``operator``, the
+    stack's own when None) imported with the mapping ``mapping_yaml``."""
     mapping = yaml.safe_load(mapping_yaml)
     customer = mapping["customer"]
     column, subscriptions = customer["column"], customer.get("subscriptions", {})
     devices = customer.get("devices", {})
+    whole = (customer.get("operators") or {}).get(operator)  # customer.operators: the whole bill is its customer's
     default = (customer.get("default") or {}).get("subscription")
 
     def subscription_of(who: str) -> Any:  # None when unmapped and no default: the product refuses such a file
@@ -112,6 +113,9 @@ def expected(body: bytes, mapping_yaml: str, currency: str) -> Expected:
         result.total += amount
         device = next(((name, row[name]) for name in DEVICE_COLUMNS if row.get(name)), None)
         who = row[column] or (devices.get(device[1], "") if device else "")
+        if whole is not None:
+            assert row[column] in ("", whole), f"{row[column]!r} in {whole!r}'s operator: not a file to import"
+            who = whole
         item = row["billItemName"]
         resource = _first(mapping["items"], item)
         assert resource is not None, f"the mapping has no item for {item!r}: not a file to import"
@@ -156,6 +160,52 @@ def held(charges: Iterable[dict[str, Any]]) -> Expected:
         thing = f"imsi:{attributes['imsi']}" if attributes.get("imsi") else f"{device[0]}:{device[1]}" if device else ""
         result.owned[(charge["subscriptionId"], charge["resourceId"], thing)] += total
     return result
+
+
+@_exact
+def merged(parts: Iterable[Expected]) -> Expected:
+    """What several files, each imported on its own, make together."""
+    result = Expected()
+    for part in parts:
+        result.total += part.total
+        for key, amount in part.owned.items():
+            result.owned[key] += amount
+        for resource, amount in part.pools.items():
+            result.pools[resource] += amount
+        for key, amount in part.shares.items():
+            result.shares[key] += amount
+    return result
+
+
+@_exact
+def as_charged(money: Expected) -> Expected:
+    """The same money as each subscription is charged it: a customer's share of a resource counted with that
+    subscription's charges of the resource tied to no SIM or device. A correction's differences file states a
+    share's change as a row of its customer (``logic/corrections.py``), so after one, CloudBlue holds part of a
+    share as such a charge: only this view of it is what the corrected CSV makes."""
+    result = Expected(total=money.total)
+    for key, amount in money.owned.items():
+        result.owned[key] += amount
+    for (subscription, resource, _), amount in money.shares.items():
+        result.owned[subscription, resource, ""] += amount
+    return result
+
+
+def lacking(
+    bodies: bytes | Iterable[bytes],
+    mapping_yaml: str,
+    currency: str,
+    charges: Iterable[dict[str, Any]],
+    operator: str | None = None,
+    *,
+    corrected: bool = False,
+) -> list[str]:
+    """What ``charges`` (CloudBlue's, as its simulator stores them) differ by from what the CSV, or several each
+    imported on its own, make: empty when CloudBlue holds exactly that. ``corrected``: the charges include a
+    correction's differences, so they are compared :func:`as_charged`."""
+    files = [bodies] if isinstance(bodies, bytes) else list(bodies)
+    want, got = merged(expected(body, mapping_yaml, currency, operator) for body in files), held(charges)
+    return differences(as_charged(want), as_charged(got)) if corrected else differences(want, got)
 
 
 def differences(want: Expected, got: Expected) -> list[str]:

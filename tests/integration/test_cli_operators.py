@@ -110,6 +110,7 @@ def test_a_dry_run_of_an_operators_file_takes_its_coverage_from_soracom_accounts
     report = json.loads((tmp_path / LAST_MONTH / "OP0000000003" / "op3.report.json").read_text())
     assert (report["coverage"], report["operator"], report["status"]) == ("g", "OP0000000003", "DRY_RUN")
     charges = (tmp_path / LAST_MONTH / "OP0000000003" / "op3.charges.jsonl").read_text().splitlines()
+    assert charges
     assert all(json.loads(line)["extChargeId"].endswith("-g-op0000000003") for line in charges)
     both = run_cli(*args, env={"SORACOM_ACCOUNTS": '[{"operator": "OP0000000003", "coverages": "jp,g"}]'})
     assert both.returncode == 2

@@ -23,6 +23,7 @@ from soracharge.models.months import shift_month
 from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
+from tests import reference
 from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
 from tests.integration.test_import_flow import redeliver, report_of, upload
 from tests.integration.test_operations import rated
@@ -150,6 +151,10 @@ def test_both_bills_of_a_month_land_in_their_folders_and_are_imported_once_each_
         global_soracom.csv_bytes(month), month, "USD", "g", mapping
     )
     assert not {c["extChargeId"] for c in japan_charges} & {c["extChargeId"] for c in global_charges}
+    # and each session holds what its CSV makes, in its currency, worked out apart from the import
+    text = mapping.read_text(encoding="utf-8")
+    assert reference.lacking(soracom.csv_bytes(month), text, "JPY", japan_charges) == []
+    assert reference.lacking(global_soracom.csv_bytes(month), text, "USD", global_charges) == []
     assert both.alerts() == []
 
 

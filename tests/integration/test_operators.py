@@ -25,6 +25,7 @@ from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 from soracharge_local.simulators.soracom import SimulatedOperator
 
+from tests import reference
 from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
 from tests.integration.test_import_flow import upload
 from tests.integration.test_operations import rated
@@ -175,6 +176,9 @@ def test_six_bills_of_a_month_three_operators_on_two_coverages_are_each_imported
         assert {c["extChargeId"] for c in charges} == expected_ids(body, month, coverage, suffix, operator)
         assert len(charges) == len({c["extChargeId"] for c in charges})
         assert sum((Decimal(str(c["totalPrice"])) for c in charges), Decimal(0)) == csv_sum(body)
+        # and what the CSV makes, worked out apart from the import: each subscription, resource, SIM or device, share
+        text = MAPPINGS[coverage].read_text(encoding="utf-8")
+        assert reference.lacking(body, text, CURRENCY[coverage], charges, operator=operator) == []
         every_id += [c["extChargeId"] for c in charges]
         if operator == OWN_KEY:  # customer.operators: every charge of its bill is that customer's
             subscription = parse_mapping(MAPPINGS[coverage].read_text(), "m").customer.subscriptions

@@ -14,6 +14,7 @@ from soracharge_local.engine import CloudBlueAccess, LocalCloud, SoracomAccess
 from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 from soracharge_local.simulators.soracom import SimulatedOperator
 
+from tests import reference
 from tests.integration.conftest import LAST_MONTH, SIM_AUTH_KEY, SIM_AUTH_KEY_ID
 from tests.integration.test_coverages import JAPAN_MAPPING, expected_ids, export
 from tests.integration.test_operations import rated
@@ -83,5 +84,9 @@ def test_an_update_keeps_the_stacks_own_months_keys_and_ids_and_exports_a_newly_
         report = rated(cloud, delivery)
         assert (report["status"], report["operator"]) == ("PROCESSED", LISTED)
         assert report["reconciliation"]["balanced"] is True
-        assert all(c["extChargeId"].endswith("-op0000000002") for c in cloudblue.charges(report["importSessionId"]))
+        listed = cloudblue.charges(report["importSessionId"])
+        assert listed
+        assert all(c["extChargeId"].endswith("-op0000000002") for c in listed)
+        text = mapping.read_text(encoding="utf-8")
+        assert reference.lacking(soracom.csv_bytes(month, LISTED), text, "JPY", listed, operator=LISTED) == []
         assert cloud.alerts() == []

@@ -20,7 +20,15 @@ from soracharge_local.simulators import CloudBlueSimulator, SoracomSimulator
 
 from tests.chaos.runbook import ReceivedAlert
 from tests.integration.conftest import LAST_MONTH, full_stack
-from tests.integration.test_import_flow import EXAMPLE_MAPPING, expected_charges, follow, held, report_of, upload
+from tests.integration.test_import_flow import (
+    EXAMPLE_MAPPING,
+    assert_what_the_csv_makes,
+    expected_charges,
+    follow,
+    held,
+    report_of,
+    upload,
+)
 
 MONTH = shift_month(LAST_MONTH, -4)
 
@@ -70,6 +78,7 @@ def test_a_held_month_is_sent_exactly_as_previewed_once_the_alert_s_approve_comm
     assert report["status"] == "CLOSED"
     assert report["approval"]["by"] == "Hanako"
     assert held(cloudblue, report["importSessionId"]) == sorted(expected_charges(body, MONTH).items())
+    assert_what_the_csv_makes(cloudblue, report["importSessionId"], body)
     assert follow(reviewing, report)["type"] == "ExecutionSucceeded"
     final = json.loads(
         reviewing.client("s3")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from soracharge_local.simulators import CloudBlueSimulator
 
-from tests.protocol.explore import Case, run, sample
+from tests.protocol.explore import Case, LostAnswer, run, sample
 
 SAMPLE = int(os.environ.get("EXPLORE_SAMPLE", "100"))
 
@@ -35,7 +35,11 @@ def simulator() -> Iterator[CloudBlueSimulator]:
 @pytest.mark.parametrize("case", CASES, ids=[str(case) for case in CASES])
 def test_each_charge_is_rated_exactly_once_and_every_file_that_is_not_imported_is_alerted(simulator, case):
     outcome = run(case, simulator)
-    assert outcome.verdict is None or outcome.verdict.ok, (
+    if not outcome.ran:  # A, or the other, ended before the step named: not this case (a lost answer always is)
+        assert not isinstance(case, LostAnswer), f"{case}: A never reached the call whose answer is lost"
+        pytest.skip(f"does not arise: {case} needs a step its attempts ended before")
+    assert outcome.verdict is not None
+    assert outcome.verdict.ok, (
         f"{case} ({outcome.where}): {outcome.verdict}; replay the whole run's sample with EXPLORE_SEED="
         f"{os.environ['EXPLORE_SEED']}, or every case with .venv/bin/python scripts/explore_protocol.py"
     )

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 import boto3
 import httpx
+import yaml
 from moto import mock_aws
 from pydantic import SecretStr
 from soracharge.adapters.cloudblue import CloudBlueClient, OAuth1TwoLegged
@@ -56,16 +57,21 @@ MAPPING = parse_mapping(MAPPING_YAML, "mapping.yaml")
 #: 38 charges (SIMs, devices, shares) in 3 packets: enough packets for a session to be half sent, few enough
 #: steps to try them all.
 PACKET_SIZE = 13
-CSV = SoracomSimulator(auth_key_id="k", auth_key="s", today=datetime(2026, 11, 22, tzinfo=UTC).date()).csv_bytes(MONTH)
-GLOBAL_CSV = SoracomSimulator(
-    coverage="g", auth_key_id="k", auth_key="s", today=datetime(2026, 11, 22, tzinfo=UTC).date()
-).csv_bytes(MONTH)
+#: The day the simulated bills are made (the month after MONTH): every file here is the same on any day.
+TODAY = datetime(2026, 11, 22, tzinfo=UTC).date()
+CSV = SoracomSimulator(auth_key_id="k", auth_key="s", today=TODAY).csv_bytes(MONTH)
+GLOBAL_CSV = SoracomSimulator(coverage="g", auth_key_id="k", auth_key="s", today=TODAY).csv_bytes(MONTH)
 GLOBAL_MAPPING_YAML = (REPO / "examples" / "mapping.global.example.yaml").read_text()
 GLOBAL_MAPPING = parse_mapping(GLOBAL_MAPPING_YAML, "global.yaml")
+#: One mapping for both coverages (the README allows it): Japan's, with both item lists and no currency.
+BOTH_MAPPING_YAML = yaml.safe_dump(
+    {key: value for key, value in yaml.safe_load(MAPPING_YAML).items() if key != "currency"}
+    | {"items": yaml.safe_load(MAPPING_YAML)["items"] + yaml.safe_load(GLOBAL_MAPPING_YAML)["items"]},
+    allow_unicode=True,
+)
+BOTH_MAPPING = parse_mapping(BOTH_MAPPING_YAML, "both.yaml")
 #: The YAML a mapping was read from, where a test uses it as it was read: what tests/reference.py reads.
-SOURCES = {id(MAPPING): MAPPING_YAML, id(GLOBAL_MAPPING): GLOBAL_MAPPING_YAML}
-#: One mapping for both coverages (the README allows it): both item lists, no currency.
-BOTH_MAPPING = MAPPING.model_copy(update={"currency": None, "items": [*MAPPING.items, *GLOBAL_MAPPING.items]})
+SOURCES = {id(MAPPING): MAPPING_YAML, id(GLOBAL_MAPPING): GLOBAL_MAPPING_YAML, id(BOTH_MAPPING): BOTH_MAPPING_YAML}
 #: The same rows in other bytes: a second file for the month (its charges are the month's charges).
 OTHER_CSV = CSV.replace(b"\r\n", b"\n")
 #: Time enough for any claim to lapse.

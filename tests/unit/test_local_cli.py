@@ -18,12 +18,20 @@ from typer.testing import CliRunner
 from tests.unit.test_report_html import CUSTOMERS, MONTH, processed_report
 
 
-def test_two_executions_of_one_month_and_coverage_started_in_the_same_second_get_different_names():
+def test_two_executions_of_one_month_and_coverage_started_in_the_same_second_get_different_names(monkeypatch):
     # A re-run with instant waits starts the second export well inside the second of the first:
     # Step Functions refuses a name it has seen (ExecutionAlreadyExists), so the names must differ.
+    second = datetime(2026, 12, 1, 9, 30, 5, tzinfo=UTC)
+
+    class Stopped(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Stopped:
+            return cls.fromtimestamp(second.timestamp(), tz)
+
+    monkeypatch.setattr(cli, "datetime", Stopped)  # every name in the same second, however slow the machine
     names = {cli._execution_name("export", "202611", "g") for _ in range(50)}
     assert len(names) == 50
-    assert all(re.fullmatch(r"export-202611-g-\d{8}T\d{6}-[0-9a-f]{6}", name) for name in names)
+    assert all(re.fullmatch(r"export-202611-g-20261201T093005-[0-9a-f]{6}", name) for name in names)
 
 
 # -- soracharge report: a month, or --report FILE, exactly one --------------------------------------

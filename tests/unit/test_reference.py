@@ -4,6 +4,7 @@ months, and tells a doubled, lost or misdirected charge apart: a reference that 
 from __future__ import annotations
 
 import copy
+import csv
 import decimal
 import io
 import json
@@ -125,3 +126,58 @@ def test_a_yen_moved_from_one_customers_share_to_anothers_is_told():
     assert sorted(line.split(" (subscription")[0] for line in found) == sorted(
         f"{c['attributes']['share']}'s share of {resource}" for c in (giver, taker)
     )
+
+
+def test_as_charged_a_share_stated_as_its_customers_own_row_is_the_same_money_and_a_moved_yen_is_still_told():
+    # A correction's differences file states a share as a row of its customer: CloudBlue then holds it as that
+    # subscription's charge tied to no SIM or device. Per subscription and resource it is the same money...
+    want, charges = sent("jp")
+    restated = copy.deepcopy(charges)
+    one = next(c for c in restated if c.get("attributes", {}).get("share"))
+    del one["attributes"]["share"]
+    assert reference.differences(want, reference.held(restated)) != []
+    assert reference.differences(reference.as_charged(want), reference.as_charged(reference.held(restated))) == []
+    # ...but a yen charged to the wrong subscription, or a charge taken twice, is still told
+    moved = copy.deepcopy(restated)
+    taker = next(c for c in moved if c is not one and c["subscriptionId"] != one["subscriptionId"])
+    one_again = next(c for c in moved if c["extChargeId"] == one["extChargeId"])
+    one_again["totalPrice"] = str(Decimal(str(one_again["totalPrice"])) - 1)
+    taker["totalPrice"] = str(Decimal(str(taker["totalPrice"])) + 1)
+    assert len(reference.differences(reference.as_charged(want), reference.as_charged(reference.held(moved)))) == 2
+    doubled = reference.as_charged(reference.held([*restated, one]))
+    assert reference.differences(reference.as_charged(want), doubled)[0].startswith("Σ totalPrice")
+
+
+def test_several_files_imported_each_on_its_own_make_the_sum_of_what_each_makes():
+    months = ("202609", "202610")
+    first, second = (generate_billing_csv(month, coverage="jp", sims=7).content for month in months)
+    text = MAPPINGS["jp"].read_text(encoding="utf-8")
+    each = [reference.expected(body, text, "JPY") for body in (first, second)]
+    both = reference.merged(each)
+    assert both.total == each[0].total + each[1].total
+    assert sum(both.shares.values()) == sum(each[0].shares.values()) + sum(each[1].shares.values())
+    charges = [c for month, body in zip(months, (first, second), strict=True) for c in _sent_charges(body, month, text)]
+    assert reference.lacking([first, second], text, "JPY", charges) == []
+    assert reference.lacking([first], text, "JPY", charges) != []
+
+
+def test_a_whole_operators_bill_is_its_customers_and_a_row_naming_another_is_no_file_to_import():
+    bill = generate_billing_csv("202610", coverage="jp", sims=7).content
+    text = MAPPINGS["jp"].read_text(encoding="utf-8")  # customer.operators: OP0000000003 -> Northwind Traders
+    rows = list(csv.DictReader(io.StringIO(bill.decode("utf-8-sig"), newline="")))
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(row | {"customer": ""} for row in rows)  # its SIMs untagged: the operator says whose
+    body = ("\ufeff" + out.getvalue()).encode()
+    whole = reference.expected(body, text, "JPY", operator="OP0000000003")
+    northwind = parse_mapping(text, "m").customer.subscriptions["Northwind Traders"].subscription
+    assert {subscription for subscription, _, _ in whole.owned} == {northwind}
+    assert whole.total == sum(whole.owned.values())
+    with pytest.raises(AssertionError, match="not a file to import"):
+        reference.expected(bill, text, "JPY", operator="OP0000000003")
+
+
+def _sent_charges(body: bytes, month: str, text: str) -> list[dict[str, Any]]:
+    plan = plan_import(io.BytesIO(body), month=month, currency="JPY", mapping=parse_mapping(text, "m"))
+    return [charge for packet in plan.packets(1) for charge in json.loads(packet.to_json_bytes())["charges"]]

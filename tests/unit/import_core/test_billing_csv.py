@@ -102,6 +102,31 @@ def test_columns_are_found_by_name_in_any_order_with_extra_ones():
     assert result.charges == plan(billing_csv(TWO_DAYS)).charges
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+def test_a_header_that_ends_with_a_required_column_is_read_whole(fast):
+    # Given a file whose last column is the amount: on the header's line its name is followed by the line break
+    header = ("imsi", "date", "billItemName", "unitPrice", "quantity", "customer", "amount")
+    # When it is planned, by either reader
+    result = plan(billing_csv(TWO_DAYS, header=header), fast=fast)
+    # Then the amount column is found, and the charges are the usual layout's
+    assert result.problems == []
+    assert result.charges == plan(billing_csv(TWO_DAYS)).charges
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+def test_a_line_of_one_stray_value_is_a_short_row_not_a_blank_line(fast):
+    # Given a file with a line holding only "XX" between its rows
+    lines = billing_csv(TWO_DAYS).split(b"\r\n")
+    lines.insert(2, b"XX")
+    # When it is planned
+    result = plan(b"\r\n".join(lines), fast=fast)
+    # Then that line is a row of the wrong width, named by its line; nothing is charged
+    assert [(p.line, p.kind, p.message) for p in result.problems] == [
+        (3, ProblemKind.ROW, "the row has 1 field but the header has 10 (an unquoted comma or quote?)")
+    ]
+    assert result.charges == []
+
+
 def test_quoted_commas_and_doubled_quotes_in_an_item_name_are_read_whole():
     # Given the volume discount, whose name holds a comma and double quotes (quoted, quotes doubled)
     content = billing_csv([row(date="202610", item=DISCOUNT, unit_price="-3.10", quantity="1", amount="-3.10")])
@@ -329,6 +354,21 @@ def test_a_bad_amount_is_a_problem_naming_line_column_and_value(amount, message)
 def test_a_bad_date_is_a_problem(date, message):
     [problem] = plan(billing_csv([row(date=date)])).problems
     assert (problem.line, problem.column, problem.value, problem.message) == (2, "date", date, message)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+def test_a_row_like_the_ones_before_but_dated_outside_the_month_is_a_problem(fast):
+    # Given a SIM's daily fee, the same item and numbers every day, and one such row dated in the next month
+    rows = [row(date="20261001"), row(date="20261002"), row(date="20261101")]
+    # When it is planned
+    [problem] = plan(billing_csv(rows), fast=fast).problems
+    # Then that row is the problem, by its line and date
+    assert (problem.line, problem.column, problem.value, problem.message) == (
+        4,
+        "date",
+        "20261101",
+        "date '20261101' is outside the billed month 202610",
+    )
 
 
 def test_an_imsi_that_is_not_digits_is_a_problem():

@@ -83,6 +83,18 @@ def test_a_simulator_month_takes_the_fast_path_and_plans_exactly_what_the_python
     ]
 
 
+def test_the_fast_paths_charges_equal_the_same_charges_as_a_list_and_nothing_else():
+    data = generate_billing_csv(MONTH, coverage="jp", sims=3).content
+    fast, reference = planned(data, JP, fast_path=True)
+    assert isinstance(fast.charges, FrameCharges)
+    assert fast.charges == list(reference.charges)
+    assert fast.charges != list(reference.charges)[:-1]
+    # what is no list of charges is unequal, and comparing with it raises nothing
+    for other in (None, 5, "charges", b"charges", {"a": 1}):
+        assert fast.charges != other
+        assert not (fast.charges == other)  # noqa: SIM201 (the == operator itself, not !=)
+
+
 def test_an_additional_files_charges_get_the_same_own_ids_on_the_fast_path():
     data = generate_billing_csv(MONTH, coverage="jp", sims=5).content
     fast, reference = planned(data, JP, id_suffix="a0123456789ab", fast_path=True)

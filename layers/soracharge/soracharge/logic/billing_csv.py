@@ -549,7 +549,8 @@ class _RowCheck:
             line,
             None,
             None,
-            f"the row has {len(row)} fields but the header has {self.columns.width} (an unquoted comma or quote?)",
+            f"the row has {len(row)} field{'' if len(row) == 1 else 's'} but the header has {self.columns.width} "
+            "(an unquoted comma or quote?)",
             ProblemKind.ROW,
         )
 

@@ -177,7 +177,8 @@ def _summarize(text: Iterable[str], source: str) -> BillingSummary:
                 continue
             if len(row) != width:
                 raise InvalidInputError(
-                    f"{source}: line {first_line}: the row has {len(row)} fields but the header has {width} "
+                    f"{source}: line {first_line}: the row has {len(row)} field{'' if len(row) == 1 else 's'} but "
+                    f"the header has {width} "
                     "(an unquoted comma or quote?)"
                 )
             amount = _amount(row[i_amount], source, first_line)
