@@ -22,22 +22,17 @@ from soracharge.models.mapping import Mapping
 
 from tests.fuzz.strategies import fuzz
 from tests.fuzz.test_fuzz_csv import MAPPINGS, MONTH, billing_file
-
-
-class _OneWay(io.BytesIO):
-    """A stream that cannot be read again (as an S3 body without ``reopen``): ``plan_import`` then reads it with
-    the pure-Python reader alone, with the same checks of the whole file (its encoding, the near misses) around."""
-
-    def seekable(self) -> bool:
-        return False
+from tests.unit.import_core.builders import OneWay
 
 
 def both(data: bytes, mapping: Mapping) -> tuple[ImportPlan, ImportPlan] | None:
     """The file planned by ``plan_import`` (the fast path, or the Python reader when it declines) and by the Python
-    reader alone; None when the Python reader refuses it whole, after checking ``plan_import`` refuses it the same."""
+    reader alone (``plan_import`` of a stream it cannot read again: the same checks of the whole file around, its
+    encoding and the near misses); None when that refuses it whole, after checking ``plan_import`` refuses it the
+    same."""
     kwargs = {"month": MONTH, "currency": "JPY", "mapping": mapping, "source": "fuzz.csv"}
     try:
-        reference = plan_import(io.BufferedReader(_OneWay(data)), **kwargs)  # type: ignore[arg-type]
+        reference = plan_import(io.BufferedReader(OneWay(data)), **kwargs)  # type: ignore[arg-type]
     except SorachargeError as refused:
         with pytest.raises(type(refused), match=re.escape(str(refused))):
             plan_import(io.BytesIO(data), **kwargs)  # type: ignore[arg-type]
