@@ -114,12 +114,13 @@ def test_a_header_that_ends_with_a_required_column_is_read_whole(fast):
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
-def test_a_line_of_one_stray_value_is_a_short_row_not_a_blank_line(fast):
+@pytest.mark.parametrize("aggregation", ["imsi-month", "none"])  # the aggregated reading and the generic one
+def test_a_line_of_one_stray_value_is_a_short_row_not_a_blank_line(fast, aggregation):
     # Given a file with a line holding only "XX" between its rows
     lines = billing_csv(TWO_DAYS).split(b"\r\n")
     lines.insert(2, b"XX")
     # When it is planned
-    result = plan(b"\r\n".join(lines), fast=fast)
+    result = plan(b"\r\n".join(lines), mapping(aggregation=aggregation), fast=fast)
     # Then that line is a row of the wrong width, named by its line; nothing is charged
     assert [(p.line, p.kind, p.message) for p in result.problems] == [
         (3, ProblemKind.ROW, "the row has 1 field but the header has 10 (an unquoted comma or quote?)")

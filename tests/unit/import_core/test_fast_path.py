@@ -89,6 +89,9 @@ def test_the_fast_paths_charges_equal_the_same_charges_as_a_list_and_nothing_els
     assert isinstance(fast.charges, FrameCharges)
     assert fast.charges == list(reference.charges)
     assert fast.charges != list(reference.charges)[:-1]
+    # and a slice of them is that slice of the list, whatever its step
+    for part in (slice(1, None), slice(None, None, 2), slice(1, -1, 3), slice(None, None, -1)):
+        assert fast.charges[part] == list(reference.charges)[part], part
     # what is no list of charges is unequal, and comparing with it raises nothing
     for other in (None, 5, "charges", b"charges", {"a": 1}):
         assert fast.charges != other

@@ -16,8 +16,8 @@ from soracharge.logic import guards
 from soracharge.logic.billing_frame import FrameCharges
 from soracharge.logic.charges import _python_plan, charge_hash, plan_import
 from soracharge.logic.corrections import Allocation, write_differences
-from soracharge.logic.shares import split
-from soracharge.models.charges import ImportPlan, ProblemKind
+from soracharge.logic.shares import charged_per_customer, decimals_of, split
+from soracharge.models.charges import ImportPlan, ProblemKind, SharedSplit, ShareLine
 from soracharge.models.mapping import Mapping, parse_mapping
 
 from tests.unit.import_core.builders import OneWay
@@ -480,3 +480,29 @@ def test_a_refused_file_counts_a_customers_own_row_of_a_shared_item_to_that_cust
     )
     assert [(p.line, p.value) for p in plan.problems] == [(11, "mysteryCharge")]
     assert plan.per_subscription[SUB_ACME] == Decimal(930 + 100)
+
+
+def test_a_currency_the_table_does_not_list_is_shared_in_hundredths():
+    # Given a pool in pounds (not among JPY, USD, EUR): its smallest unit is taken as a hundredth
+    assert decimals_of(Decimal("100"), "GBP") == 2
+    assert decimals_of(Decimal("100.125"), "GBP") == 3  # the pool's own decimals when it shows more
+    assert split(Decimal("100"), {"a": Decimal(1), "b": Decimal(2)}, decimals_of(Decimal("100"), "GBP")) == {
+        "a": Decimal("33.33"),
+        "b": Decimal("66.67"),
+    }
+
+
+def test_what_each_customer_is_charged_is_added_exactly_however_many_digits():
+    # Given amounts of 30 significant digits (more than Decimal's default 28), and a share moved between them
+    big = Decimal("123456789012345678901234567.891")
+    pool = SharedSplit(
+        items=["vpgBasicCharge-typeE"],
+        resource="e5dbc3a6-7b8f-4a0c-9d9e-4f3a2b5c6d7e",
+        total=Decimal("0.001"),
+        basis="amount",
+        basis_total=big,
+        decimals=3,
+        lines=[ShareLine(customer="a", subscription="s", basis=big, amount=Decimal("0.001"))],
+    )
+    charged = charged_per_customer({"": Decimal("0.001"), "a": big}, [pool])
+    assert charged == {"": Decimal(0), "a": Decimal("123456789012345678901234567.892")}
