@@ -401,6 +401,12 @@ def _read_generic(lines: Iterator[str], header_lines: int, columns: _Columns, ch
     return rows
 
 
+def ragged_row(fields: int, width: int) -> str:
+    """What is wrong with a row of ``fields`` values under a header of ``width`` (the reader's and the draft's)."""
+    plural = "" if fields == 1 else "s"
+    return f"the row has {fields} field{plural} but the header has {width} (an unquoted comma or quote?)"
+
+
 def _split(line: str | None) -> list[str]:
     """A line without a double quote, as ``csv.reader`` splits it ([] for a blank line)."""
     text = (line or "").rstrip("\r\n")
@@ -549,8 +555,7 @@ class _RowCheck:
             line,
             None,
             None,
-            f"the row has {len(row)} field{'' if len(row) == 1 else 's'} but the header has {self.columns.width} "
-            "(an unquoted comma or quote?)",
+            ragged_row(len(row), self.columns.width),
             ProblemKind.ROW,
         )
 

@@ -24,7 +24,17 @@ from decimal import Context, Decimal, Inexact
 from typing import BinaryIO, Final
 
 from soracharge.errors import InvalidInputError
-from soracharge.logic.billing_csv import AMOUNT, BILL_ITEM, DATE, IMSI, QUANTITY, UNIT_PRICE, number_problem, shown
+from soracharge.logic.billing_csv import (
+    AMOUNT,
+    BILL_ITEM,
+    DATE,
+    IMSI,
+    QUANTITY,
+    UNIT_PRICE,
+    number_problem,
+    ragged_row,
+    shown,
+)
 from soracharge.models.devices import DEVICE_COLUMNS, describe_thing, device_thing
 from soracharge.models.mapping import PLACEHOLDER_PREFIX, Mapping
 
@@ -176,11 +186,7 @@ def _summarize(text: Iterable[str], source: str) -> BillingSummary:
             if not row:  # a blank line
                 continue
             if len(row) != width:
-                raise InvalidInputError(
-                    f"{source}: line {first_line}: the row has {len(row)} field{'' if len(row) == 1 else 's'} but "
-                    f"the header has {width} "
-                    "(an unquoted comma or quote?)"
-                )
+                raise InvalidInputError(f"{source}: line {first_line}: {ragged_row(len(row), width)}")
             amount = _amount(row[i_amount], source, first_line)
             summary.rows += 1
             total.add(amount)
