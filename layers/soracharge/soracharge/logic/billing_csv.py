@@ -654,7 +654,8 @@ class _RowCheck:
         cache = self.numbers
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
-        numbers = cache[(amount_text, quantity_text)] = pack(amount, quantity, has_quantity=bool(quantity_text))
+        numbers = pack(amount, quantity, has_quantity=bool(quantity_text))
+        cache[(amount_text, quantity_text, unit_price_text)] = numbers
         return numbers
 
     def _unit_price(self, text: str) -> Decimal | None:
