@@ -92,6 +92,11 @@ def test_the_fast_paths_charges_equal_the_same_charges_as_a_list_and_nothing_els
     # and a slice of them is that slice of the list, whatever its step
     for part in (slice(1, None), slice(None, None, 2), slice(1, -1, 3), slice(None, None, -1)):
         assert fast.charges[part] == list(reference.charges)[part], part
+    # and an index from the end is that charge from the end, as in a list
+    for index in (-1, -2, -len(reference.charges)):
+        assert fast.charges[index] == list(reference.charges)[index], index
+    with pytest.raises(IndexError, match="charge index out of range"):
+        fast.charges[-len(reference.charges) - 1]
     # what is no list of charges is unequal, and comparing with it raises nothing
     for other in (None, 5, "charges", b"charges", {"a": 1}):
         assert fast.charges != other

@@ -402,6 +402,12 @@ def test_a_split_over_no_customer_or_a_basis_not_positive_is_refused_by_name(wei
         split(Decimal(100), weights, 0)
 
 
+def test_a_total_finer_than_the_unit_it_is_split_in_is_refused_by_name():
+    # The callers split in the pool's own decimals or more (decimals_of); one that did not would round money
+    with pytest.raises(ValueError, match=r"^100\.125 has more than 2 decimals$"):
+        split(Decimal("100.125"), {"a": Decimal(1), "b": Decimal(2)}, 2)
+
+
 def test_a_total_of_38_digits_is_split_exactly_whatever_the_caller_s_decimal_context():
     total = Decimal("12345678901234567890.123456789012345678")  # past the default context's 28 digits
     shares = split(total, {"a": Decimal(1), "b": Decimal(2)}, 18)
