@@ -286,7 +286,10 @@ def test_a_missing_required_column_is_one_problem_on_the_header_line():
     result = plan(billing_csv(TWO_DAYS, header=header))
     # Then one problem names the column on line 1, and nothing else is read
     assert problems(result) == [(1, "amount", None)]
-    assert "missing column 'amount'" in result.problems[0].message
+    assert result.problems[0].message == (
+        "missing column 'amount' (a required column); the header has: imsi, vpgId, date, billItemName, unitPrice, "
+        "quantity, name, customer, groupName"
+    )
     assert (result.charges, result.rows) == ([], 0)
 
 
@@ -584,6 +587,9 @@ def test_lf_and_cr_line_breaks_read_like_crlf(line_break):
         ("-1000", "1", "-1000"),  # a discount
         ("", "12", "7"),  # no unit price: nothing to check
         ("5", "", "7"),  # no quantity: nothing to check
+        ("0.125", "1", "0.13"),  # off by exactly half a unit of the last decimal shown: a rounding
+        ("", "", ".5"),  # no digit before the point (the pure-Python reader's; the fast path leaves it)
+        ("", "", "-.25"),
     ],
 )
 def test_an_amount_that_is_unit_price_times_quantity_as_shown_is_good_on_either_path(unit_price, quantity, amount):
@@ -600,6 +606,7 @@ def test_an_amount_that_is_unit_price_times_quantity_as_shown_is_good_on_either_
         ("10", "1", "100", "amount 100 is not unitPrice × quantity (10 × 1 = 10): off by more than the rounding its 0"),
         ("0.0000002", "12345679", "2.46", "(0.0000002 × 12345679 = 2.4691358): off by more than the rounding its 2"),
         ("10", "3", "30.01", "(10 × 3 = 30): off by more than the rounding its 2 decimal(s) allow"),
+        ("0.1245", "1", "0.13", "(0.1245 × 1 = 0.1245): off by more than the rounding its 2 decimal(s) allow"),
         # a discount's negative price, a product under 1 either way, and none at all
         ("-10", "3", "-31", "amount -31 is not unitPrice × quantity (-10 × 3 = -30): off by more"),
         ("-0.1", "3", "-0.31", "amount -0.31 is not unitPrice × quantity (-0.1 × 3 = -0.3): off by more"),

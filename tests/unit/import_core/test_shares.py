@@ -277,8 +277,8 @@ def test_differences_written_without_the_mapping_are_refused_at_import_naming_th
         assert not plan.accepted
         (problem,) = plan.problems
         assert problem.kind is ProblemKind.SETTING
-        assert problem.message.startswith("these differences hold costs no customer owns that the mapping shares out")
-        assert problem.message.endswith(
+        assert problem.message == (
+            "these differences hold costs no customer owns that the mapping shares out ('vpgBasicCharge-typeE'): "
             "differences are no basis to share them by. Write them again with `soracharge correction --mapping "
             "MAPPING` (it compares each customer's share), or send such rows `to` a subscription"
         )
@@ -455,6 +455,29 @@ def test_a_rule_sharing_two_bill_items_makes_one_share_each_named_by_both_items_
     assert {(c.attributes or {})["billItemName"] for c in vpg} == {"vpgBasicCharge-typeE | vpgBasicCharge-typeF"}
     assert {c.amount for c in vpg} == {Decimal(1)}
     assert all(c.unit_price == c.total_price for c in vpg)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "python-reader"])
+def test_bill_items_of_one_resource_shared_by_two_rules_are_refused_naming_both(fast):
+    # Given two VPG items of one resource, each shared by a rule of its own (one share per resource is one charge
+    # per customer: it cannot say two bases)
+    rows = [*ROWS, ",vpg-0002,202610,vpgBasicCharge-typeF,790,1,790,"]
+    chosen = mapping(
+        '  - {match: "vpgBasicCharge-typeE", by: amount}\n  - {match: "vpgBasicCharge-typeF", by: ["*DataCharge"]}',
+        default=True,
+    )
+    # When planned
+    plan = planned((HEADER + "".join(f"{row}\r\n" for row in rows)).encode(), chosen, fast=fast)
+    # Then the file is refused, naming both items, their resource and what to do; nothing is sent
+    assert not plan.accepted
+    assert [(p.kind, p.message) for p in plan.problems] == [
+        (
+            ProblemKind.SETTING,
+            f"bill items 'vpgBasicCharge-typeE', 'vpgBasicCharge-typeF' go to one resource ({RES_VPG}) but are "
+            "shared by different rules of the mapping's `shared`: give them one rule, or resources of their own",
+        )
+    ]
+    assert len(plan.charges) == 0
 
 
 @pytest.mark.parametrize("default", [True, False], ids=["with-a-default", "without-a-default"])
