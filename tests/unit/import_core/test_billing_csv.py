@@ -635,6 +635,17 @@ def test_an_amount_beyond_the_bound_a_row_may_reach_is_a_problem_which_the_mappi
     assert plan(billing_csv([typo]), the_mapping=raised).problems == []
 
 
+@pytest.mark.parametrize("amount", ["100000000.01", "-150000000", "199999999"])
+def test_an_amount_just_beyond_the_bound_a_row_may_reach_is_a_problem_on_either_path(amount):
+    # The fast path's float test must doubt every row near the bound, not only rows far beyond it
+    data = billing_csv([TWO_DAYS[0], row(item=DATA, unit_price="", quantity="", amount=amount)])
+    for result in (plan(data), plan(data, fast=False)):
+        [problem] = result.problems
+        assert (problem.line, problem.column, problem.value, problem.kind) == (3, "amount", amount, "arithmetic")
+        assert problem.message.startswith(f"amount {amount} is beyond what one row may reach (100,000,000 either way")
+        assert result.charges == []
+
+
 def test_the_mapping_sets_the_tolerance_or_turns_the_arithmetic_off():
     off_by_a_cent = [row(item=DATA, unit_price="0.2", quantity="12.5", amount="2.51")]
     assert plan(billing_csv(off_by_a_cent)).problems != []
