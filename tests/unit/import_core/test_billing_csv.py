@@ -28,6 +28,7 @@ from tests.unit.import_core.builders import (
     SUB_DEFAULT,
     SUB_TOKYO,
     SUPPORT,
+    OneWay,
     billing_csv,
     mapping,
     plan,
@@ -395,6 +396,25 @@ def test_bytes_that_are_not_utf8_are_a_problem_naming_line_and_column():
     assert problem.value.startswith("\\x93\\x8c")
 
 
+@pytest.mark.parametrize("seekable", [True, False], ids=["a-file", "the-s3-body"])
+def test_a_file_saved_as_shift_jis_is_one_problem_naming_its_encoding_from_a_file_or_a_stream(seekable):
+    # Given a bill saved again by Excel in Japan (Shift_JIS), read from a file or, as the import reads the S3
+    # body, from a buffered stream that cannot be read again
+    content = billing_csv([row(customer=f"東京ガス {i}") for i in range(40)]).decode("utf-8-sig").encode("cp932")
+    stream = io.BytesIO(content) if seekable else io.BufferedReader(OneWay(content), buffer_size=64 * 1024)
+    # When planned
+    result = plan_import(stream, month="202610", currency="JPY", mapping=mapping())
+    # Then one problem says what the file is and how to convert it, not one per row; nothing is charged
+    [problem] = result.problems
+    assert problem.kind is ProblemKind.ENCODING
+    assert problem.message == (
+        "this file is Shift_JIS (CP932, what Excel in Japan saves as CSV), not UTF-8: nothing in it was read. "
+        "Export it again from Soracom, save it as 'CSV UTF-8' (in Excel: Save As, CSV UTF-8), or convert it: "
+        "iconv -f CP932 -t UTF-8 FILE.csv > FILE-utf8.csv"
+    )
+    assert (result.rows, len(result.charges)) == (0, 0)
+
+
 def test_an_unmapped_item_is_a_problem_naming_it():
     [problem] = plan(billing_csv([row(item="SORACOM Arc 利用料金")])).problems
     assert (problem.line, problem.column, problem.value) == (2, "billItemName", "SORACOM Arc 利用料金")
@@ -539,10 +559,23 @@ def test_an_unterminated_quote_swallowing_the_file_is_a_problem_on_the_line_it_s
     assert result.problems[-1].message.startswith("the CSV cannot be read from this line on: field larger than field")
 
 
-@pytest.mark.parametrize(("month", "currency"), [("2026-10", "JPY"), ("202610", "jpy"), ("202610", "")])
-def test_a_bad_month_or_currency_from_the_caller_is_invalid_input(month, currency):
-    with pytest.raises(InvalidInputError):
-        plan_import(io.BytesIO(b""), month=month, currency=currency, mapping=mapping())
+SUFFIX_WORDS = "id_suffix must be 1-16 lower-case letters or digits (up to three such parts joined by '-'), got"
+
+
+@pytest.mark.parametrize(
+    ("month", "currency", "id_suffix", "said"),
+    [
+        ("2026-10", "JPY", "", "month must be yyyyMM with a month 01-12 (for example 202208), got '2026-10'"),
+        ("202610", "jpy", "", "currency must be an ISO 4217 code of 3 capital letters (JPY), got 'jpy'"),
+        ("202610", "", "", "currency must be an ISO 4217 code of 3 capital letters (JPY), got ''"),
+        ("202610", "JPY", "G-x", f"{SUFFIX_WORDS} 'G-x'"),
+        ("202610", "JPY", "a-b-c-d", f"{SUFFIX_WORDS} 'a-b-c-d'"),
+    ],
+)
+def test_a_bad_month_currency_or_id_suffix_from_the_caller_is_invalid_input_naming_it(month, currency, id_suffix, said):
+    with pytest.raises(InvalidInputError) as raised:
+        plan_import(io.BytesIO(b""), month=month, currency=currency, mapping=mapping(), id_suffix=id_suffix)
+    assert str(raised.value) == said
 
 
 def test_the_generic_reader_reports_the_same_problems():
