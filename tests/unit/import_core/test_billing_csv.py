@@ -412,6 +412,18 @@ def test_a_file_saved_as_shift_jis_is_one_problem_naming_its_encoding_from_a_fil
         "Export it again from Soracom, save it as 'CSV UTF-8' (in Excel: Save As, CSV UTF-8), or convert it: "
         "iconv -f CP932 -t UTF-8 FILE.csv > FILE-utf8.csv"
     )
+    assert (result.rows, len(result.charges), result.problem_count, result.currency) == (0, 0, 1, "JPY")
+
+
+def test_a_header_csv_cannot_read_is_one_problem_on_line_1_saying_why():
+    # Given a header whose quoted name never ends (longer than csv's field limit)
+    data = b'imsi,"' + b"a" * 200_000 + b"\r\n" + billing_csv([row()]).split(b"\r\n", 1)[1]
+    # When planned
+    result = plan(data)
+    # Then one problem on line 1 says so, and nothing is read
+    assert [(p.line, p.column, p.value, p.kind, p.message) for p in result.problems] == [
+        (1, None, None, ProblemKind.HEADER, "the header line is not valid CSV: field larger than field limit (131072)")
+    ]
     assert (result.rows, len(result.charges)) == (0, 0)
 
 

@@ -355,6 +355,13 @@ def test_a_file_of_another_month_is_named_as_that_months_bill_in_the_first_line(
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+def test_rows_of_other_months_are_counted_per_month_in_month_order_whatever_the_rows_order(fast):
+    rows = [row(date="20260902"), row(date="20260801"), row(date="202609"), row(date="20261001")]
+    result = plan(billing_csv(rows), fast=fast)
+    assert list(result.other_months.items()) == [("202608", 1), ("202609", 2)]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
 def test_a_refused_file_still_shows_what_each_subscription_would_have_been_charged(fast):
     # Given a file refused for one unmapped item, with two rows of Tokyo's, one of Acme's and one of nobody's
     rows = [
