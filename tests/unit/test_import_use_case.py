@@ -8,13 +8,18 @@ a person reads to learn what the import does.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import threading
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 from soracharge.errors import ImportInProgressError, ImportTimeBudgetError
-from soracharge.logic.imports import additional_id_suffix
-from soracharge.models.imports import EndReason, ImportReport, ObjectRef
+from soracharge.logic.imports import additional_id_suffix, dry_run_report, follow_execution_name
+from soracharge.models.accounts import Account
+from soracharge.models.imports import EndReason, FollowSessionRequest, ImportReport, ObjectRef
+from soracharge.observability import metrics
 from soracharge_local.simulators import CloudBlueSimulator
 
 from tests.protocol.scheduler import Killed, Stop
@@ -26,6 +31,7 @@ from tests.protocol.world import (
     MONTH,
     OTHER_CSV,
     PACKET_SIZE,
+    Logged,
     ProtocolWorld,
     protocol_world,
     sha256,
@@ -179,24 +185,32 @@ def test_concurrent_deliveries_of_the_same_and_of_other_files_import_each_exactl
 
 
 @pytest.mark.parametrize(
-    ("metadata", "message"),
+    ("metadata", "column", "value", "message"),
     [
-        ({"currency": "jpy!"}, "currency must be JPY, USD or EUR"),
-        ({"currency": "JPY", "bill-amount": "lots"}, "the bill amount is not a number"),
-        ({"currency": "JPY", "bill-amount": "100", "coupon-amount": "Infinity"}, "the coupon amount is not a number"),
-        ({"currency": "JPY", "coupon-amount": "5"}, "a coupon amount needs a bill-amount"),
+        ({"currency": "jpy!"}, "currency", "JPY!", "currency must be JPY, USD or EUR"),
+        ({"currency": "JPY", "bill-amount": "lots"}, "bill-amount", "lots", "the bill amount is not a number"),
+        (
+            {"currency": "JPY", "bill-amount": "100", "coupon-amount": "Infinity"},
+            "coupon-amount",
+            "Infinity",
+            "the coupon amount is not a number",
+        ),
+        ({"currency": "JPY", "coupon-amount": "5"}, "coupon-amount", "5", "a coupon amount needs a bill-amount"),
         # an operator named only by the metadata is read, and one this stack does not import is refused
         (
             {"currency": "JPY", "operator": " OP0000000009 "},
+            "operator",
+            "OP0000000009",
             "the metadata operator says operator OP0000000009, which is not one of this stack's accounts",
         ),
     ],
 )
-def test_bad_metadata_is_a_rejected_report_before_anything_is_sent(world, metadata, message):
+def test_bad_metadata_is_a_rejected_report_before_anything_is_sent(world, metadata, column, value, message):
     sessions = len(world.cloudblue.sessions())
     report = run(world, world.upload(f"uploads/{MONTH}/meta.csv", **metadata))
     assert (report.status, report.reason) == ("REJECTED", EndReason.PROBLEMS)
     assert message in report.problems[0].message
+    assert (report.problems[0].column, report.problems[0].value) == (column, value)  # the setting to correct
     assert len(world.cloudblue.sessions()) == sessions
     (alert,) = world.topic.published
     assert "file rejected" in alert.subject
@@ -223,11 +237,41 @@ def test_a_second_file_is_held_the_same_bytes_are_a_duplicate_and_additional_is_
     assert "would bill the month twice" in other.summary
     assert extra.status == "CLOSED"
     assert same.import_session_id is other.import_session_id is None  # told before a session was opened
+    # and the ledger records which file each one was not imported because of, with why
+    for report in (same, other):
+        entry = world.ledger.get(report.object.object_id)
+        assert entry is not None
+        assert (entry.status, entry.duplicate_of, entry.reason) == (
+            report.status,
+            first.object.object_id,
+            report.reason,
+        )
     subjects = [alert.subject for alert in world.topic.published]
     assert subjects == [
         f"soracharge {MONTH} (Japan coverage): the same file again, nothing imported",
         f"soracharge {MONTH} (Japan coverage): second file for the month held, nothing imported",
     ]
+
+
+def test_a_month_exported_twice_imports_the_first_export_and_holds_the_other_saying_so(world):
+    # Given the month's bill exported, then exported again (other bytes: Soracom's export run twice)
+    first = run(world, world.upload(f"exports/{MONTH}/fe_1.csv"))
+    again = world.upload(f"exports/{MONTH}/fe_2.csv", OTHER_CSV)
+    sessions = len(world.cloudblue.sessions())
+
+    report = run(world, again)
+
+    # Then the second export is held as the month exported twice, not as a second file a person uploaded
+    assert (report.status, report.reason, report.duplicate_of) == (
+        "HELD", EndReason.EXPORTED_TWICE, first.object.object_id,
+    )  # fmt: skip
+    assert report.summary == (
+        f"the month was exported twice and the other export, {first.object.object_id}, was imported: nothing was "
+        "imported from this one"
+    )
+    assert len(world.cloudblue.sessions()) == sessions
+    (alert,) = world.topic.about(again)
+    assert alert.subject == f"soracharge {MONTH} (Japan coverage): the month was exported twice, imported once"
 
 
 def test_two_files_racing_for_the_month_both_send_and_only_the_first_to_close_is_rated(world):
@@ -306,6 +350,44 @@ def test_a_report_staged_by_an_attempt_that_died_before_publishing_it_is_publish
     (alert,) = world.topic.published
     assert "reconciliation does not balance" in alert.subject
     assert len(world.workflows.started) == 1
+
+
+def test_an_attempt_that_died_before_following_its_rating_has_it_followed_by_the_next_delivery(world):
+    # Given an import that closed its session and published its report, then died before it started the follow
+    obj = world.upload(f"uploads/{MONTH}/i.csv")
+    assert world.deliver(obj, kill=Stop("workflows.start", 1, "before")).killed
+    closed = world.store.report(obj)
+    assert closed is not None
+    assert (closed.status, world.workflows.started) == ("CLOSED", {})
+
+    # When the event is delivered again
+    with Logged() as logged:
+        report = run(world, obj)
+
+    # Then it answers with the report, and starts the follow of its session, with the event the follow reads
+    assert report == closed
+    session = report.import_session_id
+    assert session is not None
+    assert world.workflows.started == {
+        follow_execution_name(obj.object_id, session): {
+            "objectId": obj.object_id,
+            "month": MONTH,
+            "coverage": "jp",
+            "reportKey": f"reports/{MONTH}/{obj.version_id}.json",
+            "session": {
+                "importSessionId": session,
+                "status": "NEW",
+                "polls": 0,
+                "month": MONTH,
+                "objectId": obj.object_id,
+            },
+        }
+    }
+    # And the log says it was claimed already, with the ledger's status
+    claimed = [getattr(r, "ledgerStatus", None) for r in logged.records if r.msg == "Object version already claimed"]
+    assert claimed == ["CLOSED"]
+    world.follow()
+    assert world.verdict().ok
 
 
 def test_an_attempt_that_died_between_its_alert_and_its_report_is_published_by_the_next_delivery(world):
@@ -456,7 +538,29 @@ def test_a_currency_told_otherwise_by_any_source_rejects_the_file_naming_each(cl
 def test_a_file_of_a_coverage_the_stack_does_not_import_is_rejected_by_name(world):
     report = run(world, world.upload(f"uploads/{MONTH}/g/bill.csv", GLOBAL_CSV, currency="USD"))
     assert report.status == "REJECTED"
-    assert "this stack imports Japan coverage bills only" in report.problems[0].message
+    (problem,) = report.problems
+    assert (problem.column, problem.value) == ("coverage", "g")
+    assert problem.message == (
+        "the key's folder says Global coverage, and this stack imports Japan coverage bills only (SoracomCoverageType "
+        "jp): import it in a stack of g, or add g to SoracomCoverageType"
+    )
+
+
+def test_a_global_bill_whose_currency_is_named_nowhere_is_rejected_saying_where_to_name_it(cloudblue):
+    # Given a stack of both coverages whose Global mapping names no currency, and a Global upload naming none
+    mappings = {"jp": MAPPING, "g": GLOBAL_MAPPING.model_copy(update={"currency": None})}
+    with protocol_world(cloudblue, coverages=("jp", "g"), mapping=mappings) as world:
+        sessions = len(world.cloudblue.sessions())
+        report = run(world, world.upload(f"uploads/{MONTH}/g/bill.csv", GLOBAL_CSV, currency=""))
+        # Then nothing is imported on a guess of USD or EUR: the report says where the currency is named
+        assert (report.status, report.reason, report.currency) == ("REJECTED", EndReason.PROBLEMS, None)
+        (problem,) = report.problems
+        assert (problem.column, problem.value) == ("currency", None)
+        assert problem.message == (
+            "no currency for this file: Global coverage bills in USD or EUR; the export flow sets it as object "
+            "metadata; for an upload, set 'currency' in the mapping or upload with the metadata currency=USD|EUR"
+        )
+        assert len(world.cloudblue.sessions()) == sessions
 
 
 def test_a_mapping_currency_of_the_other_coverage_rejects_the_upload_by_name(cloudblue):
@@ -481,6 +585,86 @@ def test_a_retry_imports_the_file_as_its_first_attempt_settled_after_the_stack_b
     assert (retry.status, retry.coverage, retry.currency) == ("CLOSED", "jp", "JPY"), retry.summary
     world.follow()
     assert world.verdict().ok
+
+
+def test_a_dry_run_of_a_global_bill_reports_it_as_the_global_bill_in_its_currency():
+    plan, report = dry_run_report(
+        io.BytesIO(GLOBAL_CSV), month=MONTH, currency="USD", mapping=GLOBAL_MAPPING, source="bill.csv", coverage="g"
+    )
+    assert (report.status, report.coverage, report.currency) == ("DRY_RUN", "g", "USD")
+    assert report.summary == f"dry run: {len(plan.charges)} charges ({plan.charges_sum} USD) would be imported"
+    assert all((charge.ext_charge_id or "").endswith("-g") for charge in plan.charges)
+
+
+# -- what a closed report and the function's metrics count ----------------------------------------------------
+
+
+def test_a_closed_report_totals_each_customer_with_its_sims_and_devices(world):
+    report = run(world, world.upload(f"uploads/{MONTH}/totals.csv"))
+    assert report.status == "CLOSED"
+    # the rows no customer's tag names (support, the free tier...): one SIM of nobody's, no device
+    per_customer = [(a.name, a.amount, a.sims, a.devices) for a in report.per_customer]
+    assert per_customer == [
+        ("", Decimal("5124.6258604"), 1, None),
+        ("Acme Logistics", Decimal("15221.5950508"), 2, 2),
+        ("Northwind Traders", Decimal("13709.1586192"), 3, 1),
+        ("東京ガス", Decimal("7943.9599334"), 3, None),
+    ]
+    # an item's or a subscription's total counts no SIMs
+    assert {(a.sims, a.devices) for a in [*report.per_item, *report.per_subscription]} == {(None, None)}
+
+
+def test_a_closed_import_counts_the_rows_read_and_the_charges_and_packets_it_sent_in_its_metrics(world):
+    # Given a first attempt that died once CloudBlue took its second packet, before the ledger knew: its retry gives
+    # that session up and sends the file's three packets again in a new one
+    obj = world.upload(f"uploads/{MONTH}/metrics.csv")
+    assert world.deliver(obj, kill=Stop("ledger.record_packet", 2, "before")).killed
+    world.lapse()
+    metrics.clear_metrics()
+
+    report = run(world, obj)
+
+    assert report.status == "CLOSED"
+    counted = {name: metrics.metric_set[name]["Value"] for name in ("ImportsClosed", "RowsRead", "ChargesSent")}
+    assert counted == {"ImportsClosed": [1.0], "RowsRead": [float(report.counts.rows)], "ChargesSent": [38.0]}
+    # and the session given up, with the packets sent again
+    assert (metrics.metric_set["PacketsSent"]["Value"], metrics.metric_set["SessionsAbandoned"]["Value"]) == (
+        [3.0], [1.0],
+    )  # fmt: skip
+
+
+# -- operators SoracomAccounts lists ----------------------------------------------------------------------------
+
+
+def listing(world: ProtocolWorld, monkeypatch: pytest.MonkeyPatch, *operators: str) -> None:
+    """The stack's SoracomAccounts lists ``operators`` (each on Japan coverage)."""
+    made = world.dependencies
+    accounts = tuple(Account(operator=operator) for operator in operators)
+    monkeypatch.setattr(world, "dependencies", lambda attempt: dataclasses.replace(made(attempt), accounts=accounts))
+
+
+@pytest.mark.parametrize("killed", [None, Stop("cloudblue.import_charges", 2, "before")], ids=["first", "retry"])
+def test_an_operator_s_bill_is_reported_and_its_rating_followed_as_that_operator_s_even_by_a_retry(
+    world, monkeypatch, killed
+):
+    # Given a stack listing two operators besides its own (the mapping gives OP0000000003's bills to a customer)
+    listing(world, monkeypatch, "OP0000000002", "OP0000000003")
+    obj = world.upload(f"uploads/{MONTH}/OP0000000002/jp/bill.csv")
+    if killed is not None:  # its first attempt pinned the operator and died mid-send: the retry reads the pins
+        assert world.deliver(obj, kill=killed).killed
+        world.lapse()
+
+    report = run(world, obj)
+
+    # Then the report names the operator, and the follow execution reads the operator's bill
+    assert (report.status, report.coverage, report.operator) == ("CLOSED", "jp", "OP0000000002")
+    assert report.summary.startswith("38 charges (41999.3394638 JPY, operator OP0000000002, Japan coverage) imported")
+    session = report.import_session_id
+    assert session is not None
+    (payload,) = world.workflows.started.values()
+    request = FollowSessionRequest.model_validate(payload)
+    assert (request.object_id, request.coverage, request.operator) == (obj.object_id, "jp", "OP0000000002")
+    assert request.session.import_session_id == session
 
 
 def test_a_killed_attempt_writes_nothing_at_all(world):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from soracharge.errors import InvalidInputError
+from soracharge.errors import ImportResumeError, InvalidInputError
 from soracharge.logic.imports import review_object
 from soracharge.logic.sessions import finish_import
 from soracharge.models.imports import EndReason, FollowSessionRequest, ImportReport, ObjectRef, ReviewRequest
@@ -193,10 +194,12 @@ def test_approving_sends_exactly_the_charges_previewed_once_and_records_who(worl
     # A mapping changed while the month waited changes nothing: the preview's pinned mapping is sent
     with_review(world, approval="off")
     world.mappings = {c: m.model_copy(update={"packet_size": 3}) for c, m in world.mappings.items()}
+    world.clock.now += 600  # a person decides ten minutes after the preview
     report = decided(world, obj, by="Hanako Billing")
     assert report.status == "CLOSED"
     assert report.approval is not None
     assert (report.approval.decision, report.approval.by) == ("approved", "Hanako Billing")
+    assert report.approval.at == datetime.fromtimestamp(world.clock(), UTC)  # when the decision was recorded
     assert report.approval.plan == preview.approval.plan  # type: ignore[union-attr]
     assert report.counts.packets == preview.counts.packets
     entry = world.ledger.get(obj.object_id)
@@ -208,6 +211,37 @@ def test_approving_sends_exactly_the_charges_previewed_once_and_records_who(worl
     assert decided(world, obj, by="Hanako Billing").status in ("CLOSED", "PROCESSED")
     assert run(world, obj).status in ("CLOSED", "PROCESSED")
     assert world.verdict().ok
+
+
+def test_an_approved_plan_its_import_reads_otherwise_is_refused_naming_both_plans_and_nothing_is_sent(world):
+    # Given a preview, and then the pinned mapping read into other packets (as another version of soracharge
+    # would read it) before a person approves the plan previewed
+    unusual(world)
+    obj = world.upload(f"uploads/{MONTH}/a.csv")
+    preview = run(world, obj)
+    assert preview.approval is not None
+    entry = world.ledger.get(obj.object_id)
+    assert entry is not None
+    assert entry.pins is not None
+    world.store.documents[entry.pins.mapping]["mapping"]["packetSize"] = 5
+
+    # When Hanako approves it
+    approving = world.decide(obj, by="Hanako")
+
+    # Then nothing is sent: the import refuses to send a plan other than the one approved, naming both
+    assert isinstance(approving.error, ImportResumeError)
+    message = str(approving.error)
+    approved = preview.approval.plan[:12]
+    said = re.fullmatch(
+        rf"{re.escape(obj.uri)}: the plan Hanako approved \({approved}\) is not the plan this attempt reads "
+        r"\((?P<read>[0-9a-f]{12})\) with the same pinned file and mapping: was the code changed in between\? "
+        r"Nothing was sent",
+        message,
+    )
+    assert said is not None, message
+    assert said["read"] != approved
+    assert world.rated() == []
+    assert [s for s in world.cloudblue.sessions() if s.importSessionId not in world.sessions_before] == []
 
 
 def test_rejecting_ends_the_file_with_nothing_sent_and_says_who(world):
