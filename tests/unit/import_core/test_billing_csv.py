@@ -376,6 +376,43 @@ def test_a_row_like_the_ones_before_but_dated_outside_the_month_is_a_problem(fas
     )
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+def test_a_row_with_the_numbers_of_a_good_row_but_another_unit_price_is_checked_on_its_own(fast):
+    # Given 20 x 1 = 20 read first, then a row of amount 20 and quantity 1 whose unit price is 10: the pure-Python
+    # reader keeps the numbers it found good, and must not take the second row's for the first's
+    rows = [
+        row(item=DATA, unit_price="20", quantity="1", amount="20"),
+        row(item=DATA, unit_price="10", quantity="1", amount="20"),
+    ]
+    # When it is planned
+    [problem] = plan(billing_csv(rows), fast=fast).problems
+    # Then the second row is refused by its own arithmetic
+    assert (problem.line, problem.column, problem.value, problem.kind) == (3, "amount", "20", "arithmetic")
+    assert problem.message.startswith("amount 20 is not unitPrice × quantity (10 × 1 = 10)")
+
+
+def test_the_pure_python_reader_checks_a_row_like_the_ones_before_it_once_not_every_time(monkeypatch):
+    # The hot loop takes a row whose key, numbers and date it has seen good without checking them again: a SIM's
+    # 30 daily rows of one fee are checked once (a cache written under other texts than it is read would check
+    # every row: correct, and 1.5 times slower on the simulator's month of 2,000 SIMs, bench/README.md)
+    from soracharge.logic import billing_csv as reader
+
+    checked: list[int] = []
+    admit = reader._RowCheck.admit
+
+    def counted(self: object, line: int, *args: object) -> object:
+        checked.append(line)
+        return admit(self, line, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reader._RowCheck, "admit", counted)
+    daily = [
+        row(date=f"202610{day:02d}", item=DATA, unit_price="0.2", quantity="12.5", amount="2.5") for day in range(1, 31)
+    ]
+    result = plan(billing_csv(daily), fast=False)
+    assert (result.rows, result.problems) == (30, [])
+    assert checked == [2]
+
+
 def test_an_imsi_that_is_not_digits_is_a_problem():
     [problem] = plan(billing_csv([row(imsi="44010-3")])).problems
     assert (problem.line, problem.column, problem.value) == (2, "imsi", "44010-3")
@@ -421,9 +458,9 @@ def test_a_header_csv_cannot_read_is_one_problem_on_line_1_saying_why():
     # When planned
     result = plan(data)
     # Then one problem on line 1 says so, and nothing is read
-    assert [(p.line, p.column, p.value, p.kind, p.message) for p in result.problems] == [
-        (1, None, None, ProblemKind.HEADER, "the header line is not valid CSV: field larger than field limit (131072)")
-    ]
+    [problem] = result.problems
+    assert (problem.line, problem.column, problem.value, problem.kind) == (1, None, None, ProblemKind.HEADER)
+    assert problem.message.startswith("the header line is not valid CSV: field larger than field limit")
     assert (result.rows, len(result.charges)) == (0, 0)
 
 
@@ -680,7 +717,7 @@ def test_an_amount_beyond_the_bound_a_row_may_reach_is_a_problem_which_the_mappi
     assert plan(billing_csv([typo]), the_mapping=raised).problems == []
 
 
-@pytest.mark.parametrize("amount", ["100000000.01", "-150000000", "199999999"])
+@pytest.mark.parametrize("amount", ["100000000.01", "-100000000.5", "100000001"])
 def test_an_amount_just_beyond_the_bound_a_row_may_reach_is_a_problem_on_either_path(amount):
     # The fast path's float test must doubt every row near the bound, not only rows far beyond it
     data = billing_csv([TWO_DAYS[0], row(item=DATA, unit_price="", quantity="", amount=amount)])
