@@ -413,6 +413,56 @@ def test_the_pure_python_reader_checks_a_row_like_the_ones_before_it_once_not_ev
     assert checked == [2]
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        (
+            {"unit_price": "1O", "quantity": "1", "amount": "10"},
+            "unitPrice '1O' is not a plain decimal number (such as -12.5)",
+        ),
+        ({"amount": "sNaN"}, "amount 'sNaN' is not a finite number"),
+    ],
+    ids=["a-letter-o-in-the-unit-price", "a-signalling-nan"],
+)
+def test_a_number_text_that_is_no_number_is_a_problem_naming_it_even_beside_good_numbers(fast, fields, said):
+    [problem] = plan(billing_csv([row(**fields)]), fast=fast).problems
+    column = "unitPrice" if "unit_price" in fields else "amount"
+    assert (problem.line, problem.column, problem.kind, problem.message) == (2, column, ProblemKind.VALUE, said)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+def test_a_line_of_one_comma_is_a_row_of_two_fields_not_a_blank_line(fast):
+    lines = billing_csv([row(), row()]).split(b"\r\n")
+    lines.insert(2, b",")
+    result = plan(b"\r\n".join(lines), fast=fast)
+    assert result.rows == 3
+    assert [(p.line, p.kind, p.message) for p in result.problems] == [
+        (3, ProblemKind.ROW, "the row has 2 fields but the header has 10 (an unquoted comma or quote?)")
+    ]
+
+
+def test_a_customer_column_misspelt_at_the_end_of_the_header_is_missing_not_read_as_the_customer():
+    data = "imsi,date,billItemName,amount,customerX\r\n440101,20261001,基本料金 (plan-D),10,東京ガス\r\n".encode()
+    [problem] = plan(data).problems
+    assert (problem.line, problem.column, problem.kind) == (1, "customer", ProblemKind.HEADER)
+    assert problem.message == (
+        "missing column 'customer' (the mapping's customer column); the header has: imsi, date, billItemName, "
+        "amount, customerX"
+    )
+
+
+def test_a_first_line_of_blanks_is_a_header_without_the_required_columns_not_an_empty_file():
+    # Given the header pushed down by a line holding a space (the rows follow)
+    data = b" \r\n" + billing_csv([row()]).removeprefix(b"\xef\xbb\xbf")
+    # Then line 1 is read as the header, and each required column is named missing: the file is not empty
+    result = plan(data)
+    assert [(p.line, p.column, p.kind) for p in result.problems] == [
+        (1, column, ProblemKind.HEADER) for column in ("imsi", "date", "billItemName", "amount", "customer")
+    ]
+    assert result.problems[0].message == "missing column 'imsi' (a required column); the header has: "
+
+
 def test_an_imsi_that_is_not_digits_is_a_problem():
     [problem] = plan(billing_csv([row(imsi="44010-3")])).problems
     assert (problem.line, problem.column, problem.value) == (2, "imsi", "44010-3")

@@ -15,7 +15,7 @@ from soracharge.models.charges import ImportPlan
 from soracharge.models.mapping import ChecksSettings, Mapping, parse_mapping
 from soracharge_local.simulators.soracom_data import generate_billing_csv
 
-from tests.unit.import_core.builders import EXAMPLE_MAPPING, GLOBAL_EXAMPLE, LABELS_MAPPING
+from tests.unit.import_core.builders import EXAMPLE_MAPPING, GLOBAL_EXAMPLE, LABELS_MAPPING, OneWay
 
 #: The example's items (the simulator's identifiers) and Japanese labels (the rows these tests write).
 JP = parse_mapping(EXAMPLE_MAPPING.read_text(encoding="utf-8"), "jp").model_copy(
@@ -457,6 +457,40 @@ def test_a_nul_late_in_a_local_file_leaves_it_to_the_python_reader_whichever_blo
     # Then the fast path takes it only without the NUL, and either way it plans what the Python reader plans
     assert isinstance(fast.charges, FrameCharges) is not nul
     assert same_packets(fast, _python_plan(io.BytesIO(data), MONTH, "JPY", JP, "", ""))
+
+
+@pytest.mark.parametrize("nul", [False, True])
+def test_a_nul_in_a_stream_leaves_it_to_the_python_reader(nul):
+    # Given the S3 body (a stream copied in segments, its commas and marks counted as it is read), a NUL in a name
+    data = generate_billing_csv(MONTH, coverage="jp", sims=40).content
+    if nul:
+        data = data.replace(b"LoRa 1", b"LoRa\x001")
+    fast = plan_import(OneWay(data), month=MONTH, currency="JPY", mapping=JP, reopen=lambda: io.BytesIO(data))
+    # Then the fast path takes it only without the NUL, and either way it plans what the Python reader plans
+    assert isinstance(fast.charges, FrameCharges) is not nul
+    assert same_packets(fast, _python_plan(io.BytesIO(data), MONTH, "JPY", JP, "", ""))
+
+
+@pytest.mark.parametrize("chunk", [40, 64, 97])
+def test_lf_records_ending_in_a_quoted_value_cut_at_any_chunk_plan_the_same_on_the_fast_path(monkeypatch, chunk):
+    # Given a stream of LF-only records whose last value is quoted (a quote right before each line break), some
+    # longer than a read, well past the 64 KiB that the header's read brings
+    from soracharge.logic import billing_frame
+
+    monkeypatch.setattr(billing_frame, "CHUNK_BYTES", chunk)
+    header = "imsi,date,billItemName,unitPrice,quantity,amount,customer,note\n"
+    rows = "".join(
+        f'4401{i:02d},202610{1 + i % 28:02d},基本料金 (plan-D),10,1,10,東京ガス,"{"x" * (i % 50)}, ""q"""\n'
+        for i in range(1500)
+    )
+    data = (header + rows).encode()
+    assert len(data) > 2 * 64 * 1024
+    # When planned from the stream
+    fast = plan_import(OneWay(data), month=MONTH, currency="JPY", mapping=JP, reopen=lambda: io.BytesIO(data))
+    # Then the fast path cut it at the records' ends and planned what the Python reader plans
+    assert isinstance(fast.charges, FrameCharges)
+    assert same_packets(fast, _python_plan(io.BytesIO(data), MONTH, "JPY", JP, "", ""))
+    assert fast.rows == 1500
 
 
 def test_rows_in_doubt_that_polars_cannot_read_again_leave_the_file_to_the_python_reader():

@@ -268,7 +268,7 @@ def test_a_correction_written_with_the_mapping_rates_the_month_exactly_as_the_co
 def test_differences_written_without_the_mapping_are_refused_at_import_naming_the_shared_cost():
     chosen = mapping(BY_AMOUNT)
     imported = (HEADER + "".join(f"{row}\r\n" for row in ROWS)).encode()
-    corrected = imported.replace(b"1000,1,1000", b"1200,1,1200")
+    corrected = imported.replace(b"1000,1,1000", b"1200,1,1200").replace(b"500000,-100", b"600000,-120")
     differences = _differences(imported, corrected, None)
     for plan in (
         plan_import(io.BytesIO(differences), month=MONTH, currency="JPY", mapping=chosen),
@@ -278,7 +278,8 @@ def test_differences_written_without_the_mapping_are_refused_at_import_naming_th
         (problem,) = plan.problems
         assert problem.kind is ProblemKind.SETTING
         assert problem.message == (
-            "these differences hold costs no customer owns that the mapping shares out ('vpgBasicCharge-typeE'): "
+            "these differences hold costs no customer owns that the mapping shares out ('freeTierCharge', "
+            "'vpgBasicCharge-typeE'): "
             "differences are no basis to share them by. Write them again with `soracharge correction --mapping "
             "MAPPING` (it compares each customer's share), or send such rows `to` a subscription"
         )
@@ -388,6 +389,7 @@ def test_a_shared_rule_with_a_typo_is_refused_before_it_sends_a_cost_elsewhere(r
         assert not plan.accepted
         assert plan.problems[0].kind is ProblemKind.NEAR_MISS
         assert plan.kinds == {ProblemKind.NEAR_MISS: 1}  # what the report's count by kind says
+        assert plan.problem_count == len(plan.problems) == 1
         assert words in plan.problems[0].message, plan.problems[0].message
 
 
@@ -509,6 +511,23 @@ def test_a_refused_file_counts_a_customers_own_row_of_a_shared_item_to_that_cust
     )
     assert [(p.line, p.value) for p in plan.problems] == [(11, "mysteryCharge")]
     assert plan.per_subscription[SUB_ACME] == Decimal(930 + 100)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "python-reader"])
+def test_a_customer_whose_basis_is_under_one_yen_still_gets_its_share(fast):
+    # Given Northwind's only usage half a yen, and the VPG shared by amount
+    rows = [ROWS[0], ROWS[2], "440103,,20261003,uploadDataCharge,0.0002,2500,0.5,Northwind Traders", ROWS[5]]
+    chosen = mapping('  - {match: "vpgBasicCharge*", by: amount}', default=True)
+    plan = planned((HEADER + "".join(f"{row}\r\n" for row in rows)).encode(), chosen, fast=fast)
+    assert plan.accepted, plan.problems
+    # Then it is shared over all three, Northwind's half yen included (1000 x 0.5 / 660.5 = 0.76: 1 yen by the
+    # largest remainder), and the shares add up to the fee
+    [split] = plan.shares
+    assert {line.customer: line.amount for line in split.lines} == {
+        "Acme Logistics": Decimal(500),
+        "Northwind Traders": Decimal(1),
+        "東京ガス": Decimal(499),
+    }
 
 
 def test_a_currency_the_table_does_not_list_is_shared_in_hundredths():
