@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -220,6 +221,10 @@ def test_a_coupon_amount_with_its_bill_amount_is_not_a_problem(world):
     report = run(world, world.upload(f"uploads/{MONTH}/meta.csv", **{"bill-amount": "100", "coupon-amount": "5"}))
     assert report.problems == []
     assert report.status == "CLOSED"
+    # and the reconciliation reads both: the coupon is a step from the CSV's sum to the bill
+    assert report.reconciliation is not None
+    assert (report.reconciliation.bill_amount, report.reconciliation.coupon_amount) == (Decimal(100), Decimal(5))
+    assert "coupon" in [step.kind for step in report.reconciliation.steps]
 
 
 # -- a month, whatever files come for it --------------------------------------------------------------
@@ -508,23 +513,35 @@ def test_a_file_whose_coverage_cannot_be_told_is_rejected_and_says_how_to_name_i
 
 
 @pytest.mark.parametrize(
-    ("metadata", "mapped", "said"),
+    ("metadata", "mapped", "said", "named"),
     [
         (
             {"currency": "USD", "coverage": "jp"},
             "JPY",
             "the metadata coverage says Japan coverage, the metadata currency USD says Global coverage",
+            ("coverage", "g,jp"),
         ),
         (
             {"currency": "USD"},
             "JPY",
             "the metadata currency USD says Global coverage, and this stack imports Japan coverage bills only",
+            ("coverage", "g"),
         ),
-        ({"currency": ""}, "USD", "the mapping's currency is USD, and Japan coverage bills in JPY"),
-        ({"currency": "JPY"}, "USD", "the file's metadata currency is JPY, the mapping's currency is USD"),
+        (
+            {"currency": ""},
+            "USD",
+            "the mapping's currency is USD, and Japan coverage bills in JPY",
+            ("currency", "USD"),
+        ),
+        (
+            {"currency": "JPY"},
+            "USD",
+            "the file's metadata currency is JPY, the mapping's currency is USD",
+            ("currency", "JPY,USD"),
+        ),
     ],
 )
-def test_a_currency_told_otherwise_by_any_source_rejects_the_file_naming_each(cloudblue, metadata, mapped, said):
+def test_a_currency_told_otherwise_by_any_source_rejects_the_file_naming_each(cloudblue, metadata, mapped, said, named):
     # Given a Japan bill, with a metadata currency, a mapping currency and a coverage that do not all agree
     with protocol_world(cloudblue, mapping=MAPPING.model_copy(update={"currency": mapped})) as world:
         sessions = len(world.cloudblue.sessions())
@@ -532,6 +549,7 @@ def test_a_currency_told_otherwise_by_any_source_rejects_the_file_naming_each(cl
         # Then nothing is imported, and the first problem names each source and its value
         assert (report.status, report.reason) == ("REJECTED", EndReason.PROBLEMS)
         assert said in report.problems[0].message
+        assert (report.problems[0].column, report.problems[0].value) == named  # the setting, and the values told
         assert len(world.cloudblue.sessions()) == sessions
 
 
@@ -633,6 +651,21 @@ def test_a_closed_import_counts_the_rows_read_and_the_charges_and_packets_it_sen
     )  # fmt: skip
 
 
+def test_the_amount_a_closed_import_sent_is_a_metric_of_its_currency_and_coverage(world, monkeypatch, capsys):
+    # Given the function's metrics namespace (as in Lambda: the amount metrics go out at once, as EMF on stdout)
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "soracharge-test")
+    capsys.readouterr()
+    report = run(world, world.upload(f"uploads/{MONTH}/amount.csv"))
+    assert report.status == "CLOSED"
+    assert report.reconciliation is not None
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    imported = [blob for blob in blobs if "AmountImported" in blob]
+    # Then the dashboard's series (per currency and coverage) holds the CSV's sum, and no operator's series does
+    assert [(blob["AmountImported"], blob["Currency"], blob["Coverage"], "Operator" in blob) for blob in imported] == [
+        ([float(report.reconciliation.imported_sum)], "JPY", "jp", False)
+    ]
+
+
 # -- operators SoracomAccounts lists ----------------------------------------------------------------------------
 
 
@@ -665,6 +698,22 @@ def test_an_operator_s_bill_is_reported_and_its_rating_followed_as_that_operator
     request = FollowSessionRequest.model_validate(payload)
     assert (request.object_id, request.coverage, request.operator) == (obj.object_id, "jp", "OP0000000002")
     assert request.session.import_session_id == session
+
+
+def test_a_file_whose_folder_and_metadata_name_two_operators_is_rejected_naming_both(world, monkeypatch):
+    # Given a stack listing two operators, and a file in one's folder whose metadata names the other
+    listing(world, monkeypatch, "OP0000000002", "OP0000000003")
+    sessions = len(world.cloudblue.sessions())
+    report = run(world, world.upload(f"uploads/{MONTH}/OP0000000002/jp/bill.csv", operator="OP0000000003"))
+    # Then whose bill it is would be a guess: nothing is imported, and the problem names both
+    assert (report.status, report.reason) == ("REJECTED", EndReason.PROBLEMS)
+    (problem,) = report.problems
+    assert (problem.column, problem.value, problem.message) == (
+        "operator",
+        "OP0000000002,OP0000000003",
+        "the key's folder says OP0000000002, the metadata operator says OP0000000003",
+    )
+    assert len(world.cloudblue.sessions()) == sessions
 
 
 def test_a_killed_attempt_writes_nothing_at_all(world):
