@@ -34,6 +34,7 @@ from tests.protocol.world import (
     OTHER_CSV,
     TODAY,
     Logged,
+    follow_event,
     protocol_world,
     sha256,
 )
@@ -239,21 +240,7 @@ def test_each_session_is_followed_by_one_execution_named_for_its_file_and_sessio
         # of that name is a no-op in Step Functions), with the event the follow function reads
         [session] = [s for s in cloudblue.session_ids() if s not in world.sessions_before]
         digest = hashlib.sha256(obj.object_id.encode()).hexdigest()[:16]
-        assert world.workflows.started == {
-            f"import-{session}-{digest}": {
-                "objectId": obj.object_id,
-                "month": MONTH,
-                "coverage": "jp",
-                "reportKey": f"reports/{MONTH}/{obj.version_id}.json",
-                "session": {
-                    "importSessionId": session,
-                    "status": "NEW",
-                    "polls": 0,
-                    "month": MONTH,
-                    "objectId": obj.object_id,
-                },
-            }
-        }
+        assert world.workflows.started == {f"import-{session}-{digest}": follow_event(obj, session)}
 
 
 ROWS = list(csv.DictReader(io.StringIO(CSV.decode("utf-8-sig"), newline="")))

@@ -569,6 +569,17 @@ def shared_aws() -> Iterator[None]:
             _SHARED.clear()
 
 
+def follow_event(obj: ObjectRef, session: int) -> dict[str, Any]:
+    """The event a Japan import's follow execution starts with (what the follow function reads), written out."""
+    return {
+        "objectId": obj.object_id,
+        "month": MONTH,
+        "coverage": "jp",
+        "reportKey": f"reports/{MONTH}/{obj.version_id}.json",
+        "session": {"importSessionId": session, "status": "NEW", "polls": 0, "month": MONTH, "objectId": obj.object_id},
+    }
+
+
 def sha256(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 

@@ -34,6 +34,7 @@ from tests.protocol.world import (
     PACKET_SIZE,
     Logged,
     ProtocolWorld,
+    follow_event,
     protocol_world,
     sha256,
 )
@@ -373,21 +374,7 @@ def test_an_attempt_that_died_before_following_its_rating_has_it_followed_by_the
     assert report == closed
     session = report.import_session_id
     assert session is not None
-    assert world.workflows.started == {
-        follow_execution_name(obj.object_id, session): {
-            "objectId": obj.object_id,
-            "month": MONTH,
-            "coverage": "jp",
-            "reportKey": f"reports/{MONTH}/{obj.version_id}.json",
-            "session": {
-                "importSessionId": session,
-                "status": "NEW",
-                "polls": 0,
-                "month": MONTH,
-                "objectId": obj.object_id,
-            },
-        }
-    }
+    assert world.workflows.started == {follow_execution_name(obj.object_id, session): follow_event(obj, session)}
     # And the log says it was claimed already, with the ledger's status
     claimed = [getattr(r, "ledgerStatus", None) for r in logged.records if r.msg == "Object version already claimed"]
     assert claimed == ["CLOSED"]
