@@ -127,6 +127,8 @@ def test_exact_decimals_and_quoted_fields_survive():
     ("body", "message"),
     [
         (b"", "imported: the file is empty"),
+        (b"\r\n" + csv_bytes("440101234567890,20261001,Data usage,0.2,100,20,Acme"),
+         "imported: line 1 is blank: the header (the columns' names) must be the file's first line"),
         (csv_bytes("1,20261001,x,1,1,1,A", header="imsi,date,billItemName,unitPrice,quantity,cost,customer"),
          "imported, line 1: missing column 'amount'"),
         (csv_bytes("440101234567890,20261001,Data usage,0.2,100,twenty,Acme"),

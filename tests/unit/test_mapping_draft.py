@@ -107,7 +107,11 @@ def test_lf_line_ends_and_no_bom_read_the_same():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"", "bill.csv: line 1: no header line"),
+        (b"", "bill.csv: the file is empty: no header line"),
+        (
+            b"\r\nbillItemName,amount\r\nx,1\r\n",
+            "bill.csv: line 1 is blank: the header (the columns' names) must be the file's first line",
+        ),
         (b"imsi,date,amount\r\n1,202610,1\r\n", "bill.csv: line 1: no 'billItemName' column"),
         (b"imsi,date,billItemName\r\n1,202610,x\r\n", "bill.csv: line 1: no 'amount' column"),
         (

@@ -632,6 +632,18 @@ def test_an_empty_file_is_a_problem():
     assert (problem.line, problem.message) == (1, "the file is empty: no header line")
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["plan_import", "python-reader"])
+def test_a_blank_first_line_before_the_header_is_named_as_such_not_as_an_empty_file(fast):
+    # Given a bill whose header was pushed down by an empty line (its rows follow)
+    [problem] = plan(b"\r\n" + billing_csv([row()]).removeprefix(b"\xef\xbb\xbf"), fast=fast).problems
+    # Then the problem says where the header must be
+    assert (problem.line, problem.kind, problem.message) == (
+        1,
+        ProblemKind.HEADER,
+        "line 1 is blank: the header (the columns' names) must be the file's first line",
+    )
+
+
 def test_stored_problems_are_capped_and_the_rest_counted():
     # Given more bad rows than the report lists
     result = plan(billing_csv([row(amount="x")] * (MAX_STORED_PROBLEMS + 5)))

@@ -299,7 +299,7 @@ def _read(text: Iterator[str], result: BillingRows, mapping: Mapping) -> None:
         result.add_problem(1, None, None, f"the header line is not valid CSV: {exc}", ProblemKind.HEADER)
         return
     if not header:
-        result.add_problem(1, None, None, "the file is empty: no header line", ProblemKind.HEADER)
+        result.add_problem(1, None, None, no_header(blank=first is not None), ProblemKind.HEADER)
         return
     columns = _Columns.of(header, mapping.customer.column, result)
     if columns is None:
@@ -399,6 +399,14 @@ def _read_generic(lines: Iterator[str], header_lines: int, columns: _Columns, ch
     except csv.Error as exc:
         check.unreadable(line_no + header_lines + 1, exc)
     return rows
+
+
+def no_header(*, blank: bool) -> str:
+    """What is wrong with a file whose first line holds no column names: nothing at all, or a blank line 1
+    (the reader's, the correction's and the draft's words)."""
+    if blank:
+        return "line 1 is blank: the header (the columns' names) must be the file's first line"
+    return "the file is empty: no header line"
 
 
 def ragged_row(fields: int, width: int) -> str:

@@ -49,6 +49,7 @@ from soracharge.logic.billing_csv import (
     QUANTITY,
     UNIT_PRICE,
     RowArithmetic,
+    no_header,
 )
 from soracharge.models.charges import EXACT, canonical_decimal_text
 from soracharge.models.devices import DEVICE_COLUMNS
@@ -287,7 +288,7 @@ def _read_rows(
         records = csv.reader(text, strict=True)
         header = next(records, None)
         if not header:
-            raise InvalidInputError(f"{name}: the file is empty: no header line")
+            raise InvalidInputError(f"{name}: {no_header(blank=header is not None)}")
         header = [column.strip() for column in header]  # as the import reads a header (logic/billing_csv.py)
         missing = [c for c in (AMOUNT,) if c not in header]
         duplicated = sorted({c for c in header if header.count(c) > 1})

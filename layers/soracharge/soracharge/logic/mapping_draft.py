@@ -31,6 +31,7 @@ from soracharge.logic.billing_csv import (
     IMSI,
     QUANTITY,
     UNIT_PRICE,
+    no_header,
     number_problem,
     ragged_row,
     shown,
@@ -161,7 +162,7 @@ def _summarize(text: Iterable[str], source: str) -> BillingSummary:
     try:
         header = next(reader, None)
         if header is None or not any(name.strip() for name in header):
-            raise InvalidInputError(f"{source}: line 1: no header line (the file is empty)")
+            raise InvalidInputError(f"{source}: {no_header(blank=header is not None)}")
         names = [name.strip() for name in header]
         for required in (BILL_ITEM, AMOUNT):
             if required not in names:
