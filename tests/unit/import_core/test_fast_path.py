@@ -187,10 +187,6 @@ def test_bytes_that_are_not_utf8_in_a_column_not_used_are_ignored_as_the_python_
 
 
 def test_a_stream_that_cannot_be_read_again_is_read_once_by_the_python_reader():
-    class OneWay(io.BytesIO):
-        def seekable(self) -> bool:
-            return False
-
     data = generate_billing_csv(MONTH, coverage="jp", sims=3).content
     result = plan_import(OneWay(data), month=MONTH, currency="JPY", mapping=JP)
     assert not isinstance(result.charges, FrameCharges)
@@ -209,10 +205,6 @@ def test_a_reopened_stream_serves_the_python_reader_after_the_fast_path_declined
 
         def __exit__(self, *exc: object) -> None:
             return None
-
-    class OneWay(io.BytesIO):
-        def seekable(self) -> bool:
-            return False
 
     result = plan_import(OneWay(data), month=MONTH, currency="JPY", mapping=JP, reopen=Reopen)
     assert opened == [1]
@@ -293,10 +285,6 @@ def test_records_cut_at_any_chunk_and_segment_size_plan_the_same(monkeypatch, ch
         f'4401{i:02d},202610{1 + i % 28:02d},基本料金 (plan-D),10,1,10,東京ガス,"line {i}\r\nnext, ""q"""\r\n'
         for i in range(count)
     )
-
-    class OneWay(io.BytesIO):
-        def seekable(self) -> bool:
-            return False
 
     data = (header + rows).encode()
     fast = plan_import(OneWay(data), month=MONTH, currency="JPY", mapping=JP, reopen=lambda: io.BytesIO(data))
