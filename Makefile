@@ -18,7 +18,7 @@ export UV_COMPILE_BYTECODE := 1
 #: The browser tests drive this Chromium through playwright (playwright's own browser download is not used).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo-install docs docs-reference browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements layer-size unit integration mutants clean
+.PHONY: install demo-install docs docs-reference browser demo bench test lint typecheck template-check security layer-requirements check-layer-requirements layer-size unit integration mutants mutants-report clean
 
 install: $(VENV)/.installed
 
@@ -125,6 +125,13 @@ mutants: $(UV)
 		if [ -n "$$survivors" ]; then \
 			../$(BIN)/mutmut run $(if $(MUTMUT_CHILDREN),--max-children $(MUTMUT_CHILDREN)) $$survivors; fi; \
 		status=$$?; cd .. && $(BIN)/python scripts/mutants.py --record && exit $$status
+	$(BIN)/python scripts/mutants.py
+
+## The recorded mutation results (docs/development/mutants.json.gz) as make mutants prints them, without running mutmut:
+## what the development page's table says, in a new checkout.
+mutants-report: $(UV)
+	$(UV) sync --frozen --inexact --extra local --group mutation --python $(PYTHON)
+	$(BIN)/python scripts/mutants.py --restore
 	$(BIN)/python scripts/mutants.py
 
 ## The layer installs exactly the locked runtime dependencies (sam build reads this file).
