@@ -226,6 +226,13 @@ def main() -> int:
                 for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
             )
         )
+    unwritten = [module for module, found in results.items() if found is not None and not (RESULTS / module).is_file()]
+    if unwritten:
+        print(
+            f"\n{len(unwritten)} module(s) restored from the record without mutmut's mutated copies: their named "
+            "equivalents cannot be told from survivors here and count as surviving above. Any make mutants run "
+            "writes the copies first (e.g. make mutants MUTMUT_SAMPLE=1)."
+        )
     for module, found in results.items():
         if found is None:
             print(f"\n{module}: no results yet (make mutants)")
